@@ -1,0 +1,1 @@
+//! comfyrs: a ComfyUI-compatible workflow executor.
