@@ -1,0 +1,186 @@
+//! The one event stream of a run, with ComfyUI's event names and payloads (spec §8.2). The CLI
+//! renders it as progress bars; the server forwards it unchanged over WebSocket.
+
+use serde_json::{json, Value as Json};
+use std::sync::Mutex;
+
+/// Milliseconds since the Unix epoch (ComfyUI's `timestamp`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    ExecutionStart {
+        prompt_id: String,
+        timestamp: u64,
+    },
+    ExecutionCached {
+        prompt_id: String,
+        nodes: Vec<String>,
+        timestamp: u64,
+    },
+    /// `node: None` is the "prompt finished" signal, sent by whoever records history.
+    Executing {
+        prompt_id: String,
+        node: Option<String>,
+    },
+    Progress {
+        prompt_id: String,
+        node: String,
+        value: u64,
+        max: u64,
+    },
+    Executed {
+        prompt_id: String,
+        node: String,
+        output: Option<Json>,
+    },
+    ExecutionSuccess {
+        prompt_id: String,
+        timestamp: u64,
+    },
+    /// The payload ComfyUI sends (node_id, node_type, executed, exception_message, ...).
+    ExecutionError {
+        prompt_id: String,
+        data: Json,
+    },
+    ExecutionInterrupted {
+        prompt_id: String,
+        data: Json,
+    },
+}
+
+impl Event {
+    /// ComfyUI's `type` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ExecutionStart { .. } => "execution_start",
+            Event::ExecutionCached { .. } => "execution_cached",
+            Event::Executing { .. } => "executing",
+            Event::Progress { .. } => "progress",
+            Event::Executed { .. } => "executed",
+            Event::ExecutionSuccess { .. } => "execution_success",
+            Event::ExecutionError { .. } => "execution_error",
+            Event::ExecutionInterrupted { .. } => "execution_interrupted",
+        }
+    }
+
+    pub fn prompt_id(&self) -> &str {
+        match self {
+            Event::ExecutionStart { prompt_id, .. }
+            | Event::ExecutionCached { prompt_id, .. }
+            | Event::Executing { prompt_id, .. }
+            | Event::Progress { prompt_id, .. }
+            | Event::Executed { prompt_id, .. }
+            | Event::ExecutionSuccess { prompt_id, .. }
+            | Event::ExecutionError { prompt_id, .. }
+            | Event::ExecutionInterrupted { prompt_id, .. } => prompt_id,
+        }
+    }
+
+    /// ComfyUI's `data` field.
+    pub fn data(&self) -> Json {
+        match self {
+            Event::ExecutionStart {
+                prompt_id,
+                timestamp,
+            }
+            | Event::ExecutionSuccess {
+                prompt_id,
+                timestamp,
+            } => json!({"prompt_id": prompt_id, "timestamp": timestamp}),
+            Event::ExecutionCached {
+                prompt_id,
+                nodes,
+                timestamp,
+            } => json!({"nodes": nodes, "prompt_id": prompt_id, "timestamp": timestamp}),
+            Event::Executing { prompt_id, node } => match node {
+                Some(n) => json!({"node": n, "display_node": n, "prompt_id": prompt_id}),
+                None => json!({"node": null, "prompt_id": prompt_id}),
+            },
+            Event::Progress {
+                prompt_id,
+                node,
+                value,
+                max,
+            } => json!({"value": value, "max": max, "prompt_id": prompt_id, "node": node}),
+            Event::Executed {
+                prompt_id,
+                node,
+                output,
+            } => {
+                json!({"node": node, "display_node": node, "output": output, "prompt_id": prompt_id})
+            }
+            Event::ExecutionError { data, .. } | Event::ExecutionInterrupted { data, .. } => {
+                data.clone()
+            }
+        }
+    }
+
+    /// `{"type": ..., "data": ...}`, the WebSocket frame.
+    pub fn to_message(&self) -> Json {
+        json!({"type": self.kind(), "data": self.data()})
+    }
+
+    /// Whether ComfyUI records this event in the history entry's `status.messages`.
+    pub fn goes_in_history(&self) -> bool {
+        matches!(
+            self,
+            Event::ExecutionStart { .. }
+                | Event::ExecutionCached { .. }
+                | Event::ExecutionSuccess { .. }
+                | Event::ExecutionError { .. }
+                | Event::ExecutionInterrupted { .. }
+        )
+    }
+}
+
+/// Where a run's events go.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: Event);
+}
+
+impl<F: Fn(Event) + Send + Sync> EventSink for F {
+    fn emit(&self, event: Event) {
+        self(event)
+    }
+}
+
+impl EventSink for tokio::sync::mpsc::UnboundedSender<Event> {
+    fn emit(&self, event: Event) {
+        // A closed receiver means nobody listens any more; the run goes on.
+        let _ = self.send(event);
+    }
+}
+
+/// Collects events in memory (tests, history).
+#[derive(Default)]
+pub struct EventLog {
+    pub events: Mutex<Vec<Event>>,
+}
+
+impl EventLog {
+    pub fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl EventSink for EventLog {
+    fn emit(&self, event: Event) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+    }
+}
+
+/// Discards events.
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn emit(&self, _event: Event) {}
+}

@@ -1,0 +1,619 @@
+//! The executor proper.
+//!
+//! One run: plan against the cache, replay `execution_cached`, then release nodes in
+//! dependency order (ties broken by ComfyUI's output-first heuristic) to `workers` threads.
+//! A node error or panic ends the run as `execution_error`; an interrupt as
+//! `execution_interrupted`. Nodes that finished keep their cache entries, so the next run
+//! resumes from there.
+
+use super::cache::{CacheEntry, CachePolicy, NodeValues, OutputCache};
+use super::events::{now_ms, Event, EventSink};
+use crate::env::Environment;
+use crate::graph::{plan, GraphInput, ValidPrompt};
+use crate::node::{Inputs, NodeContext, NodeError, ProgressSink, Registry, Value};
+use indexmap::IndexMap;
+use petgraph::graph::NodeIndex;
+use petgraph::Direction;
+use serde_json::{json, Map, Value as Json};
+use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// A cooperative stop signal for the running prompt.
+#[derive(Clone, Default, Debug)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    pub fn new() -> Self {
+        Interrupt::default()
+    }
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    pub cache: CachePolicy,
+    /// Nodes that may run at once (independent branches). 1 runs everything on the calling
+    /// thread in ComfyUI's order.
+    pub workers: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            cache: CachePolicy::Classic,
+            workers: 1,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    Success,
+    /// The `execution_error` payload.
+    Error(Json),
+    /// The `execution_interrupted` payload.
+    Interrupted(Json),
+}
+
+/// What a run produced: the UI outputs by node id (history's `outputs`), the messages history
+/// records, and which nodes executed or came from the cache.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub status: RunStatus,
+    pub outputs: IndexMap<String, Json>,
+    pub messages: Vec<(String, Json)>,
+    /// Nodes whose function ran, in completion order.
+    pub executed: Vec<String>,
+    /// Nodes whose output came from the cache (ComfyUI's `execution_cached` list).
+    pub cached: Vec<String>,
+}
+
+impl RunOutcome {
+    pub fn is_success(&self) -> bool {
+        self.status == RunStatus::Success
+    }
+}
+
+/// Per-(node id, class) state kept across runs (ComfyUI's node instances).
+type InstanceState = Option<Box<dyn Any + Send>>;
+
+/// Runs prompts. One per process: it owns the output cache and node instance state.
+pub struct Executor {
+    registry: Arc<Registry>,
+    env: Arc<Environment>,
+    cache: Mutex<OutputCache>,
+    instances: Mutex<HashMap<(String, String), InstanceState>>,
+    workers: usize,
+}
+
+/// Everything the worker threads share during one run.
+struct Shared<'a> {
+    state: Mutex<SchedState>,
+    wake: Condvar,
+    prompt: &'a ValidPrompt,
+    prompt_id: &'a str,
+    extra_pnginfo: Option<&'a Json>,
+    rank: &'a [(u8, usize)],
+    interrupt: &'a Interrupt,
+    events: &'a dyn EventSink,
+}
+
+struct SchedState {
+    ready: BinaryHeap<Reverse<((u8, usize), usize)>>,
+    /// Scheduled producers each node still waits for.
+    waiting: Vec<usize>,
+    values: Vec<Option<Arc<NodeValues>>>,
+    remaining: usize,
+    running: usize,
+    failure: Option<Failure>,
+    executed: Vec<String>,
+    outputs: IndexMap<String, Json>,
+    /// New cache entries made by this run.
+    new_entries: Vec<(usize, CacheEntry)>,
+}
+
+enum Failure {
+    Error(Json),
+    Interrupted(Json),
+}
+
+struct EventProgress<'a> {
+    prompt_id: &'a str,
+    events: &'a dyn EventSink,
+}
+
+impl ProgressSink for EventProgress<'_> {
+    fn progress(&self, node_id: &str, value: u64, max: u64) {
+        self.events.emit(Event::Progress {
+            prompt_id: self.prompt_id.to_string(),
+            node: node_id.to_string(),
+            value,
+            max,
+        });
+    }
+}
+
+impl Executor {
+    pub fn new(registry: Arc<Registry>, env: Arc<Environment>, config: ExecutorConfig) -> Self {
+        Executor {
+            registry,
+            env,
+            cache: Mutex::new(OutputCache::new(config.cache)),
+            instances: Mutex::new(HashMap::new()),
+            workers: config.workers.max(1),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn env(&self) -> &Arc<Environment> {
+        &self.env
+    }
+
+    /// Entry count and bytes held by the output cache.
+    pub fn cache_stats(&self) -> (usize, usize) {
+        let c = self.lock_cache();
+        (c.len(), c.bytes())
+    }
+
+    /// Drops every cached output (POST /free with free_memory).
+    pub fn clear_cache(&self) {
+        self.lock_cache().clear();
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, OutputCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a validated prompt to the end, on the calling thread (plus `workers - 1` helpers).
+    /// Blocking: async callers use `tokio::task::spawn_blocking`.
+    pub fn run(
+        &self,
+        prompt_id: &str,
+        prompt: &ValidPrompt,
+        extra_pnginfo: Option<&Json>,
+        interrupt: &Interrupt,
+        events: &dyn EventSink,
+    ) -> RunOutcome {
+        let mut messages = Vec::new();
+        let emit = |e: Event, messages: &mut Vec<(String, Json)>| {
+            if e.goes_in_history() {
+                messages.push((e.kind().to_string(), e.data()));
+            }
+            events.emit(e);
+        };
+        emit(
+            Event::ExecutionStart {
+                prompt_id: prompt_id.to_string(),
+                timestamp: now_ms(),
+            },
+            &mut messages,
+        );
+
+        let g = &prompt.graph.graph;
+        let n = g.node_count();
+        // Plan against the cache, and pin the cached values this run will read.
+        let (plan, cached_values, cached_ui, cached_ids) = {
+            let mut cache = self.lock_cache();
+            let plan = plan(&prompt.graph, &self.env, |s| cache.contains(s));
+            let used: HashSet<[u8; 32]> = plan.signatures.iter().copied().collect();
+            cache.begin_prompt(&used);
+            let mut values = vec![None; n];
+            let mut ui = vec![None; n];
+            let mut ids = Vec::new();
+            for ix in g.node_indices() {
+                if let Some(entry) = cache.get(&plan.signatures[ix.index()]) {
+                    values[ix.index()] = Some(entry.values);
+                    ui[ix.index()] = Some(entry.ui);
+                    ids.push(g[ix].id.clone());
+                }
+            }
+            (plan, values, ui, ids)
+        };
+        emit(
+            Event::ExecutionCached {
+                prompt_id: prompt_id.to_string(),
+                nodes: cached_ids.clone(),
+                timestamp: now_ms(),
+            },
+            &mut messages,
+        );
+
+        // Release order: scheduled nodes become ready when their scheduled producers finish.
+        let mut waiting = vec![0usize; n];
+        let mut ready = BinaryHeap::new();
+        for ix in plan.scheduled_nodes() {
+            let replay = cached_values[ix.index()].is_some();
+            if !replay {
+                let mut producers: Vec<NodeIndex> = g
+                    .neighbors_directed(ix, Direction::Incoming)
+                    .filter(|p| plan.scheduled[p.index()])
+                    .collect();
+                producers.sort_unstable();
+                producers.dedup();
+                waiting[ix.index()] = producers.len();
+            }
+            if waiting[ix.index()] == 0 {
+                ready.push(Reverse((plan.rank[ix.index()], ix.index())));
+            }
+        }
+        let remaining = plan.scheduled.iter().filter(|s| **s).count();
+        let shared = Shared {
+            state: Mutex::new(SchedState {
+                ready,
+                waiting,
+                values: cached_values,
+                remaining,
+                running: 0,
+                failure: None,
+                executed: Vec::new(),
+                outputs: IndexMap::new(),
+                new_entries: Vec::new(),
+            }),
+            wake: Condvar::new(),
+            prompt,
+            prompt_id,
+            extra_pnginfo,
+            rank: &plan.rank,
+            interrupt,
+            events,
+        };
+        let replay_ui = cached_ui;
+        let scheduled = &plan.scheduled;
+        if self.workers == 1 {
+            self.worker(&shared, &replay_ui, scheduled);
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..self.workers {
+                    s.spawn(|| self.worker(&shared, &replay_ui, scheduled));
+                }
+            });
+        }
+
+        let state = shared.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut cache = self.lock_cache();
+            for (i, entry) in state.new_entries {
+                cache.insert(plan.signatures[i], entry);
+            }
+        }
+        let status = match state.failure {
+            None => {
+                emit(
+                    Event::ExecutionSuccess {
+                        prompt_id: prompt_id.to_string(),
+                        timestamp: now_ms(),
+                    },
+                    &mut messages,
+                );
+                RunStatus::Success
+            }
+            Some(Failure::Error(data)) => {
+                emit(
+                    Event::ExecutionError {
+                        prompt_id: prompt_id.to_string(),
+                        data: data.clone(),
+                    },
+                    &mut messages,
+                );
+                RunStatus::Error(data)
+            }
+            Some(Failure::Interrupted(data)) => {
+                emit(
+                    Event::ExecutionInterrupted {
+                        prompt_id: prompt_id.to_string(),
+                        data: data.clone(),
+                    },
+                    &mut messages,
+                );
+                RunStatus::Interrupted(data)
+            }
+        };
+        RunOutcome {
+            status,
+            outputs: state.outputs,
+            messages,
+            executed: state.executed,
+            cached: cached_ids,
+        }
+    }
+
+    /// One worker: takes the best ready node, runs it, releases its consumers; until the run
+    /// is done or has failed.
+    fn worker(&self, sh: &Shared, replay_ui: &[Option<Option<Json>>], scheduled: &[bool]) {
+        let g = &sh.prompt.graph.graph;
+        let mut guard = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if guard.failure.is_some() || guard.remaining == 0 {
+                break;
+            }
+            let Some(Reverse((_, i))) = guard.ready.pop() else {
+                if guard.running == 0 {
+                    break; // nothing can become ready any more
+                }
+                guard = sh.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            let ix = NodeIndex::new(i);
+            let node = &g[ix];
+
+            // A cached output node: replay its UI, nothing runs.
+            if let (Some(_), Some(ui)) = (&guard.values[i], &replay_ui[i]) {
+                if let Some(ui) = ui {
+                    guard.outputs.insert(node.id.clone(), ui.clone());
+                }
+                sh.events.emit(Event::Executed {
+                    prompt_id: sh.prompt_id.to_string(),
+                    node: node.id.clone(),
+                    output: ui.clone(),
+                });
+                guard.remaining -= 1;
+                continue;
+            }
+
+            // Gather input lists while holding the lock (cheap Arc clones).
+            let mut lists: Vec<(String, Vec<Value>)> = Vec::with_capacity(node.inputs.len());
+            for (name, input) in &node.inputs {
+                let list = match input {
+                    GraphInput::Literal(v) => vec![v.clone()],
+                    GraphInput::Link { source, slot } => guard.values[source.index()]
+                        .as_ref()
+                        .and_then(|vals| vals.get(*slot).cloned())
+                        .unwrap_or_default(),
+                };
+                lists.push((name.clone(), list));
+            }
+            guard.running += 1;
+            drop(guard);
+
+            let result = if sh.interrupt.is_triggered() {
+                Err(NodeError::Interrupted)
+            } else {
+                sh.events.emit(Event::Executing {
+                    prompt_id: sh.prompt_id.to_string(),
+                    node: Some(node.id.clone()),
+                });
+                self.call_node(sh, ix, &lists)
+            };
+
+            guard = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+            guard.running -= 1;
+            match result {
+                Ok((values, ui)) => {
+                    if let Some(ui) = &ui {
+                        guard
+                            .outputs
+                            .insert(node.id.clone(), Json::Object(ui.clone()));
+                        sh.events.emit(Event::Executed {
+                            prompt_id: sh.prompt_id.to_string(),
+                            node: node.id.clone(),
+                            output: Some(Json::Object(ui.clone())),
+                        });
+                    }
+                    let entry = CacheEntry::new(values, ui.map(Json::Object));
+                    guard.values[i] = Some(Arc::clone(&entry.values));
+                    guard.new_entries.push((i, entry));
+                    guard.executed.push(node.id.clone());
+                    guard.remaining -= 1;
+                    let mut consumers: Vec<NodeIndex> =
+                        g.neighbors_directed(ix, Direction::Outgoing).collect();
+                    consumers.sort_unstable();
+                    consumers.dedup();
+                    for c in consumers {
+                        let ci = c.index();
+                        if !scheduled[ci] || guard.values[ci].is_some() {
+                            continue;
+                        }
+                        guard.waiting[ci] -= 1;
+                        if guard.waiting[ci] == 0 {
+                            guard.ready.push(Reverse((sh.rank[ci], ci)));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let executed = guard.executed.clone();
+                    let failure = failure_payload(
+                        sh,
+                        node.id.as_str(),
+                        node.class_type(),
+                        &lists,
+                        executed,
+                        e,
+                    );
+                    if guard.failure.is_none() {
+                        guard.failure = Some(failure);
+                    }
+                }
+            }
+            sh.wake.notify_all();
+        }
+        sh.wake.notify_all();
+    }
+
+    /// Calls a node once per list element (or once with whole lists), catching panics, and
+    /// merges the per-call results per output slot.
+    fn call_node(
+        &self,
+        sh: &Shared,
+        ix: NodeIndex,
+        lists: &[(String, Vec<Value>)],
+    ) -> Result<(NodeValues, Option<Map<String, Json>>), NodeError> {
+        let node = &sh.prompt.graph.graph[ix];
+        let schema = &node.class.schema;
+        let key = (node.id.clone(), schema.name.clone());
+        let mut state: InstanceState = self
+            .instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+            .flatten();
+
+        let calls: Vec<Inputs> = if schema.input_is_list {
+            vec![Inputs::new(
+                lists
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::List(v.clone())))
+                    .collect(),
+            )]
+        } else {
+            if let Some((name, _)) = lists.iter().find(|(_, l)| l.is_empty()) {
+                return Err(NodeError::input(name, "the linked output is an empty list"));
+            }
+            let count = lists.iter().map(|(_, l)| l.len()).max().unwrap_or(1);
+            (0..count)
+                .map(|c| {
+                    Inputs::new(
+                        lists
+                            .iter()
+                            .map(|(k, l)| (k.clone(), l[c.min(l.len() - 1)].clone()))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+
+        let progress = EventProgress {
+            prompt_id: sh.prompt_id,
+            events: sh.events,
+        };
+        let mut slots: NodeValues = vec![Vec::new(); schema.outputs.len()];
+        let mut ui: Option<Map<String, Json>> = None;
+        let mut result = Ok(());
+        for inputs in &calls {
+            if sh.interrupt.is_triggered() {
+                result = Err(NodeError::Interrupted);
+                break;
+            }
+            let mut ctx = NodeContext {
+                node_id: &node.id,
+                class_type: &schema.name,
+                prompt_id: sh.prompt_id,
+                env: &self.env,
+                prompt: &sh.prompt.prompt,
+                extra_pnginfo: sh.extra_pnginfo,
+                state: &mut state,
+                interrupt: &sh.interrupt.0,
+                progress: &progress,
+            };
+            let out = catch_unwind(AssertUnwindSafe(|| {
+                node.class.node.execute(&mut ctx, inputs)
+            }))
+            .unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(NodeError::Failed {
+                    message: format!("node panicked: {msg}"),
+                    exception_type: "Panic".into(),
+                })
+            });
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if out.values.len() != schema.outputs.len() {
+                result = Err(NodeError::msg(format!(
+                    "{} returned {} value(s) but declares {} output(s)",
+                    schema.name,
+                    out.values.len(),
+                    schema.outputs.len()
+                )));
+                break;
+            }
+            for (k, v) in out.values.into_iter().enumerate() {
+                match (schema.outputs[k].is_list, v) {
+                    (true, Value::List(items)) => slots[k].extend(items),
+                    (_, v) => slots[k].push(v),
+                }
+            }
+            if let Some(call_ui) = out.ui {
+                merge_ui(&mut ui, call_ui);
+            }
+        }
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, state);
+        result.map(|_| (slots, ui))
+    }
+}
+
+/// Merges one call's UI dict into the node's: keys from the first dict, lists concatenated.
+fn merge_ui(acc: &mut Option<Map<String, Json>>, call: Map<String, Json>) {
+    match acc {
+        None => *acc = Some(call),
+        Some(acc) => {
+            let keys: Vec<String> = acc.keys().cloned().collect();
+            for k in keys {
+                if let (Some(Json::Array(dst)), Some(Json::Array(src))) =
+                    (acc.get_mut(&k), call.get(&k))
+                {
+                    dst.extend(src.iter().cloned());
+                }
+            }
+        }
+    }
+}
+
+fn failure_payload(
+    sh: &Shared,
+    node_id: &str,
+    class_type: &str,
+    lists: &[(String, Vec<Value>)],
+    executed: Vec<String>,
+    e: NodeError,
+) -> Failure {
+    match e {
+        NodeError::Interrupted => Failure::Interrupted(json!({
+            "prompt_id": sh.prompt_id, "node_id": node_id, "node_type": class_type,
+            "executed": executed, "timestamp": now_ms(),
+        })),
+        NodeError::Failed {
+            message,
+            exception_type,
+        } => {
+            let current_inputs: Map<String, Json> = lists
+                .iter()
+                .map(|(k, l)| {
+                    (
+                        k.clone(),
+                        Json::Array(l.iter().map(Value::to_report_json).collect()),
+                    )
+                })
+                .collect();
+            let current_outputs: Vec<&str> = sh
+                .prompt
+                .graph
+                .graph
+                .node_indices()
+                .map(|ix| sh.prompt.graph.graph[ix].id.as_str())
+                .collect();
+            Failure::Error(json!({
+                "prompt_id": sh.prompt_id, "node_id": node_id, "node_type": class_type,
+                "executed": executed, "exception_message": message, "exception_type": exception_type,
+                "traceback": [], "current_inputs": current_inputs, "current_outputs": current_outputs,
+                "timestamp": now_ms(),
+            }))
+        }
+    }
+}

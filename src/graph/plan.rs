@@ -1,0 +1,195 @@
+//! Planning a run: each node's cache signature, which nodes must execute, and in what order
+//! ties are broken.
+//!
+//! Signature = hash(class, fingerprint (IS_CHANGED), node id if the node is not idempotent or
+//! asks for its UNIQUE_ID, each input by sorted name: the literal, or the producer's signature
+//! and output index). Equal signatures mean equal outputs, whatever the node ids.
+
+use super::{ExecGraph, GraphInput};
+use crate::env::Environment;
+use crate::node::{Fingerprint, Hidden, Inputs, Value};
+use petgraph::graph::NodeIndex;
+use petgraph::Direction;
+
+/// A node's cache key.
+pub type Signature = [u8; 32];
+
+/// What a run will do.
+pub struct Plan {
+    /// Signature of every node, by `NodeIndex::index()`.
+    pub signatures: Vec<Signature>,
+    /// Nodes that execute (or, for cached output nodes, replay their UI), by index.
+    pub scheduled: Vec<bool>,
+    /// Tie-break rank among ready nodes: lower runs first (ComfyUI's heuristic: output nodes,
+    /// then nodes feeding an output, then nodes two steps away, then the rest).
+    pub rank: Vec<(u8, usize)>,
+}
+
+impl Plan {
+    pub fn scheduled_nodes(&self) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.scheduled
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s)
+            .map(|(i, _)| NodeIndex::new(i))
+    }
+}
+
+/// Plans `graph`. `is_cached(sig)` says whether the output cache holds a signature.
+pub fn plan(graph: &ExecGraph, env: &Environment, is_cached: impl Fn(&Signature) -> bool) -> Plan {
+    let g = &graph.graph;
+    let n = g.node_count();
+    let order = petgraph::algo::toposort(g, None).expect("validation rejected cycles");
+    let mut signatures = vec![[0u8; 32]; n];
+    for &ix in &order {
+        signatures[ix.index()] = signature_of(graph, ix, &signatures, env);
+    }
+
+    // Walk up from the outputs; cached nodes end the walk (their producers are not needed).
+    let mut scheduled = vec![false; n];
+    let mut discovery = vec![usize::MAX; n];
+    let mut counter = 0;
+    let mut stack: Vec<NodeIndex> = graph.outputs.iter().rev().copied().collect();
+    while let Some(ix) = stack.pop() {
+        if scheduled[ix.index()] {
+            continue;
+        }
+        let is_output = graph.outputs.contains(&ix);
+        if !is_output && is_cached(&signatures[ix.index()]) {
+            continue;
+        }
+        scheduled[ix.index()] = true;
+        discovery[ix.index()] = counter;
+        counter += 1;
+        if is_output && is_cached(&signatures[ix.index()]) {
+            continue;
+        }
+        for (_, input) in g[ix].inputs.iter().rev() {
+            if let GraphInput::Link { source, .. } = input {
+                if !scheduled[source.index()] {
+                    stack.push(*source);
+                }
+            }
+        }
+    }
+
+    // Distance (in links, capped at 3) to the nearest output node downstream.
+    let mut dist = vec![3u8; n];
+    for &ix in order.iter().rev() {
+        if g[ix].class.schema.output_node {
+            dist[ix.index()] = 0;
+            continue;
+        }
+        let d = g
+            .neighbors_directed(ix, Direction::Outgoing)
+            .map(|c| dist[c.index()].saturating_add(1))
+            .min()
+            .unwrap_or(3)
+            .min(3);
+        dist[ix.index()] = d;
+    }
+    let rank = (0..n).map(|i| (dist[i], discovery[i])).collect();
+    Plan {
+        signatures,
+        scheduled,
+        rank,
+    }
+}
+
+fn signature_of(
+    graph: &ExecGraph,
+    ix: NodeIndex,
+    signatures: &[Signature],
+    env: &Environment,
+) -> Signature {
+    let node = &graph.graph[ix];
+    let schema = &node.class.schema;
+    let mut h = blake3::Hasher::new();
+    h.update(schema.name.as_bytes());
+    h.update(&[0]);
+
+    // IS_CHANGED, with literal inputs only.
+    let mut literals = Inputs::default();
+    for (name, input) in &node.inputs {
+        if let GraphInput::Literal(v) = input {
+            literals.insert(name, v.clone());
+        }
+    }
+    match node.class.node.fingerprint(env, &literals) {
+        Fingerprint::Stable => {
+            h.update(b"stable");
+        }
+        Fingerprint::Token(t) => {
+            h.update(b"token");
+            h.update(t.as_bytes());
+        }
+        // Never equal to anything: a fresh random salt.
+        Fingerprint::Always => {
+            h.update(b"always");
+            h.update(uuid::Uuid::new_v4().as_bytes());
+        }
+    }
+    if schema.not_idempotent || schema.hidden.contains(&Hidden::UniqueId) {
+        h.update(b"id");
+        h.update(node.id.as_bytes());
+        h.update(&[0]);
+    }
+    let mut inputs: Vec<&(String, GraphInput)> = node.inputs.iter().collect();
+    inputs.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, input) in inputs {
+        h.update(name.as_bytes());
+        h.update(&[0]);
+        match input {
+            GraphInput::Link { source, slot } => {
+                h.update(b"L");
+                h.update(&signatures[source.index()]);
+                h.update(&(*slot as u64).to_le_bytes());
+            }
+            GraphInput::Literal(v) => {
+                h.update(b"V");
+                hash_value(&mut h, v);
+            }
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+fn hash_value(h: &mut blake3::Hasher, v: &Value) {
+    match v {
+        Value::Int(i) => {
+            h.update(b"i");
+            h.update(&i.to_le_bytes());
+        }
+        // A FLOAT literal equal to an integer hashes like Python's equal-comparing int would
+        // not: ComfyUI converts first, so FLOAT inputs always hold floats here.
+        Value::Float(f) => {
+            h.update(b"f");
+            h.update(&f.to_bits().to_le_bytes());
+        }
+        Value::String(s) => {
+            h.update(b"s");
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        Value::Bool(b) => {
+            h.update(if *b { b"T" } else { b"F" });
+        }
+        Value::Json(j) => {
+            let s = j.to_string();
+            h.update(b"j");
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        Value::List(items) => {
+            h.update(b"[");
+            h.update(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                hash_value(h, item);
+            }
+        }
+        // Literals are never objects; if one ever is, it must not share an entry.
+        Value::Object(_) => {
+            h.update(uuid::Uuid::new_v4().as_bytes());
+        }
+    }
+}

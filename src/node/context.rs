@@ -1,0 +1,207 @@
+//! What a node sees while it runs, and what it gives back.
+
+use super::Value;
+use crate::env::Environment;
+use indexmap::IndexMap;
+use serde_json::{Map, Value as Json};
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A node's failure. `Interrupted` ends the run as `execution_interrupted`; anything else as
+/// `execution_error` carrying this message and type.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NodeError {
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{message}")]
+    Failed {
+        message: String,
+        /// Shown as `exception_type` (ComfyUI reports the Python exception class).
+        exception_type: String,
+    },
+}
+
+impl NodeError {
+    pub fn msg(message: impl Into<String>) -> Self {
+        NodeError::Failed {
+            message: message.into(),
+            exception_type: "RuntimeError".into(),
+        }
+    }
+    /// A bad input value (ComfyUI nodes raise ValueError for these).
+    pub fn input(input: &str, problem: impl std::fmt::Display) -> Self {
+        NodeError::Failed {
+            message: format!("input '{input}': {problem}"),
+            exception_type: "ValueError".into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for NodeError {
+    fn from(e: anyhow::Error) -> Self {
+        NodeError::msg(format!("{e:#}"))
+    }
+}
+
+impl From<candle_core::Error> for NodeError {
+    fn from(e: candle_core::Error) -> Self {
+        NodeError::msg(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for NodeError {
+    fn from(e: std::io::Error) -> Self {
+        NodeError::Failed {
+            message: e.to_string(),
+            exception_type: "OSError".into(),
+        }
+    }
+}
+
+/// What one call of a node returns: a value per declared output, and optionally a UI dict
+/// (`{"images": [...]}`, `{"text": [...]}`) shown by clients and recorded in history.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOutput {
+    pub values: Vec<Value>,
+    pub ui: Option<Map<String, Json>>,
+}
+
+impl NodeOutput {
+    pub fn values(values: Vec<Value>) -> Self {
+        NodeOutput { values, ui: None }
+    }
+    pub fn one(value: Value) -> Self {
+        NodeOutput::values(vec![value])
+    }
+    pub fn ui(ui: Map<String, Json>) -> Self {
+        NodeOutput {
+            values: Vec::new(),
+            ui: Some(ui),
+        }
+    }
+    pub fn with_ui(mut self, ui: Map<String, Json>) -> Self {
+        self.ui = Some(ui);
+        self
+    }
+}
+
+/// The inputs of one call, by name. Accessors return errors that name the input.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    values: IndexMap<String, Value>,
+}
+
+impl Inputs {
+    pub fn new(values: IndexMap<String, Value>) -> Self {
+        Inputs { values }
+    }
+    pub fn insert(&mut self, name: &str, value: Value) {
+        self.values.insert(name.to_string(), value);
+    }
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.values.get(name)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.values.iter()
+    }
+    pub fn require(&self, name: &str) -> Result<&Value, NodeError> {
+        self.values
+            .get(name)
+            .ok_or_else(|| NodeError::input(name, "missing"))
+    }
+    pub fn int(&self, name: &str) -> Result<i128, NodeError> {
+        match self.require(name)? {
+            Value::Int(i) => Ok(*i),
+            Value::Bool(b) => Ok(*b as i128),
+            other => Err(NodeError::input(
+                name,
+                format!("expected INT, got {}", other.kind()),
+            )),
+        }
+    }
+    pub fn float(&self, name: &str) -> Result<f64, NodeError> {
+        match self.require(name)? {
+            Value::Float(f) => Ok(*f),
+            Value::Int(i) => Ok(*i as f64),
+            other => Err(NodeError::input(
+                name,
+                format!("expected FLOAT, got {}", other.kind()),
+            )),
+        }
+    }
+    pub fn string(&self, name: &str) -> Result<&str, NodeError> {
+        match self.require(name)? {
+            Value::String(s) => Ok(s),
+            other => Err(NodeError::input(
+                name,
+                format!("expected STRING, got {}", other.kind()),
+            )),
+        }
+    }
+    pub fn boolean(&self, name: &str) -> Result<bool, NodeError> {
+        match self.require(name)? {
+            Value::Bool(b) => Ok(*b),
+            other => Err(NodeError::input(
+                name,
+                format!("expected BOOLEAN, got {}", other.kind()),
+            )),
+        }
+    }
+    /// A payload of type `T` (MODEL, LATENT, ...).
+    pub fn object<T: super::Payload>(&self, name: &str) -> Result<Arc<T>, NodeError> {
+        let v = self.require(name)?;
+        v.downcast::<T>().ok_or_else(|| {
+            NodeError::input(
+                name,
+                format!(
+                    "expected {}, got {}",
+                    std::any::type_name::<T>()
+                        .rsplit("::")
+                        .next()
+                        .unwrap_or("?"),
+                    v.kind()
+                ),
+            )
+        })
+    }
+}
+
+/// Receives progress reports of a running node (the executor forwards them as `progress`).
+pub trait ProgressSink: Send + Sync {
+    fn progress(&self, node_id: &str, value: u64, max: u64);
+}
+
+/// The running node's view of the run.
+pub struct NodeContext<'a> {
+    pub node_id: &'a str,
+    pub class_type: &'a str,
+    pub prompt_id: &'a str,
+    pub env: &'a Environment,
+    /// The whole prompt (hidden input PROMPT), as embedded in saved PNGs.
+    pub prompt: &'a Json,
+    /// `extra_data.extra_pnginfo` (hidden input EXTRA_PNGINFO).
+    pub extra_pnginfo: Option<&'a Json>,
+    /// State kept per (node id, class) across runs, like ComfyUI's node instances.
+    pub state: &'a mut Option<Box<dyn Any + Send>>,
+    pub(crate) interrupt: &'a AtomicBool,
+    pub(crate) progress: &'a dyn ProgressSink,
+}
+
+impl NodeContext<'_> {
+    /// Returns `Err(Interrupted)` once the run has been asked to stop. Long-running nodes call
+    /// this between steps.
+    pub fn check_interrupt(&self) -> Result<(), NodeError> {
+        if self.interrupt.load(Ordering::Relaxed) {
+            Err(NodeError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+    /// Reports progress (`value` of `max`) and checks for an interrupt, as ComfyUI's progress
+    /// bar hook does.
+    pub fn progress(&self, value: u64, max: u64) -> Result<(), NodeError> {
+        self.progress.progress(self.node_id, value, max);
+        self.check_interrupt()
+    }
+}

@@ -1,0 +1,47 @@
+//! The front half of the pipeline, shared by the CLI and the servers: workflow JSON plus
+//! overrides -> a validated, runnable prompt, or one error in ComfyUI's JSON shape.
+
+use crate::env::Environment;
+use crate::graph::{validate, ValidPrompt, ValidationFailure};
+use crate::node::Registry;
+use crate::workflow::{apply_overrides, OverrideError, Overrides, Workflow, WorkflowError};
+use serde_json::Value as Json;
+
+/// Why a prompt cannot run. Each variant renders as ComfyUI's 400 body.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    #[error("{0}")]
+    Workflow(#[from] WorkflowError),
+    #[error("{0}")]
+    Override(#[from] OverrideError),
+    #[error("{0}")]
+    Invalid(ValidationFailure),
+}
+
+impl PromptError {
+    /// `{"error": {...}, "node_errors": {...}}`.
+    pub fn to_comfy_json(&self) -> Json {
+        match self {
+            PromptError::Workflow(e) => e.to_comfy_json(),
+            PromptError::Override(e) => e.to_comfy_json(),
+            PromptError::Invalid(f) => f.to_json(),
+        }
+    }
+}
+
+/// Applies `overrides` to `workflow` (strictly) and validates the result.
+pub fn prepare(
+    mut workflow: Workflow,
+    overrides: &Overrides,
+    registry: &Registry,
+    env: &Environment,
+    targets: Option<&[String]>,
+) -> Result<(Workflow, ValidPrompt), PromptError> {
+    apply_overrides(&mut workflow, overrides, |class| {
+        registry
+            .schema(class)
+            .map(|s| s.inputs.iter().map(|i| i.name.as_str()).collect())
+    })?;
+    let valid = validate(&workflow, registry, env, targets).map_err(PromptError::Invalid)?;
+    Ok((workflow, valid))
+}
