@@ -5,6 +5,7 @@
 mod context;
 mod registry;
 mod schema;
+pub mod types;
 mod value;
 
 pub use context::{Inputs, NodeContext, NodeError, NodeOutput, ProgressSink};
