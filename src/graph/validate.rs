@@ -128,7 +128,8 @@ pub fn validate(
     // Step 3: each reached node's own errors, and its converted inputs.
     let mut own_errors: Vec<Vec<Json>> = vec![Vec::new(); ids.len()];
     let mut converted: Vec<Vec<(String, Converted)>> = vec![Vec::new(); ids.len()];
-    // Links that resolved (index of source node, slot), per node: the dependency edges.
+    // Links whose source node exists, per node: the dependency edges (a link with a bad
+    // output index still ties the two nodes for reporting and cycles).
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
     for i in (0..ids.len()).filter(|&i| reached[i]) {
         let node = &workflow.nodes[i];
@@ -180,6 +181,7 @@ pub fn validate(
                         ));
                         continue;
                     };
+                    deps[i].push(j);
                     let src_schema = registry
                         .schema(&workflow.nodes[j].class_type)
                         .expect("checked");
@@ -194,7 +196,6 @@ pub fn validate(
                         ));
                         continue;
                     };
-                    deps[i].push(j);
                     if !types_match(&out.ty, schema, spec) {
                         let declared = match &spec.ty {
                             crate::node::InputType::Named(n) => n.clone(),

@@ -1,0 +1,89 @@
+//! Engine benchmark: parse + override + validate + plan, and full execution, for generated
+//! model-free workflows (deep chains and wide fan-outs). Run with
+//! `cargo bench --bench engine`; figures go to BENCHMARKS.md.
+
+use comfyrs::env::{Environment, Paths};
+use comfyrs::exec::{CachePolicy, Executor, ExecutorConfig, Interrupt, NoEvents};
+use comfyrs::graph::plan;
+use comfyrs::node::Registry;
+use comfyrs::prompt::prepare;
+use comfyrs::workflow::{parse_set_arg, parse_workflow, Overrides};
+use serde_json::{json, Map, Value as Json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// PrimitiveString -> N x StringConcatenate -> PreviewAny.
+fn chain(n: usize) -> Json {
+    let mut wf = Map::new();
+    wf.insert("0".into(), json!({"class_type": "PrimitiveString", "inputs": {"value": "x"}}));
+    for i in 1..=n {
+        wf.insert(i.to_string(), json!({"class_type": "StringConcatenate",
+            "inputs": {"string_a": [(i - 1).to_string(), 0], "string_b": "y", "delimiter": ""}}));
+    }
+    wf.insert("out".into(), json!({"class_type": "PreviewAny", "inputs": {"source": [n.to_string(), 0]}}));
+    Json::Object(wf)
+}
+
+/// N/3 branches of PrimitiveString -> CaseConverter -> PreviewAny (N nodes in all).
+fn wide(n: usize) -> Json {
+    let mut wf = Map::new();
+    for b in 0..n / 3 {
+        wf.insert(format!("s{b}"), json!({"class_type": "PrimitiveString", "inputs": {"value": format!("v{b}")}}));
+        wf.insert(format!("c{b}"), json!({"class_type": "CaseConverter", "inputs": {"string": [format!("s{b}"), 0], "mode": "UPPERCASE"}}));
+        wf.insert(format!("p{b}"), json!({"class_type": "PreviewAny", "inputs": {"source": [format!("c{b}"), 0]}}));
+    }
+    Json::Object(wf)
+}
+
+/// Median of `reps` timings of `f`.
+fn time(reps: usize, mut f: impl FnMut()) -> Duration {
+    let mut t: Vec<Duration> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    t[reps / 2]
+}
+
+fn main() {
+    let registry = Arc::new(Registry::with_builtin_nodes());
+    let dir = std::env::temp_dir().join("comfyrs-bench");
+    let env = Arc::new(Environment::new(Paths::under(&dir)));
+    println!("| shape | nodes | parse+override+validate+plan | execute (cold cache) | execute per node |");
+    println!("|---|---:|---:|---:|---:|");
+    for (shape, n) in [
+        ("chain", 100), ("chain", 1_000), ("chain", 10_000),
+        ("wide", 102), ("wide", 1_002), ("wide", 10_002), ("wide", 15_000),
+    ] {
+        let wf = if shape == "chain" { chain(n) } else { wide(n) };
+        let text = wf.to_string();
+        let nodes = wf.as_object().unwrap().len();
+        let set = if shape == "chain" { "0.value=z" } else { "s0.value=z" };
+        let reps = if nodes > 5_000 { 5 } else { 21 };
+        let front = time(reps, || {
+            let w = parse_workflow(&text).unwrap();
+            let mut o = Overrides::new();
+            parse_set_arg(set, &mut o).unwrap();
+            let (_, v) = prepare(w, &o, &registry, &env, None).unwrap();
+            let p = plan(&v.graph, &env, |_| false);
+            assert_eq!(p.signatures.len(), nodes);
+        });
+        let w = parse_workflow(&text).unwrap();
+        let (_, v) = prepare(w, &Overrides::new(), &registry, &env, None).unwrap();
+        let exec = time(reps, || {
+            let ex = Executor::new(registry.clone(), env.clone(), ExecutorConfig { cache: CachePolicy::Classic, workers: 1 });
+            let out = ex.run("bench", &v, None, &Interrupt::new(), &NoEvents);
+            assert!(out.is_success());
+            assert_eq!(out.executed.len(), nodes);
+        });
+        println!(
+            "| {shape} | {nodes} | {:.2} ms | {:.2} ms | {:.2} µs |",
+            front.as_secs_f64() * 1e3,
+            exec.as_secs_f64() * 1e3,
+            exec.as_secs_f64() * 1e6 / nodes as f64
+        );
+    }
+}
