@@ -2,3 +2,7 @@
 //! See `/work/shared/spec/numerics.md` §0–§5.
 
 pub mod rng;
+pub mod brownian;
+pub mod seed_sequence;
+pub mod noise;
+pub mod model_sampling;
