@@ -6,3 +6,4 @@ pub mod brownian;
 pub mod seed_sequence;
 pub mod noise;
 pub mod model_sampling;
+pub mod schedulers;
