@@ -7,3 +7,4 @@ pub mod seed_sequence;
 pub mod noise;
 pub mod model_sampling;
 pub mod schedulers;
+pub mod samplers;
