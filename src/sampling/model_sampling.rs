@@ -67,7 +67,13 @@ impl ModelSampling {
     }
 
     /// "linear" beta schedule (`linspace(√start, √end)²`), all in f64, optional zsnr rescale.
-    pub fn discrete(prediction: Prediction, linear_start: f64, linear_end: f64, timesteps: usize, zsnr: bool) -> Self {
+    pub fn discrete(
+        prediction: Prediction,
+        linear_start: f64,
+        linear_end: f64,
+        timesteps: usize,
+        zsnr: bool,
+    ) -> Self {
         let betas: Vec<f64> = linspace_f64(linear_start.sqrt(), linear_end.sqrt(), timesteps)
             .into_iter()
             .map(|b| b * b)
@@ -142,10 +148,17 @@ impl ModelSampling {
     }
 
     /// The denoised x0 prediction from the raw model output.
-    pub fn calculate_denoised(&self, sigma: f64, model_output: &Tensor, model_input: &Tensor) -> Result<Tensor> {
+    pub fn calculate_denoised(
+        &self,
+        sigma: f64,
+        model_output: &Tensor,
+        model_input: &Tensor,
+    ) -> Result<Tensor> {
         let s = sigma as f32;
         match self.prediction {
-            Prediction::Eps => model_input.broadcast_sub(&model_output.broadcast_mul(&scalar(s, model_output)?)?),
+            Prediction::Eps => {
+                model_input.broadcast_sub(&model_output.broadcast_mul(&scalar(s, model_output)?)?)
+            }
             Prediction::VPrediction => {
                 let d = s * s + 1.0;
                 let a = model_input.broadcast_div(&scalar(d, model_input)?)?;
@@ -158,10 +171,18 @@ impl ModelSampling {
     }
 
     /// `noise_scaling` (§2.2): `noise·sqrt(1+σ²) + latent` at max denoise, else `noise·σ + latent`.
-    pub fn noise_scaling(&self, sigma: f64, noise: &Tensor, latent: &Tensor, max_denoise: bool) -> Result<Tensor> {
+    pub fn noise_scaling(
+        &self,
+        sigma: f64,
+        noise: &Tensor,
+        latent: &Tensor,
+        max_denoise: bool,
+    ) -> Result<Tensor> {
         let s = sigma as f32;
         let k = if max_denoise { (1.0 + s * s).sqrt() } else { s };
-        noise.broadcast_mul(&scalar(k, noise)?)?.broadcast_add(latent)
+        noise
+            .broadcast_mul(&scalar(k, noise)?)?
+            .broadcast_add(latent)
     }
 
     /// `inverse_noise_scaling`: the identity for EPS and V.
@@ -176,7 +197,10 @@ pub(crate) fn scalar(v: f32, like: &Tensor) -> Result<Tensor> {
 }
 
 fn rescale_zero_terminal_snr(sigmas: &[f64]) -> Vec<f64> {
-    let mut s: Vec<f64> = sigmas.iter().map(|&x| (1.0 / (x * x + 1.0)).sqrt()).collect();
+    let mut s: Vec<f64> = sigmas
+        .iter()
+        .map(|&x| (1.0 / (x * x + 1.0)).sqrt())
+        .collect();
     let s0 = s[0];
     let st = *s.last().expect("non-empty");
     for v in s.iter_mut() {

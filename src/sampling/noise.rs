@@ -89,7 +89,13 @@ pub struct BrownianTreeNoiseSampler {
 impl BrownianTreeNoiseSampler {
     /// `sigma_min`/`sigma_max` are the smallest positive and the largest sigma of the
     /// schedule (float32 values); `seed` is the full KSampler seed (the tree entropy).
-    pub fn new(shape: &[usize], sigma_min: f64, sigma_max: f64, seed: u64, device: &Device) -> Self {
+    pub fn new(
+        shape: &[usize],
+        sigma_min: f64,
+        sigma_max: f64,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
         let (t0, t1, sign) = if sigma_min < sigma_max {
             (sigma_min, sigma_max, 1.0)
         } else {
@@ -107,7 +113,11 @@ impl BrownianTreeNoiseSampler {
     /// The noise as a flat f32 vector.
     pub fn next_vec(&mut self, sigma: f64, sigma_next: f64) -> Vec<f32> {
         let (a, b) = (sigma as f32, sigma_next as f32);
-        let (lo, hi, sign) = if a < b { (a, b, 1.0f32) } else { (b, a, -1.0f32) };
+        let (lo, hi, sign) = if a < b {
+            (a, b, 1.0f32)
+        } else {
+            (b, a, -1.0f32)
+        };
         let s = self.sign * sign;
         let denom = (b - a).abs().sqrt();
         self.tree

@@ -281,7 +281,10 @@ mod tests {
     fn mt_stream_matches_std_mt19937() {
         let mut g = TorchGenerator::new(0);
         let v: Vec<u32> = (0..5).map(|_| g.next_u32()).collect();
-        assert_eq!(v, [2357136044, 2546248239, 3071714933, 3626093760, 2588848963]);
+        assert_eq!(
+            v,
+            [2357136044, 2546248239, 3071714933, 3626093760, 2588848963]
+        );
         let mut g = TorchGenerator::new(5489);
         let v: Vec<u32> = (0..3).map(|_| g.next_u32()).collect();
         assert_eq!(v, [3499211612, 581869302, 3890346734]);
@@ -295,7 +298,10 @@ mod tests {
     fn uniforms() {
         let mut g = TorchGenerator::new(0);
         let u: Vec<f64> = (0..3).map(|_| g.uniform_f32() as f64).collect();
-        assert_eq!(u, [0.49625658988952637, 0.7682217955589294, 0.08847743272781372]);
+        assert_eq!(
+            u,
+            [0.49625658988952637, 0.7682217955589294, 0.08847743272781372]
+        );
     }
 
     #[test]

@@ -150,7 +150,10 @@ pub fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f32> {
     let max_inv = sigma_max.powf(1.0 / rho);
     let diff = (min_inv - max_inv) as f32;
     let (max_inv, rho) = (max_inv as f32, rho as f32);
-    let mut out: Vec<f32> = ramp.iter().map(|&r| (max_inv + r * diff).powf(rho)).collect();
+    let mut out: Vec<f32> = ramp
+        .iter()
+        .map(|&r| (max_inv + r * diff).powf(rho))
+        .collect();
     out.push(0.0);
     out
 }
@@ -184,7 +187,12 @@ pub fn beta(ms: &ModelSampling, steps: usize, alpha: f64, beta: f64) -> Vec<f32>
 }
 
 /// `linear_quadratic_schedule` (threshold 0.025, linear_steps = steps / 2).
-pub fn linear_quadratic(ms: &ModelSampling, steps: usize, threshold: f64, linear_steps: Option<usize>) -> Vec<f32> {
+pub fn linear_quadratic(
+    ms: &ModelSampling,
+    steps: usize,
+    threshold: f64,
+    linear_steps: Option<usize>,
+) -> Vec<f32> {
     let sched: Vec<f64> = if steps == 1 {
         vec![1.0, 0.0]
     } else {
@@ -337,11 +345,17 @@ pub fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
 // ---- KSampler step handling (§4.2) ----
 
 /// Samplers that get a `steps + 1` schedule with the penultimate sigma dropped.
-pub const DISCARD_PENULTIMATE_SIGMA_SAMPLERS: [&str; 4] = ["dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"];
+pub const DISCARD_PENULTIMATE_SIGMA_SAMPLERS: [&str; 4] =
+    ["dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"];
 
 /// `KSampler.calculate_sigmas`: the schedule for `steps`, with the discard rule for
 /// dpm_2 / dpm_2_ancestral / uni_pc / uni_pc_bh2.
-pub fn ksampler_schedule(ms: &ModelSampling, scheduler: Scheduler, sampler_name: &str, steps: usize) -> Vec<f32> {
+pub fn ksampler_schedule(
+    ms: &ModelSampling,
+    scheduler: Scheduler,
+    sampler_name: &str,
+    steps: usize,
+) -> Vec<f32> {
     if DISCARD_PENULTIMATE_SIGMA_SAMPLERS.contains(&sampler_name) {
         let mut s = calculate_sigmas(ms, scheduler, steps + 1);
         let n = s.len();
@@ -356,7 +370,13 @@ pub fn ksampler_schedule(ms: &ModelSampling, scheduler: Scheduler, sampler_name:
 
 /// `KSampler.set_steps`: the sigmas for `steps` at `denoise` (None or > 0.9999 is full;
 /// ≤ 0 gives an empty list; otherwise the last `steps + 1` of a `int(steps/denoise)` schedule).
-pub fn ksampler_sigmas(ms: &ModelSampling, scheduler: Scheduler, sampler_name: &str, steps: usize, denoise: Option<f64>) -> Vec<f32> {
+pub fn ksampler_sigmas(
+    ms: &ModelSampling,
+    scheduler: Scheduler,
+    sampler_name: &str,
+    steps: usize,
+    denoise: Option<f64>,
+) -> Vec<f32> {
     match denoise {
         None => ksampler_schedule(ms, scheduler, sampler_name, steps),
         Some(d) if d > 0.9999 => ksampler_schedule(ms, scheduler, sampler_name, steps),
@@ -381,7 +401,12 @@ pub enum StepSelection {
 
 /// Apply `last_step` (then `force_full_denoise` sets the last sigma to 0) and
 /// `start_step`, in ComfyUI's order.
-pub fn select_steps(sigmas: &[f32], start_step: Option<usize>, last_step: Option<usize>, force_full_denoise: bool) -> StepSelection {
+pub fn select_steps(
+    sigmas: &[f32],
+    start_step: Option<usize>,
+    last_step: Option<usize>,
+    force_full_denoise: bool,
+) -> StepSelection {
     let mut s = sigmas.to_vec();
     if let Some(last) = last_step {
         if last + 1 < s.len() {
@@ -417,7 +442,11 @@ mod tests {
         assert_eq!(got.len(), want.len(), "{name}: length");
         let mut exact = true;
         for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-            let rel = if w == 0.0 { (g as f64).abs() } else { ((g as f64 - w) / w).abs() };
+            let rel = if w == 0.0 {
+                (g as f64).abs()
+            } else {
+                ((g as f64 - w) / w).abs()
+            };
             assert!(rel <= 1e-6, "{name}[{i}]: got {g} want {w} rel {rel}");
             exact &= g == w as f32;
         }
@@ -474,13 +503,26 @@ mod tests {
     #[test]
     fn start_end_steps() {
         let s: Vec<f32> = (0..=10).rev().map(|v| v as f32).collect();
-        assert_eq!(select_steps(&s, Some(3), None, false), StepSelection::Sigmas(s[3..].to_vec()));
-        let StepSelection::Sigmas(e) = select_steps(&s, None, Some(4), true) else { panic!() };
+        assert_eq!(
+            select_steps(&s, Some(3), None, false),
+            StepSelection::Sigmas(s[3..].to_vec())
+        );
+        let StepSelection::Sigmas(e) = select_steps(&s, None, Some(4), true) else {
+            panic!()
+        };
         assert_eq!(e, vec![10.0, 9.0, 8.0, 7.0, 0.0]);
-        let StepSelection::Sigmas(e) = select_steps(&s, Some(2), Some(4), false) else { panic!() };
+        let StepSelection::Sigmas(e) = select_steps(&s, Some(2), Some(4), false) else {
+            panic!()
+        };
         assert_eq!(e, vec![8.0, 7.0, 6.0]);
-        assert_eq!(select_steps(&s, Some(10), None, false), StepSelection::ReturnLatent);
-        assert_eq!(select_steps(&s, None, Some(10), true), StepSelection::Sigmas(s.clone()));
+        assert_eq!(
+            select_steps(&s, Some(10), None, false),
+            StepSelection::ReturnLatent
+        );
+        assert_eq!(
+            select_steps(&s, None, Some(10), true),
+            StepSelection::Sigmas(s.clone())
+        );
     }
 
     #[test]

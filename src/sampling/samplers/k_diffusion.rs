@@ -187,17 +187,39 @@ pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
 
             let (sd, su) = ancestral_step((-ls).exp(), (-ls1).exp());
             let h_ = -sd.ln() - ls;
-            let x2 = lin2((alpha_s1 / alpha_s) * (-h_).exp(), &x, alpha_s1 * (-h_).exp_m1(), &den);
+            let x2 = lin2(
+                (alpha_s1 / alpha_s) * (-h_).exp(),
+                &x,
+                alpha_s1 * (-h_).exp_m1(),
+                &den,
+            );
             let n = ctx.noise(s[i], s1)?;
-            let x2: Vec<f32> = x2.iter().zip(&n).map(|(a, e)| a + ((alpha_s1 * e) * 1.0) * su).collect();
+            let x2: Vec<f32> = x2
+                .iter()
+                .zip(&n)
+                .map(|(a, e)| a + ((alpha_s1 * e) * 1.0) * su)
+                .collect();
             let den2 = ctx.model(&x2, s1)?;
 
             let (sd, su) = ancestral_step((-ls).exp(), (-lt).exp());
             let h_ = -sd.ln() - ls;
-            let dd: Vec<f32> = den.iter().zip(&den2).map(|(a, b)| 0.0 * a + 1.0 * b).collect();
-            let xn = lin2((alpha_t / alpha_s) * (-h_).exp(), &x, alpha_t * (-h_).exp_m1(), &dd);
+            let dd: Vec<f32> = den
+                .iter()
+                .zip(&den2)
+                .map(|(a, b)| 0.0 * a + 1.0 * b)
+                .collect();
+            let xn = lin2(
+                (alpha_t / alpha_s) * (-h_).exp(),
+                &x,
+                alpha_t * (-h_).exp_m1(),
+                &dd,
+            );
             let n = ctx.noise(s[i], s[i + 1])?;
-            x = xn.iter().zip(&n).map(|(a, e)| a + ((alpha_t * e) * 1.0) * su).collect();
+            x = xn
+                .iter()
+                .zip(&n)
+                .map(|(a, e)| a + ((alpha_t * e) * 1.0) * su)
+                .collect();
         }
         ctx.end(i);
     }
@@ -257,12 +279,20 @@ pub(super) fn dpmpp_2m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], heun: bool
                 } else {
                     0.5 * alpha_t * nem * (1.0 / r)
                 };
-                x = x.iter().zip(den.iter().zip(od)).map(|(p, (d, o))| p + c * (d - o)).collect();
+                x = x
+                    .iter()
+                    .zip(den.iter().zip(od))
+                    .map(|(p, (d, o))| p + c * (d - o))
+                    .collect();
             }
             let n = ctx.noise(s[i], s[i + 1])?;
             let k = (-(-2.0 * h).exp_m1()).sqrt();
             let sn = s[i + 1];
-            x = x.iter().zip(&n).map(|(p, e)| p + ((e * sn) * k) * 1.0).collect();
+            x = x
+                .iter()
+                .zip(&n)
+                .map(|(p, e)| p + ((e * sn) * k) * 1.0)
+                .collect();
         }
         old = Some(den);
         h_last = h;
@@ -311,12 +341,20 @@ pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                 let r = hv1 / hh;
                 let phi2 = (-h_eta).exp_m1() / h_eta + 1.0;
                 let c2 = alpha_t * phi2;
-                x = x.iter().zip(den.iter().zip(dn1)).map(|(p, (d, o))| p + c2 * ((d - o) / r)).collect();
+                x = x
+                    .iter()
+                    .zip(den.iter().zip(dn1))
+                    .map(|(p, (d, o))| p + c2 * ((d - o) / r))
+                    .collect();
             }
             let n = ctx.noise(s[i], s[i + 1])?;
             let k = (-(-2.0 * hh).exp_m1()).sqrt();
             let sn = s[i + 1];
-            x = x.iter().zip(&n).map(|(p, e)| p + ((e * sn) * k) * 1.0).collect();
+            x = x
+                .iter()
+                .zip(&n)
+                .map(|(p, e)| p + ((e * sn) * k) * 1.0)
+                .collect();
         }
         d2 = d1.take();
         d1 = Some(den);
@@ -339,7 +377,11 @@ pub(super) fn ddpm(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
         let alpha = ac / acp;
         let k = (1.0 / alpha).sqrt();
         let q = (1.0 - ac).sqrt();
-        let mut mu: Vec<f32> = xin.iter().zip(&eps).map(|(a, e)| k * (a - ((1.0 - alpha) * e) / q)).collect();
+        let mut mu: Vec<f32> = xin
+            .iter()
+            .zip(&eps)
+            .map(|(a, e)| k * (a - ((1.0 - alpha) * e) / q))
+            .collect();
         if sp > 0.0 {
             let c = ((1.0 - alpha) * (1.0 - acp) / (1.0 - ac)).sqrt();
             let n = ctx.noise(sg, sp)?;

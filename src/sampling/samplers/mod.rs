@@ -115,22 +115,56 @@ impl SamplerKind {
         use SamplerKind::*;
         matches!(
             self,
-            Euler | EulerAncestral | Heun | Dpm2 | Dpm2Ancestral | Lms | Dpmpp2sAncestral | DpmppSde | DpmppSdeGpu
-                | Dpmpp2m | Dpmpp2mSde | Dpmpp2mSdeGpu | Dpmpp2mSdeHeun | Dpmpp2mSdeHeunGpu | Dpmpp3mSde
-                | Dpmpp3mSdeGpu | Ddpm | Lcm | Ipndm | IpndmV | Deis | Ddim | UniPc | UniPcBh2
+            Euler
+                | EulerAncestral
+                | Heun
+                | Dpm2
+                | Dpm2Ancestral
+                | Lms
+                | Dpmpp2sAncestral
+                | DpmppSde
+                | DpmppSdeGpu
+                | Dpmpp2m
+                | Dpmpp2mSde
+                | Dpmpp2mSdeGpu
+                | Dpmpp2mSdeHeun
+                | Dpmpp2mSdeHeunGpu
+                | Dpmpp3mSde
+                | Dpmpp3mSdeGpu
+                | Ddpm
+                | Lcm
+                | Ipndm
+                | IpndmV
+                | Deis
+                | Ddim
+                | UniPc
+                | UniPcBh2
         )
     }
 
     /// Whether KSampler computes `steps + 1` sigmas and drops the penultimate one.
     pub fn discards_penultimate_sigma(self) -> bool {
-        matches!(self, SamplerKind::Dpm2 | SamplerKind::Dpm2Ancestral | SamplerKind::UniPc | SamplerKind::UniPcBh2)
+        matches!(
+            self,
+            SamplerKind::Dpm2
+                | SamplerKind::Dpm2Ancestral
+                | SamplerKind::UniPc
+                | SamplerKind::UniPcBh2
+        )
     }
 
     fn uses_brownian_tree(self) -> bool {
         use SamplerKind::*;
         matches!(
             self,
-            DpmppSde | DpmppSdeGpu | Dpmpp2mSde | Dpmpp2mSdeGpu | Dpmpp2mSdeHeun | Dpmpp2mSdeHeunGpu | Dpmpp3mSde | Dpmpp3mSdeGpu
+            DpmppSde
+                | DpmppSdeGpu
+                | Dpmpp2mSde
+                | Dpmpp2mSdeGpu
+                | Dpmpp2mSdeHeun
+                | Dpmpp2mSdeHeunGpu
+                | Dpmpp3mSde
+                | Dpmpp3mSdeGpu
         )
     }
 }
@@ -172,7 +206,10 @@ impl Ctx<'_, '_, '_> {
 
     /// `noise_sampler(σ, σ_next)` on a flat buffer.
     pub(crate) fn noise(&mut self, sigma: f32, sigma_next: f32) -> Result<Vec<f32>, SamplingError> {
-        let ns = self.noise.as_mut().expect("noise sampler set up for stochastic samplers");
+        let ns = self
+            .noise
+            .as_mut()
+            .expect("noise sampler set up for stochastic samplers");
         let t = ns.sample(sigma as f64, sigma_next as f64)?;
         Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     }
@@ -217,16 +254,34 @@ pub fn sample(
     let choice = std::mem::replace(&mut opts.noise, NoiseChoice::Auto);
     let seed = opts.seed;
     let make_brownian = || -> Box<dyn NoiseSampler> {
-        let smin = sigmas.iter().copied().filter(|&s| s > 0.0).fold(f32::INFINITY, f32::min);
+        let smin = sigmas
+            .iter()
+            .copied()
+            .filter(|&s| s > 0.0)
+            .fold(f32::INFINITY, f32::min);
         let smax = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        Box::new(BrownianTreeNoiseSampler::new(&shape, smin as f64, smax as f64, seed, &Device::Cpu))
+        Box::new(BrownianTreeNoiseSampler::new(
+            &shape,
+            smin as f64,
+            smax as f64,
+            seed,
+            &Device::Cpu,
+        ))
     };
     let noise: Option<Box<dyn NoiseSampler + '_>> = match choice {
         NoiseChoice::Custom(b) => Some(b),
         NoiseChoice::BrownianTree => Some(make_brownian()),
-        NoiseChoice::Default => Some(Box::new(DefaultNoiseSampler::new(&shape, seed, &Device::Cpu))),
+        NoiseChoice::Default => Some(Box::new(DefaultNoiseSampler::new(
+            &shape,
+            seed,
+            &Device::Cpu,
+        ))),
         NoiseChoice::Auto if kind.uses_brownian_tree() => Some(make_brownian()),
-        NoiseChoice::Auto => Some(Box::new(DefaultNoiseSampler::new(&shape, seed, &Device::Cpu))),
+        NoiseChoice::Auto => Some(Box::new(DefaultNoiseSampler::new(
+            &shape,
+            seed,
+            &Device::Cpu,
+        ))),
     };
     let mut ctx = Ctx {
         den: denoiser,
@@ -265,26 +320,42 @@ pub fn sample(
 
 /// `max_denoise` (§2.2): σ0 is (close to) the model's σ_max or above it.
 pub fn max_denoise(ms: &ModelSampling, sigmas: &[f32]) -> bool {
-    let Some(&s0) = sigmas.first() else { return false };
+    let Some(&s0) = sigmas.first() else {
+        return false;
+    };
     let (m, s) = (ms.sigma_max() as f64, s0 as f64);
     (m - s).abs() <= 1e-5 * m.abs().max(s.abs()) || s > m
 }
 
 /// Start of sampling (§2.2 step 3): the initial x from noise and the (model-space) latent.
-pub fn initial_latent(ms: &ModelSampling, sigmas: &[f32], noise: &Tensor, latent: &Tensor) -> candle_core::Result<Tensor> {
+pub fn initial_latent(
+    ms: &ModelSampling,
+    sigmas: &[f32],
+    noise: &Tensor,
+    latent: &Tensor,
+) -> candle_core::Result<Tensor> {
     let s0 = sigmas.first().copied().unwrap_or(0.0);
     ms.noise_scaling(s0 as f64, noise, latent, max_denoise(ms, sigmas))
 }
 
 /// End of sampling (§2.2 step 5): `inverse_noise_scaling(σ_last, x)`.
-pub fn finish_latent(ms: &ModelSampling, sigmas: &[f32], x: &Tensor) -> candle_core::Result<Tensor> {
+pub fn finish_latent(
+    ms: &ModelSampling,
+    sigmas: &[f32],
+    x: &Tensor,
+) -> candle_core::Result<Tensor> {
     let sl = sigmas.last().copied().unwrap_or(0.0);
     ms.inverse_noise_scaling(sl as f64, x)
 }
 
 /// For sampler "ddim" ComfyUI replaces the inpainting noise with
 /// `randn(shape, generator=manual_seed(seed + 1))` (§2.2).
-pub fn inpaint_noise(kind: SamplerKind, shape: &[usize], seed: u64, noise: &Tensor) -> candle_core::Result<Tensor> {
+pub fn inpaint_noise(
+    kind: SamplerKind,
+    shape: &[usize],
+    seed: u64,
+    noise: &Tensor,
+) -> candle_core::Result<Tensor> {
     if kind == SamplerKind::Ddim {
         let v = super::rng::torch_randn(seed.wrapping_add(1), shape);
         Tensor::from_vec(v, shape, noise.device())

@@ -124,9 +124,13 @@ pub(super) fn ipndm(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                     let g = match order {
                         1 => return x[k] + dt * d[k],
                         2 => (dt * (3.0 * d[k] - buf[n - 1][k])) / 2.0,
-                        3 => (dt * ((23.0 * d[k] - 16.0 * buf[n - 1][k]) + 5.0 * buf[n - 2][k])) / 12.0,
+                        3 => {
+                            (dt * ((23.0 * d[k] - 16.0 * buf[n - 1][k]) + 5.0 * buf[n - 2][k]))
+                                / 12.0
+                        }
                         _ => {
-                            (dt * (((55.0 * d[k] - 59.0 * buf[n - 1][k]) + 37.0 * buf[n - 2][k]) - 9.0 * buf[n - 3][k]))
+                            (dt * (((55.0 * d[k] - 59.0 * buf[n - 1][k]) + 37.0 * buf[n - 2][k])
+                                - 9.0 * buf[n - 3][k]))
                                 / 24.0
                         }
                     };
@@ -162,7 +166,9 @@ pub(super) fn ipndm_v(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                 2 => vec![(2.0 + hn / hn1) / 2.0, -(hn / hn1) / 2.0],
                 3 => {
                     let hn2 = s[i - 1] - s[i - 2];
-                    let temp = (1.0 - hn / (3.0 * (hn + hn1)) * (hn * (hn + hn1)) / (hn1 * (hn1 + hn2))) / 2.0;
+                    let temp = (1.0
+                        - hn / (3.0 * (hn + hn1)) * (hn * (hn + hn1)) / (hn1 * (hn1 + hn2)))
+                        / 2.0;
                     vec![
                         (2.0 + hn / hn1) / 2.0 + temp,
                         -(hn / hn1) / 2.0 - (1.0 + hn1 / hn2) * temp,
@@ -172,7 +178,9 @@ pub(super) fn ipndm_v(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                 _ => {
                     let hn2 = s[i - 1] - s[i - 2];
                     let hn3 = s[i - 2] - s[i - 3];
-                    let temp1 = (1.0 - hn / (3.0 * (hn + hn1)) * (hn * (hn + hn1)) / (hn1 * (hn1 + hn2))) / 2.0;
+                    let temp1 = (1.0
+                        - hn / (3.0 * (hn + hn1)) * (hn * (hn + hn1)) / (hn1 * (hn1 + hn2)))
+                        / 2.0;
                     let temp2 = ((1.0 - hn / (3.0 * (hn + hn1))) / 2.0
                         + (1.0 - hn / (2.0 * (hn + hn1))) * hn / (6.0 * (hn + hn1 + hn2)))
                         * (hn * (hn + hn1) * (hn + hn1 + hn2))
@@ -180,7 +188,9 @@ pub(super) fn ipndm_v(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                     let q = hn1 * (hn1 + hn2) / (hn2 * (hn2 + hn3));
                     vec![
                         (2.0 + hn / hn1) / 2.0 + temp1 + temp2,
-                        -(hn / hn1) / 2.0 - (1.0 + hn1 / hn2) * temp1 - (1.0 + (hn1 / hn2) + q) * temp2,
+                        -(hn / hn1) / 2.0
+                            - (1.0 + hn1 / hn2) * temp1
+                            - (1.0 + (hn1 / hn2) + q) * temp2,
                         temp1 * hn1 / hn2 + ((hn1 / hn2) + q * (1.0 + hn2 / hn3)) * temp2,
                         -temp2 * q * hn1 / hn2,
                     ]
@@ -208,11 +218,14 @@ fn deis_coeffs(sigmas: &[f32], max_order: usize) -> Vec<Vec<f32>> {
     const N: usize = 10_000;
     let eps_s = 1e-3f32;
     let (smin, smax) = (0.002f32, 80.0f32);
-    let beta_d = 2.0 * ((smin * smin + 1.0).ln() / eps_s - (smax * smax + 1.0).ln()) / (eps_s - 1.0);
+    let beta_d =
+        2.0 * ((smin * smin + 1.0).ln() / eps_s - (smax * smax + 1.0).ln()) / (eps_s - 1.0);
     let beta_min = (smax * smax + 1.0).ln() - 0.5 * beta_d;
     let t: Vec<f32> = sigmas
         .iter()
-        .map(|&s| ((beta_min * beta_min + 2.0 * beta_d * (s * s + 1.0).ln()).sqrt() - beta_min) / beta_d)
+        .map(|&s| {
+            ((beta_min * beta_min + 2.0 * beta_d * (s * s + 1.0).ln()).sqrt() - beta_min) / beta_d
+        })
         .collect();
     let (b0, b1) = (beta_min, beta_d + beta_min);
     let mut out = Vec::new();
@@ -298,7 +311,10 @@ mod tests {
         for k in 0..8 {
             let got = qk21(|x| x.powi(k), 0.3, 2.5);
             let want = (2.5f64.powi(k + 1) - 0.3f64.powi(k + 1)) / (k + 1) as f64;
-            assert!(((got - want) / want).abs() < 1e-14, "x^{k}: {got} vs {want}");
+            assert!(
+                ((got - want) / want).abs() < 1e-14,
+                "x^{k}: {got} vs {want}"
+            );
         }
     }
 }

@@ -138,26 +138,43 @@ impl State<'_, '_, '_, '_> {
         } else if order == 2 {
             Some(vec![0.5])
         } else {
-            let sub: Vec<Vec<f32>> = r_mat[..order - 1].iter().map(|r| r[..order - 1].to_vec()).collect();
+            let sub: Vec<Vec<f32>> = r_mat[..order - 1]
+                .iter()
+                .map(|r| r[..order - 1].to_vec())
+                .collect();
             Some(solve(sub, b[..order - 1].to_vec()))
         };
         let ratio = st / s0;
         let c_m0 = alpha_t * h_phi_1;
-        let x_t_: Vec<f32> = x.iter().zip(m0).map(|(a, m)| ratio * a - c_m0 * m).collect();
+        let x_t_: Vec<f32> = x
+            .iter()
+            .zip(m0)
+            .map(|(a, m)| ratio * a - c_m0 * m)
+            .collect();
         let cb = alpha_t * b_h;
         let x_t: Vec<f32> = match &rhos_p {
-            Some(rp) => (0..x.len()).map(|k| x_t_[k] - cb * dot(&d1s, rp, k)).collect(),
+            Some(rp) => (0..x.len())
+                .map(|k| x_t_[k] - cb * dot(&d1s, rp, k))
+                .collect(),
             None => x_t_.iter().map(|v| v - cb * 0.0).collect(),
         };
         if !use_corrector {
             return Ok((x_t, None));
         }
-        let rhos_c = if order == 1 { vec![0.5] } else { solve(r_mat, b) };
+        let rhos_c = if order == 1 {
+            vec![0.5]
+        } else {
+            solve(r_mat, b)
+        };
         let model_t = self.model_fn(&x_t, t)?;
         let last = rhos_c[rhos_c.len() - 1];
         let out = (0..x.len())
             .map(|k| {
-                let corr = if d1s.is_empty() { 0.0 } else { dot(&d1s, &rhos_c[..rhos_c.len() - 1], k) };
+                let corr = if d1s.is_empty() {
+                    0.0
+                } else {
+                    dot(&d1s, &rhos_c[..rhos_c.len() - 1], k)
+                };
                 let d1t = model_t[k] - m0[k];
                 x_t_[k] - cb * (corr + last * d1t)
             })
