@@ -155,7 +155,7 @@ impl TorchGenerator {
             normal_fill_16_avx2(&mut data[i..i + 16]);
             i += 16;
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let base = n - 16;
             for k in 0..16 {
                 data[base + k] = self.uniform_f32();

@@ -67,9 +67,9 @@ impl SeedSequence {
             }
         }
         for &e in entropy.iter().skip(pool_size) {
-            for i_dst in 0..pool_size {
+            for p in pool.iter_mut() {
                 let h = hashmix(e, &mut hc);
-                pool[i_dst] = mix(pool[i_dst], h);
+                *p = mix(*p, h);
             }
         }
         SeedSequence { pool }

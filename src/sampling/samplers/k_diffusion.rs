@@ -7,12 +7,6 @@ use super::{Ctx, SamplingError};
 type R = Result<Vec<f32>, SamplingError>;
 
 // ---- element-wise helpers (each op rounds to f32, like an eager torch op) ----
-pub(super) fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x + y).collect()
-}
-pub(super) fn sub(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x - y).collect()
-}
 pub(super) fn scale(a: &[f32], s: f32) -> Vec<f32> {
     a.iter().map(|x| x * s).collect()
 }

@@ -35,8 +35,9 @@ fn solve(mut a: Vec<Vec<f32>>, mut b: Vec<f32>) -> Vec<f32> {
         for i in j + 1..n {
             a[i][j] *= r;
             let l = a[i][j];
-            for k in j + 1..n {
-                a[i][k] = (-l).mul_add(a[j][k], a[i][k]);
+            let (top, bottom) = a.split_at_mut(i);
+            for (aik, ajk) in bottom[0][j + 1..].iter_mut().zip(&top[j][j + 1..]) {
+                *aik = (-l).mul_add(*ajk, *aik);
             }
             b[i] = (-l).mul_add(b[j], b[i]);
         }
@@ -219,8 +220,12 @@ pub(super) fn uni_pc(ctx: &mut Ctx, x: Vec<f32>, sigmas: &[f32], bh2: bool) -> R
             tprev.push(t);
         } else {
             let extra = usize::from(step_index == steps - 1);
-            for step in step_index..=step_index + extra {
-                let t = ts[step];
+            for (step, &t) in ts
+                .iter()
+                .enumerate()
+                .take(step_index + extra + 1)
+                .skip(step_index)
+            {
                 let step_order = order.min(steps + 1 - step);
                 let use_corrector = step != steps;
                 let (nx, mx) = st.update(&x, &models, &tprev, t, step_order, use_corrector)?;
