@@ -2,12 +2,15 @@
 //!
 //! Data flows one way: [`workflow`] (API-format JSON, overrides) -> [`graph`] (validation, the
 //! DAG, the plan) -> [`exec`] (cache, scheduling, events) -> outputs. Nodes implement
-//! [`node::Node`] and live in [`nodes`]; [`env`] says where files are.
+//! [`node::Node`] and live in [`nodes`]; [`env`] says where files are. [`models`] holds the
+//! candle networks and [`sampling`] ComfyUI's noise, schedulers and samplers.
 
 pub mod env;
 pub mod exec;
 pub mod graph;
+pub mod models;
 pub mod node;
 pub mod nodes;
 pub mod prompt;
+pub mod sampling;
 pub mod workflow;

@@ -1,0 +1,21 @@
+//! ComfyUI's sampling numerics, model-free (`/work/shared/spec/numerics.md` §0–§5).
+//!
+//! * [`rng`] — bit-exact `torch.manual_seed` + `torch.randn` on CPU ([`rng::torch_randn`],
+//!   [`rng::TorchGenerator`]).
+//! * [`seed_sequence`] — numpy `SeedSequence`, for the Brownian tree's per-node seeds.
+//! * [`brownian`] — torchsde's Brownian tree (the SDE samplers' noise).
+//! * [`noise`] — `prepare_noise`, the [`noise::NoiseSampler`] trait, the default and
+//!   Brownian-tree noise samplers.
+//! * [`model_sampling`] — ModelSamplingDiscrete (EPS / v-prediction): sigma table,
+//!   σ ↔ t, input/denoised/noise scaling.
+//! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling.
+//! * [`samplers`] — the [`samplers::Denoiser`] trait, [`samplers::SamplerKind`],
+//!   [`samplers::sample`], and the start/end-of-sampling helpers.
+
+pub mod brownian;
+pub mod model_sampling;
+pub mod noise;
+pub mod rng;
+pub mod samplers;
+pub mod schedulers;
+pub mod seed_sequence;

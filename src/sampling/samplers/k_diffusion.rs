@@ -1,0 +1,406 @@
+//! Single-step and SDE samplers of `comfy/k_diffusion/sampling.py` (numerics.md §3.1–§3.14),
+//! op by op in float32. Scalars are PyTorch 0-d float32 tensors; Python floats are rounded
+//! to f32 where they meet a tensor.
+
+use super::{Ctx, SamplingError};
+
+type R = Result<Vec<f32>, SamplingError>;
+
+// ---- element-wise helpers (each op rounds to f32, like an eager torch op) ----
+pub(super) fn scale(a: &[f32], s: f32) -> Vec<f32> {
+    a.iter().map(|x| x * s).collect()
+}
+pub(super) fn div_s(a: &[f32], s: f32) -> Vec<f32> {
+    a.iter().map(|x| x / s).collect()
+}
+/// `(x - denoised) / σ`
+pub(super) fn to_d(x: &[f32], sigma: f32, den: &[f32]) -> Vec<f32> {
+    x.iter().zip(den).map(|(a, b)| (a - b) / sigma).collect()
+}
+/// `x + d * dt`
+pub(super) fn axpy(x: &[f32], d: &[f32], dt: f32) -> Vec<f32> {
+    x.iter().zip(d).map(|(a, b)| a + b * dt).collect()
+}
+/// `a * x - b * y`
+fn lin2(a: f32, x: &[f32], b: f32, y: &[f32]) -> Vec<f32> {
+    x.iter().zip(y).map(|(p, q)| a * p - b * q).collect()
+}
+
+/// `get_ancestral_step(σ_from, σ_to, η = 1)` → (σ_down, σ_up).
+pub(super) fn ancestral_step(from: f32, to: f32) -> (f32, f32) {
+    let inner = (to * to) * (from * from - to * to) / (from * from);
+    let up_c = inner.sqrt();
+    let up = if up_c < to { up_c } else { to };
+    let down = (to * to - up * up).sqrt();
+    (down, up)
+}
+
+/// `torch.lerp(a, b, 0.5)` (the `|w| >= 0.5` form).
+fn lerp_half(a: f32, b: f32) -> f32 {
+    b - (b - a) * 0.5
+}
+
+pub(super) fn euler(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let d = to_d(&x, s[i], &den);
+        x = axpy(&x, &d, s[i + 1] - s[i]);
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn euler_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let (down, up) = ancestral_step(s[i], s[i + 1]);
+        if down == 0.0 {
+            x = den;
+        } else {
+            let d = to_d(&x, s[i], &den);
+            let dt = down - s[i];
+            let n = ctx.noise(s[i], s[i + 1])?;
+            x = x
+                .iter()
+                .zip(&d)
+                .zip(&n)
+                .map(|((a, b), e)| (a + b * dt) + (e * 1.0) * up)
+                .collect();
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn heun(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let d = to_d(&x, s[i], &den);
+        let dt = s[i + 1] - s[i];
+        if s[i + 1] == 0.0 {
+            x = axpy(&x, &d, dt);
+        } else {
+            let x2 = axpy(&x, &d, dt);
+            let den2 = ctx.model(&x2, s[i + 1])?;
+            let d2 = to_d(&x2, s[i + 1], &den2);
+            let dp: Vec<f32> = d.iter().zip(&d2).map(|(a, b)| (a + b) / 2.0).collect();
+            x = axpy(&x, &dp, dt);
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn dpm_2(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let d = to_d(&x, s[i], &den);
+        if s[i + 1] == 0.0 {
+            x = axpy(&x, &d, s[i + 1] - s[i]);
+        } else {
+            let mid = lerp_half(s[i].ln(), s[i + 1].ln()).exp();
+            let x2 = axpy(&x, &d, mid - s[i]);
+            let den2 = ctx.model(&x2, mid)?;
+            let d2 = to_d(&x2, mid, &den2);
+            x = axpy(&x, &d2, s[i + 1] - s[i]);
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn dpm_2_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let (down, up) = ancestral_step(s[i], s[i + 1]);
+        let d = to_d(&x, s[i], &den);
+        if down == 0.0 {
+            x = axpy(&x, &d, down - s[i]);
+        } else {
+            let mid = lerp_half(s[i].ln(), down.ln()).exp();
+            let x2 = axpy(&x, &d, mid - s[i]);
+            let den2 = ctx.model(&x2, mid)?;
+            let d2 = to_d(&x2, mid, &den2);
+            x = axpy(&x, &d2, down - s[i]);
+            let n = ctx.noise(s[i], s[i + 1])?;
+            x = x.iter().zip(&n).map(|(a, e)| a + (e * 1.0) * up).collect();
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    let t_fn = |sig: f32| -sig.ln();
+    let sigma_fn = |t: f32| (-t).exp();
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let (down, up) = ancestral_step(s[i], s[i + 1]);
+        if down == 0.0 {
+            let d = to_d(&x, s[i], &den);
+            x = axpy(&x, &d, down - s[i]);
+        } else {
+            let (t, tn) = (t_fn(s[i]), t_fn(down));
+            let h = tn - t;
+            let sm = t + 0.5 * h;
+            let x2 = lin2(sigma_fn(sm) / sigma_fn(t), &x, (-h * 0.5).exp_m1(), &den);
+            let den2 = ctx.model(&x2, sigma_fn(sm))?;
+            x = lin2(sigma_fn(tn) / sigma_fn(t), &x, (-h).exp_m1(), &den2);
+        }
+        if s[i + 1] > 0.0 {
+            let n = ctx.noise(s[i], s[i + 1])?;
+            x = x.iter().zip(&n).map(|(a, e)| a + (e * 1.0) * up).collect();
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    let lambda_fn = |sig: f32| -sig.ln();
+    let sigma_fn = |l: f32| (-l).exp();
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        if s[i + 1] == 0.0 {
+            x = den;
+        } else {
+            let (ls, lt) = (lambda_fn(s[i]), lambda_fn(s[i + 1]));
+            let h = lt - ls;
+            let ls1 = ls + 0.5 * h;
+            let s1 = sigma_fn(ls1);
+            let alpha_s = s[i] * ls.exp();
+            let alpha_s1 = s1 * ls1.exp();
+            let alpha_t = s[i + 1] * lt.exp();
+
+            let (sd, su) = ancestral_step((-ls).exp(), (-ls1).exp());
+            let h_ = -sd.ln() - ls;
+            let x2 = lin2(
+                (alpha_s1 / alpha_s) * (-h_).exp(),
+                &x,
+                alpha_s1 * (-h_).exp_m1(),
+                &den,
+            );
+            let n = ctx.noise(s[i], s1)?;
+            let x2: Vec<f32> = x2
+                .iter()
+                .zip(&n)
+                .map(|(a, e)| a + ((alpha_s1 * e) * 1.0) * su)
+                .collect();
+            let den2 = ctx.model(&x2, s1)?;
+
+            let (sd, su) = ancestral_step((-ls).exp(), (-lt).exp());
+            let h_ = -sd.ln() - ls;
+            let dd: Vec<f32> = den
+                .iter()
+                .zip(&den2)
+                .map(|(a, b)| 0.0 * a + 1.0 * b)
+                .collect();
+            let xn = lin2(
+                (alpha_t / alpha_s) * (-h_).exp(),
+                &x,
+                alpha_t * (-h_).exp_m1(),
+                &dd,
+            );
+            let n = ctx.noise(s[i], s[i + 1])?;
+            x = xn
+                .iter()
+                .zip(&n)
+                .map(|(a, e)| a + ((alpha_t * e) * 1.0) * su)
+                .collect();
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn dpmpp_2m(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    let t_fn = |sig: f32| -sig.ln();
+    let sigma_fn = |t: f32| (-t).exp();
+    let mut old: Option<Vec<f32>> = None;
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let (t, tn) = (t_fn(s[i]), t_fn(s[i + 1]));
+        let h = tn - t;
+        let ratio = sigma_fn(tn) / sigma_fn(t);
+        match &old {
+            Some(od) if s[i + 1] != 0.0 => {
+                let h_last = t - t_fn(s[i - 1]);
+                let r = h_last / h;
+                let c2 = 1.0 / (2.0 * r);
+                let c1 = 1.0 + c2;
+                let dd: Vec<f32> = den.iter().zip(od).map(|(a, b)| c1 * a - c2 * b).collect();
+                x = lin2(ratio, &x, (-h).exp_m1(), &dd);
+            }
+            _ => x = lin2(ratio, &x, (-h).exp_m1(), &den),
+        }
+        old = Some(den);
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn dpmpp_2m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], heun: bool) -> R {
+    let lambda_fn = |sig: f32| -sig.ln();
+    let mut old: Option<Vec<f32>> = None;
+    let mut h = f32::NAN;
+    let mut h_last = f32::NAN;
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        if s[i + 1] == 0.0 {
+            x = den.clone();
+        } else {
+            let (ls, lt) = (lambda_fn(s[i]), lambda_fn(s[i + 1]));
+            h = lt - ls;
+            let h_eta = h * 2.0;
+            let alpha_t = s[i + 1] * lt.exp();
+            let nem = -(-h_eta).exp_m1();
+            let a = s[i + 1] / s[i] * (-h).exp();
+            let b = alpha_t * nem;
+            x = x.iter().zip(&den).map(|(p, q)| a * p + b * q).collect();
+            if let Some(od) = &old {
+                let r = h_last / h;
+                let c = if heun {
+                    alpha_t * (nem / (-h_eta) + 1.0) * (1.0 / r)
+                } else {
+                    0.5 * alpha_t * nem * (1.0 / r)
+                };
+                x = x
+                    .iter()
+                    .zip(den.iter().zip(od))
+                    .map(|(p, (d, o))| p + c * (d - o))
+                    .collect();
+            }
+            let n = ctx.noise(s[i], s[i + 1])?;
+            let k = (-(-2.0 * h).exp_m1()).sqrt();
+            let sn = s[i + 1];
+            x = x
+                .iter()
+                .zip(&n)
+                .map(|(p, e)| p + ((e * sn) * k) * 1.0)
+                .collect();
+        }
+        old = Some(den);
+        h_last = h;
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    let lambda_fn = |sig: f32| -sig.ln();
+    let (mut d1, mut d2): (Option<Vec<f32>>, Option<Vec<f32>>) = (None, None);
+    let (mut h, mut h1, mut h2): (Option<f32>, Option<f32>, Option<f32>) = (None, None, None);
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        if s[i + 1] == 0.0 {
+            x = den.clone();
+        } else {
+            let (ls, lt) = (lambda_fn(s[i]), lambda_fn(s[i + 1]));
+            let hh = lt - ls;
+            h = Some(hh);
+            let h_eta = hh * 2.0;
+            let alpha_t = s[i + 1] * lt.exp();
+            let a = s[i + 1] / s[i] * (-hh).exp();
+            let b = alpha_t * -(-h_eta).exp_m1();
+            x = x.iter().zip(&den).map(|(p, q)| a * p + b * q).collect();
+            if let (Some(hv2), Some(hv1), Some(dn1), Some(dn2)) = (h2, h1, &d1, &d2) {
+                let r0 = hv1 / hh;
+                let r1 = hv2 / hh;
+                let phi2 = (-h_eta).exp_m1() / h_eta + 1.0;
+                let phi3 = phi2 / h_eta - 0.5;
+                let (c2, c3) = (alpha_t * phi2, alpha_t * phi3);
+                let rs = r0 + r1;
+                x = x
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| {
+                        let d10 = (den[k] - dn1[k]) / r0;
+                        let d11 = (dn1[k] - dn2[k]) / r1;
+                        let dd1 = d10 + (d10 - d11) * r0 / rs;
+                        let dd2 = (d10 - d11) / rs;
+                        (p + c2 * dd1) - c3 * dd2
+                    })
+                    .collect();
+            } else if let (Some(hv1), Some(dn1)) = (h1, &d1) {
+                let r = hv1 / hh;
+                let phi2 = (-h_eta).exp_m1() / h_eta + 1.0;
+                let c2 = alpha_t * phi2;
+                x = x
+                    .iter()
+                    .zip(den.iter().zip(dn1))
+                    .map(|(p, (d, o))| p + c2 * ((d - o) / r))
+                    .collect();
+            }
+            let n = ctx.noise(s[i], s[i + 1])?;
+            let k = (-(-2.0 * hh).exp_m1()).sqrt();
+            let sn = s[i + 1];
+            x = x
+                .iter()
+                .zip(&n)
+                .map(|(p, e)| p + ((e * sn) * k) * 1.0)
+                .collect();
+        }
+        d2 = d1.take();
+        d1 = Some(den);
+        h2 = h1;
+        h1 = h;
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn ddpm(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let (sg, sp) = (s[i], s[i + 1]);
+        let xin = div_s(&x, (1.0 + sg * sg).sqrt());
+        let eps: Vec<f32> = x.iter().zip(&den).map(|(a, b)| (a - b) / sg).collect();
+        let ac = 1.0 / (sg * sg + 1.0);
+        let acp = 1.0 / (sp * sp + 1.0);
+        let alpha = ac / acp;
+        let k = (1.0 / alpha).sqrt();
+        let q = (1.0 - ac).sqrt();
+        let mut mu: Vec<f32> = xin
+            .iter()
+            .zip(&eps)
+            .map(|(a, e)| k * (a - ((1.0 - alpha) * e) / q))
+            .collect();
+        if sp > 0.0 {
+            let c = ((1.0 - alpha) * (1.0 - acp) / (1.0 - ac)).sqrt();
+            let n = ctx.noise(sg, sp)?;
+            mu = mu.iter().zip(&n).map(|(m, e)| m + c * e).collect();
+        }
+        x = mu;
+        if sp != 0.0 {
+            x = scale(&x, (1.0 + sp * sp).sqrt());
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+pub(super) fn lcm(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        x = den;
+        if s[i + 1] > 0.0 {
+            let n = ctx.noise(s[i], s[i + 1])?;
+            let sn = s[i + 1];
+            x = n.iter().zip(&x).map(|(e, a)| e * sn + a).collect();
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}

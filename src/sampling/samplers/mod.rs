@@ -1,0 +1,365 @@
+//! ComfyUI's samplers (`comfy/k_diffusion/sampling.py`, `comfy/extra_samplers/uni_pc.py`;
+//! numerics.md §3) and the start/end of sampling (§2.2).
+//!
+//! Update rules are evaluated op by op in float32 with PyTorch's eager rounding (§0),
+//! on flat `Vec<f32>` buffers; the denoiser is called with candle tensors.
+
+mod k_diffusion;
+mod multistep;
+mod uni_pc;
+
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::model_sampling::ModelSampling;
+use super::noise::{BrownianTreeNoiseSampler, DefaultNoiseSampler, NoiseSampler};
+
+/// The x0 prediction of the (CFG-combined) model: ComfyUI's `model(x, σ·ones(B))`.
+pub trait Denoiser {
+    /// Denoised prediction for `x` at noise level `sigma` (the same for every batch element;
+    /// the f64 value of a float32 sigma).
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor>;
+}
+
+impl<F: FnMut(&Tensor, f64) -> candle_core::Result<Tensor>> Denoiser for F {
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        self(x, sigma)
+    }
+}
+
+/// Errors of [`sample`].
+#[derive(Debug, thiserror::Error)]
+pub enum SamplingError {
+    /// The cancellation check returned true.
+    #[error("sampling interrupted")]
+    Interrupted,
+    /// The sampler name is known to ComfyUI but not implemented here.
+    #[error("sampler {0} is not supported")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Which noise sampler a stochastic sampler draws from.
+pub enum NoiseChoice<'a> {
+    /// What ComfyUI uses for that sampler: the default CPU generator stream for ancestral
+    /// samplers, ddpm and lcm; the CPU Brownian tree for the SDE samplers.
+    Auto,
+    /// Always the default sampler (§2.3).
+    Default,
+    /// Always a Brownian tree (§2.4) over the schedule's range.
+    BrownianTree,
+    /// A caller-provided sampler.
+    Custom(Box<dyn NoiseSampler + 'a>),
+}
+
+/// Options of one sampling run.
+pub struct SampleOptions<'a> {
+    /// The KSampler seed (`extra_args["seed"]`).
+    pub seed: u64,
+    pub noise: NoiseChoice<'a>,
+    /// Called after each step with (steps done, total steps).
+    pub callback: Option<Box<dyn FnMut(usize, usize) + 'a>>,
+    /// Checked before every step; `true` aborts with [`SamplingError::Interrupted`].
+    pub cancel: Option<Box<dyn Fn() -> bool + 'a>>,
+}
+
+impl<'a> SampleOptions<'a> {
+    pub fn new(seed: u64) -> Self {
+        SampleOptions {
+            seed,
+            noise: NoiseChoice::Auto,
+            callback: None,
+            cancel: None,
+        }
+    }
+}
+
+macro_rules! sampler_kinds {
+    ($( $v:ident => $n:literal ),* $(,)?) => {
+        /// ComfyUI's sampler names (`SAMPLER_NAMES`, in order).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum SamplerKind { $( $v ),* }
+        impl SamplerKind {
+            pub const NAMES: &'static [&'static str] = &[ $( $n ),* ];
+            pub const ALL: &'static [SamplerKind] = &[ $( SamplerKind::$v ),* ];
+            pub fn name(self) -> &'static str {
+                match self { $( SamplerKind::$v => $n ),* }
+            }
+        }
+    };
+}
+
+sampler_kinds! {
+    Euler => "euler", EulerCfgPp => "euler_cfg_pp", EulerAncestral => "euler_ancestral",
+    EulerAncestralCfgPp => "euler_ancestral_cfg_pp", Heun => "heun", Heunpp2 => "heunpp2",
+    Dpm2 => "dpm_2", Dpm2Ancestral => "dpm_2_ancestral", Lms => "lms", DpmFast => "dpm_fast",
+    DpmAdaptive => "dpm_adaptive", Dpmpp2sAncestral => "dpmpp_2s_ancestral",
+    Dpmpp2sAncestralCfgPp => "dpmpp_2s_ancestral_cfg_pp", DpmppSde => "dpmpp_sde",
+    DpmppSdeGpu => "dpmpp_sde_gpu", Dpmpp2m => "dpmpp_2m", Dpmpp2mCfgPp => "dpmpp_2m_cfg_pp",
+    Dpmpp2mSde => "dpmpp_2m_sde", Dpmpp2mSdeGpu => "dpmpp_2m_sde_gpu",
+    Dpmpp2mSdeHeun => "dpmpp_2m_sde_heun", Dpmpp2mSdeHeunGpu => "dpmpp_2m_sde_heun_gpu",
+    Dpmpp3mSde => "dpmpp_3m_sde", Dpmpp3mSdeGpu => "dpmpp_3m_sde_gpu", Ddpm => "ddpm", Lcm => "lcm",
+    Ipndm => "ipndm", IpndmV => "ipndm_v", Deis => "deis", ResMultistep => "res_multistep",
+    ResMultistepCfgPp => "res_multistep_cfg_pp", ResMultistepAncestral => "res_multistep_ancestral",
+    ResMultistepAncestralCfgPp => "res_multistep_ancestral_cfg_pp",
+    GradientEstimation => "gradient_estimation", GradientEstimationCfgPp => "gradient_estimation_cfg_pp",
+    ErSde => "er_sde", Seeds2 => "seeds_2", Seeds3 => "seeds_3", SaSolver => "sa_solver",
+    SaSolverPece => "sa_solver_pece", Ddim => "ddim", UniPc => "uni_pc", UniPcBh2 => "uni_pc_bh2",
+}
+
+impl SamplerKind {
+    /// Whether [`sample`] implements this sampler.
+    pub fn is_supported(self) -> bool {
+        use SamplerKind::*;
+        matches!(
+            self,
+            Euler
+                | EulerAncestral
+                | Heun
+                | Dpm2
+                | Dpm2Ancestral
+                | Lms
+                | Dpmpp2sAncestral
+                | DpmppSde
+                | DpmppSdeGpu
+                | Dpmpp2m
+                | Dpmpp2mSde
+                | Dpmpp2mSdeGpu
+                | Dpmpp2mSdeHeun
+                | Dpmpp2mSdeHeunGpu
+                | Dpmpp3mSde
+                | Dpmpp3mSdeGpu
+                | Ddpm
+                | Lcm
+                | Ipndm
+                | IpndmV
+                | Deis
+                | Ddim
+                | UniPc
+                | UniPcBh2
+        )
+    }
+
+    /// Whether KSampler computes `steps + 1` sigmas and drops the penultimate one.
+    pub fn discards_penultimate_sigma(self) -> bool {
+        matches!(
+            self,
+            SamplerKind::Dpm2
+                | SamplerKind::Dpm2Ancestral
+                | SamplerKind::UniPc
+                | SamplerKind::UniPcBh2
+        )
+    }
+
+    fn uses_brownian_tree(self) -> bool {
+        use SamplerKind::*;
+        matches!(
+            self,
+            DpmppSde
+                | DpmppSdeGpu
+                | Dpmpp2mSde
+                | Dpmpp2mSdeGpu
+                | Dpmpp2mSdeHeun
+                | Dpmpp2mSdeHeunGpu
+                | Dpmpp3mSde
+                | Dpmpp3mSdeGpu
+        )
+    }
+}
+
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SamplerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::NAMES
+            .iter()
+            .position(|&n| n == s)
+            .map(|i| Self::ALL[i])
+            .ok_or_else(|| format!("unknown sampler {s:?}"))
+    }
+}
+
+/// Shared state of one run: the denoiser adapter, noise and progress plumbing.
+pub(crate) struct Ctx<'d, 'o, 'a> {
+    den: &'d mut dyn Denoiser,
+    shape: Vec<usize>,
+    device: Device,
+    opts: &'o mut SampleOptions<'a>,
+    noise: Option<Box<dyn NoiseSampler + 'a>>,
+    total: usize,
+}
+
+impl Ctx<'_, '_, '_> {
+    /// `model(x, σ)` on a flat buffer.
+    pub(crate) fn model(&mut self, x: &[f32], sigma: f32) -> Result<Vec<f32>, SamplingError> {
+        let t = Tensor::from_slice(x, self.shape.as_slice(), &self.device)?;
+        let out = self.den.denoise(&t, sigma as f64)?;
+        Ok(out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// `noise_sampler(σ, σ_next)` on a flat buffer.
+    pub(crate) fn noise(&mut self, sigma: f32, sigma_next: f32) -> Result<Vec<f32>, SamplingError> {
+        let ns = self
+            .noise
+            .as_mut()
+            .expect("noise sampler set up for stochastic samplers");
+        let t = ns.sample(sigma as f64, sigma_next as f64)?;
+        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Cancellation check before step `i`.
+    pub(crate) fn begin(&mut self, _i: usize) -> Result<(), SamplingError> {
+        if let Some(c) = &self.opts.cancel {
+            if c() {
+                return Err(SamplingError::Interrupted);
+            }
+        }
+        Ok(())
+    }
+
+    /// Progress after step `i`.
+    pub(crate) fn end(&mut self, i: usize) {
+        let total = self.total;
+        if let Some(cb) = &mut self.opts.callback {
+            cb(i + 1, total);
+        }
+    }
+}
+
+/// Run sampler `kind` from the already noised `x` over `sigmas` (ComfyUI's
+/// `sampler_function(model, x, sigmas, extra_args={"seed": seed})`).
+pub fn sample(
+    kind: SamplerKind,
+    denoiser: &mut dyn Denoiser,
+    x: &Tensor,
+    sigmas: &[f32],
+    opts: &mut SampleOptions<'_>,
+) -> Result<Tensor, SamplingError> {
+    if !kind.is_supported() {
+        return Err(SamplingError::Unsupported(kind.name()));
+    }
+    let shape = x.dims().to_vec();
+    let device = x.device().clone();
+    let xv = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    if sigmas.len() <= 1 {
+        return Ok(x.clone());
+    }
+    let choice = std::mem::replace(&mut opts.noise, NoiseChoice::Auto);
+    let seed = opts.seed;
+    let make_brownian = || -> Box<dyn NoiseSampler> {
+        let smin = sigmas
+            .iter()
+            .copied()
+            .filter(|&s| s > 0.0)
+            .fold(f32::INFINITY, f32::min);
+        let smax = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        Box::new(BrownianTreeNoiseSampler::new(
+            &shape,
+            smin as f64,
+            smax as f64,
+            seed,
+            &Device::Cpu,
+        ))
+    };
+    let noise: Option<Box<dyn NoiseSampler + '_>> = match choice {
+        NoiseChoice::Custom(b) => Some(b),
+        NoiseChoice::BrownianTree => Some(make_brownian()),
+        NoiseChoice::Default => Some(Box::new(DefaultNoiseSampler::new(
+            &shape,
+            seed,
+            &Device::Cpu,
+        ))),
+        NoiseChoice::Auto if kind.uses_brownian_tree() => Some(make_brownian()),
+        NoiseChoice::Auto => Some(Box::new(DefaultNoiseSampler::new(
+            &shape,
+            seed,
+            &Device::Cpu,
+        ))),
+    };
+    let mut ctx = Ctx {
+        den: denoiser,
+        shape: shape.clone(),
+        device: device.clone(),
+        opts,
+        noise,
+        total: sigmas.len() - 1,
+    };
+    let s = sigmas;
+    use SamplerKind::*;
+    let out = match kind {
+        Euler | Ddim => k_diffusion::euler(&mut ctx, xv, s)?,
+        EulerAncestral => k_diffusion::euler_ancestral(&mut ctx, xv, s)?,
+        Heun => k_diffusion::heun(&mut ctx, xv, s)?,
+        Dpm2 => k_diffusion::dpm_2(&mut ctx, xv, s)?,
+        Dpm2Ancestral => k_diffusion::dpm_2_ancestral(&mut ctx, xv, s)?,
+        Lms => multistep::lms(&mut ctx, xv, s)?,
+        Dpmpp2sAncestral => k_diffusion::dpmpp_2s_ancestral(&mut ctx, xv, s)?,
+        DpmppSde | DpmppSdeGpu => k_diffusion::dpmpp_sde(&mut ctx, xv, s)?,
+        Dpmpp2m => k_diffusion::dpmpp_2m(&mut ctx, xv, s)?,
+        Dpmpp2mSde | Dpmpp2mSdeGpu => k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s, false)?,
+        Dpmpp2mSdeHeun | Dpmpp2mSdeHeunGpu => k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s, true)?,
+        Dpmpp3mSde | Dpmpp3mSdeGpu => k_diffusion::dpmpp_3m_sde(&mut ctx, xv, s)?,
+        Ddpm => k_diffusion::ddpm(&mut ctx, xv, s)?,
+        Lcm => k_diffusion::lcm(&mut ctx, xv, s)?,
+        Ipndm => multistep::ipndm(&mut ctx, xv, s)?,
+        IpndmV => multistep::ipndm_v(&mut ctx, xv, s)?,
+        Deis => multistep::deis(&mut ctx, xv, s)?,
+        UniPc => uni_pc::uni_pc(&mut ctx, xv, s, false)?,
+        UniPcBh2 => uni_pc::uni_pc(&mut ctx, xv, s, true)?,
+        _ => return Err(SamplingError::Unsupported(kind.name())),
+    };
+    Ok(Tensor::from_vec(out, shape, &device)?)
+}
+
+/// `max_denoise` (§2.2): σ0 is (close to) the model's σ_max or above it.
+pub fn max_denoise(ms: &ModelSampling, sigmas: &[f32]) -> bool {
+    let Some(&s0) = sigmas.first() else {
+        return false;
+    };
+    let (m, s) = (ms.sigma_max() as f64, s0 as f64);
+    (m - s).abs() <= 1e-5 * m.abs().max(s.abs()) || s > m
+}
+
+/// Start of sampling (§2.2 step 3): the initial x from noise and the (model-space) latent.
+pub fn initial_latent(
+    ms: &ModelSampling,
+    sigmas: &[f32],
+    noise: &Tensor,
+    latent: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let s0 = sigmas.first().copied().unwrap_or(0.0);
+    ms.noise_scaling(s0 as f64, noise, latent, max_denoise(ms, sigmas))
+}
+
+/// End of sampling (§2.2 step 5): `inverse_noise_scaling(σ_last, x)`.
+pub fn finish_latent(
+    ms: &ModelSampling,
+    sigmas: &[f32],
+    x: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let sl = sigmas.last().copied().unwrap_or(0.0);
+    ms.inverse_noise_scaling(sl as f64, x)
+}
+
+/// For sampler "ddim" ComfyUI replaces the inpainting noise with
+/// `randn(shape, generator=manual_seed(seed + 1))` (§2.2).
+pub fn inpaint_noise(
+    kind: SamplerKind,
+    shape: &[usize],
+    seed: u64,
+    noise: &Tensor,
+) -> candle_core::Result<Tensor> {
+    if kind == SamplerKind::Ddim {
+        let v = super::rng::torch_randn(seed.wrapping_add(1), shape);
+        Tensor::from_vec(v, shape, noise.device())
+    } else {
+        Ok(noise.clone())
+    }
+}

@@ -1,0 +1,536 @@
+//! ComfyUI's schedulers (`comfy/samplers.py`, numerics.md §4) and KSampler's sigma
+//! selection (denoise, start/end step, discard-penultimate rule).
+
+use std::str::FromStr;
+
+use super::model_sampling::{linspace_f32, ModelSampling};
+
+/// The scheduler names, in ComfyUI's `SCHEDULER_NAMES` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheduler {
+    Simple,
+    SgmUniform,
+    Karras,
+    Exponential,
+    DdimUniform,
+    Beta,
+    Normal,
+    LinearQuadratic,
+    KlOptimal,
+}
+
+impl Scheduler {
+    /// ComfyUI's combo order.
+    pub const NAMES: [&'static str; 9] = [
+        "simple",
+        "sgm_uniform",
+        "karras",
+        "exponential",
+        "ddim_uniform",
+        "beta",
+        "normal",
+        "linear_quadratic",
+        "kl_optimal",
+    ];
+    pub const ALL: [Scheduler; 9] = [
+        Scheduler::Simple,
+        Scheduler::SgmUniform,
+        Scheduler::Karras,
+        Scheduler::Exponential,
+        Scheduler::DdimUniform,
+        Scheduler::Beta,
+        Scheduler::Normal,
+        Scheduler::LinearQuadratic,
+        Scheduler::KlOptimal,
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|&s| s == self).expect("listed")]
+    }
+}
+
+impl std::fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scheduler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::NAMES
+            .iter()
+            .position(|&n| n == s)
+            .map(|i| Self::ALL[i])
+            .ok_or_else(|| format!("unknown scheduler {s:?}"))
+    }
+}
+
+/// `calculate_sigmas(model_sampling, scheduler, steps)`: `steps + 1` float32 sigmas
+/// ending in 0 (for the tables of SD1/SDXL).
+pub fn calculate_sigmas(ms: &ModelSampling, scheduler: Scheduler, steps: usize) -> Vec<f32> {
+    let smin = ms.sigma_min() as f64;
+    let smax = ms.sigma_max() as f64;
+    match scheduler {
+        Scheduler::Simple => simple(ms, steps),
+        Scheduler::SgmUniform => normal(ms, steps, true),
+        Scheduler::Karras => karras(steps, smin, smax, 7.0),
+        Scheduler::Exponential => exponential(steps, smin, smax),
+        Scheduler::DdimUniform => ddim_uniform(ms, steps),
+        Scheduler::Beta => beta(ms, steps, 0.6, 0.6),
+        Scheduler::Normal => normal(ms, steps, false),
+        Scheduler::LinearQuadratic => linear_quadratic(ms, steps, 0.025, None),
+        Scheduler::KlOptimal => kl_optimal(steps, smin, smax),
+    }
+}
+
+fn is_close_abs(a: f64, b: f64, abs_tol: f64) -> bool {
+    (a - b).abs() <= abs_tol
+}
+
+/// `simple_scheduler`.
+pub fn simple(ms: &ModelSampling, steps: usize) -> Vec<f32> {
+    let n = ms.sigmas.len();
+    let ss = n as f64 / steps as f64;
+    let mut out: Vec<f32> = (0..steps)
+        .map(|x| ms.sigmas[n - 1 - (x as f64 * ss) as usize])
+        .collect();
+    out.push(0.0);
+    out
+}
+
+/// `ddim_scheduler` (ddim_uniform).
+pub fn ddim_uniform(ms: &ModelSampling, steps: usize) -> Vec<f32> {
+    let n = ms.sigmas.len();
+    let mut steps = steps;
+    let mut x = 1;
+    let mut sigs: Vec<f32> = if is_close_abs(ms.sigmas[x] as f64, 0.0, 1e-5) {
+        steps += 1;
+        Vec::new()
+    } else {
+        vec![0.0]
+    };
+    let ss = (n / steps.max(1)).max(1);
+    while x < n {
+        sigs.push(ms.sigmas[x]);
+        x += ss;
+    }
+    sigs.reverse();
+    sigs
+}
+
+/// `normal_scheduler` (and sgm_uniform with `sgm = true`).
+pub fn normal(ms: &ModelSampling, steps: usize, sgm: bool) -> Vec<f32> {
+    let start = ms.timestep(ms.sigma_max()) as f64;
+    let end = ms.timestep(ms.sigma_min()) as f64;
+    let mut append_zero = true;
+    let ts: Vec<f32> = if sgm {
+        let mut t = linspace_f32(start, end, steps + 1);
+        t.pop();
+        t
+    } else {
+        let mut steps = steps;
+        if is_close_abs(ms.sigma(end as f32) as f64, 0.0, 1e-5) {
+            steps += 1;
+            append_zero = false;
+        }
+        linspace_f32(start, end, steps)
+    };
+    let mut sigs: Vec<f32> = ts.iter().map(|&t| ms.sigma(t)).collect();
+    if append_zero {
+        sigs.push(0.0);
+    }
+    sigs
+}
+
+/// `get_sigmas_karras` (ρ = 7 by default).
+pub fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f32> {
+    let ramp = linspace_f32(0.0, 1.0, n);
+    let min_inv = sigma_min.powf(1.0 / rho);
+    let max_inv = sigma_max.powf(1.0 / rho);
+    let diff = (min_inv - max_inv) as f32;
+    let (max_inv, rho) = (max_inv as f32, rho as f32);
+    let mut out: Vec<f32> = ramp
+        .iter()
+        .map(|&r| (max_inv + r * diff).powf(rho))
+        .collect();
+    out.push(0.0);
+    out
+}
+
+/// `get_sigmas_exponential`.
+pub fn exponential(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f32> {
+    let mut out: Vec<f32> = linspace_f32(sigma_max.ln(), sigma_min.ln(), n)
+        .into_iter()
+        .map(f32::exp)
+        .collect();
+    out.push(0.0);
+    out
+}
+
+/// `beta_scheduler` (α = β = 0.6 by default).
+pub fn beta(ms: &ModelSampling, steps: usize, alpha: f64, beta: f64) -> Vec<f32> {
+    let total = (ms.sigmas.len() - 1) as f64;
+    let step = 1.0 / steps as f64;
+    let mut sigs = Vec::new();
+    let mut last: Option<f64> = None;
+    for k in 0..steps {
+        let p = 1.0 - k as f64 * step;
+        let t = (beta_ppf(p, alpha, beta) * total).round_ties_even();
+        if last != Some(t) {
+            sigs.push(ms.sigmas[t as usize]);
+        }
+        last = Some(t);
+    }
+    sigs.push(0.0);
+    sigs
+}
+
+/// `linear_quadratic_schedule` (threshold 0.025, linear_steps = steps / 2).
+pub fn linear_quadratic(
+    ms: &ModelSampling,
+    steps: usize,
+    threshold: f64,
+    linear_steps: Option<usize>,
+) -> Vec<f32> {
+    let sched: Vec<f64> = if steps == 1 {
+        vec![1.0, 0.0]
+    } else {
+        let l = linear_steps.unwrap_or(steps / 2);
+        let lf = l as f64;
+        let mut v: Vec<f64> = (0..l).map(|i| i as f64 * threshold / lf).collect();
+        let diff = lf - threshold * steps as f64;
+        let q = (steps - l) as f64;
+        let qc = diff / (lf * q * q);
+        let lc = threshold / lf - 2.0 * diff / (q * q);
+        let c = qc * (lf * lf);
+        v.extend((l..steps).map(|i| {
+            let i = i as f64;
+            qc * (i * i) + lc * i + c
+        }));
+        v.push(1.0);
+        v.into_iter().map(|x| 1.0 - x).collect()
+    };
+    let smax = ms.sigma_max();
+    sched.into_iter().map(|x| x as f32 * smax).collect()
+}
+
+/// `kl_optimal_scheduler`.
+pub fn kl_optimal(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f32> {
+    let amin = sigma_min.atan() as f32;
+    let amax = sigma_max.atan() as f32;
+    let denom = (n as f32 - 1.0).max(f32::MIN_POSITIVE);
+    let mut out: Vec<f32> = (0..n)
+        .map(|i| {
+            let w = i as f32 / denom;
+            (w * amin + (1.0 - w) * amax).tan()
+        })
+        .collect();
+    out.push(0.0);
+    out
+}
+
+// ---- inverse regularized incomplete beta (scipy.stats.beta.ppf) ----
+
+fn ln_gamma(x: f64) -> f64 {
+    // Lanczos approximation (g = 7, n = 9), accurate to ~1e-15 for x > 0.
+    const G: f64 = 7.0;
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + G + 0.5;
+    for (i, &c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
+    let tiny = 1e-300;
+    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 - qab * x / qap;
+    if d.abs() < tiny {
+        d = tiny;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    for m in 1..10_000 {
+        let m = m as f64;
+        let m2 = 2.0 * m;
+        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
+        d = 1.0 + aa * d;
+        if d.abs() < tiny {
+            d = tiny;
+        }
+        c = 1.0 + aa / c;
+        if c.abs() < tiny {
+            c = tiny;
+        }
+        d = 1.0 / d;
+        h *= d * c;
+        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
+        d = 1.0 + aa * d;
+        if d.abs() < tiny {
+            d = tiny;
+        }
+        c = 1.0 + aa / c;
+        if c.abs() < tiny {
+            c = tiny;
+        }
+        d = 1.0 / d;
+        let del = d * c;
+        h *= del;
+        if (del - 1.0).abs() < 1e-16 {
+            break;
+        }
+    }
+    h
+}
+
+/// Regularized incomplete beta I_x(a, b).
+pub fn beta_inc(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let lbt = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
+    let bt = lbt.exp();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        bt * beta_cf(a, b, x) / a
+    } else {
+        1.0 - bt * beta_cf(b, a, 1.0 - x) / b
+    }
+}
+
+/// Quantile of the Beta(a, b) distribution (bisection on [`beta_inc`]).
+pub fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
+    if p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if beta_inc(mid, a, b) < p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+// ---- KSampler step handling (§4.2) ----
+
+/// Samplers that get a `steps + 1` schedule with the penultimate sigma dropped.
+pub const DISCARD_PENULTIMATE_SIGMA_SAMPLERS: [&str; 4] =
+    ["dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"];
+
+/// `KSampler.calculate_sigmas`: the schedule for `steps`, with the discard rule for
+/// dpm_2 / dpm_2_ancestral / uni_pc / uni_pc_bh2.
+pub fn ksampler_schedule(
+    ms: &ModelSampling,
+    scheduler: Scheduler,
+    sampler_name: &str,
+    steps: usize,
+) -> Vec<f32> {
+    if DISCARD_PENULTIMATE_SIGMA_SAMPLERS.contains(&sampler_name) {
+        let mut s = calculate_sigmas(ms, scheduler, steps + 1);
+        let n = s.len();
+        if n >= 2 {
+            s.remove(n - 2);
+        }
+        s
+    } else {
+        calculate_sigmas(ms, scheduler, steps)
+    }
+}
+
+/// `KSampler.set_steps`: the sigmas for `steps` at `denoise` (None or > 0.9999 is full;
+/// ≤ 0 gives an empty list; otherwise the last `steps + 1` of a `int(steps/denoise)` schedule).
+pub fn ksampler_sigmas(
+    ms: &ModelSampling,
+    scheduler: Scheduler,
+    sampler_name: &str,
+    steps: usize,
+    denoise: Option<f64>,
+) -> Vec<f32> {
+    match denoise {
+        None => ksampler_schedule(ms, scheduler, sampler_name, steps),
+        Some(d) if d > 0.9999 => ksampler_schedule(ms, scheduler, sampler_name, steps),
+        Some(d) if d <= 0.0 => Vec::new(),
+        Some(d) => {
+            let new_steps = (steps as f64 / d) as usize;
+            let s = ksampler_schedule(ms, scheduler, sampler_name, new_steps);
+            let keep = (steps + 1).min(s.len());
+            s[s.len() - keep..].to_vec()
+        }
+    }
+}
+
+/// What `KSampler.sample` does with `start_step` / `last_step` (KSamplerAdvanced).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepSelection {
+    /// Sample over these sigmas.
+    Sigmas(Vec<f32>),
+    /// `start_step` is past the end: return the input latent unchanged (zeros if none).
+    ReturnLatent,
+}
+
+/// Apply `last_step` (then `force_full_denoise` sets the last sigma to 0) and
+/// `start_step`, in ComfyUI's order.
+pub fn select_steps(
+    sigmas: &[f32],
+    start_step: Option<usize>,
+    last_step: Option<usize>,
+    force_full_denoise: bool,
+) -> StepSelection {
+    let mut s = sigmas.to_vec();
+    if let Some(last) = last_step {
+        if last + 1 < s.len() {
+            s.truncate(last + 1);
+            if force_full_denoise {
+                if let Some(v) = s.last_mut() {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+    if let Some(start) = start_step {
+        if start + 1 < s.len() {
+            s.drain(..start);
+        } else {
+            return StepSelection::ReturnLatent;
+        }
+    }
+    StepSelection::Sigmas(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampling::model_sampling::Prediction;
+
+    fn parse(s: &str) -> Vec<f64> {
+        s.split(", ").map(|v| v.parse().unwrap()).collect()
+    }
+
+    fn check(name: &str, got: &[f32], want: &str) -> bool {
+        let want = parse(want);
+        assert_eq!(got.len(), want.len(), "{name}: length");
+        let mut exact = true;
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let rel = if w == 0.0 {
+                (g as f64).abs()
+            } else {
+                ((g as f64 - w) / w).abs()
+            };
+            assert!(rel <= 1e-6, "{name}[{i}]: got {g} want {w} rel {rel}");
+            exact &= g == w as f32;
+        }
+        exact
+    }
+
+    // numerics.md §4.4 (SD1.5 table, 10 steps, denoise 1).
+    const GOLDEN: [(&str, &str); 9] = [
+        ("simple", "14.6146412, 8.30280304, 5.08776331, 3.32108307, 2.27646303, 1.61288619, 1.16057837, 0.829859555, 0.569284916, 0.341673821, 0"),
+        ("sgm_uniform", "14.6146402, 8.30717087, 5.09240818, 3.32506895, 2.27973056, 1.61558032, 1.16286457, 0.831883729, 0.571188867, 0.34370482, 0"),
+        ("karras", "14.6146431, 9.10292912, 5.47839212, 3.16860485, 1.74941802, 0.914072692, 0.446918368, 0.201398358, 0.0819102973, 0.0291671772, 0"),
+        ("exponential", "14.6146402, 7.32486916, 3.67123032, 1.84002364, 0.922221303, 0.462218285, 0.231664181, 0.116110273, 0.0581945591, 0.0291671604, 0"),
+        ("ddim_uniform", "8.39068508, 5.13443089, 3.34776354, 2.29285383, 1.62369204, 1.16821599, 0.835652828, 0.574050248, 0.346186697, 0.0413144119, 0"),
+        ("beta", "14.6146412, 11.5427704, 7.37184429, 4.37280178, 2.61523581, 1.61827886, 1.02732933, 0.654885352, 0.39550969, 0.199058622, 0"),
+        ("normal", "14.6146402, 7.83988285, 4.60917425, 2.91830707, 1.95016146, 1.34492779, 0.932357967, 0.624976933, 0.368657738, 0.0291671604, 0"),
+        ("linear_quadratic", "14.6146412, 14.5415678, 14.4684954, 14.395422, 14.3223486, 14.2492752, 13.6208448, 11.8817034, 9.03184795, 5.07128048, 0"),
+        ("kl_optimal", "14.6146326, 4.23235035, 2.39371896, 1.59706593, 1.1329968, 0.815244496, 0.572914183, 0.372484177, 0.195288345, 0.0291671585, 0"),
+    ];
+
+    #[test]
+    fn golden_sigma_lists() {
+        let ms = ModelSampling::sd15(Prediction::Eps);
+        let mut not_exact = Vec::new();
+        for (name, want) in GOLDEN {
+            let s: Scheduler = name.parse().unwrap();
+            let got = calculate_sigmas(&ms, s, 10);
+            if !check(name, &got, want) {
+                not_exact.push(name);
+            }
+        }
+        eprintln!("schedulers not bit-exact (within 1e-6): {not_exact:?}");
+    }
+
+    #[test]
+    fn discard_penultimate_and_denoise() {
+        let ms = ModelSampling::sd15(Prediction::Eps);
+        let got = ksampler_sigmas(&ms, Scheduler::Normal, "dpm_2", 10, None);
+        check("normal/dpm_2", &got, GOLDEN[1].1);
+        let got = ksampler_sigmas(&ms, Scheduler::Karras, "uni_pc", 10, Some(1.0));
+        check(
+            "karras/uni_pc",
+            &got,
+            "14.6146431, 9.5582628, 6.0821514, 3.7512541, 2.2321544, 1.2741008, 0.6925706, 0.3551825, 0.1697566, 0.0743629, 0",
+        );
+        let got = ksampler_sigmas(&ms, Scheduler::Karras, "euler", 10, Some(0.5));
+        assert_eq!(got.len(), 11);
+        let full = calculate_sigmas(&ms, Scheduler::Karras, 20);
+        assert_eq!(got, full[10..]);
+        assert_eq!(got[0], "1.0907861".parse::<f32>().unwrap());
+        assert_eq!(got[9], "0.0291671772".parse::<f32>().unwrap());
+        assert!(ksampler_sigmas(&ms, Scheduler::Karras, "euler", 10, Some(0.0)).is_empty());
+    }
+
+    #[test]
+    fn start_end_steps() {
+        let s: Vec<f32> = (0..=10).rev().map(|v| v as f32).collect();
+        assert_eq!(
+            select_steps(&s, Some(3), None, false),
+            StepSelection::Sigmas(s[3..].to_vec())
+        );
+        let StepSelection::Sigmas(e) = select_steps(&s, None, Some(4), true) else {
+            panic!()
+        };
+        assert_eq!(e, vec![10.0, 9.0, 8.0, 7.0, 0.0]);
+        let StepSelection::Sigmas(e) = select_steps(&s, Some(2), Some(4), false) else {
+            panic!()
+        };
+        assert_eq!(e, vec![8.0, 7.0, 6.0]);
+        assert_eq!(
+            select_steps(&s, Some(10), None, false),
+            StepSelection::ReturnLatent
+        );
+        assert_eq!(
+            select_steps(&s, None, Some(10), true),
+            StepSelection::Sigmas(s.clone())
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for (i, n) in Scheduler::NAMES.iter().enumerate() {
+            assert_eq!(n.parse::<Scheduler>().unwrap(), Scheduler::ALL[i]);
+            assert_eq!(Scheduler::ALL[i].to_string(), *n);
+        }
+        assert!("bogus".parse::<Scheduler>().is_err());
+    }
+}
