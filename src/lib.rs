@@ -1,1 +1,2 @@
 //! comfyrs: a ComfyUI-compatible workflow executor.
+pub mod models;
