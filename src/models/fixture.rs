@@ -8,7 +8,7 @@
 //!   the middle block, context_dim 32;
 //! * CLIP: width 32, 2 layers, MLP 128, 4 heads (head dim 8), full 49408-token
 //!   vocabulary, 77 positions, plus the int64 `position_ids` buffer;
-//! * VAE: ch 32, ch_mult [1, 1, 2, 2] (so the usual ×8 downscale), 1 res block,
+//! * VAE: ch 32, ch_mult [1, 1, 1, 2] (so the usual ×8 downscale), 1 res block,
 //!   z_channels 4, quant_conv/post_quant_conv.
 //!
 //! Values (fp16, depend only on the key): `seed64` = first 8 bytes (LE) of
@@ -142,7 +142,7 @@ fn vae_mid(l: &mut Layout, p: &str, c: usize) {
 
 fn tiny_vae(l: &mut Layout) {
     let p = "first_stage_model";
-    let (ch, mult, nrb, z) = (32usize, [1usize, 1, 2, 2], 1usize, 4usize);
+    let (ch, mult, nrb, z) = (32usize, [1usize, 1, 1, 2], 1usize, 4usize);
     let e = format!("{p}.encoder");
     conv(l, &format!("{e}.conv_in"), ch, 3, 3);
     let mut block_in = ch;

@@ -43,7 +43,9 @@ pub struct ClipBpe {
     cache: Mutex<HashMap<String, Vec<u32>>>,
 }
 
-fn bytes_to_unicode() -> [char; 256] {
+/// GPT-2's byte→unicode table, indexed by byte, and the symbols in the
+/// order the vocabulary lists them (printable bytes first).
+fn bytes_to_unicode() -> ([char; 256], Vec<char>) {
     let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
         .chain(0xA1..=0xAC)
         .chain(0xAE..=0xFF)
@@ -58,10 +60,13 @@ fn bytes_to_unicode() -> [char; 256] {
         }
     }
     let mut out = [' '; 256];
+    let mut order = Vec::with_capacity(256);
     for (b, c) in bs.iter().zip(cs.iter()) {
-        out[*b as usize] = char::from_u32(*c).expect("valid char");
+        let ch = char::from_u32(*c).expect("valid char");
+        out[*b as usize] = ch;
+        order.push(ch);
     }
-    out
+    (out, order)
 }
 
 fn is_cjk(c: char) -> bool {
@@ -84,9 +89,9 @@ impl ClipBpe {
     }
 
     fn new() -> Self {
-        let byte_encoder = bytes_to_unicode();
-        let mut vocab: Vec<String> = byte_encoder.iter().map(|c| c.to_string()).collect();
-        vocab.extend(byte_encoder.iter().map(|c| format!("{c}</w>")));
+        let (byte_encoder, order) = bytes_to_unicode();
+        let mut vocab: Vec<String> = order.iter().map(|c| c.to_string()).collect();
+        vocab.extend(order.iter().map(|c| format!("{c}</w>")));
         let mut ranks = HashMap::new();
         for (i, line) in MERGES.lines().enumerate() {
             let mut it = line.split(' ');

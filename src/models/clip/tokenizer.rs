@@ -205,25 +205,21 @@ impl Tokenizer {
                 if let Some(name) = word.strip_prefix(EMBEDDING_IDENTIFIER) {
                     if !self.embedding_directories.is_empty() {
                         let name = name.trim_matches('\n').to_string();
-                        match self.try_get_embedding(&name) {
-                            Some((rows, leftover)) => {
-                                groups.push(
-                                    rows.into_iter()
-                                        .map(|r| (Token::Embedding(r), weight))
-                                        .collect(),
-                                );
-                                if leftover.is_empty() {
-                                    continue;
-                                }
-                                word = leftover;
-                            }
-                            None => {
-                                tracing::warn!(
-                                    "warning, embedding:{name} does not exist, ignoring"
-                                );
-                                continue;
-                            }
+                        let (rows, leftover) = self.try_get_embedding(&name);
+                        match rows {
+                            Some(rows) => groups.push(
+                                rows.into_iter()
+                                    .map(|r| (Token::Embedding(r), weight))
+                                    .collect(),
+                            ),
+                            None => tracing::warn!(
+                                "warning, embedding:{name} does not exist, ignoring"
+                            ),
                         }
+                        if leftover.is_empty() {
+                            continue;
+                        }
+                        word = leftover;
                     }
                 }
                 groups.push(
@@ -272,19 +268,25 @@ impl Tokenizer {
         batches
     }
 
-    /// `_try_get_embedding`: the rows of `embeddings/NAME`, and any trailing
-    /// punctuation (commas) that is not part of the name, to be tokenized.
-    fn try_get_embedding(&self, name: &str) -> Option<(Vec<Tensor>, String)> {
-        if let Some(rows) = self.load_embedding(name) {
-            return Some((rows, String::new()));
+    /// `_try_get_embedding`: the first whitespace-separated word is the name,
+    /// the rest is left over for tokenizing; a name with commas around it is
+    /// retried without them (the commas then go to the leftover).
+    fn try_get_embedding(&self, name: &str) -> (Option<Vec<Tensor>>, String) {
+        let mut parts = name.split_whitespace();
+        let Some(first) = parts.next() else {
+            return (None, String::new());
+        };
+        let leftover = parts.collect::<Vec<_>>().join(" ");
+        if let Some(rows) = self.load_embedding(first) {
+            return (Some(rows), leftover);
         }
-        let stripped = name.trim_end_matches(',');
-        if stripped.len() < name.len() {
-            if let Some(rows) = self.load_embedding(stripped) {
-                return Some((rows, name[stripped.len()..].to_string()));
-            }
+        let stripped = first.trim_matches(',');
+        if stripped.len() < first.len() {
+            let rows = self.load_embedding(stripped);
+            let tail = first.get(stripped.len()..).unwrap_or("");
+            return (rows, format!("{tail} {leftover}"));
         }
-        None
+        (None, leftover)
     }
 
     fn load_embedding(&self, name: &str) -> Option<Vec<Tensor>> {
