@@ -19,7 +19,12 @@ fn cases() -> Vec<Case> {
 fn plain_ids_match_transformers() {
     let tok = Tokenizer::default();
     for c in cases() {
-        assert_eq!(tok.encode_plain(&c.prompt), c.plain_ids, "prompt {:?}", c.prompt);
+        assert_eq!(
+            tok.encode_plain(&c.prompt),
+            c.plain_ids,
+            "prompt {:?}",
+            c.prompt
+        );
     }
 }
 
@@ -30,10 +35,18 @@ fn weighted_windows_match_reference() {
     assert!(all.len() >= 10);
     for c in all {
         let got = tok.tokenize_with_weights(&c.prompt);
-        assert_eq!(got.len(), c.windows.len(), "window count for {:?}", c.prompt);
+        assert_eq!(
+            got.len(),
+            c.windows.len(),
+            "window count for {:?}",
+            c.prompt
+        );
         for (gw, ew) in got.iter().zip(c.windows.iter()) {
             assert_eq!(gw.len(), 77);
-            let ids: Vec<u32> = gw.iter().map(|(t, _)| t.id().expect("plain token")).collect();
+            let ids: Vec<u32> = gw
+                .iter()
+                .map(|(t, _)| t.id().expect("plain token"))
+                .collect();
             let eids: Vec<u32> = ew.iter().map(|(t, _)| *t).collect();
             assert_eq!(ids, eids, "ids for {:?}", c.prompt);
             let ws: Vec<f32> = gw.iter().map(|(_, w)| *w).collect();
@@ -53,7 +66,9 @@ fn known_prompt_and_empty_prompt() {
     let e = tok.tokenize_with_weights("");
     assert_eq!(e.len(), 1);
     assert_eq!(e[0][0].0, Token::Id(49406));
-    assert!(e[0][1..].iter().all(|(t, w)| *t == Token::Id(49407) && *w == 1.0));
+    assert!(e[0][1..]
+        .iter()
+        .all(|(t, w)| *t == Token::Id(49407) && *w == 1.0));
 }
 
 #[test]

@@ -177,13 +177,19 @@ pub fn detect_sd1(weights: &WeightMap) -> Result<UnetConfig> {
             cfg.adm_in_channels, cfg.use_linear_in_transformer
         )));
     }
-    if weights.keys().any(|k| k.starts_with("conditioner.embedders.")) {
+    if weights
+        .keys()
+        .any(|k| k.starts_with("conditioner.embedders."))
+    {
         return Err(ModelError::NotSupported(
             "has conditioner.embedders.* (SDXL text encoders), not SD1.x".into(),
         ));
     }
     for (what, key) in [
-        ("text encoder", format!("{SD1_CLIP_PREFIX}embeddings.token_embedding.weight")),
+        (
+            "text encoder",
+            format!("{SD1_CLIP_PREFIX}embeddings.token_embedding.weight"),
+        ),
         ("VAE", format!("{VAE_PREFIX}decoder.conv_in.weight")),
     ] {
         if !weights.contains_key(&key) {
@@ -198,7 +204,11 @@ pub fn detect_sd1(weights: &WeightMap) -> Result<UnetConfig> {
 
 /// Loads an SD1.x single-file checkpoint (CheckpointLoaderSimple) with the
 /// default [`LoadOptions`].
-pub fn load_sd1_checkpoint(path: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Sd1Checkpoint> {
+pub fn load_sd1_checkpoint(
+    path: impl AsRef<Path>,
+    device: &Device,
+    dtype: DType,
+) -> Result<Sd1Checkpoint> {
     load_sd1_checkpoint_with(path, device, dtype, &LoadOptions::default())
 }
 
@@ -211,13 +221,10 @@ pub fn load_sd1_checkpoint_with(
 ) -> Result<Sd1Checkpoint> {
     let path = path.as_ref();
     let weights = load_safetensors(path, device, dtype)?;
-    sd1_from_weights(weights, device, dtype, options)
-        .map_err(|e| match e {
-            ModelError::NotSupported(m) => {
-                ModelError::NotSupported(format!("{}: {m}", path.display()))
-            }
-            e => e,
-        })
+    sd1_from_weights(weights, device, dtype, options).map_err(|e| match e {
+        ModelError::NotSupported(m) => ModelError::NotSupported(format!("{}: {m}", path.display())),
+        e => e,
+    })
 }
 
 /// Builds an [`Sd1Checkpoint`] from an in-memory state dict (LDM keys).
@@ -266,11 +273,14 @@ pub fn sd1_from_weights(
 pub fn load_vae(path: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Vae> {
     let path = path.as_ref();
     let weights = load_safetensors(path, device, dtype)?;
-    vae_from_weights(&weights).map_err(|e| match e {
-        ModelError::NotSupported(m) => ModelError::NotSupported(format!("{}: {m}", path.display())),
-        e => e,
-    })
-    .and_then(|prefix| Vae::from_weights(&weights, prefix, dtype, device))
+    vae_from_weights(&weights)
+        .map_err(|e| match e {
+            ModelError::NotSupported(m) => {
+                ModelError::NotSupported(format!("{}: {m}", path.display()))
+            }
+            e => e,
+        })
+        .and_then(|prefix| Vae::from_weights(&weights, prefix, dtype, device))
 }
 
 /// The key prefix of the VAE inside `weights`.
@@ -284,7 +294,8 @@ pub fn vae_from_weights(weights: &WeightMap) -> Result<&'static str> {
     }
     if weights.contains_key("decoder.up_blocks.0.resnets.0.norm1.weight") {
         return Err(ModelError::NotSupported(
-            "diffusers-format VAE (decoder.up_blocks.*) is not supported; use the LDM layout".into(),
+            "diffusers-format VAE (decoder.up_blocks.*) is not supported; use the LDM layout"
+                .into(),
         ));
     }
     Err(ModelError::NotSupported(format!(

@@ -182,8 +182,16 @@ fn tiny_vae(l: &mut Layout) {
 fn tiny_clip(l: &mut Layout) {
     let p = "cond_stage_model.transformer.text_model";
     let (w, layers, mlp) = (32usize, 2usize, 128usize);
-    add(l, format!("{p}.embeddings.token_embedding.weight"), &[49408, w]);
-    add(l, format!("{p}.embeddings.position_embedding.weight"), &[77, w]);
+    add(
+        l,
+        format!("{p}.embeddings.token_embedding.weight"),
+        &[49408, w],
+    );
+    add(
+        l,
+        format!("{p}.embeddings.position_embedding.weight"),
+        &[77, w],
+    );
     l.insert(
         format!("{p}.embeddings.position_ids"),
         Spec {
@@ -233,18 +241,17 @@ pub fn key_normals(key: &str, count: usize) -> Vec<f64> {
 
 fn values(key: &str, shape: &[usize]) -> Vec<f64> {
     let n: usize = shape.iter().product();
-    let (mean, std) = if key.ends_with("token_embedding.weight")
-        || key.ends_with("position_embedding.weight")
-    {
-        (0.0, 0.02)
-    } else if key.ends_with(".bias") {
-        (0.0, 0.01)
-    } else if shape.len() == 1 {
-        (1.0, 0.02)
-    } else {
-        let fan_in: usize = shape[1..].iter().product();
-        (0.0, 1.0 / (fan_in as f64).sqrt())
-    };
+    let (mean, std) =
+        if key.ends_with("token_embedding.weight") || key.ends_with("position_embedding.weight") {
+            (0.0, 0.02)
+        } else if key.ends_with(".bias") {
+            (0.0, 0.01)
+        } else if shape.len() == 1 {
+            (1.0, 0.02)
+        } else {
+            let fan_in: usize = shape[1..].iter().product();
+            (0.0, 1.0 / (fan_in as f64).sqrt())
+        };
     let gain = if key.starts_with("first_stage_model.encoder.conv_out.") {
         VAE_ENCODER_OUT_GAIN
     } else {

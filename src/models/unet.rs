@@ -40,7 +40,8 @@ pub struct UnetConfig {
     /// One entry per input res block.
     pub transformer_depth: Vec<usize>,
     pub transformer_depth_middle: usize,
-    /// One entry per output res block.
+    /// One entry per output res block, in `output_blocks` order (ComfyUI's
+    /// `transformer_depth_output` lists the same numbers reversed).
     pub transformer_depth_output: Vec<usize>,
     pub context_dim: Option<usize>,
     pub use_linear_in_transformer: bool,
@@ -60,8 +61,8 @@ impl UnetConfig {
             .ok_or_else(|| ModelError::MissingKey(key("input_blocks.0.0.weight")))?;
         let model_channels = first[0];
         let in_channels = first[1];
-        let out_channels = dims("out.2.weight")
-            .ok_or_else(|| ModelError::MissingKey(key("out.2.weight")))?[0];
+        let out_channels =
+            dims("out.2.weight").ok_or_else(|| ModelError::MissingKey(key("out.2.weight")))?[0];
         let adm_in_channels = dims("label_emb.0.0.weight").map(|d| d[1]);
         let count = |p: &str| {
             let mut n = 0;
@@ -90,7 +91,8 @@ impl UnetConfig {
                 let depth = count(&format!("{p}.1.transformer_blocks"));
                 transformer_depth.push(depth);
                 if depth > 0 {
-                    if let Some(k) = dims(&format!("{p}.1.transformer_blocks.0.attn2.to_k.weight")) {
+                    if let Some(k) = dims(&format!("{p}.1.transformer_blocks.0.attn2.to_k.weight"))
+                    {
                         context_dim = Some(k[1]);
                     }
                     if let Some(pi) = dims(&format!("{p}.1.proj_in.weight")) {
@@ -109,7 +111,8 @@ impl UnetConfig {
         let mut transformer_depth_output = Vec::new();
         let mut o = 0;
         while w.contains_key(&key(&format!("output_blocks.{o}.0.out_layers.3.weight"))) {
-            transformer_depth_output.push(count(&format!("output_blocks.{o}.1.transformer_blocks")));
+            transformer_depth_output
+                .push(count(&format!("output_blocks.{o}.1.transformer_blocks")));
             o += 1;
         }
         let transformer_depth_middle = count("middle_block.1.transformer_blocks");
@@ -321,10 +324,16 @@ impl TransformerBlock {
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
         let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
-        let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(context))? + &x)?;
+        let x = (self
+            .attn2
+            .forward(&self.norm2.forward(&x)?, Some(context))?
+            + &x)?;
         let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
         let half = h.dim(D::Minus1)? / 2;
-        let (a, gate) = (h.narrow(D::Minus1, 0, half)?, h.narrow(D::Minus1, half, half)?);
+        let (a, gate) = (
+            h.narrow(D::Minus1, 0, half)?,
+            h.narrow(D::Minus1, half, half)?,
+        );
         let h = (a * gate.gelu_erf()?)?;
         self.ff_out.forward(&h)? + x
     }
@@ -379,7 +388,10 @@ impl SpatialTransformer {
             y = p.forward(&y)?;
         }
         let inner = y.dim(1)?;
-        y = y.reshape((b, inner, h * w))?.transpose(1, 2)?.contiguous()?;
+        y = y
+            .reshape((b, inner, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
         if let Proj::Linear(p) = &self.proj_in {
             y = p.forward(&y)?;
         }

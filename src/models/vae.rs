@@ -64,7 +64,9 @@ impl VaeConfig {
             level += 1;
         }
         let mut num_res_blocks = 0;
-        while w.contains_key(&key(&format!("encoder.down.0.block.{num_res_blocks}.conv1.weight"))) {
+        while w.contains_key(&key(&format!(
+            "encoder.down.0.block.{num_res_blocks}.conv1.weight"
+        ))) {
             num_res_blocks += 1;
         }
         let z_channels = dims("decoder.conv_in.weight")?[1];
@@ -182,7 +184,13 @@ struct Level {
     resample: Option<Conv2d>,
 }
 
-fn level(vb: &VarBuilder, n_blocks: usize, resample: &str, stride: usize, pad: usize) -> candle_core::Result<Level> {
+fn level(
+    vb: &VarBuilder,
+    n_blocks: usize,
+    resample: &str,
+    stride: usize,
+    pad: usize,
+) -> candle_core::Result<Level> {
     let mut blocks = Vec::new();
     let mut attns = Vec::new();
     for i in 0..n_blocks {
@@ -295,7 +303,15 @@ impl Vae {
         let levels = config.ch_mult.len();
         let e = vb.pp("encoder");
         let down = (0..levels)
-            .map(|i| level(&e.pp(format!("down.{i}")), config.num_res_blocks, "downsample", 2, 0))
+            .map(|i| {
+                level(
+                    &e.pp(format!("down.{i}")),
+                    config.num_res_blocks,
+                    "downsample",
+                    2,
+                    0,
+                )
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let encoder = Encoder {
             conv_in: conv(&e, "conv_in", 1, 1)?,
@@ -306,7 +322,15 @@ impl Vae {
         };
         let d = vb.pp("decoder");
         let up = (0..levels)
-            .map(|i| level(&d.pp(format!("up.{i}")), config.num_res_blocks + 1, "upsample", 1, 1))
+            .map(|i| {
+                level(
+                    &d.pp(format!("up.{i}")),
+                    config.num_res_blocks + 1,
+                    "upsample",
+                    1,
+                    1,
+                )
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let decoder = Decoder {
             conv_in: conv(&d, "conv_in", 1, 1)?,
@@ -359,12 +383,16 @@ impl Vae {
         let m = &self.0;
         let (_, h, w, c) = image.dims4()?;
         if c < 3 {
-            return Err(ModelError::BadInput(format!("image has {c} channels, need 3")));
+            return Err(ModelError::BadInput(format!(
+                "image has {c} channels, need 3"
+            )));
         }
         let f = m.config.downscale();
         let (nh, nw) = (h / f * f, w / f * f);
         if nh == 0 || nw == 0 {
-            return Err(ModelError::BadInput(format!("image {w}x{h} is smaller than {f} pixels")));
+            return Err(ModelError::BadInput(format!(
+                "image {w}x{h} is smaller than {f} pixels"
+            )));
         }
         let img = image
             .narrow(1, (h % f) / 2, nh)?

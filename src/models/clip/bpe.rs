@@ -102,7 +102,11 @@ impl ClipBpe {
         }
         vocab.push("<|startoftext|>".into());
         vocab.push("<|endoftext|>".into());
-        assert_eq!(vocab.len(), VOCAB_SIZE, "embedded CLIP merges list is incomplete");
+        assert_eq!(
+            vocab.len(),
+            VOCAB_SIZE,
+            "embedded CLIP merges list is incomplete"
+        );
         let encoder = vocab
             .into_iter()
             .enumerate()

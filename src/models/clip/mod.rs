@@ -74,7 +74,11 @@ impl ClipTextEncoder {
         tokens: &[Vec<WeightedToken>],
         clip_skip: i32,
     ) -> Result<(Tensor, Tensor), ModelError> {
-        let len = tokens.iter().map(|w| w.len()).max().unwrap_or(tokenizer::MAX_LENGTH);
+        let len = tokens
+            .iter()
+            .map(|w| w.len())
+            .max()
+            .unwrap_or(tokenizer::MAX_LENGTH);
         let empty = self
             .tokenizer
             .empty_tokens(len)

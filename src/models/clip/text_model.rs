@@ -113,7 +113,9 @@ fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
 impl Layer {
     fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let h = (x + self.attn.forward(&self.ln1.forward(x)?, mask)?)?;
-        let m = self.fc2.forward(&quick_gelu(&self.fc1.forward(&self.ln2.forward(&h)?)?)?)?;
+        let m = self
+            .fc2
+            .forward(&quick_gelu(&self.fc1.forward(&self.ln2.forward(&h)?)?)?)?;
         h + m
     }
 }
@@ -135,8 +137,7 @@ impl ClipTextModel {
         let c = config.width;
         let emb = vb.pp("embeddings");
         let token_embedding = emb.get((config.vocab_size, c), "token_embedding.weight")?;
-        let position_embedding =
-            emb.get((config.max_positions, c), "position_embedding.weight")?;
+        let position_embedding = emb.get((config.max_positions, c), "position_embedding.weight")?;
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let l = vb.pp(format!("encoder.layers.{i}"));

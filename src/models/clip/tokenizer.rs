@@ -117,7 +117,11 @@ fn python_float(s: &str) -> Option<f64> {
     if matches!(body, "inf" | "infinity" | "nan") {
         return lower.parse::<f64>().ok().or_else(|| {
             let neg = lower.starts_with('-');
-            let v = if body == "nan" { f64::NAN } else { f64::INFINITY };
+            let v = if body == "nan" {
+                f64::NAN
+            } else {
+                f64::INFINITY
+            };
             Some(if neg { -v } else { v })
         });
     }
@@ -212,9 +216,9 @@ impl Tokenizer {
                                     .map(|r| (Token::Embedding(r), weight))
                                     .collect(),
                             ),
-                            None => tracing::warn!(
-                                "warning, embedding:{name} does not exist, ignoring"
-                            ),
+                            None => {
+                                tracing::warn!("warning, embedding:{name} does not exist, ignoring")
+                            }
                         }
                         if leftover.is_empty() {
                             continue;
@@ -406,10 +410,7 @@ mod tests {
     #[test]
     fn weighting_syntax() {
         assert_eq!(weights("a cat"), vec![("a cat".to_string(), 1.0)]);
-        assert_eq!(
-            weights("(a cat:1.2)"),
-            vec![("a cat".to_string(), 1.2)]
-        );
+        assert_eq!(weights("(a cat:1.2)"), vec![("a cat".to_string(), 1.2)]);
         let w = weights("((x))");
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].1, 1.1 * 1.1);
