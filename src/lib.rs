@@ -3,7 +3,8 @@
 //! Data flows one way: [`workflow`] (API-format JSON, overrides) -> [`graph`] (validation, the
 //! DAG, the plan) -> [`exec`] (cache, scheduling, events) -> outputs. Nodes implement
 //! [`node::Node`] and live in [`nodes`]; [`env`] says where files are. [`models`] holds the
-//! candle networks and [`sampling`] ComfyUI's noise, schedulers and samplers.
+//! candle networks and [`sampling`] ComfyUI's noise, schedulers and samplers. [`server`]
+//! translates HTTP requests into jobs on the one [`queue`], recorded in the [`store`].
 
 pub mod env;
 pub mod exec;

@@ -1,0 +1,301 @@
+//! The tiny deterministic random-weight SD1.5-layout checkpoint used by tests
+//! (`fixtures/models/checkpoints/tiny_sd15.safetensors`, written by
+//! `cargo run --bin gen_fixtures`).
+//!
+//! Layout: the real LDM single-file names, tiny sizes:
+//! * UNet: in/out 4, model_channels 32, channel_mult [1, 2], 1 res block per
+//!   level, a SpatialTransformer (depth 1, 8 heads as SD1) at level 1 and in
+//!   the middle block, context_dim 32;
+//! * CLIP: width 32, 2 layers, MLP 128, 4 heads (head dim 8), full 49408-token
+//!   vocabulary, 77 positions, plus the int64 `position_ids` buffer;
+//! * VAE: ch 32, ch_mult [1, 1, 1, 2] (so the usual ×8 downscale), 1 res block,
+//!   z_channels 4, quant_conv/post_quant_conv.
+//!
+//! Values (fp16, depend only on the key): `seed64` = first 8 bytes (LE) of
+//! `blake3("tiny-sd15-v1\0" + key)`; splitmix64 stream
+//! `r(n) = mix64(seed64 + (n+1)·0x9E3779B97F4A7C15)`; Box–Muller in f64:
+//! `u1 = ((r(2i)>>11)+1)·2^-53`, `u2 = (r(2i+1)>>11)·2^-53`,
+//! `z = sqrt(-2 ln u1)·cos(2π u2)`; value = mean + std·z rounded to fp16.
+//! Kinds: ≥2-D weights std `1/sqrt(fan_in)` (×[`VAE_ENCODER_OUT_GAIN`] for the
+//! VAE encoder's conv_out, as gen_sd15.py does, so latents have a realistic
+//! spread), embeddings std 0.02, 1-D norm weights mean 1 std 0.02, biases std
+//! 0.01.
+
+use std::collections::BTreeMap;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+/// Gain on the VAE encoder's conv_out (weight and bias).
+pub const VAE_ENCODER_OUT_GAIN: f64 = 9.0;
+
+/// Repository-relative path of the committed fixture.
+pub const TINY_SD15_PATH: &str = "fixtures/models/checkpoints/tiny_sd15.safetensors";
+
+struct Spec {
+    shape: Vec<usize>,
+    int_arange: bool,
+}
+
+fn f(shape: &[usize]) -> Spec {
+    Spec {
+        shape: shape.to_vec(),
+        int_arange: false,
+    }
+}
+
+type Layout = BTreeMap<String, Spec>;
+
+fn add(l: &mut Layout, key: String, shape: &[usize]) {
+    l.insert(key, f(shape));
+}
+
+fn conv(l: &mut Layout, p: &str, out: usize, inp: usize, k: usize) {
+    add(l, format!("{p}.weight"), &[out, inp, k, k]);
+    add(l, format!("{p}.bias"), &[out]);
+}
+
+fn lin(l: &mut Layout, p: &str, out: usize, inp: usize, bias: bool) {
+    add(l, format!("{p}.weight"), &[out, inp]);
+    if bias {
+        add(l, format!("{p}.bias"), &[out]);
+    }
+}
+
+fn norm(l: &mut Layout, p: &str, c: usize) {
+    add(l, format!("{p}.weight"), &[c]);
+    add(l, format!("{p}.bias"), &[c]);
+}
+
+fn unet_res(l: &mut Layout, p: &str, inp: usize, out: usize, emb: usize) {
+    norm(l, &format!("{p}.in_layers.0"), inp);
+    conv(l, &format!("{p}.in_layers.2"), out, inp, 3);
+    lin(l, &format!("{p}.emb_layers.1"), out, emb, true);
+    norm(l, &format!("{p}.out_layers.0"), out);
+    conv(l, &format!("{p}.out_layers.3"), out, out, 3);
+    if inp != out {
+        conv(l, &format!("{p}.skip_connection"), out, inp, 1);
+    }
+}
+
+fn unet_st(l: &mut Layout, p: &str, c: usize, ctx: usize) {
+    norm(l, &format!("{p}.norm"), c);
+    conv(l, &format!("{p}.proj_in"), c, c, 1);
+    let b = format!("{p}.transformer_blocks.0");
+    for a in ["attn1", "attn2"] {
+        let kv_in = if a == "attn1" { c } else { ctx };
+        lin(l, &format!("{b}.{a}.to_q"), c, c, false);
+        lin(l, &format!("{b}.{a}.to_k"), c, kv_in, false);
+        lin(l, &format!("{b}.{a}.to_v"), c, kv_in, false);
+        lin(l, &format!("{b}.{a}.to_out.0"), c, c, true);
+    }
+    lin(l, &format!("{b}.ff.net.0.proj"), 8 * c, c, true);
+    lin(l, &format!("{b}.ff.net.2"), c, 4 * c, true);
+    for n in ["norm1", "norm2", "norm3"] {
+        norm(l, &format!("{b}.{n}"), c);
+    }
+    conv(l, &format!("{p}.proj_out"), c, c, 1);
+}
+
+fn tiny_unet(l: &mut Layout) {
+    let p = "model.diffusion_model";
+    let (mc, ctx) = (32, 32);
+    let emb = 4 * mc;
+    lin(l, &format!("{p}.time_embed.0"), emb, mc, true);
+    lin(l, &format!("{p}.time_embed.2"), emb, emb, true);
+    conv(l, &format!("{p}.input_blocks.0.0"), mc, 4, 3);
+    unet_res(l, &format!("{p}.input_blocks.1.0"), mc, mc, emb);
+    conv(l, &format!("{p}.input_blocks.2.0.op"), mc, mc, 3);
+    unet_res(l, &format!("{p}.input_blocks.3.0"), mc, 2 * mc, emb);
+    unet_st(l, &format!("{p}.input_blocks.3.1"), 2 * mc, ctx);
+    unet_res(l, &format!("{p}.middle_block.0"), 2 * mc, 2 * mc, emb);
+    unet_st(l, &format!("{p}.middle_block.1"), 2 * mc, ctx);
+    unet_res(l, &format!("{p}.middle_block.2"), 2 * mc, 2 * mc, emb);
+    unet_res(l, &format!("{p}.output_blocks.0.0"), 4 * mc, 2 * mc, emb);
+    unet_st(l, &format!("{p}.output_blocks.0.1"), 2 * mc, ctx);
+    unet_res(l, &format!("{p}.output_blocks.1.0"), 3 * mc, 2 * mc, emb);
+    unet_st(l, &format!("{p}.output_blocks.1.1"), 2 * mc, ctx);
+    conv(l, &format!("{p}.output_blocks.1.2.conv"), 2 * mc, 2 * mc, 3);
+    unet_res(l, &format!("{p}.output_blocks.2.0"), 3 * mc, mc, emb);
+    unet_res(l, &format!("{p}.output_blocks.3.0"), 2 * mc, mc, emb);
+    norm(l, &format!("{p}.out.0"), mc);
+    conv(l, &format!("{p}.out.2"), 4, mc, 3);
+}
+
+fn vae_res(l: &mut Layout, p: &str, inp: usize, out: usize) {
+    norm(l, &format!("{p}.norm1"), inp);
+    conv(l, &format!("{p}.conv1"), out, inp, 3);
+    norm(l, &format!("{p}.norm2"), out);
+    conv(l, &format!("{p}.conv2"), out, out, 3);
+    if inp != out {
+        conv(l, &format!("{p}.nin_shortcut"), out, inp, 1);
+    }
+}
+
+fn vae_mid(l: &mut Layout, p: &str, c: usize) {
+    vae_res(l, &format!("{p}.block_1"), c, c);
+    norm(l, &format!("{p}.attn_1.norm"), c);
+    for n in ["q", "k", "v", "proj_out"] {
+        conv(l, &format!("{p}.attn_1.{n}"), c, c, 1);
+    }
+    vae_res(l, &format!("{p}.block_2"), c, c);
+}
+
+fn tiny_vae(l: &mut Layout) {
+    let p = "first_stage_model";
+    let (ch, mult, nrb, z) = (32usize, [1usize, 1, 1, 2], 1usize, 4usize);
+    let e = format!("{p}.encoder");
+    conv(l, &format!("{e}.conv_in"), ch, 3, 3);
+    let mut block_in = ch;
+    for (i, m) in mult.iter().enumerate() {
+        let out = ch * m;
+        for j in 0..nrb {
+            vae_res(l, &format!("{e}.down.{i}.block.{j}"), block_in, out);
+            block_in = out;
+        }
+        if i + 1 != mult.len() {
+            conv(l, &format!("{e}.down.{i}.downsample.conv"), out, out, 3);
+        }
+    }
+    vae_mid(l, &format!("{e}.mid"), block_in);
+    norm(l, &format!("{e}.norm_out"), block_in);
+    conv(l, &format!("{e}.conv_out"), 2 * z, block_in, 3);
+    let d = format!("{p}.decoder");
+    let mut block_in = ch * mult[mult.len() - 1];
+    conv(l, &format!("{d}.conv_in"), block_in, z, 3);
+    vae_mid(l, &format!("{d}.mid"), block_in);
+    for i in (0..mult.len()).rev() {
+        let out = ch * mult[i];
+        for j in 0..=nrb {
+            vae_res(l, &format!("{d}.up.{i}.block.{j}"), block_in, out);
+            block_in = out;
+        }
+        if i != 0 {
+            conv(l, &format!("{d}.up.{i}.upsample.conv"), out, out, 3);
+        }
+    }
+    norm(l, &format!("{d}.norm_out"), block_in);
+    conv(l, &format!("{d}.conv_out"), 3, block_in, 3);
+    conv(l, &format!("{p}.quant_conv"), 2 * z, 2 * z, 1);
+    conv(l, &format!("{p}.post_quant_conv"), z, z, 1);
+}
+
+fn tiny_clip(l: &mut Layout) {
+    let p = "cond_stage_model.transformer.text_model";
+    let (w, layers, mlp) = (32usize, 2usize, 128usize);
+    add(
+        l,
+        format!("{p}.embeddings.token_embedding.weight"),
+        &[49408, w],
+    );
+    add(
+        l,
+        format!("{p}.embeddings.position_embedding.weight"),
+        &[77, w],
+    );
+    l.insert(
+        format!("{p}.embeddings.position_ids"),
+        Spec {
+            shape: vec![1, 77],
+            int_arange: true,
+        },
+    );
+    for i in 0..layers {
+        let q = format!("{p}.encoder.layers.{i}");
+        norm(l, &format!("{q}.layer_norm1"), w);
+        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            lin(l, &format!("{q}.self_attn.{n}"), w, w, true);
+        }
+        norm(l, &format!("{q}.layer_norm2"), w);
+        lin(l, &format!("{q}.mlp.fc1"), mlp, w, true);
+        lin(l, &format!("{q}.mlp.fc2"), w, mlp, true);
+    }
+    norm(l, &format!("{p}.final_layer_norm"), w);
+}
+
+fn mix64(mut z: u64) -> u64 {
+    z ^= z >> 30;
+    z = z.wrapping_mul(0xBF58476D1CE4E5B9);
+    z ^= z >> 27;
+    z = z.wrapping_mul(0x94D049BB133111EB);
+    z ^ (z >> 31)
+}
+
+/// `count` standard normals of the stream of `key`.
+pub fn key_normals(key: &str, count: usize) -> Vec<f64> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"tiny-sd15-v1\0");
+    h.update(key.as_bytes());
+    let digest = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&digest.as_bytes()[..8]);
+    let seed = u64::from_le_bytes(b);
+    let r = |n: u64| mix64(seed.wrapping_add((n + 1).wrapping_mul(0x9E3779B97F4A7C15)));
+    (0..count as u64)
+        .map(|i| {
+            let u1 = ((r(2 * i) >> 11) + 1) as f64 * 2f64.powi(-53);
+            let u2 = (r(2 * i + 1) >> 11) as f64 * 2f64.powi(-53);
+            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        })
+        .collect()
+}
+
+fn values(key: &str, shape: &[usize]) -> Vec<f64> {
+    let n: usize = shape.iter().product();
+    let (mean, std) =
+        if key.ends_with("token_embedding.weight") || key.ends_with("position_embedding.weight") {
+            (0.0, 0.02)
+        } else if key.ends_with(".bias") {
+            (0.0, 0.01)
+        } else if shape.len() == 1 {
+            (1.0, 0.02)
+        } else {
+            let fan_in: usize = shape[1..].iter().product();
+            (0.0, 1.0 / (fan_in as f64).sqrt())
+        };
+    let gain = if key.starts_with("first_stage_model.encoder.conv_out.") {
+        VAE_ENCODER_OUT_GAIN
+    } else {
+        1.0
+    };
+    key_normals(key, n)
+        .into_iter()
+        .map(|z| mean + std * gain * z)
+        .collect()
+}
+
+/// The bytes of `tiny_sd15.safetensors`.
+pub fn tiny_sd15_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_unet(&mut layout);
+    tiny_vae(&mut layout);
+    tiny_clip(&mut layout);
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (key, spec) in &layout {
+        if spec.int_arange {
+            let n: usize = spec.shape.iter().product();
+            let bytes = (0..n as i64).flat_map(|i| i.to_le_bytes()).collect();
+            buffers.push((key.clone(), Dtype::I64, spec.shape.clone(), bytes));
+        } else {
+            let bytes = values(key, &spec.shape)
+                .into_iter()
+                .flat_map(|v| half::f16::from_f64(v).to_le_bytes())
+                .collect();
+            buffers.push((key.clone(), Dtype::F16, spec.shape.clone(), bytes));
+        }
+    }
+    let views: Vec<(String, TensorView)> = buffers
+        .iter()
+        .map(|(k, d, s, b)| {
+            (
+                k.clone(),
+                TensorView::new(*d, s.clone(), b).expect("consistent tensor view"),
+            )
+        })
+        .collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert(
+        "comfyrs_fixture".to_string(),
+        "tiny_sd15 v1 (src/models/fixture.rs)".to_string(),
+    );
+    safetensors::tensor::serialize(views, Some(meta)).expect("serialize safetensors")
+}

@@ -1,0 +1,607 @@
+//! The LDM "openaimodel" UNet (SD1.x), built directly from LDM state-dict
+//! names (`input_blocks.N.M.*`, `middle_block.*`, `output_blocks.*`,
+//! `time_embed.{0,2}`, `out.{0,2}`) and computed like ComfyUI:
+//!
+//! * timestep embedding `[cos(t·f), sin(t·f)]`, `f_k = exp(-ln(10000)·k/half)`
+//!   in f32 (numerics spec §5.3), then `time_embed.0 → SiLU → time_embed.2`;
+//! * ResBlock: `GN(32, eps 1e-5) → SiLU → conv3×3`, `+ Linear(SiLU(emb))`,
+//!   `GN → SiLU → conv3×3`, plus the (1×1 conv or identity) skip;
+//! * SpatialTransformer: `GN(32, eps 1e-6)`, proj_in (1×1 conv or Linear),
+//!   BasicTransformerBlocks (LayerNorm eps 1e-5; self-attn, cross-attn,
+//!   GEGLU FF with exact erf GELU; attention scale dim_head^-0.5), proj_out,
+//!   residual;
+//! * Downsample: conv3×3 stride 2 pad 1; Upsample: nearest to the next skip's
+//!   size (×2 normally), conv3×3.
+//!
+//! The whole block structure is read from the keys, so any SD1-like layout
+//! (the real SD1.5 file or the tiny fixture) builds with the same code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use crate::models::layers::{conv, group_norm, has, norm_silu, silu};
+use crate::models::{ModelError, Result};
+
+/// State-dict prefix of the UNet in a single-file checkpoint.
+pub const UNET_PREFIX: &str = "model.diffusion_model.";
+
+/// UNet hyper-parameters, detected from the weights like ComfyUI's
+/// `model_detection.detect_unet_config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnetConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub model_channels: usize,
+    pub channel_mult: Vec<usize>,
+    pub num_res_blocks: Vec<usize>,
+    /// One entry per input res block.
+    pub transformer_depth: Vec<usize>,
+    pub transformer_depth_middle: usize,
+    /// One entry per output res block, in `output_blocks` order (ComfyUI's
+    /// `transformer_depth_output` lists the same numbers reversed).
+    pub transformer_depth_output: Vec<usize>,
+    pub context_dim: Option<usize>,
+    pub use_linear_in_transformer: bool,
+    pub adm_in_channels: Option<usize>,
+    /// SD1: 8 heads (head dim = channels/8).
+    pub num_heads: Option<usize>,
+    /// SD2: 64 channels per head.
+    pub num_head_channels: Option<usize>,
+}
+
+impl UnetConfig {
+    /// Detects the config from weights whose UNet keys start with `prefix`.
+    pub fn detect(w: &HashMap<String, Tensor>, prefix: &str) -> Result<Self> {
+        let key = |k: &str| format!("{prefix}{k}");
+        let dims = |k: &str| w.get(&key(k)).map(|t| t.dims().to_vec());
+        let first = dims("input_blocks.0.0.weight")
+            .ok_or_else(|| ModelError::MissingKey(key("input_blocks.0.0.weight")))?;
+        let model_channels = first[0];
+        let in_channels = first[1];
+        let out_channels =
+            dims("out.2.weight").ok_or_else(|| ModelError::MissingKey(key("out.2.weight")))?[0];
+        let adm_in_channels = dims("label_emb.0.0.weight").map(|d| d[1]);
+        let count = |p: &str| {
+            let mut n = 0;
+            while w.contains_key(&key(&format!("{p}.{n}.norm1.weight"))) {
+                n += 1;
+            }
+            n
+        };
+        let mut channel_mult = Vec::new();
+        let mut num_res_blocks = Vec::new();
+        let mut transformer_depth = Vec::new();
+        let mut context_dim = None;
+        let mut use_linear = false;
+        let mut current_res = 0;
+        let mut last_mult = 0;
+        let mut i = 1;
+        loop {
+            let p = format!("input_blocks.{i}");
+            if dims(&format!("{p}.0.op.weight")).is_some() {
+                channel_mult.push(last_mult);
+                num_res_blocks.push(current_res);
+                current_res = 0;
+            } else if let Some(d) = dims(&format!("{p}.0.out_layers.3.weight")) {
+                last_mult = d[0] / model_channels;
+                current_res += 1;
+                let depth = count(&format!("{p}.1.transformer_blocks"));
+                transformer_depth.push(depth);
+                if depth > 0 {
+                    if let Some(k) = dims(&format!("{p}.1.transformer_blocks.0.attn2.to_k.weight"))
+                    {
+                        context_dim = Some(k[1]);
+                    }
+                    if let Some(pi) = dims(&format!("{p}.1.proj_in.weight")) {
+                        use_linear = pi.len() == 2;
+                    }
+                }
+            } else {
+                break;
+            }
+            i += 1;
+        }
+        if current_res > 0 {
+            channel_mult.push(last_mult);
+            num_res_blocks.push(current_res);
+        }
+        let mut transformer_depth_output = Vec::new();
+        let mut o = 0;
+        while w.contains_key(&key(&format!("output_blocks.{o}.0.out_layers.3.weight"))) {
+            transformer_depth_output
+                .push(count(&format!("output_blocks.{o}.1.transformer_blocks")));
+            o += 1;
+        }
+        let transformer_depth_middle = count("middle_block.1.transformer_blocks");
+        // SD1 (context 768 and the tiny fixture): num_heads 8; SD2 (1024) and
+        // linear-projection models: 64 channels per head.
+        let (num_heads, num_head_channels) = if use_linear || context_dim == Some(1024) {
+            (None, Some(64))
+        } else {
+            (Some(8), None)
+        };
+        Ok(UnetConfig {
+            in_channels,
+            out_channels,
+            model_channels,
+            channel_mult,
+            num_res_blocks,
+            transformer_depth,
+            transformer_depth_middle,
+            transformer_depth_output,
+            context_dim,
+            use_linear_in_transformer: use_linear,
+            adm_in_channels,
+            num_heads,
+            num_head_channels,
+        })
+    }
+
+    /// Is this the SD1.x layout ComfyUI's SD15 preset matches?
+    pub fn is_sd15(&self) -> bool {
+        self.model_channels == 320
+            && self.context_dim == Some(768)
+            && !self.use_linear_in_transformer
+            && self.adm_in_channels.is_none()
+    }
+
+    fn heads_for(&self, ch: usize) -> (usize, usize) {
+        match (self.num_heads, self.num_head_channels) {
+            (_, Some(hc)) => (ch / hc, hc),
+            (Some(h), None) => (h, ch / h),
+            (None, None) => (1, ch),
+        }
+    }
+}
+
+/// Timestep embedding, ComfyUI's `timestep_embedding` (cos first), f32.
+pub fn timestep_embedding(t: &[f32], dim: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let half = dim / 2;
+    let neg_ln = -(10000f64.ln()) as f32;
+    let freqs: Vec<f32> = (0..half)
+        .map(|k| ((neg_ln * k as f32) / half as f32).exp())
+        .collect();
+    let mut out = Vec::with_capacity(t.len() * dim);
+    for &ti in t {
+        let args: Vec<f32> = freqs.iter().map(|f| ti * f).collect();
+        out.extend(args.iter().map(|a| a.cos()));
+        out.extend(args.iter().map(|a| a.sin()));
+        if dim % 2 == 1 {
+            out.push(0.0);
+        }
+    }
+    Tensor::from_vec(out, (t.len(), dim), device)
+}
+
+struct ResBlock {
+    in_norm: GroupNorm,
+    in_conv: Conv2d,
+    emb: Linear,
+    out_norm: GroupNorm,
+    out_conv: Conv2d,
+    skip: Option<Conv2d>,
+}
+
+impl ResBlock {
+    fn new(vb: &VarBuilder) -> candle_core::Result<Self> {
+        let emb_w = vb.pp("emb_layers.1").get_unchecked("weight")?;
+        let (o, i) = emb_w.dims2()?;
+        Ok(ResBlock {
+            in_norm: group_norm(vb, "in_layers.0", 1e-5)?,
+            in_conv: conv(vb, "in_layers.2", 1, 1)?,
+            emb: candle_nn::linear(i, o, vb.pp("emb_layers.1"))?,
+            out_norm: group_norm(vb, "out_layers.0", 1e-5)?,
+            out_conv: conv(vb, "out_layers.3", 1, 1)?,
+            skip: if has(vb, "skip_connection.weight") {
+                Some(conv(vb, "skip_connection", 1, 0)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor, emb: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.in_conv.forward(&norm_silu(&self.in_norm, x)?)?;
+        let e = self.emb.forward(&silu(emb)?)?.unsqueeze(2)?.unsqueeze(3)?;
+        let h = h.broadcast_add(&e)?;
+        let h = self.out_conv.forward(&norm_silu(&self.out_norm, &h)?)?;
+        match &self.skip {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+/// Softmax attention over [B, N, H·d] tensors (standard math; ComfyUI's CPU
+/// sub-quadratic attention computes the same thing in chunks).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (b, n, inner) = q.dims3()?;
+    let m = k.dim(1)?;
+    let d = inner / heads;
+    let split = |x: &Tensor, len: usize| -> candle_core::Result<Tensor> {
+        x.reshape((b, len, heads, d))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * heads, len, d))
+    };
+    let (q, k, v) = (split(q, n)?, split(k, m)?, split(v, m)?);
+    let kt = k.t()?.contiguous()?;
+    let scale = (d as f64).powf(-0.5);
+    // Bound the score matrix to ~128M elements per piece.
+    let per = (n * m).max(1);
+    let group = ((1usize << 27) / per).clamp(1, b * heads);
+    let mut outs = Vec::new();
+    let mut s = 0;
+    while s < b * heads {
+        let len = group.min(b * heads - s);
+        let qs = q.narrow(0, s, len)?;
+        let sim = (qs.matmul(&kt.narrow(0, s, len)?)? * scale)?;
+        let p = candle_nn::ops::softmax_last_dim(&sim)?;
+        outs.push(p.matmul(&v.narrow(0, s, len)?)?);
+        s += len;
+    }
+    let o = if outs.len() == 1 {
+        outs.pop().expect("one piece")
+    } else {
+        Tensor::cat(&outs, 0)?
+    };
+    o.reshape((b, heads, n, d))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, n, inner))
+}
+
+struct CrossAttention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+}
+
+impl CrossAttention {
+    fn new(vb: &VarBuilder, heads: usize) -> candle_core::Result<Self> {
+        let lin_nb = |name: &str| -> candle_core::Result<Linear> {
+            let w = vb.pp(name).get_unchecked("weight")?;
+            let (o, i) = w.dims2()?;
+            candle_nn::linear_no_bias(i, o, vb.pp(name))
+        };
+        let ow = vb.pp("to_out.0").get_unchecked("weight")?;
+        let (o, i) = ow.dims2()?;
+        Ok(CrossAttention {
+            to_q: lin_nb("to_q")?,
+            to_k: lin_nb("to_k")?,
+            to_v: lin_nb("to_v")?,
+            to_out: candle_nn::linear(i, o, vb.pp("to_out.0"))?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let ctx = context.unwrap_or(x);
+        let q = self.to_q.forward(x)?;
+        let k = self.to_k.forward(ctx)?;
+        let v = self.to_v.forward(ctx)?;
+        self.to_out.forward(&attention(&q, &k, &v, self.heads)?)
+    }
+}
+
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: CrossAttention,
+    norm2: LayerNorm,
+    attn2: CrossAttention,
+    norm3: LayerNorm,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+fn layer_norm(vb: &VarBuilder, name: &str) -> candle_core::Result<LayerNorm> {
+    let c = vb.pp(name).get_unchecked("weight")?.dim(0)?;
+    candle_nn::layer_norm(c, 1e-5, vb.pp(name))
+}
+
+fn linear(vb: &VarBuilder, name: &str) -> candle_core::Result<Linear> {
+    let (o, i) = vb.pp(name).get_unchecked("weight")?.dims2()?;
+    candle_nn::linear(i, o, vb.pp(name))
+}
+
+impl TransformerBlock {
+    fn new(vb: &VarBuilder, heads: usize) -> candle_core::Result<Self> {
+        Ok(TransformerBlock {
+            norm1: layer_norm(vb, "norm1")?,
+            attn1: CrossAttention::new(&vb.pp("attn1"), heads)?,
+            norm2: layer_norm(vb, "norm2")?,
+            attn2: CrossAttention::new(&vb.pp("attn2"), heads)?,
+            norm3: layer_norm(vb, "norm3")?,
+            ff_in: linear(vb, "ff.net.0.proj")?,
+            ff_out: linear(vb, "ff.net.2")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
+        let x = (self
+            .attn2
+            .forward(&self.norm2.forward(&x)?, Some(context))?
+            + &x)?;
+        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
+        let half = h.dim(D::Minus1)? / 2;
+        let (a, gate) = (
+            h.narrow(D::Minus1, 0, half)?,
+            h.narrow(D::Minus1, half, half)?,
+        );
+        let h = (a * gate.gelu_erf()?)?;
+        self.ff_out.forward(&h)? + x
+    }
+}
+
+enum Proj {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+struct SpatialTransformer {
+    norm: GroupNorm,
+    proj_in: Proj,
+    blocks: Vec<TransformerBlock>,
+    proj_out: Proj,
+}
+
+impl SpatialTransformer {
+    fn new(vb: &VarBuilder, cfg: &UnetConfig) -> candle_core::Result<Self> {
+        let pw = vb.pp("proj_in").get_unchecked("weight")?;
+        let linear_proj = pw.rank() == 2;
+        let inner = pw.dim(0)?;
+        let (heads, _) = cfg.heads_for(inner);
+        let proj = |name: &str| -> candle_core::Result<Proj> {
+            if linear_proj {
+                Ok(Proj::Linear(linear(vb, name)?))
+            } else {
+                Ok(Proj::Conv(conv(vb, name, 1, 0)?))
+            }
+        };
+        let mut blocks = Vec::new();
+        let mut n = 0;
+        while has(vb, &format!("transformer_blocks.{n}.norm1.weight")) {
+            blocks.push(TransformerBlock::new(
+                &vb.pp(format!("transformer_blocks.{n}")),
+                heads,
+            )?);
+            n += 1;
+        }
+        Ok(SpatialTransformer {
+            norm: group_norm(vb, "norm", 1e-6)?,
+            proj_in: proj("proj_in")?,
+            blocks,
+            proj_out: proj("proj_out")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let mut y = self.norm.forward(x)?;
+        if let Proj::Conv(p) = &self.proj_in {
+            y = p.forward(&y)?;
+        }
+        let inner = y.dim(1)?;
+        y = y
+            .reshape((b, inner, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        if let Proj::Linear(p) = &self.proj_in {
+            y = p.forward(&y)?;
+        }
+        for blk in &self.blocks {
+            y = blk.forward(&y, context)?;
+        }
+        if let Proj::Linear(p) = &self.proj_out {
+            y = p.forward(&y)?;
+        }
+        let inner = y.dim(2)?;
+        y = y.transpose(1, 2)?.contiguous()?.reshape((b, inner, h, w))?;
+        if let Proj::Conv(p) = &self.proj_out {
+            y = p.forward(&y)?;
+        }
+        debug_assert_eq!(y.dim(1)?, c);
+        y + x
+    }
+}
+
+enum Layer {
+    Conv(Conv2d),
+    Res(ResBlock),
+    Attn(SpatialTransformer),
+    Down(Conv2d),
+    Up(Conv2d),
+}
+
+struct Block(Vec<Layer>);
+
+impl Block {
+    fn new(vb: &VarBuilder, cfg: &UnetConfig) -> candle_core::Result<Self> {
+        let mut layers = Vec::new();
+        let mut j = 0;
+        loop {
+            let l = vb.pp(j.to_string());
+            let layer = if has(&l, "in_layers.0.weight") {
+                Layer::Res(ResBlock::new(&l)?)
+            } else if has(&l, "proj_in.weight") {
+                Layer::Attn(SpatialTransformer::new(&l, cfg)?)
+            } else if has(&l, "op.weight") {
+                Layer::Down(conv(&l, "op", 2, 1)?)
+            } else if has(&l, "conv.weight") {
+                Layer::Up(conv(&l, "conv", 1, 1)?)
+            } else if has(&l, "weight") {
+                Layer::Conv(conv(vb, &j.to_string(), 1, 1)?)
+            } else {
+                break;
+            };
+            layers.push(layer);
+            j += 1;
+        }
+        if layers.is_empty() {
+            candle_core::bail!("empty UNet block at {}", vb.prefix());
+        }
+        Ok(Block(layers))
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+        out_shape: Option<(usize, usize)>,
+    ) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.0 {
+            x = match layer {
+                Layer::Conv(c) | Layer::Down(c) => c.forward(&x)?,
+                Layer::Res(r) => r.forward(&x, emb)?,
+                Layer::Attn(a) => a.forward(&x, context)?,
+                Layer::Up(c) => {
+                    let (_, _, h, w) = x.dims4()?;
+                    let (th, tw) = out_shape.unwrap_or((h * 2, w * 2));
+                    c.forward(&x.upsample_nearest2d(th, tw)?)?
+                }
+            };
+        }
+        Ok(x)
+    }
+}
+
+struct UnetInner {
+    config: UnetConfig,
+    time_embed_0: Linear,
+    time_embed_2: Linear,
+    input_blocks: Vec<Block>,
+    middle: Block,
+    output_blocks: Vec<Block>,
+    out_norm: GroupNorm,
+    out_conv: Conv2d,
+    dtype: DType,
+    device: Device,
+}
+
+/// The SD1.x UNet. Cheap to clone.
+#[derive(Clone)]
+pub struct Unet(Arc<UnetInner>);
+
+impl Unet {
+    /// Builds the UNet from a state dict whose UNet keys start with `prefix`
+    /// (e.g. [`UNET_PREFIX`]); the map is not consumed, so patched copies
+    /// (LoRA) can be built from base weights + deltas.
+    pub fn from_weights(
+        weights: &HashMap<String, Tensor>,
+        prefix: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = UnetConfig::detect(weights, prefix)?;
+        if config.adm_in_channels.is_some() {
+            return Err(ModelError::NotSupported(
+                "UNet has label_emb (SDXL-style ADM); only SD1.x UNets are supported".into(),
+            ));
+        }
+        let vb = VarBuilder::from_tensors(weights.clone(), dtype, device);
+        let vb = vb.pp(prefix.trim_end_matches('.'));
+        let mut input_blocks = Vec::new();
+        let mut i = 0;
+        while has(&vb.pp(format!("input_blocks.{i}")), "0.weight")
+            || has(&vb.pp(format!("input_blocks.{i}.0")), "in_layers.0.weight")
+            || has(&vb.pp(format!("input_blocks.{i}.0")), "op.weight")
+        {
+            input_blocks.push(Block::new(&vb.pp(format!("input_blocks.{i}")), &config)?);
+            i += 1;
+        }
+        let mut output_blocks = Vec::new();
+        let mut o = 0;
+        while has(&vb.pp(format!("output_blocks.{o}.0")), "in_layers.0.weight") {
+            output_blocks.push(Block::new(&vb.pp(format!("output_blocks.{o}")), &config)?);
+            o += 1;
+        }
+        if output_blocks.len() != input_blocks.len() {
+            return Err(ModelError::NotSupported(format!(
+                "UNet has {} input blocks but {} output blocks",
+                input_blocks.len(),
+                output_blocks.len()
+            )));
+        }
+        let inner = UnetInner {
+            time_embed_0: linear(&vb, "time_embed.0")?,
+            time_embed_2: linear(&vb, "time_embed.2")?,
+            input_blocks,
+            middle: Block::new(&vb.pp("middle_block"), &config)?,
+            output_blocks,
+            out_norm: group_norm(&vb, "out.0", 1e-5)?,
+            out_conv: conv(&vb, "out.2", 1, 1)?,
+            config,
+            dtype,
+            device: device.clone(),
+        };
+        Ok(Unet(Arc::new(inner)))
+    }
+
+    pub fn config(&self) -> &UnetConfig {
+        &self.0.config
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+
+    /// One UNet evaluation: `x` [B, C, h, w] (already `calculate_input`-scaled),
+    /// `timesteps` [B] (ComfyUI passes the integer index from `timestep(σ)` as
+    /// f32), `context` [B, 77·k, context_dim]. Returns the raw model output
+    /// (ε for SD1.x; v for v-prediction checkpoints) in the input's dtype.
+    pub fn forward(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let m = &self.0;
+        let in_dtype = x.dtype();
+        let (b, _, _, _) = x.dims4()?;
+        let t: Vec<f32> = timesteps.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        if t.len() != b && t.len() != 1 {
+            return Err(ModelError::BadInput(format!(
+                "{} timesteps for a batch of {b}",
+                t.len()
+            )));
+        }
+        let t = if t.len() == 1 { vec![t[0]; b] } else { t };
+        let temb = timestep_embedding(&t, m.config.model_channels, &m.device)?.to_dtype(m.dtype)?;
+        let emb = m
+            .time_embed_2
+            .forward(&silu(&m.time_embed_0.forward(&temb)?)?)?;
+        let x = x.to_dtype(m.dtype)?;
+        let mut context = context.to_dtype(m.dtype)?;
+        if context.dim(0)? != b {
+            context = context.repeat((b / context.dim(0)?.max(1), 1, 1))?;
+        }
+        let mut hs = Vec::with_capacity(m.input_blocks.len());
+        let mut h = x;
+        for blk in &m.input_blocks {
+            h = blk.forward(&h, &emb, &context, None)?;
+            hs.push(h.clone());
+        }
+        h = m.middle.forward(&h, &emb, &context, None)?;
+        for blk in &m.output_blocks {
+            let skip = hs.pop().expect("as many skips as output blocks");
+            h = Tensor::cat(&[&h, &skip], 1)?;
+            let out_shape = match hs.last() {
+                Some(s) => {
+                    let (_, _, sh, sw) = s.dims4()?;
+                    Some((sh, sw))
+                }
+                None => None,
+            };
+            h = blk.forward(&h, &emb, &context, out_shape)?;
+        }
+        let out = m.out_conv.forward(&norm_silu(&m.out_norm, &h)?)?;
+        Ok(out.to_dtype(in_dtype)?)
+    }
+}
