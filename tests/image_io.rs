@@ -443,3 +443,121 @@ fn end_to_end_load_save_preview_and_cache() {
         vec!["res_00001_.png", "res_00002_.png"]
     );
 }
+
+/// Writes an 8-bit RGB PNG with an optional raw eXIf chunk and optional extra APNG frames.
+fn write_png_raw(path: &Path, w: u32, h: u32, frames: &[Vec<u8>], exif: Option<&[u8]>) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    if frames.len() > 1 {
+        enc.set_animated(frames.len() as u32, 0).unwrap();
+    }
+    let mut wr = enc.write_header().unwrap();
+    if let Some(e) = exif {
+        wr.write_chunk(png::chunk::ChunkType(*b"eXIf"), e).unwrap();
+    }
+    for f in frames {
+        wr.write_image_data(f).unwrap();
+    }
+    wr.finish().unwrap();
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let (_d, env) = setup();
+    // Big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, 1, value 6.
+    let exif: Vec<u8> = [
+        b"MM\x00\x2a\x00\x00\x00\x08".as_slice(),
+        &[0, 1],
+        &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
+        &[0, 0, 0, 0],
+    ]
+    .concat();
+    // 3 x 2, pixel (x, y) has red = 10 * y + x.
+    let px: Vec<u8> = (0..2)
+        .flat_map(|y| (0..3).flat_map(move |x| [10 * y + x, 0, 0]))
+        .collect();
+    let p = env.paths.input.join("rot.png");
+    write_png_raw(&p, 3, 2, &[px], Some(&exif));
+    let d = decode_image(&std::fs::read(&p).unwrap()).unwrap();
+    let (img, _) = load_image_tensors(&d).unwrap();
+    // Orientation 6: rotate 90° clockwise -> 2 wide, 3 high; the old top-left is top-right.
+    assert_eq!(img.dims(), &[1, 3, 2, 3]);
+    let v = img.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let red = |x: usize, y: usize| (v[(y * 2 + x) * 3] * 255.0).round() as u8;
+    assert_eq!(red(1, 0), 0);
+    assert_eq!(red(0, 0), 10);
+    assert_eq!(red(1, 2), 2);
+    assert_eq!(red(0, 2), 12);
+}
+
+#[test]
+fn apng_frames_become_a_batch() {
+    let (_d, env) = setup();
+    let f1 = vec![10u8; 2 * 2 * 3];
+    let f2 = vec![200u8; 2 * 2 * 3];
+    let p = env.paths.input.join("anim.png");
+    write_png_raw(&p, 2, 2, &[f1, f2], None);
+    let d = decode_image(&std::fs::read(&p).unwrap()).unwrap();
+    let (img, mask) = load_image_tensors(&d).unwrap();
+    assert_eq!(img.dims(), &[2, 2, 2, 3]);
+    assert_eq!(mask.dims(), &[2, 64, 64]);
+    let v = img.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(v[0], 10.0 / 255.0);
+    assert_eq!(v[12], 200.0 / 255.0);
+}
+
+#[test]
+fn transparency_chunks_like_pillow() {
+    let (_d, env) = setup();
+    let write =
+        |name: &str, color: png::ColorType, data: &[u8], plte: Option<&[u8]>, trns: &[u8]| {
+            let p = env.paths.input.join(name);
+            let file = std::fs::File::create(&p).unwrap();
+            let mut enc = png::Encoder::new(std::io::BufWriter::new(file), 2, 1);
+            enc.set_color(color);
+            enc.set_depth(png::BitDepth::Eight);
+            if let Some(pl) = plte {
+                enc.set_palette(pl.to_vec());
+            }
+            enc.set_trns(trns.to_vec());
+            let mut w = enc.write_header().unwrap();
+            w.write_image_data(data).unwrap();
+            w.finish().unwrap();
+            decode_image(&std::fs::read(&p).unwrap()).unwrap()
+        };
+    // Palette with tRNS: LoadImage's mask comes from it.
+    let pal = write(
+        "pal.png",
+        png::ColorType::Indexed,
+        &[0, 1],
+        Some(&[255, 0, 0, 0, 255, 0]),
+        &[0, 255],
+    );
+    let (img, mask) = load_image_tensors(&pal).unwrap();
+    assert_eq!(
+        img.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    );
+    assert_eq!(
+        mask.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        vec![1.0, 0.0]
+    );
+    // RGB with tRNS: Pillow keeps mode RGB, so LoadImage gives the empty 64x64 mask ...
+    let rgb = write(
+        "trns.png",
+        png::ColorType::Rgb,
+        &[1, 2, 3, 9, 9, 9],
+        None,
+        &[0, 1, 0, 2, 0, 3],
+    );
+    let (_, mask) = load_image_tensors(&rgb).unwrap();
+    assert_eq!(mask.dims(), &[1, 64, 64]);
+    // ... while LoadImageMask's convert("RGBA") honours it.
+    let a = mask_from_channel(&rgb, "alpha").unwrap();
+    assert_eq!(
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        vec![1.0, 0.0]
+    );
+}

@@ -394,14 +394,12 @@ pub fn save_images(
         .map_or((0, 0), |i| (i.width as usize, i.height as usize));
     let sp = get_save_image_path(filename_prefix, output_dir, w, h)?;
     let texts = png_metadata(prompt, extra_pnginfo)?;
-    let mut counter = sp.counter;
     let mut results = Vec::with_capacity(imgs.len());
-    for (i, img) in imgs.iter().enumerate() {
+    for (counter, (i, img)) in (sp.counter..).zip(imgs.iter().enumerate()) {
         let file = sp.file_name(i, counter, "png");
         let bytes = encode_png_with_text(img, &texts, compress_level)?;
         std::fs::write(sp.full_output_folder.join(&file), bytes)?;
         results.push(json!({"filename": file, "subfolder": sp.subfolder, "type": kind}));
-        counter += 1;
     }
     Ok(results)
 }
