@@ -920,11 +920,190 @@ impl Node for LoadImageMask {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Small image utilities (nodes.py)
+// ---------------------------------------------------------------------------------------------
+
+const MAX_RESOLUTION: i64 = 16384;
+
+struct ImageInvert;
+impl Node for ImageInvert {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ImageInvert")
+            .display("Invert Image")
+            .category("image")
+            .input(InputSpec::of("image", "IMAGE"))
+            .output(OutputSpec::new("IMAGE"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let image = i.object::<Image>("image")?;
+        // -x + 1 is exactly 1 - x in IEEE arithmetic.
+        Ok(NodeOutput::one(Value::object(Image(
+            image.0.affine(-1.0, 1.0)?,
+        ))))
+    }
+}
+
+/// EmptyImage's pixels: `[batch, height, width, 3]` filled with the colour's channels / 255.
+pub fn solid_image(
+    width: usize,
+    height: usize,
+    batch: usize,
+    color: u32,
+) -> Result<Tensor, NodeError> {
+    let ch = |shift: u32| (((color >> shift) & 0xFF) as f64 / 255.0) as f32;
+    let px = [ch(16), ch(8), ch(0)];
+    let data: Vec<f32> = std::iter::repeat_n(px, batch * height * width)
+        .flatten()
+        .collect();
+    Ok(Tensor::from_vec(
+        data,
+        (batch, height, width, 3),
+        &Device::Cpu,
+    )?)
+}
+
+struct EmptyImage;
+impl Node for EmptyImage {
+    fn schema(&self) -> NodeSchema {
+        let res = |name: &str| {
+            InputSpec::int(name)
+                .default(512)
+                .min(1)
+                .max(MAX_RESOLUTION)
+                .step(1)
+        };
+        NodeSchema::new("EmptyImage")
+            .category("image")
+            .input(res("width"))
+            .input(res("height"))
+            .input(InputSpec::int("batch_size").default(1).min(1).max(4096))
+            .input(
+                InputSpec::int("color")
+                    .default(0)
+                    .min(0)
+                    .max(0xFFFFFF)
+                    .step(1)
+                    .opt("display", "color"),
+            )
+            .output(OutputSpec::new("IMAGE"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let dim = |name: &str| -> Result<usize, NodeError> {
+            usize::try_from(i.int(name)?).map_err(|_| NodeError::input(name, "must be positive"))
+        };
+        let color = u32::try_from(i.int("color")? & 0xFFFFFF).unwrap_or(0);
+        let image = solid_image(dim("width")?, dim("height")?, dim("batch_size")?, color)?;
+        Ok(NodeOutput::one(Value::object(Image(image))))
+    }
+}
+
+/// ImagePadForOutpaint: the image padded with 0.5 grey, and a `[1, H, W]` mask that is 1 on the
+/// padding and `((feathering - d) / feathering)^2` inside, `d` being the distance to a padded
+/// edge (when feathering fits the image).
+pub fn pad_for_outpaint(
+    image: &Tensor,
+    left: usize,
+    top: usize,
+    right: usize,
+    bottom: usize,
+    feathering: usize,
+) -> Result<(Tensor, Tensor), NodeError> {
+    let (d1, d2, d3, d4) = image.dims4()?;
+    let src = image
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let (nh, nw) = (d2 + top + bottom, d3 + left + right);
+    let mut out = vec![0.5f32; d1 * nh * nw * d4];
+    for b in 0..d1 {
+        for y in 0..d2 {
+            let s = ((b * d2 + y) * d3) * d4;
+            let o = ((b * nh + y + top) * nw + left) * d4;
+            out[o..o + d3 * d4].copy_from_slice(&src[s..s + d3 * d4]);
+        }
+    }
+    let mut mask = vec![1.0f32; nh * nw];
+    for i in 0..d2 {
+        for j in 0..d3 {
+            let mut v = 0.0f32;
+            if feathering > 0 && feathering * 2 < d2 && feathering * 2 < d3 {
+                let dt = if top != 0 { i } else { d2 };
+                let db = if bottom != 0 { d2 - i } else { d2 };
+                let dl = if left != 0 { j } else { d3 };
+                let dr = if right != 0 { d3 - j } else { d3 };
+                let d = dt.min(db).min(dl).min(dr);
+                if d < feathering {
+                    let f = (feathering - d) as f64 / feathering as f64;
+                    v = (f * f) as f32;
+                }
+            }
+            mask[(i + top) * nw + j + left] = v;
+        }
+    }
+    Ok((
+        Tensor::from_vec(out, (d1, nh, nw, d4), &Device::Cpu)?,
+        Tensor::from_vec(mask, (1, nh, nw), &Device::Cpu)?,
+    ))
+}
+
+struct ImagePadForOutpaint;
+impl Node for ImagePadForOutpaint {
+    fn schema(&self) -> NodeSchema {
+        let side = |name: &str| {
+            InputSpec::int(name)
+                .default(0)
+                .min(0)
+                .max(MAX_RESOLUTION)
+                .step(8)
+        };
+        NodeSchema::new("ImagePadForOutpaint")
+            .display("Pad Image for Outpainting")
+            .category("image")
+            .input(InputSpec::of("image", "IMAGE"))
+            .input(side("left"))
+            .input(side("top"))
+            .input(side("right"))
+            .input(side("bottom"))
+            .input(
+                InputSpec::int("feathering")
+                    .default(40)
+                    .min(0)
+                    .max(MAX_RESOLUTION)
+                    .step(1),
+            )
+            .output(OutputSpec::new("IMAGE"))
+            .output(OutputSpec::new("MASK"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let image = i.object::<Image>("image")?;
+        let n = |name: &str| -> Result<usize, NodeError> {
+            usize::try_from(i.int(name)?).map_err(|_| NodeError::input(name, "must be >= 0"))
+        };
+        let (img, mask) = pad_for_outpaint(
+            &image.0,
+            n("left")?,
+            n("top")?,
+            n("right")?,
+            n("bottom")?,
+            n("feathering")?,
+        )?;
+        Ok(NodeOutput::values(vec![
+            Value::object(Image(img)),
+            Value::object(Mask(mask)),
+        ]))
+    }
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(SaveImage)?;
     r.register(PreviewImage)?;
     r.register(LoadImage)?;
     r.register(LoadImageMask)?;
+    r.register(ImageInvert)?;
+    r.register(ImagePadForOutpaint)?;
+    r.register(EmptyImage)?;
     Ok(())
 }
 
@@ -1010,5 +1189,41 @@ mod tests {
         assert!(is_image_name("c.webp"));
         assert!(!is_image_name("d.txt"));
         assert!(!is_image_name("png"));
+    }
+    #[test]
+    fn utility_images() {
+        let img = solid_image(2, 1, 2, 0x80FF01).unwrap();
+        assert_eq!(img.dims(), &[2, 1, 2, 3]);
+        let v = img.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(
+            &v[..3],
+            &[(128.0f64 / 255.0) as f32, 1.0, (1.0f64 / 255.0) as f32]
+        );
+
+        // 1x4x4x1 image of 0.25, padded left 2 and top 1, feathering 1.
+        let src = Tensor::full(0.25f32, (1, 4, 4, 1), &Device::Cpu).unwrap();
+        let (out, mask) = pad_for_outpaint(&src, 2, 1, 0, 0, 1).unwrap();
+        assert_eq!(out.dims(), &[1, 5, 6, 1]);
+        assert_eq!(mask.dims(), &[1, 5, 6]);
+        let o = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(o[0], 0.5);
+        assert_eq!(o[6 + 2], 0.25);
+        let m = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Padding is 1; the image's first row and column (d = 0 < 1) are 1.0; inside 0.
+        assert_eq!(&m[..6], &[1.0; 6]);
+        assert_eq!(&m[6..12], &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(&m[12..18], &[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+        // Feathering 2 on a 4x4 image does not fit (2 * 2 is not < 4): the inside is 0.
+        let (_, mask) = pad_for_outpaint(&src, 8, 0, 0, 0, 2).unwrap();
+        let m = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(
+            &m[..12],
+            &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        );
+        // Feathering 2 on 5x5 with right padding: d = 5 - j, ((2 - 1) / 2)^2 = 0.25 at j = 4.
+        let src = Tensor::zeros((1, 5, 5, 3), DType::F32, &Device::Cpu).unwrap();
+        let (_, mask) = pad_for_outpaint(&src, 0, 0, 8, 0, 2).unwrap();
+        let m = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(&m[..6], &[0.0, 0.0, 0.0, 0.0, 0.25, 1.0]);
     }
 }
