@@ -10,4 +10,7 @@ pub mod graph;
 pub mod node;
 pub mod nodes;
 pub mod prompt;
+pub mod queue;
+pub mod server;
+pub mod store;
 pub mod workflow;
