@@ -104,6 +104,8 @@ async fn view(
     let path = resolve_existing_file(&dir, sub, name).map_err(view_error)?;
     let file_name = basename(name).to_string();
     let preview = q.get("preview").cloned();
+    // The preview branch looks at the raw parameter (absent = ""), the others default to rgba.
+    let raw_channel = q.get("channel").cloned().unwrap_or_default();
     let channel = q.get("channel").cloned().unwrap_or_else(|| "rgba".into());
     tokio::task::spawn_blocking(move || -> ApiResult<Response> {
         let bytes = std::fs::read(&path).map_err(ApiError::internal)?;
@@ -118,7 +120,7 @@ async fn view(
                 "jpeg" => ImageFormat::Jpeg,
                 _ => ImageFormat::WebP,
             };
-            if channel.contains('a') {
+            if raw_channel.contains('a') {
                 fmt = ImageFormat::WebP;
             }
             let quality = parts
@@ -126,7 +128,7 @@ async fn view(
                 .and_then(|q| q.parse::<u8>().ok())
                 .unwrap_or(90)
                 .clamp(1, 100);
-            let img = if fmt == ImageFormat::Jpeg || channel == "rgb" {
+            let img = if fmt == ImageFormat::Jpeg || raw_channel == "rgb" {
                 DynamicImage::ImageRgb8(img.to_rgb8())
             } else {
                 img
