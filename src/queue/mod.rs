@@ -401,6 +401,7 @@ impl JobQueue {
     }
 
     /// Runs one job on this (blocking) thread.
+    #[allow(clippy::result_large_err)]
     fn execute(&self, job: &JobRecord) -> Completion {
         let prepared = workflow_from_json(job.prompt.clone())
             .map_err(PromptError::from)

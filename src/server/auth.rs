@@ -72,7 +72,7 @@ fn token_ok(req: &Request, token: &str) -> bool {
     let query_ok = req.uri().query().is_some_and(|q| {
         q.split('&').any(|kv| {
             kv.strip_prefix("token=")
-                .map(|t| percent_decode(t))
+                .map(percent_decode)
                 .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
         })
     });
