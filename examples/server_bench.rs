@@ -70,7 +70,10 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let cap: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let cap: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
     let dir = tempfile::tempdir().unwrap();
     let store = JobStore::open(&dir.path().join("comfyrs.db")).unwrap();
     let app = App::new(
@@ -79,9 +82,15 @@ async fn main() {
         Arc::new(store),
         ExecutorConfig::default(),
     );
-    let server = comfyrs::server::start(app, ServerConfig { port: 0, ..Default::default() })
-        .await
-        .unwrap();
+    let server = comfyrs::server::start(
+        app,
+        ServerConfig {
+            port: 0,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let addr = server.addr;
     println!("| clients | jobs | p50 ms | p99 ms | jobs/s |");
     println!("|---:|---:|---:|---:|---:|");
