@@ -13,5 +13,8 @@ pub mod models;
 pub mod node;
 pub mod nodes;
 pub mod prompt;
+pub mod queue;
 pub mod sampling;
+pub mod server;
+pub mod store;
 pub mod workflow;

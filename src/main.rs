@@ -50,6 +50,8 @@ enum Command {
         #[command(flatten)]
         dirs: DirArgs,
     },
+    /// Serve ComfyUI's HTTP + WebSocket API (POST /prompt, /ws, /history, /view, ...).
+    Serve(ServeArgs),
     /// List the registered nodes (with --json: ComfyUI's /object_info document).
     Nodes {
         #[arg(long)]
@@ -57,6 +59,52 @@ enum Command {
         #[command(flatten)]
         dirs: DirArgs,
     },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to bind. Anything but loopback needs --token (or --no-auth).
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: std::net::IpAddr,
+    #[arg(long, default_value_t = 8188)]
+    port: u16,
+    /// Holds the job store (comfyrs.db) and input/, output/, temp/ (and models/).
+    #[arg(long, default_value = ".")]
+    data_dir: PathBuf,
+    /// Models root (default: DATA_DIR/models).
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` (or `?token=TOKEN`) on every request
+    /// (default: the COMFYRS_TOKEN environment variable).
+    #[arg(long)]
+    token: Option<String>,
+    /// Serve a non-loopback address without a token.
+    #[arg(long)]
+    no_auth: bool,
+    /// Largest request body in MB (413 above it).
+    #[arg(long, default_value_t = 100.0)]
+    max_upload_size: f64,
+    /// Send CORS headers for ORIGIN (bare flag: *) instead of refusing cross-site requests.
+    #[arg(long, value_name = "ORIGIN", num_args = 0..=1, default_missing_value = "*")]
+    enable_cors_header: Option<String>,
+    /// What happens to the running job on SIGINT/SIGTERM: interrupt it, or let it finish.
+    #[arg(long, value_enum, default_value = "interrupt")]
+    on_shutdown: OnShutdown,
+    /// Output cache policy: classic, lru[:ENTRIES[:BYTES]] or none.
+    #[arg(long, default_value = "classic")]
+    cache: String,
+    /// Nodes that may run at once on independent branches.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Register test-only nodes (DevSleep).
+    #[arg(long, hide = true)]
+    dev_nodes: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnShutdown {
+    Interrupt,
+    Finish,
 }
 
 #[derive(Args)]
@@ -174,9 +222,64 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
+    use comfyrs::queue::ShutdownMode;
+    use comfyrs::server::{App, DataDir, ServerConfig};
+    let mut registry = Registry::with_builtin_nodes();
+    if args.dev_nodes {
+        comfyrs::server::dev_nodes::register(&mut registry).map_err(|e| fatal(2, e.to_string()))?;
+    }
+    let policy = CachePolicy::parse(&args.cache).map_err(|e| fatal(2, e))?;
+    let data = DataDir::new(&args.data_dir, args.models_dir.as_deref());
+    let (env, store) = data.open().map_err(|e| {
+        fatal(
+            2,
+            format!(
+                "cannot open the job store {}: {e}",
+                data.db_path().display()
+            ),
+        )
+    })?;
+    let config = ServerConfig {
+        listen: args.listen,
+        port: args.port,
+        token: args
+            .token
+            .or_else(|| std::env::var("COMFYRS_TOKEN").ok())
+            .filter(|t| !t.is_empty()),
+        allow_no_auth: args.no_auth,
+        max_upload_bytes: (args.max_upload_size * 1024.0 * 1024.0).round() as usize,
+        cors_origin: args.enable_cors_header,
+        shutdown_mode: match args.on_shutdown {
+            OnShutdown::Interrupt => ShutdownMode::Interrupt,
+            OnShutdown::Finish => ShutdownMode::Finish,
+        },
+    };
+    config.check_security().map_err(|e| fatal(2, e))?;
+    let app = App::new(
+        Arc::new(registry),
+        Arc::new(env),
+        Arc::new(store),
+        ExecutorConfig {
+            cache: policy,
+            workers: args.workers,
+        },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fatal(1, format!("cannot start the runtime: {e}")))?;
+    rt.block_on(comfyrs::server::serve_until_signal(app, config))
+        .map_err(|e| fatal(1, format!("server: {e}")))
+}
+
 fn run_cli(cli: Cli) -> Result<(), Fatal> {
+    if let Command::Serve(args) = cli.command {
+        return run_serve(args);
+    }
     let registry = Arc::new(Registry::with_builtin_nodes());
     match cli.command {
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Nodes { json, dirs } => {
             let env = dirs.environment();
             if json {

@@ -1,0 +1,216 @@
+//! The request guard, in ComfyUI's middleware order: body size, CORS or the loopback origin
+//! check (spec §2.1), then the optional bearer token.
+
+use super::error::ApiError;
+use super::AppState;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let cfg = &state.config;
+    // 1. Body size (a chunked body over the limit is caught by DefaultBodyLimit).
+    let too_big = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > cfg.max_upload_bytes as u64);
+    if too_big {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body larger than the limit of {} bytes (--max-upload-size)",
+                cfg.max_upload_bytes
+            ),
+        )
+        .into_response();
+    }
+    // 2. CORS or the origin check.
+    if let Some(origin) = &cfg.cors_origin {
+        let mut resp = if req.method() == Method::OPTIONS {
+            StatusCode::OK.into_response()
+        } else {
+            check_token(&state, req, next).await
+        };
+        add_cors(resp.headers_mut(), origin);
+        return resp;
+    }
+    if is_cross_site(req.headers()) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    if req.method() == Method::OPTIONS {
+        return StatusCode::OK.into_response();
+    }
+    check_token(&state, req, next).await
+}
+
+async fn check_token(state: &AppState, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.config.token {
+        if !token_ok(&req, token) {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong token: send 'Authorization: Bearer <token>' (or ?token=)",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn token_ok(req: &Request, token: &str) -> bool {
+    let header_ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()));
+    let query_ok = req.uri().query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            kv.strip_prefix("token=")
+                .map(percent_decode)
+                .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        })
+    });
+    header_ok || query_ok
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Minimal %XX decoding for query values.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn add_cors(h: &mut HeaderMap, origin: &str) {
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, GET, DELETE, PUT, OPTIONS, PATCH"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Authorization"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+}
+
+/// `(host, port)` of `host[:port]` (IPv6 in brackets).
+fn split_host_port(s: &str) -> (String, Option<u16>) {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((h, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (h.to_ascii_lowercase(), port);
+        }
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_ascii_lowercase(), p.parse().ok()),
+        _ => (s.to_ascii_lowercase(), None),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// ComfyUI's check: a request with Host and Origin, whose Host is loopback and whose Origin
+/// names another host (ports compared only when both have one), is refused.
+pub fn is_cross_site(h: &HeaderMap) -> bool {
+    let (Some(host), Some(origin)) = (
+        h.get(header::HOST).and_then(|v| v.to_str().ok()),
+        h.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+    ) else {
+        return false;
+    };
+    let (hh, hp) = split_host_port(host);
+    if !is_loopback_host(&hh) {
+        return false;
+    }
+    let Some((_, rest)) = origin.split_once("://") else {
+        // "null" or garbage from a loopback page: not the same origin.
+        return true;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let (oh, op) = split_host_port(authority);
+    if hh != oh {
+        return true;
+    }
+    matches!((hp, op), (Some(a), Some(b)) if a != b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(host: &str, origin: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().unwrap());
+        h.insert(header::ORIGIN, origin.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn origin_check() {
+        assert!(!is_cross_site(&headers(
+            "127.0.0.1:8188",
+            "http://127.0.0.1:8188"
+        )));
+        assert!(!is_cross_site(&headers(
+            "127.0.0.1:8188",
+            "http://127.0.0.1"
+        )));
+        assert!(is_cross_site(&headers("127.0.0.1:8188", "http://evil.com")));
+        assert!(is_cross_site(&headers(
+            "localhost:8188",
+            "http://localhost:9999"
+        )));
+        assert!(is_cross_site(&headers(
+            "[::1]:8188",
+            "http://127.0.0.1:8188"
+        )));
+        assert!(!is_cross_site(&headers("example.com", "http://evil.com")));
+    }
+
+    #[test]
+    fn percent() {
+        assert_eq!(percent_decode("a%20b+c%2F"), "a b c/");
+        assert_eq!(percent_decode("%"), "%");
+    }
+}

@@ -1,0 +1,92 @@
+//! Server settings and the data directory layout.
+
+use crate::env::{Environment, Paths};
+use crate::queue::ShutdownMode;
+use crate::store::{JobStore, StoreError};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+/// How `comfyrs serve` listens and guards itself.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: IpAddr,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// Bearer token every request must carry (`Authorization: Bearer T`, or `?token=T`).
+    pub token: Option<String>,
+    /// Allows a non-loopback address without a token.
+    pub allow_no_auth: bool,
+    /// Largest request body, bytes (ComfyUI's --max-upload-size, in MB there).
+    pub max_upload_bytes: usize,
+    /// `--enable-cors-header [ORIGIN]`: send CORS headers instead of the origin check.
+    pub cors_origin: Option<String>,
+    pub shutdown_mode: ShutdownMode,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 8188,
+            token: None,
+            allow_no_auth: false,
+            max_upload_bytes: 100 * 1024 * 1024,
+            cors_origin: None,
+            shutdown_mode: ShutdownMode::Interrupt,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Refuses a non-loopback bind without a token unless explicitly allowed.
+    pub fn check_security(&self) -> Result<(), String> {
+        if !self.listen.is_loopback() && self.token.is_none() && !self.allow_no_auth {
+            return Err(format!(
+                "refusing to listen on {} without authentication: pass --token TOKEN (or set \
+                 COMFYRS_TOKEN), or --no-auth to serve everyone on the network",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The files of one server: `D/comfyrs.db` (the job store), `D/input`, `D/output`, `D/temp`,
+/// and `D/models` unless another models directory is given.
+pub struct DataDir {
+    pub root: PathBuf,
+    pub paths: Paths,
+}
+
+impl DataDir {
+    pub fn new(root: &Path, models_dir: Option<&Path>) -> DataDir {
+        let mut paths = Paths::under(root);
+        if let Some(m) = models_dir {
+            paths.model_roots = vec![m.to_path_buf()];
+        }
+        DataDir {
+            root: root.to_path_buf(),
+            paths,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("comfyrs.db")
+    }
+
+    /// Creates the folders and opens the store (recovering jobs a crash left running).
+    pub fn open(&self) -> Result<(Environment, JobStore), StoreError> {
+        for d in [
+            &self.root,
+            &self.paths.input,
+            &self.paths.output,
+            &self.paths.temp,
+        ] {
+            if let Err(e) = std::fs::create_dir_all(d) {
+                tracing::warn!("cannot create {}: {e}", d.display());
+            }
+        }
+        let store = JobStore::open(&self.db_path())?;
+        Ok((Environment::new(self.paths.clone()), store))
+    }
+}

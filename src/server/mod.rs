@@ -1,0 +1,173 @@
+//! ComfyUI's HTTP + WebSocket API on axum (spec: comfyui-api.md §2–§8).
+//!
+//! - [`config`]: [`ServerConfig`] and the data-dir layout.
+//! - [`routes`]: one module per route family (prompt/queue/history, files, info, jobs).
+//! - [`ws`]: the `/ws` socket and the binary preview framing.
+//! - [`auth`]: bearer token, ComfyUI's origin check or CORS, body size limit.
+//! - [`paths`]: safe resolution of user-given file names (/view, /upload).
+//! - [`dev_nodes`]: test-only nodes (`--dev-nodes`).
+//!
+//! Handlers translate HTTP to calls on the one [`JobQueue`]; they never execute. Tests start
+//! a server in-process with their own [`Registry`] through [`App::new`] and [`start`].
+
+pub mod auth;
+pub mod config;
+pub mod dev_nodes;
+pub mod error;
+pub mod paths;
+pub mod routes;
+pub mod ws;
+
+pub use config::{DataDir, ServerConfig};
+
+use crate::env::Environment;
+use crate::exec::{Executor, ExecutorConfig};
+use crate::node::Registry;
+use crate::queue::JobQueue;
+use crate::store::JobStore;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: Arc<JobQueue>,
+    pub config: Arc<ServerConfig>,
+    /// Flips to true when the server shuts down (WebSockets close on it).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The parts of a server before it listens: the queue (store + executor).
+pub struct App {
+    pub queue: Arc<JobQueue>,
+}
+
+impl App {
+    pub fn new(
+        registry: Arc<Registry>,
+        env: Arc<Environment>,
+        store: Arc<JobStore>,
+        exec: ExecutorConfig,
+    ) -> App {
+        let executor = Arc::new(Executor::new(registry, env, exec));
+        App {
+            queue: JobQueue::new(store, executor),
+        }
+    }
+}
+
+/// The router with every route, under `/` and `/api/`.
+pub fn router(state: AppState) -> Router {
+    let comfy = routes::comfy_routes();
+    Router::new()
+        .merge(comfy.clone())
+        .nest("/api", comfy.merge(routes::jobs::routes()))
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_upload_bytes,
+        ))
+        .with_state(state)
+}
+
+/// A server that is listening.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub queue: Arc<JobQueue>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, closes sockets, finishes or interrupts the running job (per the
+    /// config's shutdown mode) and waits until the store is consistent.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits for the server to stop (after a signal when started by [`serve`]).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds and starts serving (and the queue worker). Returns once listening.
+pub async fn start(app: App, config: ServerConfig) -> std::io::Result<RunningServer> {
+    config.check_security().map_err(std::io::Error::other)?;
+    let listener = tokio::net::TcpListener::bind((config.listen, config.port)).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mode = config.shutdown_mode;
+    let state = AppState {
+        queue: app.queue.clone(),
+        config: Arc::new(config),
+        shutdown: stop_rx.clone(),
+    };
+    let queue = app.queue.clone();
+    let worker = tokio::spawn(queue.clone().run_worker());
+    let app_router = router(state);
+    let task = tokio::spawn(async move {
+        let q = queue.clone();
+        let mut rx = stop_rx;
+        let serve = axum::serve(
+            listener,
+            app_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|v| *v).await;
+            // Stop the worker at once: the running job finishes or is interrupted while
+            // connections drain.
+            q.shutdown(mode);
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("server error: {e}");
+        }
+        queue.shutdown(mode);
+        let _ = worker.await;
+    });
+    Ok(RunningServer {
+        addr,
+        queue: app.queue,
+        stop,
+        task,
+    })
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully (what `comfyrs serve` does).
+pub async fn serve_until_signal(app: App, config: ServerConfig) -> std::io::Result<()> {
+    let server = start(app, config).await?;
+    tracing::info!("listening on http://{}", server.addr);
+    eprintln!("comfyrs: listening on http://{}", server.addr);
+    wait_for_signal().await;
+    eprintln!("comfyrs: shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
