@@ -18,7 +18,7 @@ fn chain(n: usize) -> Json {
     wf.insert("0".into(), json!({"class_type": "PrimitiveString", "inputs": {"value": "x"}}));
     for i in 1..=n {
         wf.insert(i.to_string(), json!({"class_type": "StringConcatenate",
-            "inputs": {"string_a": [(i - 1).to_string(), 0], "string_b": "y", "delimiter": ""}}));
+            "inputs": {"string_a": [(i - 1).to_string(), 0], "string_b": "", "delimiter": ""}}));
     }
     wf.insert("out".into(), json!({"class_type": "PreviewAny", "inputs": {"source": [n.to_string(), 0]}}));
     Json::Object(wf)

@@ -137,7 +137,7 @@ async fn upload_then_load_image_when_registered() {
     }
     let wf = json!({
         "1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
-        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 2]}}
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
     });
     let r = post_json(addr, "/prompt", &json!({"prompt": wf})).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -147,7 +147,7 @@ async fn upload_then_load_image_when_registered() {
     // A file that is not there fails validation.
     let wf = json!({
         "1": {"class_type": "LoadImage", "inputs": {"image": "absent.png"}},
-        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 2]}}
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
     });
     assert_eq!(
         post_json(addr, "/prompt", &json!({"prompt": wf}))

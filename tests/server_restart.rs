@@ -102,7 +102,12 @@ async fn restart_mid_queue() {
         .await
         .json();
     assert_eq!(r["number"], 4);
-    assert_eq!(get(addr, "/queue").await.json()["queue_running"], json!([]));
+    let later = r["prompt_id"].as_str().unwrap().to_string();
+    let h = wait_history(addr, &later, 30).await;
+    assert_eq!(h["status"]["status_str"], "success", "{h}");
+    let q = get(addr, "/queue").await.json();
+    assert_eq!(q["queue_running"], json!([]));
+    assert_eq!(q["queue_pending"], json!([]));
     child.kill().unwrap();
     child.wait().unwrap();
 }

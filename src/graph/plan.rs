@@ -49,12 +49,16 @@ pub fn plan(graph: &ExecGraph, env: &Environment, is_cached: impl Fn(&Signature)
     let mut scheduled = vec![false; n];
     let mut discovery = vec![usize::MAX; n];
     let mut counter = 0;
+    let mut is_output = vec![false; n];
+    for o in &graph.outputs {
+        is_output[o.index()] = true;
+    }
     let mut stack: Vec<NodeIndex> = graph.outputs.iter().rev().copied().collect();
     while let Some(ix) = stack.pop() {
         if scheduled[ix.index()] {
             continue;
         }
-        let is_output = graph.outputs.contains(&ix);
+        let is_output = is_output[ix.index()];
         if !is_output && is_cached(&signatures[ix.index()]) {
             continue;
         }

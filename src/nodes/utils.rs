@@ -37,6 +37,8 @@ pub fn py_json_dumps(v: &Json) -> String {
                     '\n' => out.push_str("\\n"),
                     '\r' => out.push_str("\\r"),
                     '\t' => out.push_str("\\t"),
+                    '\u{8}' => out.push_str("\\b"),
+                    '\u{c}' => out.push_str("\\f"),
                     c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
                         let mut buf = [0u16; 2];
                         for unit in c.encode_utf16(&mut buf) {
