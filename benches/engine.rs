@@ -55,8 +55,8 @@ fn main() {
     println!("| shape | nodes | parse+override+validate+plan | execute (cold cache) | execute per node |");
     println!("|---|---:|---:|---:|---:|");
     for (shape, n) in [
-        ("chain", 100), ("chain", 1_000), ("chain", 10_000),
-        ("wide", 102), ("wide", 1_002), ("wide", 10_002), ("wide", 15_000),
+        ("chain", 100), ("chain", 500), ("chain", 1_000), ("chain", 10_000),
+        ("wide", 102), ("wide", 1_002), ("wide", 1_500), ("wide", 10_002), ("wide", 15_000),
     ] {
         let wf = if shape == "chain" { chain(n) } else { wide(n) };
         let text = wf.to_string();
