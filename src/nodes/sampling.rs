@@ -108,7 +108,12 @@ impl CfgDenoiser<'_> {
     }
 
     /// The average prediction of a list of conds (mult 1 each).
-    fn calc_list(&self, x: &Tensor, sigma: f64, conds: &[CondEntry]) -> candle_core::Result<Tensor> {
+    fn calc_list(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        conds: &[CondEntry],
+    ) -> candle_core::Result<Tensor> {
         let b = x.dim(0)?;
         let mut sum: Option<Tensor> = None;
         for e in conds {
@@ -187,7 +192,10 @@ impl Denoiser for CfgDenoiser<'_> {
             None => self.guided(x, sigma)?,
             Some((m, noise, latent)) => {
                 let inv = m.affine(-1.0, 1.0)?;
-                let noised = self.model.sampling.noise_scaling(sigma, noise, latent, false)?;
+                let noised = self
+                    .model
+                    .sampling
+                    .noise_scaling(sigma, noise, latent, false)?;
                 let xi = ((x * m)? + (noised * &inv)?)?;
                 let out = self.guided(&xi, sigma)?;
                 ((out * m)? + (latent * &inv)?)?
@@ -363,7 +371,13 @@ fn common_ksampler(
     } else {
         prepare_noise(&shape, seed, latent.batch_index.as_deref())?
     };
-    let full = ksampler_sigmas(&model.sampling, scheduler, kind.name(), steps, Some(denoise));
+    let full = ksampler_sigmas(
+        &model.sampling,
+        scheduler,
+        kind.name(),
+        steps,
+        Some(denoise),
+    );
     let sigmas = match select_steps(&full, start_step, last_step, force_full_denoise) {
         StepSelection::Sigmas(s) => s,
         StepSelection::ReturnLatent => {
@@ -459,7 +473,12 @@ impl Node for KSamplerAdvanced {
             .input(InputSpec::of("negative", "CONDITIONING"))
             .input(InputSpec::of("latent_image", "LATENT"))
             .input(InputSpec::int("start_at_step").default(0).min(0).max(10000))
-            .input(InputSpec::int("end_at_step").default(10000).min(0).max(10000))
+            .input(
+                InputSpec::int("end_at_step")
+                    .default(10000)
+                    .min(0)
+                    .max(10000),
+            )
             .input(InputSpec::combo(
                 "return_with_leftover_noise",
                 &["disable", "enable"],
