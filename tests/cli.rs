@@ -31,11 +31,23 @@ fn run_succeeds_and_applies_set_and_overrides_file() {
     let dir = tempfile::tempdir().unwrap();
     let wf = write(dir.path(), "wf.json", &workflow());
     let out = comfyrs(&["run", &wf], dir.path());
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3: HELLO");
 
-    let ov = write(dir.path(), "ov.json", &json!({"2": {"inputs": {"mode": "Title Case"}}}));
-    let out = comfyrs(&["run", &wf, "--overrides", &ov, "--set", "1.value=a cat"], dir.path());
+    let ov = write(
+        dir.path(),
+        "ov.json",
+        &json!({"2": {"inputs": {"mode": "Title Case"}}}),
+    );
+    let out = comfyrs(
+        &["run", &wf, "--overrides", &ov, "--set", "1.value=a cat"],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3: A Cat");
 }
@@ -53,7 +65,15 @@ fn json_events_are_comfyui_messages() {
     let kinds: Vec<&str> = msgs.iter().map(|m| m["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["execution_start", "execution_cached", "executing", "executing", "executing", "executed", "execution_success"]
+        [
+            "execution_start",
+            "execution_cached",
+            "executing",
+            "executing",
+            "executing",
+            "executed",
+            "execution_success"
+        ]
     );
     assert_eq!(msgs[5]["data"]["output"], json!({"text": ["HELLO"]}));
 }
@@ -66,7 +86,10 @@ fn invalid_workflow_exits_2_with_comfyui_error_json() {
     assert_eq!(out.status.code(), Some(2));
     let err: Json = serde_json::from_slice(&out.stderr).expect("stderr is the error JSON");
     assert_eq!(err["error"]["type"], "prompt_outputs_failed_validation");
-    assert_eq!(err["node_errors"]["2"]["errors"][0]["type"], "value_not_in_list");
+    assert_eq!(
+        err["node_errors"]["2"]["errors"][0]["type"],
+        "value_not_in_list"
+    );
     assert_eq!(err["node_errors"]["2"]["class_type"], "CaseConverter");
 
     let out = comfyrs(&["validate", &wf, "--set", "9.x=1"], dir.path());
@@ -104,9 +127,21 @@ fn nodes_json_is_object_info() {
     let out = comfyrs(&["nodes", "--json"], dir.path());
     assert_eq!(out.status.code(), Some(0));
     let info: Json = serde_json::from_slice(&out.stdout).unwrap();
-    for class in ["PrimitiveString", "PrimitiveStringMultiline", "PrimitiveInt", "PrimitiveFloat",
-                  "PrimitiveBoolean", "StringConcatenate", "StringReplace", "StringLength",
-                  "StringSubstring", "CaseConverter", "StringTrim", "RegexReplace", "PreviewAny"] {
+    for class in [
+        "PrimitiveString",
+        "PrimitiveStringMultiline",
+        "PrimitiveInt",
+        "PrimitiveFloat",
+        "PrimitiveBoolean",
+        "StringConcatenate",
+        "StringReplace",
+        "StringLength",
+        "StringSubstring",
+        "CaseConverter",
+        "StringTrim",
+        "RegexReplace",
+        "PreviewAny",
+    ] {
         assert_eq!(info[class]["name"], class);
     }
 }

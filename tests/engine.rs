@@ -40,7 +40,13 @@ impl Node for Add {
             .output(OutputSpec::new("INT"))
     }
     fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
-        *self.0 .0.lock().unwrap().entry(ctx.node_id.to_string()).or_default() += 1;
+        *self
+            .0
+             .0
+            .lock()
+            .unwrap()
+            .entry(ctx.node_id.to_string())
+            .or_default() += 1;
         Ok(NodeOutput::one(Value::Int(i.int("a")? + i.int("b")?)))
     }
 }
@@ -89,7 +95,10 @@ impl Node for Fails {
             .output(OutputSpec::new("STRING"))
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
-        Err(NodeError::msg(format!("failed on purpose: {}", i.string("why")?)))
+        Err(NodeError::msg(format!(
+            "failed on purpose: {}",
+            i.string("why")?
+        )))
     }
 }
 
@@ -124,7 +133,11 @@ impl Node for Split {
             .output(OutputSpec::new("STRING").list())
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
-        let parts = i.string("text")?.chars().map(|c| Value::String(c.to_string())).collect();
+        let parts = i
+            .string("text")?
+            .chars()
+            .map(|c| Value::String(c.to_string()))
+            .collect();
         Ok(NodeOutput::one(Value::List(parts)))
     }
 }
@@ -162,7 +175,11 @@ impl Harness {
             ExecutorConfig { cache, workers: 1 },
         )
     }
-    fn prepare(&self, wf: Json, overrides: &Overrides) -> Result<comfyrs::graph::ValidPrompt, PromptError> {
+    fn prepare(
+        &self,
+        wf: Json,
+        overrides: &Overrides,
+    ) -> Result<comfyrs::graph::ValidPrompt, PromptError> {
         let w = parse_workflow(&wf.to_string())?;
         prepare(w, overrides, &self.registry, &self.env, None).map(|(_, v)| v)
     }
@@ -188,7 +205,10 @@ fn two_branches() -> Json {
 }
 
 fn preview_text(outcome: &comfyrs::exec::RunOutcome, node: &str) -> String {
-    outcome.outputs[node]["text"][0].as_str().unwrap().to_string()
+    outcome.outputs[node]["text"][0]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -201,7 +221,10 @@ fn invalid_json_reports_line_and_column() {
     assert_eq!(j["error"]["type"], "invalid_json");
     assert_eq!(j["error"]["extra_info"]["line"], 3);
     assert_eq!(j["error"]["extra_info"]["column"], 3);
-    assert!(j["error"]["details"].as_str().unwrap().starts_with("invalid JSON at line 3, column 3"));
+    assert!(j["error"]["details"]
+        .as_str()
+        .unwrap()
+        .starts_with("invalid JSON at line 3, column 3"));
     assert_eq!(j["node_errors"], json!({}));
 }
 
@@ -228,10 +251,17 @@ fn inputs_must_be_an_object_and_links_well_formed() {
         "node '3': \"inputs\" must be an object mapping input names to values, found a list"
     );
 
-    let e = parse_workflow(r#"{"3": {"class_type": "PreviewAny", "inputs": {"source": [4, 0]}}}"#).unwrap_err();
+    let e = parse_workflow(r#"{"3": {"class_type": "PreviewAny", "inputs": {"source": [4, 0]}}}"#)
+        .unwrap_err();
     let j = PromptError::from(e).to_comfy_json();
-    assert_eq!(j["error"]["extra_info"], json!({"node_id": "3", "input_name": "source"}));
-    assert!(j["error"]["details"].as_str().unwrap().contains("malformed link [4,0]"));
+    assert_eq!(
+        j["error"]["extra_info"],
+        json!({"node_id": "3", "input_name": "source"})
+    );
+    assert!(j["error"]["details"]
+        .as_str()
+        .unwrap()
+        .contains("malformed link [4,0]"));
 }
 
 #[test]
@@ -291,7 +321,10 @@ fn upstream_errors_all_reported_in_one_pass() {
         "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}
     }));
     assert_eq!(j["error"]["type"], "prompt_outputs_failed_validation");
-    assert_eq!(j["error"]["details"], "", "the errors sit upstream of the output");
+    assert_eq!(
+        j["error"]["details"], "",
+        "the errors sit upstream of the output"
+    );
     let n1 = &j["node_errors"]["1"];
     assert_eq!(n1["class_type"], "TestAdd");
     assert_eq!(n1["dependent_outputs"], json!(["4"]));
@@ -319,10 +352,16 @@ fn upstream_errors_all_reported_in_one_pass() {
     );
     let n3 = &j["node_errors"]["3"]["errors"][0];
     assert_eq!(n3["type"], "return_type_mismatch");
-    assert_eq!(n3["details"], "string_b, received_type(INT) mismatch input_type(STRING)");
+    assert_eq!(
+        n3["details"],
+        "string_b, received_type(INT) mismatch input_type(STRING)"
+    );
     assert_eq!(n3["extra_info"]["received_type"], "INT");
     assert_eq!(n3["extra_info"]["linked_node"], json!(["1", 0]));
-    assert!(j["node_errors"].get("4").is_none(), "invalid only through ancestors: no entry");
+    assert!(
+        j["node_errors"].get("4").is_none(),
+        "invalid only through ancestors: no entry"
+    );
 }
 
 #[test]
@@ -337,15 +376,16 @@ fn value_smaller_than_min_and_seed_sized_ints() {
     assert_eq!(e["message"], "Value -101 smaller than min of -100");
     assert_eq!(e["extra_info"]["received_value"], -101);
     // INT literals up to 2^64-1 (ComfyUI's seed max) convert exactly.
-    let v = h
-        .prepare(
-            json!({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 18446744073709551615u64}},
+    let v = h.prepare(
+        json!({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 18446744073709551615u64}},
                    "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}),
-            &Overrides::new(),
-        );
+        &Overrides::new(),
+    );
     let j = v.err().unwrap().to_comfy_json();
-    assert_eq!(j["node_errors"]["1"]["errors"][0]["message"],
-               "Value 18446744073709551615 bigger than max of 9223372036854775807");
+    assert_eq!(
+        j["node_errors"]["1"]["errors"][0]["message"],
+        "Value 18446744073709551615 bigger than max of 9223372036854775807"
+    );
 }
 
 #[test]
@@ -358,15 +398,24 @@ fn bad_links_dangling_links_and_out_of_range_outputs() {
     }));
     let e1 = &j["node_errors"]["1"]["errors"];
     assert_eq!(e1[0]["type"], "bad_linked_input");
-    assert_eq!(e1[0]["message"], "Bad linked input, must be a length-2 list of [node_id, slot_index]");
+    assert_eq!(
+        e1[0]["message"],
+        "Bad linked input, must be a length-2 list of [node_id, slot_index]"
+    );
     assert_eq!(e1[0]["extra_info"]["received_value"], json!(["1", 0, 5]));
     assert_eq!(e1[1]["type"], "exception_during_inner_validation");
-    assert_eq!(e1[1]["details"], "input 'b' links to node '99', which is not in the prompt");
+    assert_eq!(
+        e1[1]["details"],
+        "input 'b' links to node '99', which is not in the prompt"
+    );
     assert_eq!(e1[1]["extra_info"]["exception_type"], "KeyError");
     assert_eq!(e1[1]["extra_info"]["linked_node"], json!(["99", 0]));
     let e2 = &j["node_errors"]["2"]["errors"][0];
     assert_eq!(e2["type"], "exception_during_inner_validation");
-    assert_eq!(e2["details"], "input 'a' links to output 3 of node '1' (TestAdd), which has 1 output(s)");
+    assert_eq!(
+        e2["details"],
+        "input 'a' links to output 3 of node '1' (TestAdd), which has 1 output(s)"
+    );
     assert_eq!(e2["extra_info"]["exception_type"], "IndexError");
 }
 
@@ -383,8 +432,14 @@ fn cycles_name_every_node_on_the_cycle() {
         let e = &j["node_errors"][id]["errors"][0];
         assert_eq!(e["type"], "dependency_cycle");
         assert_eq!(e["message"], "Dependency cycle detected");
-        assert_eq!(e["details"], "1 (TestAdd) -> 2 (TestAdd) -> 3 (TestAdd) -> 1 (TestAdd)");
-        assert_eq!(e["extra_info"], json!({"node_id": id, "cycle_nodes": ["1", "2", "3"]}));
+        assert_eq!(
+            e["details"],
+            "1 (TestAdd) -> 2 (TestAdd) -> 3 (TestAdd) -> 1 (TestAdd)"
+        );
+        assert_eq!(
+            e["extra_info"],
+            json!({"node_id": id, "cycle_nodes": ["1", "2", "3"]})
+        );
     }
 }
 
@@ -401,9 +456,13 @@ fn custom_validation_and_literal_for_linked_type() {
                 "details": "n - 3 is odd", "extra_info": {"input_name": "n"}}])
     );
     // A wildcard output may feed a typed input, and an INT may not feed STRING.
-    assert!(h.prepare(json!({"1": {"class_type": "TestEven", "inputs": {"n": 4}},
+    assert!(h
+        .prepare(
+            json!({"1": {"class_type": "TestEven", "inputs": {"n": 4}},
                              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}),
-                       &Overrides::new()).is_ok());
+            &Overrides::new()
+        )
+        .is_ok());
 }
 
 #[test]
@@ -419,7 +478,10 @@ fn partial_failure_keeps_valid_outputs_and_reports_the_rest() {
         .unwrap();
     assert_eq!(v.outputs, ["1"]);
     assert_eq!(v.node_errors["2"]["dependent_outputs"], json!(["3"]));
-    assert_eq!(v.node_errors["2"]["errors"][0]["type"], "value_bigger_than_max");
+    assert_eq!(
+        v.node_errors["2"]["errors"][0]["type"],
+        "value_bigger_than_max"
+    );
 }
 
 #[test]
@@ -433,7 +495,9 @@ fn literals_are_converted_and_written_back() {
         )
         .unwrap();
     assert_eq!(v.prompt["1"]["inputs"], json!({"a": 7, "b": 3}));
-    let out = h.executor(CachePolicy::Classic).run("p", &v, None, &Interrupt::new(), &NoEvents);
+    let out = h
+        .executor(CachePolicy::Classic)
+        .run("p", &v, None, &Interrupt::new(), &NoEvents);
     assert_eq!(preview_text(&out, "2"), "10");
 }
 
@@ -449,7 +513,9 @@ fn overrides_from_file_and_set_args() {
     assert_eq!(o["3"]["b"], json!("not json"));
     o["3"].insert("b".into(), json!(0));
     let v = h.prepare(two_branches(), &o).unwrap();
-    let out = h.executor(CachePolicy::Classic).run("p", &v, None, &Interrupt::new(), &NoEvents);
+    let out = h
+        .executor(CachePolicy::Classic)
+        .run("p", &v, None, &Interrupt::new(), &NoEvents);
     assert_eq!(preview_text(&out, "4"), "52"); // (20 + 2) + 30 + 0
 }
 
@@ -461,12 +527,18 @@ fn override_errors_name_node_and_input() {
     let j = h.prepare(two_branches(), &o).err().unwrap().to_comfy_json();
     assert_eq!(j["error"]["type"], "invalid_override");
     assert_eq!(j["error"]["extra_info"], json!({"node_id": "77"}));
-    assert!(j["error"]["details"].as_str().unwrap().starts_with("override names node '77', which is not in the workflow"));
+    assert!(j["error"]["details"]
+        .as_str()
+        .unwrap()
+        .starts_with("override names node '77', which is not in the workflow"));
 
     let mut o = Overrides::new();
     parse_set_arg("1.c=1", &mut o).unwrap();
     let j = h.prepare(two_branches(), &o).err().unwrap().to_comfy_json();
-    assert_eq!(j["error"]["extra_info"], json!({"node_id": "1", "input_name": "c"}));
+    assert_eq!(
+        j["error"]["extra_info"],
+        json!({"node_id": "1", "input_name": "c"})
+    );
     assert_eq!(
         j["error"]["details"],
         "override for node '1' (TestAdd) sets input 'c', which the node neither has nor declares (inputs: a, b)"
@@ -481,7 +553,9 @@ fn overriding_a_link_with_a_literal_and_back_is_revalidated() {
     let mut o = Overrides::new();
     parse_set_arg("3.a=1", &mut o).unwrap(); // link -> literal
     let v = h.prepare(two_branches(), &o).unwrap();
-    let out = h.executor(CachePolicy::Classic).run("p", &v, None, &Interrupt::new(), &NoEvents);
+    let out = h
+        .executor(CachePolicy::Classic)
+        .run("p", &v, None, &Interrupt::new(), &NoEvents);
     assert_eq!(preview_text(&out, "4"), "101");
     assert_eq!(h.counts.get("1"), 0, "node 1 is no longer needed");
 
@@ -489,7 +563,10 @@ fn overriding_a_link_with_a_literal_and_back_is_revalidated() {
     parse_set_arg(r#"1.a=["4", 0]"#, &mut o).unwrap(); // literal -> link to a node with no outputs
     let v = h.prepare(two_branches(), &o).unwrap(); // output 12 stays valid, 4 is dropped
     assert_eq!(v.outputs, ["12"]);
-    assert_eq!(v.node_errors["1"]["errors"][0]["extra_info"]["exception_type"], "IndexError");
+    assert_eq!(
+        v.node_errors["1"]["errors"][0]["extra_info"]["exception_type"],
+        "IndexError"
+    );
     assert_eq!(v.node_errors["1"]["dependent_outputs"], json!(["4"]));
 }
 
@@ -514,13 +591,20 @@ fn rerun_with_one_change_reexecutes_exactly_that_node_and_descendants() {
     assert_eq!(preview_text(&second, "4"), "114");
     assert_eq!(second.executed, ["2", "3", "4"]);
     assert_eq!(second.cached, ["1", "10", "11", "12"]);
-    assert_eq!((h.counts.get("1"), h.counts.get("2"), h.counts.get("3")), (1, 2, 2));
+    assert_eq!(
+        (h.counts.get("1"), h.counts.get("2"), h.counts.get("3")),
+        (1, 2, 2)
+    );
     assert_eq!((h.counts.get("10"), h.counts.get("11")), (1, 1));
     // The cached output node replays its UI.
     let events = log.take();
-    assert!(events.iter().any(|e| matches!(e, Event::Executed { node, output: Some(o), .. }
-        if node == "12" && o["text"][0] == "11")));
-    assert!(!events.iter().any(|e| matches!(e, Event::Executing { node: Some(n), .. } if n == "12")));
+    assert!(events.iter().any(
+        |e| matches!(e, Event::Executed { node, output: Some(o), .. }
+        if node == "12" && o["text"][0] == "11")
+    ));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::Executing { node: Some(n), .. } if n == "12")));
 
     // The same prompt again: nothing executes.
     let third = ex.run("c", &v2, None, &Interrupt::new(), &NoEvents);
@@ -534,13 +618,23 @@ fn unreachable_nodes_never_run_and_partial_targets() {
     let mut wf = two_branches();
     wf["50"] = json!({"class_type": "TestAdd", "inputs": {"a": 1, "b": 1}});
     let v = h.prepare(wf.clone(), &Overrides::new()).unwrap();
-    h.executor(CachePolicy::None).run("p", &v, None, &Interrupt::new(), &NoEvents);
+    h.executor(CachePolicy::None)
+        .run("p", &v, None, &Interrupt::new(), &NoEvents);
     assert_eq!(h.counts.get("50"), 0);
 
     let w = parse_workflow(&wf.to_string()).unwrap();
-    let (_, v) = prepare(w, &Overrides::new(), &h.registry, &h.env, Some(&["12".to_string()])).unwrap();
+    let (_, v) = prepare(
+        w,
+        &Overrides::new(),
+        &h.registry,
+        &h.env,
+        Some(&["12".to_string()]),
+    )
+    .unwrap();
     assert_eq!(v.outputs, ["12"]);
-    let out = h.executor(CachePolicy::None).run("p", &v, None, &Interrupt::new(), &NoEvents);
+    let out = h
+        .executor(CachePolicy::None)
+        .run("p", &v, None, &Interrupt::new(), &NoEvents);
     assert_eq!(out.executed, ["10", "11", "12"]);
 }
 
@@ -549,7 +643,8 @@ fn events_follow_comfyui_order() {
     let h = harness();
     let v = h.prepare(two_branches(), &Overrides::new()).unwrap();
     let log = EventLog::default();
-    h.executor(CachePolicy::Classic).run("pid", &v, None, &Interrupt::new(), &log);
+    h.executor(CachePolicy::Classic)
+        .run("pid", &v, None, &Interrupt::new(), &log);
     let kinds: Vec<String> = log
         .take()
         .iter()
@@ -566,9 +661,18 @@ fn events_follow_comfyui_order() {
         kinds,
         [
             // ComfyUI's heuristic: 10 is two links from an output, 1 is three.
-            "execution_start", "execution_cached", "executing 10", "executing 11", "executing 12",
-            "executed 12", "executing 1", "executing 2", "executing 3", "executing 4",
-            "executed 4", "execution_success"
+            "execution_start",
+            "execution_cached",
+            "executing 10",
+            "executing 11",
+            "executing 12",
+            "executed 12",
+            "executing 1",
+            "executing 2",
+            "executing 3",
+            "executing 4",
+            "executed 4",
+            "execution_success"
         ]
     );
 }
@@ -584,7 +688,9 @@ fn list_outputs_map_over_downstream_nodes() {
             &Overrides::new(),
         )
         .unwrap();
-    let out = h.executor(CachePolicy::Classic).run("p", &v, None, &Interrupt::new(), &NoEvents);
+    let out = h
+        .executor(CachePolicy::Classic)
+        .run("p", &v, None, &Interrupt::new(), &NoEvents);
     assert_eq!(out.outputs["3"]["text"], json!(["A", "B", "C"]));
 }
 
@@ -601,12 +707,20 @@ fn node_error_and_panic_become_execution_errors_and_the_next_run_works() {
     });
     let v = h.prepare(wf.clone(), &Overrides::new()).unwrap();
     let out = ex.run("p1", &v, None, &Interrupt::new(), &NoEvents);
-    let RunStatus::Error(data) = &out.status else { panic!("expected an error: {:?}", out.status) };
+    let RunStatus::Error(data) = &out.status else {
+        panic!("expected an error: {:?}", out.status)
+    };
     assert_eq!(data["node_id"], "2");
     assert_eq!(data["node_type"], "TestPanic");
     assert_eq!(data["exception_type"], "Panic");
-    assert_eq!(data["exception_message"], "node panicked: kaboom from a test node");
-    assert_eq!(data["current_inputs"], json!({"boom": [true], "text": ["hi"]}));
+    assert_eq!(
+        data["exception_message"],
+        "node panicked: kaboom from a test node"
+    );
+    assert_eq!(
+        data["current_inputs"],
+        json!({"boom": [true], "text": ["hi"]})
+    );
     assert_eq!(data["prompt_id"], "p1");
     assert_eq!(out.messages.last().unwrap().0, "execution_error");
 
@@ -616,15 +730,23 @@ fn node_error_and_panic_become_execution_errors_and_the_next_run_works() {
     let out = ex.run("p2", &v, None, &Interrupt::new(), &NoEvents);
     assert!(out.is_success());
     assert_eq!(preview_text(&out, "4"), "hi!");
-    assert_eq!(h.counts.get("1"), 1, "work finished before the failure stays cached");
+    assert_eq!(
+        h.counts.get("1"),
+        1,
+        "work finished before the failure stays cached"
+    );
 
     let v = h
-        .prepare(json!({"1": {"class_type": "TestFail", "inputs": {"why": "x"}},
+        .prepare(
+            json!({"1": {"class_type": "TestFail", "inputs": {"why": "x"}},
                         "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}),
-                 &Overrides::new())
+            &Overrides::new(),
+        )
         .unwrap();
     let out = ex.run("p3", &v, None, &Interrupt::new(), &NoEvents);
-    let RunStatus::Error(data) = &out.status else { panic!() };
+    let RunStatus::Error(data) = &out.status else {
+        panic!()
+    };
     assert_eq!(data["exception_message"], "failed on purpose: x");
     assert_eq!(data["exception_type"], "RuntimeError");
 }
@@ -634,10 +756,12 @@ fn interrupt_stops_a_long_running_node() {
     let h = harness();
     let ex = Arc::new(h.executor(CachePolicy::Classic));
     let v = Arc::new(
-        h.prepare(json!({"1": {"class_type": "TestSlow", "inputs": {"steps": 100000}},
+        h.prepare(
+            json!({"1": {"class_type": "TestSlow", "inputs": {"steps": 100000}},
                          "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}),
-                  &Overrides::new())
-            .unwrap(),
+            &Overrides::new(),
+        )
+        .unwrap(),
     );
     let interrupt = Interrupt::new();
     let progressed = Arc::new(AtomicUsize::new(0));
@@ -656,7 +780,9 @@ fn interrupt_stops_a_long_running_node() {
     interrupt.trigger();
     let out = handle.join().unwrap();
     assert!(started.elapsed() < Duration::from_secs(30));
-    let RunStatus::Interrupted(data) = &out.status else { panic!("{:?}", out.status) };
+    let RunStatus::Interrupted(data) = &out.status else {
+        panic!("{:?}", out.status)
+    };
     assert_eq!(data["node_id"], "1");
     assert_eq!(data["node_type"], "TestSlow");
     assert_eq!(out.messages.last().unwrap().0, "execution_interrupted");
@@ -673,13 +799,21 @@ fn cache_policy_none_reruns_everything_and_lru_keeps_across_prompts() {
 
     // Classic forgets a workflow once another ran; LRU keeps both.
     let other = h
-        .prepare(json!({"1": {"class_type": "TestAdd", "inputs": {"a": 9, "b": 9}},
+        .prepare(
+            json!({"1": {"class_type": "TestAdd", "inputs": {"a": 9, "b": 9}},
                         "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}),
-                 &Overrides::new())
+            &Overrides::new(),
+        )
         .unwrap();
     for (policy, expect_rerun) in [
         (CachePolicy::Classic, 5),
-        (CachePolicy::Lru { max_entries: 100, max_bytes: 1 << 20 }, 0),
+        (
+            CachePolicy::Lru {
+                max_entries: 100,
+                max_bytes: 1 << 20,
+            },
+            0,
+        ),
     ] {
         let ex = h.executor(policy);
         ex.run("1", &v, None, &Interrupt::new(), &NoEvents);
@@ -694,17 +828,21 @@ fn cache_policy_none_reruns_everything_and_lru_keeps_across_prompts() {
 fn identical_nodes_share_one_cache_entry_regardless_of_ids() {
     let h = harness();
     let v = h
-        .prepare(json!({"a": {"class_type": "TestAdd", "inputs": {"a": 2, "b": 2}},
+        .prepare(
+            json!({"a": {"class_type": "TestAdd", "inputs": {"a": 2, "b": 2}},
                         "b": {"class_type": "TestAdd", "inputs": {"a": 2, "b": 2}},
                         "p": {"class_type": "PreviewAny", "inputs": {"source": ["a", 0]}}}),
-                 &Overrides::new())
+            &Overrides::new(),
+        )
         .unwrap();
     let ex = h.executor(CachePolicy::Classic);
     ex.run("1", &v, None, &Interrupt::new(), &NoEvents);
     let v2 = h
-        .prepare(json!({"x": {"class_type": "TestAdd", "inputs": {"a": 2, "b": 2}},
+        .prepare(
+            json!({"x": {"class_type": "TestAdd", "inputs": {"a": 2, "b": 2}},
                         "q": {"class_type": "PreviewAny", "inputs": {"source": ["x", 0]}}}),
-                 &Overrides::new())
+            &Overrides::new(),
+        )
         .unwrap();
     let out = ex.run("2", &v2, None, &Interrupt::new(), &NoEvents);
     assert_eq!(out.cached, ["x", "q"]);
@@ -716,26 +854,50 @@ fn deep_chains_and_parallel_workers() {
     let h = harness();
     let depth = 20_000;
     let mut wf = serde_json::Map::new();
-    wf.insert("0".into(), json!({"class_type": "PrimitiveString", "inputs": {"value": "x"}}));
+    wf.insert(
+        "0".into(),
+        json!({"class_type": "PrimitiveString", "inputs": {"value": "x"}}),
+    );
     for i in 1..=depth {
-        wf.insert(i.to_string(), json!({"class_type": "StringConcatenate",
-            "inputs": {"string_a": [(i - 1).to_string(), 0], "string_b": "", "delimiter": ""}}));
+        wf.insert(
+            i.to_string(),
+            json!({"class_type": "StringConcatenate",
+            "inputs": {"string_a": [(i - 1).to_string(), 0], "string_b": "", "delimiter": ""}}),
+        );
     }
-    wf.insert("out".into(), json!({"class_type": "PreviewAny", "inputs": {"source": [depth.to_string(), 0]}}));
+    wf.insert(
+        "out".into(),
+        json!({"class_type": "PreviewAny", "inputs": {"source": [depth.to_string(), 0]}}),
+    );
     let v = h.prepare(Json::Object(wf), &Overrides::new()).unwrap();
-    let out = h.executor(CachePolicy::None).run("deep", &v, None, &Interrupt::new(), &NoEvents);
+    let out = h
+        .executor(CachePolicy::None)
+        .run("deep", &v, None, &Interrupt::new(), &NoEvents);
     assert_eq!(preview_text(&out, "out"), "x");
     assert_eq!(out.executed.len(), depth + 2);
 
     // Wide fan-out on 4 workers gives the same outputs as one.
     let mut wf = serde_json::Map::new();
     for b in 0..200 {
-        wf.insert(format!("s{b}"), json!({"class_type": "PrimitiveString", "inputs": {"value": format!("v{b}")}}));
+        wf.insert(
+            format!("s{b}"),
+            json!({"class_type": "PrimitiveString", "inputs": {"value": format!("v{b}")}}),
+        );
         wf.insert(format!("c{b}"), json!({"class_type": "CaseConverter", "inputs": {"string": [format!("s{b}"), 0], "mode": "UPPERCASE"}}));
-        wf.insert(format!("p{b}"), json!({"class_type": "PreviewAny", "inputs": {"source": [format!("c{b}"), 0]}}));
+        wf.insert(
+            format!("p{b}"),
+            json!({"class_type": "PreviewAny", "inputs": {"source": [format!("c{b}"), 0]}}),
+        );
     }
     let v = h.prepare(Json::Object(wf), &Overrides::new()).unwrap();
-    let ex = Executor::new(h.registry.clone(), h.env.clone(), ExecutorConfig { cache: CachePolicy::None, workers: 4 });
+    let ex = Executor::new(
+        h.registry.clone(),
+        h.env.clone(),
+        ExecutorConfig {
+            cache: CachePolicy::None,
+            workers: 4,
+        },
+    );
     let out = ex.run("wide", &v, None, &Interrupt::new(), &NoEvents);
     assert!(out.is_success());
     assert_eq!(out.outputs.len(), 200);
@@ -768,6 +930,8 @@ fn object_info_matches_comfyui_shapes() {
                "experimental": false, "api_node": false})
     );
     assert_eq!(info["StringLength"]["output_name"], json!(["length"]));
-    assert_eq!(info["RegexReplace"]["input_order"]["optional"],
-               json!(["case_insensitive", "multiline", "dotall", "count"]));
+    assert_eq!(
+        info["RegexReplace"]["input_order"]["optional"],
+        json!(["case_insensitive", "multiline", "dotall", "count"])
+    );
 }

@@ -1,16 +1,27 @@
 //! Built-in nodes, one file per family. Adding a node means adding it to its family's file
 //! (and that file's `register`), nothing else.
 
+pub mod conditioning;
 pub mod image_io;
+pub mod latent;
+pub mod loaders;
 mod primitives;
+pub mod sampling;
+pub mod sd_types;
 mod strings;
 mod utils;
+pub mod vae;
 
 use crate::node::{Registry, RegistryError};
 
 /// Registers every built-in node.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
+    conditioning::register(r)?;
     image_io::register(r)?;
+    latent::register(r)?;
+    loaders::register(r)?;
+    sampling::register(r)?;
+    vae::register(r)?;
     primitives::register(r)?;
     strings::register(r)?;
     utils::register(r)?;
