@@ -15,12 +15,21 @@ use std::time::{Duration, Instant};
 /// PrimitiveString -> N x StringConcatenate -> PreviewAny.
 fn chain(n: usize) -> Json {
     let mut wf = Map::new();
-    wf.insert("0".into(), json!({"class_type": "PrimitiveString", "inputs": {"value": "x"}}));
+    wf.insert(
+        "0".into(),
+        json!({"class_type": "PrimitiveString", "inputs": {"value": "x"}}),
+    );
     for i in 1..=n {
-        wf.insert(i.to_string(), json!({"class_type": "StringConcatenate",
-            "inputs": {"string_a": [(i - 1).to_string(), 0], "string_b": "", "delimiter": ""}}));
+        wf.insert(
+            i.to_string(),
+            json!({"class_type": "StringConcatenate",
+            "inputs": {"string_a": [(i - 1).to_string(), 0], "string_b": "", "delimiter": ""}}),
+        );
     }
-    wf.insert("out".into(), json!({"class_type": "PreviewAny", "inputs": {"source": [n.to_string(), 0]}}));
+    wf.insert(
+        "out".into(),
+        json!({"class_type": "PreviewAny", "inputs": {"source": [n.to_string(), 0]}}),
+    );
     Json::Object(wf)
 }
 
@@ -28,9 +37,15 @@ fn chain(n: usize) -> Json {
 fn wide(n: usize) -> Json {
     let mut wf = Map::new();
     for b in 0..n / 3 {
-        wf.insert(format!("s{b}"), json!({"class_type": "PrimitiveString", "inputs": {"value": format!("v{b}")}}));
+        wf.insert(
+            format!("s{b}"),
+            json!({"class_type": "PrimitiveString", "inputs": {"value": format!("v{b}")}}),
+        );
         wf.insert(format!("c{b}"), json!({"class_type": "CaseConverter", "inputs": {"string": [format!("s{b}"), 0], "mode": "UPPERCASE"}}));
-        wf.insert(format!("p{b}"), json!({"class_type": "PreviewAny", "inputs": {"source": [format!("c{b}"), 0]}}));
+        wf.insert(
+            format!("p{b}"),
+            json!({"class_type": "PreviewAny", "inputs": {"source": [format!("c{b}"), 0]}}),
+        );
     }
     Json::Object(wf)
 }
@@ -55,13 +70,24 @@ fn main() {
     println!("| shape | nodes | parse+override+validate+plan | execute (cold cache) | execute per node |");
     println!("|---|---:|---:|---:|---:|");
     for (shape, n) in [
-        ("chain", 100), ("chain", 500), ("chain", 1_000), ("chain", 10_000),
-        ("wide", 102), ("wide", 1_002), ("wide", 1_500), ("wide", 10_002), ("wide", 15_000),
+        ("chain", 100),
+        ("chain", 500),
+        ("chain", 1_000),
+        ("chain", 10_000),
+        ("wide", 102),
+        ("wide", 1_002),
+        ("wide", 1_500),
+        ("wide", 10_002),
+        ("wide", 15_000),
     ] {
         let wf = if shape == "chain" { chain(n) } else { wide(n) };
         let text = wf.to_string();
         let nodes = wf.as_object().unwrap().len();
-        let set = if shape == "chain" { "0.value=z" } else { "s0.value=z" };
+        let set = if shape == "chain" {
+            "0.value=z"
+        } else {
+            "s0.value=z"
+        };
         let reps = if nodes > 5_000 { 5 } else { 21 };
         let front = time(reps, || {
             let w = parse_workflow(&text).unwrap();
@@ -74,7 +100,14 @@ fn main() {
         let w = parse_workflow(&text).unwrap();
         let (_, v) = prepare(w, &Overrides::new(), &registry, &env, None).unwrap();
         let exec = time(reps, || {
-            let ex = Executor::new(registry.clone(), env.clone(), ExecutorConfig { cache: CachePolicy::Classic, workers: 1 });
+            let ex = Executor::new(
+                registry.clone(),
+                env.clone(),
+                ExecutorConfig {
+                    cache: CachePolicy::Classic,
+                    workers: 1,
+                },
+            );
             let out = ex.run("bench", &v, None, &Interrupt::new(), &NoEvents);
             assert!(out.is_success());
             assert_eq!(out.executed.len(), nodes);
