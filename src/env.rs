@@ -80,7 +80,7 @@ impl Paths {
     pub fn list_models(&self, kind: &str) -> Vec<String> {
         let mut names = Vec::new();
         for dir in self.model_dirs(kind) {
-            collect_files(&dir, &dir, &mut names, &|p| {
+            collect_files(&dir, &mut names, &|p| {
                 p.extension()
                     .and_then(|e| e.to_str())
                     .is_some_and(|e| MODEL_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
@@ -116,9 +116,10 @@ pub fn is_safe_relative(name: &str) -> bool {
         })
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>, keep: &dyn Fn(&Path) -> bool) {
+/// Files under `root` that `keep` accepts, as `/`-separated paths relative to `root`.
+fn collect_files(root: &Path, out: &mut Vec<String>, keep: &dyn Fn(&Path) -> bool) {
     // An explicit stack: folder depth never turns into recursion depth.
-    let mut stack = vec![dir.to_path_buf()];
+    let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
@@ -139,7 +140,6 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>, keep: &dyn Fn(&
             }
         }
     }
-    let _ = root;
 }
 
 /// Shared services keyed by type: a node pack stores its caches here.

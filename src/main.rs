@@ -466,11 +466,11 @@ impl ProgressBars {
                 self.nodes.inc(nodes.len() as u64);
             }
             Event::Executing { node: Some(n), .. } => {
+                self.nodes.inc(1);
                 self.nodes.set_message(format!("node {n}"));
                 self.step.set_length(0);
                 self.step.set_position(0);
             }
-            Event::Executed { .. } => {}
             Event::Progress {
                 node, value, max, ..
             } => {
@@ -479,9 +479,6 @@ impl ProgressBars {
                 self.step.set_position(*value);
             }
             _ => {}
-        }
-        if let Event::Executing { node: Some(_), .. } = e {
-            self.nodes.inc(1);
         }
     }
 

@@ -1,10 +1,10 @@
 //! Validation as ComfyUI does it (spec §2.3), with all errors found in one pass and without
 //! recursion on graph depth.
 
-use super::convert::{convert, py_list_repr, py_repr, py_str};
+use super::convert::{convert, py_list_repr, py_str};
 use super::{ExecGraph, GraphInput, GraphNode, ValidPrompt};
 use crate::env::Environment;
-use crate::node::{Inputs, NodeSchema, Primitive, Registry, Section, Value};
+use crate::node::{InputSpec, InputType, Inputs, NodeSchema, Registry, Section, Value};
 use crate::workflow::{InputRef, Workflow};
 use indexmap::{IndexMap, IndexSet};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -133,10 +133,10 @@ pub fn validate(
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
     for i in (0..ids.len()).filter(|&i| reached[i]) {
         let node = &workflow.nodes[i];
-        let schema = registry
-            .schema(&node.class_type)
+        let class = registry
+            .get(&node.class_type)
             .expect("step 1 checked classes");
-        let class = registry.get(&node.class_type).expect("checked");
+        let schema = class.schema.as_ref();
         let custom: &[&str] = class.node.custom_validated_inputs();
         let mut literals = Inputs::default();
         for spec in &schema.inputs {
@@ -196,9 +196,9 @@ pub fn validate(
                         ));
                         continue;
                     };
-                    if !types_match(&out.ty, schema, spec) {
+                    if !types_match(&out.ty, spec) {
                         let declared = match &spec.ty {
-                            crate::node::InputType::Named(n) => n.clone(),
+                            InputType::Named(n) => n.clone(),
                             other => py_list_repr(&other.choices(env).unwrap_or_default()),
                         };
                         own_errors[i].push(err(
@@ -216,34 +216,22 @@ pub fn validate(
                     converted[i].push((name.into(), Converted::Link { source: j, slot }));
                 }
                 InputRef::Literal(v) => {
-                    let Some(kind) = spec.ty.primitive() else {
-                        let ty = match &spec.ty {
-                            crate::node::InputType::Named(n) => n.clone(),
-                            _ => "COMBO".into(),
-                        };
-                        let msg = format!("a {ty} input must be linked to a node output; a literal value cannot be converted");
-                        own_errors[i].push(err(
-                            "invalid_input_type",
-                            format!("Failed to convert an input value to a {ty} value"),
-                            format!("{name}, {}, {msg}", py_str(v)),
-                            json!({"input_name": name, "input_config": config(),
-                                   "received_value": v, "exception_message": msg}),
-                        ));
-                        continue;
+                    let conversion = match spec.ty.primitive() {
+                        Some(kind) => convert(kind, v),
+                        None => Err(format!(
+                            "a {} input must be linked to a node output; a literal value cannot be converted",
+                            type_name(&spec.ty)
+                        )),
                     };
-                    let value = match convert(kind, v) {
+                    let value = match conversion {
                         Ok(value) => value,
                         Err(msg) => {
-                            let ty = match kind {
-                                Primitive::Int => "INT",
-                                Primitive::Float => "FLOAT",
-                                Primitive::String => "STRING",
-                                Primitive::Bool => "BOOLEAN",
-                                _ => "COMBO",
-                            };
                             own_errors[i].push(err(
                                 "invalid_input_type",
-                                format!("Failed to convert an input value to a {ty} value"),
+                                format!(
+                                    "Failed to convert an input value to a {} value",
+                                    type_name(&spec.ty)
+                                ),
                                 format!("{name}, {}, {msg}", py_str(v)),
                                 json!({"input_name": name, "input_config": config(),
                                        "received_value": v, "exception_message": msg}),
@@ -446,6 +434,14 @@ pub fn validate(
     })
 }
 
+/// The declared type as ComfyUI names it in conversion errors (`INT`, `MODEL`, `COMBO`).
+fn type_name(ty: &InputType) -> &str {
+    match ty {
+        InputType::Named(n) => n,
+        InputType::Combo(_) | InputType::DynamicCombo(_) => "COMBO",
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Converted {
     Link { source: usize, slot: usize },
@@ -453,9 +449,9 @@ enum Converted {
 }
 
 /// Output type `received` may feed input `spec`: equal names, overlapping comma lists, or `*`.
-fn types_match(received: &str, _schema: &NodeSchema, spec: &crate::node::InputSpec) -> bool {
+fn types_match(received: &str, spec: &InputSpec) -> bool {
     let declared = match &spec.ty {
-        crate::node::InputType::Named(n) => n.as_str(),
+        InputType::Named(n) => n.as_str(),
         // A combo input only accepts a wildcard output.
         _ => return received == "*",
     };
@@ -467,13 +463,9 @@ fn types_match(received: &str, _schema: &NodeSchema, spec: &crate::node::InputSp
     split(declared).iter().any(|t| a.contains(t))
 }
 
-fn number_of(v: &Json) -> Option<f64> {
-    v.as_f64()
-}
-
 fn check_range_and_choices(
     schema: &NodeSchema,
-    spec: &crate::node::InputSpec,
+    spec: &InputSpec,
     name: &str,
     value: &Value,
     raw: &Json,
@@ -494,12 +486,12 @@ fn check_range_and_choices(
         let below = |bound: &Json| match (value, bound.as_i64(), bound.as_u64()) {
             (Value::Int(i), Some(b), _) => *i < b as i128,
             (Value::Int(i), None, Some(b)) => *i < b as i128,
-            _ => number_of(bound).is_some_and(|b| x < b),
+            _ => bound.as_f64().is_some_and(|b| x < b),
         };
         let above = |bound: &Json| match (value, bound.as_i64(), bound.as_u64()) {
             (Value::Int(i), Some(b), _) => *i > b as i128,
             (Value::Int(i), None, Some(b)) => *i > b as i128,
-            _ => number_of(bound).is_some_and(|b| x > b),
+            _ => bound.as_f64().is_some_and(|b| x > b),
         };
         if let Some(min) = spec.options.get("min") {
             if below(min) {
@@ -536,7 +528,6 @@ fn check_range_and_choices(
                 Json::String(s) => format!("'{s}'"),
                 other => format!("'{}'", py_str(other)),
             };
-            let _ = py_repr;
             return Some(err(
                 "value_not_in_list",
                 "Value not in list".into(),

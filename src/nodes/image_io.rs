@@ -511,6 +511,16 @@ pub fn file_sha256_hex(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
+/// VALIDATE_INPUTS of the image loaders: the `image` name must resolve to a file inside its
+/// folder (links are checked at run time).
+fn validate_image_input(env: &Environment, inputs: &Inputs) -> Result<(), String> {
+    match inputs.get("image") {
+        Some(Value::String(name)) => validate_image_name(env, name).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+/// IS_CHANGED of the image loaders: the SHA-256 of the file (never cached if unreadable).
 fn image_fingerprint(env: &Environment, inputs: &Inputs) -> Fingerprint {
     let Ok(name) = inputs.string("image") else {
         return Fingerprint::Always;
@@ -849,10 +859,7 @@ impl Node for LoadImage {
         &["image"]
     }
     fn validate_inputs(&self, env: &Environment, inputs: &Inputs) -> Result<(), String> {
-        match inputs.get("image") {
-            Some(Value::String(name)) => validate_image_name(env, name).map(|_| ()),
-            _ => Ok(()),
-        }
+        validate_image_input(env, inputs)
     }
 }
 
@@ -913,10 +920,7 @@ impl Node for LoadImageMask {
         &["image"]
     }
     fn validate_inputs(&self, env: &Environment, inputs: &Inputs) -> Result<(), String> {
-        match inputs.get("image") {
-            Some(Value::String(name)) => validate_image_name(env, name).map(|_| ()),
-            _ => Ok(()),
-        }
+        validate_image_input(env, inputs)
     }
 }
 

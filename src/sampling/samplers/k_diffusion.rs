@@ -26,6 +26,14 @@ fn lin2(a: f32, x: &[f32], b: f32, y: &[f32]) -> Vec<f32> {
     x.iter().zip(y).map(|(p, q)| a * p - b * q).collect()
 }
 
+/// `x + noise * s_noise * σ_up` with s_noise = 1 (the multiply is kept: torch does it).
+fn add_noise(x: &[f32], noise: &[f32], up: f32) -> Vec<f32> {
+    x.iter()
+        .zip(noise)
+        .map(|(a, e)| a + (e * 1.0) * up)
+        .collect()
+}
+
 /// `get_ancestral_step(σ_from, σ_to, η = 1)` → (σ_down, σ_up).
 pub(super) fn ancestral_step(from: f32, to: f32) -> (f32, f32) {
     let inner = (to * to) * (from * from - to * to) / (from * from);
@@ -128,7 +136,7 @@ pub(super) fn dpm_2_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
             let d2 = to_d(&x2, mid, &den2);
             x = axpy(&x, &d2, down - s[i]);
             let n = ctx.noise(s[i], s[i + 1])?;
-            x = x.iter().zip(&n).map(|(a, e)| a + (e * 1.0) * up).collect();
+            x = add_noise(&x, &n, up);
         }
         ctx.end(i);
     }
@@ -155,7 +163,7 @@ pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R
         }
         if s[i + 1] > 0.0 {
             let n = ctx.noise(s[i], s[i + 1])?;
-            x = x.iter().zip(&n).map(|(a, e)| a + (e * 1.0) * up).collect();
+            x = add_noise(&x, &n, up);
         }
         ctx.end(i);
     }
