@@ -14,25 +14,38 @@ use std::collections::HashMap;
 /// A rejected prompt: ComfyUI's 400 body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidationFailure {
-    /// `{"type", "message", "details", "extra_info"}`.
-    pub error: Json,
-    /// `{node_id: {"errors": [...], "dependent_outputs": [...], "class_type"}}`.
-    pub node_errors: Json,
+    /// `{"error": {"type", "message", "details", "extra_info"}, "node_errors": {node_id:
+    /// {"errors", "dependent_outputs", "class_type"}}}`, boxed so `Result`s stay small.
+    body: Box<Json>,
 }
 
 impl ValidationFailure {
-    fn top(kind: &str, message: &str, details: &str, extra: Json) -> Self {
+    fn new(error: Json, node_errors: Json) -> Self {
         ValidationFailure {
-            error: json!({"type": kind, "message": message, "details": details, "extra_info": extra}),
-            node_errors: json!({}),
+            body: Box::new(json!({"error": error, "node_errors": node_errors})),
         }
     }
+    fn top(kind: &str, message: &str, details: &str, extra: Json) -> Self {
+        Self::new(
+            json!({"type": kind, "message": message, "details": details, "extra_info": extra}),
+            json!({}),
+        )
+    }
+    /// ComfyUI's 400 body.
     pub fn to_json(&self) -> Json {
-        json!({"error": self.error, "node_errors": self.node_errors})
+        (*self.body).clone()
+    }
+    /// The top-level error object.
+    pub fn error(&self) -> &Json {
+        &self.body["error"]
+    }
+    /// The per-node errors.
+    pub fn node_errors(&self) -> &Json {
+        &self.body["node_errors"]
     }
     /// The error `type` of the top-level error.
     pub fn kind(&self) -> &str {
-        self.error["type"].as_str().unwrap_or("")
+        self.error()["type"].as_str().unwrap_or("")
     }
 }
 
@@ -41,13 +54,13 @@ impl std::fmt::Display for ValidationFailure {
         write!(
             f,
             "{}",
-            self.error["message"].as_str().unwrap_or("invalid prompt")
+            self.error()["message"].as_str().unwrap_or("invalid prompt")
         )?;
-        let details = self.error["details"].as_str().unwrap_or("");
+        let details = self.error()["details"].as_str().unwrap_or("");
         if !details.is_empty() {
             write!(f, ": {details}")?;
         }
-        if let Some(nodes) = self.node_errors.as_object() {
+        if let Some(nodes) = self.node_errors().as_object() {
             for (id, entry) in nodes {
                 let class = entry["class_type"].as_str().unwrap_or("?");
                 for e in entry["errors"].as_array().into_iter().flatten() {
@@ -366,12 +379,12 @@ pub fn validate(
         })
         .collect();
     if good.is_empty() {
-        return Err(ValidationFailure {
-            error: json!({"type": "prompt_outputs_failed_validation",
-                          "message": "Prompt outputs failed validation",
-                          "details": failed_details.join("\n"), "extra_info": {}}),
-            node_errors: Json::Object(node_errors_json),
-        });
+        return Err(ValidationFailure::new(
+            json!({"type": "prompt_outputs_failed_validation",
+                   "message": "Prompt outputs failed validation",
+                   "details": failed_details.join("\n"), "extra_info": {}}),
+            Json::Object(node_errors_json),
+        ));
     }
 
     // The DAG of everything the good outputs need.
