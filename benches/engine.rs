@@ -4,10 +4,10 @@
 
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{CachePolicy, Executor, ExecutorConfig, Interrupt, NoEvents};
-use comfyrs::graph::plan;
+use comfyrs::graph::{plan, validate};
 use comfyrs::node::Registry;
 use comfyrs::prompt::prepare;
-use comfyrs::workflow::{parse_set_arg, parse_workflow, Overrides};
+use comfyrs::workflow::{apply_overrides, parse_set_arg, parse_workflow, Overrides};
 use serde_json::{json, Map, Value as Json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,12 +63,74 @@ fn time(reps: usize, mut f: impl FnMut()) -> Duration {
     t[reps / 2]
 }
 
+/// Median timings of the front half, phase by phase, over `reps` runs.
+struct FrontTimes {
+    parse: Duration,
+    overrides: Duration,
+    validate: Duration,
+    plan: Duration,
+    validate_plan: Duration,
+}
+
+fn front_half(
+    text: &str,
+    set: &str,
+    nodes: usize,
+    reps: usize,
+    registry: &Registry,
+    env: &Environment,
+) -> FrontTimes {
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (mut parse, mut over, mut val, mut pl, mut vp) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        let mut w = parse_workflow(text).unwrap();
+        let t1 = Instant::now();
+        let mut o = Overrides::new();
+        parse_set_arg(set, &mut o).unwrap();
+        apply_overrides(&mut w, &o, |class| {
+            registry
+                .schema(class)
+                .map(|s| s.inputs.iter().map(|i| i.name.as_str()).collect())
+        })
+        .unwrap();
+        let t2 = Instant::now();
+        let v = validate(&w, registry, env, None).unwrap();
+        let t3 = Instant::now();
+        let p = plan(&v.graph, env, |_| false);
+        let t4 = Instant::now();
+        assert_eq!(p.signatures.len(), nodes);
+        drop((p, v, w));
+        parse.push(t1 - t0);
+        over.push(t2 - t1);
+        val.push(t3 - t2);
+        pl.push(t4 - t3);
+        vp.push(t4 - t2);
+    }
+    FrontTimes {
+        parse: median(parse),
+        overrides: median(over),
+        validate: median(val),
+        plan: median(pl),
+        validate_plan: median(vp),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
 fn main() {
     let registry = Arc::new(Registry::with_builtin_nodes());
     let dir = std::env::temp_dir().join("comfyrs-bench");
     let env = Arc::new(Environment::new(Paths::under(&dir)));
-    println!("| shape | nodes | parse+override+validate+plan | execute (cold cache) | execute per node |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| shape | nodes | parse | override | validate | plan | **validate+plan** | execute (cold cache) | execute per node |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (shape, n) in [
         ("chain", 100),
         ("chain", 500),
@@ -88,15 +150,8 @@ fn main() {
         } else {
             "s0.value=z"
         };
-        let reps = if nodes > 5_000 { 5 } else { 21 };
-        let front = time(reps, || {
-            let w = parse_workflow(&text).unwrap();
-            let mut o = Overrides::new();
-            parse_set_arg(set, &mut o).unwrap();
-            let (_, v) = prepare(w, &o, &registry, &env, None).unwrap();
-            let p = plan(&v.graph, &env, |_| false);
-            assert_eq!(p.signatures.len(), nodes);
-        });
+        let reps = if nodes > 5_000 { 11 } else { 21 };
+        let front = front_half(&text, set, nodes, reps, &registry, &env);
         let w = parse_workflow(&text).unwrap();
         let (_, v) = prepare(w, &Overrides::new(), &registry, &env, None).unwrap();
         let exec = time(reps, || {
@@ -113,9 +168,13 @@ fn main() {
             assert_eq!(out.executed.len(), nodes);
         });
         println!(
-            "| {shape} | {nodes} | {:.2} ms | {:.2} ms | {:.2} µs |",
-            front.as_secs_f64() * 1e3,
-            exec.as_secs_f64() * 1e3,
+            "| {shape} | {nodes} | {} | {} | {} | {} | **{}** | {} | {:.2} µs |",
+            ms(front.parse),
+            ms(front.overrides),
+            ms(front.validate),
+            ms(front.plan),
+            ms(front.validate_plan),
+            ms(exec),
             exec.as_secs_f64() * 1e6 / nodes as f64
         );
     }

@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor};
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{Executor, ExecutorConfig, Interrupt, NoEvents, RunStatus};
-use comfyrs::node::{Fingerprint, Inputs, Registry, Value};
+use comfyrs::node::{Fingerprint, Inputs, LiteralInputs, Registry, Value};
 use comfyrs::nodes::image_io::{
     decode_image, get_save_image_path, load_image_tensors, mask_from_channel, save_images,
     tensor_to_images8,
@@ -232,8 +232,9 @@ fn is_changed_follows_file_bytes() {
     let node = &reg.get("LoadImage").unwrap().node;
     let p = env.paths.input.join("a.png");
     write_rgba_png(&p, 2, 2);
-    let mut inputs = Inputs::default();
-    inputs.insert("image", Value::String("a.png".into()));
+    let mut raw = Inputs::default();
+    raw.insert("image", Value::String("a.png".into()));
+    let inputs = LiteralInputs::ready(raw);
     let f1 = node.fingerprint(&env, &inputs);
     let Fingerprint::Token(t1) = &f1 else {
         panic!("{f1:?}")
@@ -249,8 +250,9 @@ fn is_changed_follows_file_bytes() {
     assert_ne!(node.fingerprint(&env, &inputs), f1);
     // Annotated names resolve in their own folder.
     std::fs::copy(&p, env.paths.output.join("o.png")).unwrap();
-    let mut ann = Inputs::default();
-    ann.insert("image", Value::String("o.png [output]".into()));
+    let mut raw = Inputs::default();
+    raw.insert("image", Value::String("o.png [output]".into()));
+    let ann = LiteralInputs::ready(raw);
     assert_eq!(
         node.fingerprint(&env, &ann),
         node.fingerprint(&env, &inputs)

@@ -7,7 +7,7 @@
 
 use super::{ExecGraph, GraphInput};
 use crate::env::Environment;
-use crate::node::{Fingerprint, Hidden, Inputs, Value};
+use crate::node::{Fingerprint, Hidden, Inputs, LiteralInputs, Value};
 use petgraph::graph::NodeIndex;
 use petgraph::Direction;
 
@@ -41,8 +41,9 @@ pub fn plan(graph: &ExecGraph, env: &Environment, is_cached: impl Fn(&Signature)
     let n = g.node_count();
     let order = petgraph::algo::toposort(g, None).expect("validation rejected cycles");
     let mut signatures = vec![[0u8; 32]; n];
+    let mut buf = Vec::with_capacity(256);
     for &ix in &order {
-        signatures[ix.index()] = signature_of(graph, ix, &signatures, env);
+        signatures[ix.index()] = signature_of(graph, ix, &signatures, env, &mut buf);
     }
 
     // Walk up from the outputs; cached nodes end the walk (their producers are not needed).
@@ -100,100 +101,112 @@ pub fn plan(graph: &ExecGraph, env: &Environment, is_cached: impl Fn(&Signature)
     }
 }
 
+/// Hashes one node's identity into `buf` (reused across nodes) and returns the digest: one
+/// BLAKE3 call per node instead of a streaming update per field.
 fn signature_of(
     graph: &ExecGraph,
     ix: NodeIndex,
     signatures: &[Signature],
     env: &Environment,
+    buf: &mut Vec<u8>,
 ) -> Signature {
     let node = &graph.graph[ix];
     let schema = &node.class.schema;
-    let mut h = blake3::Hasher::new();
-    h.update(schema.name.as_bytes());
-    h.update(&[0]);
+    buf.clear();
+    buf.extend_from_slice(schema.name.as_bytes());
+    buf.push(0);
 
-    // IS_CHANGED, with literal inputs only.
-    let mut literals = Inputs::default();
-    for (name, input) in &node.inputs {
-        if let GraphInput::Literal(v) = input {
-            literals.insert(name, v.clone());
+    // IS_CHANGED, with literal inputs only (built only if the node reads them).
+    let build = || {
+        let mut literals = Inputs::default();
+        for (name, input) in &node.inputs {
+            if let GraphInput::Literal(v) = input {
+                literals.insert(name, v.clone());
+            }
         }
-    }
-    match node.class.node.fingerprint(env, &literals) {
-        Fingerprint::Stable => {
-            h.update(b"stable");
-        }
+        literals
+    };
+    match node
+        .class
+        .node
+        .fingerprint(env, &LiteralInputs::new(&build))
+    {
+        Fingerprint::Stable => buf.extend_from_slice(b"stable"),
         Fingerprint::Token(t) => {
-            h.update(b"token");
-            h.update(t.as_bytes());
+            buf.extend_from_slice(b"token");
+            buf.extend_from_slice(&(t.len() as u64).to_le_bytes());
+            buf.extend_from_slice(t.as_bytes());
         }
         // Never equal to anything: a fresh random salt.
         Fingerprint::Always => {
-            h.update(b"always");
-            h.update(uuid::Uuid::new_v4().as_bytes());
+            buf.extend_from_slice(b"always");
+            buf.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
         }
     }
     if schema.not_idempotent || schema.hidden.contains(&Hidden::UniqueId) {
-        h.update(b"id");
-        h.update(node.id.as_bytes());
-        h.update(&[0]);
+        buf.extend_from_slice(b"id");
+        buf.extend_from_slice(node.id.as_bytes());
+        buf.push(0);
     }
-    let mut inputs: Vec<&(String, GraphInput)> = node.inputs.iter().collect();
-    inputs.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, input) in inputs {
-        h.update(name.as_bytes());
-        h.update(&[0]);
+    // Inputs by name, so the JSON order of inputs does not matter.
+    let mut order: Vec<usize> = (0..node.inputs.len()).collect();
+    order.sort_unstable_by(|&a, &b| node.inputs[a].0.cmp(&node.inputs[b].0));
+    for i in order {
+        let (name, input) = &node.inputs[i];
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(0);
         match input {
             GraphInput::Link { source, slot } => {
-                h.update(b"L");
-                h.update(&signatures[source.index()]);
-                h.update(&(*slot as u64).to_le_bytes());
+                buf.push(b'L');
+                buf.extend_from_slice(&signatures[source.index()]);
+                buf.extend_from_slice(&(*slot as u64).to_le_bytes());
             }
             GraphInput::Literal(v) => {
-                h.update(b"V");
-                hash_value(&mut h, v);
+                buf.push(b'V');
+                hash_value(buf, v);
             }
         }
     }
-    *h.finalize().as_bytes()
+    *blake3::hash(buf).as_bytes()
 }
 
-fn hash_value(h: &mut blake3::Hasher, v: &Value) {
+/// Appends an unambiguous encoding of a literal to the signature bytes.
+fn hash_value(h: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Int(i) => {
-            h.update(b"i");
-            h.update(&i.to_le_bytes());
+            h.push(b'i');
+            h.extend_from_slice(&i.to_le_bytes());
         }
         // A FLOAT literal equal to an integer hashes like Python's equal-comparing int would
         // not: ComfyUI converts first, so FLOAT inputs always hold floats here.
         Value::Float(f) => {
-            h.update(b"f");
-            h.update(&f.to_bits().to_le_bytes());
+            h.push(b'f');
+            h.extend_from_slice(&f.to_bits().to_le_bytes());
         }
         Value::String(s) => {
-            h.update(b"s");
-            h.update(&(s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
+            h.push(b's');
+            h.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            h.extend_from_slice(s.as_bytes());
         }
         Value::Bool(b) => {
-            h.update(if *b { b"T" } else { b"F" });
+            h.push(if *b { b'T' } else { b'F' });
         }
         Value::Json(j) => {
             let s = j.to_string();
-            h.update(b"j");
-            h.update(&(s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
+            h.push(b'j');
+            h.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            h.extend_from_slice(s.as_bytes());
         }
         Value::List(items) => {
-            h.update(b"[");
-            h.update(&(items.len() as u64).to_le_bytes());
+            h.push(b'[');
+            h.extend_from_slice(&(items.len() as u64).to_le_bytes());
             for item in items {
                 hash_value(h, item);
             }
         }
         // Literals are never objects; if one ever is, it must not share an entry.
         Value::Object(_) => {
-            h.update(uuid::Uuid::new_v4().as_bytes());
+            h.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
         }
     }
 }

@@ -4,12 +4,11 @@
 use super::convert::{convert, py_list_repr, py_str};
 use super::{ExecGraph, GraphInput, GraphNode, ValidPrompt};
 use crate::env::Environment;
-use crate::node::{InputSpec, InputType, Inputs, NodeSchema, Registry, Section, Value};
+use crate::node::{InputSpec, InputType, Inputs, NodeClass, NodeSchema, Registry, Section, Value};
 use crate::workflow::{InputRef, Workflow};
 use indexmap::{IndexMap, IndexSet};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{json, Map, Value as Json};
-use std::collections::HashMap;
 
 /// A rejected prompt: ComfyUI's 400 body.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,9 +89,10 @@ pub fn validate(
     targets: Option<&[String]>,
 ) -> Result<ValidPrompt, ValidationFailure> {
     // Step 1: every class must exist (the first unknown one rejects the prompt).
-    let mut outputs: Vec<&str> = Vec::new();
-    for (id, node) in &workflow.nodes {
-        let Some(schema) = registry.schema(&node.class_type) else {
+    let mut classes: Vec<&NodeClass> = Vec::with_capacity(workflow.nodes.len());
+    let mut outputs: Vec<usize> = Vec::new();
+    for (i, (id, node)) in workflow.nodes.iter().enumerate() {
+        let Some(class) = registry.get(&node.class_type) else {
             return Err(ValidationFailure::top(
                 "invalid_prompt",
                 &format!(
@@ -103,9 +103,10 @@ pub fn validate(
                 json!({}),
             ));
         };
-        if schema.output_node && targets.is_none_or(|t| t.iter().any(|x| x == id)) {
-            outputs.push(id);
+        if class.schema.output_node && targets.is_none_or(|t| t.iter().any(|x| x == id)) {
+            outputs.push(i);
         }
+        classes.push(class);
     }
     // Step 2: something must be an output.
     if outputs.is_empty() {
@@ -117,19 +118,27 @@ pub fn validate(
         ));
     }
 
-    // Every node the outputs reach, through links whose source exists.
-    let ids: Vec<&str> = workflow.nodes.keys().map(String::as_str).collect();
-    let pos: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut reached = vec![false; ids.len()];
-    let mut stack: Vec<usize> = outputs.iter().map(|o| pos[o]).collect();
+    // Every node the outputs reach, through links whose source exists. Node indexes are
+    // workflow positions; the workflow's own id index resolves links.
+    let n = workflow.nodes.len();
+    let id_of = |i: usize| {
+        workflow
+            .nodes
+            .get_index(i)
+            .expect("index in range")
+            .0
+            .as_str()
+    };
+
+    let mut reached = vec![false; n];
+    let mut stack: Vec<usize> = outputs.clone();
     while let Some(i) = stack.pop() {
         if std::mem::replace(&mut reached[i], true) {
             continue;
         }
-        let node = &workflow.nodes[i];
-        for v in node.inputs.values() {
+        for v in workflow.nodes[i].inputs.values() {
             if let InputRef::Link { node: src, .. } = InputRef::classify(v) {
-                if let Some(&j) = pos.get(src) {
+                if let Some(j) = workflow.nodes.get_index_of(src) {
                     if !reached[j] {
                         stack.push(j);
                     }
@@ -139,22 +148,27 @@ pub fn validate(
     }
 
     // Step 3: each reached node's own errors, and its converted inputs.
-    let mut own_errors: Vec<Vec<Json>> = vec![Vec::new(); ids.len()];
-    let mut converted: Vec<Vec<(String, Converted)>> = vec![Vec::new(); ids.len()];
+    let mut own_errors: Vec<Vec<Json>> = vec![Vec::new(); n];
+    let mut converted: Vec<Vec<ConvertedInput>> = vec![Vec::new(); n];
     // Links whose source node exists, per node: the dependency edges (a link with a bad
     // output index still ties the two nodes for reporting and cycles).
-    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
-    for i in (0..ids.len()).filter(|&i| reached[i]) {
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in (0..n).filter(|&i| reached[i]) {
         let node = &workflow.nodes[i];
-        let class = registry
-            .get(&node.class_type)
-            .expect("step 1 checked classes");
+        let class = classes[i];
         let schema = class.schema.as_ref();
         let custom: &[&str] = class.node.custom_validated_inputs();
+        // Literal inputs for VALIDATE_INPUTS; only nodes that declare it need them.
         let mut literals = Inputs::default();
         for spec in &schema.inputs {
             let name = spec.name.as_str();
-            let Some(raw) = node.inputs.get(name) else {
+            // A linear scan: nodes have a handful of inputs, cheaper than hashing the name.
+            let Some((json_pos, (_, raw))) = node
+                .inputs
+                .iter()
+                .enumerate()
+                .find(|(_, (k, _))| *k == name)
+            else {
                 if spec.section == Section::Required {
                     own_errors[i].push(err(
                         "required_input_missing",
@@ -185,7 +199,7 @@ pub fn validate(
                                    "traceback": [], "linked_node": linked}),
                         )
                     };
-                    let Some(&j) = pos.get(src) else {
+                    let Some(j) = workflow.nodes.get_index_of(src) else {
                         own_errors[i].push(inner(
                             format!(
                                 "input '{name}' links to node '{src}', which is not in the prompt"
@@ -195,9 +209,7 @@ pub fn validate(
                         continue;
                     };
                     deps[i].push(j);
-                    let src_schema = registry
-                        .schema(&workflow.nodes[j].class_type)
-                        .expect("checked");
+                    let src_schema = classes[j].schema.as_ref();
                     let Some(out) = src_schema.outputs.get(slot) else {
                         own_errors[i].push(inner(
                             format!(
@@ -226,7 +238,11 @@ pub fn validate(
                         ));
                         continue;
                     }
-                    converted[i].push((name.into(), Converted::Link { source: j, slot }));
+                    converted[i].push(ConvertedInput {
+                        name,
+                        json_pos,
+                        value: Converted::Link { source: j, slot },
+                    });
                 }
                 InputRef::Literal(v) => {
                     let conversion = match spec.ty.primitive() {
@@ -259,8 +275,14 @@ pub fn validate(
                             continue;
                         }
                     }
-                    literals.insert(name, value.clone());
-                    converted[i].push((name.into(), Converted::Literal(value)));
+                    if !custom.is_empty() {
+                        literals.insert(name, value.clone());
+                    }
+                    converted[i].push(ConvertedInput {
+                        name,
+                        json_pos,
+                        value: Converted::Literal(value),
+                    });
                 }
             }
         }
@@ -281,54 +303,22 @@ pub fn validate(
         }
     }
 
-    // Cycles among reached nodes: each node on one gets ComfyUI's [L] dependency_cycle error.
-    let mut g: DiGraph<usize, ()> = DiGraph::new();
-    let gix: Vec<NodeIndex> = (0..ids.len()).map(|i| g.add_node(i)).collect();
-    for i in (0..ids.len()).filter(|&i| reached[i]) {
-        for &j in &deps[i] {
-            g.add_edge(gix[j], gix[i], ());
-        }
-    }
-    for scc in petgraph::algo::kosaraju_scc(&g) {
-        let cyclic = scc.len() > 1 || g.contains_edge(scc[0], scc[0]);
-        if !cyclic {
-            continue;
-        }
-        let mut members: Vec<usize> = scc.iter().map(|ix| g[*ix]).collect();
-        members.sort_unstable();
-        let path = cycle_path(&members, &deps);
-        let details = path
-            .iter()
-            .map(|&k| format!("{} ({})", ids[k], workflow.nodes[k].class_type))
-            .collect::<Vec<_>>()
-            .join(" -> ");
-        let cycle_ids: Vec<&str> = members.iter().map(|&k| ids[k]).collect();
-        for &k in &members {
-            own_errors[k].push(err(
-                "dependency_cycle",
-                "Dependency cycle detected".into(),
-                details.clone(),
-                json!({"node_id": ids[k], "cycle_nodes": cycle_ids}),
-            ));
-        }
-    }
-
     // Validity: no own errors and every linked ancestor valid. Kahn order; nodes never
-    // released (on or behind a cycle) stay invalid.
-    let mut valid = vec![false; ids.len()];
-    let mut indegree = vec![0usize; ids.len()];
-    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); ids.len()];
-    for i in (0..ids.len()).filter(|&i| reached[i]) {
+    // released are on or behind a cycle and stay invalid.
+    let mut valid = vec![false; n];
+    let mut indegree = vec![0usize; n];
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in (0..n).filter(|&i| reached[i]) {
         for &j in &deps[i] {
             indegree[i] += 1;
             consumers[j].push(i);
         }
     }
-    let mut ready: Vec<usize> = (0..ids.len())
-        .filter(|&i| reached[i] && indegree[i] == 0)
-        .collect();
-    let mut all_deps_valid = vec![true; ids.len()];
+    let mut ready: Vec<usize> = (0..n).filter(|&i| reached[i] && indegree[i] == 0).collect();
+    let mut released = 0;
+    let mut all_deps_valid = vec![true; n];
     while let Some(i) = ready.pop() {
+        released += 1;
         valid[i] = own_errors[i].is_empty() && all_deps_valid[i];
         for &c in &consumers[i] {
             if !valid[i] {
@@ -340,13 +330,17 @@ pub fn validate(
             }
         }
     }
+    // Cycles (only when Kahn could not release everything): each node on one gets
+    // ComfyUI's [L] dependency_cycle error.
+    if released < reached.iter().filter(|&&r| r).count() {
+        report_cycles(workflow, &reached, &deps, &mut own_errors);
+    }
 
     // Steps 4-5: outputs that failed, and the errored nodes each depends on.
     let mut good: Vec<usize> = Vec::new();
     let mut node_errors: IndexMap<usize, (Vec<Json>, IndexSet<&str>)> = IndexMap::new();
     let mut failed_details: Vec<String> = Vec::new();
-    for out in &outputs {
-        let o = pos[out];
+    for &o in &outputs {
         if valid[o] {
             good.push(o);
             continue;
@@ -363,7 +357,7 @@ pub fn validate(
                 let entry = node_errors
                     .entry(k)
                     .or_insert_with(|| (own_errors[k].clone(), IndexSet::new()));
-                entry.1.insert(out);
+                entry.1.insert(id_of(o));
             }
         }
     }
@@ -372,7 +366,7 @@ pub fn validate(
         .into_iter()
         .map(|(k, (errors, deps))| {
             (
-                ids[k].to_string(),
+                id_of(k).to_string(),
                 json!({"errors": errors, "dependent_outputs": deps.into_iter().collect::<Vec<_>>(),
                        "class_type": workflow.nodes[k].class_type}),
             )
@@ -387,64 +381,112 @@ pub fn validate(
         ));
     }
 
-    // The DAG of everything the good outputs need.
-    let mut needed: Vec<usize> = Vec::new();
-    let mut seen = vec![false; ids.len()];
-    for &o in &good {
-        for k in ancestors_of(o, &deps) {
-            if !std::mem::replace(&mut seen[k], true) {
-                needed.push(k);
-            }
+    // Everything the good outputs need (one walk from all of them), in workflow order.
+    let mut needed_mark = vec![false; n];
+    let mut stack: Vec<usize> = good.clone();
+    while let Some(k) = stack.pop() {
+        if std::mem::replace(&mut needed_mark[k], true) {
+            continue;
         }
+        stack.extend(deps[k].iter().copied().filter(|&d| !needed_mark[d]));
     }
-    needed.sort_unstable();
-    let mut graph: DiGraph<GraphNode, usize> = DiGraph::with_capacity(needed.len(), needed.len());
-    let mut ix_of: HashMap<usize, NodeIndex> = HashMap::with_capacity(needed.len());
-    for &k in &needed {
-        let node = &workflow.nodes[k];
-        let class = registry.get(&node.class_type).expect("checked").clone();
-        let ix = graph.add_node(GraphNode {
-            id: ids[k].to_string(),
-            class,
+    let needed_count = needed_mark.iter().filter(|&&m| m).count();
+
+    // The prompt as history and PNG metadata record it: every node, with the literals of
+    // the nodes that run written back in converted form.
+    let prompt = converted_prompt(workflow, &needed_mark, &converted);
+
+    // The DAG of the needed nodes.
+    let mut graph: DiGraph<GraphNode, usize> = DiGraph::with_capacity(needed_count, needed_count);
+    let mut ix_of: Vec<NodeIndex> = vec![NodeIndex::end(); n];
+    for k in (0..n).filter(|&k| needed_mark[k]) {
+        ix_of[k] = graph.add_node(GraphNode {
+            id: id_of(k).to_string(),
+            class: classes[k].clone(),
             inputs: Vec::new(),
         });
-        ix_of.insert(k, ix);
     }
-    for &k in &needed {
+    for k in (0..n).filter(|&k| needed_mark[k]) {
+        let mut inputs = std::mem::take(&mut converted[k]);
         // Inputs in JSON order.
-        let order = &workflow.nodes[k].inputs;
-        let mut inputs: Vec<(String, GraphInput)> = std::mem::take(&mut converted[k])
+        inputs.sort_by_key(|c| c.json_pos);
+        let inputs: Vec<(String, GraphInput)> = inputs
             .into_iter()
-            .map(|(name, c)| {
-                let gi = match c {
-                    Converted::Link { source, slot } => GraphInput::Link {
-                        source: ix_of[&source],
-                        slot,
-                    },
+            .map(|c| {
+                let gi = match c.value {
+                    Converted::Link { source, slot } => {
+                        graph.add_edge(ix_of[source], ix_of[k], slot);
+                        GraphInput::Link {
+                            source: ix_of[source],
+                            slot,
+                        }
+                    }
                     Converted::Literal(v) => GraphInput::Literal(v),
                 };
-                (name, gi)
+                (c.name.to_string(), gi)
             })
             .collect();
-        inputs.sort_by_key(|(name, _)| order.get_index_of(name).unwrap_or(usize::MAX));
-        for (_, gi) in &inputs {
-            if let GraphInput::Link { source, slot } = gi {
-                graph.add_edge(*source, ix_of[&k], *slot);
-            }
-        }
-        graph[ix_of[&k]].inputs = inputs;
+        graph[ix_of[k]].inputs = inputs;
     }
-    let outputs_ix: Vec<NodeIndex> = good.iter().map(|o| ix_of[o]).collect();
+    let outputs_ix: Vec<NodeIndex> = good.iter().map(|&o| ix_of[o]).collect();
 
     Ok(ValidPrompt {
-        outputs: good.iter().map(|&o| ids[o].to_string()).collect(),
+        outputs: good.iter().map(|&o| id_of(o).to_string()).collect(),
         node_errors: Json::Object(node_errors_json),
-        prompt: converted_prompt(workflow, &graph),
+        prompt,
         graph: ExecGraph {
             graph,
             outputs: outputs_ix,
         },
     })
+}
+
+/// Adds ComfyUI's [L] `dependency_cycle` error to every reached node on a cycle.
+fn report_cycles(
+    workflow: &Workflow,
+    reached: &[bool],
+    deps: &[Vec<usize>],
+    own_errors: &mut [Vec<Json>],
+) {
+    let n = reached.len();
+    let mut g: DiGraph<usize, ()> = DiGraph::new();
+    let gix: Vec<NodeIndex> = (0..n).map(|i| g.add_node(i)).collect();
+    for i in (0..n).filter(|&i| reached[i]) {
+        for &j in &deps[i] {
+            g.add_edge(gix[j], gix[i], ());
+        }
+    }
+    let id_of = |i: usize| {
+        workflow
+            .nodes
+            .get_index(i)
+            .expect("index in range")
+            .0
+            .as_str()
+    };
+    for scc in petgraph::algo::kosaraju_scc(&g) {
+        let cyclic = scc.len() > 1 || g.contains_edge(scc[0], scc[0]);
+        if !cyclic {
+            continue;
+        }
+        let mut members: Vec<usize> = scc.iter().map(|ix| g[*ix]).collect();
+        members.sort_unstable();
+        let path = cycle_path(&members, deps);
+        let details = path
+            .iter()
+            .map(|&k| format!("{} ({})", id_of(k), workflow.nodes[k].class_type))
+            .collect::<Vec<_>>()
+            .join(" -> ");
+        let cycle_ids: Vec<&str> = members.iter().map(|&k| id_of(k)).collect();
+        for &k in &members {
+            own_errors[k].push(err(
+                "dependency_cycle",
+                "Dependency cycle detected".into(),
+                details.clone(),
+                json!({"node_id": id_of(k), "cycle_nodes": cycle_ids}),
+            ));
+        }
+    }
 }
 
 /// The declared type as ComfyUI names it in conversion errors (`INT`, `MODEL`, `COMBO`).
@@ -459,6 +501,15 @@ fn type_name(ty: &InputType) -> &str {
 enum Converted {
     Link { source: usize, slot: usize },
     Literal(Value),
+}
+
+/// One validated input of a node, with its position in the node's JSON (graph inputs keep
+/// the workflow's order).
+#[derive(Debug, Clone)]
+struct ConvertedInput<'s> {
+    name: &'s str,
+    json_pos: usize,
+    value: Converted,
 }
 
 /// Output type `received` may feed input `spec`: equal names, overlapping comma lists, or `*`.
@@ -529,9 +580,13 @@ fn check_range_and_choices(
             }
         }
     }
-    if let Some(choices) = spec.ty.choices(env) {
-        let ok = matches!(value, Value::String(s) if choices.iter().any(|c| c == s));
-        if !ok {
+    let accepted = match value {
+        Value::String(s) => spec.ty.has_choice(env, s),
+        _ => matches!(spec.ty, InputType::Combo(_) | InputType::DynamicCombo(_)).then_some(false),
+    };
+    if accepted == Some(false) {
+        let choices = spec.ty.choices(env).unwrap_or_default();
+        {
             let (list_info, config) = if choices.len() > 20 {
                 (format!("(list of length {})", choices.len()), Json::Null)
             } else {
@@ -592,18 +647,33 @@ fn cycle_path(members: &[usize], deps: &[Vec<usize>]) -> Vec<usize> {
     }
 }
 
-/// The prompt JSON with validated literals written back in converted form.
-fn converted_prompt(workflow: &Workflow, graph: &DiGraph<GraphNode, usize>) -> Json {
-    let mut prompt = workflow.to_json();
-    for ix in graph.node_indices() {
-        let node = &graph[ix];
-        for (name, input) in &node.inputs {
-            if let GraphInput::Literal(v) = input {
-                if let Some(j) = v.to_json() {
-                    prompt[&node.id]["inputs"][name] = j;
-                }
-            }
+/// The prompt JSON with the validated literals of `needed` nodes written back in converted
+/// form (built in one pass: no copy-then-patch).
+fn converted_prompt(
+    workflow: &Workflow,
+    needed: &[bool],
+    converted: &[Vec<ConvertedInput>],
+) -> Json {
+    let mut out = Map::with_capacity(workflow.nodes.len());
+    for (k, (id, node)) in workflow.nodes.iter().enumerate() {
+        let mut inputs = Map::with_capacity(node.inputs.len());
+        for (pos, (name, raw)) in node.inputs.iter().enumerate() {
+            let literal = needed[k]
+                .then(|| converted[k].iter().find(|c| c.json_pos == pos))
+                .flatten()
+                .and_then(|c| match &c.value {
+                    Converted::Literal(v) => v.to_json(),
+                    Converted::Link { .. } => None,
+                });
+            inputs.insert(name.clone(), literal.unwrap_or_else(|| raw.clone()));
         }
+        let mut obj = Map::with_capacity(2 + node.extra.len());
+        obj.insert("inputs".into(), Json::Object(inputs));
+        obj.insert("class_type".into(), Json::String(node.class_type.clone()));
+        for (key, v) in &node.extra {
+            obj.insert(key.clone(), v.clone());
+        }
+        out.insert(id.clone(), Json::Object(obj));
     }
-    prompt
+    Json::Object(out)
 }

@@ -86,6 +86,42 @@ impl NodeOutput {
     }
 }
 
+/// A node's literal inputs, built only when first read: the planner hands these to
+/// [`super::Node::fingerprint`] for every node, and most nodes never look (ComfyUI only calls
+/// IS_CHANGED on classes that define it).
+pub struct LiteralInputs<'a> {
+    build: &'a dyn Fn() -> Inputs,
+    built: std::cell::OnceCell<Inputs>,
+}
+
+impl<'a> LiteralInputs<'a> {
+    pub fn new(build: &'a dyn Fn() -> Inputs) -> Self {
+        LiteralInputs {
+            build,
+            built: std::cell::OnceCell::new(),
+        }
+    }
+}
+
+impl LiteralInputs<'static> {
+    /// Literal inputs that are already built (for callers outside the planner, e.g. tests).
+    pub fn ready(inputs: Inputs) -> Self {
+        let built = std::cell::OnceCell::new();
+        let _ = built.set(inputs);
+        LiteralInputs {
+            build: &Inputs::default,
+            built,
+        }
+    }
+}
+
+impl std::ops::Deref for LiteralInputs<'_> {
+    type Target = Inputs;
+    fn deref(&self) -> &Inputs {
+        self.built.get_or_init(|| (self.build)())
+    }
+}
+
 /// The inputs of one call, by name. Accessors return errors that name the input.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {

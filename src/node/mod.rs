@@ -8,7 +8,7 @@ mod schema;
 pub mod types;
 mod value;
 
-pub use context::{Inputs, NodeContext, NodeError, NodeOutput, ProgressSink};
+pub use context::{Inputs, LiteralInputs, NodeContext, NodeError, NodeOutput, ProgressSink};
 pub use registry::{NodeClass, Registry, RegistryError};
 pub use schema::{
     ChoicesFn, Hidden, InputSpec, InputType, NodeSchema, OutputSpec, Primitive, SchemaStyle,
@@ -39,8 +39,8 @@ pub trait Node: Send + Sync + 'static {
     fn execute(&self, ctx: &mut NodeContext, inputs: &Inputs) -> Result<NodeOutput, NodeError>;
 
     /// ComfyUI's IS_CHANGED: called before execution with the literal inputs only (linked
-    /// inputs are absent).
-    fn fingerprint(&self, _env: &Environment, _inputs: &Inputs) -> Fingerprint {
+    /// inputs are absent; they are built on first read).
+    fn fingerprint(&self, _env: &Environment, _inputs: &LiteralInputs) -> Fingerprint {
         Fingerprint::Stable
     }
 

@@ -39,6 +39,16 @@ impl InputType {
         }
     }
 
+    /// Whether `value` is one of the choices (`None` for a non-combo input). Avoids building
+    /// the choice list for static combos, which validation checks once per literal.
+    pub fn has_choice(&self, env: &Environment, value: &str) -> Option<bool> {
+        match self {
+            InputType::Named(_) => None,
+            InputType::Combo(c) => Some(c.iter().any(|x| x == value)),
+            InputType::DynamicCombo(f) => Some(f(env).iter().any(|x| x == value)),
+        }
+    }
+
     /// The primitive kind literals of this input are converted to.
     pub fn primitive(&self) -> Option<Primitive> {
         match self {

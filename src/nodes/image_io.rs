@@ -6,8 +6,8 @@
 use crate::env::Environment;
 use crate::node::types::{Image, Mask};
 use crate::node::{
-    Fingerprint, Hidden, InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema,
-    OutputSpec, Registry, RegistryError, Value,
+    Fingerprint, Hidden, InputSpec, Inputs, LiteralInputs, Node, NodeContext, NodeError,
+    NodeOutput, NodeSchema, OutputSpec, Registry, RegistryError, Value,
 };
 use candle_core::{DType, Device, Tensor};
 use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageFormat};
@@ -852,7 +852,7 @@ impl Node for LoadImage {
             Value::object(Mask(mask)),
         ]))
     }
-    fn fingerprint(&self, env: &Environment, inputs: &Inputs) -> Fingerprint {
+    fn fingerprint(&self, env: &Environment, inputs: &LiteralInputs) -> Fingerprint {
         image_fingerprint(env, inputs)
     }
     fn custom_validated_inputs(&self) -> &'static [&'static str] {
@@ -913,7 +913,7 @@ impl Node for LoadImageMask {
         let mask = mask_from_channel(&decoded, i.string("channel")?)?;
         Ok(NodeOutput::one(Value::object(Mask(mask))))
     }
-    fn fingerprint(&self, env: &Environment, inputs: &Inputs) -> Fingerprint {
+    fn fingerprint(&self, env: &Environment, inputs: &LiteralInputs) -> Fingerprint {
         image_fingerprint(env, inputs)
     }
     fn custom_validated_inputs(&self) -> &'static [&'static str] {
