@@ -32,6 +32,28 @@ def load_avg():
         return " ".join(f.read().split()[:3])
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """user + system CPU seconds of a process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError):
+        return 0.0
+
+
+def child_pid(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else None
+    except OSError:
+        return None
+
+
 def cold_run(exe, workflow, models_dir, out_dir):
     wf = json.load(open(workflow))
     loader = next(k for k, v in wf.items() if v["class_type"] == "CheckpointLoaderSimple")
@@ -43,10 +65,14 @@ def cold_run(exe, workflow, models_dir, out_dir):
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = []
+    cpu = []  # CPU seconds of the comfyrs process at each event
+    worker = None
     for line in p.stdout:
         t = time.monotonic() - t0
+        worker = worker or child_pid(p.pid)
         try:
             events.append((t, json.loads(line)))
+            cpu.append(cpu_seconds(worker) if worker else 0.0)
         except ValueError:
             pass
     err = p.stderr.read()
@@ -65,6 +91,8 @@ def cold_run(exe, workflow, models_dir, out_dir):
                     and e["data"].get("node") != node)
 
     steps = [t for t, e in events if e["type"] == "progress" and e["data"].get("node") == sampler]
+    step_cpu = [c for (t, e), c in zip(events, cpu) if e["type"] == "progress" and e["data"].get("node") == sampler]
+    step_cpu_times = [b - a for a, b in zip(step_cpu, step_cpu[1:])]
     first_image = next(t for t, e in events if e["type"] == "executed" and e["data"].get("node") == saver)
     step_times = [b - a for a, b in zip(steps, steps[1:])]
     decode = [k for k, v in wf.items() if v["class_type"] == "VAEDecode"][0]
@@ -76,6 +104,7 @@ def cold_run(exe, workflow, models_dir, out_dir):
         "steps": len(steps),
         "s_per_step_mean": round(sum(step_times) / max(1, len(step_times)), 3),
         "s_per_step_min": round(min(step_times), 3) if step_times else None,
+        "cpu_s_per_step_mean": round(sum(step_cpu_times) / max(1, len(step_cpu_times)), 3),
         "vae_decode_s": round(after(decode) - start_of(decode), 2),
         "time_to_first_image_s": round(first_image, 2),
         "process_wall_s": round(total, 2),
