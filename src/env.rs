@@ -26,6 +26,9 @@ pub struct Paths {
     pub model_roots: Vec<PathBuf>,
     /// Extra folders per model kind (from extra_model_paths.yaml), searched after the roots.
     pub extra_model_dirs: HashMap<String, Vec<PathBuf>>,
+    /// Folders per model kind searched before the roots (extra_model_paths.yaml entries with
+    /// `is_default: true`; the latest added comes first, like ComfyUI's insert at 0).
+    pub default_model_dirs: HashMap<String, Vec<PathBuf>>,
     pub input: PathBuf,
     pub output: PathBuf,
     pub temp: PathBuf,
@@ -37,6 +40,7 @@ impl Paths {
         Paths {
             model_roots: vec![base.join("models")],
             extra_model_dirs: HashMap::new(),
+            default_model_dirs: HashMap::new(),
             input: base.join("input"),
             output: base.join("output"),
             temp: base.join("temp"),
@@ -62,6 +66,11 @@ impl Paths {
             aliases.to_vec()
         };
         let mut dirs = Vec::new();
+        for n in &names {
+            if let Some(front) = self.default_model_dirs.get(*n) {
+                dirs.extend(front.iter().cloned());
+            }
+        }
         for root in &self.model_roots {
             for n in &names {
                 dirs.push(root.join(n));
@@ -73,6 +82,34 @@ impl Paths {
             }
         }
         dirs
+    }
+
+    /// Adds a folder for models of `kind` (ComfyUI's `add_model_folder_path`): appended after
+    /// the roots, or put in front of everything when `is_default`. Legacy names are mapped
+    /// (`clip` → `text_encoders`, `unet` → `diffusion_models`); a folder already searched stays
+    /// where it is unless `is_default` moves it to the front.
+    pub fn add_model_folder(&mut self, kind: &str, dir: PathBuf, is_default: bool) {
+        let kind = match kind {
+            "clip" => "text_encoders",
+            "unet" => "diffusion_models",
+            k => k,
+        };
+        if is_default {
+            for map in [&mut self.default_model_dirs, &mut self.extra_model_dirs] {
+                if let Some(list) = map.get_mut(kind) {
+                    list.retain(|d| d != &dir);
+                }
+            }
+            self.default_model_dirs
+                .entry(kind.to_string())
+                .or_default()
+                .insert(0, dir);
+        } else if !self.model_dirs(kind).contains(&dir) {
+            self.extra_model_dirs
+                .entry(kind.to_string())
+                .or_default()
+                .push(dir);
+        }
     }
 
     /// Model files of `kind`, as names relative to their folder (with `/` separators), sorted and

@@ -8,10 +8,12 @@
 
 pub mod env;
 pub mod exec;
+pub mod extra_model_paths;
 pub mod graph;
 pub mod models;
 pub mod node;
 pub mod nodes;
+pub mod parity;
 pub mod prompt;
 pub mod queue;
 pub mod sampling;

@@ -52,6 +52,9 @@ enum Command {
     },
     /// Serve ComfyUI's HTTP + WebSocket API (POST /prompt, /ws, /history, /view, ...).
     Serve(ServeArgs),
+    /// Full-size parity with ComfyUI: run the SD1.5 parity workflows on a checkpoint and
+    /// compare each saved PNG with ComfyUI's reference (mean/max |Δ|, PSNR, pass/fail).
+    Parity(ParityArgs),
     /// List the registered nodes (with --json: ComfyUI's /object_info document).
     Nodes {
         #[arg(long)]
@@ -96,9 +99,28 @@ struct ServeArgs {
     /// Nodes that may run at once on independent branches.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    #[command(flatten)]
+    extra: ExtraPathsArgs,
     /// Register test-only nodes (DevSleep).
     #[arg(long, hide = true)]
     dev_nodes: bool,
+}
+
+#[derive(Args)]
+struct ParityArgs {
+    /// The full-size random SD1.5 checkpoint (../shared/parity/gen_sd15.py writes it).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: PathBuf,
+    /// Folder of ComfyUI's reference PNGs, one `<case>.png` per workflow.
+    #[arg(long, value_name = "DIR", default_value = "../shared/parity/reference")]
+    reference_dir: PathBuf,
+    /// Run this API-format workflow instead of the built-in cases (repeatable; the case name,
+    /// and so the reference file name, is the file's stem).
+    #[arg(long = "workflow", value_name = "FILE")]
+    workflows: Vec<PathBuf>,
+    /// Where the images comfyrs produces are written.
+    #[arg(long, value_name = "DIR", default_value = "parity_out")]
+    output_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -134,10 +156,27 @@ struct DirArgs {
     /// Where LoadImage reads (default: BASE/input).
     #[arg(long)]
     input_dir: Option<PathBuf>,
+    #[command(flatten)]
+    extra: ExtraPathsArgs,
+}
+
+#[derive(Args)]
+struct ExtraPathsArgs {
+    /// Load one or more extra_model_paths.yaml files (ComfyUI's format; repeatable).
+    /// BASE/extra_model_paths.yaml is loaded first when it exists.
+    #[arg(long = "extra-model-paths-config", value_name = "FILE", num_args = 1.., action = clap::ArgAction::Append)]
+    files: Vec<PathBuf>,
+}
+
+impl ExtraPathsArgs {
+    fn apply(&self, paths: &mut Paths, base_dir: &std::path::Path) -> Result<(), Fatal> {
+        comfyrs::extra_model_paths::configure(paths, base_dir, &self.files)
+            .map_err(|e| fatal(2, e.to_string()))
+    }
 }
 
 impl DirArgs {
-    fn environment(&self) -> Environment {
+    fn environment(&self) -> Result<Environment, Fatal> {
         let mut paths = Paths::under(&self.base_dir);
         if let Some(m) = &self.models_dir {
             paths.model_roots = vec![m.clone()];
@@ -148,7 +187,8 @@ impl DirArgs {
         if let Some(i) = &self.input_dir {
             paths.input = i.clone();
         }
-        Environment::new(paths)
+        self.extra.apply(&mut paths, &self.base_dir)?;
+        Ok(Environment::new(paths))
     }
 }
 
@@ -230,7 +270,8 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         comfyrs::server::dev_nodes::register(&mut registry).map_err(|e| fatal(2, e.to_string()))?;
     }
     let policy = CachePolicy::parse(&args.cache).map_err(|e| fatal(2, e))?;
-    let data = DataDir::new(&args.data_dir, args.models_dir.as_deref());
+    let mut data = DataDir::new(&args.data_dir, args.models_dir.as_deref());
+    args.extra.apply(&mut data.paths, &args.data_dir)?;
     let (env, store) = data.open().map_err(|e| {
         fatal(
             2,
@@ -274,14 +315,16 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
 }
 
 fn run_cli(cli: Cli) -> Result<(), Fatal> {
-    if let Command::Serve(args) = cli.command {
-        return run_serve(args);
-    }
+    let cli = match cli.command {
+        Command::Serve(args) => return run_serve(args),
+        Command::Parity(args) => return run_parity(args),
+        command => Cli { command },
+    };
     let registry = Arc::new(Registry::with_builtin_nodes());
     match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Parity(_) => unreachable!("handled above"),
         Command::Nodes { json, dirs } => {
-            let env = dirs.environment();
+            let env = dirs.environment()?;
             if json {
                 let info = registry.object_info(&env);
                 println!(
@@ -306,7 +349,7 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
             prompt,
             dirs,
         } => {
-            let env = dirs.environment();
+            let env = dirs.environment()?;
             let (_, valid) = load_prompt(&workflow, &prompt, &registry, &env)?;
             println!(
                 "valid: {} node(s) to run for output(s) {}",
@@ -323,7 +366,7 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
             workers,
             json_events,
         } => {
-            let env = Arc::new(dirs.environment());
+            let env = Arc::new(dirs.environment()?);
             let policy = CachePolicy::parse(&cache).map_err(|e| fatal(2, e))?;
             let (_, valid) = load_prompt(&workflow, &prompt, &registry, &env)?;
             let executor = Executor::new(
@@ -376,6 +419,78 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
             }
         }
     }
+}
+
+/// `comfyrs parity`: every case runs on one executor (one checkpoint load); exit 1 when a
+/// case fails the bar or cannot run.
+fn run_parity(args: ParityArgs) -> Result<(), Fatal> {
+    use comfyrs::parity::{format_result, ParityRunner, BUILTIN_CASES};
+    let ckpt = &args.checkpoint;
+    let (Some(dir), Some(name)) = (ckpt.parent(), ckpt.file_name().and_then(|n| n.to_str())) else {
+        return Err(fatal(
+            2,
+            format!("--checkpoint {}: not a file path", ckpt.display()),
+        ));
+    };
+    if !ckpt.is_file() {
+        return Err(fatal(
+            2,
+            format!("--checkpoint {}: no such file", ckpt.display()),
+        ));
+    }
+    let mut cases: Vec<(String, String)> = Vec::new();
+    if args.workflows.is_empty() {
+        cases.extend(
+            BUILTIN_CASES
+                .iter()
+                .map(|(n, j)| (n.to_string(), j.to_string())),
+        );
+    }
+    for w in &args.workflows {
+        let text = std::fs::read_to_string(w)
+            .map_err(|e| fatal(2, format!("cannot read {}: {e}", w.display())))?;
+        let stem = w.file_stem().map(|s| s.to_string_lossy().into_owned());
+        cases.push((stem.unwrap_or_default(), text));
+    }
+    let mut paths = Paths::under(&args.output_dir);
+    paths.model_roots.clear();
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    paths.add_model_folder("checkpoints", dir.to_path_buf(), true);
+    paths.output = args.output_dir.clone();
+    let env = Arc::new(Environment::new(paths));
+    let runner = ParityRunner::new(Arc::new(Registry::with_builtin_nodes()), env, name);
+    let mut failed = 0;
+    for (case, json) in &cases {
+        let reference = args.reference_dir.join(format!("{case}.png"));
+        match runner.run_case(case, json, &reference) {
+            Ok(r) => {
+                println!("{}", format_result(&r));
+                println!("{:<24} ours: {}", "", r.output.display());
+                if !r.diff.passes() {
+                    failed += 1;
+                }
+            }
+            Err(e) => {
+                println!("{case:<24} ERROR {e}");
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "bar: mean |Δ| <= {} and max |Δ| <= {} levels; {} of {} case(s) passed",
+        comfyrs::parity::MAX_MEAN_ABS_DIFF,
+        comfyrs::parity::MAX_ABS_DIFF,
+        cases.len() - failed,
+        cases.len()
+    );
+    if failed > 0 {
+        return Err(fatal(1, format!("{failed} parity case(s) failed")));
+    }
+    Ok(())
 }
 
 /// Prints one output node's UI: saved files as paths, text as text.
