@@ -9,6 +9,7 @@
 pub mod env;
 pub mod exec;
 pub mod graph;
+pub mod image_ops;
 pub mod models;
 pub mod node;
 pub mod nodes;
