@@ -198,7 +198,7 @@ def main():
     case("LatentUpscale wide (generic kernel)", "LatentUpscale", lu.upscale,
          {"samples": "@lat_b", "upscale_method": "bilinear", "width": 1040, "height": 64, "crop": "disabled"}, ["LATENT"])
     case("ImageScale lanczos clips", "ImageScale", isc.upscale,
-         {"image": "@img_b", "upscale_method": "lanczos", "width": 11, "height": 4, "crop": "disabled"}, ["IMAGE"])
+         {"image": "@img_b", "upscale_method": "lanczos", "width": 11, "height": 6, "crop": "disabled"}, ["IMAGE"])
     case("ImageScale lanczos same size quantises", "ImageScale", isc.upscale,
          {"image": "@img_b", "upscale_method": "lanczos", "width": 7, "height": 5, "crop": "disabled"}, ["IMAGE"])
     case("ImageScale center", "ImageScale", isc.upscale,
