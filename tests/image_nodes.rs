@@ -10,8 +10,10 @@
 //!   from the C library's by an ulp; after the divisions and products that follow them the
 //!   results agree to 1e-5 relative (|a - b| <= 1e-5 * max(1, |b|));
 //! - area down to 1x1: torch computes it as a `mean` with a vectorised reduction whose order
-//!   differs from a sequential sum by an ulp or so (1e-6 relative). Large reference outputs are stored as a sha256 of their
-//! float32 bytes plus the first values, and compared exactly.
+//!   differs from a sequential sum by an ulp or so (1e-6 relative).
+//!
+//! Large reference outputs are stored as a sha256 of their float32 bytes plus the first values,
+//! and compared exactly.
 
 use candle_core::{Device, Tensor};
 use comfyrs::env::{Environment, Paths};

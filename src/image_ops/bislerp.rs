@@ -21,7 +21,7 @@ fn neighbours(old: usize, new: usize) -> Vec<(usize, usize, f32)> {
     };
     // The ramp is a [1, 1, 1, old] tensor resized to (1, new): torch's channels-last bilinear
     // kernel when 1 + new <= 128 (fused source index), the generic one otherwise.
-    linear_taps(old, new, 1 + new <= 128)
+    linear_taps(old, new, new < 128)
         .into_iter()
         .map(|(i0, i1, l0, l1)| {
             let v1 = lerp2(i0 as f32, l0, i1 as f32, l1);
@@ -81,9 +81,9 @@ pub fn bislerp(src: &Planes, width: usize, height: usize) -> Planes {
                     v2[ch] = src.data[src.at(b, ch, y, x2)];
                 }
                 slerp(&v1, &v2, r, &mut res);
-                for ch in 0..c {
+                for (ch, &v) in res.iter().enumerate() {
                     let i = mid.at(b, ch, y, x);
-                    mid.data[i] = res[ch];
+                    mid.data[i] = v;
                 }
             }
         }
@@ -99,9 +99,9 @@ pub fn bislerp(src: &Planes, width: usize, height: usize) -> Planes {
                     v2[ch] = mid.data[mid.at(b, ch, y2, x)];
                 }
                 slerp(&v1, &v2, r, &mut res);
-                for ch in 0..c {
+                for (ch, &v) in res.iter().enumerate() {
                     let i = out.at(b, ch, y, x);
-                    out.data[i] = res[ch];
+                    out.data[i] = v;
                 }
             }
         }

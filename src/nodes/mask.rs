@@ -36,7 +36,7 @@ impl MaskStack {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let n = if h * w == 0 { 0 } else { data.len() / (h * w) };
+        let n = data.len().checked_div(h * w).unwrap_or(0);
         Ok(MaskStack { n, h, w, data })
     }
 
