@@ -1,6 +1,8 @@
-//! EmptyLatentImage (nodes.py).
+//! Latent creation, batches and the inpainting mask: EmptyLatentImage, LatentFromBatch,
+//! RepeatLatentBatch, SetLatentNoiseMask (nodes.py). Resizing and compositing latents is in
+//! `latent_transform`.
 
-use crate::node::types::Latent;
+use crate::node::types::{Latent, Mask};
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
@@ -55,7 +57,173 @@ impl Node for EmptyLatentImage {
     }
 }
 
+/// `tensor.repeat(n, 1, 1, ...)`: the whole batch tiled `n` times along dim 0.
+fn tile_batch(t: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    let mut reps = vec![1usize; t.rank()];
+    reps[0] = n;
+    t.repeat(reps)
+}
+
+/// LatentFromBatch: `length` samples starting at `batch_index`, both clamped into the batch
+/// like ComfyUI. A noise mask of batch 1 is kept whole; a shorter mask batch is tiled to the
+/// samples' batch before slicing. `batch_index` records which seeds the samples are.
+pub fn latent_from_batch(
+    latent: &Latent,
+    batch_index: usize,
+    length: usize,
+) -> Result<Latent, NodeError> {
+    let b = latent.samples.dim(0)?;
+    if b == 0 {
+        return Err(NodeError::input("samples", "the latent batch is empty"));
+    }
+    let start = batch_index.min(b - 1);
+    let len = length.min(b - start);
+    let samples = latent.samples.narrow(0, start, len)?.contiguous()?;
+    let noise_mask = match &latent.noise_mask {
+        None => None,
+        Some(m) => {
+            let mb = m.dim(0)?;
+            if mb == 1 {
+                Some(m.clone())
+            } else {
+                let m = if mb < b {
+                    tile_batch(m, b.div_ceil(mb))?.narrow(0, 0, b)?
+                } else {
+                    m.clone()
+                };
+                let end = (start + len).min(m.dim(0)?);
+                Some(m.narrow(0, start, end - start)?.contiguous()?)
+            }
+        }
+    };
+    let batch_index = match &latent.batch_index {
+        None => (start..start + len).map(|v| v as i64).collect(),
+        Some(ids) => {
+            let end = (start + len).min(ids.len());
+            ids.get(start..end).unwrap_or_default().to_vec()
+        }
+    };
+    Ok(Latent {
+        samples,
+        noise_mask,
+        batch_index: Some(batch_index),
+    })
+}
+
+/// RepeatLatentBatch: the batch tiled `amount` times. A noise mask with a batch above 1 is tiled
+/// too; `batch_index` continues past the original range so every copy gets new seeds.
+pub fn repeat_latent_batch(latent: &Latent, amount: usize) -> Result<Latent, NodeError> {
+    let samples = tile_batch(&latent.samples, amount)?;
+    let noise_mask = match &latent.noise_mask {
+        Some(m) if m.dim(0)? > 1 => Some(tile_batch(m, amount)?),
+        other => other.clone(),
+    };
+    let batch_index = latent.batch_index.as_ref().map(|ids| {
+        let (lo, hi) = (
+            ids.iter().copied().min().unwrap_or(0),
+            ids.iter().copied().max().unwrap_or(0),
+        );
+        let offset = hi - lo + 1;
+        let mut out = ids.clone();
+        for i in 1..amount as i64 {
+            out.extend(ids.iter().map(|x| x + i * offset));
+        }
+        out
+    });
+    Ok(Latent {
+        samples,
+        noise_mask,
+        batch_index,
+    })
+}
+
+fn latent_input(i: &Inputs, name: &str) -> Result<std::sync::Arc<Latent>, NodeError> {
+    let l = i.object::<Latent>(name)?;
+    if l.samples.rank() == 0 {
+        return Err(NodeError::input(name, "the latent has no batch dimension"));
+    }
+    Ok(l)
+}
+
+struct LatentFromBatch;
+impl Node for LatentFromBatch {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("LatentFromBatch")
+            .display("Latent From Batch")
+            .category("latent/batch")
+            .input(InputSpec::of("samples", "LATENT"))
+            .input(InputSpec::int("batch_index").default(0).min(0).max(63))
+            .input(InputSpec::int("length").default(1).min(1).max(64))
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let latent = latent_input(i, "samples")?;
+        let index = usize::try_from(i.int("batch_index")?)
+            .map_err(|_| NodeError::input("batch_index", "must not be negative"))?;
+        let length = usize::try_from(i.int("length")?)
+            .ok()
+            .filter(|&l| l >= 1)
+            .ok_or_else(|| NodeError::input("length", "must be at least 1"))?;
+        let out = latent_from_batch(&latent, index, length)?;
+        Ok(NodeOutput::one(Value::object(out)))
+    }
+}
+
+struct RepeatLatentBatch;
+impl Node for RepeatLatentBatch {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("RepeatLatentBatch")
+            .display("Repeat Latent Batch")
+            .category("latent/batch")
+            .input(InputSpec::of("samples", "LATENT"))
+            .input(InputSpec::int("amount").default(1).min(1).max(64))
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let latent = latent_input(i, "samples")?;
+        let amount = usize::try_from(i.int("amount")?)
+            .ok()
+            .filter(|&a| a >= 1)
+            .ok_or_else(|| NodeError::input("amount", "must be at least 1"))?;
+        Ok(NodeOutput::one(Value::object(repeat_latent_batch(
+            &latent, amount,
+        )?)))
+    }
+}
+
+struct SetLatentNoiseMask;
+impl Node for SetLatentNoiseMask {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("SetLatentNoiseMask")
+            .display("Set Latent Noise Mask")
+            .category("latent/inpaint")
+            .input(InputSpec::of("samples", "LATENT"))
+            .input(InputSpec::of("mask", "MASK"))
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let latent = latent_input(i, "samples")?;
+        let mask = i.object::<Mask>("mask")?;
+        let dims = mask.0.dims();
+        if dims.len() < 2 || mask.0.elem_count() == 0 {
+            return Err(NodeError::input(
+                "mask",
+                format!("expected a MASK tensor [B, H, W], got shape {dims:?}"),
+            ));
+        }
+        let (h, w) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        // Stored as [B, 1, H, W]; the sampler resizes it to the latent.
+        let noise_mask = mask.0.to_dtype(DType::F32)?.reshape(((), 1, h, w))?;
+        let mut out = (*latent).clone();
+        out.noise_mask = Some(noise_mask);
+        Ok(NodeOutput::one(Value::object(out)))
+    }
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(EmptyLatentImage)?;
+    r.register(LatentFromBatch)?;
+    r.register(RepeatLatentBatch)?;
+    r.register(SetLatentNoiseMask)?;
     Ok(())
 }

@@ -3,8 +3,11 @@
 
 pub mod conditioning;
 pub mod image_io;
+pub mod image_transform;
 pub mod latent;
+pub mod latent_transform;
 pub mod loaders;
+pub mod mask;
 mod primitives;
 pub mod sampling;
 pub mod sd_types;
@@ -18,8 +21,11 @@ use crate::node::{Registry, RegistryError};
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     conditioning::register(r)?;
     image_io::register(r)?;
+    image_transform::register(r)?;
     latent::register(r)?;
+    latent_transform::register(r)?;
     loaders::register(r)?;
+    mask::register(r)?;
     sampling::register(r)?;
     vae::register(r)?;
     primitives::register(r)?;
