@@ -238,9 +238,9 @@ pub fn unet_to_diffusers(weights: &WeightMap, cfg: &UnetConfig) -> Vec<(String, 
     }
     let rev: Vec<usize> = cfg.num_res_blocks.iter().rev().copied().collect();
     for (x, &res) in rev.iter().enumerate() {
-        let mut n = (res + 1) * x;
         let l = res + 1;
         for i in 0..l {
+            let n = l * x + i;
             resnet(
                 &mut out,
                 &format!("up_blocks.{x}.resnets.{i}"),
@@ -259,7 +259,6 @@ pub fn unet_to_diffusers(weights: &WeightMap, cfg: &UnetConfig) -> Vec<(String, 
                     format!("output_blocks.{n}.{c}.conv"),
                 ));
             }
-            n += 1;
         }
     }
     for (d, l) in BASIC {

@@ -41,11 +41,14 @@ fn key_of(weights: &Arc<WeightMap>, patches: &[PatchEntry]) -> Key {
     )
 }
 
-/// Materialised patched models, a few of each kind, most recent last.
+/// Cached models of one kind: (key, the base they were built on, model), most recent last.
+type Slots<T> = Vec<(Key, Weak<WeightMap>, T)>;
+
+/// Materialised patched models, a few of each kind.
 #[derive(Default)]
 pub struct PatchCache {
-    unets: Mutex<Vec<(Key, Weak<WeightMap>, Unet)>>,
-    clips: Mutex<Vec<(Key, Weak<WeightMap>, Arc<ClipTextModel>)>>,
+    unets: Mutex<Slots<Unet>>,
+    clips: Mutex<Slots<Arc<ClipTextModel>>>,
     unet_builds: AtomicUsize,
     clip_builds: AtomicUsize,
 }
@@ -64,11 +67,7 @@ impl PatchCache {
         self.clip_builds.load(Ordering::Relaxed)
     }
 
-    fn lookup<T: Clone>(
-        list: &mut Vec<(Key, Weak<WeightMap>, T)>,
-        key: &Key,
-        weights: &Arc<WeightMap>,
-    ) -> Option<T> {
+    fn lookup<T: Clone>(list: &mut Slots<T>, key: &Key, weights: &Arc<WeightMap>) -> Option<T> {
         list.retain(|(_, w, _)| w.strong_count() > 0);
         let i = list.iter().position(|(k, w, _)| {
             k == key && w.upgrade().is_some_and(|w| Arc::ptr_eq(&w, weights))
@@ -79,12 +78,7 @@ impl PatchCache {
         Some(value)
     }
 
-    fn store<T>(
-        list: &mut Vec<(Key, Weak<WeightMap>, T)>,
-        key: Key,
-        weights: &Arc<WeightMap>,
-        v: T,
-    ) {
+    fn store<T>(list: &mut Slots<T>, key: Key, weights: &Arc<WeightMap>, v: T) {
         list.push((key, Arc::downgrade(weights), v));
         while list.len() > KEEP {
             list.remove(0);
