@@ -927,3 +927,40 @@ fn object_info_matches_comfyui() {
         json!(["model", "lora_name", "strength_model"])
     );
 }
+
+/// ComfyUI's own results (scripts/gen_lora_comfy_golden.py) for the adapter paths that are
+/// easiest to get subtly wrong: LoCon `lora_mid`, Tucker LoHa, DoRA on both axes, DoRA on LoKr.
+#[test]
+fn adapter_math_matches_comfyui_golden_values() {
+    let f = comfyrs::models::checkpoint::load_safetensors(
+        &root().join("tests/data/lora_comfy_golden.safetensors"),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let apply = |name: &str| {
+        let mut used = std::collections::HashSet::new();
+        let p = comfyrs::models::lora::adapter::parse_patches(name, &f, &mut used).unwrap();
+        assert_eq!(p.len(), 1, "{name}");
+        let s: f32 = f[&format!("S.{name}")].to_scalar().unwrap();
+        p[0].1.apply(&f[&format!("W.{name}")], s as f64).unwrap()
+    };
+    for name in [
+        "lora_mid",
+        "loha_tucker",
+        "dora_out",
+        "dora_in_conv",
+        "lokr_dora",
+    ] {
+        close(
+            name,
+            &vals(&apply(name)),
+            &vals(&f[&format!("OUT.{name}")]),
+            1e-6,
+        );
+    }
+    // ComfyUI (a125cd84, torch 2.8) fails on a LoKr with a Tucker core and leaves the weight
+    // unchanged; comfyrs applies it (a documented difference).
+    assert_eq!(vals(&f["OUT.lokr_t2"]), vals(&f["W.lokr_t2"]));
+    assert_ne!(vals(&apply("lokr_t2")), vals(&f["W.lokr_t2"]));
+}
