@@ -5,6 +5,7 @@ pub mod conditioning;
 pub mod image_io;
 pub mod latent;
 pub mod loaders;
+pub mod lora;
 mod primitives;
 pub mod sampling;
 pub mod sd_types;
@@ -20,6 +21,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     image_io::register(r)?;
     latent::register(r)?;
     loaders::register(r)?;
+    lora::register(r)?;
     sampling::register(r)?;
     vae::register(r)?;
     primitives::register(r)?;
