@@ -14,11 +14,7 @@ const TOKEN: &str = "aitk-token";
 async fn server() -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("models/loras")).unwrap();
-    std::fs::write(
-        dir.path().join("models/loras/mine.safetensors"),
-        b"not really",
-    )
-    .unwrap();
+    write_tiny_lora(&dir.path().join("models/loras"), "mine.safetensors");
     let cfg = ServerConfig {
         serverless: ServerlessConfig {
             tokens: vec![ApiToken {
@@ -31,7 +27,36 @@ async fn server() -> TestServer {
         },
         ..Default::default()
     };
-    start_in(dir, None, cfg).await
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models");
+    start_in(dir, Some(&models), cfg).await
+}
+
+/// A small kohya-format LoRA for the tiny model (the layout tests/lora.rs uses).
+fn write_tiny_lora(dir: &std::path::Path, name: &str) {
+    use candle_core::{Device, Tensor};
+    let rnd = |seed: u64, shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    };
+    let mut t = std::collections::HashMap::new();
+    let x = "lora_unet_input_blocks_3_1_transformer_blocks_0_attn1_to_q";
+    t.insert(format!("{x}.lora_down.weight"), rnd(1, &[4, 64]));
+    t.insert(format!("{x}.lora_up.weight"), rnd(2, &[64, 4]));
+    t.insert(
+        format!("{x}.alpha"),
+        Tensor::new(4.0f32, &Device::Cpu).unwrap(),
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    candle_core::safetensors::save(&t, dir.join(name)).unwrap();
 }
 
 async fn infer(addr: SocketAddr, body: Value) -> Resp {
@@ -114,15 +139,57 @@ async fn health_models_and_error_codes() {
         );
         assert_eq!(r.json()["code"], code);
     }
-    // A valid request needs the LoraLoader node, which this build lacks: said plainly.
-    let r = infer(addr, json!({"model": "sd15", "trigger_word": "sks", "loras": [{"path": "mine.safetensors"}], "prompts": prompts})).await;
-    if s.server.queue.registry().schema("LoraLoader").is_none() {
-        assert_eq!(r.status, 501);
-        assert_eq!(r.json()["code"], "LORA_NOT_SUPPORTED");
-    } else {
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        assert_eq!(r.json()["status"], "queued");
-    }
+    // A valid request runs end to end on the tiny model with a tiny LoRA.
+    let r = infer(addr, json!({"model": "sd15", "trigger_word": "sks",
+        "loras": [{"path": "mine.safetensors", "network_multiplier": 0.5}],
+        "prompts": [{"prompt": "[trigger] a cat", "width": 70, "height": 64, "sample_steps": 2},
+                    {"prompt": "plain", "width": 64, "height": 64, "sample_steps": 1, "seed": -1}]})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sub = r.json();
+    assert_eq!(sub["status"], "queued");
+    assert!(sub["created_at"].is_string());
+    let rid = sub["request_id"].as_str().unwrap().to_string();
+    let auth = format!("Bearer {TOKEN}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let res = loop {
+        let res = request(
+            addr,
+            "GET",
+            &format!("/v1/requests/{rid}/result"),
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .await
+        .json();
+        if res["status"] == "succeeded" || res["status"] == "failed" {
+            break res;
+        }
+        assert!(std::time::Instant::now() < deadline, "{res}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(res["status"], "succeeded", "{res}");
+    let imgs = res["outputs"]["images"].as_array().unwrap();
+    assert_eq!(imgs.len(), 2);
+    assert_eq!(imgs[0]["seed"], 42);
+    assert_eq!(
+        (imgs[0]["width"].as_i64(), imgs[0]["height"].as_i64()),
+        (Some(64), Some(64))
+    );
+    assert_eq!(imgs[0]["format"], "png");
+    assert!(imgs[1]["seed"].as_i64().unwrap() >= 0);
+    assert_eq!(res["outputs"]["videos"], json!([]));
+    assert!(res["metadata"]["timings"]["total_ms"].as_i64().is_some());
+    let path = imgs[0]["file_path"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&format!("http://{addr}"))
+        .unwrap()
+        .to_string();
+    let f = request(addr, "GET", &path, &[("Authorization", &auth)], b"").await;
+    assert_eq!(f.status, 200);
+    let job = s.server.queue.store().get(&rid).unwrap().unwrap();
+    assert_eq!(job.prompt["p0_pos"]["inputs"]["text"], "sks a cat");
+    assert_eq!(job.prompt["lora"]["inputs"]["strength_model"], 0.5);
     // An unknown request id.
     let r = request(
         addr,

@@ -307,3 +307,108 @@ async fn cancel_through_the_shared_request_routes() {
     post_json(addr, "/interrupt", &json!({})).await;
     s.server.shutdown().await;
 }
+
+/// A small kohya-format LoRA touching one UNet attention block and two CLIP MLPs of the tiny
+/// model (the layout tests/lora.rs uses).
+fn write_tiny_lora(dir: &Path) {
+    use candle_core::{Device, Tensor};
+    let rnd = |seed: u64, shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    };
+    let mut t = std::collections::HashMap::new();
+    for (i, m) in ["attn1_to_q", "attn2_to_out_0", "ff_net_0_proj"]
+        .iter()
+        .enumerate()
+    {
+        let x = format!("lora_unet_input_blocks_3_1_transformer_blocks_0_{m}");
+        let out = if *m == "ff_net_0_proj" { 512 } else { 64 };
+        t.insert(
+            format!("{x}.lora_down.weight"),
+            rnd(300 + i as u64, &[4, 64]),
+        );
+        t.insert(
+            format!("{x}.lora_up.weight"),
+            rnd(310 + i as u64, &[out, 4]),
+        );
+        t.insert(
+            format!("{x}.alpha"),
+            Tensor::new(4.0f32, &Device::Cpu).unwrap(),
+        );
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    candle_core::safetensors::save(&t, dir.join("style.safetensors")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lora_in_the_body_changes_the_picture() {
+    let s = server().await;
+    let addr = s.addr;
+    write_tiny_lora(&s.dir.path().join("models/loras"));
+    let base = json!({"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "seed": 9});
+    let mut with = base.clone();
+    with["lora"] = json!({"path": "style.safetensors", "scale": 0.8});
+    let mut picture = Vec::new();
+    for body in [base, with] {
+        let r = call(addr, "POST", "/v1/models/sd15/txt2img", &body).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let res = finish(addr, &r.json()).await;
+        assert_eq!(res["status"], "completed", "{res}");
+        let job = s
+            .server
+            .queue
+            .store()
+            .get(res["request_id"].as_str().unwrap())
+            .unwrap()
+            .unwrap();
+        let f = call(
+            addr,
+            "GET",
+            &path_of(addr, &res["outputs"]["7"]["images"][0]["url"]),
+            &Value::Null,
+        )
+        .await;
+        picture.push((job.prompt, f.body));
+    }
+    let (plain, lora) = (&picture[0], &picture[1]);
+    assert!(plain.0.get("1_lora0").is_none());
+    let node = &lora.0["1_lora0"];
+    assert_eq!(node["class_type"], "LoraLoader");
+    assert_eq!(node["inputs"]["lora_name"], "style.safetensors");
+    assert_eq!(node["inputs"]["strength_model"], 0.8);
+    assert_eq!(lora.0["5"]["inputs"]["model"], json!(["1_lora0", 0]));
+    assert_eq!(lora.0["2"]["inputs"]["clip"], json!(["1_lora0", 1]));
+    assert_ne!(plain.1, lora.1, "the LoRA must change the image");
+    // A LoRA that is not there is named.
+    let r = call(
+        addr,
+        "POST",
+        "/v1/models/sd15/txt2img",
+        &json!({"prompt": "x", "loras": [{"path": "gone.safetensors"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "LORA_NOT_FOUND");
+    let r = call(
+        addr,
+        "POST",
+        "/v1/models/sd15/txt2img",
+        &json!({"prompt": "x", "lora": {"scale": 1}}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["message"],
+        "lora[0].path: the LoRA file name is required"
+    );
+    s.server.shutdown().await;
+}

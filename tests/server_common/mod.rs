@@ -238,7 +238,8 @@ pub async fn start_in(
 ) -> TestServer {
     let mut paths = Paths::under(dir.path());
     if let Some(m) = models {
-        paths.model_roots = vec![m.to_path_buf()];
+        // The given root first, the data dir's own models/ second (for files a test writes).
+        paths.model_roots = vec![m.to_path_buf(), dir.path().join("models")];
     }
     for d in [&paths.input, &paths.output, &paths.temp] {
         std::fs::create_dir_all(d).unwrap();

@@ -274,14 +274,11 @@ fn check_graph(state: &AppState, graph: &Value, what: &str) -> SResult<()> {
     Ok(())
 }
 
-fn check_loras(state: &AppState, loras: &[Value]) -> SResult<()> {
-    if !loras.is_empty() && state.queue.registry().schema("LoraLoader").is_none() {
-        return Err(ServerlessError::bad_request(
-            code::INVALID_REQUEST,
-            "loras: this server has no LoraLoader node yet, so a deployment cannot attach LoRAs",
-        ));
-    }
-    Ok(())
+/// The deployment's attached LoRAs, checked to exist under models/loras.
+fn check_loras(state: &AppState, loras: &[Value]) -> SResult<Vec<super::loras::LoraSpec>> {
+    let specs = super::loras::parse_list("loras", loras)?;
+    super::loras::check_exist(state.queue.env(), &specs)?;
+    Ok(specs)
 }
 
 async fn create(State(state): State<AppState>, _caller: Caller, body: Bytes) -> Response {
@@ -451,7 +448,7 @@ async fn inference_inner(
         .deployments
         .get(id)
         .ok_or_else(|| not_found(id))?;
-    check_loras(state, &d.loras)?;
+    let lora_specs = check_loras(state, &d.loras)?;
     let b = parse_object(body)?;
     for k in b.keys() {
         if !matches!(
@@ -487,6 +484,7 @@ async fn inference_inner(
     .map_err(|e| {
         super::errors::from_prompt_error(&PromptError::from(e).to_comfy_json(), &overridden)
     })?;
+    super::loras::attach(&mut workflow, &lora_specs);
     super::media::resolve_media_inputs(
         &state.serverless.media,
         registry,

@@ -42,7 +42,8 @@ pub struct ServerlessError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub details: Option<Json>,
+    /// Boxed, so `Result<_, ServerlessError>` stays small.
+    pub details: Option<Box<Json>>,
     pub retry_after_s: Option<u64>,
 }
 
@@ -73,7 +74,7 @@ impl ServerlessError {
         )
     }
     pub fn with_details(mut self, details: Json) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -81,7 +82,7 @@ impl ServerlessError {
     pub fn body(&self) -> Json {
         let mut b = json!({"code": self.code, "message": self.message});
         if let Some(d) = &self.details {
-            b["details"] = d.clone();
+            b["details"] = (**d).clone();
         }
         b
     }

@@ -11,6 +11,7 @@
 //! - [`outputs`]: hosted URLs for output files and the route that serves them.
 //! - [`deployments`]: §1, saved workflows as endpoints (`/prod/v1|v2/deployments/...`).
 //! - [`inference`]: §3, the ai-toolkit inference API (`/health`, `/v1/models`, `/v1/inference`).
+//! - [`loras`]: LoraLoader chains for the Model API's `lora`/`loras` and deployments' `loras`.
 //! - [`media`]: media inputs by URL (SSRF-guarded) or base64, stored by content hash.
 //! - [`models`]: §2, the Model API on built-in pipelines (`/v1/models/{model_id}`).
 //! - [`openapi`]: route tables -> the router and `/openapi.json` (+ `/docs`).
@@ -23,6 +24,7 @@ pub mod deployments;
 pub mod downloads;
 pub mod errors;
 pub mod inference;
+pub mod loras;
 pub mod media;
 pub mod models;
 pub mod openapi;

@@ -296,14 +296,8 @@ async fn run_inner(
             ));
         }
     }
-    if b.get("lora").is_some_and(|v| !v.is_null()) || b.get("loras").is_some_and(|v| !v.is_null()) {
-        if state.queue.registry().schema("LoraLoader").is_none() {
-            return Err(ServerlessError::bad_request(
-                code::LORA_NOT_SUPPORTED,
-                "lora/loras: this server has no LoraLoader node yet; send the request without a LoRA",
-            ));
-        }
-    }
+    let loras = super::loras::from_body(b.get("lora"), b.get("loras"))?;
+    super::loras::check_exist(state.queue.env(), &loras)?;
     let mut wf = p.template();
     let (cn, ci) = p.checkpoint;
     if let Some(n) = wf.nodes.get_mut(cn) {
@@ -336,6 +330,7 @@ async fn run_inner(
             }
         }
     }
+    super::loras::attach(&mut wf, &loras);
     let field_of = |node: &str, input: &str| {
         p.fields
             .iter()
