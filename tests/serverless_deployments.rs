@@ -739,3 +739,77 @@ async fn retention_deletes_results_and_body_limit() {
     assert_eq!(r.json()["code"], "REQUEST_NOT_FOUND");
     s.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_with_attached_lora() {
+    let models = fixture_models();
+    let mut dep = tiny_sd_deployment();
+    dep["id"] = json!("tiny-lora");
+    dep["loras"] = json!([{"path": "style.safetensors", "scale": 0.6}]);
+    let mut missing = tiny_sd_deployment();
+    missing["id"] = json!("tiny-missing-lora");
+    missing["loras"] = json!([{"path": "gone.safetensors"}]);
+    let s = start_with(&[("a.json", dep), ("b.json", missing)], Some(&models)).await;
+    let addr = s.addr;
+    // The LoRA file (one attention projection of the tiny UNet).
+    {
+        use candle_core::{Device, Tensor};
+        let x = "lora_unet_input_blocks_3_1_transformer_blocks_0_attn1_to_q";
+        let mut t = std::collections::HashMap::new();
+        let v = |n: usize, k: f32| {
+            Tensor::from_vec(
+                (0..n).map(|i| ((i as f32) * k).sin()).collect::<Vec<f32>>(),
+                n,
+                &Device::Cpu,
+            )
+            .unwrap()
+        };
+        t.insert(
+            format!("{x}.lora_down.weight"),
+            v(256, 0.37).reshape((4, 64)).unwrap(),
+        );
+        t.insert(
+            format!("{x}.lora_up.weight"),
+            v(256, 0.91).reshape((64, 4)).unwrap(),
+        );
+        let dir = s.dir.path().join("models/loras");
+        std::fs::create_dir_all(&dir).unwrap();
+        candle_core::safetensors::save(&t, dir.join("style.safetensors")).unwrap();
+    }
+    let r = call(
+        addr,
+        "POST",
+        "/prod/v1/deployments/tiny-lora/inference",
+        ALICE,
+        &json!({"overrides": {"5": {"inputs": {"steps": 1}}}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sub = r.json();
+    let st = wait_status(addr, &sub["status_url"], ALICE, &["succeeded", "failed"]).await;
+    assert_eq!(st["status"], "succeeded", "{st}");
+    let job = s
+        .server
+        .queue
+        .store()
+        .get(sub["request_id"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        job.prompt["1_lora0"]["inputs"]["lora_name"],
+        "style.safetensors"
+    );
+    assert_eq!(job.prompt["1_lora0"]["inputs"]["strength_clip"], 0.6);
+    assert_eq!(job.prompt["5"]["inputs"]["model"], json!(["1_lora0", 0]));
+    let r = call(
+        addr,
+        "POST",
+        "/prod/v1/deployments/tiny-missing-lora/inference",
+        ALICE,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "LORA_NOT_FOUND");
+    s.server.shutdown().await;
+}
