@@ -104,6 +104,84 @@ struct ServeArgs {
     /// Register test-only nodes (DevSleep).
     #[arg(long, hide = true)]
     dev_nodes: bool,
+    #[command(flatten)]
+    serverless: ServerlessArgs,
+}
+
+/// The serverless APIs (docs/serverless.md).
+#[derive(Args)]
+struct ServerlessArgs {
+    /// An API token for the serverless routes, NAME:TOKEN (repeatable; also
+    /// COMFYRS_API_TOKENS=name:token,...). A request is visible only to its token.
+    #[arg(long = "api-token", value_name = "NAME:TOKEN")]
+    api_tokens: Vec<String>,
+    /// An X-API-Key for the admin routes (repeatable; also COMFYRS_ADMIN_KEY).
+    #[arg(long = "admin-key", value_name = "KEY")]
+    admin_keys: Vec<String>,
+    /// A JSON file with serverless settings (tokens, admin_keys, deployments_dir, public_url,
+    /// webhook_secret, webhook_base_delay_ms, max_body_mb, max_queue_depth).
+    #[arg(long, value_name = "FILE")]
+    serverless_config: Option<PathBuf>,
+    /// Folder of deployment files (default: DATA_DIR/deployments).
+    #[arg(long)]
+    deployments_dir: Option<PathBuf>,
+    /// Base URL put in status/result/output URLs (default: http://{Host header}).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Standard Webhooks signing secret, whsec_<base64> (also COMFYRS_WEBHOOK_SECRET).
+    #[arg(long)]
+    webhook_secret: Option<String>,
+    /// Pending jobs above which serverless submits get 429 with Retry-After.
+    #[arg(long, default_value_t = 1000)]
+    max_queue_depth: usize,
+}
+
+impl ServerlessArgs {
+    fn config(
+        self,
+        data_dir: &std::path::Path,
+    ) -> Result<comfyrs::server::serverless::ServerlessConfig, Fatal> {
+        use comfyrs::server::serverless::{config::ServerlessFile, ServerlessConfig};
+        let mut c = ServerlessConfig {
+            deployments_dir: data_dir.join("deployments"),
+            catalogs_dir: data_dir.join("catalogs"),
+            max_queue_depth: self.max_queue_depth,
+            ..Default::default()
+        };
+        if let Some(f) = &self.serverless_config {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| fatal(2, format!("{}: {e}", f.display())))?;
+            let file: ServerlessFile = serde_json::from_str(&text)
+                .map_err(|e| fatal(2, format!("{}: {e}", f.display())))?;
+            c.apply_file(file);
+        }
+        if let Ok(env) = std::env::var("COMFYRS_API_TOKENS") {
+            c.tokens.extend(ServerlessConfig::parse_tokens(&env));
+        }
+        for t in &self.api_tokens {
+            c.tokens.extend(ServerlessConfig::parse_tokens(t));
+        }
+        c.admin_keys.extend(self.admin_keys);
+        if let Ok(k) = std::env::var("COMFYRS_ADMIN_KEY") {
+            if !k.is_empty() {
+                c.admin_keys.push(k);
+            }
+        }
+        if let Some(d) = self.deployments_dir {
+            c.deployments_dir = d;
+        }
+        if self.public_url.is_some() {
+            c.public_url = self.public_url;
+        }
+        if let Some(s) = self
+            .webhook_secret
+            .or_else(|| std::env::var("COMFYRS_WEBHOOK_SECRET").ok())
+            .filter(|s| !s.is_empty())
+        {
+            c.webhooks.secret = Some(s);
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Args)]
@@ -281,7 +359,9 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             ),
         )
     })?;
+    let serverless = args.serverless.config(&args.data_dir)?;
     let config = ServerConfig {
+        serverless,
         listen: args.listen,
         port: args.port,
         token: args

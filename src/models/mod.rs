@@ -9,6 +9,7 @@
 //! * [`unet`]: the openaimodel UNet (LDM key names), config detected from keys.
 //! * [`vae`]: the AutoencoderKL encoder/decoder, with ComfyUI's image
 //!   conversions.
+//! * [`lora`]: LoRA/LyCORIS files, ComfyUI's key map and patch math, lazily patched models.
 //! * [`layers`]: small building blocks shared by the UNet and the VAE.
 //! * [`fixture`]: the deterministic tiny random-weight SD1.5 checkpoint used by
 //!   the tests (written by `src/bin/gen_fixtures.rs`).
@@ -17,6 +18,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod fixture;
 pub mod layers;
+pub mod lora;
 pub mod unet;
 pub mod vae;
 

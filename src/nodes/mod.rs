@@ -7,6 +7,7 @@ pub mod image_transform;
 pub mod latent;
 pub mod latent_transform;
 pub mod loaders;
+pub mod lora;
 pub mod mask;
 mod primitives;
 pub mod sampling;
@@ -25,6 +26,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     latent::register(r)?;
     latent_transform::register(r)?;
     loaders::register(r)?;
+    lora::register(r)?;
     mask::register(r)?;
     sampling::register(r)?;
     vae::register(r)?;

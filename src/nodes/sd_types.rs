@@ -2,7 +2,8 @@
 //! GUIDER) and the loaded-checkpoint cache shared across runs.
 
 use crate::models::checkpoint::Prediction as CkptPrediction;
-use crate::models::{load_sd1_checkpoint, ClipTextEncoder, Sd1Checkpoint, Unet, Vae};
+use crate::models::lora::{PatchedClip, PatchedUnet};
+use crate::models::{load_sd1_checkpoint, Sd1Checkpoint, Vae};
 use crate::node::{NodeError, Payload};
 use crate::sampling::model_sampling::{ModelSampling, Prediction};
 use crate::sampling::samplers::SamplerKind;
@@ -16,10 +17,11 @@ fn tensor_bytes(t: &Tensor) -> usize {
     t.elem_count() * t.dtype().size_in_bytes()
 }
 
-/// MODEL: the diffusion UNet plus its model sampling (EPS / v-prediction sigma table).
+/// MODEL: the diffusion UNet (base weights + LoRA patch list, patched on first use) plus its
+/// model sampling (EPS / v-prediction sigma table).
 #[derive(Clone)]
 pub struct SdModel {
-    pub unet: Unet,
+    pub unet: PatchedUnet,
     pub sampling: Arc<ModelSampling>,
 }
 
@@ -35,10 +37,11 @@ impl Payload for SdModel {
     }
 }
 
-/// CLIP: the text encoder and the layer CLIPSetLastLayer stops at (-1 = last).
+/// CLIP: the text encoder (base weights + LoRA patch list, patched on first use) and the layer
+/// CLIPSetLastLayer stops at (-1 = last).
 #[derive(Clone)]
 pub struct SdClip {
-    pub encoder: ClipTextEncoder,
+    pub encoder: PatchedClip,
     pub clip_skip: i32,
 }
 
@@ -127,20 +130,22 @@ pub fn split_checkpoint(ck: &Sd1Checkpoint) -> (SdModel, SdClip, SdVae) {
     };
     (
         SdModel {
-            unet: ck.unet.clone(),
+            unet: PatchedUnet::new(ck.unet.clone(), ck.weights.clone()),
             sampling: Arc::new(ModelSampling::sd15(pred)),
         },
         SdClip {
-            encoder: ck.clip.clone(),
+            // LoRA-patched CLIP weights stay f32, like ComfyUI with `--fp32-text-enc` (the
+            // parity reference setup); ComfyUI's CPU default would round them to fp16.
+            encoder: PatchedClip::new(ck.clip.clone(), ck.weights.clone(), false),
             clip_skip: -1,
         },
         SdVae(ck.vae.clone()),
     )
 }
 
-type Stamp = (Option<SystemTime>, u64);
+pub(crate) type Stamp = (Option<SystemTime>, u64);
 
-fn stamp(path: &Path) -> Stamp {
+pub(crate) fn stamp(path: &Path) -> Stamp {
     let meta = std::fs::metadata(path).ok();
     (
         meta.as_ref().and_then(|m| m.modified().ok()),

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     /// `--enable-cors-header [ORIGIN]`: send CORS headers instead of the origin check.
     pub cors_origin: Option<String>,
     pub shutdown_mode: ShutdownMode,
+    /// The serverless route families (tokens, deployments, webhooks, limits).
+    pub serverless: crate::server::serverless::ServerlessConfig,
 }
 
 impl Default for ServerConfig {
@@ -33,6 +35,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 100 * 1024 * 1024,
             cors_origin: None,
             shutdown_mode: ShutdownMode::Interrupt,
+            serverless: Default::default(),
         }
     }
 }
@@ -40,7 +43,11 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Refuses a non-loopback bind without a token unless explicitly allowed.
     pub fn check_security(&self) -> Result<(), String> {
-        if !self.listen.is_loopback() && self.token.is_none() && !self.allow_no_auth {
+        if !self.listen.is_loopback()
+            && self.token.is_none()
+            && self.serverless.tokens.is_empty()
+            && !self.allow_no_auth
+        {
             return Err(format!(
                 "refusing to listen on {} without authentication: pass --token TOKEN (or set \
                  COMFYRS_TOKEN), or --no-auth to serve everyone on the network",

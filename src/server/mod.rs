@@ -6,6 +6,7 @@
 //! - [`auth`]: bearer token, ComfyUI's origin check or CORS, body size limit.
 //! - [`paths`]: safe resolution of user-given file names (/view, /upload).
 //! - [`dev_nodes`]: test-only nodes (`--dev-nodes`).
+//! - [`serverless`]: the hosted services' APIs (deployments, webhooks, ...) on the same queue.
 //!
 //! Handlers translate HTTP to calls on the one [`JobQueue`]; they never execute. Tests start
 //! a server in-process with their own [`Registry`] through [`App::new`] and [`start`].
@@ -16,6 +17,7 @@ pub mod dev_nodes;
 pub mod error;
 pub mod paths;
 pub mod routes;
+pub mod serverless;
 pub mod ws;
 
 pub use config::{DataDir, ServerConfig};
@@ -35,6 +37,8 @@ use tokio::sync::watch;
 pub struct AppState {
     pub queue: Arc<JobQueue>,
     pub config: Arc<ServerConfig>,
+    /// The serverless families' state (deployments, webhooks, tokens).
+    pub serverless: Arc<serverless::Serverless>,
     /// Flips to true when the server shuts down (WebSockets close on it).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -58,19 +62,26 @@ impl App {
     }
 }
 
-/// The router with every route, under `/` and `/api/`.
+/// The router with every route: ComfyUI's under `/` and `/api/` (behind the ComfyUI guard),
+/// and the serverless families (behind their own token guard).
 pub fn router(state: AppState) -> Router {
     let comfy = routes::comfy_routes();
-    Router::new()
+    let comfy_all = Router::new()
         .merge(comfy.clone())
         .nest("/api", comfy.merge(routes::jobs::routes()))
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
-        ))
+        ));
+    Router::new()
+        .merge(serverless::routes(&state))
+        .merge(comfy_all)
         .layer(axum::extract::DefaultBodyLimit::max(
-            state.config.max_upload_bytes,
+            state
+                .config
+                .max_upload_bytes
+                .max(state.config.serverless.max_body_bytes),
         ))
         .with_state(state)
 }
@@ -79,6 +90,7 @@ pub fn router(state: AppState) -> Router {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub queue: Arc<JobQueue>,
+    pub serverless: Arc<serverless::Serverless>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -104,12 +116,20 @@ pub async fn start(app: App, config: ServerConfig) -> std::io::Result<RunningSer
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let mode = config.shutdown_mode;
+    let serverless = Arc::new(serverless::Serverless::new(
+        config.serverless.clone(),
+        config.token.as_deref(),
+        app.queue.clone(),
+    ));
     let state = AppState {
         queue: app.queue.clone(),
         config: Arc::new(config),
+        serverless: serverless.clone(),
         shutdown: stop_rx.clone(),
     };
     let queue = app.queue.clone();
+    // Webhooks listen before the worker runs anything, so no event is missed.
+    let hooks = serverless.spawn(stop_rx.clone());
     let worker = tokio::spawn(queue.clone().run_worker());
     let app_router = router(state);
     let task = tokio::spawn(async move {
@@ -130,10 +150,12 @@ pub async fn start(app: App, config: ServerConfig) -> std::io::Result<RunningSer
         }
         queue.shutdown(mode);
         let _ = worker.await;
+        let _ = hooks.await;
     });
     Ok(RunningServer {
         addr,
         queue: app.queue,
+        serverless,
         stop,
         task,
     })

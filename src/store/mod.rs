@@ -14,6 +14,10 @@ use serde_json::{json, Value as Json};
 use std::path::Path;
 use std::sync::Mutex;
 
+mod retention;
+mod webhooks;
+pub use webhooks::{Delivery, DeliveryState};
+
 /// ComfyUI keeps at most this many history entries.
 pub const HISTORY_CAP: usize = 10_000;
 
@@ -235,6 +239,8 @@ impl JobStore {
 
     fn init(conn: Connection) -> Result<JobStore> {
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(webhooks::SCHEMA)?;
+        conn.execute_batch(retention::SCHEMA)?;
         let store = JobStore {
             conn: Mutex::new(conn),
         };
@@ -438,6 +444,21 @@ impl JobStore {
     /// The pending queue, smallest priority first.
     pub fn pending(&self) -> Result<Vec<JobRecord>> {
         self.list(&[JobStatus::Pending])
+    }
+
+    /// How many pending jobs run before `id` (0 = next); `None` when it is not pending.
+    pub fn queue_position(&self, id: &str) -> Result<Option<usize>> {
+        let n: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM jobs o WHERE o.status = 'pending'
+                     AND (o.priority < j.priority OR (o.priority = j.priority AND o.id < j.id)))
+                 FROM jobs j WHERE j.id = ?1 AND j.status = 'pending'",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(n.map(|n| n as usize))
     }
 
     pub fn pending_count(&self) -> Result<usize> {

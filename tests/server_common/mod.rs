@@ -226,8 +226,21 @@ impl TestServer {
 
 /// An in-process server on 127.0.0.1 with an ephemeral port and its own data dir.
 pub async fn start(config: ServerConfig) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::under(dir.path());
+    start_in(tempfile::tempdir().unwrap(), None, config).await
+}
+
+/// Like [`start`], in a given data dir (a restart reuses it) and optionally with another
+/// models root (the tiny fixture model: `fixtures/models`).
+pub async fn start_in(
+    dir: tempfile::TempDir,
+    models: Option<&std::path::Path>,
+    config: ServerConfig,
+) -> TestServer {
+    let mut paths = Paths::under(dir.path());
+    if let Some(m) = models {
+        // The given root first, the data dir's own models/ second (for files a test writes).
+        paths.model_roots = vec![m.to_path_buf(), dir.path().join("models")];
+    }
     for d in [&paths.input, &paths.output, &paths.temp] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -243,6 +256,14 @@ pub async fn start(config: ServerConfig) -> TestServer {
         .unwrap();
     let addr = server.addr;
     TestServer { server, addr, dir }
+}
+
+impl TestServer {
+    /// Shuts the server down and hands back its data dir (for a restart).
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.server.shutdown().await;
+        self.dir
+    }
 }
 
 pub type Ws =

@@ -32,7 +32,7 @@ fn view_error(e: PathError) -> ApiError {
 }
 
 /// Content type by extension; active content is never served as such.
-fn content_type(name: &str) -> &'static str {
+pub(crate) fn content_type(name: &str) -> &'static str {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
     match ext.as_deref() {
         Some("png") => "image/png",
@@ -53,7 +53,7 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-fn file_response(bytes: Vec<u8>, ctype: &str, name: &str) -> Response {
+pub(crate) fn file_response(bytes: Vec<u8>, ctype: &str, name: &str) -> Response {
     let mut r = bytes.into_response();
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(ctype) {

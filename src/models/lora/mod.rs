@@ -1,0 +1,24 @@
+//! LoRA and friends: weight deltas a file applies to an SD1.x UNet and CLIP-L, computed the way
+//! ComfyUI computes them (`comfy/lora.py`, `comfy/weight_adapter/*`, numerics spec §7), in f32.
+//!
+//! * [`file`]: reading a LoRA file (safetensors, every float tensor as f32) and naming the
+//!   formats its keys show (kohya, diffusers/PEFT, LoHa, LoKr, DoRA, full diffs).
+//! * [`key_map`]: ComfyUI's map from LoRA key prefixes to model weights (`model_lora_keys_unet`
+//!   with `unet_to_diffusers`, `model_lora_keys_clip`).
+//! * [`adapter`]: one patch per target weight (LoRA/LoCon, LoHa, LoKr, diff, set; DoRA) and its
+//!   math ([`adapter::Patch::apply`]).
+//! * [`load`]: `load_lora` — a file + key map → patches by target, and the keys nothing used.
+//! * [`patched`]: a UNet or text encoder = base weights + an ordered list of (LoRA, strength),
+//!   materialised on first use and cached by that list; base weights are never changed.
+
+pub mod adapter;
+pub mod file;
+pub mod key_map;
+pub mod load;
+pub mod patched;
+
+pub use adapter::{Adapter, Patch};
+pub use file::{read_lora, LoraFile};
+pub use key_map::KeyMap;
+pub use load::{load_lora, LoadedLora};
+pub use patched::{PatchCache, PatchEntry, PatchedClip, PatchedUnet};

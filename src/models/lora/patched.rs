@@ -1,0 +1,374 @@
+//! A UNet or text encoder with LoRA patches: the (shared, never modified) base weights plus an
+//! ordered list of (LoRA, strength), turned into a model on first use.
+//!
+//! Stacked LoraLoaders only extend the list, so no intermediate model is built. The model is
+//! built from a copy of the base weight map (tensors are shared, not copied) in which only the
+//! patched tensors are new, and kept in a [`PatchCache`] keyed by (base weights, list of (LoRA
+//! identity, strength)): changing only `strength_model` rebuilds the UNet and finds the text
+//! encoder in the cache.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::load::LoadedLora;
+use crate::models::checkpoint::WeightMap;
+use crate::models::clip::{ClipTextEncoder, ClipTextModel, WeightedToken, SD1_CLIP_PREFIX};
+use crate::models::unet::{Unet, UnetConfig, UNET_PREFIX};
+use crate::models::{ModelError, Result};
+
+/// One LoRA in a patch list.
+#[derive(Clone, Debug)]
+pub struct PatchEntry {
+    pub lora: Arc<LoadedLora>,
+    /// What identifies the file's content (path, modification time and size).
+    pub identity: String,
+    pub strength: f64,
+}
+
+/// The cache key of a patch list on a base.
+type Key = (usize, Vec<(String, u64)>);
+
+fn key_of(weights: &Arc<WeightMap>, patches: &[PatchEntry]) -> Key {
+    (
+        Arc::as_ptr(weights) as usize,
+        patches
+            .iter()
+            .map(|p| (p.identity.clone(), p.strength.to_bits()))
+            .collect(),
+    )
+}
+
+/// Cached models of one kind: (key, the base they were built on, model), most recent last.
+type Slots<T> = Vec<(Key, Weak<WeightMap>, T)>;
+
+/// Materialised patched models, a few of each kind.
+#[derive(Default)]
+pub struct PatchCache {
+    unets: Mutex<Slots<Unet>>,
+    clips: Mutex<Slots<Arc<ClipTextModel>>>,
+    unet_builds: AtomicUsize,
+    clip_builds: AtomicUsize,
+}
+
+/// How many patched models of each kind stay cached (each holds its patched tensors).
+const KEEP: usize = 2;
+
+impl PatchCache {
+    /// How many patched UNets were built (for tests and benchmarks).
+    pub fn unet_builds(&self) -> usize {
+        self.unet_builds.load(Ordering::Relaxed)
+    }
+
+    /// How many patched text encoders were built.
+    pub fn clip_builds(&self) -> usize {
+        self.clip_builds.load(Ordering::Relaxed)
+    }
+
+    fn lookup<T: Clone>(list: &mut Slots<T>, key: &Key, weights: &Arc<WeightMap>) -> Option<T> {
+        list.retain(|(_, w, _)| w.strong_count() > 0);
+        let i = list.iter().position(|(k, w, _)| {
+            k == key && w.upgrade().is_some_and(|w| Arc::ptr_eq(&w, weights))
+        })?;
+        let hit = list.remove(i);
+        let value = hit.2.clone();
+        list.push(hit);
+        Some(value)
+    }
+
+    fn store<T>(list: &mut Slots<T>, key: Key, weights: &Arc<WeightMap>, v: T) {
+        list.push((key, Arc::downgrade(weights), v));
+        while list.len() > KEEP {
+            list.remove(0);
+        }
+    }
+}
+
+/// The patched tensors (only those) under `prefix`: each target's f32 copy gets every patch
+/// of the list in order; with `round_f16` the result is rounded through fp16, like ComfyUI
+/// casting a patched weight back to the text encoder's fp16 storage.
+pub fn patch_weights(
+    base: &WeightMap,
+    patches: &[PatchEntry],
+    prefix: &str,
+    round_f16: bool,
+) -> Result<WeightMap> {
+    let mut targets: Vec<&String> = patches
+        .iter()
+        .flat_map(|p| p.lora.patches.keys())
+        .filter(|k| k.starts_with(prefix))
+        .collect();
+    targets.sort();
+    targets.dedup();
+    let mut out = WeightMap::new();
+    for target in targets {
+        let Some(w0) = base.get(target) else { continue };
+        let mut w = w0.to_dtype(DType::F32)?;
+        for entry in patches {
+            if let Some(patch) = entry.lora.patches.get(target) {
+                match patch.apply(&w, entry.strength) {
+                    Ok(nw) => w = nw,
+                    // ComfyUI logs and leaves the weight as it was.
+                    Err(e) => tracing::error!("LoRA patch on {target} not applied: {e}"),
+                }
+            }
+        }
+        if round_f16 {
+            w = w.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+        }
+        out.insert(target.clone(), w.to_dtype(w0.dtype())?);
+    }
+    Ok(out)
+}
+
+/// The base map with `changed` tensors swapped in (the others are shared).
+fn overlay(base: &WeightMap, changed: WeightMap) -> WeightMap {
+    let mut map = base.clone();
+    map.extend(changed);
+    map
+}
+
+/// MODEL's UNet: base + LoRA patch list, built when first evaluated.
+#[derive(Clone)]
+pub struct PatchedUnet {
+    base: Unet,
+    weights: Arc<WeightMap>,
+    patches: Vec<PatchEntry>,
+    cache: Option<Arc<PatchCache>>,
+    built: Arc<Mutex<Option<Unet>>>,
+}
+
+impl PatchedUnet {
+    /// An unpatched UNet and the weight map it was built from.
+    pub fn new(base: Unet, weights: Arc<WeightMap>) -> Self {
+        PatchedUnet {
+            base,
+            weights,
+            patches: Vec::new(),
+            cache: None,
+            built: Arc::default(),
+        }
+    }
+
+    /// The same base with one more LoRA at the end of the list (nothing is computed yet).
+    pub fn with_patch(&self, entry: PatchEntry, cache: Arc<PatchCache>) -> Self {
+        let mut patches = self.patches.clone();
+        patches.push(entry);
+        PatchedUnet {
+            base: self.base.clone(),
+            weights: self.weights.clone(),
+            patches,
+            cache: Some(cache),
+            built: Arc::default(),
+        }
+    }
+
+    pub fn patches(&self) -> &[PatchEntry] {
+        &self.patches
+    }
+
+    /// The base weight map (shared with the checkpoint).
+    pub fn base_weights(&self) -> &Arc<WeightMap> {
+        &self.weights
+    }
+
+    /// The UNet to evaluate: the base when unpatched, else the patched one (built once, and
+    /// shared through the cache with every MODEL carrying the same list).
+    pub fn get(&self) -> Result<Unet> {
+        if self.patches.is_empty() {
+            return Ok(self.base.clone());
+        }
+        let mut slot = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(u) = slot.as_ref() {
+            return Ok(u.clone());
+        }
+        let key = key_of(&self.weights, &self.patches);
+        let unet = match &self.cache {
+            Some(cache) => {
+                let mut list = cache.unets.lock().unwrap_or_else(|e| e.into_inner());
+                match PatchCache::lookup(&mut list, &key, &self.weights) {
+                    Some(u) => u,
+                    None => {
+                        let u = self.build()?;
+                        cache.unet_builds.fetch_add(1, Ordering::Relaxed);
+                        PatchCache::store(&mut list, key, &self.weights, u.clone());
+                        u
+                    }
+                }
+            }
+            None => self.build()?,
+        };
+        *slot = Some(unet.clone());
+        Ok(unet)
+    }
+
+    fn build(&self) -> Result<Unet> {
+        let t0 = std::time::Instant::now();
+        let changed = patch_weights(&self.weights, &self.patches, UNET_PREFIX, false)?;
+        let n = changed.len();
+        let map = overlay(&self.weights, changed);
+        let unet = Unet::from_weights(&map, UNET_PREFIX, self.base.dtype(), self.base.device())?;
+        tracing::info!(
+            "patched UNet: {n} weights from {} LoRA(s) in {:.2}s",
+            self.patches.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(unet)
+    }
+
+    /// [`Unet::forward`] on the patched UNet.
+    pub fn forward(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
+        self.get()?.forward(x, timesteps, context)
+    }
+
+    pub fn config(&self) -> &UnetConfig {
+        self.base.config()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.base.dtype()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.base.device()
+    }
+}
+
+/// CLIP's text encoder: base + LoRA patch list, built when first used to encode.
+#[derive(Clone)]
+pub struct PatchedClip {
+    base: ClipTextEncoder,
+    weights: Arc<WeightMap>,
+    patches: Vec<PatchEntry>,
+    /// Patched weights are rounded through fp16 (the checkpoint's CLIP storage).
+    fp16_storage: bool,
+    cache: Option<Arc<PatchCache>>,
+    built: Arc<Mutex<Option<Arc<ClipTextModel>>>>,
+}
+
+impl PatchedClip {
+    /// An unpatched encoder, its weight map, and whether its weights are stored as fp16
+    /// (ComfyUI's CPU default, which the checkpoint loader reproduces).
+    pub fn new(base: ClipTextEncoder, weights: Arc<WeightMap>, fp16_storage: bool) -> Self {
+        PatchedClip {
+            base,
+            weights,
+            patches: Vec::new(),
+            fp16_storage,
+            cache: None,
+            built: Arc::default(),
+        }
+    }
+
+    /// The same base with one more LoRA at the end of the list (nothing is computed yet).
+    pub fn with_patch(&self, entry: PatchEntry, cache: Arc<PatchCache>) -> Self {
+        let mut patches = self.patches.clone();
+        patches.push(entry);
+        PatchedClip {
+            base: self.base.clone(),
+            weights: self.weights.clone(),
+            patches,
+            fp16_storage: self.fp16_storage,
+            cache: Some(cache),
+            built: Arc::default(),
+        }
+    }
+
+    pub fn patches(&self) -> &[PatchEntry] {
+        &self.patches
+    }
+
+    /// The same model looking up `embedding:NAME` in these directories.
+    pub fn with_embedding_directories(&self, dirs: Vec<std::path::PathBuf>) -> Self {
+        PatchedClip {
+            base: self.base.with_embedding_directories(dirs),
+            ..self.clone()
+        }
+    }
+
+    /// The encoder to run: the base when unpatched, else one with the patched text model.
+    pub fn get(&self) -> Result<ClipTextEncoder> {
+        if self.patches.is_empty() {
+            return Ok(self.base.clone());
+        }
+        let mut slot = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        let model = match slot.as_ref() {
+            Some(m) => m.clone(),
+            None => {
+                let key = key_of(&self.weights, &self.patches);
+                let model = match &self.cache {
+                    Some(cache) => {
+                        let mut list = cache.clips.lock().unwrap_or_else(|e| e.into_inner());
+                        match PatchCache::lookup(&mut list, &key, &self.weights) {
+                            Some(m) => m,
+                            None => {
+                                let m = self.build()?;
+                                cache.clip_builds.fetch_add(1, Ordering::Relaxed);
+                                PatchCache::store(&mut list, key, &self.weights, m.clone());
+                                m
+                            }
+                        }
+                    }
+                    None => self.build()?,
+                };
+                *slot = Some(model.clone());
+                model
+            }
+        };
+        Ok(ClipTextEncoder {
+            tokenizer: self.base.tokenizer.clone(),
+            model,
+        })
+    }
+
+    fn build(&self) -> Result<Arc<ClipTextModel>> {
+        let t0 = std::time::Instant::now();
+        let changed = patch_weights(
+            &self.weights,
+            &self.patches,
+            "cond_stage_model.",
+            self.fp16_storage,
+        )?;
+        let n = changed.len();
+        let map = overlay(&self.weights, changed);
+        let m = &self.base.model;
+        let vb = VarBuilder::from_tensors(map, m.dtype(), m.device());
+        let model = ClipTextModel::new(
+            m.config.clone(),
+            vb.pp(SD1_CLIP_PREFIX.trim_end_matches('.')),
+        )
+        .map_err(ModelError::from)?;
+        tracing::info!(
+            "patched text encoder: {n} weights from {} LoRA(s) in {:.2}s",
+            self.patches.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(Arc::new(model))
+    }
+
+    /// `tokenize_with_weights(text)` (the tokenizer is never patched).
+    pub fn tokenize(&self, text: &str) -> Vec<Vec<WeightedToken>> {
+        self.base.tokenize(text)
+    }
+
+    /// [`ClipTextEncoder::encode`] with the patched model.
+    pub fn encode(
+        &self,
+        tokens: &[Vec<WeightedToken>],
+        clip_skip: i32,
+    ) -> Result<(Tensor, Tensor)> {
+        self.get()?.encode(tokens, clip_skip)
+    }
+
+    /// Tokenize and encode in one go.
+    pub fn encode_text(&self, text: &str, clip_skip: i32) -> Result<(Tensor, Tensor)> {
+        self.get()?.encode_text(text, clip_skip)
+    }
+
+    /// The unpatched encoder.
+    pub fn base(&self) -> &ClipTextEncoder {
+        &self.base
+    }
+}

@@ -1,0 +1,558 @@
+//! §1 Deployments: a saved workflow_api.json with a name, served as an endpoint.
+//!
+//! Deployments come from files in the deployments folder (`*.json`: `{id, name, workflow,
+//! loras?, description?}`, where `workflow` is an inline graph or a path relative to the file)
+//! and from the API, which saves each new deployment there as `{id}.json`. A request applies
+//! `overrides` (or replaces the graph with `workflow_api_json`), is validated by the same code
+//! as `POST /prompt` and becomes a job; a 400 lists each bad input and queues nothing.
+
+use super::auth::Caller;
+use super::errors::{code, json_kind, parse_object, SResult, ServerlessError};
+use super::openapi::ApiRoute;
+use super::requests::{
+    base_url, cancel, load_owned, request_urls, result_body, status_body, submit, Family,
+    RequestMeta,
+};
+use crate::prompt::PromptError;
+use crate::server::AppState;
+use crate::workflow::{apply_overrides, overrides_from_json, workflow_from_json};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Json;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::RwLock;
+
+/// One deployment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The API-format graph.
+    pub workflow: Value,
+    /// LoRAs attached to every request (`[{path, scale}]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<Value>,
+    /// Milliseconds since the epoch.
+    #[serde(default)]
+    pub created_at: i64,
+}
+
+/// Where a deployment was defined.
+#[derive(Debug, Clone)]
+struct Entry {
+    deployment: Deployment,
+    file: PathBuf,
+}
+
+/// The deployments in force, loaded from (and saved to) the deployments folder.
+pub struct DeploymentStore {
+    dir: PathBuf,
+    entries: RwLock<IndexMap<String, Entry>>,
+}
+
+impl DeploymentStore {
+    /// Reads every `*.json` in `dir` (a missing folder is an empty list; a bad file is logged
+    /// and skipped, naming the file and the problem).
+    pub fn load(dir: &FsPath) -> DeploymentStore {
+        let mut entries = IndexMap::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        for f in files {
+            match read_deployment_file(&f) {
+                Ok(d) => {
+                    if entries.contains_key(&d.id) {
+                        tracing::warn!(
+                            "deployment {} in {} is defined twice; the first file wins",
+                            d.id,
+                            f.display()
+                        );
+                        continue;
+                    }
+                    entries.insert(
+                        d.id.clone(),
+                        Entry {
+                            deployment: d,
+                            file: f,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!("skipping deployment file {}: {e}", f.display()),
+            }
+        }
+        DeploymentStore {
+            dir: dir.to_path_buf(),
+            entries: RwLock::new(entries),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Deployment> {
+        let e = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        e.get(id).map(|e| e.deployment.clone())
+    }
+
+    pub fn list(&self) -> Vec<Deployment> {
+        let e = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        e.values().map(|e| e.deployment.clone()).collect()
+    }
+
+    /// Saves a new deployment as `{dir}/{id}.json`.
+    pub fn create(&self, d: Deployment) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let file = self.dir.join(format!("{}.json", d.id));
+        let text = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
+        let tmp = file.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &file)?;
+        let mut e = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        e.insert(
+            d.id.clone(),
+            Entry {
+                deployment: d,
+                file,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a deployment and its file. `Ok(false)` when there is none.
+    pub fn delete(&self, id: &str) -> std::io::Result<bool> {
+        let mut e = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = e.get(id) else {
+            return Ok(false);
+        };
+        match std::fs::remove_file(&entry.file) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        e.shift_remove(id);
+        Ok(true)
+    }
+}
+
+/// Reads one deployment file; `workflow` may be a path relative to the file.
+fn read_deployment_file(path: &FsPath) -> Result<Deployment, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut v: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    if let Some(rel) = v.get("workflow").and_then(Value::as_str) {
+        let wf_path = path.parent().unwrap_or(FsPath::new(".")).join(rel);
+        let wf = std::fs::read_to_string(&wf_path)
+            .map_err(|e| format!("workflow file {}: {e}", wf_path.display()))?;
+        v["workflow"] = serde_json::from_str(&wf)
+            .map_err(|e| format!("workflow file {} is not JSON: {e}", wf_path.display()))?;
+    }
+    let d: Deployment = serde_json::from_value(v)
+        .map_err(|e| format!("expected {{id, name, workflow, loras?, description?}}: {e}"))?;
+    workflow_from_json(d.workflow.clone()).map_err(|e| format!("workflow: {e}"))?;
+    Ok(d)
+}
+
+/// The deployments routes (the router and the OpenAPI document are built from this).
+pub fn api() -> Vec<ApiRoute> {
+    const T: &str = "Deployments";
+    let mut v = vec![
+        ApiRoute::new(
+            "POST",
+            "/prod/v1/deployments",
+            T,
+            "Create a deployment from a workflow_api.json",
+            post(create),
+        ),
+        ApiRoute::new(
+            "GET",
+            "/prod/v1/deployments",
+            T,
+            "List deployments",
+            get(list),
+        ),
+        ApiRoute::new(
+            "GET",
+            "/prod/v1/deployments/{deployment_id}",
+            T,
+            "One deployment with its graph",
+            get(show),
+        ),
+        ApiRoute::new(
+            "DELETE",
+            "/prod/v1/deployments/{deployment_id}",
+            T,
+            "Delete a deployment (and its file)",
+            delete(remove),
+        ),
+        ApiRoute::new(
+            "GET",
+            "/prod/v1/deployments/{deployment_id}/schema",
+            T,
+            "The overridable inputs with their declarations",
+            get(schema),
+        ),
+    ];
+    for ver in ["v1", "v2"] {
+        let p = format!("/prod/{ver}/deployments/{{deployment_id}}");
+        v.push(ApiRoute::new(
+            "POST",
+            format!("{p}/inference"),
+            T,
+            "Submit a request: overrides or workflow_api_json, webhook",
+            post(inference),
+        ));
+        v.push(ApiRoute::new(
+            "GET",
+            format!("{p}/requests/{{request_id}}/status"),
+            T,
+            "Request status, queue position, progress",
+            get(status),
+        ));
+        v.push(ApiRoute::new(
+            "GET",
+            format!("{p}/requests/{{request_id}}/result"),
+            T,
+            "Request result: outputs with URLs, or the error",
+            get(result),
+        ));
+        v.push(ApiRoute::new(
+            "POST",
+            format!("{p}/requests/{{request_id}}/cancel"),
+            T,
+            "Cancel a queued or running request",
+            post(cancel_route),
+        ));
+    }
+    v
+}
+
+fn not_found(id: &str) -> ServerlessError {
+    ServerlessError::not_found(
+        code::DEPLOYMENT_NOT_FOUND,
+        format!("no deployment {id:?}; GET /prod/v1/deployments lists them"),
+    )
+}
+
+fn deployment_json(d: &Deployment) -> Value {
+    json!({
+        "deployment_id": d.id,
+        "name": d.name,
+        "description": d.description,
+        "loras": d.loras,
+        "created_at": super::requests::iso_time(d.created_at),
+    })
+}
+
+/// Checks a graph is a workflow whose classes all exist (full validation happens per request,
+/// when model files and overrides are known).
+fn check_graph(state: &AppState, graph: &Value, what: &str) -> SResult<()> {
+    let wf = workflow_from_json(graph.clone()).map_err(|e| {
+        ServerlessError::bad_request(code::INVALID_WORKFLOW, format!("{what}: {e}"))
+    })?;
+    for (id, node) in &wf.nodes {
+        if state.queue.registry().schema(&node.class_type).is_none() {
+            return Err(ServerlessError::bad_request(
+                code::INVALID_WORKFLOW,
+                format!(
+                    "{what}: node {id} has class_type {:?}, which this server does not have (GET /object_info lists the classes)",
+                    node.class_type
+                ),
+            )
+            .with_details(json!({"errors": [{"node_id": id, "class_type": node.class_type, "input": null, "reason": "unknown class_type"}]})));
+        }
+    }
+    Ok(())
+}
+
+/// The deployment's attached LoRAs, checked to exist under models/loras.
+fn check_loras(state: &AppState, loras: &[Value]) -> SResult<Vec<super::loras::LoraSpec>> {
+    let specs = super::loras::parse_list("loras", loras)?;
+    super::loras::check_exist(state.queue.env(), &specs)?;
+    Ok(specs)
+}
+
+async fn create(State(state): State<AppState>, _caller: Caller, body: Bytes) -> Response {
+    let run = || -> SResult<Deployment> {
+        let b = parse_object(&body)?;
+        let name = match b.get("name") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            other => {
+                return Err(ServerlessError::bad_request(
+                    code::INVALID_REQUEST,
+                    format!(
+                        "name: a non-empty string is required, found {}",
+                        other.map(json_kind).unwrap_or("nothing")
+                    ),
+                ))
+            }
+        };
+        let workflow = b.get("workflow_api_json").cloned().ok_or_else(|| {
+            ServerlessError::bad_request(
+                code::INVALID_REQUEST,
+                "workflow_api_json: the API-format graph (Workflow > Export (API)) is required",
+            )
+        })?;
+        check_graph(&state, &workflow, "workflow_api_json")?;
+        let loras = match b.get("loras") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(a)) => a.clone(),
+            Some(other) => {
+                return Err(ServerlessError::bad_request(
+                    code::INVALID_REQUEST,
+                    format!(
+                        "loras: expected a list of {{path, scale}}, found {}",
+                        json_kind(other)
+                    ),
+                ))
+            }
+        };
+        check_loras(&state, &loras)?;
+        Ok(Deployment {
+            id: uuid::Uuid::new_v4().to_string(),
+            name,
+            description: b
+                .get("description")
+                .and_then(Value::as_str)
+                .map(String::from),
+            workflow,
+            loras,
+            created_at: chrono::Utc::now().timestamp_millis(),
+        })
+    };
+    let d = match run() {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = state.serverless.deployments.create(d.clone()) {
+        return ServerlessError::internal(format!("cannot save the deployment: {e}"))
+            .into_response();
+    }
+    (StatusCode::CREATED, Json(deployment_json(&d))).into_response()
+}
+
+async fn list(State(state): State<AppState>, _caller: Caller) -> Response {
+    let all: Vec<Value> = state
+        .serverless
+        .deployments
+        .list()
+        .iter()
+        .map(deployment_json)
+        .collect();
+    Json(json!({ "deployments": all })).into_response()
+}
+
+async fn show(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> Response {
+    match state.serverless.deployments.get(&id) {
+        Some(d) => {
+            let mut j = deployment_json(&d);
+            j["workflow_api_json"] = d.workflow.clone();
+            Json(j).into_response()
+        }
+        None => not_found(&id).into_response(),
+    }
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
+    match state.serverless.deployments.delete(&id) {
+        Ok(true) => Json(json!({"deployment_id": id, "deleted": true})).into_response(),
+        Ok(false) => not_found(&id).into_response(),
+        Err(e) => ServerlessError::internal(format!("cannot delete the deployment file: {e}"))
+            .into_response(),
+    }
+}
+
+/// The overridable inputs: every literal input of every node, with its current value and
+/// its declaration from object_info (`[type_or_choices, options]`).
+async fn schema(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(d) = state.serverless.deployments.get(&id) else {
+        return not_found(&id).into_response();
+    };
+    let wf = match workflow_from_json(d.workflow.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            return ServerlessError::internal(format!("deployment {id} workflow: {e}"))
+                .into_response()
+        }
+    };
+    let registry = state.queue.registry();
+    let env = state.queue.env();
+    let mut nodes = Map::new();
+    for (node_id, node) in &wf.nodes {
+        let schema = registry.schema(&node.class_type);
+        let mut inputs = Map::new();
+        for (name, value) in &node.inputs {
+            if value.is_array() {
+                continue; // a link, not a value
+            }
+            let spec = schema.and_then(|s| s.input_spec(name).map(|i| (s, i)));
+            let mut entry = json!({"value": value});
+            if let Some((s, i)) = spec {
+                entry["config"] = s.input_config(i, env);
+                entry["media"] = json!(i.options.get("image_upload") == Some(&json!(true)));
+            }
+            inputs.insert(name.clone(), entry);
+        }
+        let mut n = json!({"class_type": node.class_type, "inputs": inputs});
+        if let Some(t) = wf.title(node_id) {
+            n["title"] = json!(t);
+        }
+        nodes.insert(node_id.clone(), n);
+    }
+    Json(json!({"deployment_id": id, "nodes": nodes})).into_response()
+}
+
+/// `POST .../inference`: `overrides` or `workflow_api_json`, `webhook`,
+/// `webhook_intermediate_status` (the query wins over the body for the webhook fields).
+async fn inference(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    match inference_inner(&state, &caller, &headers, &id, &query, &body).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn inference_inner(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    id: &str,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> SResult<Value> {
+    let d = state
+        .serverless
+        .deployments
+        .get(id)
+        .ok_or_else(|| not_found(id))?;
+    let lora_specs = check_loras(state, &d.loras)?;
+    let b = parse_object(body)?;
+    for k in b.keys() {
+        if !matches!(
+            k.as_str(),
+            "overrides" | "workflow_api_json" | "webhook" | "webhook_intermediate_status"
+        ) {
+            return Err(ServerlessError::bad_request(
+                code::INVALID_REQUEST,
+                format!("unknown field {k:?}; allowed: overrides, workflow_api_json, webhook, webhook_intermediate_status"),
+            ));
+        }
+    }
+    let graph = match b.get("workflow_api_json") {
+        Some(Value::Null) | None => d.workflow.clone(),
+        Some(g) => g.clone(),
+    };
+    let mut workflow = workflow_from_json(graph).map_err(|e| {
+        ServerlessError::bad_request(code::INVALID_WORKFLOW, format!("workflow_api_json: {e}"))
+    })?;
+    let overrides = match b.get("overrides") {
+        None | Some(Value::Null) => Default::default(),
+        Some(o) => overrides_from_json(o).map_err(|e| {
+            ServerlessError::bad_request(code::INVALID_OVERRIDE, format!("overrides: {e}"))
+        })?,
+    };
+    let overridden: Vec<String> = overrides.keys().cloned().collect();
+    let registry = state.queue.registry();
+    apply_overrides(&mut workflow, &overrides, |class| {
+        registry
+            .schema(class)
+            .map(|s| s.inputs.iter().map(|i| i.name.as_str()).collect())
+    })
+    .map_err(|e| {
+        super::errors::from_prompt_error(&PromptError::from(e).to_comfy_json(), &overridden)
+    })?;
+    super::loras::attach(&mut workflow, &lora_specs);
+    super::media::resolve_media_inputs(
+        &state.serverless.media,
+        registry,
+        &state.queue.env().paths.input,
+        &mut workflow,
+    )
+    .await?;
+    let webhook = query
+        .get("webhook")
+        .cloned()
+        .or_else(|| b.get("webhook").and_then(Value::as_str).map(String::from))
+        .filter(|w| !w.is_empty());
+    let intermediate = match query.get("webhook_intermediate_status") {
+        Some(v) => matches!(v.as_str(), "true" | "1" | "True"),
+        None => b
+            .get("webhook_intermediate_status")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    let base = base_url(state, headers);
+    let meta = RequestMeta {
+        family: Family::Deployments,
+        deployment_id: Some(d.id.clone()),
+        webhook,
+        webhook_intermediate_status: intermediate,
+        base_url: base.clone(),
+        extra: Value::Null,
+    };
+    let rid = submit(state, caller, workflow.to_json(), meta.clone(), &overridden).await?;
+    let mut out = Map::new();
+    out.insert("request_id".into(), json!(rid));
+    out.extend(request_urls(&base, &meta, &rid));
+    Ok(Value::Object(out))
+}
+
+async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((dep, rid)): Path<(String, String)>,
+) -> Response {
+    let base = base_url(&state, &headers);
+    match load_owned(&state, &caller, &rid, Some(&dep)) {
+        Ok((job, meta)) => Json(status_body(&state, &base, &job, &meta)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn result(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((dep, rid)): Path<(String, String)>,
+) -> Response {
+    let base = base_url(&state, &headers);
+    match load_owned(&state, &caller, &rid, Some(&dep)) {
+        Ok((job, meta)) => Json(result_body(&base, &job, &meta)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn cancel_route(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((dep, rid)): Path<(String, String)>,
+) -> Response {
+    match load_owned(&state, &caller, &rid, Some(&dep)).and_then(|(j, m)| cancel(&state, &j, &m)) {
+        Ok(b) => Json(b).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,548 @@
+//! §3 The ai-toolkit inference API: `GET /health`, `GET /v1/models`, `POST /v1/inference`.
+//!
+//! A request (one LoRA, several prompts) becomes one job whose graph has one sampling chain per
+//! prompt behind a shared checkpoint + LoraLoader. `[trigger]` is replaced by the trigger word,
+//! sizes are floored to the model's resolution divisor, a missing seed is the model default plus
+//! the prompt index and `-1` draws one (reported in the result). Only models comfyrs can run are
+//! listed; any other id is `MODEL_NOT_FOUND`.
+
+use super::auth::Caller;
+use super::errors::{code, json_kind, parse_object, SResult, ServerlessError};
+use super::openapi::ApiRoute;
+use super::requests::{base_url, iso_time, request_urls, submit, Family, RequestMeta};
+use crate::server::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// One model id of the API and its defaults.
+pub struct AitkModel {
+    pub id: &'static str,
+    pub steps: i64,
+    pub guidance: f64,
+    pub width: i64,
+    pub height: i64,
+    pub seed: i64,
+    pub divisor: i64,
+    pub requires_control_image: bool,
+    /// Takes `transformer: low|high` LoRAs (Wan 2.2 MoE).
+    pub moe: bool,
+    pub max_loras: usize,
+}
+
+/// The models this server runs (others join as their model families land).
+pub const MODELS: &[AitkModel] = &[AitkModel {
+    id: "sd15",
+    steps: 25,
+    guidance: 6.0,
+    width: 512,
+    height: 512,
+    seed: 42,
+    divisor: 8,
+    requires_control_image: false,
+    moe: false,
+    max_loras: 1,
+}];
+
+pub fn api() -> Vec<ApiRoute> {
+    const T: &str = "ai-toolkit inference";
+    vec![
+        ApiRoute::new(
+            "GET",
+            "/v1/models",
+            T,
+            "The model ids served, with defaults",
+            get(list_models),
+        ),
+        ApiRoute::new(
+            "POST",
+            "/v1/inference",
+            T,
+            "LoRA inference on one model, several prompts",
+            post(inference),
+        ),
+    ]
+}
+
+/// Routes that need no token (`GET /health`, for load balancers).
+pub fn public_api() -> Vec<ApiRoute> {
+    vec![ApiRoute::new(
+        "GET",
+        "/health",
+        "ai-toolkit inference",
+        "Liveness",
+        get(health),
+    )
+    .access(super::openapi::Access::Public)]
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "healthy"}))
+}
+
+async fn list_models(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
+    let ckpt = &state.serverless.config.sd15_checkpoint;
+    let models: Vec<Value> = MODELS
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "base_checkpoint": ckpt,
+                "defaults": {"sample_steps": m.steps, "guidance_scale": m.guidance,
+                             "width": m.width, "height": m.height, "seed": m.seed},
+                "resolution_divisor": m.divisor,
+                "requires_control_image": m.requires_control_image,
+                "moe_lora_format": m.moe,
+                "max_loras": m.max_loras,
+            })
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+fn err(status: StatusCode, code: &'static str, msg: impl Into<String>) -> ServerlessError {
+    ServerlessError::new(status, code, msg)
+}
+
+/// One prompt after defaults, flooring and seeding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedPrompt {
+    pub prompt: String,
+    pub neg: String,
+    pub width: i64,
+    pub height: i64,
+    pub steps: i64,
+    pub guidance: f64,
+    pub seed: i64,
+}
+
+/// The LoRA of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedLora {
+    pub path: String,
+    pub multiplier: f64,
+}
+
+fn int_field(p: &Map<String, Value>, k: &str, i: usize) -> SResult<Option<i64>> {
+    match p.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+            err(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                format!(
+                    "prompts[{i}].{k}: expected an integer, found {}",
+                    json_kind(v)
+                ),
+            )
+        }),
+    }
+}
+
+/// Validates the body and applies the API's rules (everything but running).
+pub fn plan(
+    model: &AitkModel,
+    body: &Map<String, Value>,
+    lora_exists: &dyn Fn(&str) -> bool,
+    draw_seed: &mut dyn FnMut() -> i64,
+) -> SResult<(PlannedLora, Vec<PlannedPrompt>)> {
+    let bad = |m: String| err(StatusCode::BAD_REQUEST, code::INVALID_REQUEST, m);
+    let loras = match body.get("loras") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        _ => {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                code::LORA_FILE_REQUIRED,
+                "loras: at least one {\"path\": \"...safetensors\"} is required",
+            ))
+        }
+    };
+    let has_transformer = loras.iter().any(|l| l.get("transformer").is_some());
+    if has_transformer && !model.moe {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            code::MOE_FORMAT_NOT_SUPPORTED,
+            format!(
+                "loras[].transformer: model {} is not a MoE model; drop \"transformer\"",
+                model.id
+            ),
+        ));
+    }
+    if model.moe && !has_transformer {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            code::MOE_FORMAT_REQUIRED,
+            format!(
+                "loras[].transformer: model {} needs \"low\" or \"high\" on each LoRA",
+                model.id
+            ),
+        ));
+    }
+    if loras.len() > model.max_loras {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            code::SINGLE_LORA_ONLY,
+            format!(
+                "loras: model {} takes {} LoRA, got {}",
+                model.id,
+                model.max_loras,
+                loras.len()
+            ),
+        ));
+    }
+    let l = &loras[0];
+    let path = l
+        .get("path")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            err(
+                StatusCode::BAD_REQUEST,
+                code::LORA_FILE_REQUIRED,
+                "loras[0].path: the LoRA file (under models/loras) is required",
+            )
+        })?;
+    if !lora_exists(path) {
+        return Err(err(
+            StatusCode::NOT_FOUND,
+            code::LORA_NOT_FOUND,
+            format!("loras[0].path: no LoRA {path:?} under models/loras"),
+        ));
+    }
+    let multiplier = match l.get("network_multiplier") {
+        None | Some(Value::Null) => 1.0,
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| bad("loras[0].network_multiplier: expected a number".into()))?,
+    };
+    let prompts = match body.get("prompts") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        _ => {
+            return Err(bad(
+                "prompts: a non-empty list of {\"prompt\": ...} is required".into(),
+            ))
+        }
+    };
+    let trigger = body
+        .get("trigger_word")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut out = Vec::with_capacity(prompts.len());
+    for (i, p) in prompts.iter().enumerate() {
+        let p = p
+            .as_object()
+            .ok_or_else(|| bad(format!("prompts[{i}]: expected an object")))?;
+        let text = p
+            .get("prompt")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("prompts[{i}].prompt: a string is required")))?;
+        let trig = p
+            .get("trigger_word")
+            .and_then(Value::as_str)
+            .unwrap_or(trigger);
+        let floor = |v: i64, k: &str| -> SResult<i64> {
+            let f = v / model.divisor * model.divisor;
+            if f < model.divisor {
+                return Err(bad(format!(
+                    "prompts[{i}].{k}: {v} is smaller than the resolution divisor {}",
+                    model.divisor
+                )));
+            }
+            Ok(f)
+        };
+        let width = floor(int_field(p, "width", i)?.unwrap_or(model.width), "width")?;
+        let height = floor(int_field(p, "height", i)?.unwrap_or(model.height), "height")?;
+        let seed = match int_field(p, "seed", i)? {
+            None => model.seed + i as i64,
+            Some(-1) => draw_seed(),
+            Some(s) if s < 0 => {
+                return Err(bad(format!(
+                    "prompts[{i}].seed: {s}; use -1 for a random seed"
+                )))
+            }
+            Some(s) => s,
+        };
+        let guidance = match p.get("guidance_scale") {
+            None | Some(Value::Null) => model.guidance,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| bad(format!("prompts[{i}].guidance_scale: expected a number")))?,
+        };
+        out.push(PlannedPrompt {
+            prompt: text.replace("[trigger]", trig),
+            neg: p
+                .get("neg")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            width,
+            height,
+            steps: int_field(p, "sample_steps", i)?.unwrap_or(model.steps),
+            guidance,
+            seed,
+        });
+    }
+    Ok((
+        PlannedLora {
+            path: path.to_string(),
+            multiplier,
+        },
+        out,
+    ))
+}
+
+/// The graph: checkpoint -> LoraLoader -> per prompt (encode x2, empty latent, KSampler,
+/// decode, save). Save node of prompt `i` is `"p{i}_save"`.
+pub fn graph(ckpt: &str, lora: &PlannedLora, prompts: &[PlannedPrompt]) -> Value {
+    let mut g = Map::new();
+    g.insert(
+        "ckpt".into(),
+        json!({"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}}),
+    );
+    g.insert(
+        "lora".into(),
+        json!({"class_type": "LoraLoader", "inputs": {
+        "model": ["ckpt", 0], "clip": ["ckpt", 1], "lora_name": lora.path,
+        "strength_model": lora.multiplier, "strength_clip": lora.multiplier}}),
+    );
+    for (i, p) in prompts.iter().enumerate() {
+        let n = |s: &str| format!("p{i}_{s}");
+        g.insert(n("pos"), json!({"class_type": "CLIPTextEncode", "inputs": {"text": p.prompt, "clip": ["lora", 1]}}));
+        g.insert(
+            n("neg"),
+            json!({"class_type": "CLIPTextEncode", "inputs": {"text": p.neg, "clip": ["lora", 1]}}),
+        );
+        g.insert(n("latent"), json!({"class_type": "EmptyLatentImage", "inputs": {"width": p.width, "height": p.height, "batch_size": 1}}));
+        g.insert(n("sample"), json!({"class_type": "KSampler", "inputs": {
+            "model": ["lora", 0], "seed": p.seed, "steps": p.steps, "cfg": p.guidance,
+            "sampler_name": "euler", "scheduler": "normal",
+            "positive": [n("pos"), 0], "negative": [n("neg"), 0], "latent_image": [n("latent"), 0], "denoise": 1.0}}));
+        g.insert(n("decode"), json!({"class_type": "VAEDecode", "inputs": {"samples": [n("sample"), 0], "vae": ["ckpt", 2]}}));
+        g.insert(n("save"), json!({"class_type": "SaveImage", "inputs": {"images": [n("decode"), 0], "filename_prefix": format!("aitk_p{i}")}}));
+    }
+    Value::Object(g)
+}
+
+async fn inference(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match inference_inner(&state, &caller, &headers, &body).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn inference_inner(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> SResult<Value> {
+    let b = parse_object(body)?;
+    let id = b.get("model").and_then(Value::as_str).unwrap_or("");
+    let model = MODELS.iter().find(|m| m.id == id).ok_or_else(|| {
+        let known: Vec<&str> = MODELS.iter().map(|m| m.id).collect();
+        err(
+            StatusCode::NOT_FOUND,
+            code::MODEL_NOT_FOUND,
+            format!(
+                "model {id:?} is not served here; models: {}",
+                known.join(", ")
+            ),
+        )
+    })?;
+    let env = state.queue.env().clone();
+    let exists = |p: &str| env.paths.find_model("loras", p).is_some();
+    let (lora, prompts) = plan(model, &b, &exists, &mut || rand::random::<u32>() as i64)?;
+    if state.queue.registry().schema("LoraLoader").is_none() {
+        return Err(err(
+            StatusCode::NOT_IMPLEMENTED,
+            code::LORA_NOT_SUPPORTED,
+            "this server has no LoraLoader node yet, so LoRA inference cannot run",
+        ));
+    }
+    let ckpt = state.serverless.config.sd15_checkpoint.clone();
+    let prompt_facts: Vec<Value> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"node_id": format!("p{i}_save"), "seed": p.seed, "width": p.width, "height": p.height}))
+        .collect();
+    let base = base_url(state, headers);
+    let meta = RequestMeta {
+        family: Family::Inference,
+        deployment_id: None,
+        webhook: b.get("webhook").and_then(Value::as_str).map(String::from),
+        webhook_intermediate_status: b
+            .get("webhook_intermediate_status")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        base_url: base.clone(),
+        extra: json!({"model": model.id, "prompts": prompt_facts}),
+    };
+    let rid = submit(
+        state,
+        caller,
+        graph(&ckpt, &lora, &prompts),
+        meta.clone(),
+        &[],
+    )
+    .await?;
+    let job = state.queue.store().get(&rid)?;
+    let mut out = Map::new();
+    out.insert("request_id".into(), json!(rid));
+    out.insert("status".into(), json!("queued"));
+    let urls = request_urls(&base, &meta, &rid);
+    out.insert("status_url".into(), urls["status_url"].clone());
+    out.insert("result_url".into(), urls["result_url"].clone());
+    out.insert(
+        "created_at".into(),
+        job.map(|j| iso_time(j.created_at)).unwrap_or(Value::Null),
+    );
+    Ok(Value::Object(out))
+}
+
+/// The ai-toolkit result's `outputs` and `metadata` from the job's history outputs.
+pub fn result_parts(base: &str, job: &crate::store::JobRecord, extra: &Value) -> (Value, Value) {
+    let mut images = Vec::new();
+    for p in extra["prompts"].as_array().into_iter().flatten() {
+        let node = p["node_id"].as_str().unwrap_or("");
+        for img in job.outputs[node]["images"].as_array().into_iter().flatten() {
+            let name = img["filename"].as_str().unwrap_or("");
+            images.push(json!({
+                "format": name.rsplit('.').next().unwrap_or("png"),
+                "width": p["width"], "height": p["height"],
+                "file_path": super::outputs::file_url(base, &job.id, name),
+                "seed": p["seed"],
+            }));
+        }
+    }
+    let ms = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (Some(a), Some(b)) => json!(b - a),
+        _ => Value::Null,
+    };
+    let metadata = json!({
+        "model": extra["model"],
+        "timings": {
+            "queue_ms": ms(Some(job.created_at), job.started_at),
+            "inference_ms": ms(job.started_at, job.finished_at),
+            "total_ms": ms(Some(job.created_at), job.finished_at),
+        }
+    });
+    (json!({"images": images, "videos": []}), metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn run(v: Value) -> SResult<(PlannedLora, Vec<PlannedPrompt>)> {
+        let mut n = 1000;
+        plan(
+            &MODELS[0],
+            &body(v),
+            &|p| p == "mine.safetensors",
+            &mut || {
+                n += 1;
+                n
+            },
+        )
+    }
+
+    #[test]
+    fn trigger_flooring_and_seeds() {
+        let (lora, ps) = run(json!({"model": "sd15", "trigger_word": "sks",
+            "loras": [{"path": "mine.safetensors", "network_multiplier": 0.7}],
+            "prompts": [
+                {"prompt": "[trigger] a photo, [trigger]", "width": 517, "height": 300},
+                {"prompt": "[trigger] art", "trigger_word": "zzz", "seed": -1, "sample_steps": 4, "guidance_scale": 3.5},
+                {"prompt": "plain", "seed": 7}
+            ]}))
+        .unwrap();
+        assert_eq!(
+            lora,
+            PlannedLora {
+                path: "mine.safetensors".into(),
+                multiplier: 0.7
+            }
+        );
+        assert_eq!(ps[0].prompt, "sks a photo, sks");
+        assert_eq!((ps[0].width, ps[0].height), (512, 296));
+        assert_eq!(ps[0].seed, 42);
+        assert_eq!((ps[0].steps, ps[0].guidance), (25, 6.0));
+        assert_eq!(ps[1].prompt, "zzz art");
+        assert_eq!(ps[1].seed, 1001);
+        assert_eq!((ps[1].steps, ps[1].guidance), (4, 3.5));
+        assert_eq!(ps[2].seed, 7);
+        // Missing seeds are default + prompt index.
+        let (_, ps) = run(
+            json!({"model": "sd15", "loras": [{"path": "mine.safetensors"}],
+            "prompts": [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}]}),
+        )
+        .unwrap();
+        assert_eq!(ps.iter().map(|p| p.seed).collect::<Vec<_>>(), [42, 43, 44]);
+    }
+
+    #[test]
+    fn error_codes() {
+        let code_of = |v: Value| run(v).unwrap_err().code;
+        let p = json!([{"prompt": "a"}]);
+        assert_eq!(code_of(json!({"prompts": p})), "LORA_FILE_REQUIRED");
+        assert_eq!(
+            code_of(json!({"loras": [], "prompts": p})),
+            "LORA_FILE_REQUIRED"
+        );
+        assert_eq!(
+            code_of(json!({"loras": [{"scale": 1}], "prompts": p})),
+            "LORA_FILE_REQUIRED"
+        );
+        assert_eq!(
+            code_of(json!({"loras": [{"path": "nope.safetensors"}], "prompts": p})),
+            "LORA_NOT_FOUND"
+        );
+        assert_eq!(
+            code_of(
+                json!({"loras": [{"path": "mine.safetensors"}, {"path": "mine.safetensors"}], "prompts": p})
+            ),
+            "SINGLE_LORA_ONLY"
+        );
+        assert_eq!(
+            code_of(
+                json!({"loras": [{"path": "mine.safetensors", "transformer": "low"}], "prompts": p})
+            ),
+            "MOE_FORMAT_NOT_SUPPORTED"
+        );
+        assert_eq!(
+            code_of(json!({"loras": [{"path": "mine.safetensors"}], "prompts": []})),
+            "INVALID_REQUEST"
+        );
+        let e = run(json!({"loras": [{"path": "mine.safetensors"}], "prompts": [{"prompt": "a", "width": 5}]})).unwrap_err();
+        assert_eq!(
+            e.message,
+            "prompts[0].width: 5 is smaller than the resolution divisor 8"
+        );
+    }
+
+    #[test]
+    fn graph_wires_the_lora_into_every_chain() {
+        let (lora, ps) = run(json!({"loras": [{"path": "mine.safetensors"}],
+            "prompts": [{"prompt": "a"}, {"prompt": "b"}]}))
+        .unwrap();
+        let g = graph("tiny.safetensors", &lora, &ps);
+        assert_eq!(g["lora"]["inputs"]["lora_name"], "mine.safetensors");
+        assert_eq!(g["p1_sample"]["inputs"]["model"], json!(["lora", 0]));
+        assert_eq!(g["p1_pos"]["inputs"]["clip"], json!(["lora", 1]));
+        assert_eq!(g["p1_sample"]["inputs"]["seed"], 43);
+        assert_eq!(g["p0_save"]["class_type"], "SaveImage");
+    }
+}

@@ -1,0 +1,210 @@
+//! The serverless route families of the hosted services users come from
+//! (spec: serverless-api.md). Every family translates requests into jobs on the one
+//! [`JobQueue`](crate::queue::JobQueue) and reads them back from the one job store; none
+//! executes anything itself.
+//!
+//! - [`config`]: tokens, deployments folder, webhook policy, limits.
+//! - [`auth`]: Bearer tokens -> the owner of a request; the route guard.
+//! - [`catalog`], [`downloads`]: §4, the LoRA catalog admin (`/api/admin/...`, X-API-Key).
+//! - [`errors`]: JSON errors with stable codes; ComfyUI validation errors -> field lists.
+//! - [`requests`]: the shared request lifecycle: submit, status, result, cancel, ownership.
+//! - [`outputs`]: hosted URLs for output files and the route that serves them.
+//! - [`deployments`]: §1, saved workflows as endpoints (`/prod/v1|v2/deployments/...`).
+//! - [`inference`]: §3, the ai-toolkit inference API (`/health`, `/v1/models`, `/v1/inference`).
+//! - [`loras`]: LoraLoader chains for the Model API's `lora`/`loras` and deployments' `loras`.
+//! - [`media`]: media inputs by URL (SSRF-guarded) or base64, stored by content hash.
+//! - [`models`]: §2, the Model API on built-in pipelines (`/v1/models/{model_id}`).
+//! - [`openapi`]: route tables -> the router and `/openapi.json` (+ `/docs`).
+//! - [`webhooks`]: §5, signed, retried, persisted event deliveries for every family.
+
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod deployments;
+pub mod downloads;
+pub mod errors;
+pub mod inference;
+pub mod loras;
+pub mod media;
+pub mod models;
+pub mod openapi;
+pub mod outputs;
+pub mod requests;
+pub mod webhooks;
+
+pub use config::{ApiToken, ServerlessConfig, WebhookPolicy};
+
+use crate::queue::JobQueue;
+use crate::server::AppState;
+use axum::http::StatusCode;
+use axum::Router;
+use errors::{code, ServerlessError};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The shared state of the serverless families.
+pub struct Serverless {
+    pub config: ServerlessConfig,
+    /// The tokens in force (the config's, or the server's single token as "default").
+    tokens: Vec<ApiToken>,
+    pub deployments: deployments::DeploymentStore,
+    pub webhooks: Arc<webhooks::Webhooks>,
+    pub media: media::MediaFetcher,
+    pub downloads: Arc<downloads::Downloads>,
+    queue: Arc<JobQueue>,
+}
+
+impl Serverless {
+    /// Loads the deployments folder and prepares the webhook machinery (started by
+    /// [`Serverless::spawn_tasks`]).
+    pub fn new(
+        config: ServerlessConfig,
+        server_token: Option<&str>,
+        queue: Arc<JobQueue>,
+    ) -> Serverless {
+        let mut tokens = config.tokens.clone();
+        if tokens.is_empty() {
+            if let Some(t) = server_token {
+                tokens.push(ApiToken {
+                    name: "default".into(),
+                    token: t.to_string(),
+                });
+            }
+        }
+        let deployments = deployments::DeploymentStore::load(&config.deployments_dir);
+        let webhooks = Arc::new(webhooks::Webhooks::new(
+            config.webhooks.clone(),
+            queue.clone(),
+        ));
+        let media = media::MediaFetcher::new(config.media.clone());
+        Serverless {
+            downloads: downloads::Downloads::new(),
+            queue,
+            media,
+            config,
+            tokens,
+            deployments,
+            webhooks,
+        }
+    }
+
+    /// Starts the background work (webhook recorder and dispatcher, retention sweeps); it
+    /// ends when `stop` turns true.
+    pub fn spawn(self: &Arc<Self>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let hooks = self.webhooks.spawn(stop.clone());
+        let downloads = tokio::spawn(self.downloads.clone().run(stop.clone()));
+        let this = self.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut stop = stop;
+            loop {
+                let now = chrono::Utc::now().timestamp_millis();
+                let this2 = this.clone();
+                let _ = tokio::task::spawn_blocking(move || this2.expire_before(now)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(this.config.retention_sweep) => {}
+                    _ = stop.wait_for(|v| *v) => return,
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hooks.await;
+            let _ = sweeper.await;
+            let _ = downloads.await;
+        })
+    }
+
+    /// Deletes the results and output files of requests that finished more than the retention
+    /// period before `now_ms`; returns how many requests expired.
+    pub fn expire_before(&self, now_ms: i64) -> usize {
+        let cutoff = now_ms - self.config.retention.as_millis() as i64;
+        let sources = [
+            requests::Family::Deployments.source(),
+            requests::Family::Models.source(),
+            requests::Family::Inference.source(),
+        ];
+        let expired = match self.queue.store().expire_finished(&sources, cutoff) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("retention sweep: {e}");
+                return 0;
+            }
+        };
+        let env = self.queue.env();
+        for (id, files) in &expired {
+            for f in files {
+                let Some(dir) = crate::server::paths::type_dir(env, &f.folder_type) else {
+                    continue;
+                };
+                if let Ok(path) =
+                    crate::server::paths::resolve_existing_file(&dir, &f.subfolder, &f.filename)
+                {
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        tracing::warn!(request = %id, "cannot delete expired {}: {e}", path.display());
+                    }
+                }
+            }
+        }
+        if !expired.is_empty() {
+            tracing::info!("retention: expired {} requests", expired.len());
+        }
+        expired.len()
+    }
+
+    /// The owner a bearer token stands for; 401 when tokens exist and this is none of them.
+    pub fn owner_of(&self, bearer: Option<&str>) -> Result<String, ServerlessError> {
+        if self.tokens.is_empty() {
+            return Ok(auth::ANONYMOUS.to_string());
+        }
+        let Some(b) = bearer else {
+            return Err(ServerlessError::new(
+                StatusCode::UNAUTHORIZED,
+                code::UNAUTHORIZED,
+                "missing token: send 'Authorization: Bearer <token>'",
+            ));
+        };
+        self.tokens
+            .iter()
+            .find(|t| auth::same_secret(&t.token, b))
+            .map(|t| t.name.clone())
+            .ok_or_else(|| {
+                ServerlessError::new(
+                    StatusCode::UNAUTHORIZED,
+                    code::UNAUTHORIZED,
+                    "unknown token: send 'Authorization: Bearer <token>' with a configured API token",
+                )
+            })
+    }
+}
+
+/// The routes that take a Bearer token.
+fn bearer_routes() -> Vec<openapi::ApiRoute> {
+    let mut v = deployments::api();
+    v.extend(models::api());
+    v.extend(inference::api());
+    v.extend(requests::api());
+    v.extend(outputs::api());
+    v
+}
+
+/// Every serverless route (what `/openapi.json` describes).
+pub fn all_routes() -> Vec<openapi::ApiRoute> {
+    let mut v = bearer_routes();
+    v.extend(inference::public_api());
+    v.extend(openapi::api());
+    v.extend(catalog::api());
+    v
+}
+
+/// Every serverless route: Bearer routes behind [`auth::guard`], admin routes behind the
+/// X-API-Key guard, public ones (health, docs) open.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let mut public = inference::public_api();
+    public.extend(openapi::api());
+    openapi::router(bearer_routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .merge(openapi::router(public))
+        .merge(catalog::router(state))
+}
