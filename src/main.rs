@@ -1,6 +1,7 @@
 //! The `comfyrs` command line: run, validate and list nodes.
 
 use clap::{Args, Parser, Subcommand};
+use comfyrs::compute::{Compute, DeviceSpec, DtypeSpec};
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{CachePolicy, Event, Executor, ExecutorConfig, Interrupt, RunStatus};
 use comfyrs::node::Registry;
@@ -41,6 +42,8 @@ enum Command {
         /// progress bars.
         #[arg(long)]
         json_events: bool,
+        #[command(flatten)]
+        compute: ComputeArgs,
     },
     /// Check a workflow without running it; prints ComfyUI's error JSON if it is invalid.
     Validate {
@@ -99,6 +102,33 @@ struct ServeArgs {
     /// Register test-only nodes (DevSleep).
     #[arg(long, hide = true)]
     dev_nodes: bool,
+    #[command(flatten)]
+    compute: ComputeArgs,
+}
+
+/// Where the models run and in which precision (docs/gpu.md).
+#[derive(Args)]
+struct ComputeArgs {
+    /// Device the models run on: cpu, cuda or cuda:N (cuda needs a build with --features cuda).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    device: DeviceSpec,
+    /// UNet and text-encoder dtype: fp32, fp16 or bf16 (default: fp32 on cpu, fp16 on cuda).
+    #[arg(long, value_name = "fp32|fp16|bf16")]
+    dtype: Option<DtypeSpec>,
+    /// VAE dtype: fp32, fp16 or bf16 (default: fp32 on cpu, bf16 on cuda).
+    #[arg(long, value_name = "fp32|fp16|bf16")]
+    vae_dtype: Option<DtypeSpec>,
+}
+
+impl ComputeArgs {
+    fn open(&self) -> Result<Compute, Fatal> {
+        Compute::open(
+            self.device,
+            self.dtype.map(|d| d.0),
+            self.vae_dtype.map(|d| d.0),
+        )
+        .map_err(|e| fatal(2, e))
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -230,6 +260,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         comfyrs::server::dev_nodes::register(&mut registry).map_err(|e| fatal(2, e.to_string()))?;
     }
     let policy = CachePolicy::parse(&args.cache).map_err(|e| fatal(2, e))?;
+    let compute = args.compute.open()?;
     let data = DataDir::new(&args.data_dir, args.models_dir.as_deref());
     let (env, store) = data.open().map_err(|e| {
         fatal(
@@ -258,7 +289,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
     config.check_security().map_err(|e| fatal(2, e))?;
     let app = App::new(
         Arc::new(registry),
-        Arc::new(env),
+        Arc::new(env.with_compute(compute)),
         Arc::new(store),
         ExecutorConfig {
             cache: policy,
@@ -322,8 +353,9 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
             cache,
             workers,
             json_events,
+            compute,
         } => {
-            let env = Arc::new(dirs.environment());
+            let env = Arc::new(dirs.environment().with_compute(compute.open()?));
             let policy = CachePolicy::parse(&cache).map_err(|e| fatal(2, e))?;
             let (_, valid) = load_prompt(&workflow, &prompt, &registry, &env)?;
             let executor = Executor::new(
