@@ -63,8 +63,9 @@ impl Default for LoadOptions {
 #[derive(Clone)]
 pub struct Sd1Checkpoint {
     /// All tensors by (normalised) state-dict key, on `device` in the compute
-    /// dtype (the VAE's in its own dtype; CLIP weights already fp16-rounded). Build patched models from it with
-    /// `Unet::from_weights(map, UNET_PREFIX, …)` etc.
+    /// dtype (the VAE's in its own dtype; CLIP weights already fp16-rounded).
+    /// Build patched models from it with `Unet::from_weights(map, UNET_PREFIX, …)`
+    /// etc.
     pub weights: Arc<WeightMap>,
     pub unet: Unet,
     pub clip: ClipTextEncoder,
