@@ -2,6 +2,7 @@
 //! nodes use across runs (e.g. loaded-model caches), kept in a type map so node packs can add
 //! their own without touching the executor.
 
+use crate::compute::Compute;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -207,6 +208,8 @@ impl Resources {
 pub struct Environment {
     pub paths: Paths,
     pub resources: Resources,
+    /// The device and dtypes model loaders use (CPU f32 unless configured).
+    pub compute: Compute,
 }
 
 impl Environment {
@@ -214,7 +217,14 @@ impl Environment {
         Environment {
             paths,
             resources: Resources::default(),
+            compute: Compute::default(),
         }
+    }
+
+    /// The same environment with models loaded to `compute`'s device and dtypes.
+    pub fn with_compute(mut self, compute: Compute) -> Self {
+        self.compute = compute;
+        self
     }
 }
 
@@ -222,6 +232,7 @@ impl std::fmt::Debug for Environment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Environment")
             .field("paths", &self.paths)
+            .field("compute", &self.compute.describe())
             .finish()
     }
 }

@@ -1,6 +1,7 @@
 //! The `comfyrs` command line: run, validate and list nodes.
 
 use clap::{Args, Parser, Subcommand};
+use comfyrs::compute::{Compute, DeviceSpec, DtypeSpec};
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{CachePolicy, Event, Executor, ExecutorConfig, Interrupt, RunStatus};
 use comfyrs::node::Registry;
@@ -41,6 +42,8 @@ enum Command {
         /// progress bars.
         #[arg(long)]
         json_events: bool,
+        #[command(flatten)]
+        compute: ComputeArgs,
     },
     /// Check a workflow without running it; prints ComfyUI's error JSON if it is invalid.
     Validate {
@@ -106,6 +109,8 @@ struct ServeArgs {
     dev_nodes: bool,
     #[command(flatten)]
     serverless: ServerlessArgs,
+    #[command(flatten)]
+    compute: ComputeArgs,
 }
 
 /// The serverless APIs (docs/serverless.md).
@@ -199,6 +204,31 @@ struct ParityArgs {
     /// Where the images comfyrs produces are written.
     #[arg(long, value_name = "DIR", default_value = "parity_out")]
     output_dir: PathBuf,
+}
+
+/// Where the models run and in which precision (docs/gpu.md).
+#[derive(Args)]
+struct ComputeArgs {
+    /// Device the models run on: cpu, cuda or cuda:N (cuda needs a build with --features cuda).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    device: DeviceSpec,
+    /// UNet and text-encoder dtype: fp32, fp16 or bf16 (default: fp32 on cpu, fp16 on cuda).
+    #[arg(long, value_name = "fp32|fp16|bf16")]
+    dtype: Option<DtypeSpec>,
+    /// VAE dtype: fp32, fp16 or bf16 (default: fp32 on cpu, bf16 on cuda).
+    #[arg(long, value_name = "fp32|fp16|bf16")]
+    vae_dtype: Option<DtypeSpec>,
+}
+
+impl ComputeArgs {
+    fn open(&self) -> Result<Compute, Fatal> {
+        Compute::open(
+            self.device,
+            self.dtype.map(|d| d.0),
+            self.vae_dtype.map(|d| d.0),
+        )
+        .map_err(|e| fatal(2, e))
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -348,6 +378,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         comfyrs::server::dev_nodes::register(&mut registry).map_err(|e| fatal(2, e.to_string()))?;
     }
     let policy = CachePolicy::parse(&args.cache).map_err(|e| fatal(2, e))?;
+    let compute = args.compute.open()?;
     let mut data = DataDir::new(&args.data_dir, args.models_dir.as_deref());
     args.extra.apply(&mut data.paths, &args.data_dir)?;
     let (env, store) = data.open().map_err(|e| {
@@ -379,7 +410,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
     config.check_security().map_err(|e| fatal(2, e))?;
     let app = App::new(
         Arc::new(registry),
-        Arc::new(env),
+        Arc::new(env.with_compute(compute)),
         Arc::new(store),
         ExecutorConfig {
             cache: policy,
@@ -445,8 +476,9 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
             cache,
             workers,
             json_events,
+            compute,
         } => {
-            let env = Arc::new(dirs.environment()?);
+            let env = Arc::new(dirs.environment()?.with_compute(compute.open()?));
             let policy = CachePolicy::parse(&cache).map_err(|e| fatal(2, e))?;
             let (_, valid) = load_prompt(&workflow, &prompt, &registry, &env)?;
             let executor = Executor::new(

@@ -5,10 +5,11 @@
 //! `first_stage_model.*` (VAE), `cond_stage_model.transformer.text_model.*`
 //! (CLIP-L; old files lack `text_model.`, which is inserted here).
 //!
-//! Dtypes: floating tensors are converted to the compute dtype. CLIP weights
-//! are first rounded to fp16, like ComfyUI's default `text_encoder_dtype()`
-//! (fp16 storage, f32 compute via manual_cast) — see
-//! [`LoadOptions::clip_fp16_round`].
+//! Dtypes: floating tensors are converted to the compute dtype (the VAE's may
+//! differ, [`LoadOptions::vae_dtype`]) on the CPU, then moved to the device.
+//! For f32 compute, CLIP weights are first rounded to fp16, like ComfyUI's
+//! default `text_encoder_dtype()` (fp16 storage, f32 compute via manual_cast) —
+//! see [`LoadOptions::clip_fp16_round`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,11 +38,15 @@ pub enum Prediction {
 /// Options of [`load_sd1_checkpoint_with`].
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Round CLIP weights through fp16 before converting to the compute dtype
-    /// (ComfyUI's CPU default; `--fp32-text-enc` turns it off). Default true.
+    /// Round CLIP weights through fp16 when the text encoder computes in f32
+    /// (ComfyUI's CPU default: fp16 storage, f32 compute; `--fp32-text-enc` turns
+    /// it off). Default true. Other dtypes are stored as they compute.
     pub clip_fp16_round: bool,
     /// Directories searched for `embedding:NAME` textual inversions.
     pub embedding_directories: Vec<PathBuf>,
+    /// Dtype of the VAE when it differs from the UNet/CLIP dtype (ComfyUI's separate VAE
+    /// dtype); None: the same dtype.
+    pub vae_dtype: Option<DType>,
 }
 
 impl Default for LoadOptions {
@@ -49,6 +54,7 @@ impl Default for LoadOptions {
         LoadOptions {
             clip_fp16_round: true,
             embedding_directories: Vec::new(),
+            vae_dtype: None,
         }
     }
 }
@@ -56,9 +62,10 @@ impl Default for LoadOptions {
 /// A loaded SD1.x checkpoint. Every part is cheap to clone.
 #[derive(Clone)]
 pub struct Sd1Checkpoint {
-    /// All tensors by (normalised) state-dict key, in the compute dtype
-    /// (CLIP weights already fp16-rounded). Build patched models from it with
-    /// `Unet::from_weights(map, UNET_PREFIX, …)` etc.
+    /// All tensors by (normalised) state-dict key, on `device` in the compute
+    /// dtype (the VAE's in its own dtype; CLIP weights already fp16-rounded).
+    /// Build patched models from it with `Unet::from_weights(map, UNET_PREFIX, …)`
+    /// etc.
     pub weights: Arc<WeightMap>,
     pub unet: Unet,
     pub clip: ClipTextEncoder,
@@ -71,6 +78,17 @@ pub struct Sd1Checkpoint {
 /// Reads every tensor of a safetensors file through a memory map.
 /// Floating tensors are converted to `dtype`; integer tensors keep theirs.
 pub fn load_safetensors(path: &Path, device: &Device, dtype: DType) -> Result<WeightMap> {
+    load_safetensors_as(path, device, &|_| dtype)
+}
+
+/// [`load_safetensors`] with a dtype per tensor name (`dtype_of`), so each model
+/// of a checkpoint is converted once, on the CPU, straight from the file's dtype
+/// before it is moved to `device`.
+pub fn load_safetensors_as(
+    path: &Path,
+    device: &Device,
+    dtype_of: &dyn Fn(&str) -> DType,
+) -> Result<WeightMap> {
     // SAFETY: the file is mapped read-only and must not be modified while
     // loading; every tensor is copied out of the map before it is dropped.
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
@@ -80,7 +98,7 @@ pub fn load_safetensors(path: &Path, device: &Device, dtype: DType) -> Result<We
     for (name, _) in st.tensors() {
         let t = st.load(&name, &Device::Cpu)?;
         let t = if t.dtype().is_float() {
-            t.to_dtype(dtype)?
+            t.to_dtype(dtype_of(&name))?
         } else {
             t
         };
@@ -220,7 +238,14 @@ pub fn load_sd1_checkpoint_with(
     options: &LoadOptions,
 ) -> Result<Sd1Checkpoint> {
     let path = path.as_ref();
-    let weights = load_safetensors(path, device, dtype)?;
+    let vae_dtype = options.vae_dtype.unwrap_or(dtype);
+    let weights = load_safetensors_as(path, device, &|name| {
+        if name.starts_with(VAE_PREFIX) {
+            vae_dtype
+        } else {
+            dtype
+        }
+    })?;
     sd1_from_weights(weights, device, dtype, options).map_err(|e| match e {
         ModelError::NotSupported(m) => ModelError::NotSupported(format!("{}: {m}", path.display())),
         e => e,
@@ -236,7 +261,7 @@ pub fn sd1_from_weights(
 ) -> Result<Sd1Checkpoint> {
     let mut weights = normalize_keys(weights);
     detect_sd1(&weights)?;
-    if options.clip_fp16_round && dtype != DType::F16 {
+    if options.clip_fp16_round && dtype == DType::F32 {
         for (k, v) in weights.iter_mut() {
             if k.starts_with("cond_stage_model.") && v.dtype().is_float() {
                 *v = v.to_dtype(DType::F16)?.to_dtype(dtype)?;
@@ -256,7 +281,8 @@ pub fn sd1_from_weights(
         device,
         options.embedding_directories.clone(),
     )?;
-    let vae = Vae::from_weights(&weights, VAE_PREFIX, dtype, device)?;
+    let vae_dtype = options.vae_dtype.unwrap_or(dtype);
+    let vae = Vae::from_weights(&weights, VAE_PREFIX, vae_dtype, device)?;
     Ok(Sd1Checkpoint {
         weights: Arc::new(weights),
         unet,

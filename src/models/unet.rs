@@ -560,10 +560,11 @@ impl Unet {
     /// One UNet evaluation: `x` [B, C, h, w] (already `calculate_input`-scaled),
     /// `timesteps` [B] (ComfyUI passes the integer index from `timestep(σ)` as
     /// f32), `context` [B, 77·k, context_dim]. Returns the raw model output
-    /// (ε for SD1.x; v for v-prediction checkpoints) in the input's dtype.
+    /// (ε for SD1.x; v for v-prediction checkpoints) in the input's dtype, on
+    /// the input's device: inputs move to the UNet's device and dtype here.
     pub fn forward(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
         let m = &self.0;
-        let in_dtype = x.dtype();
+        let (in_dtype, in_device) = (x.dtype(), x.device().clone());
         let (b, _, _, _) = x.dims4()?;
         let t: Vec<f32> = timesteps.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         if t.len() != b && t.len() != 1 {
@@ -577,8 +578,8 @@ impl Unet {
         let emb = m
             .time_embed_2
             .forward(&silu(&m.time_embed_0.forward(&temb)?)?)?;
-        let x = x.to_dtype(m.dtype)?;
-        let mut context = context.to_dtype(m.dtype)?;
+        let x = x.to_device(&m.device)?.to_dtype(m.dtype)?;
+        let mut context = context.to_device(&m.device)?.to_dtype(m.dtype)?;
         if context.dim(0)? != b {
             context = context.repeat((b / context.dim(0)?.max(1), 1, 1))?;
         }
@@ -602,6 +603,6 @@ impl Unet {
             h = blk.forward(&h, &emb, &context, out_shape)?;
         }
         let out = m.out_conv.forward(&norm_silu(&m.out_norm, &h)?)?;
-        Ok(out.to_dtype(in_dtype)?)
+        Ok(out.to_dtype(in_dtype)?.to_device(&in_device)?)
     }
 }

@@ -362,8 +362,17 @@ impl Vae {
         &self.0.config
     }
 
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+
     /// Decodes unscaled latents [B, z, h, w] to a ComfyUI IMAGE
-    /// [B, h·8, w·8, 3] f32 in 0..1 (`clamp((x+1)/2, 0, 1)`, channels last).
+    /// [B, h·8, w·8, 3] f32 in 0..1 (`clamp((x+1)/2, 0, 1)`, channels last),
+    /// on the CPU whatever the VAE's device.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
         let m = &self.0;
         let mut z = latent.to_device(&m.device)?.to_dtype(m.dtype)?;
@@ -372,13 +381,17 @@ impl Vae {
         }
         let x = m.decoder.forward(&z)?.to_dtype(DType::F32)?;
         let img = ((x + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
-        Ok(img.permute((0, 2, 3, 1))?.contiguous()?)
+        Ok(img
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .to_device(&Device::Cpu)?)
     }
 
     /// Encodes a ComfyUI IMAGE [B, H, W, C≥3] (0..1) to unscaled latents
     /// [B, z, H/8, W/8]: center-crops H and W down to multiples of 8 (offset
     /// `(dim % 8) / 2`), uses the first 3 channels, maps to `x·2 - 1`, runs the
-    /// encoder and `quant_conv`, and returns the mean of the diagonal Gaussian.
+    /// encoder and `quant_conv`, and returns the mean of the diagonal Gaussian
+    /// (f32, on the CPU).
     pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
         let m = &self.0;
         let (_, h, w, c) = image.dims4()?;
@@ -408,6 +421,6 @@ impl Vae {
             moments = q.forward(&moments)?;
         }
         let mean = moments.narrow(1, 0, m.config.z_channels)?;
-        Ok(mean.to_dtype(DType::F32)?)
+        Ok(mean.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)
     }
 }

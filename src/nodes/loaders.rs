@@ -42,7 +42,7 @@ impl Node for CheckpointLoaderSimple {
     fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
         let path = model_path(ctx.env, "checkpoints", i.string("ckpt_name")?)?;
         let cache = ctx.env.resources.get_or_default::<ModelCache>();
-        let ck = cache.checkpoint(&path)?;
+        let ck = cache.checkpoint(&path, &ctx.env.compute)?;
         let (model, mut clip, vae) = split_checkpoint(&ck);
         let emb = ctx.env.paths.model_dirs("embeddings");
         clip.encoder = clip.encoder.with_embedding_directories(emb);
@@ -92,7 +92,9 @@ impl Node for VaeLoader {
         }
         let path = model_path(ctx.env, "vae", name)?;
         let cache = ctx.env.resources.get_or_default::<ModelCache>();
-        Ok(NodeOutput::one(Value::object(SdVae(cache.vae(&path)?))))
+        Ok(NodeOutput::one(Value::object(SdVae(
+            cache.vae(&path, &ctx.env.compute)?,
+        ))))
     }
 }
 

@@ -1,13 +1,15 @@
 //! Payload types of the SD1.x nodes (MODEL, CLIP, VAE, CONDITIONING, SAMPLER, SIGMAS, NOISE,
 //! GUIDER) and the loaded-checkpoint cache shared across runs.
 
+use crate::compute::Compute;
 use crate::models::checkpoint::Prediction as CkptPrediction;
+use crate::models::checkpoint::{load_sd1_checkpoint_with, LoadOptions};
 use crate::models::lora::{PatchedClip, PatchedUnet};
-use crate::models::{load_sd1_checkpoint, Sd1Checkpoint, Vae};
+use crate::models::{Sd1Checkpoint, Vae};
 use crate::node::{NodeError, Payload};
 use crate::sampling::model_sampling::{ModelSampling, Prediction};
 use crate::sampling::samplers::SamplerKind;
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -168,7 +170,9 @@ impl ModelCache {
         self.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn checkpoint(&self, path: &Path) -> Result<Sd1Checkpoint, NodeError> {
+    /// The checkpoint at `path`, loaded to `compute`'s device and dtypes (the UNet and CLIP in
+    /// `compute.dtype`, the VAE in `compute.vae_dtype`).
+    pub fn checkpoint(&self, path: &Path, compute: &Compute) -> Result<Sd1Checkpoint, NodeError> {
         let st = stamp(path);
         let mut map = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, ck)) = map.get(path) {
@@ -176,7 +180,11 @@ impl ModelCache {
                 return Ok(ck.clone());
             }
         }
-        let ck = load_sd1_checkpoint(path, &Device::Cpu, DType::F32)
+        let options = LoadOptions {
+            vae_dtype: Some(compute.vae_dtype),
+            ..LoadOptions::default()
+        };
+        let ck = load_sd1_checkpoint_with(path, &compute.device, compute.dtype, &options)
             .map_err(|e| NodeError::msg(format!("ERROR: could not load checkpoint: {e}")))?;
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -184,7 +192,8 @@ impl ModelCache {
         Ok(ck)
     }
 
-    pub fn vae(&self, path: &Path) -> Result<Vae, NodeError> {
+    /// The standalone VAE at `path`, loaded to `compute`'s device in `compute.vae_dtype`.
+    pub fn vae(&self, path: &Path, compute: &Compute) -> Result<Vae, NodeError> {
         let st = stamp(path);
         let mut map = self.vaes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, v)) = map.get(path) {
@@ -192,7 +201,7 @@ impl ModelCache {
                 return Ok(v.clone());
             }
         }
-        let v = crate::models::load_vae(path, &Device::Cpu, DType::F32)
+        let v = crate::models::load_vae(path, &compute.device, compute.vae_dtype)
             .map_err(|e| NodeError::msg(format!("ERROR: could not load VAE: {e}")))?;
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

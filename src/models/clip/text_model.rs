@@ -260,7 +260,7 @@ impl ClipTextModel {
     /// ComfyUI's `encode_token_weights`: encodes every window in one batch
     /// (plus the empty window when any weight ≠ 1), applies
     /// `z = (z - z_empty)·w + z_empty` per position in f32, and returns
-    /// (cond [1, 77·N, C] f32, pooled of the first window [1, C] f32).
+    /// (cond [1, 77·N, C] f32, pooled of the first window [1, C] f32), on the CPU.
     pub fn encode_token_weights(
         &self,
         windows: &[Vec<WeightedToken>],
@@ -276,8 +276,12 @@ impl ClipTextModel {
             to_encode.push(empty);
         }
         let (out, pooled) = self.encode_windows(&to_encode, clip_skip)?;
-        let out = out.to_dtype(DType::F32)?;
-        let pooled = pooled.to_dtype(DType::F32)?.narrow(0, 0, 1)?;
+        // Back to f32 on the CPU: conditioning lives there like the sampler state.
+        let out = out.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+        let pooled = pooled
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .narrow(0, 0, 1)?;
         if windows.is_empty() {
             let n = out.dim(0)?;
             return Ok((out.narrow(0, n - 1, 1)?, pooled));
