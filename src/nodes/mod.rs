@@ -2,7 +2,9 @@
 //! (and that file's `register`), nothing else.
 
 pub mod conditioning;
+pub mod conditioning_transform;
 pub mod image_io;
+pub mod inpaint;
 pub mod latent;
 pub mod loaders;
 mod primitives;
@@ -17,6 +19,8 @@ use crate::node::{Registry, RegistryError};
 /// Registers every built-in node.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     conditioning::register(r)?;
+    conditioning_transform::register(r)?;
+    inpaint::register(r)?;
     image_io::register(r)?;
     latent::register(r)?;
     loaders::register(r)?;
