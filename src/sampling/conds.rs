@@ -253,9 +253,9 @@ pub fn prepare(
         let mut i = 0;
         while i < out[k].len() {
             let c = out[k][i].clone();
-            for kk in 0..out.len() {
+            for (kk, other) in out.iter_mut().enumerate() {
                 if kk != k {
-                    add_same_area_if_none(&mut out[kk], &c);
+                    add_same_area_if_none(other, &c);
                 }
             }
             i += 1;
