@@ -38,10 +38,7 @@ impl Node for ClipTextEncode {
             .encode(&tokens, clip.clip_skip)
             .map_err(|e| NodeError::msg(e.to_string()))?;
         Ok(NodeOutput::one(Value::object(Conditioning(vec![
-            CondEntry {
-                cond,
-                pooled: Some(pooled),
-            },
+            CondEntry::new(cond, Some(pooled)),
         ]))))
     }
 }

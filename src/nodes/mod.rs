@@ -2,8 +2,10 @@
 //! (and that file's `register`), nothing else.
 
 pub mod conditioning;
+pub mod conditioning_transform;
 pub mod image_io;
 pub mod image_transform;
+pub mod inpaint;
 pub mod latent;
 pub mod latent_transform;
 pub mod loaders;
@@ -21,6 +23,8 @@ use crate::node::{Registry, RegistryError};
 /// Registers every built-in node.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     conditioning::register(r)?;
+    conditioning_transform::register(r)?;
+    inpaint::register(r)?;
     image_io::register(r)?;
     image_transform::register(r)?;
     latent::register(r)?;

@@ -1,15 +1,18 @@
 //! KSampler, KSamplerAdvanced and the custom-sampling family (nodes.py,
 //! comfy_extras/nodes_custom_sampler.py), on the sampling numerics of `crate::sampling`.
 
-use super::sd_types::{
-    CondEntry, Conditioning, GuiderPayload, NoisePayload, SamplerPayload, SdModel, Sigmas,
-};
+use super::sd_types::{Conditioning, GuiderPayload, NoisePayload, SamplerPayload, SdModel, Sigmas};
 use crate::models::vae::{sd1_process_in, sd1_process_out};
 use crate::node::types::Latent;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
+use crate::sampling::conds::{
+    calc_cond_batch, prepare as prepare_conds, CondModel, CondOptions, PrepareContext,
+    PreparedConds,
+};
+use crate::sampling::masks::reshape_mask;
 use crate::sampling::noise::prepare_noise;
 use crate::sampling::samplers::{
     finish_latent, initial_latent, inpaint_noise, sample, Denoiser, SampleOptions, SamplerKind,
@@ -55,25 +58,45 @@ fn seed_input(name: &str) -> InputSpec {
 
 // ---- the CFG denoiser ----
 
-fn lcm(a: usize, b: usize) -> usize {
-    fn gcd(a: usize, b: usize) -> usize {
-        if b == 0 {
-            a
-        } else {
-            gcd(b, a % b)
-        }
+/// The UNet wrapped with the checkpoint's model sampling (ComfyUI's `BaseModel.apply_model`):
+/// scales the input, appends the inpainting concat channels, returns denoised predictions.
+struct ModelApply<'a>(&'a SdModel);
+
+impl CondModel for ModelApply<'_> {
+    fn apply(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        context: &Tensor,
+        concat: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let ms = &self.0.sampling;
+        let n = x.dim(0)?;
+        let xc = ms.calculate_input(sigma, x)?;
+        let xc = match concat {
+            Some(c) => Tensor::cat(&[&xc, &c.to_dtype(DType::F32)?], 1)?,
+            None => xc,
+        };
+        let t = ms.timestep(sigma as f32) as f32;
+        let ts = Tensor::from_vec(vec![t; n], n, x.device())?;
+        let out = self
+            .0
+            .unet
+            .forward(&xc, &ts, context)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+            .to_dtype(DType::F32)?;
+        ms.calculate_denoised(sigma, &out, x)
     }
-    a / gcd(a, b) * b
 }
 
-/// ComfyUI's `sampling_function` + `calc_cond_batch` for plain (area-less) conds, wrapped
-/// with the model's `apply_model` (EPS / v-prediction) and the inpainting blend of
-/// `KSamplerX0Inpaint`.
+/// ComfyUI's `sampling_function`: `calc_cond_batch` over [positive, negative] (the negative
+/// skipped at cfg 1), `uncond + (cond − uncond)·cfg`, wrapped in `KSamplerX0Inpaint`'s
+/// masked-denoising blend.
 struct CfgDenoiser<'a> {
     model: &'a SdModel,
-    positive: &'a [CondEntry],
-    /// None: no uncond (BasicGuider).
-    negative: Option<&'a [CondEntry]>,
+    conds: PreparedConds,
+    /// False for BasicGuider (positive only).
+    has_negative: bool,
     cfg: f64,
     /// (mask [B, C, h, w], noise, model-space latent) for masked denoising.
     inpaint: Option<(Tensor, Tensor, Tensor)>,
@@ -81,108 +104,18 @@ struct CfgDenoiser<'a> {
 }
 
 impl CfgDenoiser<'_> {
-    /// `apply_model(x, σ, context)` for a batch `x` [n, ...] and context [n, T, C].
-    fn apply_model(&self, x: &Tensor, sigma: f64, context: &Tensor) -> candle_core::Result<Tensor> {
-        let ms = &self.model.sampling;
-        let n = x.dim(0)?;
-        let xc = ms.calculate_input(sigma, x)?;
-        let t = ms.timestep(sigma as f32) as f32;
-        let ts = Tensor::from_vec(vec![t; n], n, x.device())?;
-        let out = self
-            .model
-            .unet
-            .forward(&xc, &ts, context)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
-            .to_dtype(DType::F32)?;
-        ms.calculate_denoised(sigma, &out, x)
-    }
-
-    /// A cond's context repeated over the batch of `x`.
-    fn context(entry: &CondEntry, b: usize) -> candle_core::Result<Tensor> {
-        let c = entry.cond.to_dtype(DType::F32)?;
-        if c.dim(0)? == b {
-            Ok(c)
-        } else {
-            c.repeat((b / c.dim(0)?.max(1), 1, 1))
-        }
-    }
-
-    /// The average prediction of a list of conds (mult 1 each).
-    fn calc_list(
-        &self,
-        x: &Tensor,
-        sigma: f64,
-        conds: &[CondEntry],
-    ) -> candle_core::Result<Tensor> {
-        let b = x.dim(0)?;
-        let mut sum: Option<Tensor> = None;
-        for e in conds {
-            let p = self.apply_model(x, sigma, &Self::context(e, b)?)?;
-            sum = Some(match sum {
-                None => p,
-                Some(s) => (s + p)?,
-            });
-        }
-        let n = conds.len().max(1) as f64;
-        let s = sum.ok_or_else(|| candle_core::Error::Msg("empty conditioning".into()))?;
-        if n == 1.0 {
-            Ok(s)
-        } else {
-            s / n
-        }
-    }
-
-    /// (cond, uncond) predictions; one batched call `[uncond, cond]` when both are single
-    /// entries whose token lengths concatenate (equal, or LCM within 4x of the shorter).
-    fn cond_uncond(
-        &self,
-        x: &Tensor,
-        sigma: f64,
-        neg: &[CondEntry],
-    ) -> candle_core::Result<(Tensor, Tensor)> {
-        if let ([p], [n]) = (self.positive, neg) {
-            let (tp, tn) = (p.cond.dim(1)?, n.cond.dim(1)?);
-            let l = lcm(tp, tn);
-            if l <= 4 * tp.min(tn) {
-                let b = x.dim(0)?;
-                let rep = |e: &CondEntry, t: usize| -> candle_core::Result<Tensor> {
-                    let c = Self::context(e, b)?;
-                    if t == l {
-                        Ok(c)
-                    } else {
-                        c.repeat((1, l / t, 1))
-                    }
-                };
-                let ctx = Tensor::cat(&[rep(n, tn)?, rep(p, tp)?], 0)?;
-                let xx = Tensor::cat(&[x, x], 0)?;
-                let out = self.apply_model(&xx, sigma, &ctx)?;
-                return Ok((out.narrow(0, b, b)?, out.narrow(0, 0, b)?));
-            }
-        }
-        Ok((
-            self.calc_list(x, sigma, self.positive)?,
-            self.calc_list(x, sigma, neg)?,
-        ))
-    }
-
     fn guided(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        // math.isclose(cfg, 1.0)
         let skip_uncond = (self.cfg - 1.0).abs() <= 1e-9 * self.cfg.abs().max(1.0);
-        match self.negative {
-            Some(neg) if !skip_uncond => {
-                let (cond, uncond) = self.cond_uncond(x, sigma, neg)?;
-                uncond.clone() + ((cond - uncond)? * self.cfg)?
-            }
-            _ => {
-                let cond = self.calc_list(x, sigma, self.positive)?;
-                if skip_uncond {
-                    Ok(cond)
-                } else {
-                    // No uncond (BasicGuider with cfg != 1 cannot happen; keep ComfyUI's
-                    // `0 + (cond - 0)·cfg`).
-                    cond * self.cfg
-                }
-            }
-        }
+        let positive = Some(self.conds.lists[0].as_slice());
+        let negative = if self.has_negative && !skip_uncond {
+            Some(self.conds.lists[1].as_slice())
+        } else {
+            None
+        };
+        let out = calc_cond_batch(&ModelApply(self.model), &[positive, negative], x, sigma)?;
+        let (cond, uncond) = (&out[0], &out[1]);
+        uncond + ((cond - uncond)? * self.cfg)?
     }
 }
 
@@ -206,62 +139,33 @@ impl Denoiser for CfgDenoiser<'_> {
     }
 }
 
-/// PyTorch `interpolate(mode="bilinear", align_corners=False)` of [N, 1, H, W] to (h, w).
-fn bilinear(mask: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
-    let (n, _, ih, iw) = mask.dims4()?;
-    if (ih, iw) == (h, w) {
-        return Ok(mask.clone());
+/// Whether the UNet takes ComfyUI's inpainting concat: 4 latent channels + mask + masked
+/// latent = 9 inputs; a plain UNet takes the latent's channels.
+fn is_inpaint_model(model: &SdModel, latent_channels: usize) -> Result<bool, NodeError> {
+    let inc = model.unet.config().in_channels;
+    if inc == latent_channels {
+        Ok(false)
+    } else if inc == latent_channels + 5 {
+        Ok(true)
+    } else {
+        Err(NodeError::msg(format!(
+            "the UNet takes {inc} input channels; a {latent_channels}-channel latent needs a \
+             UNet with {latent_channels} (plain) or {} (inpainting) input channels",
+            latent_channels + 5
+        )))
     }
-    let src = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let coords = |out: usize, inp: usize| -> Vec<(usize, usize, f32)> {
-        let scale = inp as f32 / out as f32;
-        (0..out)
-            .map(|d| {
-                let s = ((d as f32 + 0.5) * scale - 0.5).max(0.0);
-                let i0 = (s.floor() as usize).min(inp - 1);
-                let i1 = (i0 + 1).min(inp - 1);
-                (i0, i1, s - i0 as f32)
-            })
-            .collect()
-    };
-    let (ys, xs) = (coords(h, ih), coords(w, iw));
-    let mut out = Vec::with_capacity(n * h * w);
-    for b in 0..n {
-        let p = &src[b * ih * iw..(b + 1) * ih * iw];
-        for &(y0, y1, ly) in &ys {
-            for &(x0, x1, lx) in &xs {
-                let top = p[y0 * iw + x0] * (1.0 - lx) + p[y0 * iw + x1] * lx;
-                let bot = p[y1 * iw + x0] * (1.0 - lx) + p[y1 * iw + x1] * lx;
-                out.push(top * (1.0 - ly) + bot * ly);
-            }
-        }
-    }
-    Tensor::from_vec(out, (n, 1, h, w), &Device::Cpu)
 }
 
-/// `comfy.utils.reshape_mask(mask, shape)` for 4-d latents.
-fn prepare_mask(mask: &Tensor, shape: &[usize]) -> candle_core::Result<Tensor> {
-    let dims = mask.dims();
-    let (mh, mw) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-    let m = mask.to_dtype(DType::F32)?.reshape(((), 1, mh, mw))?;
-    let m = bilinear(&m, shape[2], shape[3])?;
-    let m = m.repeat((1, shape[1], 1, 1))?;
-    let mb = m.dim(0)?;
-    let b = shape[0];
-    if mb == b {
-        Ok(m)
-    } else {
-        // repeat_to_batch_size: tile then cut (or cut when longer).
-        let reps = b.div_ceil(mb);
-        m.repeat((reps, 1, 1, 1))?.narrow(0, 0, b)
-    }
+fn entries(c: &Conditioning) -> Vec<(&Tensor, &CondOptions)> {
+    c.0.iter().map(|e| (&e.cond, &e.opts)).collect()
 }
 
 /// One sampling run (ComfyUI's `CFGGuider.sample` with a KSAMPLER): returns the output latent
-/// and the last denoised prediction, both as unscaled latents.
+/// and the last denoised prediction, both as unscaled latents. `ctx` (the running node)
+/// receives progress and stops the run when interrupted; `None` runs without either.
 #[allow(clippy::too_many_arguments)]
-fn run_sampler(
-    ctx: &NodeContext,
+pub fn run_sampler(
+    ctx: Option<&NodeContext>,
     model: &SdModel,
     positive: &Conditioning,
     negative: Option<&Conditioning>,
@@ -286,9 +190,25 @@ fn run_sampler(
     } else {
         samples.clone()
     };
-    let inpaint = match &latent.noise_mask {
-        Some(m) => {
-            let mask = prepare_mask(m, samples.dims())?;
+    let shape = samples.dims4()?;
+    let mask = match &latent.noise_mask {
+        Some(m) => Some(reshape_mask(m, samples.dims())?),
+        None => None,
+    };
+    let lists = match negative {
+        Some(n) => vec![entries(positive), entries(n)],
+        None => vec![entries(positive)],
+    };
+    let prep = PrepareContext {
+        shape: [shape.0, shape.1, shape.2, shape.3],
+        sampling: ms,
+        latent_image: &latent_in,
+        denoise_mask: mask.as_ref(),
+        inpaint_model: is_inpaint_model(model, shape.1)?,
+    };
+    let conds = prepare_conds(&lists, &prep)?;
+    let inpaint = match mask {
+        Some(mask) => {
             let n = inpaint_noise(kind, samples.dims(), seed, noise)?;
             Some((mask, n, latent_in.clone()))
         }
@@ -297,8 +217,8 @@ fn run_sampler(
     let x = initial_latent(ms, sigmas, noise, &latent_in)?;
     let mut den = CfgDenoiser {
         model,
-        positive: &positive.0,
-        negative: negative.map(|n| n.0.as_slice()),
+        conds,
+        has_negative: negative.is_some(),
         cfg,
         inpaint,
         last_denoised: None,
@@ -306,13 +226,15 @@ fn run_sampler(
     let stopped = Cell::new(false);
     let err: RefCell<Option<NodeError>> = RefCell::new(None);
     let mut opts = SampleOptions::new(seed);
-    opts.callback = Some(Box::new(|done, total| {
-        if let Err(e) = ctx.progress(done as u64, total as u64) {
-            stopped.set(true);
-            *err.borrow_mut() = Some(e);
-        }
-    }));
-    opts.cancel = Some(Box::new(|| stopped.get() || ctx.check_interrupt().is_err()));
+    if let Some(ctx) = ctx {
+        opts.callback = Some(Box::new(|done, total| {
+            if let Err(e) = ctx.progress(done as u64, total as u64) {
+                stopped.set(true);
+                *err.borrow_mut() = Some(e);
+            }
+        }));
+        opts.cancel = Some(Box::new(|| stopped.get() || ctx.check_interrupt().is_err()));
+    }
     let result = sample(kind, &mut den, &x, sigmas, &mut opts);
     drop(opts);
     let out = match result {
@@ -385,7 +307,7 @@ fn common_ksampler(
         }
     };
     let (out, _) = run_sampler(
-        ctx,
+        Some(ctx),
         &model,
         &positive,
         Some(&negative),
@@ -650,7 +572,7 @@ fn custom_sample(
         NoisePayload::Disabled => Tensor::zeros(shape.as_slice(), DType::F32, &Device::Cpu)?,
     };
     let (out, denoised) = run_sampler(
-        ctx,
+        Some(ctx),
         &guider.model,
         &guider.positive,
         guider.negative.as_ref(),

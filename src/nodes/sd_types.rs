@@ -7,6 +7,7 @@ use crate::models::checkpoint::{load_sd1_checkpoint_with, LoadOptions};
 use crate::models::lora::{PatchedClip, PatchedUnet};
 use crate::models::{Sd1Checkpoint, Vae};
 use crate::node::{NodeError, Payload};
+use crate::sampling::conds::CondOptions;
 use crate::sampling::model_sampling::{ModelSampling, Prediction};
 use crate::sampling::samplers::SamplerKind;
 use candle_core::Tensor;
@@ -67,11 +68,25 @@ impl std::fmt::Debug for SdVae {
 
 impl Payload for SdVae {}
 
-/// One entry of a CONDITIONING list: `[cond [1, T, C], {"pooled_output": pooled}]`.
+/// One entry of a CONDITIONING list: `[cond [1, T, C], {"pooled_output": pooled, ...}]`;
+/// `opts` holds the other dict keys that change sampling (area, mask, strength, timestep
+/// range, inpaint concat; see `crate::sampling::conds`).
 #[derive(Debug, Clone)]
 pub struct CondEntry {
     pub cond: Tensor,
     pub pooled: Option<Tensor>,
+    pub opts: CondOptions,
+}
+
+impl CondEntry {
+    /// A plain entry (no area, mask, ...).
+    pub fn new(cond: Tensor, pooled: Option<Tensor>) -> Self {
+        CondEntry {
+            cond,
+            pooled,
+            opts: CondOptions::default(),
+        }
+    }
 }
 
 /// CONDITIONING: a list of entries (ConditioningCombine concatenates lists).
@@ -82,7 +97,14 @@ impl Payload for Conditioning {
     fn byte_size(&self) -> usize {
         self.0
             .iter()
-            .map(|e| tensor_bytes(&e.cond) + e.pooled.as_ref().map_or(0, tensor_bytes))
+            .map(|e| {
+                let o = &e.opts;
+                tensor_bytes(&e.cond)
+                    + [&e.pooled, &o.mask, &o.concat_latent_image, &o.concat_mask]
+                        .iter()
+                        .map(|t| t.as_ref().map_or(0, tensor_bytes))
+                        .sum::<usize>()
+            })
             .sum()
     }
     fn describe(&self) -> String {

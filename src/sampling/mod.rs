@@ -11,8 +11,13 @@
 //! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling.
 //! * [`samplers`] — the [`samplers::Denoiser`] trait, [`samplers::SamplerKind`],
 //!   [`samplers::sample`], and the start/end-of-sampling helpers.
+//! * [`conds`] — sampling-time conditioning: areas, masks, strengths, timestep ranges,
+//!   the inpainting concat, and `calc_cond_batch`.
+//! * [`masks`] — mask/batch resizing as `comfy.utils` does it.
 
 pub mod brownian;
+pub mod conds;
+pub mod masks;
 pub mod model_sampling;
 pub mod noise;
 pub mod rng;
