@@ -335,7 +335,9 @@ fn area_and_timestep_conditioning_on_the_tiny_model() {
 fn masked_denoising_keeps_the_unmasked_latent_in_every_sampler() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/models/checkpoints/tiny_sd15.safetensors");
-    let ck = ModelCache::default().checkpoint(&path).unwrap();
+    let ck = ModelCache::default()
+        .checkpoint(&path, &comfyrs::compute::Compute::default())
+        .unwrap();
     let (model, clip, _) = split_checkpoint(&ck);
     let enc = |text: &str| {
         let (c, p) = clip
