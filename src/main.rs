@@ -501,8 +501,7 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
                 executor.run(&prompt_id, &valid, None, &interrupt, &sink)
             } else {
                 let bars = ProgressBars::new(total);
-                let sink = |e: Event| bars.handle(&e);
-                let o = executor.run(&prompt_id, &valid, None, &interrupt, &sink);
+                let o = executor.run(&prompt_id, &valid, None, &interrupt, &bars);
                 bars.finish();
                 o
             };
@@ -662,6 +661,16 @@ struct ProgressBars {
     _multi: MultiProgress,
     nodes: ProgressBar,
     step: ProgressBar,
+}
+
+impl comfyrs::exec::EventSink for ProgressBars {
+    fn emit(&self, event: Event) {
+        self.handle(&event);
+    }
+    /// The bars never show it, so the run need not build it.
+    fn wants_progress_state(&self) -> bool {
+        false
+    }
 }
 
 impl ProgressBars {

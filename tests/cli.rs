@@ -68,14 +68,21 @@ fn json_events_are_comfyui_messages() {
         [
             "execution_start",
             "execution_cached",
+            "progress_state",
             "executing",
+            "progress_state",
+            "progress_state",
             "executing",
+            "progress_state",
+            "progress_state",
             "executing",
             "executed",
+            "progress_state",
             "execution_success"
         ]
     );
-    assert_eq!(msgs[5]["data"]["output"], json!({"text": ["HELLO"]}));
+    assert_eq!(msgs[10]["data"]["output"], json!({"text": ["HELLO"]}));
+    assert_eq!(msgs[11]["data"]["nodes"].as_object().unwrap().len(), 3);
 }
 
 #[test]

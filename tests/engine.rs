@@ -660,20 +660,113 @@ fn events_follow_comfyui_order() {
     assert_eq!(
         kinds,
         [
-            // ComfyUI's heuristic: 10 is two links from an output, 1 is three.
+            // ComfyUI's heuristic: 10 is two links from an output, 1 is three. Each node's
+            // start and finish re-send progress_state.
             "execution_start",
             "execution_cached",
+            "progress_state",
             "executing 10",
+            "progress_state",
+            "progress_state",
             "executing 11",
+            "progress_state",
+            "progress_state",
             "executing 12",
             "executed 12",
+            "progress_state",
+            "progress_state",
             "executing 1",
+            "progress_state",
+            "progress_state",
             "executing 2",
+            "progress_state",
+            "progress_state",
             "executing 3",
+            "progress_state",
+            "progress_state",
             "executing 4",
             "executed 4",
+            "progress_state",
             "execution_success"
         ]
+    );
+}
+
+/// The `nodes` maps of a run's progress_state events, as (id, state, value, max) per node.
+fn progress_states(events: &[Event]) -> Vec<Vec<(String, String, Json, Json)>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ProgressState { prompt_id, nodes } => {
+                assert_eq!(e.data()["prompt_id"], prompt_id.as_str());
+                Some(
+                    nodes
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(id, n)| {
+                            for key in ["node_id", "display_node_id", "real_node_id"] {
+                                assert_eq!(n[key], id.as_str(), "{key} of {id}");
+                            }
+                            assert_eq!(n["prompt_id"], prompt_id.as_str());
+                            assert_eq!(n["parent_node_id"], Json::Null);
+                            let st = n["state"].as_str().unwrap().to_string();
+                            (id.clone(), st, n["value"].clone(), n["max"].clone())
+                        })
+                        .collect(),
+                )
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn progress_state_lists_every_touched_node_like_comfyui() {
+    let h = harness();
+    let ex = h.executor(CachePolicy::Classic);
+    let wf = json!({
+        "1": {"class_type": "TestSlow", "inputs": {"steps": 2}},
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
+    });
+    let v = h.prepare(wf, &Overrides::new()).unwrap();
+    let log = EventLog::default();
+    assert!(ex.run("p1", &v, None, &Interrupt::new(), &log).is_success());
+    let events = log.take();
+    let s =
+        |id: &str, st: &str, value: Json, max: Json| (id.to_string(), st.to_string(), value, max);
+    assert_eq!(
+        progress_states(&events),
+        vec![
+            vec![s("1", "running", json!(0.0), json!(1.0))],
+            vec![s("1", "running", json!(1), json!(2))],
+            vec![s("1", "running", json!(2), json!(2))],
+            vec![s("1", "finished", json!(2), json!(2))],
+            vec![
+                s("1", "finished", json!(2), json!(2)),
+                s("2", "running", json!(0.0), json!(1.0))
+            ],
+            vec![
+                s("1", "finished", json!(2), json!(2)),
+                s("2", "finished", json!(1.0), json!(1.0))
+            ],
+        ]
+    );
+    // Each progress update: progress_state first, then `progress` (ComfyUI's hook order).
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind()).collect();
+    let first_progress = kinds.iter().position(|k| *k == "progress").unwrap();
+    assert_eq!(kinds[first_progress - 1], "progress_state");
+    assert!(!events
+        .iter()
+        .any(|e| e.goes_in_history() && e.kind() == "progress_state"));
+
+    // Run again: the output node is served from cache, so it is only finished (1 of 1) and
+    // node 1, never scheduled, is not listed.
+    let log = EventLog::default();
+    assert!(ex.run("p2", &v, None, &Interrupt::new(), &log).is_success());
+    assert_eq!(
+        progress_states(&log.take()),
+        vec![vec![s("2", "finished", json!(1), json!(1))]]
     );
 }
 

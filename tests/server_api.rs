@@ -79,6 +79,17 @@ async fn full_flow_events_history_and_view() {
     let text = executed.iter().find(|m| m["data"]["node"] == "2").unwrap();
     assert_eq!(text["data"]["output"]["text"], json!(["hello"]));
     assert_eq!(text["data"]["display_node"], "2");
+    // progress_state reaches the owner; the last one (just before success) has every node
+    // finished.
+    let last_state = &msgs[success - 1];
+    assert_eq!(last_state["type"], "progress_state", "{k:?}");
+    assert_eq!(last_state["data"]["prompt_id"], pid.as_str());
+    let nodes = last_state["data"]["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    assert!(
+        nodes.values().all(|n| n["state"] == "finished"),
+        "{nodes:?}"
+    );
 
     // History.
     let h = get(addr, &format!("/history/{pid}")).await.json();

@@ -39,6 +39,12 @@ pub enum Event {
         node: String,
         output: Option<Json>,
     },
+    /// The state of every node touched so far (`{id: {value, max, state, node_id, ...}}`),
+    /// re-sent on each node start, progress update and finish.
+    ProgressState {
+        prompt_id: String,
+        nodes: Json,
+    },
     ExecutionSuccess {
         prompt_id: String,
         timestamp: u64,
@@ -63,6 +69,7 @@ impl Event {
             Event::Executing { .. } => "executing",
             Event::Progress { .. } => "progress",
             Event::Executed { .. } => "executed",
+            Event::ProgressState { .. } => "progress_state",
             Event::ExecutionSuccess { .. } => "execution_success",
             Event::ExecutionError { .. } => "execution_error",
             Event::ExecutionInterrupted { .. } => "execution_interrupted",
@@ -76,6 +83,7 @@ impl Event {
             | Event::Executing { prompt_id, .. }
             | Event::Progress { prompt_id, .. }
             | Event::Executed { prompt_id, .. }
+            | Event::ProgressState { prompt_id, .. }
             | Event::ExecutionSuccess { prompt_id, .. }
             | Event::ExecutionError { prompt_id, .. }
             | Event::ExecutionInterrupted { prompt_id, .. } => prompt_id,
@@ -115,6 +123,9 @@ impl Event {
             } => {
                 json!({"node": node, "display_node": node, "output": output, "prompt_id": prompt_id})
             }
+            Event::ProgressState { prompt_id, nodes } => {
+                json!({"prompt_id": prompt_id, "nodes": nodes})
+            }
             Event::ExecutionError { data, .. } | Event::ExecutionInterrupted { data, .. } => {
                 data.clone()
             }
@@ -142,6 +153,12 @@ impl Event {
 /// Where a run's events go.
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: Event);
+    /// Whether this sink takes `progress_state` events. Each one carries the state of every
+    /// node touched so far (ComfyUI's payload), so a run of N nodes costs O(N²) to report;
+    /// sinks that discard events say no and the run skips building them.
+    fn wants_progress_state(&self) -> bool {
+        true
+    }
 }
 
 impl<F: Fn(Event) + Send + Sync> EventSink for F {
@@ -183,4 +200,7 @@ pub struct NoEvents;
 
 impl EventSink for NoEvents {
     fn emit(&self, _event: Event) {}
+    fn wants_progress_state(&self) -> bool {
+        false
+    }
 }

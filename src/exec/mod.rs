@@ -3,6 +3,7 @@
 
 mod cache;
 mod events;
+mod progress_state;
 mod run;
 
 pub use cache::{CacheEntry, CachePolicy, NodeValues, OutputCache};

@@ -8,6 +8,7 @@
 
 use super::cache::{CacheEntry, CachePolicy, NodeValues, OutputCache};
 use super::events::{now_ms, Event, EventSink};
+use super::progress_state::ProgressStates;
 use crate::env::Environment;
 use crate::graph::{plan, GraphInput, ValidPrompt};
 use crate::node::{Inputs, NodeContext, NodeError, ProgressSink, Registry, Value};
@@ -109,6 +110,8 @@ struct Shared<'a> {
     rank: &'a [(u8, usize)],
     interrupt: &'a Interrupt,
     events: &'a dyn EventSink,
+    /// What `progress_state` reports.
+    progress: ProgressStates<'a>,
 }
 
 struct SchedState {
@@ -133,10 +136,13 @@ enum Failure {
 struct EventProgress<'a> {
     prompt_id: &'a str,
     events: &'a dyn EventSink,
+    states: &'a ProgressStates<'a>,
 }
 
 impl ProgressSink for EventProgress<'_> {
     fn progress(&self, node_id: &str, value: u64, max: u64) {
+        // ComfyUI's order: the updated progress_state, then `progress`.
+        self.states.update(node_id, value, max, self.events);
         self.events.emit(Event::Progress {
             prompt_id: self.prompt_id.to_string(),
             node: node_id.to_string(),
@@ -272,6 +278,7 @@ impl Executor {
             rank: &plan.rank,
             interrupt,
             events,
+            progress: ProgressStates::new(prompt_id),
         };
         let replay_ui = cached_ui;
         let scheduled = &plan.scheduled;
@@ -362,6 +369,7 @@ impl Executor {
                     node: node.id.clone(),
                     output: ui.clone(),
                 });
+                sh.progress.finish(&node.id, sh.events);
                 guard.remaining -= 1;
                 continue;
             }
@@ -384,6 +392,7 @@ impl Executor {
             let result = if sh.interrupt.is_triggered() {
                 Err(NodeError::Interrupted)
             } else {
+                sh.progress.start(&node.id, sh.events);
                 sh.events.emit(Event::Executing {
                     prompt_id: sh.prompt_id.to_string(),
                     node: Some(node.id.clone()),
@@ -405,6 +414,7 @@ impl Executor {
                             output: Some(Json::Object(ui.clone())),
                         });
                     }
+                    sh.progress.finish(&node.id, sh.events);
                     let entry = CacheEntry::new(values, ui.map(Json::Object));
                     guard.values[i] = Some(Arc::clone(&entry.values));
                     guard.new_entries.push((i, entry));
@@ -490,6 +500,7 @@ impl Executor {
         let progress = EventProgress {
             prompt_id: sh.prompt_id,
             events: sh.events,
+            states: &sh.progress,
         };
         let mut slots: NodeValues = vec![Vec::new(); schema.outputs.len()];
         let mut ui: Option<Map<String, Json>> = None;

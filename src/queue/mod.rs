@@ -485,12 +485,14 @@ impl JobQueue {
     }
 
     /// ComfyUI's addressing rule (spec §8.1): to the owner; without an owner, only
-    /// interrupts and progress are broadcast, the rest is dropped.
+    /// interrupts, progress and progress_state are broadcast, the rest is dropped.
     fn route_event(&self, client: &Option<String>, e: &Event) {
         let to = match client {
             Some(c) => Some(c.clone()),
             None => match e {
-                Event::ExecutionInterrupted { .. } | Event::Progress { .. } => None,
+                Event::ExecutionInterrupted { .. }
+                | Event::Progress { .. }
+                | Event::ProgressState { .. } => None,
                 _ => return,
             },
         };
