@@ -6,8 +6,8 @@ use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{CachePolicy, Executor, ExecutorConfig, Interrupt, NoEvents};
 use comfyrs::graph::{plan, validate};
 use comfyrs::node::Registry;
-use comfyrs::prompt::prepare;
-use comfyrs::workflow::{apply_overrides, parse_set_arg, parse_workflow, Overrides};
+use comfyrs::prompt::{apply_registry_overrides, prepare};
+use comfyrs::workflow::{parse_set_arg, parse_workflow, Overrides};
 use serde_json::{json, Map, Value as Json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,12 +91,7 @@ fn front_half(
         let t1 = Instant::now();
         let mut o = Overrides::new();
         parse_set_arg(set, &mut o).unwrap();
-        apply_overrides(&mut w, &o, |class| {
-            registry
-                .schema(class)
-                .map(|s| s.inputs.iter().map(|i| i.name.as_str()).collect())
-        })
-        .unwrap();
+        apply_registry_overrides(&mut w, &o, registry).unwrap();
         let t2 = Instant::now();
         let v = validate(&w, registry, env, None).unwrap();
         let t3 = Instant::now();

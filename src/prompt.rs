@@ -29,6 +29,20 @@ impl PromptError {
     }
 }
 
+/// Applies `overrides` to `workflow` strictly: an input must be on the node already or be
+/// one its class declares in `registry`.
+pub fn apply_registry_overrides(
+    workflow: &mut Workflow,
+    overrides: &Overrides,
+    registry: &Registry,
+) -> Result<(), OverrideError> {
+    apply_overrides(workflow, overrides, |class| {
+        registry
+            .schema(class)
+            .map(|s| s.inputs.iter().map(|i| i.name.as_str()).collect())
+    })
+}
+
 /// Applies `overrides` to `workflow` (strictly) and validates the result.
 pub fn prepare(
     mut workflow: Workflow,
@@ -37,11 +51,7 @@ pub fn prepare(
     env: &Environment,
     targets: Option<&[String]>,
 ) -> Result<(Workflow, ValidPrompt), PromptError> {
-    apply_overrides(&mut workflow, overrides, |class| {
-        registry
-            .schema(class)
-            .map(|s| s.inputs.iter().map(|i| i.name.as_str()).collect())
-    })?;
+    apply_registry_overrides(&mut workflow, overrides, registry)?;
     let valid = validate(&workflow, registry, env, targets).map_err(PromptError::Invalid)?;
     Ok((workflow, valid))
 }

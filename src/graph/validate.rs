@@ -121,14 +121,7 @@ pub fn validate(
     // Every node the outputs reach, through links whose source exists. Node indexes are
     // workflow positions; the workflow's own id index resolves links.
     let n = workflow.nodes.len();
-    let id_of = |i: usize| {
-        workflow
-            .nodes
-            .get_index(i)
-            .expect("index in range")
-            .0
-            .as_str()
-    };
+    let id_of = |i: usize| node_id(workflow, i);
 
     let mut reached = vec![false; n];
     let mut stack: Vec<usize> = outputs.clone();
@@ -441,6 +434,16 @@ pub fn validate(
     })
 }
 
+/// The id of the node at workflow position `i` (validation indexes nodes by position).
+fn node_id(workflow: &Workflow, i: usize) -> &str {
+    workflow
+        .nodes
+        .get_index(i)
+        .expect("index in range")
+        .0
+        .as_str()
+}
+
 /// Adds ComfyUI's [L] `dependency_cycle` error to every reached node on a cycle.
 fn report_cycles(
     workflow: &Workflow,
@@ -456,14 +459,7 @@ fn report_cycles(
             g.add_edge(gix[j], gix[i], ());
         }
     }
-    let id_of = |i: usize| {
-        workflow
-            .nodes
-            .get_index(i)
-            .expect("index in range")
-            .0
-            .as_str()
-    };
+    let id_of = |i: usize| node_id(workflow, i);
     for scc in petgraph::algo::kosaraju_scc(&g) {
         let cyclic = scc.len() > 1 || g.contains_edge(scc[0], scc[0]);
         if !cyclic {

@@ -13,9 +13,9 @@ use super::requests::{
     base_url, cancel, load_owned, request_urls, result_body, status_body, submit, Family,
     RequestMeta,
 };
-use crate::prompt::PromptError;
+use crate::prompt::{apply_registry_overrides, PromptError};
 use crate::server::AppState;
-use crate::workflow::{apply_overrides, overrides_from_json, workflow_from_json};
+use crate::workflow::{overrides_from_json, workflow_from_json};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -476,12 +476,7 @@ async fn inference_inner(
     };
     let overridden: Vec<String> = overrides.keys().cloned().collect();
     let registry = state.queue.registry();
-    apply_overrides(&mut workflow, &overrides, |class| {
-        registry
-            .schema(class)
-            .map(|s| s.inputs.iter().map(|i| i.name.as_str()).collect())
-    })
-    .map_err(|e| {
+    apply_registry_overrides(&mut workflow, &overrides, registry).map_err(|e| {
         super::errors::from_prompt_error(&PromptError::from(e).to_comfy_json(), &overridden)
     })?;
     super::loras::attach(&mut workflow, &lora_specs);
