@@ -205,10 +205,16 @@ async fn signed_events_retried_with_stable_ids() {
     .await;
     let rid = sub["request_id"].as_str().unwrap().to_string();
 
+    // Retries may reorder the events (a failed `in_queue` can land after
+    // `succeeded`), so wait for all three distinct events.
     let events = recv
-        .wait_delivered(|d| d.iter().any(|h| h.body["status"] == "succeeded"))
+        .wait_delivered(|d| {
+            let statuses: std::collections::HashSet<_> =
+                d.iter().filter_map(|h| h.body["status"].as_str()).collect();
+            statuses.len() >= 3 && statuses.contains("succeeded")
+        })
         .await;
-    // Every event of the request, once each after dedup (retries may reorder them).
+    // Every event of the request, once each after dedup.
     let mut words: Vec<&str> = events
         .iter()
         .map(|h| h.body["status"].as_str().unwrap())
@@ -256,8 +262,18 @@ async fn signed_events_retried_with_stable_ids() {
     assert_eq!(last["outputs"], res["outputs"]);
     assert!(last["outputs"]["1"]["images"][0]["url"].is_string());
 
-    // The store agrees: all delivered, with the failed attempts counted.
-    let rows = s.server.queue.store().deliveries_of(&rid).unwrap();
+    // The store agrees: all delivered, with the failed attempts counted. The
+    // store is written after the receiver answers, so give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let rows = s.server.queue.store().deliveries_of(&rid).unwrap();
+        if rows.iter().all(|d| d.state == DeliveryState::Delivered)
+            || std::time::Instant::now() > deadline
+        {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|d| d.state == DeliveryState::Delivered));
     let attempts: u32 = rows.iter().map(|d| d.attempts).sum();
