@@ -70,6 +70,8 @@ struct FrontTimes {
     validate: Duration,
     plan: Duration,
     validate_plan: Duration,
+    /// Building the recorded prompt's JSON, which history and SaveImage do on first use.
+    record: Duration,
 }
 
 fn front_half(
@@ -84,7 +86,8 @@ fn front_half(
         v.sort();
         v[v.len() / 2]
     };
-    let (mut parse, mut over, mut val, mut pl, mut vp) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut parse, mut over, mut val, mut pl, mut vp, mut rec) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..reps {
         let t0 = Instant::now();
         let mut w = parse_workflow(text).unwrap();
@@ -93,12 +96,15 @@ fn front_half(
         parse_set_arg(set, &mut o).unwrap();
         apply_registry_overrides(&mut w, &o, registry).unwrap();
         let t2 = Instant::now();
-        let v = validate(&w, registry, env, None).unwrap();
+        let v = validate(w, registry, env, None).unwrap();
         let t3 = Instant::now();
         let p = plan(&v.graph, env, |_| false);
         let t4 = Instant::now();
         assert_eq!(p.signatures.len(), nodes);
-        drop((p, v, w));
+        let t5 = Instant::now();
+        assert!(v.prompt.json().is_object());
+        rec.push(t5.elapsed());
+        drop((p, v));
         parse.push(t1 - t0);
         over.push(t2 - t1);
         val.push(t3 - t2);
@@ -111,6 +117,7 @@ fn front_half(
         validate: median(val),
         plan: median(pl),
         validate_plan: median(vp),
+        record: median(rec),
     }
 }
 
@@ -123,9 +130,9 @@ fn main() {
     let dir = std::env::temp_dir().join("comfyrs-bench");
     let env = Arc::new(Environment::new(Paths::under(&dir)));
     println!(
-        "| shape | nodes | parse | override | validate | plan | **validate+plan** | execute (cold cache) | execute per node |"
+        "| shape | nodes | parse | override | validate | plan | **validate+plan** | prompt record JSON | execute (cold cache) | execute per node |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (shape, n) in [
         ("chain", 100),
         ("chain", 500),
@@ -148,7 +155,7 @@ fn main() {
         let reps = if nodes > 5_000 { 11 } else { 21 };
         let front = front_half(&text, set, nodes, reps, &registry, &env);
         let w = parse_workflow(&text).unwrap();
-        let (_, v) = prepare(w, &Overrides::new(), &registry, &env, None).unwrap();
+        let v = prepare(w, &Overrides::new(), &registry, &env, None).unwrap();
         let exec = time(reps, || {
             let ex = Executor::new(
                 registry.clone(),
@@ -163,12 +170,13 @@ fn main() {
             assert_eq!(out.executed.len(), nodes);
         });
         println!(
-            "| {shape} | {nodes} | {} | {} | {} | {} | **{}** | {} | {:.2} µs |",
+            "| {shape} | {nodes} | {} | {} | {} | {} | **{}** | {} | {} | {:.2} µs |",
             ms(front.parse),
             ms(front.overrides),
             ms(front.validate),
             ms(front.plan),
             ms(front.validate_plan),
+            ms(front.record),
             ms(exec),
             exec.as_secs_f64() * 1e6 / nodes as f64
         );

@@ -318,7 +318,7 @@ fn load_prompt(
     args: &PromptArgs,
     registry: &Registry,
     env: &Environment,
-) -> Result<(comfyrs::workflow::Workflow, comfyrs::graph::ValidPrompt), Fatal> {
+) -> Result<comfyrs::graph::ValidPrompt, Fatal> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| fatal(2, format!("cannot read {}: {e}", path.display())))?;
     let invalid = |e: PromptError| {
@@ -461,7 +461,7 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
             dirs,
         } => {
             let env = dirs.environment()?;
-            let (_, valid) = load_prompt(&workflow, &prompt, &registry, &env)?;
+            let valid = load_prompt(&workflow, &prompt, &registry, &env)?;
             println!(
                 "valid: {} node(s) to run for output(s) {}",
                 valid.graph.graph.node_count(),
@@ -480,7 +480,7 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
         } => {
             let env = Arc::new(dirs.environment()?.with_compute(compute.open()?));
             let policy = CachePolicy::parse(&cache).map_err(|e| fatal(2, e))?;
-            let (_, valid) = load_prompt(&workflow, &prompt, &registry, &env)?;
+            let valid = load_prompt(&workflow, &prompt, &registry, &env)?;
             let executor = Executor::new(
                 registry.clone(),
                 env.clone(),

@@ -154,7 +154,7 @@ impl ParityRunner {
     ) -> Result<CaseResult, String> {
         let mut wf = parse_workflow(workflow_json).map_err(|e| format!("{name}: {e}"))?;
         use_checkpoint(&mut wf, &self.ckpt_name);
-        let (_, valid) = prepare(wf, &Overrides::default(), &self.registry, &self.env, None)
+        let valid = prepare(wf, &Overrides::default(), &self.registry, &self.env, None)
             .map_err(|e| format!("{name}: invalid workflow: {}", e.to_comfy_json()))?;
         let start = Instant::now();
         let out = self

@@ -50,8 +50,7 @@ pub fn prepare(
     registry: &Registry,
     env: &Environment,
     targets: Option<&[String]>,
-) -> Result<(Workflow, ValidPrompt), PromptError> {
+) -> Result<ValidPrompt, PromptError> {
     apply_registry_overrides(&mut workflow, overrides, registry)?;
-    let valid = validate(&workflow, registry, env, targets).map_err(PromptError::Invalid)?;
-    Ok((workflow, valid))
+    validate(workflow, registry, env, targets).map_err(PromptError::Invalid)
 }

@@ -31,7 +31,7 @@ fn demo_pixels(compute: Compute) -> Vec<u8> {
     let reg = Arc::new(Registry::with_builtin_nodes());
     let exec = Executor::new(reg.clone(), env.clone(), ExecutorConfig::default());
     let text = std::fs::read_to_string(repo("workflows/tiny_txt2img.json")).unwrap();
-    let (_, valid) = prepare(
+    let valid = prepare(
         parse_workflow(&text).unwrap(),
         &Overrides::default(),
         &reg,

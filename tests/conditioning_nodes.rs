@@ -212,7 +212,7 @@ fn setup() -> (tempfile::TempDir, Arc<Environment>) {
 fn run(reg: &Arc<Registry>, env: &Arc<Environment>, prompt: &Json) -> RunOutcome {
     let exec = Executor::new(reg.clone(), env.clone(), ExecutorConfig::default());
     let wf = parse_workflow(&prompt.to_string()).unwrap();
-    let (_, valid) = prepare(wf, &Overrides::default(), reg, env, None).unwrap();
+    let valid = prepare(wf, &Overrides::default(), reg, env, None).unwrap();
     exec.run("p", &valid, None, &Interrupt::new(), &NoEvents)
 }
 

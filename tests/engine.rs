@@ -181,7 +181,7 @@ impl Harness {
         overrides: &Overrides,
     ) -> Result<comfyrs::graph::ValidPrompt, PromptError> {
         let w = parse_workflow(&wf.to_string())?;
-        prepare(w, overrides, &self.registry, &self.env, None).map(|(_, v)| v)
+        prepare(w, overrides, &self.registry, &self.env, None)
     }
     fn error(&self, wf: Json) -> Json {
         match self.prepare(wf, &Overrides::new()) {
@@ -494,7 +494,7 @@ fn literals_are_converted_and_written_back() {
             &Overrides::new(),
         )
         .unwrap();
-    assert_eq!(v.prompt["1"]["inputs"], json!({"a": 7, "b": 3}));
+    assert_eq!(v.prompt.json()["1"]["inputs"], json!({"a": 7, "b": 3}));
     let out = h
         .executor(CachePolicy::Classic)
         .run("p", &v, None, &Interrupt::new(), &NoEvents);
@@ -623,7 +623,7 @@ fn unreachable_nodes_never_run_and_partial_targets() {
     assert_eq!(h.counts.get("50"), 0);
 
     let w = parse_workflow(&wf.to_string()).unwrap();
-    let (_, v) = prepare(
+    let v = prepare(
         w,
         &Overrides::new(),
         &h.registry,

@@ -396,7 +396,7 @@ fn end_to_end_load_save_preview_and_cache() {
     let extra = json!({"workflow": {"id": "w"}});
     let run = |n: u32| {
         let wf = parse_workflow(&text).unwrap();
-        let (_, valid) = prepare(wf, &Overrides::default(), &reg, &env, None).unwrap();
+        let valid = prepare(wf, &Overrides::default(), &reg, &env, None).unwrap();
         let out = exec.run(
             &format!("p{n}"),
             &valid,
@@ -405,7 +405,7 @@ fn end_to_end_load_save_preview_and_cache() {
             &NoEvents,
         );
         assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
-        (out, valid.prompt)
+        (out, valid.prompt.into_json())
     };
     let (out, prompt) = run(1);
     assert_eq!(

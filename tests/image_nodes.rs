@@ -207,7 +207,7 @@ impl Harness {
 
     fn prepare(&self, wf: &Json) -> Result<comfyrs::graph::ValidPrompt, PromptError> {
         let wf = parse_workflow(&wf.to_string()).unwrap();
-        prepare(wf, &Overrides::default(), &self.reg, &self.env, None).map(|(_, v)| v)
+        prepare(wf, &Overrides::default(), &self.reg, &self.env, None)
     }
 
     /// Runs the workflow; `Ok(captured output)` or `Err(execution_error payload)`.

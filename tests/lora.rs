@@ -689,7 +689,7 @@ fn lora_workflow(name: &str, sm: f64, sc: f64) -> Json {
 
 fn run(reg: &Registry, env: &Environment, exec: &Executor, p: &Json, id: &str) -> RunOutcome {
     let wf = parse_workflow(&p.to_string()).unwrap();
-    let (_, valid) = prepare(wf, &Overrides::default(), reg, env, None).unwrap();
+    let valid = prepare(wf, &Overrides::default(), reg, env, None).unwrap();
     exec.run(id, &valid, None, &Interrupt::new(), &NoEvents)
 }
 

@@ -41,7 +41,7 @@ fn run_with(
     events: &dyn comfyrs::exec::EventSink,
 ) -> RunOutcome {
     let wf = parse_workflow(&prompt.to_string()).unwrap();
-    let (_, valid) = prepare(wf, &Overrides::default(), reg, env, None).unwrap();
+    let valid = prepare(wf, &Overrides::default(), reg, env, None).unwrap();
     exec.run(id, &valid, None, interrupt, events)
 }
 

@@ -13,6 +13,7 @@ pub use plan::{plan, Plan, Signature};
 pub use validate::{validate, ValidationFailure};
 
 use crate::node::{NodeClass, Value};
+use crate::workflow::PromptRecord;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value as Json;
 
@@ -65,6 +66,6 @@ pub struct ValidPrompt {
     /// with a 200). `{}` when every output is valid.
     pub node_errors: Json,
     /// The prompt with literals converted as validation converted them (what history and PNG
-    /// metadata record).
-    pub prompt: Json,
+    /// metadata record); its JSON is built on first use.
+    pub prompt: PromptRecord,
 }

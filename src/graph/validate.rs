@@ -5,7 +5,7 @@ use super::convert::{convert, py_list_repr, py_str};
 use super::{ExecGraph, GraphInput, GraphNode, ValidPrompt};
 use crate::env::Environment;
 use crate::node::{InputSpec, InputType, Inputs, NodeClass, NodeSchema, Registry, Section, Value};
-use crate::workflow::{InputRef, Workflow};
+use crate::workflow::{InputRef, PromptRecord, Workflow};
 use indexmap::{IndexMap, IndexSet};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{json, Map, Value as Json};
@@ -83,7 +83,7 @@ fn err(kind: &str, message: String, details: String, extra: Json) -> Json {
 /// Validates `workflow` against `registry`. `targets` restricts which output nodes run
 /// (ComfyUI's `partial_execution_targets`).
 pub fn validate(
-    workflow: &Workflow,
+    workflow: Workflow,
     registry: &Registry,
     env: &Environment,
     targets: Option<&[String]>,
@@ -121,7 +121,7 @@ pub fn validate(
     // Every node the outputs reach, through links whose source exists. Node indexes are
     // workflow positions; the workflow's own id index resolves links.
     let n = workflow.nodes.len();
-    let id_of = |i: usize| node_id(workflow, i);
+    let id_of = |i: usize| node_id(&workflow, i);
 
     let mut reached = vec![false; n];
     let mut stack: Vec<usize> = outputs.clone();
@@ -150,6 +150,8 @@ pub fn validate(
         let node = &workflow.nodes[i];
         let class = classes[i];
         let schema = class.schema.as_ref();
+        converted[i].reserve_exact(node.inputs.len());
+        deps[i].reserve_exact(node.inputs.len());
         let custom: &[&str] = class.node.custom_validated_inputs();
         // Literal inputs for VALIDATE_INPUTS; only nodes that declare it need them.
         let mut literals = Inputs::default();
@@ -181,7 +183,7 @@ pub fn validate(
                     json!({"input_name": name, "input_config": config(), "received_value": raw}),
                 )),
                 InputRef::Link { node: src, slot } => {
-                    let linked = json!([src, slot]);
+                    let linked = || json!([src, slot]);
                     let inner = |msg: String, ty: &str| {
                         err(
                             "exception_during_inner_validation",
@@ -189,7 +191,7 @@ pub fn validate(
                             msg.clone(),
                             json!({"input_name": name, "input_config": config(),
                                    "exception_message": msg, "exception_type": ty,
-                                   "traceback": [], "linked_node": linked}),
+                                   "traceback": [], "linked_node": linked()}),
                         )
                     };
                     let Some(j) = workflow.nodes.get_index_of(src) else {
@@ -227,7 +229,7 @@ pub fn validate(
                                 out.ty
                             ),
                             json!({"input_name": name, "input_config": config(),
-                                   "received_type": out.ty, "linked_node": linked}),
+                                   "received_type": out.ty, "linked_node": linked()}),
                         ));
                         continue;
                     }
@@ -326,7 +328,7 @@ pub fn validate(
     // Cycles (only when Kahn could not release everything): each node on one gets
     // ComfyUI's [L] dependency_cycle error.
     if released < reached.iter().filter(|&&r| r).count() {
-        report_cycles(workflow, &reached, &deps, &mut own_errors);
+        report_cycles(&workflow, &reached, &deps, &mut own_errors);
     }
 
     // Steps 4-5: outputs that failed, and the errored nodes each depends on.
@@ -385,10 +387,6 @@ pub fn validate(
     }
     let needed_count = needed_mark.iter().filter(|&&m| m).count();
 
-    // The prompt as history and PNG metadata record it: every node, with the literals of
-    // the nodes that run written back in converted form.
-    let prompt = converted_prompt(workflow, &needed_mark, &converted);
-
     // The DAG of the needed nodes.
     let mut graph: DiGraph<GraphNode, usize> = DiGraph::with_capacity(needed_count, needed_count);
     let mut ix_of: Vec<NodeIndex> = vec![NodeIndex::end(); n];
@@ -399,6 +397,7 @@ pub fn validate(
             inputs: Vec::new(),
         });
     }
+    let mut rewrites: Vec<(usize, usize, Json)> = Vec::new();
     for k in (0..n).filter(|&k| needed_mark[k]) {
         let mut inputs = std::mem::take(&mut converted[k]);
         // Inputs in JSON order.
@@ -414,7 +413,17 @@ pub fn validate(
                             slot,
                         }
                     }
-                    Converted::Literal(v) => GraphInput::Literal(v),
+                    Converted::Literal(v) => {
+                        // The recorded prompt carries literals in converted form; most
+                        // convert to themselves and are left as they are.
+                        let raw = &workflow.nodes[k].inputs[c.json_pos];
+                        if !v.json_form_is(raw) {
+                            if let Some(json) = v.to_json() {
+                                rewrites.push((k, c.json_pos, json));
+                            }
+                        }
+                        GraphInput::Literal(v)
+                    }
                 };
                 (c.name.to_string(), gi)
             })
@@ -422,11 +431,23 @@ pub fn validate(
         graph[ix_of[k]].inputs = inputs;
     }
     let outputs_ix: Vec<NodeIndex> = good.iter().map(|&o| ix_of[o]).collect();
+    let output_ids: Vec<String> = good.iter().map(|&o| id_of(o).to_string()).collect();
+
+    // The prompt as history and PNG metadata record it: every node, with the literals of
+    // the nodes that run in converted form (written in place, as ComfyUI does).
+    let mut workflow = workflow;
+    for (k, pos, json) in rewrites {
+        if let Some((_, node)) = workflow.nodes.get_index_mut(k) {
+            if let Some((_, raw)) = node.inputs.get_index_mut(pos) {
+                *raw = json;
+            }
+        }
+    }
 
     Ok(ValidPrompt {
-        outputs: good.iter().map(|&o| id_of(o).to_string()).collect(),
+        outputs: output_ids,
         node_errors: Json::Object(node_errors_json),
-        prompt,
+        prompt: PromptRecord::new(workflow),
         graph: ExecGraph {
             graph,
             outputs: outputs_ix,
@@ -641,35 +662,4 @@ fn cycle_path(members: &[usize], deps: &[Vec<usize>]) -> Vec<usize> {
         path.push(next);
         at = next;
     }
-}
-
-/// The prompt JSON with the validated literals of `needed` nodes written back in converted
-/// form (built in one pass: no copy-then-patch).
-fn converted_prompt(
-    workflow: &Workflow,
-    needed: &[bool],
-    converted: &[Vec<ConvertedInput>],
-) -> Json {
-    let mut out = Map::with_capacity(workflow.nodes.len());
-    for (k, (id, node)) in workflow.nodes.iter().enumerate() {
-        let mut inputs = Map::with_capacity(node.inputs.len());
-        for (pos, (name, raw)) in node.inputs.iter().enumerate() {
-            let literal = needed[k]
-                .then(|| converted[k].iter().find(|c| c.json_pos == pos))
-                .flatten()
-                .and_then(|c| match &c.value {
-                    Converted::Literal(v) => v.to_json(),
-                    Converted::Link { .. } => None,
-                });
-            inputs.insert(name.clone(), literal.unwrap_or_else(|| raw.clone()));
-        }
-        let mut obj = Map::with_capacity(2 + node.extra.len());
-        obj.insert("inputs".into(), Json::Object(inputs));
-        obj.insert("class_type".into(), Json::String(node.class_type.clone()));
-        for (key, v) in &node.extra {
-            obj.insert(key.clone(), v.clone());
-        }
-        out.insert(id.clone(), Json::Object(obj));
-    }
-    Json::Object(out)
 }

@@ -2,6 +2,7 @@
 
 use super::Value;
 use crate::env::Environment;
+use crate::workflow::PromptRecord;
 use indexmap::IndexMap;
 use serde_json::{Map, Value as Json};
 use std::any::Any;
@@ -214,8 +215,8 @@ pub struct NodeContext<'a> {
     pub class_type: &'a str,
     pub prompt_id: &'a str,
     pub env: &'a Environment,
-    /// The whole prompt (hidden input PROMPT), as embedded in saved PNGs.
-    pub prompt: &'a Json,
+    /// The whole prompt (hidden input PROMPT), as embedded in saved PNGs: `prompt.json()`.
+    pub prompt: &'a PromptRecord,
     /// `extra_data.extra_pnginfo` (hidden input EXTRA_PNGINFO).
     pub extra_pnginfo: Option<&'a Json>,
     /// State kept per (node id, class) across runs, like ComfyUI's node instances.

@@ -103,6 +103,24 @@ impl Value {
         })
     }
 
+    /// Whether `to_json()` would give exactly `json` (serde_json's equality: `7` and `7.0`
+    /// differ). Checks primitives without allocating.
+    pub fn json_form_is(&self, json: &Json) -> bool {
+        match (self, json) {
+            (Value::Int(i), _) => int_to_json(*i) == *json,
+            (Value::Float(f), Json::Number(n)) => {
+                n.is_f64() && n.as_f64().is_some_and(|x| x.to_bits() == f.to_bits())
+            }
+            (Value::Float(_), _) => false,
+            (Value::String(s), Json::String(j)) => s == j,
+            (Value::String(_), _) => false,
+            (Value::Bool(b), Json::Bool(j)) => b == j,
+            (Value::Bool(_), _) => false,
+            (Value::Json(j), _) => j == json,
+            (other, _) => other.to_json().is_some_and(|j| j == *json),
+        }
+    }
+
     /// How ComfyUI formats an input value in `execution_error.current_inputs`: primitives as
     /// they are, anything else as its `str()`.
     pub fn to_report_json(&self) -> Json {

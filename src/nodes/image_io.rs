@@ -761,7 +761,7 @@ impl Node for SaveImage {
             &ctx.env.paths.output,
             "output",
             4,
-            Some(ctx.prompt),
+            Some(ctx.prompt.json()),
             ctx.extra_pnginfo,
         )?;
         Ok(images_ui(results))
@@ -818,7 +818,7 @@ impl Node for PreviewImage {
             &ctx.env.paths.temp,
             "temp",
             1,
-            Some(ctx.prompt),
+            Some(ctx.prompt.json()),
             ctx.extra_pnginfo,
         )?;
         Ok(images_ui(results))

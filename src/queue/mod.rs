@@ -208,7 +208,7 @@ impl JobQueue {
             })));
         }
         let workflow = workflow_from_json(sub.prompt).map_err(PromptError::from)?;
-        let (_, valid) = prepare(
+        let valid = prepare(
             workflow,
             &Overrides::new(),
             &self.registry,
@@ -227,7 +227,7 @@ impl JobQueue {
             id: id.clone(),
             number: sub.number,
             front: sub.front,
-            prompt: valid.prompt.clone(),
+            prompt: valid.prompt.into_json(),
             extra_data: Json::Object(extra),
             outputs_to_execute: valid.outputs.clone(),
             client_id: sub.client_id,
@@ -415,7 +415,7 @@ impl JobQueue {
                 )
             });
         let valid = match prepared {
-            Ok((_, v)) => v,
+            Ok(v) => v,
             Err(e) => {
                 // Valid when queued, invalid now (a model or input file went away).
                 let body = e.to_comfy_json();

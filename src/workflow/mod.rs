@@ -15,6 +15,7 @@ pub use parse::{parse_workflow, workflow_from_json, WorkflowError};
 
 use indexmap::IndexMap;
 use serde_json::Value as Json;
+use std::sync::OnceLock;
 
 /// One node of an API-format workflow, as written by the user (before validation).
 #[derive(Debug, Clone, PartialEq)]
@@ -104,5 +105,40 @@ impl Workflow {
             .get("_meta")?
             .get("title")?
             .as_str()
+    }
+}
+
+/// A validated workflow with its literals converted in place (ComfyUI writes converted values
+/// back into the prompt it records). Its JSON, what history and the `prompt` PNG chunk hold,
+/// is built on first use: a run that records nothing never pays for it.
+#[derive(Debug)]
+pub struct PromptRecord {
+    workflow: Workflow,
+    json: OnceLock<Json>,
+}
+
+impl PromptRecord {
+    pub fn new(workflow: Workflow) -> Self {
+        PromptRecord {
+            workflow,
+            json: OnceLock::new(),
+        }
+    }
+
+    pub fn workflow(&self) -> &Workflow {
+        &self.workflow
+    }
+
+    /// The recorded prompt as API-format JSON (built once).
+    pub fn json(&self) -> &Json {
+        self.json.get_or_init(|| self.workflow.to_json())
+    }
+
+    /// The recorded prompt as API-format JSON, by value.
+    pub fn into_json(self) -> Json {
+        match self.json.into_inner() {
+            Some(json) => json,
+            None => self.workflow.to_json(),
+        }
     }
 }
