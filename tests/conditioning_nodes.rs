@@ -188,8 +188,9 @@ fn inpaint_pixels_and_masks_match_comfyui() {
                 0.0,
             );
         } else {
-            assert_same("noise_mask", &mask, &tensor(&c["noise_mask"]), 1e-6);
-            assert_same("concat_mask", &mask, &tensor(&c["concat_mask"]), 1e-6);
+            // torch's bilinear of the mask to the pixel size, reproduced bit for bit.
+            assert_same("noise_mask", &mask, &tensor(&c["noise_mask"]), 0.0);
+            assert_same("concat_mask", &mask, &tensor(&c["concat_mask"]), 0.0);
         }
     }
 }

@@ -5,6 +5,10 @@
 //! here as a real workflow: test-only source nodes feed the reference inputs into the node, and
 //! a capture node returns its output as a UI dict, which is compared with ComfyUI's output.
 //!
+//! `lanczos` cases run comfyrs' lanczos on RGB, RGBA and LA images against Pillow's (through
+//! ComfyUI's `common_upscale`), and `reshape_mask` cases the mask resize of sampling against
+//! `comfy.utils.reshape_mask`.
+//!
 //! Tolerances: everything is compared bit for bit except
 //! - bislerp: torch evaluates `acos`/`sin` with its own vectorised float32 code, which can differ
 //!   from the C library's by an ulp; after the divisions and products that follow them the
@@ -18,7 +22,9 @@
 use candle_core::{Device, Tensor};
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{Executor, ExecutorConfig, Interrupt, NoEvents, RunStatus};
-use comfyrs::image_ops::{common_upscale, Crop, Planes, TorchLayout, UpscaleMethod};
+use comfyrs::image_ops::{
+    common_upscale, lanczos_vertical_first, Crop, Planes, TorchLayout, UpscaleMethod,
+};
 use comfyrs::node::types::{Image, Latent, Mask};
 use comfyrs::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
@@ -338,7 +344,7 @@ fn nodes_match_comfyui() {
     let mut ran = 0;
     for case in reference()["cases"].as_array().unwrap() {
         let node = case["node"].as_str().unwrap();
-        if node == "common_upscale" {
+        if ["common_upscale", "lanczos", "reshape_mask"].contains(&node) {
             continue;
         }
         let name = case["name"].as_str().unwrap();
@@ -351,7 +357,7 @@ fn nodes_match_comfyui() {
         compare_output(name, kind, &got, want, tolerance(case));
         ran += 1;
     }
-    assert_eq!(ran, 111, "every node case ran");
+    assert_eq!(ran, 115, "every node case ran");
 }
 
 #[test]
@@ -382,6 +388,91 @@ fn common_upscale_matches_torch() {
     }
     assert_eq!(ran, 45);
     eprintln!("bislerp: largest |difference| from torch {worst_bislerp:e}");
+}
+
+/// ComfyUI's lanczos (Pillow 13's LANCZOS resize) on RGB, RGBA and LA images, bit for bit. The
+/// generator records which pass Pillow ran first (by comparing with the two one-pass chains);
+/// both orders must be covered, and comfyrs' rule must pick Pillow's order in every case.
+#[test]
+fn lanczos_matches_pillow() {
+    let mut ran = 0;
+    let (mut vertical_first, mut horizontal_first, mut premultiplied_vertical_first) = (0, 0, 0);
+    for case in reference()["cases"].as_array().unwrap() {
+        if case["node"] != "lanczos" {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let args = &case["args"];
+        let key = args["image"].as_str().unwrap().trim_start_matches('@');
+        let src = Planes::from_nhwc(&tensor(input(key))).unwrap();
+        let (w, h) = (
+            args["width"].as_u64().unwrap() as usize,
+            args["height"].as_u64().unwrap() as usize,
+        );
+        match case["order"].as_str().unwrap() {
+            "vertical-first" => {
+                assert!(lanczos_vertical_first(src.w, src.h, w, h), "{name}");
+                vertical_first += 1;
+                if src.c != 3 {
+                    premultiplied_vertical_first += 1;
+                }
+            }
+            "horizontal-first" => {
+                assert!(!lanczos_vertical_first(src.w, src.h, w, h), "{name}");
+                horizontal_first += 1;
+            }
+            "either" | "none" => {}
+            other => panic!("{name}: unknown order {other}"),
+        }
+        let out = common_upscale(
+            &src,
+            w,
+            h,
+            UpscaleMethod::Lanczos,
+            Crop::Disabled,
+            TorchLayout::ChannelsLast,
+        )
+        .unwrap();
+        let got = tensor_json(&out.to_nchw().unwrap());
+        compare(name, &got, &case["outputs"][0], Tolerance::Exact);
+        ran += 1;
+    }
+    assert_eq!(ran, 51);
+    assert_eq!((vertical_first, horizontal_first), (17, 24));
+    assert_eq!(premultiplied_vertical_first, 4);
+}
+
+/// `comfy.utils.reshape_mask` (torch's bilinear on a `[N, 1, H, W]` mask, then channel and
+/// batch repeats) bit for bit, with outputs on both sides of torch's kernel switch
+/// (`out_h + out_w <= 128`).
+#[test]
+fn reshape_mask_matches_torch() {
+    let mut kernels = [0, 0];
+    for case in reference()["cases"].as_array().unwrap() {
+        if case["node"] != "reshape_mask" {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let key = case["args"]["mask"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('@');
+        let shape: Vec<usize> = case["args"]["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let out = comfyrs::sampling::masks::reshape_mask(&tensor(input(key)), &shape).unwrap();
+        compare(
+            name,
+            &tensor_json(&out),
+            &case["outputs"][0],
+            Tolerance::Exact,
+        );
+        kernels[usize::from(shape[2] + shape[3] > 128)] += 1;
+    }
+    assert_eq!(kernels, [5, 3], "channels-last and generic kernel cases");
 }
 
 #[test]
@@ -437,10 +528,10 @@ fn bad_inputs_are_clear_node_errors() {
     expect_error(
         &h,
         "ImageScale",
-        json!({"image": "@img_rgba", "upscale_method": "lanczos", "width": 8, "height": 8, "crop": "disabled"}),
+        json!({"image": "@lz_gray", "upscale_method": "lanczos", "width": 8, "height": 8, "crop": "disabled"}),
         "IMAGE",
         "image",
-        "3 channels",
+        "2 (LA), 3 (RGB) or 4 (RGBA) channels, like PIL; this one has 1",
     );
     expect_error(
         &h,

@@ -8,6 +8,7 @@
 //! bit.
 
 use super::Planes;
+use candle_core::Tensor;
 
 /// The interpolate modes ComfyUI passes through to torch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +259,20 @@ pub fn interpolate(
         }
     }
     out
+}
+
+/// `interpolate(x, size=(h, w), mode="bilinear")` of a channels-first `[N, C, H, W]` tensor:
+/// what ComfyUI does to noise masks (`reshape_mask`), conditioning masks and inpaint masks
+/// (`[N, 1, H, W]`, where torch's kernel choice only depends on the output size) and to latents.
+/// The one bilinear resize of comfyrs; IMAGE tensors go through [`interpolate`] with
+/// [`TorchLayout::ChannelsLast`] instead. Empty sizes are errors (torch refuses them too).
+pub fn bilinear_nchw(x: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
+    let (_, _, ih, iw) = x.dims4()?;
+    if ih == 0 || iw == 0 || h == 0 || w == 0 {
+        candle_core::bail!("cannot resize {ih}x{iw} to {h}x{w} (every side must be at least 1)");
+    }
+    let src = Planes::from_nchw(x)?;
+    interpolate(&src, h, w, Interp::Bilinear, TorchLayout::ChannelsFirst).to_nchw()
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ mod planes;
 mod upscale;
 
 pub use bislerp::bislerp;
-pub use interpolate::{bilinear_kernel_is_channels_last, interpolate, Interp, TorchLayout};
-pub use lanczos::lanczos;
+pub use interpolate::{
+    bilinear_kernel_is_channels_last, bilinear_nchw, interpolate, Interp, TorchLayout,
+};
+pub use lanczos::{lanczos, lanczos_vertical_first};
 pub use planes::Planes;
 pub use upscale::{center_crop, common_upscale, py_round, Crop, UpscaleMethod};

@@ -113,15 +113,7 @@ pub fn common_upscale(
         UpscaleMethod::Area => interpolate(s, height, width, Interp::Area, layout),
         UpscaleMethod::Bicubic => interpolate(s, height, width, Interp::Bicubic, layout),
         UpscaleMethod::Bislerp => bislerp(s, width, height),
-        UpscaleMethod::Lanczos => {
-            if s.c != 3 {
-                return Err(format!(
-                    "lanczos works on RGB images (3 channels, like PIL's RGB mode), got {} channels",
-                    s.c
-                ));
-            }
-            lanczos(s, width, height)
-        }
+        UpscaleMethod::Lanczos => lanczos(s, width, height)?,
     })
 }
 
@@ -170,6 +162,6 @@ mod tests {
             TorchLayout::ChannelsLast,
         )
         .unwrap_err();
-        assert!(e.contains("3 channels"), "{e}");
+        assert!(e.contains("3 (RGB)"), "{e}");
     }
 }

@@ -4,12 +4,13 @@
 //! `crate::sampling::conds`.
 
 use super::sd_types::{Conditioning, SdVae};
+use crate::image_ops::bilinear_nchw;
 use crate::node::types::{Image, Latent, Mask};
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
-use crate::sampling::masks::{bilinear, round_half_even};
+use crate::sampling::masks::round_half_even;
 use candle_core::{DType, Device, Tensor};
 
 /// The mask as [B, 1, H, W] at the image's pixel size (`interpolate(mode="bilinear")`).
@@ -23,7 +24,7 @@ fn mask_to_pixels(mask: &Tensor, h: usize, w: usize) -> Result<Tensor, NodeError
     }
     let (mh, mw) = (dims[dims.len() - 2], dims[dims.len() - 1]);
     let m = mask.to_dtype(DType::F32)?.reshape(((), 1, mh, mw))?;
-    Ok(bilinear(&m, h, w)?)
+    Ok(bilinear_nchw(&m, h, w)?)
 }
 
 /// Crops pixels [B, H, W, C] and mask [B, 1, H, W] to multiples of `f`, centered like

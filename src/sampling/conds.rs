@@ -15,9 +15,10 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::masks::{
-    bilinear, repeat_to_batch_size, resize_to_batch_size, round_half_even, upscale_bilinear_center,
+    repeat_to_batch_size, resize_to_batch_size, round_half_even, upscale_bilinear_center,
 };
 use super::model_sampling::ModelSampling;
+use crate::image_ops::bilinear_nchw;
 
 /// Where a cond applies (`"area"`), as ConditioningSetArea / ...Percentage set it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,7 +132,7 @@ fn resize_cond_mask(mask: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     if (mh, mw) == (h, w) {
         return Ok(m);
     }
-    bilinear(&m.unsqueeze(1)?, h, w)?.squeeze(1)
+    bilinear_nchw(&m.unsqueeze(1)?, h, w)?.squeeze(1)
 }
 
 /// `get_mask_aabb` of `max(|mask|)` over the batch: the area (h ≥ 8, w ≥ 8, y, x), or

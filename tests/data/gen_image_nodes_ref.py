@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Reference data for comfyrs' image, latent and mask nodes (tests/image_nodes.rs).
 
-Runs ComfyUI's own node functions (and comfy.utils.common_upscale) from its source on small
-deterministic tensors and writes inputs, outputs and the nodes' /object_info entries to
+Runs ComfyUI's own node functions (and comfy.utils.common_upscale, including its PIL lanczos,
+and comfy.utils.reshape_mask) from its source on small deterministic tensors and writes inputs,
+outputs, the pass order Pillow chose for each lanczos resize and the nodes' /object_info entries to
 tests/data/image_nodes_ref.json. Tensors are stored as float32 bit patterns (8 hex digits per
 value, big-endian), so the Rust side can compare bit for bit; outputs of more than 20000 values
 as the sha256 of those bytes plus their first 256 values.
@@ -50,10 +51,10 @@ def main():
     def tensor(t):
         return {"shape": list(t.shape), "hex": hexes(t)}
 
-    def output_tensor(t):
+    def output_tensor(t, limit=20000):
         # Large outputs are stored as the sha256 of their big-endian float32 bytes plus the first
         # 256 values, to keep the file small; they are compared exactly.
-        if t.numel() <= 20000:
+        if t.numel() <= limit:
             return tensor(t)
         h = hexes(t)
         return {"shape": list(t.shape), "sha256": hashlib.sha256(bytes.fromhex(h)).hexdigest(),
@@ -95,6 +96,30 @@ def main():
     add("mask_bin", "MASK", (torch.rand(1, 7, 8) > 0.7).float())
     add("mask_c", "MASK", torch.rand(1, 4, 5))
     add("mask_half", "MASK", torch.tensor([[[0.5, 0.49, 1.5, 0.0], [1.0, 0.51, 0.25, 0.75]]]))
+
+    # Inputs of the lanczos and reshape_mask cases come from their own generator, so the draws
+    # above (and every older case) stay as they were.
+    g = torch.Generator().manual_seed(2026)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g)
+
+    def with_alpha(color, alpha):
+        # Alpha with exact 0 and 1 (8-bit 0 and 255), a few values outside 0..1 and the rest random.
+        pick = rand(*alpha.shape)
+        alpha = torch.where(pick < 0.2, torch.zeros_like(alpha), alpha)
+        alpha = torch.where(pick > 0.8, torch.ones_like(alpha), alpha)
+        alpha = torch.where((pick > 0.45) & (pick < 0.5), alpha * 3.0 - 1.0, alpha)
+        return torch.cat([color, alpha], dim=-1)
+
+    add("lz_rgb", "IMAGE", rand(2, 11, 13, 3) * 1.2 - 0.1)
+    add("lz_wide", "IMAGE", rand(1, 5, 31, 3))
+    add("lz_tall", "IMAGE", rand(1, 29, 6, 3))
+    add("lz_big", "IMAGE", rand(1, 30, 40, 3))
+    add("lz_rgba", "IMAGE", with_alpha(rand(2, 11, 13, 3), rand(2, 11, 13, 1)))
+    add("lz_la", "IMAGE", with_alpha(rand(1, 9, 10, 1), rand(1, 9, 10, 1)))
+    add("lz_gray", "IMAGE", rand(1, 4, 4, 1))
+    add("mask_big", "MASK", rand(1, 37, 23))
 
     def arg(v):
         if isinstance(v, str) and v.startswith("@"):
@@ -258,6 +283,89 @@ def main():
     for v in [0.5, 0.3]:
         case(f"ThresholdMask {v}", "ThresholdMask", nodes_mask.ThresholdMask().image_to_mask,
              {"mask": "@mask_a", "value": v}, ["MASK"])
+
+    # ---- lanczos: Pillow's pass order and the premultiplied-alpha path -----------------------
+    # Each case is ComfyUI's common_upscale(image.movedim(-1, 1), w, h, "lanczos", "disabled")
+    # (what ImageScale runs). "order" records which pass Pillow ran first, found by comparing its
+    # resize with the two single-pass chains (each one-axis resize is exactly one pass; RGBA and LA
+    # chains run on the premultiplied RGBa / La image, as Image.resize does), so the test can
+    # check that both orders are covered and that comfyrs' rule picks Pillow's.
+    import numpy as np
+    from PIL import Image
+
+    def pillow_order(image, w, h):
+        orders = set()
+        for one in image:
+            im = Image.fromarray(np.clip(255. * one.cpu().numpy(), 0, 255).astype(np.uint8))
+            W, H = im.size
+            whole = np.array(im.resize((w, h), resample=Image.Resampling.LANCZOS))
+            if im.size == (w, h):
+                orders.add("none")
+                continue
+            premul = {"RGBA": "RGBa", "LA": "La"}.get(im.mode)
+            base = im.convert(premul) if premul else im
+
+            def chain(first, then):
+                out = base.resize(first, resample=Image.Resampling.LANCZOS)
+                out = out.resize(then, resample=Image.Resampling.LANCZOS)
+                return np.array(out.convert(im.mode) if premul else out)
+
+            hf = np.array_equal(whole, chain((w, H), (w, h)))
+            vf = np.array_equal(whole, chain((W, h), (w, h)))
+            assert hf or vf, f"Pillow's {W}x{H} -> {w}x{h} matches neither pass order"
+            orders.add("either" if hf and vf else "vertical-first" if vf else "horizontal-first")
+        # An image of the batch on which both orders happen to agree says nothing.
+        if len(orders) > 1:
+            orders.discard("either")
+        assert len(orders) == 1, orders
+        return orders.pop()
+
+    def lanczos_case(src, w, h):
+        image = inputs[src][1]
+        out = comfy.utils.common_upscale(image.movedim(-1, 1), w, h, "lanczos", "disabled")
+        H, W, C = image.shape[1:]
+        cases.append({"name": f"lanczos {src} {C}ch {W}x{H}->{w}x{h}", "node": "lanczos",
+                      "args": {"image": "@" + src, "width": w, "height": h},
+                      "order": pillow_order(image, w, h),
+                      "outputs": [{"kind": "PLANES", **output_tensor(out, 4000)}]})
+
+    # 13x11: grow one axis and shrink the other, shrink both on each side of Pillow's switch,
+    # one axis only, grow both, 1x1 and the same size.
+    rgb_sizes = [(17, 6), (12, 6), (11, 6), (11, 7), (10, 6), (9, 4), (12, 8), (12, 9), (12, 1),
+                 (5, 1), (1, 1), (3, 2), (20, 17), (7, 15), (26, 11), (13, 6), (13, 11)]
+    for w, h in rgb_sizes:
+        lanczos_case("lz_rgb", w, h)
+    for w, h in [(30, 2), (29, 2), (40, 3), (8, 2), (31, 4), (62, 10)]:
+        lanczos_case("lz_wide", w, h)
+    for w, h in [(5, 10), (3, 20), (2, 22), (12, 28), (4, 40), (6, 7)]:
+        lanczos_case("lz_tall", w, h)
+    for w, h in [(38, 12), (25, 19), (60, 29), (39, 28), (39, 27), (80, 60), (20, 15), (7, 5)]:
+        lanczos_case("lz_big", w, h)
+    for w, h in [(17, 6), (12, 8), (10, 6), (20, 17), (7, 15), (26, 11), (13, 6), (13, 11), (1, 1)]:
+        lanczos_case("lz_rgba", w, h)
+    for w, h in [(14, 4), (9, 6), (6, 4), (15, 12), (10, 9)]:
+        lanczos_case("lz_la", w, h)
+
+    case("ImageScale lanczos RGBA", "ImageScale", isc.upscale,
+         {"image": "@lz_rgba", "upscale_method": "lanczos", "width": 17, "height": 6, "crop": "disabled"}, ["IMAGE"])
+    case("ImageScale lanczos RGBA same size", "ImageScale", isc.upscale,
+         {"image": "@lz_rgba", "upscale_method": "lanczos", "width": 13, "height": 11, "crop": "disabled"}, ["IMAGE"])
+    case("ImageScale lanczos LA", "ImageScale", isc.upscale,
+         {"image": "@lz_la", "upscale_method": "lanczos", "width": 14, "height": 4, "crop": "center"}, ["IMAGE"])
+    case("ImageScaleBy lanczos RGBA 0.6", "ImageScaleBy", isb.upscale,
+         {"image": "@lz_rgba", "upscale_method": "lanczos", "scale_by": 0.6}, ["IMAGE"])
+
+    # ---- reshape_mask: a [B, 1, H, W] mask through torch's bilinear (both kernels) ------------
+    def reshape_mask_case(src, shape):
+        out = comfy.utils.reshape_mask(inputs[src][1], shape)
+        cases.append({"name": f"reshape_mask {src} -> {shape}", "node": "reshape_mask",
+                      "args": {"mask": "@" + src, "shape": list(shape)},
+                      "outputs": [{"kind": "PLANES", **output_tensor(out, 4000)}]})
+
+    for src, shape in [("mask_a", (2, 4, 16, 11)), ("mask_a", (2, 4, 70, 80)), ("mask_a", (3, 4, 5, 7)),
+                       ("mask_a", (2, 4, 6, 9)), ("mask_big", (1, 4, 8, 8)), ("mask_big", (1, 1, 64, 64)),
+                       ("mask_big", (1, 1, 100, 29)), ("mask_c", (1, 1, 64, 65))]:
+        reshape_mask_case(src, shape)
 
     # ---- /object_info entries, as ComfyUI's server builds them --------------------------------
     classes = {
