@@ -15,6 +15,7 @@
 //! - [`media`]: media inputs by URL (SSRF-guarded) or base64, stored by content hash.
 //! - [`models`]: §2, the Model API on built-in pipelines (`/v1/models/{model_id}`).
 //! - [`openapi`]: route tables -> the router and `/openapi.json` (+ `/docs`).
+//! - [`ssrf`]: the address guard of client-given URLs (media inputs, webhook receivers).
 //! - [`webhooks`]: §5, signed, retried, persisted event deliveries for every family.
 
 pub mod auth;
@@ -30,6 +31,7 @@ pub mod models;
 pub mod openapi;
 pub mod outputs;
 pub mod requests;
+pub mod ssrf;
 pub mod webhooks;
 
 pub use config::{ApiToken, ServerlessConfig, WebhookPolicy};
