@@ -367,7 +367,25 @@ async fn restart_keeps_pending_deliveries_and_queued_requests() {
     };
     assert_eq!(of(&done_id).id, first_id);
     assert_eq!(of(&done_id).body["status"], "succeeded");
-    assert_eq!(of(&running_id).body["status"], "cancelled");
+    // The server, not the client, stopped the running one: it failed, and says why.
+    let interrupted = of(&running_id).body;
+    assert_eq!(interrupted["status"], "failed", "{interrupted}");
+    assert_eq!(interrupted["error"]["type"], "ServerShutdown");
+    assert_eq!(
+        interrupted["error"]["message"],
+        comfyrs::store::SHUTDOWN_REASON
+    );
+    assert!(interrupted.get("outputs").is_none(), "{interrupted}");
+    let st = request(
+        s.addr,
+        "GET",
+        &format!("/prod/v1/deployments/sleeper/requests/{running_id}/status"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    )
+    .await
+    .json();
+    assert_eq!(st["status"], "failed", "{st}");
     assert_eq!(of(&queued_id).body["status"], "succeeded");
     assert_eq!(recv.bad_signatures.load(Ordering::SeqCst), 0);
     s.server.shutdown().await;

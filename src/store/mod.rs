@@ -25,6 +25,11 @@ pub const HISTORY_CAP: usize = 10_000;
 pub const CRASH_REASON: &str =
     "the server stopped while this job was running (crash or kill); the job did not finish";
 
+/// The message a job gets when a graceful shutdown interrupted it: the server, not a client,
+/// stopped it, so it is `failed` (spec serverless-api.md §6), not cancelled.
+pub const SHUTDOWN_REASON: &str =
+    "the server shut down while this job was running; it was interrupted and did not finish (submit it again)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("job store: {0}")]
