@@ -14,8 +14,10 @@ use serde_json::{json, Value as Json};
 use std::path::Path;
 use std::sync::Mutex;
 
+mod downloads;
 mod retention;
 mod webhooks;
+pub use downloads::{DownloadJob, StoredDownloadState};
 pub use webhooks::{Delivery, DeliveryState};
 
 /// ComfyUI keeps at most this many history entries.
@@ -245,6 +247,7 @@ impl JobStore {
     fn init(conn: Connection) -> Result<JobStore> {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(webhooks::SCHEMA)?;
+        conn.execute_batch(downloads::SCHEMA)?;
         conn.execute_batch(retention::SCHEMA)?;
         let store = JobStore {
             conn: Mutex::new(conn),

@@ -367,12 +367,15 @@ async fn download(State(state): State<AppState>, Path(filename): Path<String>) -
         )
         .into_response();
     };
-    let queued = state.serverless.downloads.enqueue(DownloadJob {
+    let queued = match state.serverless.downloads.enqueue(DownloadJob {
         file: filename.clone(),
         url: url.to_string(),
         dest,
         sha256: entry["sha256"].as_str().map(String::from),
-    });
+    }) {
+        Ok(q) => q,
+        Err(e) => return ServerlessError::from(e).into_response(),
+    };
     let status = if queued { "queued" } else { "already_queued" };
     (
         StatusCode::ACCEPTED,

@@ -80,7 +80,7 @@ impl Serverless {
         ));
         let media = media::MediaFetcher::new(config.media.clone());
         Serverless {
-            downloads: downloads::Downloads::new(),
+            downloads: downloads::Downloads::new(queue.store().clone()),
             queue,
             media,
             config,
