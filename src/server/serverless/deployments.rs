@@ -213,68 +213,254 @@ pub fn api() -> Vec<ApiRoute> {
             T,
             "Create a deployment from a workflow_api.json",
             post(create),
-        ),
+        )
+        .body("DeploymentCreate")
+        .returns_status(201, "Deployment"),
         ApiRoute::new(
             "GET",
             "/prod/v1/deployments",
             T,
             "List deployments",
             get(list),
-        ),
+        )
+        .returns("DeploymentList"),
         ApiRoute::new(
             "GET",
             "/prod/v1/deployments/{deployment_id}",
             T,
             "One deployment with its graph",
             get(show),
-        ),
+        )
+        .returns("DeploymentDetail"),
         ApiRoute::new(
             "DELETE",
             "/prod/v1/deployments/{deployment_id}",
             T,
             "Delete a deployment (and its file)",
             delete(remove),
-        ),
+        )
+        .returns("DeploymentDeleted"),
         ApiRoute::new(
             "GET",
             "/prod/v1/deployments/{deployment_id}/schema",
             T,
             "The overridable inputs with their declarations",
             get(schema),
-        ),
+        )
+        .returns("DeploymentSchema"),
     ];
     for ver in ["v1", "v2"] {
         let p = format!("/prod/{ver}/deployments/{{deployment_id}}");
-        v.push(ApiRoute::new(
-            "POST",
-            format!("{p}/inference"),
-            T,
-            "Submit a request: overrides or workflow_api_json, webhook",
-            post(inference),
-        ));
-        v.push(ApiRoute::new(
-            "GET",
-            format!("{p}/requests/{{request_id}}/status"),
-            T,
-            "Request status, queue position, progress",
-            get(status),
-        ));
-        v.push(ApiRoute::new(
-            "GET",
-            format!("{p}/requests/{{request_id}}/result"),
-            T,
-            "Request result: outputs with URLs, or the error",
-            get(result),
-        ));
-        v.push(ApiRoute::new(
-            "POST",
-            format!("{p}/requests/{{request_id}}/cancel"),
-            T,
-            "Cancel a queued or running request",
-            post(cancel_route),
-        ));
+        v.push(
+            ApiRoute::new(
+                "POST",
+                format!("{p}/inference"),
+                T,
+                "Submit a request: overrides or workflow_api_json, webhook",
+                post(inference),
+            )
+            .body("DeploymentInference")
+            .returns("RequestHandle")
+            .query(
+                "webhook",
+                super::schemas::uri(),
+                "Webhook URL (wins over the body's)",
+            )
+            .query(
+                "webhook_intermediate_status",
+                super::schemas::boolean(),
+                "Also send in_queue/in_progress events (wins over the body's)",
+            ),
+        );
+        v.push(
+            ApiRoute::new(
+                "GET",
+                format!("{p}/requests/{{request_id}}/status"),
+                T,
+                "Request status, queue position, progress",
+                get(status),
+            )
+            .returns("RequestStatus"),
+        );
+        v.push(
+            ApiRoute::new(
+                "GET",
+                format!("{p}/requests/{{request_id}}/result"),
+                T,
+                "Request result: outputs with URLs, or the error",
+                get(result),
+            )
+            .returns("RequestResult"),
+        );
+        v.push(
+            ApiRoute::new(
+                "POST",
+                format!("{p}/requests/{{request_id}}/cancel"),
+                T,
+                "Cancel a queued or running request",
+                post(cancel_route),
+            )
+            .returns("CancelResult"),
+        );
     }
     v
+}
+
+/// The bodies of the deployments routes (OpenAPI components).
+pub fn schemas() -> Vec<super::schemas::Named> {
+    use super::schemas::*;
+    let graph = reference("ApiGraph");
+    let loras = described(
+        array(reference("LoraRef")),
+        "LoRAs applied to every request (files under models/loras)",
+    );
+    let deployment = |detail: bool| {
+        let mut props = vec![
+            ("deployment_id", string()),
+            ("name", string()),
+            ("description", nullable(string())),
+            ("loras", loras.clone()),
+            ("created_at", nullable(timestamp())),
+        ];
+        let mut required = vec![
+            "deployment_id",
+            "name",
+            "description",
+            "loras",
+            "created_at",
+        ];
+        if detail {
+            props.push(("workflow_api_json", graph.clone()));
+            required.push("workflow_api_json");
+        }
+        object(&required, props)
+    };
+    vec![
+        (
+            "ApiGraph",
+            described(
+                map_of(open_object(
+                    &["class_type", "inputs"],
+                    vec![
+                        ("class_type", string()),
+                        (
+                            "inputs",
+                            described(
+                                map_of(any()),
+                                "Literal values, or links [node_id, output_index]",
+                            ),
+                        ),
+                        ("_meta", open_object(&[], vec![("title", string())])),
+                    ],
+                )),
+                "An API-format workflow (Workflow > Export (API)), keyed by node id",
+            ),
+        ),
+        (
+            "LoraRef",
+            object(
+                &["path"],
+                vec![
+                    ("path", described(string(), "File name under models/loras")),
+                    ("scale", described(number(), "Strength (default 1.0)")),
+                ],
+            ),
+        ),
+        (
+            "DeploymentCreate",
+            open_object(
+                &["name", "workflow_api_json"],
+                vec![
+                    ("name", string()),
+                    ("workflow_api_json", graph.clone()),
+                    ("description", string()),
+                    ("loras", loras.clone()),
+                ],
+            ),
+        ),
+        ("Deployment", deployment(false)),
+        ("DeploymentDetail", deployment(true)),
+        (
+            "DeploymentList",
+            object(
+                &["deployments"],
+                vec![("deployments", array(reference("Deployment")))],
+            ),
+        ),
+        (
+            "DeploymentDeleted",
+            object(
+                &["deployment_id", "deleted"],
+                vec![
+                    ("deployment_id", string()),
+                    ("deleted", json!({"const": true})),
+                ],
+            ),
+        ),
+        (
+            "DeploymentSchema",
+            object(
+                &["deployment_id", "nodes"],
+                vec![
+                    ("deployment_id", string()),
+                    (
+                        "nodes",
+                        map_of(object(
+                            &["class_type", "inputs"],
+                            vec![
+                                ("class_type", string()),
+                                ("title", string()),
+                                (
+                                    "inputs",
+                                    map_of(object(
+                                        &["value"],
+                                        vec![
+                                            ("value", described(any(), "The saved value")),
+                                            (
+                                                "config",
+                                                described(
+                                                    array(any()),
+                                                    "The input's object_info declaration",
+                                                ),
+                                            ),
+                                            (
+                                                "media",
+                                                described(
+                                                    boolean(),
+                                                    "Takes a URL, data URI or base64",
+                                                ),
+                                            ),
+                                        ],
+                                    )),
+                                ),
+                            ],
+                        )),
+                    ),
+                ],
+            ),
+        ),
+        (
+            "DeploymentInference",
+            object(
+                &[],
+                vec![
+                    (
+                        "overrides",
+                        described(
+                            map_of(object(&["inputs"], vec![("inputs", map_of(any()))])),
+                            "Per node id, input values to set",
+                        ),
+                    ),
+                    (
+                        "workflow_api_json",
+                        described(graph, "Replaces the saved graph for this request"),
+                    ),
+                    ("webhook", uri()),
+                    ("webhook_intermediate_status", boolean()),
+                ],
+            ),
+        ),
+    ]
 }
 
 fn not_found(id: &str) -> ServerlessError {

@@ -57,14 +57,17 @@ pub fn api() -> Vec<ApiRoute> {
             T,
             "The model ids served, with defaults",
             get(list_models),
-        ),
+        )
+        .returns("AitkModels"),
         ApiRoute::new(
             "POST",
             "/v1/inference",
             T,
             "LoRA inference on one model, several prompts",
             post(inference),
-        ),
+        )
+        .body("AitkInference")
+        .returns("AitkQueued"),
     ]
 }
 
@@ -77,7 +80,183 @@ pub fn public_api() -> Vec<ApiRoute> {
         "Liveness",
         get(health),
     )
-    .access(super::openapi::Access::Public)]
+    .access(super::openapi::Access::Public)
+    .returns("Health")]
+}
+
+/// The bodies of the ai-toolkit routes (OpenAPI components).
+pub fn schemas() -> Vec<super::schemas::Named> {
+    use super::schemas::*;
+    let media = described(
+        string(),
+        "A URL (starts with http) or base64 (raw or a data URL)",
+    );
+    vec![
+        (
+            "Health",
+            object(&["status"], vec![("status", words(&["healthy"]))]),
+        ),
+        (
+            "AitkModels",
+            object(
+                &["models"],
+                vec![(
+                    "models",
+                    array(object(
+                        &[
+                            "id",
+                            "base_checkpoint",
+                            "defaults",
+                            "resolution_divisor",
+                            "requires_control_image",
+                            "moe_lora_format",
+                            "max_loras",
+                        ],
+                        vec![
+                            ("id", string()),
+                            ("base_checkpoint", string()),
+                            (
+                                "defaults",
+                                object(
+                                    &[
+                                        "sample_steps",
+                                        "guidance_scale",
+                                        "width",
+                                        "height",
+                                        "seed",
+                                    ],
+                                    vec![
+                                        ("sample_steps", integer()),
+                                        ("guidance_scale", number()),
+                                        ("width", integer()),
+                                        ("height", integer()),
+                                        ("seed", integer()),
+                                    ],
+                                ),
+                            ),
+                            ("resolution_divisor", integer()),
+                            ("requires_control_image", boolean()),
+                            ("moe_lora_format", boolean()),
+                            ("max_loras", integer()),
+                        ],
+                    )),
+                )],
+            ),
+        ),
+        (
+            "AitkInference",
+            open_object(
+                &["model", "loras", "prompts"],
+                vec![
+                    ("model", described(string(), "An id of GET /v1/models")),
+                    (
+                        "trigger_word",
+                        described(string(), "Replaces [trigger] in the prompts"),
+                    ),
+                    (
+                        "loras",
+                        array(open_object(
+                            &["path"],
+                            vec![
+                                ("path", described(string(), "File under models/loras")),
+                                ("network_multiplier", number()),
+                                (
+                                    "transformer",
+                                    described(words(&["low", "high"]), "MoE models only"),
+                                ),
+                            ],
+                        )),
+                    ),
+                    (
+                        "prompts",
+                        array(open_object(
+                            &["prompt"],
+                            vec![
+                                ("prompt", string()),
+                                ("neg", string()),
+                                (
+                                    "width",
+                                    described(integer(), "Floored to the resolution divisor"),
+                                ),
+                                (
+                                    "height",
+                                    described(integer(), "Floored to the resolution divisor"),
+                                ),
+                                ("sample_steps", integer()),
+                                ("guidance_scale", number()),
+                                (
+                                    "seed",
+                                    described(
+                                        integer(),
+                                        "Default: the model's seed + the prompt index; -1 draws one",
+                                    ),
+                                ),
+                                ("trigger_word", string()),
+                                ("ctrl_img", media),
+                            ],
+                        )),
+                    ),
+                    ("webhook", uri()),
+                    ("webhook_intermediate_status", boolean()),
+                ],
+            ),
+        ),
+        (
+            "AitkQueued",
+            object(
+                &["request_id", "status", "status_url", "result_url", "created_at"],
+                vec![
+                    ("request_id", string()),
+                    ("status", words(&["queued"])),
+                    ("status_url", uri()),
+                    ("result_url", uri()),
+                    ("created_at", nullable(timestamp())),
+                ],
+            ),
+        ),
+        (
+            "InferenceOutputs",
+            object(
+                &["images", "videos"],
+                vec![
+                    (
+                        "images",
+                        array(object(
+                            &["format", "width", "height", "file_path", "seed"],
+                            vec![
+                                ("format", string()),
+                                ("width", integer()),
+                                ("height", integer()),
+                                ("file_path", described(uri(), "Served to the owner")),
+                                ("seed", integer()),
+                            ],
+                        )),
+                    ),
+                    ("videos", array(any())),
+                ],
+            ),
+        ),
+        (
+            "InferenceMetadata",
+            object(
+                &["model", "timings"],
+                vec![
+                    ("model", string()),
+                    (
+                        "timings",
+                        object(
+                            &["queue_ms", "inference_ms", "total_ms"],
+                            vec![
+                                ("queue_ms", nullable(integer())),
+                                ("inference_ms", nullable(integer())),
+                                ("total_ms", nullable(integer())),
+                            ],
+                        ),
+                    ),
+                ],
+            ),
+        ),
+    ]
 }
 
 async fn health() -> Json<Value> {

@@ -345,21 +345,24 @@ pub fn api() -> Vec<super::openapi::ApiRoute> {
             T,
             "Status of any of the caller's requests",
             get(status),
-        ),
+        )
+        .returns("RequestStatus"),
         ApiRoute::new(
             "GET",
             "/v1/requests/{id}/result",
             T,
             "Result of any of the caller's requests",
             get(result),
-        ),
+        )
+        .returns("RequestResult"),
         ApiRoute::new(
             "POST",
             "/v1/requests/{id}/cancel",
             T,
             "Cancel a queued or running request",
             post(cancel_route),
-        ),
+        )
+        .returns("CancelResult"),
     ]
 }
 
