@@ -196,6 +196,26 @@ async fn health_models_and_error_codes() {
     let job = s.server.queue.store().get(&rid).unwrap().unwrap();
     assert_eq!(job.prompt["p0_pos"]["inputs"]["text"], "sks a cat");
     assert_eq!(job.prompt["lora"]["inputs"]["strength_model"], 0.5);
+    // ai-toolkit samples SD 1.5 with DDPM on "leading" timesteps: ddpm + ddim_uniform.
+    let sample = &job.prompt["p0_sample"];
+    assert_eq!(sample["class_type"], "KSamplerAdvanced");
+    assert_eq!(sample["inputs"]["sampler_name"], "ddpm");
+    assert_eq!(sample["inputs"]["scheduler"], "ddim_uniform");
+    assert_eq!(sample["inputs"]["steps"], 2);
+    assert_eq!(sample["inputs"]["start_at_step"], 0);
+    assert_eq!(sample["inputs"]["noise_seed"], 42);
+    // sd15 takes no control image: one given is refused, nothing queued.
+    let r = infer(
+        addr,
+        json!({"model": "sd15", "loras": [{"path": "mine.safetensors"}],
+        "prompts": [{"prompt": "a", "ctrl_img": "https://example.com/pose.png"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        json!({"code": "INVALID_REQUEST", "message": "prompts[0].ctrl_img: model sd15 takes no control image (GET /v1/models: requires_control_image false); drop ctrl_img"})
+    );
     // An unknown request id.
     let r = request(
         addr,
