@@ -119,6 +119,8 @@ async fn main() {
         ..Default::default()
     };
     serverless.webhooks.secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+    // The receiver listens on loopback, which the webhook SSRF guard refuses by default.
+    serverless.webhooks.allow_networks = vec!["127.0.0.1/32".into()];
     let server = comfyrs::server::start(
         app,
         ServerConfig {

@@ -163,7 +163,15 @@ async fn sigterm_interrupts_the_running_job_and_keeps_the_queue() {
         .iter()
         .map(|m| m[0].as_str().unwrap())
         .collect();
+    // Clients saw it interrupted; the server stopped it, so it failed, and says why.
+    assert_eq!(kinds.last(), Some(&"execution_error"), "{kinds:?}");
     assert!(kinds.contains(&"execution_interrupted"), "{kinds:?}");
+    let err = &h["status"]["messages"].as_array().unwrap().last().unwrap()[1];
+    assert_eq!(err["exception_type"], "ServerShutdown");
+    assert_eq!(err["exception_message"], comfyrs::store::SHUTDOWN_REASON);
+    let job = get(addr, &format!("/api/jobs/{slow_id}")).await.json();
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"], comfyrs::store::SHUTDOWN_REASON);
     assert_eq!(
         wait_history(addr, &pending_id, 30).await["status"]["status_str"],
         "success"

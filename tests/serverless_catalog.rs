@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use comfyrs::server::serverless::ServerlessConfig;
 use comfyrs::server::ServerConfig;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use server_common::*;
 use sha2::{Digest, Sha256};
@@ -210,5 +211,140 @@ async fn catalog_status_pairs_downloads_and_delete() {
     assert_eq!(m["categories"], json!([]));
     assert_eq!(m["stats"]["total_count"], 0);
     let _: Value = m;
+    s.server.shutdown().await;
+}
+
+/// Serves `/stall.safetensors`: a request without `Range` gets the first `STALL_AT` bytes and
+/// then nothing more (the connection stays open), one with `Range: bytes=N-` the rest; and
+/// `/lora.safetensors` whole. Records every Range header.
+async fn stalling_server(ranges: Arc<Mutex<Vec<String>>>) -> SocketAddr {
+    let stall = {
+        let ranges = ranges.clone();
+        get(move |h: HeaderMap| {
+            let ranges = ranges.clone();
+            async move {
+                let data = blob();
+                if let Some(r) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+                    ranges.lock().unwrap().push(r.to_string());
+                    let from: usize = r
+                        .trim_start_matches("bytes=")
+                        .trim_end_matches('-')
+                        .parse()
+                        .unwrap();
+                    return (StatusCode::PARTIAL_CONTENT, data[from..].to_vec()).into_response();
+                }
+                let head = axum::body::Bytes::from(data[..STALL_AT].to_vec());
+                let body = futures_util::stream::iter([Ok::<_, std::io::Error>(head)])
+                    .chain(futures_util::stream::pending());
+                axum::body::Body::from_stream(body).into_response()
+            }
+        })
+    };
+    let app = axum::Router::new()
+        .route("/stall.safetensors", stall)
+        .route(
+            "/lora.safetensors",
+            get(|| async { blob().into_response() }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+const STALL_AT: usize = 30_000;
+
+/// The download queue is in the job store: a restart resumes the download it cut off (from the
+/// `.part` file, with `Range`) and runs the one queued behind it, with no new request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_survive_a_restart() {
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let fs = stalling_server(ranges.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = json!({"version": 1, "date": "2026-12-01", "categories": [
+    {"id": "sd", "name": "SD LoRAs", "models": [
+        {"name": "Stalling", "file": "stall.safetensors", "dest": "loras", "size_gb": 0.1,
+         "base_model": "SD 1.5", "tags": [], "url": format!("http://{fs}/stall.safetensors"),
+         "sha256": sha(&blob())},
+        {"name": "Queued", "file": "queued.safetensors", "dest": "loras", "size_gb": 0.1,
+         "base_model": "SD 1.5", "tags": [], "url": format!("http://{fs}/lora.safetensors"),
+         "sha256": sha(&blob())}
+    ]}]});
+    std::fs::create_dir_all(dir.path().join("catalogs")).unwrap();
+    std::fs::write(dir.path().join("catalogs/loras.json"), catalog.to_string()).unwrap();
+    let loras = dir.path().join("models/loras");
+    let cfg = ServerConfig {
+        serverless: ServerlessConfig {
+            admin_keys: vec![KEY.into()],
+            catalogs_dir: dir.path().join("catalogs"),
+            deployments_dir: dir.path().join("deployments"),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let s = start_in(dir, None, cfg.clone()).await;
+    for f in ["stall.safetensors", "queued.safetensors"] {
+        let r = admin(s.addr, "POST", &format!("/api/admin/models/download/{f}")).await;
+        assert_eq!(r.status, 202);
+        assert_eq!(r.json()["status"], "queued");
+    }
+    // The first is stuck part-way with its bytes on disk; the second waits behind it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = admin(s.addr, "GET", "/api/admin/loras").await.json();
+        let m = &l["categories"][0]["models"];
+        if m[0]["status"] == "downloading"
+            && m[0]["progress"]["downloaded_bytes"] == STALL_AT as u64
+        {
+            assert_eq!(m[1]["status"], "queued", "{l}");
+            assert_eq!(l["stats"]["downloading_count"], 1);
+            assert_eq!(l["stats"]["queued_count"], 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{l}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let dir = s.stop().await;
+    assert_eq!(
+        std::fs::metadata(loras.join("stall.safetensors.part"))
+            .unwrap()
+            .len(),
+        STALL_AT as u64
+    );
+    assert!(!loras.join("stall.safetensors").exists());
+    assert!(!loras.join("queued.safetensors").exists());
+    assert!(ranges.lock().unwrap().is_empty());
+
+    // Restart: both finish without being asked again; the cut-off one resumes where it was.
+    let s = start_in(dir, None, cfg).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let l = loop {
+        let l = admin(s.addr, "GET", "/api/admin/loras").await.json();
+        let m = &l["categories"][0]["models"];
+        if m[0]["status"] == "present" && m[1]["status"] == "present" {
+            break l;
+        }
+        assert!(
+            !["failed", "missing"].contains(&m[0]["status"].as_str().unwrap()),
+            "{l}"
+        );
+        assert!(std::time::Instant::now() < deadline, "{l}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    };
+    assert_eq!(
+        ranges.lock().unwrap().clone(),
+        vec![format!("bytes={STALL_AT}-")]
+    );
+    for f in ["stall.safetensors", "queued.safetensors"] {
+        assert_eq!(std::fs::read(loras.join(f)).unwrap(), blob(), "{f}");
+        assert!(!loras.join(format!("{f}.part")).exists());
+    }
+    assert_eq!(l["stats"]["present_count"], 2);
+    assert_eq!(l["stats"]["queued_count"], 0);
+    assert_eq!(l["stats"]["downloading_count"], 0);
+    // Nothing is left in the queue.
+    let store = s.server.queue.store();
+    assert_eq!(store.download_state("stall.safetensors").unwrap(), None);
+    assert_eq!(store.download_state("queued.safetensors").unwrap(), None);
     s.server.shutdown().await;
 }

@@ -813,3 +813,171 @@ async fn deployment_with_attached_lora() {
     assert_eq!(r.json()["code"], "LORA_NOT_FOUND");
     s.server.shutdown().await;
 }
+
+/// Deployment files may be TOML as well as JSON (spec §1): inline graphs and workflow paths
+/// both work, and bad files are skipped with a reason naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_files_in_toml() {
+    let dir = data_dir(&[("saver.json", saver_deployment())]);
+    let d = dir.path().join("deployments");
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+    // An inline graph: node ids are table keys, links would be arrays.
+    write(
+        "inline.toml",
+        r#"id = "toml_inline"
+name = "Saver (TOML)"
+description = "inline graph"
+
+[workflow.1]
+class_type = "TestSavePng"
+
+[workflow.1.inputs]
+prefix = "tomlinline"
+"#,
+    );
+    // A workflow_api.json beside it (in a subfolder: only the folder's own files are
+    // deployments).
+    std::fs::create_dir_all(d.join("graphs")).unwrap();
+    write(
+        "graphs/graph.json",
+        &json!({"7": {"class_type": "TestSavePng", "inputs": {"prefix": "tomlpath"}}}).to_string(),
+    );
+    write(
+        "by_path.toml",
+        "id = \"toml_path\"\nname = \"Saver by path\"\nworkflow = \"graphs/graph.json\"\n",
+    );
+    // Bad files, each skipped for its own reason.
+    write("broken.toml", "id = \"broken\"\nname = \n");
+    write(
+        "noname.toml",
+        "id = \"noname\"\n[workflow.1]\nclass_type = \"TestSavePng\"\n",
+    );
+    write(
+        "missing_graph.toml",
+        "id = \"missing\"\nname = \"m\"\nworkflow = \"nowhere.json\"\n",
+    );
+    write(
+        "twice.toml",
+        "id = \"saver\"\nname = \"again\"\nworkflow = \"graphs/graph.json\"\n",
+    );
+
+    let store = comfyrs::server::serverless::deployments::DeploymentStore::load(&d);
+    let shown = |f: &str| d.join(f).display().to_string();
+    let problems = store.problems();
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    let find = |f: &str| {
+        problems
+            .iter()
+            .find(|p| p.starts_with(&format!("{}: ", shown(f))))
+            .unwrap_or_else(|| panic!("no problem for {f}: {problems:#?}"))
+            .clone()
+    };
+    let broken = find("broken.toml");
+    assert!(
+        broken.starts_with(&format!("{}: not TOML: ", shown("broken.toml"))),
+        "{broken}"
+    );
+    assert!(broken.contains(" at line 2 column "), "{broken}");
+    assert!(!broken.contains('\n'), "{broken}");
+    assert_eq!(
+        find("noname.toml"),
+        format!(
+            "{}: expected {{id, name, workflow, loras?, description?}}: missing field `name`",
+            shown("noname.toml")
+        )
+    );
+    let missing = find("missing_graph.toml");
+    assert!(
+        missing.starts_with(&format!(
+            "{}: workflow file {}: ",
+            shown("missing_graph.toml"),
+            shown("nowhere.json")
+        )),
+        "{missing}"
+    );
+    assert_eq!(
+        find("twice.toml"),
+        format!(
+            "{}: deployment \"saver\" is already defined by {}; the first file wins",
+            shown("twice.toml"),
+            shown("saver.json")
+        )
+    );
+
+    let s = start_in(dir, None, config(&dir_of(&d))).await;
+    let addr = s.addr;
+    let list = call(addr, "GET", "/prod/v1/deployments", ALICE, &Value::Null)
+        .await
+        .json();
+    let mut ids: Vec<&str> = list["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deployment_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["saver", "toml_inline", "toml_path"], "{list}");
+    let shown_dep = call(
+        addr,
+        "GET",
+        "/prod/v1/deployments/toml_inline",
+        ALICE,
+        &Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(shown_dep["name"], "Saver (TOML)");
+    assert_eq!(shown_dep["description"], "inline graph");
+    assert_eq!(
+        shown_dep["workflow_api_json"],
+        json!({"1": {"class_type": "TestSavePng", "inputs": {"prefix": "tomlinline"}}})
+    );
+
+    // Both run, with overrides like any deployment.
+    for (id, node, prefix) in [("toml_inline", "1", "a"), ("toml_path", "7", "b")] {
+        let r = call(
+            addr,
+            "POST",
+            &format!("/prod/v1/deployments/{id}/inference"),
+            ALICE,
+            &json!({"overrides": {node: {"inputs": {"prefix": prefix}}}}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let sub = r.json();
+        wait_status(addr, &sub["status_url"], ALICE, &["succeeded"]).await;
+        let res = call(
+            addr,
+            "GET",
+            &path_of(addr, &sub["result_url"]),
+            ALICE,
+            &Value::Null,
+        )
+        .await
+        .json();
+        let img = &res["outputs"][node]["images"][0];
+        assert!(
+            img["filename"].as_str().unwrap().starts_with(prefix),
+            "{res}"
+        );
+    }
+
+    // Deleting a TOML deployment removes its file.
+    let r = call(
+        addr,
+        "DELETE",
+        "/prod/v1/deployments/toml_inline",
+        ALICE,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!d.join("inline.toml").exists());
+    assert!(d.join("by_path.toml").exists());
+    s.server.shutdown().await;
+}
+
+/// The data dir above a deployments folder.
+fn dir_of(deployments: &Path) -> std::path::PathBuf {
+    deployments.parent().unwrap().to_path_buf()
+}

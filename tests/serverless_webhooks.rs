@@ -1,7 +1,8 @@
 //! §5 Webhooks end to end: a receiver in the test (a local HTTP server) fails the first
 //! deliveries, checks every Standard Webhooks signature, sees the retries with the same
 //! webhook-id and deduplicates; a restart with pending deliveries and queued requests loses
-//! nothing.
+//! nothing; webhook URLs pointing into internal networks are refused at submit time and
+//! again at delivery time.
 
 mod server_common;
 
@@ -135,6 +136,8 @@ fn config(dir: &Path) -> ServerConfig {
     };
     s.webhooks.secret = Some(format!("whsec_{SECRET_B64}"));
     s.webhooks.base_delay = Duration::from_millis(40);
+    // The receivers of these tests listen on loopback, which the SSRF guard refuses.
+    s.webhooks.allow_networks = vec!["127.0.0.1/32".into()];
     ServerConfig {
         serverless: s,
         ..Default::default()
@@ -364,8 +367,167 @@ async fn restart_keeps_pending_deliveries_and_queued_requests() {
     };
     assert_eq!(of(&done_id).id, first_id);
     assert_eq!(of(&done_id).body["status"], "succeeded");
-    assert_eq!(of(&running_id).body["status"], "cancelled");
+    // The server, not the client, stopped the running one: it failed, and says why.
+    let interrupted = of(&running_id).body;
+    assert_eq!(interrupted["status"], "failed", "{interrupted}");
+    assert_eq!(interrupted["error"]["type"], "ServerShutdown");
+    assert_eq!(
+        interrupted["error"]["message"],
+        comfyrs::store::SHUTDOWN_REASON
+    );
+    assert!(interrupted.get("outputs").is_none(), "{interrupted}");
+    let st = request(
+        s.addr,
+        "GET",
+        &format!("/prod/v1/deployments/sleeper/requests/{running_id}/status"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    )
+    .await
+    .json();
+    assert_eq!(st["status"], "failed", "{st}");
     assert_eq!(of(&queued_id).body["status"], "succeeded");
     assert_eq!(recv.bad_signatures.load(Ordering::SeqCst), 0);
+    s.server.shutdown().await;
+}
+
+/// Every pending delivery of `request_id` settled (delivered or given up), within a deadline.
+async fn wait_settled(s: &TestServer, request_id: &str) -> Vec<comfyrs::store::Delivery> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = s.server.queue.store().deliveries_of(request_id).unwrap();
+        if !rows.is_empty() && rows.iter().all(|d| d.state != DeliveryState::Pending) {
+            return rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_targets_pass_the_ssrf_guard() {
+    let recv = Receiver::default();
+    let raddr = start_receiver(recv.clone()).await;
+    let port = raddr.port();
+    let dir = data_dir();
+    let mut cfg = config(dir.path());
+    // No allow-list: the guard as it runs in production.
+    cfg.serverless.webhooks.allow_networks.clear();
+    let s = start_in(dir, None, cfg).await;
+
+    // Refused when submitted: literals, and a name that resolves to loopback.
+    let cases = [
+        (
+            format!("http://127.0.0.1:{port}/hook"),
+            "127.0.0.1 is a non-public address (loopback); sending webhooks to it is refused",
+        ),
+        (
+            "https://10.1.2.3/hook".to_string(),
+            "10.1.2.3 is a non-public address (private); sending webhooks to it is refused",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "169.254.169.254 is a non-public address (cloud metadata); sending webhooks to it is refused",
+        ),
+        (
+            format!("http://[::1]:{port}/hook"),
+            "[::1] is a non-public address (loopback); sending webhooks to it is refused",
+        ),
+        (
+            format!("http://localhost:{port}/hook"),
+            "localhost resolves to ",
+        ),
+    ];
+    for (url, want) in &cases {
+        // In the body and in the query alike.
+        for (query, body) in [
+            (String::new(), json!({"webhook": url})),
+            (format!("?webhook={}", encode(url)), json!({})),
+        ] {
+            let r = request(
+                s.addr,
+                "POST",
+                &format!("/prod/v1/deployments/saver/inference{query}"),
+                &[
+                    ("Authorization", &format!("Bearer {TOKEN}")),
+                    ("Content-Type", "application/json"),
+                ],
+                body.to_string().as_bytes(),
+            )
+            .await;
+            assert_eq!(r.status, 400, "{url}");
+            let e = r.json();
+            assert_eq!(e["code"], "WEBHOOK_REFUSED", "{url}: {e}");
+            let msg = e["message"].as_str().unwrap();
+            let prefix = format!("webhook {url} refused: {want}");
+            assert!(msg.starts_with(&prefix), "{url}: {msg}");
+            if url.contains("localhost") {
+                assert!(
+                    msg.ends_with(
+                        "a non-public address (loopback); sending webhooks to it is refused"
+                    ),
+                    "{msg}"
+                );
+            }
+        }
+    }
+    // Nothing was queued or run for any of them.
+    assert!(s.server.queue.store().all_jobs().unwrap().is_empty());
+
+    // Checked again at delivery time (DNS can change between submit and delivery): events
+    // whose URL now points inside are failed at once with the reason, never sent, never
+    // retried, and the server carries on.
+    let store = s.server.queue.store();
+    let targets = [
+        (
+            "msg_dns",
+            format!("http://localhost:{port}/hook"),
+            "refused: localhost resolves to ",
+        ),
+        (
+            "msg_meta",
+            "http://169.254.169.254/hook".to_string(),
+            "refused: 169.254.169.254 is a non-public address (cloud metadata); sending webhooks to it is refused",
+        ),
+        (
+            "msg_lo",
+            format!("http://127.0.0.1:{port}/hook"),
+            "refused: 127.0.0.1 is a non-public address (loopback); sending webhooks to it is refused",
+        ),
+    ];
+    for (id, url, _) in &targets {
+        assert!(store
+            .add_delivery(id, &format!("req_{id}"), url, "{}", true)
+            .unwrap());
+    }
+    for (id, _, want) in &targets {
+        let rows = wait_settled(&s, &format!("req_{id}")).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].state, DeliveryState::Failed, "{rows:?}");
+        assert_eq!(rows[0].attempts, 1);
+        let err = rows[0].last_error.as_deref().unwrap();
+        assert!(err.starts_with(want), "{id}: {err}");
+    }
+    assert!(recv.hits().is_empty(), "{:?}", recv.hits());
+    // Requests without a webhook still run.
+    let sub = submit(s.addr, "saver", "", json!({})).await;
+    let rid = sub["request_id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = request(
+            s.addr,
+            "GET",
+            &format!("/prod/v1/deployments/saver/requests/{rid}/status"),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            b"",
+        )
+        .await
+        .json();
+        if st["status"] == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     s.server.shutdown().await;
 }

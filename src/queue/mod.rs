@@ -11,7 +11,9 @@ use crate::env::Environment;
 use crate::exec::{now_ms, Event, Executor, Interrupt, RunStatus};
 use crate::node::Registry;
 use crate::prompt::{prepare, PromptError};
-use crate::store::{Completion, JobRecord, JobStatus, JobStore, NewJob, StoreError};
+use crate::store::{
+    Completion, JobRecord, JobStatus, JobStore, NewJob, StoreError, SHUTDOWN_REASON,
+};
 use crate::workflow::{workflow_from_json, Overrides};
 use serde_json::{json, Map, Value as Json};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -96,7 +98,8 @@ pub struct Running {
 pub enum ShutdownMode {
     /// Let it run to the end.
     Finish,
-    /// Interrupt it (it is recorded as interrupted).
+    /// Interrupt it: it is recorded as failed with [`SHUTDOWN_REASON`] (a client's
+    /// interrupt is recorded as interrupted; the server's is not the client's doing).
     Interrupt,
 }
 
@@ -111,6 +114,8 @@ pub struct JobQueue {
     events: broadcast::Sender<Outbound>,
     free: Mutex<FreeFlags>,
     stopping: AtomicBool,
+    /// Set when a shutdown interrupts the running job.
+    shutdown_interrupt: AtomicBool,
 }
 
 #[derive(Default)]
@@ -133,6 +138,7 @@ impl JobQueue {
             events,
             free: Mutex::new(FreeFlags::default()),
             stopping: AtomicBool::new(false),
+            shutdown_interrupt: AtomicBool::new(false),
         })
     }
 
@@ -308,6 +314,7 @@ impl JobQueue {
     pub fn shutdown(&self, mode: ShutdownMode) {
         self.stopping.store(true, Ordering::SeqCst);
         if mode == ShutdownMode::Interrupt && self.running().is_some() {
+            self.shutdown_interrupt.store(true, Ordering::SeqCst);
             self.interrupt.trigger();
         }
         self.wake.notify_one();
@@ -462,6 +469,7 @@ impl JobQueue {
         let outcome = self
             .executor
             .run(&job.id, &valid, extra_pnginfo, &self.interrupt, &sink);
+        let mut messages = outcome.messages;
         let (status, error) = match &outcome.status {
             RunStatus::Success => (JobStatus::Success, None),
             RunStatus::Error(d) => (
@@ -474,12 +482,20 @@ impl JobQueue {
                     d["exception_message"].as_str().unwrap_or("")
                 )),
             ),
+            RunStatus::Interrupted(_) if self.shutdown_interrupt.load(Ordering::SeqCst) => {
+                // Clients saw `execution_interrupted`; the history also says why.
+                messages.push((
+                    "execution_error".into(),
+                    error_data(&job.id, SHUTDOWN_REASON, "ServerShutdown"),
+                ));
+                (JobStatus::Failed, Some(SHUTDOWN_REASON.into()))
+            }
             RunStatus::Interrupted(_) => (JobStatus::Interrupted, Some("interrupted".into())),
         };
         Completion {
             status,
             outputs: Json::Object(outcome.outputs.into_iter().collect()),
-            messages: outcome.messages,
+            messages,
             error,
         }
     }

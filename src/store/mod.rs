@@ -14,8 +14,10 @@ use serde_json::{json, Value as Json};
 use std::path::Path;
 use std::sync::Mutex;
 
+mod downloads;
 mod retention;
 mod webhooks;
+pub use downloads::{DownloadJob, StoredDownloadState};
 pub use webhooks::{Delivery, DeliveryState};
 
 /// ComfyUI keeps at most this many history entries.
@@ -24,6 +26,11 @@ pub const HISTORY_CAP: usize = 10_000;
 /// The message a job gets when the process died while it ran.
 pub const CRASH_REASON: &str =
     "the server stopped while this job was running (crash or kill); the job did not finish";
+
+/// The message a job gets when a graceful shutdown interrupted it: the server, not a client,
+/// stopped it, so it is `failed` (spec serverless-api.md §6), not cancelled.
+pub const SHUTDOWN_REASON: &str =
+    "the server shut down while this job was running; it was interrupted and did not finish (submit it again)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -240,6 +247,7 @@ impl JobStore {
     fn init(conn: Connection) -> Result<JobStore> {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(webhooks::SCHEMA)?;
+        conn.execute_batch(downloads::SCHEMA)?;
         conn.execute_batch(retention::SCHEMA)?;
         let store = JobStore {
             conn: Mutex::new(conn),

@@ -25,35 +25,40 @@ pub fn api() -> Vec<ApiRoute> {
             T,
             "The LoRA catalog with live status and stats",
             get(list_loras),
-        ),
+        )
+        .returns("CatalogListing"),
         ApiRoute::new(
             "GET",
             "/api/admin/loras/compatible/{base_model}",
             T,
             "LoRA pairs for a base model",
             get(compatible),
-        ),
+        )
+        .returns("CompatiblePairs"),
         ApiRoute::new(
             "GET",
             "/api/admin/models",
             T,
             "The models catalog with live status and stats",
             get(list_models),
-        ),
+        )
+        .returns("CatalogListing"),
         ApiRoute::new(
             "POST",
             "/api/admin/models/download/{filename}",
             T,
             "Start a background download of a catalog file",
             post(download),
-        ),
+        )
+        .returns_status(202, "DownloadStarted"),
         ApiRoute::new(
             "DELETE",
             "/api/admin/models/{filename}",
             T,
             "Delete a catalog file from disk",
             delete(remove),
-        ),
+        )
+        .returns("FileDeleted"),
     ]
     .into_iter()
     .map(|r| r.access(Access::AdminKey))
@@ -138,6 +143,137 @@ fn read_catalog(state: &AppState, kind: Kind) -> Result<Value, ServerlessError> 
         )));
     }
     Ok(v)
+}
+
+/// The bodies of the catalog admin routes (OpenAPI components). The catalog files are the
+/// admin's, so their objects stay open; what this server adds is declared.
+pub fn schemas() -> Vec<super::schemas::Named> {
+    use super::schemas::*;
+    let file_or_none = nullable(string());
+    vec![
+        (
+            "CatalogListing",
+            open_object(
+                &["categories", "stats"],
+                vec![
+                    ("version", any()),
+                    (
+                        "date",
+                        described(nullable(string()), "null when there is no catalog file"),
+                    ),
+                    (
+                        "categories",
+                        array(open_object(
+                            &["models"],
+                            vec![
+                                ("id", string()),
+                                ("name", string()),
+                                ("models", array(reference("CatalogEntry"))),
+                            ],
+                        )),
+                    ),
+                    (
+                        "stats",
+                        object(
+                            &[
+                                "queued_count",
+                                "downloading_count",
+                                "present_count",
+                                "total_count",
+                                "global_speed",
+                                "models_bytes",
+                                "free_bytes",
+                            ],
+                            vec![
+                                ("queued_count", integer()),
+                                ("downloading_count", integer()),
+                                ("present_count", integer()),
+                                ("total_count", integer()),
+                                ("global_speed", described(number(), "Bytes per second")),
+                                ("models_bytes", integer()),
+                                ("free_bytes", nullable(integer())),
+                            ],
+                        ),
+                    ),
+                ],
+            ),
+        ),
+        (
+            "CatalogEntry",
+            open_object(
+                &["name", "file", "status", "on_disk_bytes"],
+                vec![
+                    ("name", string()),
+                    ("file", string()),
+                    ("dest", described(string(), "Folder under models/")),
+                    ("size_gb", number()),
+                    ("url", uri()),
+                    ("sha256", string()),
+                    ("base_model", string()),
+                    ("pair_id", string()),
+                    ("pair_role", words(&["high", "low", "both"])),
+                    ("tags", array(string())),
+                    (
+                        "status",
+                        words(&["present", "queued", "downloading", "missing", "failed"]),
+                    ),
+                    ("on_disk_bytes", integer()),
+                    (
+                        "progress",
+                        described(
+                            object(
+                                &["downloaded_bytes", "total_bytes", "percent", "speed"],
+                                vec![
+                                    ("downloaded_bytes", integer()),
+                                    ("total_bytes", nullable(integer())),
+                                    ("percent", nullable(number())),
+                                    ("speed", described(number(), "Bytes per second")),
+                                ],
+                            ),
+                            "While downloading",
+                        ),
+                    ),
+                    ("error", described(string(), "Why the download failed")),
+                ],
+            ),
+        ),
+        (
+            "CompatiblePairs",
+            array(object(
+                &["pair_id", "name", "high", "low", "both"],
+                vec![
+                    ("pair_id", string()),
+                    (
+                        "name",
+                        described(string(), "Without High/Low Noise suffixes"),
+                    ),
+                    ("high", file_or_none.clone()),
+                    ("low", file_or_none.clone()),
+                    ("both", file_or_none),
+                ],
+            )),
+        ),
+        (
+            "DownloadStarted",
+            described(
+                object(
+                    &["status", "file"],
+                    vec![
+                        ("status", words(&["queued", "already_queued", "present"])),
+                        ("file", string()),
+                    ],
+                ),
+                "202 when queued; 200 with status present when the file is already there",
+            ),
+        ),
+        (
+            "FileDeleted",
+            object(
+                &["status", "file"],
+                vec![("status", words(&["deleted"])), ("file", string())],
+            ),
+        ),
+    ]
 }
 
 /// A catalog entry's file on disk: `models/<dest>/<file>`, refusing names that escape.
@@ -367,12 +503,15 @@ async fn download(State(state): State<AppState>, Path(filename): Path<String>) -
         )
         .into_response();
     };
-    let queued = state.serverless.downloads.enqueue(DownloadJob {
+    let queued = match state.serverless.downloads.enqueue(DownloadJob {
         file: filename.clone(),
         url: url.to_string(),
         dest,
         sha256: entry["sha256"].as_str().map(String::from),
-    });
+    }) {
+        Ok(q) => q,
+        Err(e) => return ServerlessError::from(e).into_response(),
+    };
     let status = if queued { "queued" } else { "already_queued" };
     (
         StatusCode::ACCEPTED,

@@ -27,6 +27,9 @@ pub struct WebhookPolicy {
     pub timeout: Duration,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Networks webhook receivers may be in despite the SSRF guard (`"127.0.0.1/32"`): for
+    /// tests and private setups. Empty by default.
+    pub allow_networks: Vec<String>,
 }
 
 impl Default for WebhookPolicy {
@@ -38,6 +41,7 @@ impl Default for WebhookPolicy {
             max_age: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(10),
             concurrency: 16,
+            allow_networks: Vec::new(),
         }
     }
 }
@@ -104,6 +108,9 @@ pub struct ServerlessFile {
     pub public_url: Option<String>,
     pub webhook_secret: Option<String>,
     pub webhook_base_delay_ms: Option<u64>,
+    /// Networks webhook URLs may point into despite the SSRF guard.
+    #[serde(default)]
+    pub webhook_allow_networks: Vec<String>,
     pub max_body_mb: Option<f64>,
     pub max_queue_depth: Option<usize>,
     /// Networks media URLs may point into despite the SSRF guard (`"10.0.0.0/8"`).
@@ -139,6 +146,9 @@ impl ServerlessConfig {
             self.max_queue_depth = n;
         }
         self.media.allow_networks.extend(f.media_allow_networks);
+        self.webhooks
+            .allow_networks
+            .extend(f.webhook_allow_networks);
         if let Some(d) = f.catalogs_dir {
             self.catalogs_dir = d;
         }

@@ -1,7 +1,8 @@
 //! §1 Deployments: a saved workflow_api.json with a name, served as an endpoint.
 //!
-//! Deployments come from files in the deployments folder (`*.json`: `{id, name, workflow,
-//! loras?, description?}`, where `workflow` is an inline graph or a path relative to the file)
+//! Deployments come from files in the deployments folder (`*.json` or `*.toml`: `{id, name,
+//! workflow, loras?, description?}`, where `workflow` is an inline graph or a path relative to
+//! the file)
 //! and from the API, which saves each new deployment there as `{id}.json`. A request applies
 //! `overrides` (or replaces the graph with `workflow_api_json`), is validated by the same code
 //! as `POST /prompt` and becomes a job; a 400 lists each bad input and queues nothing.
@@ -57,17 +58,21 @@ struct Entry {
 pub struct DeploymentStore {
     dir: PathBuf,
     entries: RwLock<IndexMap<String, Entry>>,
+    /// Why files of the folder were skipped at load, each naming the file.
+    problems: Vec<String>,
 }
 
 impl DeploymentStore {
-    /// Reads every `*.json` in `dir` (a missing folder is an empty list; a bad file is logged
-    /// and skipped, naming the file and the problem).
+    /// Reads every `*.json` and `*.toml` in `dir` (a missing folder is an empty list; a bad
+    /// file is logged and skipped, naming the file and the problem: see
+    /// [`DeploymentStore::problems`]).
     pub fn load(dir: &FsPath) -> DeploymentStore {
-        let mut entries = IndexMap::new();
+        let mut entries: IndexMap<String, Entry> = IndexMap::new();
+        let mut problems = Vec::new();
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|rd| {
                 rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "toml"))
                     .collect()
             })
             .unwrap_or_default();
@@ -75,12 +80,15 @@ impl DeploymentStore {
         for f in files {
             match read_deployment_file(&f) {
                 Ok(d) => {
-                    if entries.contains_key(&d.id) {
-                        tracing::warn!(
-                            "deployment {} in {} is defined twice; the first file wins",
+                    if let Some(first) = entries.get(&d.id) {
+                        let p = format!(
+                            "{}: deployment {:?} is already defined by {}; the first file wins",
+                            f.display(),
                             d.id,
-                            f.display()
+                            first.file.display()
                         );
+                        tracing::warn!("{p}");
+                        problems.push(p);
                         continue;
                     }
                     entries.insert(
@@ -91,13 +99,23 @@ impl DeploymentStore {
                         },
                     );
                 }
-                Err(e) => tracing::warn!("skipping deployment file {}: {e}", f.display()),
+                Err(e) => {
+                    let p = format!("{}: {e}", f.display());
+                    tracing::warn!("skipping deployment file {p}");
+                    problems.push(p);
+                }
             }
         }
         DeploymentStore {
             dir: dir.to_path_buf(),
             entries: RwLock::new(entries),
+            problems,
         }
+    }
+
+    /// Why files were skipped at load (`<file>: <reason>`), in file-name order.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     pub fn get(&self, id: &str) -> Option<Deployment> {
@@ -145,21 +163,44 @@ impl DeploymentStore {
     }
 }
 
-/// Reads one deployment file; `workflow` may be a path relative to the file.
+/// Reads one deployment file (JSON or TOML, by extension); `workflow` may be a path relative
+/// to the file (a JSON or TOML graph).
 fn read_deployment_file(path: &FsPath) -> Result<Deployment, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let mut v: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let mut v = read_document(path)?;
     if let Some(rel) = v.get("workflow").and_then(Value::as_str) {
         let wf_path = path.parent().unwrap_or(FsPath::new(".")).join(rel);
-        let wf = std::fs::read_to_string(&wf_path)
+        v["workflow"] = read_document(&wf_path)
             .map_err(|e| format!("workflow file {}: {e}", wf_path.display()))?;
-        v["workflow"] = serde_json::from_str(&wf)
-            .map_err(|e| format!("workflow file {} is not JSON: {e}", wf_path.display()))?;
     }
     let d: Deployment = serde_json::from_value(v)
         .map_err(|e| format!("expected {{id, name, workflow, loras?, description?}}: {e}"))?;
     workflow_from_json(d.workflow.clone()).map_err(|e| format!("workflow: {e}"))?;
     Ok(d)
+}
+
+/// A JSON or TOML file (by extension) as a JSON value (the caller names the file in errors).
+fn read_document(path: &FsPath) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    if path.extension().is_some_and(|x| x == "toml") {
+        toml::from_str::<Value>(&text).map_err(|e| {
+            // toml's message spans several lines (a source excerpt); keep it on one.
+            let msg = e.message().trim().to_string();
+            match e.span().map(|s| line_col(&text, s.start)) {
+                Some((l, c)) => format!("not TOML: {msg} at line {l} column {c}"),
+                None => format!("not TOML: {msg}"),
+            }
+        })
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+    }
+}
+
+/// 1-based line and column of byte `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 /// The deployments routes (the router and the OpenAPI document are built from this).
@@ -172,68 +213,254 @@ pub fn api() -> Vec<ApiRoute> {
             T,
             "Create a deployment from a workflow_api.json",
             post(create),
-        ),
+        )
+        .body("DeploymentCreate")
+        .returns_status(201, "Deployment"),
         ApiRoute::new(
             "GET",
             "/prod/v1/deployments",
             T,
             "List deployments",
             get(list),
-        ),
+        )
+        .returns("DeploymentList"),
         ApiRoute::new(
             "GET",
             "/prod/v1/deployments/{deployment_id}",
             T,
             "One deployment with its graph",
             get(show),
-        ),
+        )
+        .returns("DeploymentDetail"),
         ApiRoute::new(
             "DELETE",
             "/prod/v1/deployments/{deployment_id}",
             T,
             "Delete a deployment (and its file)",
             delete(remove),
-        ),
+        )
+        .returns("DeploymentDeleted"),
         ApiRoute::new(
             "GET",
             "/prod/v1/deployments/{deployment_id}/schema",
             T,
             "The overridable inputs with their declarations",
             get(schema),
-        ),
+        )
+        .returns("DeploymentSchema"),
     ];
     for ver in ["v1", "v2"] {
         let p = format!("/prod/{ver}/deployments/{{deployment_id}}");
-        v.push(ApiRoute::new(
-            "POST",
-            format!("{p}/inference"),
-            T,
-            "Submit a request: overrides or workflow_api_json, webhook",
-            post(inference),
-        ));
-        v.push(ApiRoute::new(
-            "GET",
-            format!("{p}/requests/{{request_id}}/status"),
-            T,
-            "Request status, queue position, progress",
-            get(status),
-        ));
-        v.push(ApiRoute::new(
-            "GET",
-            format!("{p}/requests/{{request_id}}/result"),
-            T,
-            "Request result: outputs with URLs, or the error",
-            get(result),
-        ));
-        v.push(ApiRoute::new(
-            "POST",
-            format!("{p}/requests/{{request_id}}/cancel"),
-            T,
-            "Cancel a queued or running request",
-            post(cancel_route),
-        ));
+        v.push(
+            ApiRoute::new(
+                "POST",
+                format!("{p}/inference"),
+                T,
+                "Submit a request: overrides or workflow_api_json, webhook",
+                post(inference),
+            )
+            .body("DeploymentInference")
+            .returns("RequestHandle")
+            .query(
+                "webhook",
+                super::schemas::uri(),
+                "Webhook URL (wins over the body's)",
+            )
+            .query(
+                "webhook_intermediate_status",
+                super::schemas::boolean(),
+                "Also send in_queue/in_progress events (wins over the body's)",
+            ),
+        );
+        v.push(
+            ApiRoute::new(
+                "GET",
+                format!("{p}/requests/{{request_id}}/status"),
+                T,
+                "Request status, queue position, progress",
+                get(status),
+            )
+            .returns("RequestStatus"),
+        );
+        v.push(
+            ApiRoute::new(
+                "GET",
+                format!("{p}/requests/{{request_id}}/result"),
+                T,
+                "Request result: outputs with URLs, or the error",
+                get(result),
+            )
+            .returns("RequestResult"),
+        );
+        v.push(
+            ApiRoute::new(
+                "POST",
+                format!("{p}/requests/{{request_id}}/cancel"),
+                T,
+                "Cancel a queued or running request",
+                post(cancel_route),
+            )
+            .returns("CancelResult"),
+        );
     }
     v
+}
+
+/// The bodies of the deployments routes (OpenAPI components).
+pub fn schemas() -> Vec<super::schemas::Named> {
+    use super::schemas::*;
+    let graph = reference("ApiGraph");
+    let loras = described(
+        array(reference("LoraRef")),
+        "LoRAs applied to every request (files under models/loras)",
+    );
+    let deployment = |detail: bool| {
+        let mut props = vec![
+            ("deployment_id", string()),
+            ("name", string()),
+            ("description", nullable(string())),
+            ("loras", loras.clone()),
+            ("created_at", nullable(timestamp())),
+        ];
+        let mut required = vec![
+            "deployment_id",
+            "name",
+            "description",
+            "loras",
+            "created_at",
+        ];
+        if detail {
+            props.push(("workflow_api_json", graph.clone()));
+            required.push("workflow_api_json");
+        }
+        object(&required, props)
+    };
+    vec![
+        (
+            "ApiGraph",
+            described(
+                map_of(open_object(
+                    &["class_type", "inputs"],
+                    vec![
+                        ("class_type", string()),
+                        (
+                            "inputs",
+                            described(
+                                map_of(any()),
+                                "Literal values, or links [node_id, output_index]",
+                            ),
+                        ),
+                        ("_meta", open_object(&[], vec![("title", string())])),
+                    ],
+                )),
+                "An API-format workflow (Workflow > Export (API)), keyed by node id",
+            ),
+        ),
+        (
+            "LoraRef",
+            object(
+                &["path"],
+                vec![
+                    ("path", described(string(), "File name under models/loras")),
+                    ("scale", described(number(), "Strength (default 1.0)")),
+                ],
+            ),
+        ),
+        (
+            "DeploymentCreate",
+            open_object(
+                &["name", "workflow_api_json"],
+                vec![
+                    ("name", string()),
+                    ("workflow_api_json", graph.clone()),
+                    ("description", string()),
+                    ("loras", loras.clone()),
+                ],
+            ),
+        ),
+        ("Deployment", deployment(false)),
+        ("DeploymentDetail", deployment(true)),
+        (
+            "DeploymentList",
+            object(
+                &["deployments"],
+                vec![("deployments", array(reference("Deployment")))],
+            ),
+        ),
+        (
+            "DeploymentDeleted",
+            object(
+                &["deployment_id", "deleted"],
+                vec![
+                    ("deployment_id", string()),
+                    ("deleted", json!({"const": true})),
+                ],
+            ),
+        ),
+        (
+            "DeploymentSchema",
+            object(
+                &["deployment_id", "nodes"],
+                vec![
+                    ("deployment_id", string()),
+                    (
+                        "nodes",
+                        map_of(object(
+                            &["class_type", "inputs"],
+                            vec![
+                                ("class_type", string()),
+                                ("title", string()),
+                                (
+                                    "inputs",
+                                    map_of(object(
+                                        &["value"],
+                                        vec![
+                                            ("value", described(any(), "The saved value")),
+                                            (
+                                                "config",
+                                                described(
+                                                    array(any()),
+                                                    "The input's object_info declaration",
+                                                ),
+                                            ),
+                                            (
+                                                "media",
+                                                described(
+                                                    boolean(),
+                                                    "Takes a URL, data URI or base64",
+                                                ),
+                                            ),
+                                        ],
+                                    )),
+                                ),
+                            ],
+                        )),
+                    ),
+                ],
+            ),
+        ),
+        (
+            "DeploymentInference",
+            object(
+                &[],
+                vec![
+                    (
+                        "overrides",
+                        described(
+                            map_of(object(&["inputs"], vec![("inputs", map_of(any()))])),
+                            "Per node id, input values to set",
+                        ),
+                    ),
+                    (
+                        "workflow_api_json",
+                        described(graph, "Replaces the saved graph for this request"),
+                    ),
+                    ("webhook", uri()),
+                    ("webhook_intermediate_status", boolean()),
+                ],
+            ),
+        ),
+    ]
 }
 
 fn not_found(id: &str) -> ServerlessError {

@@ -2,23 +2,19 @@
 //! existing `<file>.part` is continued with a `Range` request), checked against `sha256` when
 //! the catalog gives one, renamed into place only when complete. Progress is visible in the
 //! catalog listing.
+//!
+//! The queue lives in the job store ([`JobStore::enqueue_download`]), so a restart loses no
+//! download: queued ones stay queued, the one that was running resumes from its `.part` file
+//! first, and failures keep their reason. Only the live progress of the running download is
+//! in memory.
 
+pub use crate::store::DownloadJob;
+use crate::store::{JobStore, StoredDownloadState};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-
-/// A file to fetch.
-#[derive(Debug, Clone)]
-pub struct DownloadJob {
-    pub file: String,
-    pub url: String,
-    pub dest: PathBuf,
-    pub sha256: Option<String>,
-}
 
 /// Where a file's download stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,21 +29,24 @@ pub enum DownloadState {
     Failed(String),
 }
 
-#[derive(Default)]
-struct Inner {
-    queue: VecDeque<DownloadJob>,
-    states: HashMap<String, DownloadState>,
+/// The running download's progress.
+struct Live {
+    file: String,
+    done: u64,
+    total: Option<u64>,
+    speed: f64,
 }
 
-/// The download queue and its worker.
+/// The download queue (in the store) and its worker.
 pub struct Downloads {
-    inner: Mutex<Inner>,
+    store: Arc<JobStore>,
+    live: Mutex<Option<Live>>,
     wake: Notify,
     client: reqwest::Client,
 }
 
 impl Downloads {
-    pub fn new() -> Arc<Downloads> {
+    pub fn new(store: Arc<JobStore>) -> Arc<Downloads> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
@@ -55,77 +54,107 @@ impl Downloads {
             .build()
             .expect("the download client builds");
         Arc::new(Downloads {
-            inner: Mutex::new(Inner::default()),
+            store,
+            live: Mutex::new(None),
             wake: Notify::new(),
             client,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, Option<Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The state of `file`, if it was asked for (a finished download has none: the file is
-    /// then on disk).
+    /// then on disk). A download a restart interrupted reads `Queued` until it resumes.
     pub fn state(&self, file: &str) -> Option<DownloadState> {
-        self.lock().states.get(file).cloned()
-    }
-
-    /// Queues a download; false when the file is already queued or downloading.
-    pub fn enqueue(&self, job: DownloadJob) -> bool {
-        let mut i = self.lock();
-        if matches!(
-            i.states.get(&job.file),
-            Some(DownloadState::Queued | DownloadState::Downloading { .. })
-        ) {
-            return false;
+        if let Some(l) = self.lock_live().as_ref().filter(|l| l.file == file) {
+            return Some(DownloadState::Downloading {
+                done: l.done,
+                total: l.total,
+                speed: l.speed,
+            });
         }
-        i.states.insert(job.file.clone(), DownloadState::Queued);
-        i.queue.push_back(job);
-        drop(i);
-        self.wake.notify_one();
-        true
+        match self.store.download_state(file) {
+            Ok(s) => s.map(|s| match s {
+                StoredDownloadState::Queued | StoredDownloadState::Downloading => {
+                    DownloadState::Queued
+                }
+                StoredDownloadState::Failed(e) => DownloadState::Failed(e),
+            }),
+            Err(e) => Some(DownloadState::Failed(format!(
+                "cannot read the download queue: {e}"
+            ))),
+        }
     }
 
-    /// Forgets a file's state (after it was deleted).
+    /// Queues a download; `Ok(false)` when the file is already queued or downloading.
+    pub fn enqueue(&self, job: DownloadJob) -> Result<bool, crate::store::StoreError> {
+        let queued = self.store.enqueue_download(&job)?;
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
+    /// Forgets a file's queued or failed download (after it was deleted); a running one
+    /// finishes.
     pub fn forget(&self, file: &str) {
-        let mut i = self.lock();
-        i.queue.retain(|j| j.file != file);
-        if !matches!(i.states.get(file), Some(DownloadState::Downloading { .. })) {
-            i.states.remove(file);
+        if let Err(e) = self.store.forget_download(file) {
+            tracing::error!(file = %file, "cannot update the download queue: {e}");
         }
     }
 
-    /// Runs downloads until `stop` turns true.
+    /// Runs downloads until `stop` turns true. A download cut off by the stop stays
+    /// `downloading` in the store and resumes at the next start.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
-            let next = self.lock().queue.pop_front();
+            if *stop.borrow() {
+                return;
+            }
+            let next = match self.store.claim_download() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("cannot read the download queue: {e}");
+                    None
+                }
+            };
             let Some(job) = next else {
                 tokio::select! {
                     _ = self.wake.notified() => continue,
+                    // A store error above is retried now and then.
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
                     _ = stop.wait_for(|v| *v) => return,
                 }
             };
             let file = job.file.clone();
             let res = tokio::select! {
                 r = self.download(&job) => r,
-                _ = stop.wait_for(|v| *v) => return,
+                _ = stop.wait_for(|v| *v) => {
+                    *self.lock_live() = None;
+                    return;
+                }
             };
-            let mut i = self.lock();
-            match res {
-                Ok(()) => {
-                    i.states.remove(&file);
-                }
-                Err(e) => {
-                    tracing::warn!(file = %file, "download failed: {e}");
-                    i.states.insert(file, DownloadState::Failed(e));
-                }
+            *self.lock_live() = None;
+            if let Err(e) = &res {
+                tracing::warn!(file = %file, "download failed: {e}");
+            }
+            if let Err(e) = self
+                .store
+                .download_finished(&file, res.as_ref().map(|_| ()).map_err(String::as_str))
+            {
+                tracing::error!(file = %file, "cannot record the download's outcome: {e}");
             }
         }
     }
 
-    fn set(&self, file: &str, s: DownloadState) {
-        self.lock().states.insert(file.to_string(), s);
+    fn set(&self, file: &str, done: u64, total: Option<u64>, speed: f64) {
+        *self.lock_live() = Some(Live {
+            file: file.to_string(),
+            done,
+            total,
+            speed,
+        });
     }
 
     async fn download(&self, job: &DownloadJob) -> Result<(), String> {
@@ -158,7 +187,7 @@ impl Downloads {
         let mut done = if resumed { have } else { 0 };
         let total = resp.content_length().map(|n| n + done);
         let (mut window_start, mut window_bytes, mut speed) = (Instant::now(), 0u64, 0.0);
-        self.set(&job.file, DownloadState::Downloading { done, total, speed });
+        self.set(&job.file, done, total, speed);
         while let Some(chunk) = resp
             .chunk()
             .await
@@ -173,7 +202,7 @@ impl Downloads {
                 speed = window_bytes as f64 / dt;
                 (window_start, window_bytes) = (Instant::now(), 0);
             }
-            self.set(&job.file, DownloadState::Downloading { done, total, speed });
+            self.set(&job.file, done, total, speed);
         }
         out.flush().map_err(|e| e.to_string())?;
         drop(out);

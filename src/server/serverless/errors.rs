@@ -14,6 +14,7 @@ pub mod code {
     pub const INVALID_OVERRIDE: &str = "INVALID_OVERRIDE";
     pub const INVALID_WORKFLOW: &str = "INVALID_WORKFLOW";
     pub const INVALID_WEBHOOK: &str = "INVALID_WEBHOOK";
+    pub const WEBHOOK_REFUSED: &str = "WEBHOOK_REFUSED";
     pub const DEPLOYMENT_NOT_FOUND: &str = "DEPLOYMENT_NOT_FOUND";
     pub const REQUEST_NOT_FOUND: &str = "REQUEST_NOT_FOUND";
     pub const REQUEST_EXPIRED: &str = "REQUEST_EXPIRED";

@@ -21,6 +21,8 @@ use serde_json::{json, Map, Value};
 
 /// One model id of the API and its defaults.
 pub struct AitkModel {
+    /// How it samples: ai-toolkit's scheduler mapped onto comfyrs' samplers.
+    pub sampling: Sampling,
     pub id: &'static str,
     pub steps: i64,
     pub guidance: f64,
@@ -29,6 +31,8 @@ pub struct AitkModel {
     pub seed: i64,
     pub divisor: i64,
     pub requires_control_image: bool,
+    /// How many control images (`ctrl_img`, `ctrl_img_1..3`) a prompt may carry; 0: none.
+    pub max_control_images: usize,
     /// Takes `transformer: low|high` LoRAs (Wan 2.2 MoE).
     pub moe: bool,
     pub max_loras: usize,
@@ -37,6 +41,9 @@ pub struct AitkModel {
 /// The models this server runs (others join as their model families land).
 pub const MODELS: &[AitkModel] = &[AitkModel {
     id: "sd15",
+    // ai-toolkit samples SD 1.5 with diffusers' DDPMScheduler on its `sd_config`
+    // (scaled_linear betas 0.00085..0.012, epsilon, "leading" spacing, steps_offset 0).
+    sampling: Sampling::Ddpm,
     steps: 25,
     guidance: 6.0,
     width: 512,
@@ -44,6 +51,7 @@ pub const MODELS: &[AitkModel] = &[AitkModel {
     seed: 42,
     divisor: 8,
     requires_control_image: false,
+    max_control_images: 0,
     moe: false,
     max_loras: 1,
 }];
@@ -57,14 +65,17 @@ pub fn api() -> Vec<ApiRoute> {
             T,
             "The model ids served, with defaults",
             get(list_models),
-        ),
+        )
+        .returns("AitkModels"),
         ApiRoute::new(
             "POST",
             "/v1/inference",
             T,
             "LoRA inference on one model, several prompts",
             post(inference),
-        ),
+        )
+        .body("AitkInference")
+        .returns("AitkQueued"),
     ]
 }
 
@@ -77,7 +88,184 @@ pub fn public_api() -> Vec<ApiRoute> {
         "Liveness",
         get(health),
     )
-    .access(super::openapi::Access::Public)]
+    .access(super::openapi::Access::Public)
+    .returns("Health")]
+}
+
+/// The bodies of the ai-toolkit routes (OpenAPI components).
+pub fn schemas() -> Vec<super::schemas::Named> {
+    use super::schemas::*;
+    let media = described(
+        string(),
+        "A URL (starts with http) or base64 (raw or a data URL); only for models that take \
+         one (requires_control_image in GET /v1/models); sd15 takes none",
+    );
+    vec![
+        (
+            "Health",
+            object(&["status"], vec![("status", words(&["healthy"]))]),
+        ),
+        (
+            "AitkModels",
+            object(
+                &["models"],
+                vec![(
+                    "models",
+                    array(object(
+                        &[
+                            "id",
+                            "base_checkpoint",
+                            "defaults",
+                            "resolution_divisor",
+                            "requires_control_image",
+                            "moe_lora_format",
+                            "max_loras",
+                        ],
+                        vec![
+                            ("id", string()),
+                            ("base_checkpoint", string()),
+                            (
+                                "defaults",
+                                object(
+                                    &[
+                                        "sample_steps",
+                                        "guidance_scale",
+                                        "width",
+                                        "height",
+                                        "seed",
+                                    ],
+                                    vec![
+                                        ("sample_steps", integer()),
+                                        ("guidance_scale", number()),
+                                        ("width", integer()),
+                                        ("height", integer()),
+                                        ("seed", integer()),
+                                    ],
+                                ),
+                            ),
+                            ("resolution_divisor", integer()),
+                            ("requires_control_image", boolean()),
+                            ("moe_lora_format", boolean()),
+                            ("max_loras", integer()),
+                        ],
+                    )),
+                )],
+            ),
+        ),
+        (
+            "AitkInference",
+            open_object(
+                &["model", "loras", "prompts"],
+                vec![
+                    ("model", described(string(), "An id of GET /v1/models")),
+                    (
+                        "trigger_word",
+                        described(string(), "Replaces [trigger] in the prompts"),
+                    ),
+                    (
+                        "loras",
+                        array(open_object(
+                            &["path"],
+                            vec![
+                                ("path", described(string(), "File under models/loras")),
+                                ("network_multiplier", number()),
+                                (
+                                    "transformer",
+                                    described(words(&["low", "high"]), "MoE models only"),
+                                ),
+                            ],
+                        )),
+                    ),
+                    (
+                        "prompts",
+                        array(open_object(
+                            &["prompt"],
+                            vec![
+                                ("prompt", string()),
+                                ("neg", string()),
+                                (
+                                    "width",
+                                    described(integer(), "Floored to the resolution divisor"),
+                                ),
+                                (
+                                    "height",
+                                    described(integer(), "Floored to the resolution divisor"),
+                                ),
+                                ("sample_steps", integer()),
+                                ("guidance_scale", number()),
+                                (
+                                    "seed",
+                                    described(
+                                        integer(),
+                                        "Default: the model's seed + the prompt index; -1 draws one",
+                                    ),
+                                ),
+                                ("trigger_word", string()),
+                                ("ctrl_img", media),
+                            ],
+                        )),
+                    ),
+                    ("webhook", uri()),
+                    ("webhook_intermediate_status", boolean()),
+                ],
+            ),
+        ),
+        (
+            "AitkQueued",
+            object(
+                &["request_id", "status", "status_url", "result_url", "created_at"],
+                vec![
+                    ("request_id", string()),
+                    ("status", words(&["queued"])),
+                    ("status_url", uri()),
+                    ("result_url", uri()),
+                    ("created_at", nullable(timestamp())),
+                ],
+            ),
+        ),
+        (
+            "InferenceOutputs",
+            object(
+                &["images", "videos"],
+                vec![
+                    (
+                        "images",
+                        array(object(
+                            &["format", "width", "height", "file_path", "seed"],
+                            vec![
+                                ("format", string()),
+                                ("width", integer()),
+                                ("height", integer()),
+                                ("file_path", described(uri(), "Served to the owner")),
+                                ("seed", integer()),
+                            ],
+                        )),
+                    ),
+                    ("videos", array(any())),
+                ],
+            ),
+        ),
+        (
+            "InferenceMetadata",
+            object(
+                &["model", "timings"],
+                vec![
+                    ("model", string()),
+                    (
+                        "timings",
+                        object(
+                            &["queue_ms", "inference_ms", "total_ms"],
+                            vec![
+                                ("queue_ms", nullable(integer())),
+                                ("inference_ms", nullable(integer())),
+                                ("total_ms", nullable(integer())),
+                            ],
+                        ),
+                    ),
+                ],
+            ),
+        ),
+    ]
 }
 
 async fn health() -> Json<Value> {
@@ -102,6 +290,35 @@ async fn list_models(State(state): State<AppState>, _caller: Caller) -> Json<Val
         })
         .collect();
     Json(json!({ "models": models }))
+}
+
+/// A model's sampler, as comfyrs nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampling {
+    /// Ancestral DDPM (diffusers' `DDPMScheduler.step`: the posterior mean plus its
+    /// "fixed_small" variance) is ComfyUI's `ddpm` sampler; "leading" timestep spacing
+    /// (every ⌊1000/steps⌋-th timestep) is its `ddim_uniform` scheduler, whose grid starts
+    /// at timestep 1 where ai-toolkit's starts at 0.
+    Ddpm,
+}
+
+impl Sampling {
+    /// The KSamplerAdvanced inputs `(sampler_name, scheduler, start_at_step)` that sample
+    /// `steps` steps. `ddim_uniform` yields one step more than asked when `steps` does not
+    /// divide 1000 (the grid is filled up to timestep 999); starting past the extra steps keeps
+    /// the asked count, on the same spacing as ai-toolkit's.
+    pub fn ksampler(self, steps: i64) -> (&'static str, &'static str, i64) {
+        match self {
+            Sampling::Ddpm => {
+                let ms = crate::sampling::model_sampling::ModelSampling::sd15(
+                    crate::sampling::model_sampling::Prediction::Eps,
+                );
+                let n = steps.max(1) as usize;
+                let made = crate::sampling::schedulers::ddim_uniform(&ms, n).len() - 1;
+                ("ddpm", "ddim_uniform", made.saturating_sub(n) as i64)
+            }
+        }
+    }
 }
 
 fn err(status: StatusCode, code: &'static str, msg: impl Into<String>) -> ServerlessError {
@@ -240,6 +457,7 @@ pub fn plan(
             .get("prompt")
             .and_then(Value::as_str)
             .ok_or_else(|| bad(format!("prompts[{i}].prompt: a string is required")))?;
+        check_control_images(model, p, i)?;
         let trig = p
             .get("trigger_word")
             .and_then(Value::as_str)
@@ -295,9 +513,54 @@ pub fn plan(
     ))
 }
 
+/// `ctrl_img` and `ctrl_img_1..3` of prompt `i`: required where the model requires one
+/// (`CONTROL_IMAGE_REQUIRED`), refused beyond what the model takes (a model without control
+/// images would silently ignore it).
+fn check_control_images(model: &AitkModel, p: &Map<String, Value>, i: usize) -> SResult<()> {
+    let given: Vec<&String> = p
+        .iter()
+        .filter(|(k, v)| k.starts_with("ctrl_img") && !v.is_null())
+        .map(|(k, _)| k)
+        .collect();
+    if model.requires_control_image && given.is_empty() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            code::CONTROL_IMAGE_REQUIRED,
+            format!(
+                "prompts[{i}].ctrl_img: model {} requires a control image (a URL or base64)",
+                model.id
+            ),
+        ));
+    }
+    if given.len() > model.max_control_images {
+        let field = given[0];
+        let msg = if model.max_control_images == 0 {
+            format!(
+                "prompts[{i}].{field}: model {} takes no control image (GET /v1/models: \
+                 requires_control_image false); drop {field}",
+                model.id
+            )
+        } else {
+            format!(
+                "prompts[{i}]: model {} takes at most {} control images, got {}",
+                model.id,
+                model.max_control_images,
+                given.len()
+            )
+        };
+        return Err(err(StatusCode::BAD_REQUEST, code::INVALID_REQUEST, msg));
+    }
+    Ok(())
+}
+
 /// The graph: checkpoint -> LoraLoader -> per prompt (encode x2, empty latent, KSampler,
 /// decode, save). Save node of prompt `i` is `"p{i}_save"`.
-pub fn graph(ckpt: &str, lora: &PlannedLora, prompts: &[PlannedPrompt]) -> Value {
+pub fn graph(
+    sampling: Sampling,
+    ckpt: &str,
+    lora: &PlannedLora,
+    prompts: &[PlannedPrompt],
+) -> Value {
     let mut g = Map::new();
     g.insert(
         "ckpt".into(),
@@ -317,10 +580,12 @@ pub fn graph(ckpt: &str, lora: &PlannedLora, prompts: &[PlannedPrompt]) -> Value
             json!({"class_type": "CLIPTextEncode", "inputs": {"text": p.neg, "clip": ["lora", 1]}}),
         );
         g.insert(n("latent"), json!({"class_type": "EmptyLatentImage", "inputs": {"width": p.width, "height": p.height, "batch_size": 1}}));
-        g.insert(n("sample"), json!({"class_type": "KSampler", "inputs": {
-            "model": ["lora", 0], "seed": p.seed, "steps": p.steps, "cfg": p.guidance,
-            "sampler_name": "euler", "scheduler": "normal",
-            "positive": [n("pos"), 0], "negative": [n("neg"), 0], "latent_image": [n("latent"), 0], "denoise": 1.0}}));
+        let (sampler, scheduler, start) = sampling.ksampler(p.steps);
+        g.insert(n("sample"), json!({"class_type": "KSamplerAdvanced", "inputs": {
+            "model": ["lora", 0], "add_noise": "enable", "noise_seed": p.seed, "steps": p.steps,
+            "cfg": p.guidance, "sampler_name": sampler, "scheduler": scheduler,
+            "positive": [n("pos"), 0], "negative": [n("neg"), 0], "latent_image": [n("latent"), 0],
+            "start_at_step": start, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}));
         g.insert(n("decode"), json!({"class_type": "VAEDecode", "inputs": {"samples": [n("sample"), 0], "vae": ["ckpt", 2]}}));
         g.insert(n("save"), json!({"class_type": "SaveImage", "inputs": {"images": [n("decode"), 0], "filename_prefix": format!("aitk_p{i}")}}));
     }
@@ -389,7 +654,7 @@ async fn inference_inner(
     let rid = submit(
         state,
         caller,
-        graph(&ckpt, &lora, &prompts),
+        graph(model.sampling, &ckpt, &lora, &prompts),
         meta.clone(),
         &[],
     )
@@ -533,16 +798,91 @@ mod tests {
         );
     }
 
+    /// ai-toolkit's DDPM timesteps ("leading": k·⌊1000/steps⌋) against the grid comfyrs
+    /// samples (ddim_uniform past `start_at_step`): the same count and spacing, one timestep
+    /// later.
+    #[test]
+    fn ddpm_timesteps_follow_leading_spacing() {
+        use crate::sampling::model_sampling::{ModelSampling, Prediction};
+        let ms = ModelSampling::sd15(Prediction::Eps);
+        for steps in [1i64, 2, 3, 7, 20, 25, 30, 50, 999] {
+            let (sampler, scheduler, start) = Sampling::Ddpm.ksampler(steps);
+            assert_eq!((sampler, scheduler), ("ddpm", "ddim_uniform"));
+            let sigmas = crate::sampling::schedulers::ddim_uniform(&ms, steps as usize);
+            let used = &sigmas[start as usize..];
+            assert_eq!(used.len() as i64, steps + 1, "steps {steps}");
+            assert_eq!(*used.last().unwrap(), 0.0);
+            let ratio = 1000 / steps as usize;
+            let leading: Vec<usize> = (0..steps as usize).rev().map(|k| k * ratio).collect();
+            let ours: Vec<usize> = used[..steps as usize]
+                .iter()
+                .map(|s| ms.timestep(*s))
+                .collect();
+            let shifted: Vec<usize> = leading.iter().map(|t| t + 1).collect();
+            assert_eq!(ours, shifted, "steps {steps}");
+        }
+        assert_eq!(Sampling::Ddpm.ksampler(30).2, 1);
+        assert_eq!(Sampling::Ddpm.ksampler(25).2, 0);
+    }
+
+    #[test]
+    fn control_images() {
+        let e = run(json!({"loras": [{"path": "mine.safetensors"}],
+            "prompts": [{"prompt": "a"}, {"prompt": "b", "ctrl_img": "https://example.com/c.png"}]}))
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, "INVALID_REQUEST");
+        assert_eq!(
+            e.message,
+            "prompts[1].ctrl_img: model sd15 takes no control image (GET /v1/models: \
+             requires_control_image false); drop ctrl_img"
+        );
+        let e = run(json!({"loras": [{"path": "mine.safetensors"}],
+            "prompts": [{"prompt": "a", "ctrl_img_2": "QUJD"}]}))
+        .unwrap_err();
+        assert!(e
+            .message
+            .starts_with("prompts[0].ctrl_img_2: model sd15 takes no control image"));
+        // null is "not given".
+        assert!(run(json!({"loras": [{"path": "mine.safetensors"}],
+            "prompts": [{"prompt": "a", "ctrl_img": null}]}))
+        .is_ok());
+        // A model that requires one.
+        let needs = AitkModel {
+            id: "edit",
+            requires_control_image: true,
+            max_control_images: 1,
+            ..MODELS[0]
+        };
+        let p = body(json!({"prompt": "a"}));
+        let e = check_control_images(&needs, &p, 0).unwrap_err();
+        assert_eq!(e.code, "CONTROL_IMAGE_REQUIRED");
+        assert_eq!(
+            e.message,
+            "prompts[0].ctrl_img: model edit requires a control image (a URL or base64)"
+        );
+        let p = body(json!({"prompt": "a", "ctrl_img": "x", "ctrl_img_1": "y"}));
+        assert_eq!(
+            check_control_images(&needs, &p, 0).unwrap_err().message,
+            "prompts[0]: model edit takes at most 1 control images, got 2"
+        );
+    }
+
     #[test]
     fn graph_wires_the_lora_into_every_chain() {
         let (lora, ps) = run(json!({"loras": [{"path": "mine.safetensors"}],
             "prompts": [{"prompt": "a"}, {"prompt": "b"}]}))
         .unwrap();
-        let g = graph("tiny.safetensors", &lora, &ps);
+        let g = graph(Sampling::Ddpm, "tiny.safetensors", &lora, &ps);
         assert_eq!(g["lora"]["inputs"]["lora_name"], "mine.safetensors");
         assert_eq!(g["p1_sample"]["inputs"]["model"], json!(["lora", 0]));
         assert_eq!(g["p1_pos"]["inputs"]["clip"], json!(["lora", 1]));
-        assert_eq!(g["p1_sample"]["inputs"]["seed"], 43);
+        assert_eq!(g["p1_sample"]["inputs"]["noise_seed"], 43);
+        assert_eq!(g["p1_sample"]["class_type"], "KSamplerAdvanced");
+        assert_eq!(g["p1_sample"]["inputs"]["sampler_name"], "ddpm");
+        assert_eq!(g["p1_sample"]["inputs"]["scheduler"], "ddim_uniform");
+        assert_eq!(g["p1_sample"]["inputs"]["steps"], 25);
+        assert_eq!(g["p1_sample"]["inputs"]["start_at_step"], 0);
         assert_eq!(g["p0_save"]["class_type"], "SaveImage");
     }
 }

@@ -8,6 +8,7 @@
 //! - [`catalog`], [`downloads`]: §4, the LoRA catalog admin (`/api/admin/...`, X-API-Key).
 //! - [`errors`]: JSON errors with stable codes; ComfyUI validation errors -> field lists.
 //! - [`requests`]: the shared request lifecycle: submit, status, result, cancel, ownership.
+//! - [`schemas`]: JSON Schema building blocks and the bodies every family shares (OpenAPI).
 //! - [`outputs`]: hosted URLs for output files and the route that serves them.
 //! - [`deployments`]: §1, saved workflows as endpoints (`/prod/v1|v2/deployments/...`).
 //! - [`inference`]: §3, the ai-toolkit inference API (`/health`, `/v1/models`, `/v1/inference`).
@@ -15,6 +16,7 @@
 //! - [`media`]: media inputs by URL (SSRF-guarded) or base64, stored by content hash.
 //! - [`models`]: §2, the Model API on built-in pipelines (`/v1/models/{model_id}`).
 //! - [`openapi`]: route tables -> the router and `/openapi.json` (+ `/docs`).
+//! - [`ssrf`]: the address guard of client-given URLs (media inputs, webhook receivers).
 //! - [`webhooks`]: §5, signed, retried, persisted event deliveries for every family.
 
 pub mod auth;
@@ -30,6 +32,8 @@ pub mod models;
 pub mod openapi;
 pub mod outputs;
 pub mod requests;
+pub mod schemas;
+pub mod ssrf;
 pub mod webhooks;
 
 pub use config::{ApiToken, ServerlessConfig, WebhookPolicy};
@@ -78,7 +82,7 @@ impl Serverless {
         ));
         let media = media::MediaFetcher::new(config.media.clone());
         Serverless {
-            downloads: downloads::Downloads::new(),
+            downloads: downloads::Downloads::new(queue.store().clone()),
             queue,
             media,
             config,
@@ -192,6 +196,17 @@ pub fn all_routes() -> Vec<openapi::ApiRoute> {
     v.extend(inference::public_api());
     v.extend(openapi::api());
     v.extend(catalog::api());
+    v
+}
+
+/// The named schemas of every route's bodies (the OpenAPI document's components).
+pub fn all_schemas() -> Vec<schemas::Named> {
+    let mut v = schemas::shared();
+    v.extend(deployments::schemas());
+    v.extend(models::schemas());
+    v.extend(inference::schemas());
+    v.extend(catalog::schemas());
+    v.extend(openapi::schemas());
     v
 }
 

@@ -227,13 +227,68 @@ pub fn api() -> Vec<super::openapi::ApiRoute> {
             T,
             "Run a built-in pipeline (model ids contain slashes)",
             post(run_model),
-        ),
+        )
+        .body("ModelInput")
+        .returns("RequestHandle"),
         ApiRoute::new(
             "GET",
             "/v1/models/{*model_id}",
             T,
             "A model's JSON Schema (also at .../schema)",
             get(model_get),
+        )
+        .returns("ModelSchema"),
+    ]
+}
+
+/// The bodies of the Model API routes (OpenAPI components); each pipeline's own body schema
+/// is its [`Pipeline::json_schema`], on its concrete path.
+pub fn schemas() -> Vec<super::schemas::Named> {
+    use super::schemas::*;
+    let lora = reference("LoraRef");
+    vec![
+        (
+            "ModelInput",
+            described(
+                open_object(
+                    &[],
+                    vec![
+                        ("lora", lora.clone()),
+                        ("loras", array(lora)),
+                        ("webhook", uri()),
+                        ("webhook_intermediate_status", boolean()),
+                    ],
+                ),
+                "The model's own fields (GET /v1/models/{model_id}/schema; each model's \
+                 concrete path in this document), plus lora/loras and the webhook",
+            ),
+        ),
+        (
+            "ModelSchema",
+            described(
+                open_object(
+                    &["type", "properties"],
+                    vec![
+                        ("type", json!({"const": "object"})),
+                        ("properties", map_of(json!({"type": "object"}))),
+                        ("required", array(string())),
+                    ],
+                ),
+                "A JSON Schema of the model's request body",
+            ),
+        ),
+        (
+            "ModelMetadata",
+            object(
+                &["model_id"],
+                vec![
+                    ("model_id", string()),
+                    (
+                        "seed",
+                        described(integer(), "The seed used (drawn when not given)"),
+                    ),
+                ],
+            ),
         ),
     ]
 }

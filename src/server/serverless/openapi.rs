@@ -1,8 +1,10 @@
 //! The OpenAPI description of the serverless routes, generated from the same route tables
 //! that build the router (each family's `api()`), so the document cannot list a route the
-//! server lacks or miss one it has. Served at `GET /openapi.json`, with a plain HTML index
-//! at `GET /docs`.
+//! server lacks or miss one it has. Each route names the schemas of its request and response
+//! bodies, which its family declares next to its handlers ([`super::schemas`]). Served at
+//! `GET /openapi.json`, with a plain HTML index at `GET /docs`.
 
+use super::schemas::{reference, Named};
 use crate::server::AppState;
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
@@ -20,13 +22,37 @@ pub enum Access {
     Public,
 }
 
-/// One route: its method and path, what it does, and its handler.
+/// What a route answers on success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returns {
+    /// Not declared yet (the document says "an object"; a test keeps this unused).
+    Undeclared,
+    /// JSON following the named schema, with this status.
+    Json(u16, &'static str),
+    /// A file's bytes (its own content type).
+    File,
+    /// An HTML page.
+    Html,
+}
+
+/// A query parameter.
+pub struct QueryParam {
+    pub name: &'static str,
+    pub schema: Value,
+    pub description: &'static str,
+}
+
+/// One route: its method and path, what it does, its bodies, and its handler.
 pub struct ApiRoute {
     pub method: &'static str,
     pub path: String,
     pub summary: &'static str,
     pub tag: &'static str,
     pub access: Access,
+    /// The named schema of the JSON request body, if it takes one.
+    pub body: Option<&'static str>,
+    pub returns: Returns,
+    pub query: Vec<QueryParam>,
     pub handler: MethodRouter<AppState>,
 }
 
@@ -44,11 +70,48 @@ impl ApiRoute {
             summary,
             tag,
             access: Access::Bearer,
+            body: None,
+            returns: Returns::Undeclared,
+            query: Vec::new(),
             handler,
         }
     }
     pub fn access(mut self, a: Access) -> ApiRoute {
         self.access = a;
+        self
+    }
+    /// The request body follows the named schema.
+    pub fn body(mut self, schema: &'static str) -> ApiRoute {
+        self.body = Some(schema);
+        self
+    }
+    /// A 200 answer following the named schema.
+    pub fn returns(self, schema: &'static str) -> ApiRoute {
+        self.returns_status(200, schema)
+    }
+    pub fn returns_status(mut self, status: u16, schema: &'static str) -> ApiRoute {
+        self.returns = Returns::Json(status, schema);
+        self
+    }
+    pub fn returns_file(mut self) -> ApiRoute {
+        self.returns = Returns::File;
+        self
+    }
+    pub fn returns_html(mut self) -> ApiRoute {
+        self.returns = Returns::Html;
+        self
+    }
+    pub fn query(
+        mut self,
+        name: &'static str,
+        schema: Value,
+        description: &'static str,
+    ) -> ApiRoute {
+        self.query.push(QueryParam {
+            name,
+            schema,
+            description,
+        });
         self
     }
 }
@@ -80,33 +143,58 @@ fn openapi_path(path: &str) -> (String, Vec<String>) {
     (p, params)
 }
 
-/// The OpenAPI 3.1 document of `routes`, plus one concrete path per Model API pipeline with
-/// its JSON Schema as the request body.
-pub fn document(state: &AppState, routes: &[ApiRoute]) -> Value {
+/// The OpenAPI 3.1 document of `routes` (their bodies from `schemas`), plus one concrete path
+/// per Model API pipeline with its JSON Schema as the request body.
+pub fn document(state: &AppState, routes: &[ApiRoute], schemas: Vec<Named>) -> Value {
     let mut paths = Map::new();
-    let error = json!({"$ref": "#/components/schemas/Error"});
+    let error = reference("Error");
+    let json_content = |schema: Value| json!({"application/json": {"schema": schema}});
     for r in routes {
         let (path, params) = openapi_path(&r.path);
+        let ok = match r.returns {
+            Returns::Undeclared => (
+                200,
+                json!({"description": "OK", "content": json_content(json!({"type": "object"}))}),
+            ),
+            Returns::Json(status, name) => (
+                status,
+                json!({"description": name, "content": json_content(reference(name))}),
+            ),
+            Returns::File => (
+                200,
+                json!({"description": "The file", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
+            ),
+            Returns::Html => (
+                200,
+                json!({"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}),
+            ),
+        };
+        let mut responses = Map::new();
+        responses.insert(ok.0.to_string(), ok.1);
+        responses.insert(
+            "4XX".into(),
+            json!({"description": "An error with a stable code", "content": json_content(error.clone())}),
+        );
         let mut op = json!({
             "summary": r.summary,
             "tags": [r.tag],
             "operationId": format!("{}_{}", r.method.to_lowercase(),
                 path.trim_matches('/').replace(['/', '{', '}', '.'], "_")),
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
-                "4XX": {"description": "An error with a stable code", "content": {"application/json": {"schema": error}}},
-            }
+            "responses": responses,
         });
-        if !params.is_empty() {
-            op["parameters"] = Value::Array(
-                params
-                    .iter()
-                    .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
-                    .collect(),
-            );
+        let mut parameters: Vec<Value> = params
+            .iter()
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        parameters.extend(r.query.iter().map(|q| {
+            json!({"name": q.name, "in": "query", "required": false, "schema": q.schema,
+                   "description": q.description})
+        }));
+        if !parameters.is_empty() {
+            op["parameters"] = Value::Array(parameters);
         }
-        if r.method == "POST" {
-            op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
+        if let Some(body) = r.body {
+            op["requestBody"] = json!({"required": true, "content": json_content(reference(body))});
         }
         match r.access {
             Access::Bearer => op["security"] = json!([{"bearer": []}]),
@@ -124,14 +212,18 @@ pub fn document(state: &AppState, routes: &[ApiRoute]) -> Value {
                 "tags": ["Model API"],
                 "operationId": format!("run_{}", p.id.replace(['/', '.'], "_")),
                 "security": [{"bearer": []}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": p.json_schema(state)}}},
+                "requestBody": {"required": true, "content": json_content(p.json_schema(state))},
                 "responses": {
-                    "200": {"description": "Queued: request_id, status_url, result_url, cancel_url"},
-                    "4XX": {"description": "An error with a stable code", "content": {"application/json": {"schema": error}}}
+                    "200": {"description": "RequestHandle", "content": json_content(reference("RequestHandle"))},
+                    "4XX": {"description": "An error with a stable code", "content": json_content(error.clone())}
                 }
             }}),
         );
     }
+    let components: Map<String, Value> = schemas
+        .into_iter()
+        .map(|(name, s)| (name.to_string(), s))
+        .collect();
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -145,13 +237,7 @@ pub fn document(state: &AppState, routes: &[ApiRoute]) -> Value {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "adminKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
             },
-            "schemas": {
-                "Error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string", "description": "Stable machine-readable code"},
-                    "message": {"type": "string"},
-                    "details": {"type": "object"}
-                }}
-            }
+            "schemas": components,
         }
     })
 }
@@ -166,7 +252,8 @@ pub fn api() -> Vec<super::openapi::ApiRoute> {
             "This OpenAPI document",
             get(openapi_json),
         )
-        .access(Access::Public),
+        .access(Access::Public)
+        .returns("OpenApiDocument"),
         ApiRoute::new(
             "GET",
             "/docs",
@@ -174,12 +261,30 @@ pub fn api() -> Vec<super::openapi::ApiRoute> {
             "An HTML index of the routes",
             get(docs_page),
         )
-        .access(Access::Public),
+        .access(Access::Public)
+        .returns_html(),
     ]
 }
 
+/// The schemas of the document routes.
+pub fn schemas() -> Vec<Named> {
+    use super::schemas::*;
+    vec![(
+        "OpenApiDocument",
+        open_object(
+            &["openapi", "info", "paths", "components"],
+            vec![
+                ("openapi", string()),
+                ("info", open_object(&["title", "version"], vec![])),
+                ("paths", map_of(json!({"type": "object"}))),
+                ("components", json!({"type": "object"})),
+            ],
+        ),
+    )]
+}
+
 async fn openapi_json(State(state): State<AppState>) -> Response {
-    Json(document(&state, &super::all_routes())).into_response()
+    Json(document(&state, &super::all_routes(), super::all_schemas())).into_response()
 }
 
 fn escape(s: &str) -> String {
@@ -189,7 +294,7 @@ fn escape(s: &str) -> String {
 }
 
 async fn docs_page(State(state): State<AppState>) -> Response {
-    let doc = document(&state, &super::all_routes());
+    let doc = document(&state, &super::all_routes(), super::all_schemas());
     let mut rows = String::new();
     for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
         for (method, op) in ops.as_object().into_iter().flatten() {
@@ -209,4 +314,37 @@ async fn docs_page(State(state): State<AppState>) -> Response {
          (OpenAPI 3.1). Guide: docs/serverless.md.</p><table><tr><th>method</th><th>path</th><th>group</th><th>what</th></tr>\n{rows}</table></body></html>"
     ))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route declares its answer, and every schema it names exists (once).
+    #[test]
+    fn every_route_names_declared_schemas() {
+        let schemas = super::super::all_schemas();
+        let names: Vec<&str> = schemas.iter().map(|(n, _)| *n).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "a schema name is declared twice");
+        for r in super::super::all_routes() {
+            let what = format!("{} {}", r.method, r.path);
+            assert_ne!(r.returns, Returns::Undeclared, "{what}");
+            if let Returns::Json(_, n) = r.returns {
+                assert!(names.contains(&n), "{what}: no schema {n}");
+            }
+            if let Some(b) = r.body {
+                assert!(names.contains(&b), "{what}: no schema {b}");
+            }
+        }
+        // References inside the schemas resolve too.
+        let text =
+            serde_json::to_string(&schemas.iter().map(|(_, s)| s).collect::<Vec<_>>()).unwrap();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(names.contains(&name), "dangling reference to {name}");
+        }
+    }
 }

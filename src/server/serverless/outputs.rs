@@ -20,7 +20,8 @@ pub fn api() -> Vec<super::openapi::ApiRoute> {
         "Requests",
         "An output file of one of the caller's requests",
         get(serve_file),
-    )]
+    )
+    .returns_file()]
 }
 
 /// The URL of one output file.

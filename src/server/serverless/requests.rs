@@ -101,17 +101,6 @@ pub fn request_urls(base: &str, meta: &RequestMeta, id: &str) -> Map<String, Val
     m
 }
 
-/// Validates webhook settings: an absolute http(s) URL.
-pub fn check_webhook(url: &str) -> SResult<()> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => Err(ServerlessError::bad_request(
-            code::INVALID_WEBHOOK,
-            format!("webhook must be an absolute http(s) URL, got {url:?}"),
-        )),
-    }
-}
-
 /// Queues a request: refuses with 429 when the queue is full, validates the graph (400 with
 /// the problems listed, nothing queued), records the `in_queue` webhook when asked.
 /// Returns the new request id (a random UUIDv4).
@@ -138,7 +127,7 @@ pub async fn submit(
         return Err(e);
     }
     if let Some(w) = &meta.webhook {
-        check_webhook(w)?;
+        state.serverless.webhooks.check_target(w).await?;
     }
     let id = uuid::Uuid::new_v4().to_string();
     let mut extra = Map::new();
@@ -356,21 +345,24 @@ pub fn api() -> Vec<super::openapi::ApiRoute> {
             T,
             "Status of any of the caller's requests",
             get(status),
-        ),
+        )
+        .returns("RequestStatus"),
         ApiRoute::new(
             "GET",
             "/v1/requests/{id}/result",
             T,
             "Result of any of the caller's requests",
             get(result),
-        ),
+        )
+        .returns("RequestResult"),
         ApiRoute::new(
             "POST",
             "/v1/requests/{id}/cancel",
             T,
             "Cancel a queued or running request",
             post(cancel_route),
-        ),
+        )
+        .returns("CancelResult"),
     ]
 }
 

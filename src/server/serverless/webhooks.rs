@@ -5,13 +5,22 @@
 //! retried with exponential backoff until the event is older than the policy's `max_age`
 //! (24 h). The `webhook-id` of an event is the same on every retry, so receivers deduplicate.
 //!
+//! Receivers are behind the SSRF guard ([`super::ssrf`]): a URL whose host is (or resolves
+//! to) a loopback, private, link-local or metadata address is refused when the request is
+//! submitted (`400 WEBHOOK_REFUSED`), and checked again at every delivery, inside the client's
+//! resolver, since DNS can change; a delivery refused then fails at once with the reason as
+//! its `last_error`. Redirects are not followed (a 3xx is a failed attempt), so a receiver
+//! cannot bounce a delivery elsewhere.
+//!
 //! Nothing here can block or crash the server: recording is one SQLite insert, delivery runs
 //! on its own tasks with a bounded number in flight, and a restart resumes the pending rows.
 //! Events a crash (or a lagging listener) missed are found again by
 //! [`JobStore::finished_without_final_webhook`](crate::store::JobStore::finished_without_final_webhook).
 
 use super::config::WebhookPolicy;
+use super::errors::{code, SResult, ServerlessError};
 use super::requests::{request_urls, result_body, RequestMeta};
+use super::ssrf::{guard_error_in, GuardError, UrlGuard};
 use crate::queue::{JobQueue, WsPayload};
 use crate::store::{Delivery, DeliveryState, JobRecord, JobStatus};
 use base64::Engine;
@@ -30,6 +39,7 @@ pub struct Webhooks {
     policy: WebhookPolicy,
     queue: Arc<JobQueue>,
     key: Option<Vec<u8>>,
+    guard: Arc<UrlGuard>,
     client: reqwest::Client,
     wake: Notify,
     in_flight: Mutex<HashSet<String>>,
@@ -61,7 +71,13 @@ pub fn event_id(request_id: &str, status: &str) -> String {
 
 impl Webhooks {
     pub fn new(policy: WebhookPolicy, queue: Arc<JobQueue>) -> Webhooks {
+        let guard = Arc::new(UrlGuard::new(
+            &policy.allow_networks,
+            "sending webhooks to it",
+        ));
         let client = reqwest::Client::builder()
+            .dns_resolver(guard.resolver())
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(policy.timeout)
             .user_agent(concat!("comfyrs-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -72,11 +88,38 @@ impl Webhooks {
             });
         Webhooks {
             key: policy.secret.as_deref().map(secret_key),
+            guard,
             policy,
             queue,
             client,
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Checks a webhook URL when a request is submitted: an absolute http(s) URL
+    /// (`INVALID_WEBHOOK`) whose host is public or allow-listed as it resolves now
+    /// (`WEBHOOK_REFUSED`; a name that does not resolve is `INVALID_WEBHOOK`).
+    pub async fn check_target(&self, url: &str) -> SResult<()> {
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+            _ => {
+                return Err(ServerlessError::bad_request(
+                    code::INVALID_WEBHOOK,
+                    format!("webhook must be an absolute http(s) URL, got {url:?}"),
+                ))
+            }
+        };
+        match self.guard.check_url_resolved(&parsed, true).await {
+            Ok(()) => Ok(()),
+            Err(GuardError::Refused(why)) => Err(ServerlessError::bad_request(
+                code::WEBHOOK_REFUSED,
+                format!("webhook {url} refused: {why}"),
+            )),
+            Err(GuardError::Unresolvable(why)) => Err(ServerlessError::bad_request(
+                code::INVALID_WEBHOOK,
+                format!("webhook {url}: {why}"),
+            )),
         }
     }
 
@@ -255,25 +298,24 @@ impl Webhooks {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One delivery attempt, recorded in the store.
+    /// One delivery attempt, recorded in the store. An address the guard refuses (the URL's
+    /// host now resolves somewhere internal) fails the delivery for good; anything else that
+    /// goes wrong is retried.
     async fn attempt(&self, d: &Delivery) {
-        let ts = chrono::Utc::now().timestamp();
-        let mut req = self
-            .client
-            .post(&d.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &d.id)
-            .header("webhook-timestamp", ts.to_string())
-            .body(d.body.clone());
-        if let Some(key) = &self.key {
-            req = req.header("webhook-signature", sign(key, &d.id, ts, &d.body));
-        }
-        let outcome = match req.send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("receiver answered {}", r.status())),
-            Err(e) => Err(format!("delivery failed: {e}")),
-        };
         let store = self.queue.store();
+        let outcome = match self.send(d).await {
+            Ok(()) => Ok(()),
+            Err(SendError::Refused(why)) => {
+                let err = format!("refused: {why}");
+                tracing::warn!(webhook = %d.id, url = %d.url, "webhook not sent: {err}");
+                let res = store.delivery_attempted(&d.id, DeliveryState::Failed, 0, Some(&err));
+                if let Err(e) = res {
+                    tracing::error!(webhook = %d.id, "cannot record webhook attempt: {e}");
+                }
+                return;
+            }
+            Err(SendError::Retry(err)) => Err(err),
+        };
         let res = match outcome {
             Ok(()) => store.delivery_attempted(&d.id, DeliveryState::Delivered, 0, None),
             Err(err) => {
@@ -294,6 +336,37 @@ impl Webhooks {
         }
     }
 
+    /// POSTs one event under the guard.
+    async fn send(&self, d: &Delivery) -> Result<(), SendError> {
+        let url = reqwest::Url::parse(&d.url)
+            .map_err(|e| SendError::Refused(format!("not a URL ({e}): {:?}", d.url)))?;
+        self.guard
+            .check_url(&url, true)
+            .map_err(|e| SendError::Refused(e.to_string()))?;
+        let ts = chrono::Utc::now().timestamp();
+        let mut req = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &d.id)
+            .header("webhook-timestamp", ts.to_string())
+            .body(d.body.clone());
+        if let Some(key) = &self.key {
+            req = req.header("webhook-signature", sign(key, &d.id, ts, &d.body));
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(SendError::Retry(format!(
+                "receiver answered {}",
+                r.status()
+            ))),
+            Err(e) => Err(match guard_error_in(&e) {
+                Some(GuardError::Refused(why)) => SendError::Refused(why),
+                _ => SendError::Retry(format!("delivery failed: {e}")),
+            }),
+        }
+    }
+
     /// The wait after `attempts` failed attempts: base · 2^(attempts−1), capped.
     pub fn backoff(&self, attempts: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
@@ -305,6 +378,14 @@ impl Webhooks {
 }
 
 use crate::queue::Outbound;
+
+/// Why a delivery attempt failed.
+enum SendError {
+    /// The SSRF guard would not connect: final.
+    Refused(String),
+    /// Anything else (network, timeout, non-2xx): retried with backoff.
+    Retry(String),
+}
 
 #[cfg(test)]
 mod tests {
