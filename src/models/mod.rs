@@ -14,13 +14,20 @@
 //! * [`fixture`]: the deterministic tiny random-weight SD1.5 checkpoint used by
 //!   the tests (written by `src/bin/gen_fixtures.rs`).
 
+pub mod activations;
+pub mod attention;
 pub mod checkpoint;
 pub mod clip;
+pub mod conv;
+pub mod cpu_gemm;
 pub mod fixture;
 pub mod layers;
+pub mod linear;
 pub mod lora;
+pub mod norm;
 pub mod unet;
 pub mod vae;
+pub mod vecmath;
 
 pub use checkpoint::{load_sd1_checkpoint, load_vae, Sd1Checkpoint, WeightMap};
 pub use clip::{ClipTextEncoder, Tokenizer};

@@ -19,10 +19,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::models::layers::{conv, group_norm, has, norm_silu, silu};
+use crate::models::activations::geglu;
+use crate::models::layers::{conv, group_norm, has, norm_silu, silu, Conv2d, GroupNorm};
+use crate::models::linear::{linear, Linear};
 use crate::models::{ModelError, Result};
 
 /// State-dict prefix of the UNet in a single-file checkpoint.
@@ -187,12 +189,10 @@ struct ResBlock {
 
 impl ResBlock {
     fn new(vb: &VarBuilder) -> candle_core::Result<Self> {
-        let emb_w = vb.pp("emb_layers.1").get_unchecked("weight")?;
-        let (o, i) = emb_w.dims2()?;
         Ok(ResBlock {
             in_norm: group_norm(vb, "in_layers.0", 1e-5)?,
             in_conv: conv(vb, "in_layers.2", 1, 1)?,
-            emb: candle_nn::linear(i, o, vb.pp("emb_layers.1"))?,
+            emb: linear(vb, "emb_layers.1")?,
             out_norm: group_norm(vb, "out_layers.0", 1e-5)?,
             out_conv: conv(vb, "out_layers.3", 1, 1)?,
             skip: if has(vb, "skip_connection.weight") {
@@ -215,44 +215,7 @@ impl ResBlock {
     }
 }
 
-/// Softmax attention over [B, N, H·d] tensors (standard math; ComfyUI's CPU
-/// sub-quadratic attention computes the same thing in chunks).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
-    let (b, n, inner) = q.dims3()?;
-    let m = k.dim(1)?;
-    let d = inner / heads;
-    let split = |x: &Tensor, len: usize| -> candle_core::Result<Tensor> {
-        x.reshape((b, len, heads, d))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * heads, len, d))
-    };
-    let (q, k, v) = (split(q, n)?, split(k, m)?, split(v, m)?);
-    let kt = k.t()?.contiguous()?;
-    let scale = (d as f64).powf(-0.5);
-    // Bound the score matrix to ~128M elements per piece.
-    let per = (n * m).max(1);
-    let group = ((1usize << 27) / per).clamp(1, b * heads);
-    let mut outs = Vec::new();
-    let mut s = 0;
-    while s < b * heads {
-        let len = group.min(b * heads - s);
-        let qs = q.narrow(0, s, len)?;
-        let sim = (qs.matmul(&kt.narrow(0, s, len)?)? * scale)?;
-        let p = candle_nn::ops::softmax_last_dim(&sim)?;
-        outs.push(p.matmul(&v.narrow(0, s, len)?)?);
-        s += len;
-    }
-    let o = if outs.len() == 1 {
-        outs.pop().expect("one piece")
-    } else {
-        Tensor::cat(&outs, 0)?
-    };
-    o.reshape((b, heads, n, d))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, n, inner))
-}
+pub use super::attention::attention;
 
 struct CrossAttention {
     to_q: Linear,
@@ -264,18 +227,11 @@ struct CrossAttention {
 
 impl CrossAttention {
     fn new(vb: &VarBuilder, heads: usize) -> candle_core::Result<Self> {
-        let lin_nb = |name: &str| -> candle_core::Result<Linear> {
-            let w = vb.pp(name).get_unchecked("weight")?;
-            let (o, i) = w.dims2()?;
-            candle_nn::linear_no_bias(i, o, vb.pp(name))
-        };
-        let ow = vb.pp("to_out.0").get_unchecked("weight")?;
-        let (o, i) = ow.dims2()?;
         Ok(CrossAttention {
-            to_q: lin_nb("to_q")?,
-            to_k: lin_nb("to_k")?,
-            to_v: lin_nb("to_v")?,
-            to_out: candle_nn::linear(i, o, vb.pp("to_out.0"))?,
+            to_q: linear(vb, "to_q")?,
+            to_k: linear(vb, "to_k")?,
+            to_v: linear(vb, "to_v")?,
+            to_out: linear(vb, "to_out.0")?,
             heads,
         })
     }
@@ -304,11 +260,6 @@ fn layer_norm(vb: &VarBuilder, name: &str) -> candle_core::Result<LayerNorm> {
     candle_nn::layer_norm(c, 1e-5, vb.pp(name))
 }
 
-fn linear(vb: &VarBuilder, name: &str) -> candle_core::Result<Linear> {
-    let (o, i) = vb.pp(name).get_unchecked("weight")?.dims2()?;
-    candle_nn::linear(i, o, vb.pp(name))
-}
-
 impl TransformerBlock {
     fn new(vb: &VarBuilder, heads: usize) -> candle_core::Result<Self> {
         Ok(TransformerBlock {
@@ -329,12 +280,7 @@ impl TransformerBlock {
             .forward(&self.norm2.forward(&x)?, Some(context))?
             + &x)?;
         let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
-        let half = h.dim(D::Minus1)? / 2;
-        let (a, gate) = (
-            h.narrow(D::Minus1, 0, half)?,
-            h.narrow(D::Minus1, half, half)?,
-        );
-        let h = (a * gate.gelu_erf()?)?;
+        let h = geglu(&h)?;
         self.ff_out.forward(&h)? + x
     }
 }

@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
-use crate::models::layers::{conv, group_norm, has, norm_silu};
+use crate::models::layers::{conv, group_norm, has, norm_silu, Conv2d, GroupNorm};
 use crate::models::{ModelError, Result};
 
 /// SD1.x latent scale factor (`latent_formats.SD15.scale_factor`).

@@ -1,0 +1,371 @@
+//! 2-d convolution for the UNet and the VAE.
+//!
+//! On the CPU in f32 it is im2col plus one gemm per image and row band (split across threads
+//! by [`par_gemm`]), with the bias written into the destination first so the gemm
+//! accumulates onto it. candle 0.11's CPU conv2d
+//! re-flattens the weights on every call, transposes the input to NHWC with scalar loops and
+//! runs many small gemms; this is most of the difference between the two on SD1.x.
+//! Elsewhere (CUDA, half precision) it is candle's conv2d.
+
+use super::cpu_gemm::{gemm_block, num_threads, par_gemm, Dest, Operand};
+use super::layers::cpu_f32;
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+/// Bytes of im2col buffer per row band: bounds memory on large images (a VAE decode at
+/// 1024x1024 would otherwise need gigabytes of columns) while keeping gemms wide.
+const COLUMN_BUDGET_BYTES: usize = 32 << 20;
+
+/// `nn.Conv2d` with square kernels, zero padding and no dilation or groups (all SD1.x uses).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// [c_out, c_in, k, k]
+    weight: Tensor,
+    /// [c_out]
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+/// A conv2d whose shape is read from the weights (`weight` [out, in, k, k], `bias` [out]).
+pub fn conv(vb: &VarBuilder, name: &str, stride: usize, padding: usize) -> Result<Conv2d> {
+    let vb = vb.pp(name);
+    let weight = vb.get_unchecked("weight")?;
+    let (c_out, _, k, k2) = weight.dims4()?;
+    if k != k2 {
+        candle_core::bail!("{name}.weight: only square kernels are supported, got {k}x{k2}");
+    }
+    let bias = if vb.contains_tensor("bias") {
+        Some(vb.get(c_out, "bias")?)
+    } else {
+        None
+    };
+    Ok(Conv2d {
+        weight,
+        bias,
+        stride,
+        padding,
+    })
+}
+
+impl Conv2d {
+    pub fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Self {
+        Conv2d {
+            weight,
+            bias,
+            stride,
+            padding,
+        }
+    }
+
+    /// candle's conv2d, bias broadcast over [B, C, H, W].
+    fn forward_candle(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+
+    fn forward_cpu_f32(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c_in, h, w) = x.dims4()?;
+        let (c_out, wc_in, k, _) = self.weight.dims4()?;
+        if wc_in != c_in {
+            candle_core::bail!("conv2d: input has {c_in} channels, the weights expect {wc_in}");
+        }
+        let (s, p) = (self.stride, self.padding);
+        if h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("conv2d: a {h}x{w} input is smaller than the {k}x{k} kernel");
+        }
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let x = x.contiguous()?;
+        let weight = self.weight.contiguous()?;
+        let bias = match &self.bias {
+            Some(b) => Some(b.to_dtype(DType::F32)?.contiguous()?),
+            None => None,
+        };
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = weight.storage_and_layout();
+        let input = cpu_f32(&xs, xl.start_offset(), b * c_in * h * w)?;
+        let kernel = cpu_f32(&ws, wl.start_offset(), c_out * c_in * k * k)?;
+        let bias_guard = bias.as_ref().map(|t| t.storage_and_layout());
+        let bias = match &bias_guard {
+            Some((bs, bl)) => Some(cpu_f32(bs, bl.start_offset(), c_out)?),
+            None => None,
+        };
+        let out = conv2d_f32(
+            input,
+            kernel,
+            bias,
+            COLUMN_BUDGET_BYTES,
+            Shape2d {
+                b,
+                c_in,
+                h,
+                w,
+                c_out,
+                k,
+                stride: s,
+                padding: p,
+                oh,
+                ow,
+            },
+        );
+        Tensor::from_vec(out, (b, c_out, oh, ow), &Device::Cpu)
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+            self.forward_cpu_f32(x)
+        } else {
+            self.forward_candle(x)
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Shape2d {
+    b: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// NCHW conv2d: `out[b] = kernel [c_out, c_in·k·k] @ im2col(input[b]) + bias`.
+fn conv2d_f32(
+    input: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    column_budget_bytes: usize,
+    g: Shape2d,
+) -> Vec<f32> {
+    let kk = g.c_in * g.k * g.k;
+    let n = g.oh * g.ow;
+    let mut out = vec![0f32; g.b * g.c_out * n];
+    // The bias goes in first; the gemm then accumulates onto it.
+    if let Some(bias) = bias {
+        out.par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(row, dst)| dst.fill(bias[row % g.c_out]));
+    }
+    let plan = ImagePlan {
+        kernel,
+        read_dst: bias.is_some(),
+        pointwise: g.k == 1 && g.stride == 1 && g.padding == 0,
+        // Output rows per band, so that one band's columns fit the budget.
+        rows_per_band: (column_budget_bytes / (kk * g.ow * 4).max(1)).clamp(1, g.oh),
+        g,
+    };
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * n);
+    if g.b >= num_threads() {
+        // A whole image per task: no hand-offs inside a conv (cfg batches are 2 images).
+        out.par_chunks_mut(out_len)
+            .zip(input.par_chunks(in_len))
+            .for_each_init(Vec::new, |cols, (dst, x)| plan.run(x, dst, cols, false));
+    } else {
+        let mut cols = Vec::new();
+        for (dst, x) in out.chunks_mut(out_len).zip(input.chunks(in_len)) {
+            plan.run(x, dst, &mut cols, true);
+        }
+    }
+    out
+}
+
+/// How to convolve one image.
+struct ImagePlan<'a> {
+    kernel: &'a [f32],
+    read_dst: bool,
+    pointwise: bool,
+    rows_per_band: usize,
+    g: Shape2d,
+}
+
+impl ImagePlan<'_> {
+    /// Convolves image `x` [c_in, h, w] into `dst` [c_out, oh·ow], band by band; `threaded`
+    /// spreads each band's im2col and gemm over the thread pool.
+    fn run(&self, x: &[f32], dst: &mut [f32], cols: &mut Vec<f32>, threaded: bool) {
+        let g = self.g;
+        let kk = g.c_in * g.k * g.k;
+        let n = g.oh * g.ow;
+        let mut y0 = 0;
+        while y0 < g.oh {
+            let y1 = if self.pointwise {
+                g.oh
+            } else {
+                (y0 + self.rows_per_band).min(g.oh)
+            };
+            let band = (y1 - y0) * g.ow;
+            // For a pointwise conv the input already is the column matrix.
+            let rhs: &[f32] = if self.pointwise {
+                x
+            } else {
+                cols.resize(kk * band, 0.0);
+                im2col(x, &mut cols[..kk * band], g, y0, y1, threaded);
+                &cols[..kk * band]
+            };
+            let d = Dest {
+                // SAFETY (offset): the band's columns y0·ow..y0·ow+band are inside every row.
+                ptr: unsafe { dst.as_mut_ptr().add(y0 * g.ow) },
+                rs: n as isize,
+            };
+            let lhs = Operand {
+                ptr: self.kernel.as_ptr(),
+                rs: kk as isize,
+                cs: 1,
+            };
+            let rhs = Operand {
+                ptr: rhs.as_ptr(),
+                rs: band as isize,
+                cs: 1,
+            };
+            // SAFETY: dst holds c_out rows of n floats; lhs is [c_out, kk] row-major, rhs
+            // [kk, band]; nothing else touches this image's dst.
+            unsafe {
+                if threaded {
+                    par_gemm(g.c_out, band, kk, d, self.read_dst, lhs, rhs, 1.0);
+                } else {
+                    gemm_block(g.c_out, band, kk, d, self.read_dst, lhs, rhs, 1.0);
+                }
+            }
+            y0 = y1;
+        }
+    }
+}
+
+/// Columns of output rows `y0..y1` of one image: row `(c·k + i)·k + j` (PyTorch's weight
+/// order) holds `x[c, y·s + i − p, x·s + j − p]`, zero outside the image.
+fn im2col(x: &[f32], cols: &mut [f32], g: Shape2d, y0: usize, y1: usize, threaded: bool) {
+    let band = (y1 - y0) * g.ow;
+    let (k, s, p) = (g.k, g.stride, g.padding as isize);
+    let channel = |(c, rows): (usize, &mut [f32])| {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for i in 0..k {
+            for j in 0..k {
+                let row = &mut rows[(i * k + j) * band..(i * k + j + 1) * band];
+                for (r, oy) in (y0..y1).enumerate() {
+                    let dst = &mut row[r * g.ow..(r + 1) * g.ow];
+                    let iy = (oy * s + i) as isize - p;
+                    if iy < 0 || iy >= g.h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    let jx = j as isize - p;
+                    if s == 1 {
+                        // Output x reads input x + j − p: one shifted copy, zero edges.
+                        let lo = (-jx).clamp(0, g.ow as isize) as usize;
+                        let hi = (g.w as isize - jx).clamp(lo as isize, g.ow as isize) as usize;
+                        dst[..lo].fill(0.0);
+                        dst[lo..hi].copy_from_slice(
+                            &src[(lo as isize + jx) as usize..(hi as isize + jx) as usize],
+                        );
+                        dst[hi..].fill(0.0);
+                    } else {
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            let ix = (ox * s) as isize + jx;
+                            *d = if ix >= 0 && ix < g.w as isize {
+                                src[ix as usize]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if threaded {
+        cols.par_chunks_mut(k * k * band)
+            .enumerate()
+            .for_each(channel);
+    } else {
+        cols.chunks_mut(k * k * band).enumerate().for_each(channel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(
+        b: usize,
+        c_in: usize,
+        c_out: usize,
+        hw: (usize, usize),
+        k: usize,
+        s: usize,
+        p: usize,
+    ) {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (b, c_in, hw.0, hw.1), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.3, (c_out, c_in, k, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
+        for bias in [Some(bias), None] {
+            let conv = Conv2d::new(w.clone(), bias, s, p);
+            let ours = conv.forward_cpu_f32(&x).unwrap();
+            let theirs = conv.forward_candle(&x).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let diff = (ours - theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff < 1e-4,
+                "b{b} c{c_in}->{c_out} {hw:?} k{k} s{s} p{p}: max |diff| {diff}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_candle_conv2d() {
+        check(2, 3, 5, (7, 9), 3, 1, 1);
+        check(1, 4, 6, (8, 8), 3, 2, 1);
+        check(2, 4, 6, (9, 7), 3, 2, 0);
+        check(2, 5, 3, (6, 5), 1, 1, 0);
+        check(1, 2, 3, (4, 4), 3, 1, 0);
+        check(1, 3, 2, (1, 1), 3, 1, 1);
+    }
+
+    #[test]
+    fn bands_cover_every_row() {
+        // A budget below one row's columns: one output row per band.
+        let g = Shape2d {
+            b: 2,
+            c_in: 3,
+            h: 11,
+            w: 6,
+            c_out: 4,
+            k: 3,
+            stride: 1,
+            padding: 1,
+            oh: 11,
+            ow: 6,
+        };
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 11, 6), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.3, (4, 3, 3, 3), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let banded = conv2d_f32(&flat(&x), &flat(&w), Some(&flat(&bias)), 1, g);
+        let reference = flat(&Conv2d::new(w, Some(bias), 1, 1).forward_candle(&x).unwrap());
+        assert_eq!(banded.len(), reference.len());
+        for (a, b) in banded.iter().zip(&reference) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+}
