@@ -376,7 +376,7 @@ impl Executor {
 
             // Gather input lists while holding the lock (cheap Arc clones).
             let mut lists: Vec<(String, Vec<Value>)> = Vec::with_capacity(node.inputs.len());
-            for (name, input) in &node.inputs {
+            for (name, input) in node.named_inputs() {
                 let list = match input {
                     GraphInput::Literal(v) => vec![v.clone()],
                     GraphInput::Link { source, slot } => guard.values[source.index()]
@@ -384,7 +384,7 @@ impl Executor {
                         .and_then(|vals| vals.get(*slot).cloned())
                         .unwrap_or_default(),
                 };
-                lists.push((name.clone(), list));
+                lists.push((name.to_string(), list));
             }
             guard.running += 1;
             drop(guard);

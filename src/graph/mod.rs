@@ -22,13 +22,26 @@ use serde_json::Value as Json;
 pub struct GraphNode {
     pub id: String,
     pub class: NodeClass,
-    /// Inputs in the workflow's JSON order (only those the class declares).
-    pub inputs: Vec<(String, GraphInput)>,
+    /// Inputs in the workflow's JSON order (only those the class declares), each as the
+    /// index of its declaration in the class schema: names are not copied per node.
+    pub inputs: Vec<(usize, GraphInput)>,
 }
 
 impl GraphNode {
     pub fn class_type(&self) -> &str {
         &self.class.schema.name
+    }
+
+    /// The name of the input declared at `spec` in the class schema.
+    pub fn input_name(&self, spec: usize) -> &str {
+        &self.class.schema.inputs[spec].name
+    }
+
+    /// Inputs with their names, in JSON order.
+    pub fn named_inputs(&self) -> impl Iterator<Item = (&str, &GraphInput)> {
+        self.inputs
+            .iter()
+            .map(|(spec, input)| (self.input_name(*spec), input))
     }
 }
 

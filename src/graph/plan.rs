@@ -119,7 +119,7 @@ fn signature_of(
     // IS_CHANGED, with literal inputs only (built only if the node reads them).
     let build = || {
         let mut literals = Inputs::default();
-        for (name, input) in &node.inputs {
+        for (name, input) in node.named_inputs() {
             if let GraphInput::Literal(v) = input {
                 literals.insert(name, v.clone());
             }
@@ -150,9 +150,10 @@ fn signature_of(
     }
     // Inputs by name, so the JSON order of inputs does not matter.
     let mut order: Vec<usize> = (0..node.inputs.len()).collect();
-    order.sort_unstable_by(|&a, &b| node.inputs[a].0.cmp(&node.inputs[b].0));
+    let name_of = |i: usize| node.input_name(node.inputs[i].0);
+    order.sort_unstable_by(|&a, &b| name_of(a).cmp(name_of(b)));
     for i in order {
-        let (name, input) = &node.inputs[i];
+        let (name, input) = (name_of(i), &node.inputs[i].1);
         buf.extend_from_slice(name.as_bytes());
         buf.push(0);
         match input {

@@ -155,7 +155,7 @@ pub fn validate(
         let custom: &[&str] = class.node.custom_validated_inputs();
         // Literal inputs for VALIDATE_INPUTS; only nodes that declare it need them.
         let mut literals = Inputs::default();
-        for spec in &schema.inputs {
+        for (spec_index, spec) in schema.inputs.iter().enumerate() {
             let name = spec.name.as_str();
             // A linear scan: nodes have a handful of inputs, cheaper than hashing the name.
             let Some((json_pos, (_, raw))) = node
@@ -234,7 +234,7 @@ pub fn validate(
                         continue;
                     }
                     converted[i].push(ConvertedInput {
-                        name,
+                        spec_index,
                         json_pos,
                         value: Converted::Link { source: j, slot },
                     });
@@ -274,7 +274,7 @@ pub fn validate(
                         literals.insert(name, value.clone());
                     }
                     converted[i].push(ConvertedInput {
-                        name,
+                        spec_index,
                         json_pos,
                         value: Converted::Literal(value),
                     });
@@ -302,11 +302,23 @@ pub fn validate(
     // released are on or behind a cycle and stay invalid.
     let mut valid = vec![false; n];
     let mut indegree = vec![0usize; n];
-    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    // Consumers of each node in one flat array (CSR): `consumers[start[j]..start[j + 1]]`.
+    let mut start = vec![0usize; n + 1];
+    for i in (0..n).filter(|&i| reached[i]) {
+        indegree[i] = deps[i].len();
+        for &j in &deps[i] {
+            start[j + 1] += 1;
+        }
+    }
+    for j in 0..n {
+        start[j + 1] += start[j];
+    }
+    let mut fill = start.clone();
+    let mut consumers = vec![0usize; start[n]];
     for i in (0..n).filter(|&i| reached[i]) {
         for &j in &deps[i] {
-            indegree[i] += 1;
-            consumers[j].push(i);
+            consumers[fill[j]] = i;
+            fill[j] += 1;
         }
     }
     let mut ready: Vec<usize> = (0..n).filter(|&i| reached[i] && indegree[i] == 0).collect();
@@ -315,7 +327,7 @@ pub fn validate(
     while let Some(i) = ready.pop() {
         released += 1;
         valid[i] = own_errors[i].is_empty() && all_deps_valid[i];
-        for &c in &consumers[i] {
+        for &c in &consumers[start[i]..start[i + 1]] {
             if !valid[i] {
                 all_deps_valid[c] = false;
             }
@@ -402,7 +414,7 @@ pub fn validate(
         let mut inputs = std::mem::take(&mut converted[k]);
         // Inputs in JSON order.
         inputs.sort_by_key(|c| c.json_pos);
-        let inputs: Vec<(String, GraphInput)> = inputs
+        let inputs: Vec<(usize, GraphInput)> = inputs
             .into_iter()
             .map(|c| {
                 let gi = match c.value {
@@ -425,7 +437,7 @@ pub fn validate(
                         GraphInput::Literal(v)
                     }
                 };
-                (c.name.to_string(), gi)
+                (c.spec_index, gi)
             })
             .collect();
         graph[ix_of[k]].inputs = inputs;
@@ -523,8 +535,9 @@ enum Converted {
 /// One validated input of a node, with its position in the node's JSON (graph inputs keep
 /// the workflow's order).
 #[derive(Debug, Clone)]
-struct ConvertedInput<'s> {
-    name: &'s str,
+struct ConvertedInput {
+    /// Index of the input's declaration in the class schema.
+    spec_index: usize,
     json_pos: usize,
     value: Converted,
 }
