@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Tensor, D};
 
+use crate::models::cpu_gemm::{par_gemm, Dest, Operand};
+use crate::models::layers::cpu_f32;
 use crate::models::{ModelError, Result};
 
 /// The weight delta of one adapter.
@@ -243,6 +245,11 @@ impl Patch {
                 self.adapter.delta_elems()?
             )));
         }
+        if self.dora_scale.is_none() {
+            if let Some(patched) = self.apply_lora_fused(&weight, strength)? {
+                return Ok(patched);
+            }
+        }
         let (delta, rank) = self.adapter.delta(&shape)?;
         if let Adapter::Diff(_) = self.adapter {
             // ComfyUI skips a diff at strength 0.
@@ -259,6 +266,74 @@ impl Patch {
             Some(scale) => weight_decompose(scale, &weight, &delta, alpha, strength),
             None => Ok((weight + (delta * (strength * alpha))?)?),
         }
+    }
+}
+
+impl Patch {
+    /// Plain LoRA/LoCon (no Tucker core) on an f32 CPU weight: `W + s·α/r · up·down` as one
+    /// gemm accumulating onto a copy of `W`. The unfused form allocates the delta, its scaled
+    /// copy and the sum (three weight-sized buffers per patch, each paid again in page faults).
+    /// `None` when the fast path does not apply.
+    fn apply_lora_fused(&self, weight: &Tensor, strength: f64) -> Result<Option<Tensor>> {
+        let Adapter::Lora {
+            up,
+            down,
+            mid: None,
+        } = &self.adapter
+        else {
+            return Ok(None);
+        };
+        if !weight.device().is_cpu() || weight.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (up, down) = (f32t(up)?.contiguous()?, f32t(down)?.contiguous()?);
+        let out = up.dim(0)?;
+        let rank = down.dim(0)?;
+        if up.elem_count() != out * rank || !weight.elem_count().is_multiple_of(out.max(1)) {
+            return Ok(None);
+        }
+        let cols = weight.elem_count() / out.max(1);
+        if down.elem_count() != rank * cols {
+            return Ok(None);
+        }
+        let alpha = self.alpha.map_or(1.0, |a| a / rank as f64);
+        let weight = weight.contiguous()?;
+        let mut data: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+        {
+            let (us, ul) = up.storage_and_layout();
+            let (ds, dl) = down.storage_and_layout();
+            let u = cpu_f32(&us, ul.start_offset(), out * rank)?;
+            let d = cpu_f32(&ds, dl.start_offset(), rank * cols)?;
+            // SAFETY: data is [out, cols]; up [out, rank] and down [rank, cols] row-major.
+            unsafe {
+                par_gemm(
+                    out,
+                    cols,
+                    rank,
+                    Dest {
+                        ptr: data.as_mut_ptr(),
+                        rs: cols as isize,
+                    },
+                    true,
+                    Operand {
+                        ptr: u.as_ptr(),
+                        rs: rank as isize,
+                        cs: 1,
+                    },
+                    Operand {
+                        ptr: d.as_ptr(),
+                        rs: cols as isize,
+                        cs: 1,
+                    },
+                    (strength * alpha) as f32,
+                );
+            }
+        }
+        Ok(Some(Tensor::from_vec(
+            data,
+            weight.dims(),
+            weight.device(),
+        )?))
     }
 }
 
