@@ -124,7 +124,8 @@ struct ServerlessArgs {
     #[arg(long = "admin-key", value_name = "KEY")]
     admin_keys: Vec<String>,
     /// A JSON file with serverless settings (tokens, admin_keys, deployments_dir, public_url,
-    /// webhook_secret, webhook_base_delay_ms, max_body_mb, max_queue_depth).
+    /// webhook_secret, webhook_base_delay_ms, webhook_allow_networks, max_body_mb,
+    /// max_queue_depth; docs/serverless.md lists them all).
     #[arg(long, value_name = "FILE")]
     serverless_config: Option<PathBuf>,
     /// Folder of deployment files (default: DATA_DIR/deployments).

@@ -348,3 +348,50 @@ async fn downloads_survive_a_restart() {
     assert_eq!(store.download_state("queued.safetensors").unwrap(), None);
     s.server.shutdown().await;
 }
+
+/// A catalog file present in another models root (a shared ComfyUI install, extra_model_paths)
+/// reads `present`, is not downloaded again, and DELETE removes it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_in_other_model_roots_count_as_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let catalog = json!({"version": 1, "categories": [{"id": "sd", "name": "SD", "models": [
+        {"name": "Elsewhere", "file": "elsewhere.safetensors", "dest": "loras", "size_gb": 0.1,
+         "base_model": "SD 1.5", "tags": [], "url": "http://127.0.0.1:9/never"}]}]});
+    std::fs::create_dir_all(dir.path().join("catalogs")).unwrap();
+    std::fs::write(dir.path().join("catalogs/loras.json"), catalog.to_string()).unwrap();
+    // The first root (downloads go there) is `shared`; the file sits in the second one.
+    let second = dir.path().join("models/loras");
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::write(second.join("elsewhere.safetensors"), vec![7u8; 321]).unwrap();
+    let cfg = ServerConfig {
+        serverless: ServerlessConfig {
+            admin_keys: vec![KEY.into()],
+            catalogs_dir: dir.path().join("catalogs"),
+            deployments_dir: dir.path().join("deployments"),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let s = start_in(dir, Some(shared.path()), cfg).await;
+    let l = admin(s.addr, "GET", "/api/admin/loras").await.json();
+    let m = &l["categories"][0]["models"][0];
+    assert_eq!(m["status"], "present");
+    assert_eq!(m["on_disk_bytes"], 321);
+    assert_eq!(l["stats"]["present_count"], 1);
+    let r = admin(
+        s.addr,
+        "POST",
+        "/api/admin/models/download/elsewhere.safetensors",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "present");
+    assert!(!shared.path().join("loras/elsewhere.safetensors").exists());
+    let r = admin(s.addr, "DELETE", "/api/admin/models/elsewhere.safetensors").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!second.join("elsewhere.safetensors").exists());
+    let l = admin(s.addr, "GET", "/api/admin/loras").await.json();
+    assert_eq!(l["categories"][0]["models"][0]["status"], "missing");
+    s.server.shutdown().await;
+}

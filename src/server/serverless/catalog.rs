@@ -293,11 +293,23 @@ fn entry_path(state: &AppState, entry: &Value) -> Option<PathBuf> {
     Some(root.join(dest).join(file))
 }
 
+/// Where an entry's file is on disk: its download destination, or the same name in any other
+/// folder of its kind (another models root, `extra_model_paths.yaml`), as the loaders see it.
+fn existing_path(state: &AppState, entry: &Value) -> Option<PathBuf> {
+    let dest = entry_path(state, entry)?;
+    if dest.is_file() {
+        return Some(dest);
+    }
+    let file = entry["file"].as_str()?;
+    let kind = entry["dest"].as_str().unwrap_or("loras");
+    state.queue.env().paths.find_model(kind, file)
+}
+
 /// The status of one entry, with its bytes on disk.
 fn entry_status(state: &AppState, entry: &Value) -> (&'static str, u64, Option<DownloadState>) {
     let file = entry["file"].as_str().unwrap_or("");
     let dl = state.serverless.downloads.state(file);
-    let path = entry_path(state, entry);
+    let path = existing_path(state, entry);
     let on_disk = path
         .as_ref()
         .and_then(|p| std::fs::metadata(p).ok())
@@ -493,7 +505,7 @@ async fn download(State(state): State<AppState>, Path(filename): Path<String>) -
         )
         .into_response();
     };
-    if dest.is_file() {
+    if existing_path(&state, &entry).is_some() {
         return Json(json!({"status": "present", "file": filename})).into_response();
     }
     let Some(url) = entry["url"].as_str() else {
@@ -526,11 +538,12 @@ async fn remove(State(state): State<AppState>, Path(filename): Path<String>) -> 
         Ok(None) => return not_in_catalog(&filename).into_response(),
         Err(e) => return e.into_response(),
     };
-    let Some(path) = entry_path(&state, &entry) else {
+    let Some(dest) = entry_path(&state, &entry) else {
         return not_in_catalog(&filename).into_response();
     };
     state.serverless.downloads.forget(&filename);
-    let _ = std::fs::remove_file(path.with_file_name(format!("{filename}.part")));
+    let _ = std::fs::remove_file(dest.with_file_name(format!("{filename}.part")));
+    let path = existing_path(&state, &entry).unwrap_or(dest);
     match std::fs::remove_file(&path) {
         Ok(()) => Json(json!({"status": "deleted", "file": filename})).into_response(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
