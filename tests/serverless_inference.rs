@@ -794,9 +794,11 @@ async fn openapi_schemas_field_by_field_and_against_live_answers() {
         "get",
         &call("GET", "/api/admin/loras".into(), Value::Null).await,
     );
-    // (Catalog files live under the first models root, the read-only fixtures here: both
-    // entries are missing, and nothing there is deleted.)
-    assert_eq!(l["categories"][0]["models"][0]["status"], "missing");
+    // Downloads go to the first models root (the read-only fixtures here); `mine` is found in
+    // the data dir's own models/loras (the second root) and so reads present; `other` is
+    // nowhere.
+    assert_eq!(l["categories"][0]["models"][0]["status"], "present");
+    assert_eq!(l["categories"][0]["models"][1]["status"], "missing");
     assert_eq!(l["stats"]["total_count"], 2);
     conforms(
         &doc,
@@ -825,7 +827,7 @@ async fn openapi_schemas_field_by_field_and_against_live_answers() {
     conforms(&doc, "/api/admin/models/download/{filename}", "post", &r);
     let r = call(
         "DELETE",
-        "/api/admin/models/mine.safetensors".into(),
+        "/api/admin/models/other.safetensors".into(),
         Value::Null,
     )
     .await;
