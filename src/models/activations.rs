@@ -5,14 +5,14 @@
 //! ([`geglu_row`]); with candle ops it is two narrow views, a strided GELU and a strided
 //! product.
 
-use super::layers::cpu_f32;
+use super::layers::{cpu_f32, is_cpu_f32};
 use super::vecmath::geglu_row;
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{Device, Result, Tensor, D};
 use rayon::prelude::*;
 
 /// `h[..., :half] · gelu_erf(h[..., half:])`.
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
-    if h.device().is_cpu() && h.dtype() == DType::F32 {
+    if is_cpu_f32(h) {
         geglu_cpu_f32(h)
     } else {
         let half = h.dim(D::Minus1)? / 2;

@@ -7,9 +7,9 @@
 //! the product (`baddbmm(alpha=scale)`), as here. Elsewhere it is candle's ops.
 
 use super::cpu_gemm::{gemm_block, Dest, Operand};
-use super::layers::cpu_f32;
+use super::layers::{cpu_f32, is_cpu_f32};
 use super::vecmath::softmax_in_place;
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
 /// Score-matrix bytes per task (query rows × keys × 4).
@@ -17,8 +17,7 @@ const SCORE_BLOCK_BYTES: usize = 8 << 20;
 
 /// Attention of `q` [B, N, H·d] over `k`, `v` [B, M, H·d] with `heads` heads.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if cpu_f32(q) && cpu_f32(k) && cpu_f32(v) {
+    if is_cpu_f32(q) && is_cpu_f32(k) && is_cpu_f32(v) {
         attention_cpu_f32(q, k, v, heads, SCORE_BLOCK_BYTES)
     } else {
         attention_candle(q, k, v, heads)
@@ -159,6 +158,7 @@ fn attention_candle(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use super::super::layers::max_abs_diff;
     use super::*;
 
     #[test]
@@ -172,16 +172,7 @@ mod tests {
             // Whole score matrices, and blocks of 3 query rows.
             for block in [SCORE_BLOCK_BYTES, 3 * 4 * m] {
                 let ours = attention_cpu_f32(&q, &k, &v, heads, block).unwrap();
-                let diff = (ours - &theirs)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&ours, &theirs);
                 assert!(diff < 1e-5, "b{b} n{n} m{m} h{heads} d{d}: {diff}");
             }
         }

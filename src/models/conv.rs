@@ -8,7 +8,7 @@
 //! Elsewhere (CUDA, half precision) it is candle's conv2d.
 
 use super::cpu_gemm::{gemm_block, num_threads, par_gemm, Dest, Operand};
-use super::layers::cpu_f32;
+use super::layers::{cpu_f32, is_cpu_f32};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -118,7 +118,7 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+        if is_cpu_f32(x) && is_cpu_f32(&self.weight) {
             self.forward_cpu_f32(x)
         } else {
             self.forward_candle(x)
@@ -294,6 +294,7 @@ fn im2col(x: &[f32], cols: &mut [f32], g: Shape2d, y0: usize, y1: usize, threade
 
 #[cfg(test)]
 mod tests {
+    use super::super::layers::max_abs_diff;
     use super::*;
 
     fn check(
@@ -314,16 +315,7 @@ mod tests {
             let ours = conv.forward_cpu_f32(&x).unwrap();
             let theirs = conv.forward_candle(&x).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
-            let diff = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&ours, &theirs);
             assert!(
                 diff < 1e-4,
                 "b{b} c{c_in}->{c_out} {hw:?} k{k} s{s} p{p}: max |diff| {diff}"

@@ -19,6 +19,22 @@ pub fn norm_silu(norm: &GroupNorm, x: &Tensor) -> Result<Tensor> {
     norm.forward_silu(x)
 }
 
+/// Whether `t` can take the CPU kernels' fast path: an f32 tensor on the CPU.
+pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}
+
+/// Largest |a − b| over two tensors of the same shape (for the kernels' tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("same-shape f32 tensors")
+}
+
 /// The f32 slice of a CPU storage, `len` elements from `offset` (for the CPU kernels).
 pub(crate) fn cpu_f32(storage: &Storage, offset: usize, len: usize) -> Result<&[f32]> {
     match storage {

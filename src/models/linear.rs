@@ -3,8 +3,8 @@
 //! Elsewhere it is candle_nn's Linear.
 
 use super::cpu_gemm::{par_gemm, Dest, Operand};
-use super::layers::cpu_f32;
-use candle_core::{DType, Device, Module, Result, Tensor};
+use super::layers::{cpu_f32, is_cpu_f32};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone)]
@@ -92,10 +92,9 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-        if f32_cpu(x)
-            && f32_cpu(&self.weight)
-            && self.bias.as_ref().is_none_or(f32_cpu)
+        if is_cpu_f32(x)
+            && is_cpu_f32(&self.weight)
+            && self.bias.as_ref().is_none_or(is_cpu_f32)
             && x.rank() >= 1
         {
             self.forward_cpu_f32(x)
@@ -107,6 +106,7 @@ impl Module for Linear {
 
 #[cfg(test)]
 mod tests {
+    use super::super::layers::max_abs_diff;
     use super::*;
 
     #[test]
@@ -120,16 +120,7 @@ mod tests {
             let ours = l.forward(&x).unwrap();
             let theirs = l.fallback.forward(&x).unwrap();
             assert_eq!(ours.dims(), &[2, 37, 40]);
-            let d = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&ours, &theirs);
             assert!(d < 1e-5, "max |diff| {d}");
         }
     }

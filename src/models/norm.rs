@@ -4,8 +4,8 @@
 //! for normalise, affine and SiLU, in parallel over (image, group). candle_nn's GroupNorm
 //! takes about eight whole-tensor passes, and SiLU two more. Elsewhere it is candle_nn's.
 
-use super::layers::cpu_f32;
-use candle_core::{DType, Device, Module, Result, Tensor};
+use super::layers::{cpu_f32, is_cpu_f32};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -48,10 +48,7 @@ impl GroupNorm {
     }
 
     fn fast_path(&self, x: &Tensor) -> bool {
-        x.device().is_cpu()
-            && x.dtype() == DType::F32
-            && self.weight.dtype() == DType::F32
-            && x.rank() >= 2
+        is_cpu_f32(x) && is_cpu_f32(&self.weight) && x.rank() >= 2
     }
 
     fn forward_cpu_f32(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
@@ -127,6 +124,7 @@ impl Module for GroupNorm {
 
 #[cfg(test)]
 mod tests {
+    use super::super::layers::max_abs_diff;
     use super::*;
 
     #[test]
@@ -137,23 +135,11 @@ mod tests {
             let weight = Tensor::randn(1f32, 0.5, c, &dev).unwrap();
             let bias = Tensor::randn(0f32, 0.5, c, &dev).unwrap();
             let gn = GroupNorm::new(weight, bias, groups, 1e-5).unwrap();
-            let max_diff = |a: Tensor, b: Tensor| {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
-            let plain = max_diff(gn.forward(&x).unwrap(), gn.fallback.forward(&x).unwrap());
+            let plain = max_abs_diff(&gn.forward(&x).unwrap(), &gn.fallback.forward(&x).unwrap());
             assert!(plain < 1e-5, "group norm {b}x{c}x{h}x{w}: {plain}");
-            let with_silu = max_diff(
-                gn.forward_silu(&x).unwrap(),
-                candle_nn::ops::silu(&gn.fallback.forward(&x).unwrap()).unwrap(),
+            let with_silu = max_abs_diff(
+                &gn.forward_silu(&x).unwrap(),
+                &candle_nn::ops::silu(&gn.fallback.forward(&x).unwrap()).unwrap(),
             );
             assert!(
                 with_silu < 1e-5,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor, D};
 
 use crate::models::cpu_gemm::{par_gemm, Dest, Operand};
-use crate::models::layers::cpu_f32;
+use crate::models::layers::{cpu_f32, is_cpu_f32};
 use crate::models::{ModelError, Result};
 
 /// The weight delta of one adapter.
@@ -283,7 +283,7 @@ impl Patch {
         else {
             return Ok(None);
         };
-        if !weight.device().is_cpu() || weight.dtype() != DType::F32 {
+        if !is_cpu_f32(weight) {
             return Ok(None);
         }
         let (up, down) = (f32t(up)?.contiguous()?, f32t(down)?.contiguous()?);
