@@ -56,8 +56,12 @@ impl DeviceSpec {
                          --device cpu"
                     ));
                 }
-                Device::new_cuda(n)
-                    .map_err(|e| format!("--device {self}: cannot open the GPU: {e}"))
+                Device::new_cuda(n).map_err(|e| {
+                    // candle appends a backtrace to the message; the first line is the reason.
+                    let reason = e.to_string();
+                    let reason = reason.lines().next().unwrap_or("").to_string();
+                    format!("--device {self}: cannot open the GPU: {reason}")
+                })
             }
         }
     }
