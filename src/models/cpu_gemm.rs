@@ -90,20 +90,14 @@ pub unsafe fn par_gemm(
         // matrices the caller vouched for.
         unsafe {
             if split_rows {
-                let d = Dest {
-                    ptr: dst.ptr.offset(a as isize * dst.rs),
-                    rs: dst.rs,
-                };
+                let d = dst.offset(a * dst.rs as usize);
                 let l = Operand {
                     ptr: lhs.ptr.offset(a as isize * lhs.rs),
                     ..lhs
                 };
                 gemm_block(b - a, n, k, d, read_dst, l, rhs, scale);
             } else {
-                let d = Dest {
-                    ptr: dst.ptr.add(a),
-                    rs: dst.rs,
-                };
+                let d = dst.offset(a);
                 let r = Operand {
                     ptr: rhs.ptr.offset(a as isize * rhs.cs),
                     ..rhs

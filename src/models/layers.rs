@@ -14,11 +14,6 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::silu(x)
 }
 
-/// `GroupNorm → SiLU`.
-pub fn norm_silu(norm: &GroupNorm, x: &Tensor) -> Result<Tensor> {
-    norm.forward_silu(x)
-}
-
 /// Whether `t` can take the CPU kernels' fast path: an f32 tensor on the CPU.
 pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32

@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::models::activations::geglu;
-use crate::models::layers::{conv, group_norm, has, norm_silu, silu, Conv2d, GroupNorm};
+use crate::models::layers::{conv, group_norm, has, silu, Conv2d, GroupNorm};
 use crate::models::linear::{linear, Linear};
 use crate::models::{ModelError, Result};
 
@@ -204,10 +204,10 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.in_conv.forward(&norm_silu(&self.in_norm, x)?)?;
+        let h = self.in_conv.forward(&self.in_norm.forward_silu(x)?)?;
         let e = self.emb.forward(&silu(emb)?)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&e)?;
-        let h = self.out_conv.forward(&norm_silu(&self.out_norm, &h)?)?;
+        let h = self.out_conv.forward(&self.out_norm.forward_silu(&h)?)?;
         match &self.skip {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -548,7 +548,7 @@ impl Unet {
             };
             h = blk.forward(&h, &emb, &context, out_shape)?;
         }
-        let out = m.out_conv.forward(&norm_silu(&m.out_norm, &h)?)?;
+        let out = m.out_conv.forward(&m.out_norm.forward_silu(&h)?)?;
         Ok(out.to_dtype(in_dtype)?.to_device(&in_device)?)
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::models::layers::{conv, group_norm, has, norm_silu, Conv2d, GroupNorm};
+use crate::models::layers::{conv, group_norm, has, Conv2d, GroupNorm};
 use crate::models::{ModelError, Result};
 
 /// SD1.x latent scale factor (`latent_formats.SD15.scale_factor`).
@@ -109,8 +109,8 @@ impl ResnetBlock {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.conv1.forward(&norm_silu(&self.norm1, x)?)?;
-        let h = self.conv2.forward(&norm_silu(&self.norm2, &h)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -242,7 +242,7 @@ impl Encoder {
             }
         }
         h = self.mid.forward(&h)?;
-        self.conv_out.forward(&norm_silu(&self.norm_out, &h)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 
@@ -266,7 +266,7 @@ impl Decoder {
                 h = u.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
             }
         }
-        self.conv_out.forward(&norm_silu(&self.norm_out, &h)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 
