@@ -1,6 +1,7 @@
 //! Engine benchmark: parse + override + validate + plan, and full execution, for generated
 //! model-free workflows (deep chains and wide fan-outs). Run with
-//! `cargo bench --bench engine`; figures go to BENCHMARKS.md.
+//! `cargo bench --bench engine`; figures go to BENCHMARKS.md. Optional arguments pick rows and
+//! phases, for profiling one size: `cargo bench --bench engine -- chain 10000 --front-only`.
 
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{CachePolicy, Executor, ExecutorConfig, Interrupt, NoEvents};
@@ -126,6 +127,13 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let front_only = args.iter().any(|a| a == "--front-only");
+    let shape_filter = args.iter().find(|a| *a == "chain" || *a == "wide").cloned();
+    let size_filter: Option<usize> = args.iter().find_map(|a| a.parse().ok());
     let registry = Arc::new(Registry::with_builtin_nodes());
     let dir = std::env::temp_dir().join("comfyrs-bench");
     let env = Arc::new(Environment::new(Paths::under(&dir)));
@@ -144,6 +152,11 @@ fn main() {
         ("wide", 10_002),
         ("wide", 15_000),
     ] {
+        if shape_filter.as_deref().is_some_and(|s| s != shape)
+            || size_filter.is_some_and(|s| s != n)
+        {
+            continue;
+        }
         let wf = if shape == "chain" { chain(n) } else { wide(n) };
         let text = wf.to_string();
         let nodes = wf.as_object().unwrap().len();
@@ -154,6 +167,18 @@ fn main() {
         };
         let reps = if nodes > 5_000 { 11 } else { 21 };
         let front = front_half(&text, set, nodes, reps, &registry, &env);
+        if front_only {
+            println!(
+                "| {shape} | {nodes} | {} | {} | {} | {} | **{}** | {} | | |",
+                ms(front.parse),
+                ms(front.overrides),
+                ms(front.validate),
+                ms(front.plan),
+                ms(front.validate_plan),
+                ms(front.record)
+            );
+            continue;
+        }
         let w = parse_workflow(&text).unwrap();
         let v = prepare(w, &Overrides::new(), &registry, &env, None).unwrap();
         let exec = time(reps, || {

@@ -11,6 +11,7 @@ pub mod env;
 pub mod exec;
 pub mod extra_model_paths;
 pub mod graph;
+pub mod hashing;
 pub mod image_ops;
 pub mod models;
 pub mod node;

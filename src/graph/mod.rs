@@ -57,6 +57,8 @@ pub struct ExecGraph {
     pub graph: DiGraph<GraphNode, usize>,
     /// Output nodes to run, in workflow order.
     pub outputs: Vec<NodeIndex>,
+    /// Every node, producers before consumers (validation's topological order).
+    pub order: Vec<NodeIndex>,
 }
 
 impl ExecGraph {

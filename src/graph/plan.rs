@@ -2,8 +2,10 @@
 //! ties are broken.
 //!
 //! Signature = hash(class, fingerprint (IS_CHANGED), node id if the node is not idempotent or
-//! asks for its UNIQUE_ID, each input by sorted name: the literal, or the producer's signature
-//! and output index). Equal signatures mean equal outputs, whatever the node ids.
+//! asks for its UNIQUE_ID, each input in declaration order: its declaration's index, then the
+//! literal, or the producer's signature and output index). The class name fixes what each
+//! declaration index means, so equal signatures mean equal outputs, whatever the node ids and
+//! whatever order the JSON listed the inputs in.
 
 use super::{ExecGraph, GraphInput};
 use crate::env::Environment;
@@ -39,11 +41,11 @@ impl Plan {
 pub fn plan(graph: &ExecGraph, env: &Environment, is_cached: impl Fn(&Signature) -> bool) -> Plan {
     let g = &graph.graph;
     let n = g.node_count();
-    let order = petgraph::algo::toposort(g, None).expect("validation rejected cycles");
+    let order = &graph.order;
     let mut signatures = vec![[0u8; 32]; n];
-    let mut buf = Vec::with_capacity(256);
-    for &ix in &order {
-        signatures[ix.index()] = signature_of(graph, ix, &signatures, env, &mut buf);
+    let (mut buf, mut by_decl) = (Vec::with_capacity(256), Vec::new());
+    for &ix in order {
+        signatures[ix.index()] = signature_of(graph, ix, &signatures, env, &mut buf, &mut by_decl);
     }
 
     // Walk up from the outputs; cached nodes end the walk (their producers are not needed).
@@ -101,14 +103,16 @@ pub fn plan(graph: &ExecGraph, env: &Environment, is_cached: impl Fn(&Signature)
     }
 }
 
-/// Hashes one node's identity into `buf` (reused across nodes) and returns the digest: one
-/// BLAKE3 call per node instead of a streaming update per field.
+/// Hashes one node's identity into `buf` and returns the digest: one BLAKE3 call per node
+/// instead of a streaming update per field. `buf` and `by_decl` are scratch space reused
+/// across nodes.
 fn signature_of(
     graph: &ExecGraph,
     ix: NodeIndex,
     signatures: &[Signature],
     env: &Environment,
     buf: &mut Vec<u8>,
+    by_decl: &mut Vec<(usize, usize)>,
 ) -> Signature {
     let node = &graph.graph[ix];
     let schema = &node.class.schema;
@@ -131,7 +135,7 @@ fn signature_of(
         .node
         .fingerprint(env, &LiteralInputs::new(&build))
     {
-        Fingerprint::Stable => buf.extend_from_slice(b"stable"),
+        Fingerprint::Stable => buf.push(b'S'),
         Fingerprint::Token(t) => {
             buf.extend_from_slice(b"token");
             buf.extend_from_slice(&(t.len() as u64).to_le_bytes());
@@ -148,19 +152,22 @@ fn signature_of(
         buf.extend_from_slice(node.id.as_bytes());
         buf.push(0);
     }
-    // Inputs by name, so the JSON order of inputs does not matter.
-    let mut order: Vec<usize> = (0..node.inputs.len()).collect();
-    let name_of = |i: usize| node.input_name(node.inputs[i].0);
-    order.sort_unstable_by(|&a, &b| name_of(a).cmp(name_of(b)));
-    for i in order {
-        let (name, input) = (name_of(i), &node.inputs[i].1);
-        buf.extend_from_slice(name.as_bytes());
-        buf.push(0);
-        match input {
+    // Inputs in declaration order, so the JSON order of inputs does not matter.
+    by_decl.clear();
+    by_decl.extend(
+        node.inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (decl, _))| (*decl, i)),
+    );
+    by_decl.sort_unstable();
+    for &(decl, i) in by_decl.iter() {
+        buf.extend_from_slice(&(decl as u32).to_le_bytes());
+        match &node.inputs[i].1 {
             GraphInput::Link { source, slot } => {
                 buf.push(b'L');
                 buf.extend_from_slice(&signatures[source.index()]);
-                buf.extend_from_slice(&(*slot as u64).to_le_bytes());
+                buf.extend_from_slice(&(*slot as u32).to_le_bytes());
             }
             GraphInput::Literal(v) => {
                 buf.push(b'V');
@@ -209,5 +216,59 @@ fn hash_value(h: &mut Vec<u8>, v: &Value) {
         Value::Object(_) => {
             h.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::Paths;
+    use crate::graph::validate;
+    use crate::node::Registry;
+    use crate::workflow::parse_workflow;
+
+    /// The signature of every node, keyed by node id.
+    fn signatures(text: &str) -> std::collections::HashMap<String, Signature> {
+        let registry = Registry::with_builtin_nodes();
+        let env = Environment::new(Paths::under(
+            &std::env::temp_dir().join("comfyrs-plan-test"),
+        ));
+        let valid = validate(parse_workflow(text).unwrap(), &registry, &env, None).unwrap();
+        let p = plan(&valid.graph, &env, |_| false);
+        let g = &valid.graph.graph;
+        g.node_indices()
+            .map(|ix| (g[ix].id.clone(), p.signatures[ix.index()]))
+            .collect()
+    }
+
+    #[test]
+    fn signatures_ignore_ids_and_input_order_but_not_values() {
+        let a = signatures(
+            r#"{"1": {"class_type": "PrimitiveString", "inputs": {"value": "x"}},
+                "2": {"class_type": "StringConcatenate",
+                      "inputs": {"string_a": ["1", 0], "string_b": "y", "delimiter": "-"}},
+                "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}"#,
+        );
+        let reordered = signatures(
+            r#"{"a": {"class_type": "PrimitiveString", "inputs": {"value": "x"}},
+                "b": {"class_type": "StringConcatenate",
+                      "inputs": {"delimiter": "-", "string_b": "y", "string_a": ["a", 0]}},
+                "c": {"class_type": "PreviewAny", "inputs": {"source": ["b", 0]}}}"#,
+        );
+        assert_eq!(a["1"], reordered["a"]);
+        assert_eq!(a["2"], reordered["b"]);
+        // The same strings in swapped inputs are different work.
+        let swapped = signatures(
+            r#"{"1": {"class_type": "PrimitiveString", "inputs": {"value": "x"}},
+                "2": {"class_type": "StringConcatenate",
+                      "inputs": {"string_a": ["1", 0], "string_b": "-", "delimiter": "y"}},
+                "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}"#,
+        );
+        assert_eq!(a["1"], swapped["1"]);
+        assert_ne!(a["2"], swapped["2"]);
+        assert_ne!(
+            a["3"], swapped["3"],
+            "a changed producer changes its consumers"
+        );
     }
 }

@@ -118,43 +118,33 @@ pub fn validate(
         ));
     }
 
-    // Every node the outputs reach, through links whose source exists. Node indexes are
-    // workflow positions; the workflow's own id index resolves links.
+    // Step 3, one walk from the outputs through declared inputs: each reached node's own
+    // errors, converted inputs and dependencies. A link is resolved once, here. Node indexes
+    // are workflow positions.
     let n = workflow.nodes.len();
     let id_of = |i: usize| node_id(&workflow, i);
-
     let mut reached = vec![false; n];
-    let mut stack: Vec<usize> = outputs.clone();
+    let mut reached_count = 0;
+    let mut own_errors: Vec<Vec<Json>> = vec![Vec::new(); n];
+    let input_count = workflow.nodes.values().map(|node| node.inputs.len()).sum();
+    let mut converted: FlatLists<ConvertedInput> = FlatLists::new(n, input_count);
+    // Links whose source node exists, per node: the dependency edges (a link with a bad
+    // output index still ties the two nodes for reporting and cycles).
+    let mut deps: FlatLists<usize> = FlatLists::new(n, input_count);
+    let mut stack: Vec<usize> = outputs.iter().rev().copied().collect();
     while let Some(i) = stack.pop() {
         if std::mem::replace(&mut reached[i], true) {
             continue;
         }
-        for v in workflow.nodes[i].inputs.values() {
-            if let InputRef::Link { node: src, .. } = InputRef::classify(v) {
-                if let Some(j) = workflow.nodes.get_index_of(src) {
-                    if !reached[j] {
-                        stack.push(j);
-                    }
-                }
-            }
-        }
-    }
-
-    // Step 3: each reached node's own errors, and its converted inputs.
-    let mut own_errors: Vec<Vec<Json>> = vec![Vec::new(); n];
-    let mut converted: Vec<Vec<ConvertedInput>> = vec![Vec::new(); n];
-    // Links whose source node exists, per node: the dependency edges (a link with a bad
-    // output index still ties the two nodes for reporting and cycles).
-    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for i in (0..n).filter(|&i| reached[i]) {
+        reached_count += 1;
+        converted.open(i);
+        deps.open(i);
         let node = &workflow.nodes[i];
         let class = classes[i];
         let schema = class.schema.as_ref();
-        converted[i].reserve_exact(node.inputs.len());
-        deps[i].reserve_exact(node.inputs.len());
         let custom: &[&str] = class.node.custom_validated_inputs();
         // Literal inputs for VALIDATE_INPUTS; only nodes that declare it need them.
-        let mut literals = Inputs::default();
+        let mut literals = (!custom.is_empty()).then(Inputs::default);
         for (spec_index, spec) in schema.inputs.iter().enumerate() {
             let name = spec.name.as_str();
             // A linear scan: nodes have a handful of inputs, cheaper than hashing the name.
@@ -203,7 +193,10 @@ pub fn validate(
                         ));
                         continue;
                     };
-                    deps[i].push(j);
+                    deps.push(j);
+                    if !reached[j] {
+                        stack.push(j);
+                    }
                     let src_schema = classes[j].schema.as_ref();
                     let Some(out) = src_schema.outputs.get(slot) else {
                         own_errors[i].push(inner(
@@ -233,7 +226,7 @@ pub fn validate(
                         ));
                         continue;
                     }
-                    converted[i].push(ConvertedInput {
+                    converted.push(ConvertedInput {
                         spec_index,
                         json_pos,
                         value: Converted::Link { source: j, slot },
@@ -270,10 +263,10 @@ pub fn validate(
                             continue;
                         }
                     }
-                    if !custom.is_empty() {
+                    if let Some(literals) = literals.as_mut() {
                         literals.insert(name, value.clone());
                     }
-                    converted[i].push(ConvertedInput {
+                    converted.push(ConvertedInput {
                         spec_index,
                         json_pos,
                         value: Converted::Literal(value),
@@ -282,8 +275,8 @@ pub fn validate(
             }
         }
         // VALIDATE_INPUTS, with literal inputs only.
-        if !custom.is_empty() {
-            if let Err(reason) = class.node.validate_inputs(env, &literals) {
+        if let Some(literals) = &literals {
+            if let Err(reason) = class.node.validate_inputs(env, literals) {
                 for name in custom {
                     if node.inputs.contains_key(*name) || schema.input_spec(name).is_some() {
                         own_errors[i].push(err(
@@ -305,8 +298,8 @@ pub fn validate(
     // Consumers of each node in one flat array (CSR): `consumers[start[j]..start[j + 1]]`.
     let mut start = vec![0usize; n + 1];
     for i in (0..n).filter(|&i| reached[i]) {
-        indegree[i] = deps[i].len();
-        for &j in &deps[i] {
+        indegree[i] = deps.of(i).len();
+        for &j in deps.of(i) {
             start[j + 1] += 1;
         }
     }
@@ -316,16 +309,17 @@ pub fn validate(
     let mut fill = start.clone();
     let mut consumers = vec![0usize; start[n]];
     for i in (0..n).filter(|&i| reached[i]) {
-        for &j in &deps[i] {
+        for &j in deps.of(i) {
             consumers[fill[j]] = i;
             fill[j] += 1;
         }
     }
     let mut ready: Vec<usize> = (0..n).filter(|&i| reached[i] && indegree[i] == 0).collect();
-    let mut released = 0;
+    // Producers before consumers: the DAG's topological order, kept for planning.
+    let mut release_order: Vec<usize> = Vec::with_capacity(reached_count);
     let mut all_deps_valid = vec![true; n];
     while let Some(i) = ready.pop() {
-        released += 1;
+        release_order.push(i);
         valid[i] = own_errors[i].is_empty() && all_deps_valid[i];
         for &c in &consumers[start[i]..start[i + 1]] {
             if !valid[i] {
@@ -339,7 +333,7 @@ pub fn validate(
     }
     // Cycles (only when Kahn could not release everything): each node on one gets
     // ComfyUI's [L] dependency_cycle error.
-    if released < reached.iter().filter(|&&r| r).count() {
+    if release_order.len() < reached_count {
         report_cycles(&workflow, &reached, &deps, &mut own_errors);
     }
 
@@ -388,15 +382,21 @@ pub fn validate(
         ));
     }
 
-    // Everything the good outputs need (one walk from all of them), in workflow order.
-    let mut needed_mark = vec![false; n];
-    let mut stack: Vec<usize> = good.clone();
-    while let Some(k) = stack.pop() {
-        if std::mem::replace(&mut needed_mark[k], true) {
-            continue;
+    // Everything the good outputs need (one walk from all of them); when every output is
+    // good, that is everything reached.
+    let needed_mark = if good.len() == outputs.len() {
+        reached
+    } else {
+        let mut needed_mark = vec![false; n];
+        let mut stack: Vec<usize> = good.clone();
+        while let Some(k) = stack.pop() {
+            if std::mem::replace(&mut needed_mark[k], true) {
+                continue;
+            }
+            stack.extend(deps.of(k).iter().copied().filter(|&d| !needed_mark[d]));
         }
-        stack.extend(deps[k].iter().copied().filter(|&d| !needed_mark[d]));
-    }
+        needed_mark
+    };
     let needed_count = needed_mark.iter().filter(|&&m| m).count();
 
     // The DAG of the needed nodes.
@@ -411,13 +411,14 @@ pub fn validate(
     }
     let mut rewrites: Vec<(usize, usize, Json)> = Vec::new();
     for k in (0..n).filter(|&k| needed_mark[k]) {
-        let mut inputs = std::mem::take(&mut converted[k]);
+        let inputs = converted.of_mut(k);
         // Inputs in JSON order.
         inputs.sort_by_key(|c| c.json_pos);
         let inputs: Vec<(usize, GraphInput)> = inputs
-            .into_iter()
+            .iter_mut()
             .map(|c| {
-                let gi = match c.value {
+                let taken = std::mem::replace(&mut c.value, Converted::Moved);
+                let gi = match taken {
                     Converted::Link { source, slot } => {
                         graph.add_edge(ix_of[source], ix_of[k], slot);
                         GraphInput::Link {
@@ -436,6 +437,7 @@ pub fn validate(
                         }
                         GraphInput::Literal(v)
                     }
+                    Converted::Moved => unreachable!("each converted input is taken once"),
                 };
                 (c.spec_index, gi)
             })
@@ -443,6 +445,11 @@ pub fn validate(
         graph[ix_of[k]].inputs = inputs;
     }
     let outputs_ix: Vec<NodeIndex> = good.iter().map(|&o| ix_of[o]).collect();
+    let order: Vec<NodeIndex> = release_order
+        .iter()
+        .filter(|&&k| needed_mark[k])
+        .map(|&k| ix_of[k])
+        .collect();
     let output_ids: Vec<String> = good.iter().map(|&o| id_of(o).to_string()).collect();
 
     // The prompt as history and PNG metadata record it: every node, with the literals of
@@ -463,6 +470,7 @@ pub fn validate(
         graph: ExecGraph {
             graph,
             outputs: outputs_ix,
+            order,
         },
     })
 }
@@ -481,14 +489,14 @@ fn node_id(workflow: &Workflow, i: usize) -> &str {
 fn report_cycles(
     workflow: &Workflow,
     reached: &[bool],
-    deps: &[Vec<usize>],
+    deps: &FlatLists<usize>,
     own_errors: &mut [Vec<Json>],
 ) {
     let n = reached.len();
     let mut g: DiGraph<usize, ()> = DiGraph::new();
     let gix: Vec<NodeIndex> = (0..n).map(|i| g.add_node(i)).collect();
     for i in (0..n).filter(|&i| reached[i]) {
-        for &j in &deps[i] {
+        for &j in deps.of(i) {
             g.add_edge(gix[j], gix[i], ());
         }
     }
@@ -528,8 +536,48 @@ fn type_name(ty: &InputType) -> &str {
 
 #[derive(Debug, Clone)]
 enum Converted {
-    Link { source: usize, slot: usize },
+    Link {
+        source: usize,
+        slot: usize,
+    },
     Literal(Value),
+    /// Already moved into the graph.
+    Moved,
+}
+
+/// Per-node lists in one flat array, so validation allocates nothing per node. Nodes are
+/// filled one at a time, in any order: `open(i)`, then `push`es for node `i`.
+struct FlatLists<T> {
+    items: Vec<T>,
+    /// `items[start..end]` of each node (empty for nodes never opened).
+    ranges: Vec<(usize, usize)>,
+    open: usize,
+}
+
+impl<T> FlatLists<T> {
+    fn new(nodes: usize, capacity: usize) -> Self {
+        FlatLists {
+            items: Vec::with_capacity(capacity),
+            ranges: vec![(0, 0); nodes],
+            open: 0,
+        }
+    }
+    fn open(&mut self, node: usize) {
+        self.open = node;
+        self.ranges[node] = (self.items.len(), self.items.len());
+    }
+    fn push(&mut self, item: T) {
+        self.items.push(item);
+        self.ranges[self.open].1 += 1;
+    }
+    fn of(&self, node: usize) -> &[T] {
+        let (start, end) = self.ranges[node];
+        &self.items[start..end]
+    }
+    fn of_mut(&mut self, node: usize) -> &mut [T] {
+        let (start, end) = self.ranges[node];
+        &mut self.items[start..end]
+    }
 }
 
 /// One validated input of a node, with its position in the node's JSON (graph inputs keep
@@ -638,7 +686,7 @@ fn check_range_and_choices(
 }
 
 /// `o` and every node it depends on, through resolved links (explicit stack).
-fn ancestors_of(o: usize, deps: &[Vec<usize>]) -> Vec<usize> {
+fn ancestors_of(o: usize, deps: &FlatLists<usize>) -> Vec<usize> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut stack = vec![o];
@@ -647,20 +695,21 @@ fn ancestors_of(o: usize, deps: &[Vec<usize>]) -> Vec<usize> {
             continue;
         }
         out.push(k);
-        stack.extend(deps[k].iter().copied().filter(|d| !seen.contains(d)));
+        stack.extend(deps.of(k).iter().copied().filter(|d| !seen.contains(d)));
     }
     out
 }
 
 /// One concrete cycle through the members of a strongly connected component, as node
 /// indexes with the first repeated at the end (for `A -> B -> A` messages).
-fn cycle_path(members: &[usize], deps: &[Vec<usize>]) -> Vec<usize> {
+fn cycle_path(members: &[usize], deps: &FlatLists<usize>) -> Vec<usize> {
     let start = members[0];
     // Walk dependencies inside the component until a node repeats.
     let mut path = vec![start];
     let mut at = start;
     loop {
-        let next = deps[at]
+        let next = deps
+            .of(at)
             .iter()
             .copied()
             .find(|d| members.binary_search(d).is_ok())

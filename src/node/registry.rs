@@ -2,7 +2,7 @@
 
 use super::{Node, NodeSchema};
 use crate::env::Environment;
-use indexmap::IndexMap;
+use crate::hashing::FastIndexMap;
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ pub struct NodeClass {
 /// Node classes by name, in registration order.
 #[derive(Clone, Default)]
 pub struct Registry {
-    classes: IndexMap<String, NodeClass>,
+    classes: FastIndexMap<String, NodeClass>,
 }
 
 impl Registry {

@@ -13,6 +13,7 @@ pub use overrides::{
 };
 pub use parse::{parse_workflow, workflow_from_json, WorkflowError};
 
+use crate::hashing::FastIndexMap;
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 use std::sync::OnceLock;
@@ -30,7 +31,7 @@ pub struct WorkflowNode {
 /// A parsed workflow: node id -> node, in the order the JSON listed them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Workflow {
-    pub nodes: IndexMap<String, WorkflowNode>,
+    pub nodes: FastIndexMap<String, WorkflowNode>,
 }
 
 /// How an input value is to be read, following ComfyUI's rules (spec §1.1).

@@ -1,6 +1,7 @@
 //! Reading API-format JSON into a [`Workflow`].
 
 use super::{Workflow, WorkflowNode};
+use crate::hashing::FastIndexMap;
 use indexmap::IndexMap;
 use serde_json::{json, Value as Json};
 
@@ -132,7 +133,7 @@ pub fn workflow_from_json(value: Json) -> Result<Workflow, WorkflowError> {
             })
         }
     };
-    let mut nodes = IndexMap::with_capacity(map.len());
+    let mut nodes = FastIndexMap::with_capacity_and_hasher(map.len(), Default::default());
     for (id, node) in map {
         let Json::Object(mut obj) = node else {
             return Err(WorkflowError::NodeNotAnObject {
