@@ -70,9 +70,12 @@ fn run(name: &str, g: &Value) -> (f64, bool, usize, f64) {
     (max_rel, diff == 0, diff, max_abs)
 }
 
-/// Samplers whose float32 noise path amplifies last-ulp differences of the scalar
-/// transcendental functions (torch's vectorised exp/log/expm1 versus libm): they stay
-/// within 3e-5 relative (1.9e-5 and 1.0e-5 measured); all others within 1e-5.
+/// Samplers whose noise path amplifies last-ulp differences of torch's float32 scalar math:
+/// torch 2.8 on CPU evaluates `sqrt` (also `** 0.5`) and `log` of float32 tensors with MKL
+/// VML (`vmsSqrt` / `vmsLn`, `VML_HA`), which is faithfully but not correctly rounded (about
+/// 17% of sqrt and 9% of log results are the other neighbour of the exact value; comfyrs
+/// rounds correctly). ComfyUI's own sampler code run with correctly rounded scalar math gives
+/// exactly these errors (1.94e-5 and 1.00e-5); all other samplers stay within 1e-5.
 const SDE_TOLERANCE: [(&str, f64); 2] = [("dpmpp_sde", 3e-5), ("dpmpp_3m_sde", 3e-5)];
 
 /// Samplers reproduced bit for bit.
