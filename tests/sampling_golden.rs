@@ -70,14 +70,24 @@ fn run(name: &str, g: &Value) -> (f64, bool, usize, f64) {
     (max_rel, diff == 0, diff, max_abs)
 }
 
-/// Samplers whose float32 noise path amplifies last-ulp differences of the scalar
-/// transcendental functions (torch's vectorised exp/log/expm1 versus libm): they stay
-/// within 3e-5 relative (1.9e-5 and 1.0e-5 measured); all others within 1e-5.
-const SDE_TOLERANCE: [(&str, f64); 2] = [("dpmpp_sde", 3e-5), ("dpmpp_3m_sde", 3e-5)];
-
-/// Samplers reproduced bit for bit.
-const BIT_EXACT: [&str; 9] = [
-    "euler", "ddim", "heun", "dpm_2", "lms", "lcm", "ipndm", "ipndm_v", "ddim",
+/// Samplers reproduced bit for bit (with torch's float32 sqrt / log, `sampling::torch_math`);
+/// all others within 1e-5 relative.
+const BIT_EXACT: [&str; 15] = [
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "dpm_2",
+    "lms",
+    "dpmpp_2s_ancestral",
+    "dpmpp_sde",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "dpmpp_3m_sde",
+    "lcm",
+    "ddpm",
+    "ipndm",
+    "ipndm_v",
+    "ddim",
 ];
 
 #[test]
@@ -95,12 +105,7 @@ fn all_golden_samplers() {
         if BIT_EXACT.contains(&name.as_str()) && !exact {
             failures.push(format!("{name}: expected bit-exact"));
         }
-        let tol = SDE_TOLERANCE
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|t| t.1)
-            .unwrap_or(1e-5);
-        if rel > tol {
+        if rel > 1e-5 {
             failures.push(format!("{name}: {rel:e}"));
         }
     }

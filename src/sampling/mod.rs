@@ -14,6 +14,7 @@
 //! * [`conds`] — sampling-time conditioning: areas, masks, strengths, timestep ranges,
 //!   the inpainting concat, and `calc_cond_batch`.
 //! * [`masks`] — mask/batch resizing as `comfy.utils` does it.
+//! * [`torch_math`] — torch's float32 scalar sqrt / log / exp as the samplers see them.
 
 pub mod brownian;
 pub mod conds;
@@ -24,3 +25,4 @@ pub mod rng;
 pub mod samplers;
 pub mod schedulers;
 pub mod seed_sequence;
+pub mod torch_math;

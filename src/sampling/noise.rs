@@ -5,6 +5,7 @@ use candle_core::{Device, Result, Tensor};
 
 use super::brownian::BrownianTree;
 use super::rng::TorchGenerator;
+use super::torch_math;
 
 /// `comfy.sample.prepare_noise(latent, seed, noise_inds)` (§2.1): CPU float32 noise of
 /// `shape` ([B, C, H, W] or any rank with the batch first).
@@ -119,7 +120,7 @@ impl BrownianTreeNoiseSampler {
             (b, a, -1.0f32)
         };
         let s = self.sign * sign;
-        let denom = (b - a).abs().sqrt();
+        let denom = torch_math::sqrt((b - a).abs());
         self.tree
             .increment(lo as f64, hi as f64)
             .into_iter()

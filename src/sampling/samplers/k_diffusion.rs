@@ -1,8 +1,9 @@
 //! Single-step and SDE samplers of `comfy/k_diffusion/sampling.py` (numerics.md §3.1–§3.14),
 //! op by op in float32. Scalars are PyTorch 0-d float32 tensors; Python floats are rounded
-//! to f32 where they meet a tensor.
+//! to f32 where they meet a tensor; sqrt / log / exp of scalars are torch's ([`TorchScalar`]).
 
 use super::{Ctx, SamplingError};
+use crate::sampling::torch_math::TorchScalar;
 
 type R = Result<Vec<f32>, SamplingError>;
 
@@ -37,9 +38,9 @@ fn add_noise(x: &[f32], noise: &[f32], up: f32) -> Vec<f32> {
 /// `get_ancestral_step(σ_from, σ_to, η = 1)` → (σ_down, σ_up).
 pub(super) fn ancestral_step(from: f32, to: f32) -> (f32, f32) {
     let inner = (to * to) * (from * from - to * to) / (from * from);
-    let up_c = inner.sqrt();
+    let up_c = inner.torch_sqrt();
     let up = if up_c < to { up_c } else { to };
-    let down = (to * to - up * up).sqrt();
+    let down = (to * to - up * up).torch_sqrt();
     (down, up)
 }
 
@@ -110,7 +111,7 @@ pub(super) fn dpm_2(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
         if s[i + 1] == 0.0 {
             x = axpy(&x, &d, s[i + 1] - s[i]);
         } else {
-            let mid = lerp_half(s[i].ln(), s[i + 1].ln()).exp();
+            let mid = lerp_half(s[i].torch_ln(), s[i + 1].torch_ln()).torch_exp();
             let x2 = axpy(&x, &d, mid - s[i]);
             let den2 = ctx.model(&x2, mid)?;
             let d2 = to_d(&x2, mid, &den2);
@@ -130,7 +131,7 @@ pub(super) fn dpm_2_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
         if down == 0.0 {
             x = axpy(&x, &d, down - s[i]);
         } else {
-            let mid = lerp_half(s[i].ln(), down.ln()).exp();
+            let mid = lerp_half(s[i].torch_ln(), down.torch_ln()).torch_exp();
             let x2 = axpy(&x, &d, mid - s[i]);
             let den2 = ctx.model(&x2, mid)?;
             let d2 = to_d(&x2, mid, &den2);
@@ -144,8 +145,8 @@ pub(super) fn dpm_2_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
 }
 
 pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
-    let t_fn = |sig: f32| -sig.ln();
-    let sigma_fn = |t: f32| (-t).exp();
+    let t_fn = |sig: f32| -sig.torch_ln();
+    let sigma_fn = |t: f32| (-t).torch_exp();
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
@@ -157,9 +158,14 @@ pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R
             let (t, tn) = (t_fn(s[i]), t_fn(down));
             let h = tn - t;
             let sm = t + 0.5 * h;
-            let x2 = lin2(sigma_fn(sm) / sigma_fn(t), &x, (-h * 0.5).exp_m1(), &den);
+            let x2 = lin2(
+                sigma_fn(sm) / sigma_fn(t),
+                &x,
+                (-h * 0.5).torch_exp_m1(),
+                &den,
+            );
             let den2 = ctx.model(&x2, sigma_fn(sm))?;
-            x = lin2(sigma_fn(tn) / sigma_fn(t), &x, (-h).exp_m1(), &den2);
+            x = lin2(sigma_fn(tn) / sigma_fn(t), &x, (-h).torch_exp_m1(), &den2);
         }
         if s[i + 1] > 0.0 {
             let n = ctx.noise(s[i], s[i + 1])?;
@@ -171,8 +177,8 @@ pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R
 }
 
 pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
-    let lambda_fn = |sig: f32| -sig.ln();
-    let sigma_fn = |l: f32| (-l).exp();
+    let lambda_fn = |sig: f32| -sig.torch_ln();
+    let sigma_fn = |l: f32| (-l).torch_exp();
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
@@ -183,16 +189,16 @@ pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
             let h = lt - ls;
             let ls1 = ls + 0.5 * h;
             let s1 = sigma_fn(ls1);
-            let alpha_s = s[i] * ls.exp();
-            let alpha_s1 = s1 * ls1.exp();
-            let alpha_t = s[i + 1] * lt.exp();
+            let alpha_s = s[i] * ls.torch_exp();
+            let alpha_s1 = s1 * ls1.torch_exp();
+            let alpha_t = s[i + 1] * lt.torch_exp();
 
-            let (sd, su) = ancestral_step((-ls).exp(), (-ls1).exp());
-            let h_ = -sd.ln() - ls;
+            let (sd, su) = ancestral_step((-ls).torch_exp(), (-ls1).torch_exp());
+            let h_ = -sd.torch_ln() - ls;
             let x2 = lin2(
-                (alpha_s1 / alpha_s) * (-h_).exp(),
+                (alpha_s1 / alpha_s) * (-h_).torch_exp(),
                 &x,
-                alpha_s1 * (-h_).exp_m1(),
+                alpha_s1 * (-h_).torch_exp_m1(),
                 &den,
             );
             let n = ctx.noise(s[i], s1)?;
@@ -203,17 +209,17 @@ pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                 .collect();
             let den2 = ctx.model(&x2, s1)?;
 
-            let (sd, su) = ancestral_step((-ls).exp(), (-lt).exp());
-            let h_ = -sd.ln() - ls;
+            let (sd, su) = ancestral_step((-ls).torch_exp(), (-lt).torch_exp());
+            let h_ = -sd.torch_ln() - ls;
             let dd: Vec<f32> = den
                 .iter()
                 .zip(&den2)
                 .map(|(a, b)| 0.0 * a + 1.0 * b)
                 .collect();
             let xn = lin2(
-                (alpha_t / alpha_s) * (-h_).exp(),
+                (alpha_t / alpha_s) * (-h_).torch_exp(),
                 &x,
-                alpha_t * (-h_).exp_m1(),
+                alpha_t * (-h_).torch_exp_m1(),
                 &dd,
             );
             let n = ctx.noise(s[i], s[i + 1])?;
@@ -229,8 +235,8 @@ pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
 }
 
 pub(super) fn dpmpp_2m(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
-    let t_fn = |sig: f32| -sig.ln();
-    let sigma_fn = |t: f32| (-t).exp();
+    let t_fn = |sig: f32| -sig.torch_ln();
+    let sigma_fn = |t: f32| (-t).torch_exp();
     let mut old: Option<Vec<f32>> = None;
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
@@ -245,9 +251,9 @@ pub(super) fn dpmpp_2m(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                 let c2 = 1.0 / (2.0 * r);
                 let c1 = 1.0 + c2;
                 let dd: Vec<f32> = den.iter().zip(od).map(|(a, b)| c1 * a - c2 * b).collect();
-                x = lin2(ratio, &x, (-h).exp_m1(), &dd);
+                x = lin2(ratio, &x, (-h).torch_exp_m1(), &dd);
             }
-            _ => x = lin2(ratio, &x, (-h).exp_m1(), &den),
+            _ => x = lin2(ratio, &x, (-h).torch_exp_m1(), &den),
         }
         old = Some(den);
         ctx.end(i);
@@ -256,7 +262,7 @@ pub(super) fn dpmpp_2m(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
 }
 
 pub(super) fn dpmpp_2m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], heun: bool) -> R {
-    let lambda_fn = |sig: f32| -sig.ln();
+    let lambda_fn = |sig: f32| -sig.torch_ln();
     let mut old: Option<Vec<f32>> = None;
     let mut h = f32::NAN;
     let mut h_last = f32::NAN;
@@ -269,9 +275,9 @@ pub(super) fn dpmpp_2m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], heun: bool
             let (ls, lt) = (lambda_fn(s[i]), lambda_fn(s[i + 1]));
             h = lt - ls;
             let h_eta = h * 2.0;
-            let alpha_t = s[i + 1] * lt.exp();
-            let nem = -(-h_eta).exp_m1();
-            let a = s[i + 1] / s[i] * (-h).exp();
+            let alpha_t = s[i + 1] * lt.torch_exp();
+            let nem = -(-h_eta).torch_exp_m1();
+            let a = s[i + 1] / s[i] * (-h).torch_exp();
             let b = alpha_t * nem;
             x = x.iter().zip(&den).map(|(p, q)| a * p + b * q).collect();
             if let Some(od) = &old {
@@ -288,7 +294,7 @@ pub(super) fn dpmpp_2m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], heun: bool
                     .collect();
             }
             let n = ctx.noise(s[i], s[i + 1])?;
-            let k = (-(-2.0 * h).exp_m1()).sqrt();
+            let k = (-(-2.0 * h).torch_exp_m1()).torch_sqrt();
             let sn = s[i + 1];
             x = x
                 .iter()
@@ -304,7 +310,7 @@ pub(super) fn dpmpp_2m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], heun: bool
 }
 
 pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
-    let lambda_fn = |sig: f32| -sig.ln();
+    let lambda_fn = |sig: f32| -sig.torch_ln();
     let (mut d1, mut d2): (Option<Vec<f32>>, Option<Vec<f32>>) = (None, None);
     let (mut h, mut h1, mut h2): (Option<f32>, Option<f32>, Option<f32>) = (None, None, None);
     for i in 0..s.len() - 1 {
@@ -317,14 +323,14 @@ pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
             let hh = lt - ls;
             h = Some(hh);
             let h_eta = hh * 2.0;
-            let alpha_t = s[i + 1] * lt.exp();
-            let a = s[i + 1] / s[i] * (-hh).exp();
-            let b = alpha_t * -(-h_eta).exp_m1();
+            let alpha_t = s[i + 1] * lt.torch_exp();
+            let a = s[i + 1] / s[i] * (-hh).torch_exp();
+            let b = alpha_t * -(-h_eta).torch_exp_m1();
             x = x.iter().zip(&den).map(|(p, q)| a * p + b * q).collect();
             if let (Some(hv2), Some(hv1), Some(dn1), Some(dn2)) = (h2, h1, &d1, &d2) {
                 let r0 = hv1 / hh;
                 let r1 = hv2 / hh;
-                let phi2 = (-h_eta).exp_m1() / h_eta + 1.0;
+                let phi2 = (-h_eta).torch_exp_m1() / h_eta + 1.0;
                 let phi3 = phi2 / h_eta - 0.5;
                 let (c2, c3) = (alpha_t * phi2, alpha_t * phi3);
                 let rs = r0 + r1;
@@ -341,7 +347,7 @@ pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                     .collect();
             } else if let (Some(hv1), Some(dn1)) = (h1, &d1) {
                 let r = hv1 / hh;
-                let phi2 = (-h_eta).exp_m1() / h_eta + 1.0;
+                let phi2 = (-h_eta).torch_exp_m1() / h_eta + 1.0;
                 let c2 = alpha_t * phi2;
                 x = x
                     .iter()
@@ -350,7 +356,7 @@ pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                     .collect();
             }
             let n = ctx.noise(s[i], s[i + 1])?;
-            let k = (-(-2.0 * hh).exp_m1()).sqrt();
+            let k = (-(-2.0 * hh).torch_exp_m1()).torch_sqrt();
             let sn = s[i + 1];
             x = x
                 .iter()
@@ -372,26 +378,26 @@ pub(super) fn ddpm(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
         let (sg, sp) = (s[i], s[i + 1]);
-        let xin = div_s(&x, (1.0 + sg * sg).sqrt());
+        let xin = div_s(&x, (1.0 + sg * sg).torch_sqrt());
         let eps: Vec<f32> = x.iter().zip(&den).map(|(a, b)| (a - b) / sg).collect();
         let ac = 1.0 / (sg * sg + 1.0);
         let acp = 1.0 / (sp * sp + 1.0);
         let alpha = ac / acp;
-        let k = (1.0 / alpha).sqrt();
-        let q = (1.0 - ac).sqrt();
+        let k = (1.0 / alpha).torch_sqrt();
+        let q = (1.0 - ac).torch_sqrt();
         let mut mu: Vec<f32> = xin
             .iter()
             .zip(&eps)
             .map(|(a, e)| k * (a - ((1.0 - alpha) * e) / q))
             .collect();
         if sp > 0.0 {
-            let c = ((1.0 - alpha) * (1.0 - acp) / (1.0 - ac)).sqrt();
+            let c = ((1.0 - alpha) * (1.0 - acp) / (1.0 - ac)).torch_sqrt();
             let n = ctx.noise(sg, sp)?;
             mu = mu.iter().zip(&n).map(|(m, e)| m + c * e).collect();
         }
         x = mu;
         if sp != 0.0 {
-            x = scale(&x, (1.0 + sp * sp).sqrt());
+            x = scale(&x, (1.0 + sp * sp).torch_sqrt());
         }
         ctx.end(i);
     }

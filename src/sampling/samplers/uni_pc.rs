@@ -1,22 +1,24 @@
 //! UniPC (bh1 / bh2) as ComfyUI runs it (`comfy/extra_samplers/uni_pc.py`, numerics.md §3.16):
-//! multistep, data prediction, order min(3, len-2), lower-order final steps.
+//! multistep, data prediction, order min(3, len-2), lower-order final steps; scalar
+//! sqrt / log / exp are torch's ([`TorchScalar`]).
 
 use super::{Ctx, SamplingError};
+use crate::sampling::torch_math::TorchScalar;
 
 type R = Result<Vec<f32>, SamplingError>;
 
 fn log_mean_coeff(s: f32) -> f32 {
-    0.5 * (1.0 / (s * s + 1.0)).ln()
+    0.5 * (1.0 / (s * s + 1.0)).torch_ln()
 }
 fn marginal_alpha(s: f32) -> f32 {
-    log_mean_coeff(s).exp()
+    log_mean_coeff(s).torch_exp()
 }
 fn marginal_std(s: f32) -> f32 {
-    (1.0 - (2.0 * log_mean_coeff(s)).exp()).sqrt()
+    (1.0 - (2.0 * log_mean_coeff(s)).torch_exp()).torch_sqrt()
 }
 fn marginal_lambda(s: f32) -> f32 {
     let l = log_mean_coeff(s);
-    l - 0.5 * (1.0 - (2.0 * l).exp()).ln()
+    l - 0.5 * (1.0 - (2.0 * l).torch_exp()).torch_ln()
 }
 
 /// Solve `a · x = b` (n ≤ 3) by LU with partial pivoting in f32 (LAPACK `sgesv` order).
@@ -70,7 +72,7 @@ struct State<'c, 'd, 'o, 'a> {
 impl State<'_, '_, '_, '_> {
     /// Data prediction x0 at VP state `x`, time `t` (= σ).
     fn model_fn(&mut self, x: &[f32], t: f32) -> R {
-        let k = (t * t + 1.0).sqrt();
+        let k = (t * t + 1.0).torch_sqrt();
         let input: Vec<f32> = x.iter().map(|v| v * k).collect();
         let den = self.ctx.model(&input, t)?;
         let (a, sd) = (marginal_alpha(t), marginal_std(t));
@@ -100,7 +102,7 @@ impl State<'_, '_, '_, '_> {
         let lt = marginal_lambda(t);
         let m0 = &models[models.len() - 1];
         let (s0, st) = (marginal_std(t0), marginal_std(t));
-        let alpha_t = log_mean_coeff(t).exp();
+        let alpha_t = log_mean_coeff(t).torch_exp();
         let h = lt - l0;
         let mut rks = Vec::new();
         let mut d1s: Vec<Vec<f32>> = Vec::new();
@@ -113,10 +115,10 @@ impl State<'_, '_, '_, '_> {
         }
         rks.push(1.0);
         let hh = -h;
-        let h_phi_1 = hh.exp_m1();
+        let h_phi_1 = hh.torch_exp_m1();
         let mut h_phi_k = h_phi_1 / hh - 1.0;
         let mut fact: u64 = 1;
-        let b_h = if self.bh2 { hh.exp_m1() } else { hh };
+        let b_h = if self.bh2 { hh.torch_exp_m1() } else { hh };
         let mut r_mat: Vec<Vec<f32>> = Vec::new();
         let mut b = Vec::new();
         for i in 1..=order {
@@ -192,7 +194,7 @@ pub(super) fn uni_pc(ctx: &mut Ctx, x: Vec<f32>, sigmas: &[f32], bh2: bool) -> R
     }
     let steps = n - 1;
     let order = 3.min(n.saturating_sub(2));
-    let k0 = (1.0 + ts[0] * ts[0]).sqrt();
+    let k0 = (1.0 + ts[0] * ts[0]).torch_sqrt();
     let mut x: Vec<f32> = x.iter().map(|v| v / k0).collect();
     let mut st = State { ctx, bh2 };
     let mut models: Vec<Vec<f32>> = Vec::new();
