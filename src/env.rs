@@ -210,6 +210,8 @@ pub struct Environment {
     pub resources: Resources,
     /// The device and dtypes model loaders use (CPU f32 unless configured).
     pub compute: Compute,
+    /// Whether and how samplers draw latent previews (`--preview-method`; off by default).
+    pub previews: crate::sampling::preview::PreviewSettings,
 }
 
 impl Environment {
@@ -218,6 +220,7 @@ impl Environment {
             paths,
             resources: Resources::default(),
             compute: Compute::default(),
+            previews: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@ use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{CachePolicy, Event, Executor, ExecutorConfig, Interrupt, RunStatus};
 use comfyrs::node::Registry;
 use comfyrs::prompt::{prepare, PromptError};
+use comfyrs::sampling::preview::{PreviewMethod, PreviewSettings};
 use comfyrs::workflow::{overrides_from_json, parse_set_arg, parse_workflow, Overrides};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -102,6 +103,13 @@ struct ServeArgs {
     /// Nodes that may run at once on independent branches.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Latent previews sent to WebSocket clients while samplers run: none, auto or latent2rgb
+    /// (auto = latent2rgb; ComfyUI's TAESD previews are not available).
+    #[arg(long, default_value = "none")]
+    preview_method: PreviewMethod,
+    /// Largest preview side in pixels (previews are fitted into a square of this size).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=8192))]
+    preview_size: u32,
     #[command(flatten)]
     extra: ExtraPathsArgs,
     /// Register test-only nodes (DevSleep).
@@ -409,9 +417,14 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         },
     };
     config.check_security().map_err(|e| fatal(2, e))?;
+    let mut env = env.with_compute(compute);
+    env.previews = PreviewSettings {
+        method: args.preview_method,
+        max_size: args.preview_size,
+    };
     let app = App::new(
         Arc::new(registry),
-        Arc::new(env.with_compute(compute)),
+        Arc::new(env),
         Arc::new(store),
         ExecutorConfig {
             cache: policy,

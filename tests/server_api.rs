@@ -577,3 +577,125 @@ async fn info_routes() {
     assert_eq!(r.status, 200);
     t.server.shutdown().await;
 }
+
+/// Every frame until `executing {node: null}` of `prompt_id`: (JSON messages, binary frames).
+async fn ws_frames_until_done(ws: &mut Ws, prompt_id: &str) -> (Vec<Value>, Vec<Vec<u8>>) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut texts, mut binaries) = (Vec::new(), Vec::new());
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(60), ws.next())
+            .await
+            .expect("websocket message within 60 s")
+            .expect("open socket")
+            .expect("frame");
+        match msg {
+            Message::Binary(b) => binaries.push(b.to_vec()),
+            Message::Text(t) => {
+                let m: Value = serde_json::from_str(t.as_str()).unwrap();
+                let done = m["type"] == "executing"
+                    && m["data"]["node"].is_null()
+                    && m["data"]["prompt_id"] == prompt_id;
+                texts.push(m);
+                if done {
+                    return (texts, binaries);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes(b[..4].try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latent_previews_reach_the_submitting_client_in_its_format() {
+    use comfyrs::sampling::preview::{PreviewMethod, PreviewSettings};
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models");
+    let t = start_with(
+        tempfile::tempdir().unwrap(),
+        Some(&models),
+        ServerConfig::default(),
+        |env| {
+            env.previews = PreviewSettings {
+                method: PreviewMethod::Latent2Rgb,
+                max_size: 64,
+            }
+        },
+    )
+    .await;
+    let addr = t.addr;
+    let mut with_meta = ws_connect(addr, "clientId=meta").await;
+    assert_eq!(ws_next(&mut with_meta).await["type"], "status");
+    ws_send(
+        &mut with_meta,
+        json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}}),
+    )
+    .await;
+    assert_eq!(ws_next(&mut with_meta).await["type"], "feature_flags");
+    let mut plain = ws_connect(addr, "clientId=plain").await;
+    assert_eq!(ws_next(&mut plain).await["type"], "status");
+
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/tiny_txt2img.json"),
+    )
+    .unwrap();
+    let workflow: Value = serde_json::from_str(&text).unwrap();
+    let steps = workflow["5"]["inputs"]["steps"].as_u64().unwrap() as usize;
+    let jpeg_size = |bytes: &[u8]| {
+        let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)
+            .expect("a JPEG preview");
+        (img.width(), img.height())
+    };
+
+    // The client that asked for metadata gets PREVIEW_IMAGE_WITH_METADATA, one per step.
+    let r = post_json(
+        addr,
+        "/prompt",
+        &json!({"prompt": workflow, "client_id": "meta"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let id = r.json()["prompt_id"].as_str().unwrap().to_string();
+    let (texts, frames) = ws_frames_until_done(&mut with_meta, &id).await;
+    assert!(texts.iter().any(|m| m["type"] == "execution_success"));
+    assert_eq!(frames.len(), steps);
+    for f in &frames {
+        assert_eq!(be_u32(&f[..4]), 4, "PREVIEW_IMAGE_WITH_METADATA");
+        let len = be_u32(&f[4..8]) as usize;
+        let meta: Value = serde_json::from_slice(&f[8..8 + len]).unwrap();
+        assert_eq!(
+            meta,
+            json!({"node_id": "5", "prompt_id": id, "display_node_id": "5",
+                   "parent_node_id": null, "real_node_id": "5", "image_type": "image/jpeg"})
+        );
+        // The 64x64 image's 8x8 latent, fitted into 64x64.
+        assert_eq!(jpeg_size(&f[8 + len..]), (64, 64));
+    }
+
+    // The other client saw none of them; its own prompt's previews (a new seed, so the
+    // sampler runs again) come as PREVIEW_IMAGE.
+    let mut reseeded = workflow.clone();
+    reseeded["5"]["inputs"]["seed"] = json!(7);
+    let r = post_json(
+        addr,
+        "/prompt",
+        &json!({"prompt": reseeded, "client_id": "plain"}),
+    )
+    .await;
+    let id2 = r.json()["prompt_id"].as_str().unwrap().to_string();
+    let (texts, frames) = ws_frames_until_done(&mut plain, &id2).await;
+    assert!(texts.iter().all(|m| m["data"]["prompt_id"] != id.as_str()));
+    assert_eq!(frames.len(), steps);
+    for f in &frames {
+        assert_eq!(
+            (be_u32(&f[..4]), be_u32(&f[4..8])),
+            (1, 1),
+            "PREVIEW_IMAGE, JPEG"
+        );
+        assert_eq!(jpeg_size(&f[8..]), (64, 64));
+    }
+    t.stop().await;
+}

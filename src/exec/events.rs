@@ -2,7 +2,7 @@
 //! renders it as progress bars; the server forwards it unchanged over WebSocket.
 
 use serde_json::{json, Value as Json};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Milliseconds since the Unix epoch (ComfyUI's `timestamp`).
 pub fn now_ms() -> u64 {
@@ -58,6 +58,13 @@ pub enum Event {
         prompt_id: String,
         data: Json,
     },
+    /// A latent preview of the running node (JPEG). Sent over WebSocket as a binary frame, not
+    /// as JSON: `data()` is the frame's metadata (ComfyUI's `PREVIEW_IMAGE_WITH_METADATA`).
+    Preview {
+        prompt_id: String,
+        node: String,
+        jpeg: Arc<[u8]>,
+    },
 }
 
 impl Event {
@@ -73,6 +80,7 @@ impl Event {
             Event::ExecutionSuccess { .. } => "execution_success",
             Event::ExecutionError { .. } => "execution_error",
             Event::ExecutionInterrupted { .. } => "execution_interrupted",
+            Event::Preview { .. } => "preview_image",
         }
     }
 
@@ -86,7 +94,8 @@ impl Event {
             | Event::ProgressState { prompt_id, .. }
             | Event::ExecutionSuccess { prompt_id, .. }
             | Event::ExecutionError { prompt_id, .. }
-            | Event::ExecutionInterrupted { prompt_id, .. } => prompt_id,
+            | Event::ExecutionInterrupted { prompt_id, .. }
+            | Event::Preview { prompt_id, .. } => prompt_id,
         }
     }
 
@@ -129,6 +138,10 @@ impl Event {
             Event::ExecutionError { data, .. } | Event::ExecutionInterrupted { data, .. } => {
                 data.clone()
             }
+            Event::Preview {
+                prompt_id, node, ..
+            } => json!({"node_id": node, "prompt_id": prompt_id, "display_node_id": node,
+                        "parent_node_id": null, "real_node_id": node, "image_type": "image/jpeg"}),
         }
     }
 

@@ -150,6 +150,14 @@ impl ProgressSink for EventProgress<'_> {
             max,
         });
     }
+
+    fn preview(&self, node_id: &str, jpeg: Vec<u8>) {
+        self.events.emit(Event::Preview {
+            prompt_id: self.prompt_id.to_string(),
+            node: node_id.to_string(),
+            jpeg: jpeg.into(),
+        });
+    }
 }
 
 impl Executor {

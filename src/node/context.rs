@@ -207,6 +207,8 @@ impl Inputs {
 /// Receives progress reports of a running node (the executor forwards them as `progress`).
 pub trait ProgressSink: Send + Sync {
     fn progress(&self, node_id: &str, value: u64, max: u64);
+    /// A preview image (JPEG bytes) of the running node's work so far.
+    fn preview(&self, _node_id: &str, _jpeg: Vec<u8>) {}
 }
 
 /// The running node's view of the run.
@@ -240,5 +242,11 @@ impl NodeContext<'_> {
     pub fn progress(&self, value: u64, max: u64) -> Result<(), NodeError> {
         self.progress.progress(self.node_id, value, max);
         self.check_interrupt()
+    }
+
+    /// Sends a preview (JPEG bytes) to the clients watching the run. Nodes draw previews only
+    /// when `env.previews` is enabled.
+    pub fn preview(&self, jpeg: Vec<u8>) {
+        self.progress.preview(self.node_id, jpeg);
     }
 }

@@ -234,6 +234,16 @@ pub fn run_sampler(
             }
         }));
         opts.cancel = Some(Box::new(|| stopped.get() || ctx.check_interrupt().is_err()));
+        let previews = ctx.env.previews;
+        if previews.enabled() {
+            opts.preview = Some(Box::new(move |x0| {
+                match crate::sampling::preview::preview_jpeg(x0, previews.max_size) {
+                    Ok(jpeg) => ctx.preview(jpeg),
+                    // A preview is a courtesy: the run goes on without it.
+                    Err(e) => tracing::warn!(node = ctx.node_id, "latent preview failed: {e}"),
+                }
+            }));
+        }
     }
     let result = sample(kind, &mut den, &x, sigmas, &mut opts);
     drop(opts);

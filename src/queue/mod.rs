@@ -28,7 +28,12 @@ pub const SENSITIVE_KEYS: &[&str] = &["auth_token_comfy_org", "api_key_comfy_org
 #[derive(Debug, Clone)]
 pub enum WsPayload {
     Text(Arc<str>),
-    Binary(Arc<[u8]>),
+    /// A JPEG preview; each socket frames it by its client's feature flags (with or without
+    /// the metadata JSON).
+    Preview {
+        metadata: Arc<str>,
+        jpeg: Arc<[u8]>,
+    },
 }
 
 /// A message on the queue's event channel: `to: None` goes to every client, `Some(sid)` only
@@ -186,15 +191,6 @@ impl JobQueue {
             to,
             prompt_id,
             payload: WsPayload::Text(msg.to_string().into()),
-        });
-    }
-
-    /// Publishes a binary frame (previews) under ComfyUI's addressing rule for previews.
-    pub fn publish_binary(&self, client_id: Option<String>, prompt_id: &str, frame: Vec<u8>) {
-        let _ = self.events.send(Outbound {
-            to: client_id,
-            prompt_id: Some(prompt_id.to_string()),
-            payload: WsPayload::Binary(frame.into()),
         });
     }
 
@@ -501,17 +497,29 @@ impl JobQueue {
     }
 
     /// ComfyUI's addressing rule (spec §8.1): to the owner; without an owner, only
-    /// interrupts, progress and progress_state are broadcast, the rest is dropped.
+    /// interrupts, progress, progress_state and previews are broadcast, the rest is dropped.
     fn route_event(&self, client: &Option<String>, e: &Event) {
         let to = match client {
             Some(c) => Some(c.clone()),
             None => match e {
                 Event::ExecutionInterrupted { .. }
                 | Event::Progress { .. }
-                | Event::ProgressState { .. } => None,
+                | Event::ProgressState { .. }
+                | Event::Preview { .. } => None,
                 _ => return,
             },
         };
+        if let Event::Preview { jpeg, .. } = e {
+            let _ = self.events.send(Outbound {
+                to,
+                prompt_id: Some(e.prompt_id().to_string()),
+                payload: WsPayload::Preview {
+                    metadata: e.data().to_string().into(),
+                    jpeg: jpeg.clone(),
+                },
+            });
+            return;
+        }
         self.publish(to, Some(e.prompt_id().to_string()), e.to_message());
     }
 }

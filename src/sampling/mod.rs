@@ -15,12 +15,14 @@
 //!   the inpainting concat, and `calc_cond_batch`.
 //! * [`masks`] — mask/batch resizing as `comfy.utils` does it.
 //! * [`torch_math`] — torch's float32 scalar sqrt / log / exp as the samplers see them.
+//! * [`preview`] — latent previews (latent2rgb) while a sampler runs.
 
 pub mod brownian;
 pub mod conds;
 pub mod masks;
 pub mod model_sampling;
 pub mod noise;
+pub mod preview;
 pub mod rng;
 pub mod samplers;
 pub mod schedulers;

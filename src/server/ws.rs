@@ -30,22 +30,10 @@ pub fn preview_frame(format: u32, image: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Event 4: `u32 BE type, u32 BE len(json), json, image bytes`, with ComfyUI's metadata keys.
-pub fn preview_with_metadata_frame(
-    prompt_id: &str,
-    node_id: &str,
-    image_type: &str,
-    image: &[u8],
-) -> Vec<u8> {
-    let meta = json!({
-        "node_id": node_id,
-        "prompt_id": prompt_id,
-        "display_node_id": node_id,
-        "parent_node_id": node_id,
-        "real_node_id": node_id,
-        "image_type": image_type,
-    })
-    .to_string();
+/// Event 4: `u32 BE type, u32 BE len(json), json, image bytes`; `meta` is ComfyUI's metadata
+/// object (`node_id`, `prompt_id`, `display_node_id`, `parent_node_id`, `real_node_id`,
+/// `image_type`), serialised.
+pub fn preview_with_metadata_frame(meta: &str, image: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(8 + meta.len() + image.len());
     f.extend_from_slice(&PREVIEW_IMAGE_WITH_METADATA.to_be_bytes());
     f.extend_from_slice(&(meta.len() as u32).to_be_bytes());
@@ -134,7 +122,16 @@ async fn session(s: AppState, sid: String, mut socket: WebSocket) {
                         }
                         let msg = match out.payload {
                             WsPayload::Text(t) => Message::Text(t.as_ref().into()),
-                            WsPayload::Binary(b) => Message::Binary(b.to_vec().into()),
+                            // ComfyUI sends the metadata form only to clients that said
+                            // they support it.
+                            WsPayload::Preview { metadata, jpeg } => Message::Binary(
+                                if client_flags["supports_preview_metadata"] == true {
+                                    preview_with_metadata_frame(&metadata, &jpeg)
+                                } else {
+                                    preview_frame(FORMAT_JPEG, &jpeg)
+                                }
+                                .into(),
+                            ),
                         };
                         if socket.send(msg).await.is_err() {
                             break;
@@ -148,7 +145,6 @@ async fn session(s: AppState, sid: String, mut socket: WebSocket) {
             }
         }
     }
-    let _ = client_flags;
 }
 
 #[cfg(test)]
@@ -162,7 +158,9 @@ mod tests {
         assert_eq!(&f[8..], b"abc");
         let t = text_frame("7", "hi");
         assert_eq!(t, [0, 0, 0, 3, 0, 0, 0, 1, b'7', b'h', b'i']);
-        let m = preview_with_metadata_frame("p", "3", "image/jpeg", b"x");
+        let meta = json!({"node_id": "3", "prompt_id": "p", "display_node_id": "3",
+                          "parent_node_id": null, "real_node_id": "3", "image_type": "image/jpeg"});
+        let m = preview_with_metadata_frame(&meta.to_string(), b"x");
         let len = u32::from_be_bytes(m[4..8].try_into().unwrap()) as usize;
         let meta: Value = serde_json::from_slice(&m[8..8 + len]).unwrap();
         assert_eq!(meta["node_id"], "3");

@@ -236,6 +236,16 @@ pub async fn start_in(
     models: Option<&std::path::Path>,
     config: ServerConfig,
 ) -> TestServer {
+    start_with(dir, models, config, |_| {}).await
+}
+
+/// Like [`start_in`], with the environment adjusted by `tweak` (e.g. previews on).
+pub async fn start_with(
+    dir: tempfile::TempDir,
+    models: Option<&std::path::Path>,
+    config: ServerConfig,
+    tweak: impl FnOnce(&mut Environment),
+) -> TestServer {
     let mut paths = Paths::under(dir.path());
     if let Some(m) = models {
         // The given root first, the data dir's own models/ second (for files a test writes).
@@ -245,9 +255,11 @@ pub async fn start_in(
         std::fs::create_dir_all(d).unwrap();
     }
     let store = JobStore::open(&dir.path().join("comfyrs.db")).unwrap();
+    let mut env = Environment::new(paths);
+    tweak(&mut env);
     let app = App::new(
         Arc::new(test_registry()),
-        Arc::new(Environment::new(paths)),
+        Arc::new(env),
         Arc::new(store),
         ExecutorConfig::default(),
     );

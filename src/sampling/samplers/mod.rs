@@ -54,6 +54,9 @@ pub enum NoiseChoice<'a> {
     Custom(Box<dyn NoiseSampler + 'a>),
 }
 
+/// A hook that receives each step's denoised prediction.
+pub type PreviewHook<'a> = Box<dyn FnMut(&Tensor) + 'a>;
+
 /// Options of one sampling run.
 pub struct SampleOptions<'a> {
     /// The KSampler seed (`extra_args["seed"]`).
@@ -61,6 +64,9 @@ pub struct SampleOptions<'a> {
     pub noise: NoiseChoice<'a>,
     /// Called after each step with (steps done, total steps).
     pub callback: Option<Box<dyn FnMut(usize, usize) + 'a>>,
+    /// Called after each step with the step's first denoised prediction (x0, [B, C, H, W],
+    /// in the sampler's latent space): what ComfyUI's latent previews are drawn from.
+    pub preview: Option<PreviewHook<'a>>,
     /// Checked before every step; `true` aborts with [`SamplingError::Interrupted`].
     pub cancel: Option<Box<dyn Fn() -> bool + 'a>>,
 }
@@ -71,6 +77,7 @@ impl<'a> SampleOptions<'a> {
             seed,
             noise: NoiseChoice::Auto,
             callback: None,
+            preview: None,
             cancel: None,
         }
     }
@@ -194,6 +201,8 @@ pub(crate) struct Ctx<'d, 'o, 'a> {
     opts: &'o mut SampleOptions<'a>,
     noise: Option<Box<dyn NoiseSampler + 'a>>,
     total: usize,
+    /// The current step's first denoised prediction, kept only when a preview hook is set.
+    step_denoised: Option<Tensor>,
 }
 
 impl Ctx<'_, '_, '_> {
@@ -201,6 +210,9 @@ impl Ctx<'_, '_, '_> {
     pub(crate) fn model(&mut self, x: &[f32], sigma: f32) -> Result<Vec<f32>, SamplingError> {
         let t = Tensor::from_slice(x, self.shape.as_slice(), &self.device)?;
         let out = self.den.denoise(&t, sigma as f64)?;
+        if self.opts.preview.is_some() && self.step_denoised.is_none() {
+            self.step_denoised = Some(out.clone());
+        }
         Ok(out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     }
 
@@ -216,6 +228,7 @@ impl Ctx<'_, '_, '_> {
 
     /// Cancellation check before step `i`.
     pub(crate) fn begin(&mut self, _i: usize) -> Result<(), SamplingError> {
+        self.step_denoised = None;
         if let Some(c) = &self.opts.cancel {
             if c() {
                 return Err(SamplingError::Interrupted);
@@ -227,6 +240,9 @@ impl Ctx<'_, '_, '_> {
     /// Progress after step `i`.
     pub(crate) fn end(&mut self, i: usize) {
         let total = self.total;
+        if let (Some(preview), Some(x0)) = (&mut self.opts.preview, self.step_denoised.take()) {
+            preview(&x0);
+        }
         if let Some(cb) = &mut self.opts.callback {
             cb(i + 1, total);
         }
@@ -290,6 +306,7 @@ pub fn sample(
         opts,
         noise,
         total: sigmas.len() - 1,
+        step_denoised: None,
     };
     let s = sigmas;
     use SamplerKind::*;
