@@ -578,11 +578,15 @@ async fn info_routes() {
     t.server.shutdown().await;
 }
 
-/// Every frame until `executing {node: null}` of `prompt_id`: (JSON messages, binary frames).
-async fn ws_frames_until_done(ws: &mut Ws, prompt_id: &str) -> (Vec<Value>, Vec<Vec<u8>>) {
+/// Every frame until `executing {node: null}` of `prompt_id`: (JSON messages, binary frames,
+/// the order of both as message types with `"binary"` for a binary frame).
+async fn ws_frames_until_done(
+    ws: &mut Ws,
+    prompt_id: &str,
+) -> (Vec<Value>, Vec<Vec<u8>>, Vec<String>) {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
-    let (mut texts, mut binaries) = (Vec::new(), Vec::new());
+    let (mut texts, mut binaries, mut order) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         let msg = tokio::time::timeout(std::time::Duration::from_secs(60), ws.next())
             .await
@@ -590,15 +594,19 @@ async fn ws_frames_until_done(ws: &mut Ws, prompt_id: &str) -> (Vec<Value>, Vec<
             .expect("open socket")
             .expect("frame");
         match msg {
-            Message::Binary(b) => binaries.push(b.to_vec()),
+            Message::Binary(b) => {
+                binaries.push(b.to_vec());
+                order.push("binary".to_string());
+            }
             Message::Text(t) => {
                 let m: Value = serde_json::from_str(t.as_str()).unwrap();
                 let done = m["type"] == "executing"
                     && m["data"]["node"].is_null()
                     && m["data"]["prompt_id"] == prompt_id;
+                order.push(m["type"].as_str().unwrap_or("").to_string());
                 texts.push(m);
                 if done {
-                    return (texts, binaries);
+                    return (texts, binaries, order);
                 }
             }
             _ => {}
@@ -659,9 +667,17 @@ async fn latent_previews_reach_the_submitting_client_in_its_format() {
     .await;
     assert_eq!(r.status, 200, "{}", r.json());
     let id = r.json()["prompt_id"].as_str().unwrap().to_string();
-    let (texts, frames) = ws_frames_until_done(&mut with_meta, &id).await;
+    let (texts, frames, order) = ws_frames_until_done(&mut with_meta, &id).await;
     assert!(texts.iter().any(|m| m["type"] == "execution_success"));
     assert_eq!(frames.len(), steps);
+    // ComfyUI's order for this form: progress_state, the preview, progress.
+    for (i, _) in order.iter().enumerate().filter(|(_, k)| *k == "binary") {
+        assert_eq!(
+            (order[i - 1].as_str(), order[i + 1].as_str()),
+            ("progress_state", "progress"),
+            "{order:?}"
+        );
+    }
     for f in &frames {
         assert_eq!(be_u32(&f[..4]), 4, "PREVIEW_IMAGE_WITH_METADATA");
         let len = be_u32(&f[4..8]) as usize;
@@ -686,9 +702,13 @@ async fn latent_previews_reach_the_submitting_client_in_its_format() {
     )
     .await;
     let id2 = r.json()["prompt_id"].as_str().unwrap().to_string();
-    let (texts, frames) = ws_frames_until_done(&mut plain, &id2).await;
+    let (texts, frames, order) = ws_frames_until_done(&mut plain, &id2).await;
     assert!(texts.iter().all(|m| m["data"]["prompt_id"] != id.as_str()));
     assert_eq!(frames.len(), steps);
+    // ComfyUI sends the old form right after the step's progress message.
+    for (i, _) in order.iter().enumerate().filter(|(_, k)| *k == "binary") {
+        assert_eq!(order[i - 1], "progress", "{order:?}");
+    }
     for f in &frames {
         assert_eq!(
             (be_u32(&f[..4]), be_u32(&f[4..8])),

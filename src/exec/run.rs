@@ -140,22 +140,21 @@ struct EventProgress<'a> {
 }
 
 impl ProgressSink for EventProgress<'_> {
-    fn progress(&self, node_id: &str, value: u64, max: u64) {
-        // ComfyUI's order: the updated progress_state, then `progress`.
+    fn progress(&self, node_id: &str, value: u64, max: u64, preview: Option<Vec<u8>>) {
+        // ComfyUI's order: the updated progress_state, the preview, then `progress`.
         self.states.update(node_id, value, max, self.events);
+        if let Some(jpeg) = preview {
+            self.events.emit(Event::Preview {
+                prompt_id: self.prompt_id.to_string(),
+                node: node_id.to_string(),
+                jpeg: jpeg.into(),
+            });
+        }
         self.events.emit(Event::Progress {
             prompt_id: self.prompt_id.to_string(),
             node: node_id.to_string(),
             value,
             max,
-        });
-    }
-
-    fn preview(&self, node_id: &str, jpeg: Vec<u8>) {
-        self.events.emit(Event::Preview {
-            prompt_id: self.prompt_id.to_string(),
-            node: node_id.to_string(),
-            jpeg: jpeg.into(),
         });
     }
 }

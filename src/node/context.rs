@@ -204,11 +204,10 @@ impl Inputs {
     }
 }
 
-/// Receives progress reports of a running node (the executor forwards them as `progress`).
+/// Receives progress reports of a running node (the executor forwards them as `progress`),
+/// optionally with a preview image (JPEG bytes) of the work so far.
 pub trait ProgressSink: Send + Sync {
-    fn progress(&self, node_id: &str, value: u64, max: u64);
-    /// A preview image (JPEG bytes) of the running node's work so far.
-    fn preview(&self, _node_id: &str, _jpeg: Vec<u8>) {}
+    fn progress(&self, node_id: &str, value: u64, max: u64, preview: Option<Vec<u8>>);
 }
 
 /// The running node's view of the run.
@@ -240,13 +239,19 @@ impl NodeContext<'_> {
     /// Reports progress (`value` of `max`) and checks for an interrupt, as ComfyUI's progress
     /// bar hook does.
     pub fn progress(&self, value: u64, max: u64) -> Result<(), NodeError> {
-        self.progress.progress(self.node_id, value, max);
-        self.check_interrupt()
+        self.progress_with_preview(value, max, None)
     }
 
-    /// Sends a preview (JPEG bytes) to the clients watching the run. Nodes draw previews only
-    /// when `env.previews` is enabled.
-    pub fn preview(&self, jpeg: Vec<u8>) {
-        self.progress.preview(self.node_id, jpeg);
+    /// [`progress`](Self::progress) with a preview (JPEG bytes) for the clients watching the
+    /// run, as ComfyUI's progress bar carries one. Nodes draw previews only when
+    /// `env.previews` is enabled.
+    pub fn progress_with_preview(
+        &self,
+        value: u64,
+        max: u64,
+        preview: Option<Vec<u8>>,
+    ) -> Result<(), NodeError> {
+        self.progress.progress(self.node_id, value, max, preview);
+        self.check_interrupt()
     }
 }

@@ -225,20 +225,24 @@ pub fn run_sampler(
     };
     let stopped = Cell::new(false);
     let err: RefCell<Option<NodeError>> = RefCell::new(None);
+    // The step's preview, drawn by the preview hook and sent with the step's progress.
+    let preview: RefCell<Option<Vec<u8>>> = RefCell::new(None);
     let mut opts = SampleOptions::new(seed);
     if let Some(ctx) = ctx {
         opts.callback = Some(Box::new(|done, total| {
-            if let Err(e) = ctx.progress(done as u64, total as u64) {
+            let jpeg = preview.borrow_mut().take();
+            if let Err(e) = ctx.progress_with_preview(done as u64, total as u64, jpeg) {
                 stopped.set(true);
                 *err.borrow_mut() = Some(e);
             }
         }));
         opts.cancel = Some(Box::new(|| stopped.get() || ctx.check_interrupt().is_err()));
-        let previews = ctx.env.previews;
-        if previews.enabled() {
+        let max_size = ctx.env.previews.max_size;
+        if ctx.env.previews.enabled() {
+            let preview = &preview;
             opts.preview = Some(Box::new(move |x0| {
-                match crate::sampling::preview::preview_jpeg(x0, previews.max_size) {
-                    Ok(jpeg) => ctx.preview(jpeg),
+                match crate::sampling::preview::preview_jpeg(x0, max_size) {
+                    Ok(jpeg) => *preview.borrow_mut() = Some(jpeg),
                     // A preview is a courtesy: the run goes on without it.
                     Err(e) => tracing::warn!(node = ctx.node_id, "latent preview failed: {e}"),
                 }

@@ -87,6 +87,10 @@ async fn session(s: AppState, sid: String, mut socket: WebSocket) {
     }
     let mut first_message = true;
     let mut client_flags = Value::Object(Default::default());
+    // ComfyUI sends the old-style preview frame after the step's `progress` message (the
+    // metadata form before it, which is the order events arrive in): a type-1 frame waits
+    // here until the next text message has gone out.
+    let mut held_preview: Option<Message> = None;
     loop {
         tokio::select! {
             _ = async { let _ = shutdown.wait_for(|v| *v).await; } => {
@@ -120,21 +124,33 @@ async fn session(s: AppState, sid: String, mut socket: WebSocket) {
                         if out.to.as_deref().is_some_and(|to| to != sid) {
                             continue;
                         }
-                        let msg = match out.payload {
-                            WsPayload::Text(t) => Message::Text(t.as_ref().into()),
+                        let (msg, then) = match out.payload {
+                            WsPayload::Text(t) => {
+                                (Message::Text(t.as_ref().into()), held_preview.take())
+                            }
                             // ComfyUI sends the metadata form only to clients that said
                             // they support it.
-                            WsPayload::Preview { metadata, jpeg } => Message::Binary(
-                                if client_flags["supports_preview_metadata"] == true {
-                                    preview_with_metadata_frame(&metadata, &jpeg)
-                                } else {
-                                    preview_frame(FORMAT_JPEG, &jpeg)
+                            WsPayload::Preview { metadata, jpeg }
+                                if client_flags["supports_preview_metadata"] == true =>
+                            {
+                                let frame = preview_with_metadata_frame(&metadata, &jpeg);
+                                (Message::Binary(frame.into()), None)
+                            }
+                            WsPayload::Preview { jpeg, .. } => {
+                                let frame = Message::Binary(preview_frame(FORMAT_JPEG, &jpeg).into());
+                                match held_preview.replace(frame) {
+                                    Some(older) => (older, None),
+                                    None => continue,
                                 }
-                                .into(),
-                            ),
+                            }
                         };
                         if socket.send(msg).await.is_err() {
                             break;
+                        }
+                        if let Some(preview) = then {
+                            if socket.send(preview).await.is_err() {
+                                break;
+                            }
                         }
                     }
                     Err(RecvError::Lagged(n)) => {

@@ -64,8 +64,9 @@ pub struct SampleOptions<'a> {
     pub noise: NoiseChoice<'a>,
     /// Called after each step with (steps done, total steps).
     pub callback: Option<Box<dyn FnMut(usize, usize) + 'a>>,
-    /// Called after each step with the step's first denoised prediction (x0, [B, C, H, W],
-    /// in the sampler's latent space): what ComfyUI's latent previews are drawn from.
+    /// Called after each step, before `callback`, with the step's first denoised prediction
+    /// (x0, [B, C, H, W], in the sampler's latent space): what ComfyUI's latent previews are
+    /// drawn from.
     pub preview: Option<PreviewHook<'a>>,
     /// Checked before every step; `true` aborts with [`SamplingError::Interrupted`].
     pub cancel: Option<Box<dyn Fn() -> bool + 'a>>,
