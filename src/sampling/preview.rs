@@ -5,6 +5,7 @@
 //! ComfyUI draws no previews unless started with `--preview-method`; comfyrs the same. `auto`
 //! means latent2rgb, as in ComfyUI without a TAESD decoder; TAESD itself is not run here.
 
+use crate::image_ops::py_round;
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 use std::str::FromStr;
@@ -95,9 +96,9 @@ pub fn contain(img: &RgbImage, max_size: u32) -> RgbImage {
     let (mut tw, mut th) = (max_size, max_size);
     let (im_ratio, dest_ratio) = (w as f64 / h as f64, 1.0);
     if im_ratio > dest_ratio {
-        th = (h as f64 / w as f64 * max_size as f64).round_ties_even() as u32;
+        th = py_round(h as f64 / w as f64 * max_size as f64) as u32;
     } else if im_ratio < dest_ratio {
-        tw = (w as f64 / h as f64 * max_size as f64).round_ties_even() as u32;
+        tw = py_round(w as f64 / h as f64 * max_size as f64) as u32;
     }
     let (tw, th) = (tw.max(1), th.max(1));
     if (tw, th) == (img.width(), img.height()) {
