@@ -120,7 +120,7 @@ fn progress_and_cancel() {
     let mut steps = Vec::new();
     {
         let mut opts = SampleOptions::new(0);
-        opts.callback = Some(Box::new(|i, n| steps.push((i, n))));
+        opts.callback = Some(Box::new(|i, n, _| steps.push((i, n))));
         let mut den = toy;
         sample(SamplerKind::Euler, &mut den, &noise, &sigmas, &mut opts).unwrap();
     }

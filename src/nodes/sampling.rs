@@ -225,29 +225,23 @@ pub fn run_sampler(
     };
     let stopped = Cell::new(false);
     let err: RefCell<Option<NodeError>> = RefCell::new(None);
-    // The step's preview, drawn by the preview hook and sent with the step's progress.
-    let preview: RefCell<Option<Vec<u8>>> = RefCell::new(None);
     let mut opts = SampleOptions::new(seed);
     if let Some(ctx) = ctx {
-        opts.callback = Some(Box::new(|done, total| {
-            let jpeg = preview.borrow_mut().take();
+        opts.keep_denoised = ctx.env.previews.enabled();
+        opts.callback = Some(Box::new(|done, total, x0| {
+            // The step's preview goes with its progress report.
+            let jpeg = x0.and_then(|x0| {
+                crate::sampling::preview::preview_jpeg(x0, ctx.env.previews.max_size)
+                    // A preview is a courtesy: the run goes on without it.
+                    .map_err(|e| tracing::warn!(node = ctx.node_id, "latent preview failed: {e}"))
+                    .ok()
+            });
             if let Err(e) = ctx.progress_with_preview(done as u64, total as u64, jpeg) {
                 stopped.set(true);
                 *err.borrow_mut() = Some(e);
             }
         }));
         opts.cancel = Some(Box::new(|| stopped.get() || ctx.check_interrupt().is_err()));
-        let max_size = ctx.env.previews.max_size;
-        if ctx.env.previews.enabled() {
-            let preview = &preview;
-            opts.preview = Some(Box::new(move |x0| {
-                match crate::sampling::preview::preview_jpeg(x0, max_size) {
-                    Ok(jpeg) => *preview.borrow_mut() = Some(jpeg),
-                    // A preview is a courtesy: the run goes on without it.
-                    Err(e) => tracing::warn!(node = ctx.node_id, "latent preview failed: {e}"),
-                }
-            }));
-        }
     }
     let result = sample(kind, &mut den, &x, sigmas, &mut opts);
     drop(opts);

@@ -54,20 +54,20 @@ pub enum NoiseChoice<'a> {
     Custom(Box<dyn NoiseSampler + 'a>),
 }
 
-/// A hook that receives each step's denoised prediction.
-pub type PreviewHook<'a> = Box<dyn FnMut(&Tensor) + 'a>;
+/// See [`SampleOptions::callback`].
+pub type StepCallback<'a> = Box<dyn FnMut(usize, usize, Option<&Tensor>) + 'a>;
 
 /// Options of one sampling run.
 pub struct SampleOptions<'a> {
     /// The KSampler seed (`extra_args["seed"]`).
     pub seed: u64,
     pub noise: NoiseChoice<'a>,
-    /// Called after each step with (steps done, total steps).
-    pub callback: Option<Box<dyn FnMut(usize, usize) + 'a>>,
-    /// Called after each step, before `callback`, with the step's first denoised prediction
-    /// (x0, [B, C, H, W], in the sampler's latent space): what ComfyUI's latent previews are
-    /// drawn from.
-    pub preview: Option<PreviewHook<'a>>,
+    /// Called after each step with (steps done, total steps, the step's first denoised
+    /// prediction when `keep_denoised`: x0 [B, C, H, W] in the sampler's latent space, what
+    /// ComfyUI's latent previews are drawn from).
+    pub callback: Option<StepCallback<'a>>,
+    /// Hand each step's denoised prediction to `callback` (previews on).
+    pub keep_denoised: bool,
     /// Checked before every step; `true` aborts with [`SamplingError::Interrupted`].
     pub cancel: Option<Box<dyn Fn() -> bool + 'a>>,
 }
@@ -78,7 +78,7 @@ impl<'a> SampleOptions<'a> {
             seed,
             noise: NoiseChoice::Auto,
             callback: None,
-            preview: None,
+            keep_denoised: false,
             cancel: None,
         }
     }
@@ -202,7 +202,7 @@ pub(crate) struct Ctx<'d, 'o, 'a> {
     opts: &'o mut SampleOptions<'a>,
     noise: Option<Box<dyn NoiseSampler + 'a>>,
     total: usize,
-    /// The current step's first denoised prediction, kept only when a preview hook is set.
+    /// The current step's first denoised prediction, kept only with `keep_denoised`.
     step_denoised: Option<Tensor>,
 }
 
@@ -211,7 +211,7 @@ impl Ctx<'_, '_, '_> {
     pub(crate) fn model(&mut self, x: &[f32], sigma: f32) -> Result<Vec<f32>, SamplingError> {
         let t = Tensor::from_slice(x, self.shape.as_slice(), &self.device)?;
         let out = self.den.denoise(&t, sigma as f64)?;
-        if self.opts.preview.is_some() && self.step_denoised.is_none() {
+        if self.opts.keep_denoised && self.step_denoised.is_none() {
             self.step_denoised = Some(out.clone());
         }
         Ok(out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
@@ -241,11 +241,9 @@ impl Ctx<'_, '_, '_> {
     /// Progress after step `i`.
     pub(crate) fn end(&mut self, i: usize) {
         let total = self.total;
-        if let (Some(preview), Some(x0)) = (&mut self.opts.preview, self.step_denoised.take()) {
-            preview(&x0);
-        }
+        let x0 = self.step_denoised.take();
         if let Some(cb) = &mut self.opts.callback {
-            cb(i + 1, total);
+            cb(i + 1, total, x0.as_ref());
         }
     }
 }
