@@ -7,6 +7,7 @@
 //! translates HTTP requests into jobs on the one [`queue`], recorded in the [`store`].
 
 pub mod compute;
+pub mod coverage;
 pub mod env;
 pub mod exec;
 pub mod extra_model_paths;

@@ -1,4 +1,4 @@
-//! The `comfyrs` command line: run, validate and list nodes.
+//! The `comfyrs` command line: run, validate, convert and check workflows, list nodes, serve.
 
 use clap::{Args, Parser, Subcommand};
 use comfyrs::compute::{Compute, DeviceSpec, DtypeSpec};
@@ -7,7 +7,9 @@ use comfyrs::exec::{CachePolicy, Event, Executor, ExecutorConfig, Interrupt, Run
 use comfyrs::node::Registry;
 use comfyrs::prompt::{prepare, PromptError};
 use comfyrs::sampling::preview::{PreviewMethod, PreviewSettings};
-use comfyrs::workflow::{overrides_from_json, parse_set_arg, parse_workflow, Overrides};
+use comfyrs::workflow::{
+    overrides_from_json, parse_set_arg, source, workflow_from_json, Overrides,
+};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a workflow (API format) and write its outputs.
+    /// Run a workflow (API or UI format, or a PNG/WebP/JPEG carrying one) and write its outputs.
     Run {
         workflow: PathBuf,
         #[command(flatten)]
@@ -46,7 +48,7 @@ enum Command {
         #[command(flatten)]
         compute: ComputeArgs,
     },
-    /// Check a workflow without running it; prints ComfyUI's error JSON if it is invalid.
+    /// Check a workflow (any format `run` takes) without running it; prints ComfyUI's error JSON if it is invalid.
     Validate {
         workflow: PathBuf,
         #[command(flatten)]
@@ -59,6 +61,29 @@ enum Command {
     /// Full-size parity with ComfyUI: run the SD1.5 parity workflows on a checkpoint and
     /// compare each saved PNG with ComfyUI's reference (mean/max |Δ|, PSNR, pass/fail).
     Parity(ParityArgs),
+    /// Convert a workflow (UI-format JSON, or an image carrying one) to API format, as the
+    /// ComfyUI editor's "Export (API)" does. Prints the API node ids --set/--overrides use.
+    Convert {
+        workflow: PathBuf,
+        /// Write the API JSON here instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Coverage report: for each workflow (files, or folders searched for .json/.png/.webp),
+    /// whether it converts and validates with stand-in model files, and which node classes
+    /// and model families comfyrs lacks.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write the report as Markdown to this file.
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
+        /// A title line for the Markdown report (e.g. the package and version checked).
+        #[arg(long)]
+        title: Option<String>,
+    },
     /// List the registered nodes (with --json: ComfyUI's /object_info document).
     Nodes {
         #[arg(long)]
@@ -328,15 +353,14 @@ fn load_prompt(
     registry: &Registry,
     env: &Environment,
 ) -> Result<comfyrs::graph::ValidPrompt, Fatal> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fatal(2, format!("cannot read {}: {e}", path.display())))?;
     let invalid = |e: PromptError| {
         fatal(
             2,
             serde_json::to_string_pretty(&e.to_comfy_json()).unwrap_or_default(),
         )
     };
-    let workflow = parse_workflow(&text).map_err(|e| invalid(e.into()))?;
+    let api = load_api_json(path, registry, env)?;
+    let workflow = workflow_from_json(api).map_err(|e| invalid(e.into()))?;
     let mut overrides = Overrides::new();
     if let Some(f) = &args.overrides {
         let text = std::fs::read_to_string(f)
@@ -359,6 +383,29 @@ fn load_prompt(
     }
     let targets = (!args.outputs.is_empty()).then_some(args.outputs.as_slice());
     prepare(workflow, &overrides, registry, env, targets).map_err(invalid)
+}
+
+/// Reads a workflow file of any kind comfyrs accepts (API or UI JSON, or a PNG/WebP/JPEG
+/// that carries one) and returns API-format JSON; conversion warnings go to stderr.
+fn load_api_json(
+    path: &PathBuf,
+    registry: &Registry,
+    env: &Environment,
+) -> Result<serde_json::Value, Fatal> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| fatal(2, format!("cannot read {}: {e}", path.display())))?;
+    let found = source::detect(&bytes).map_err(|e| fatal(2, format!("{}: {e}", path.display())))?;
+    let info = |class: &str| registry.schema(class).map(|s| s.object_info(env));
+    let conversion = source::to_api(found, &info).map_err(|e| {
+        fatal(
+            2,
+            serde_json::to_string_pretty(&e.to_comfy_json()).unwrap_or_default(),
+        )
+    })?;
+    for w in &conversion.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(conversion.prompt)
 }
 
 fn main() -> ExitCode {
@@ -466,6 +513,48 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
                         s.display_name.as_deref().unwrap_or(name)
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Convert {
+            workflow,
+            output,
+            dirs,
+        } => {
+            let env = dirs.environment()?;
+            let api = load_api_json(&workflow, &registry, &env)?;
+            let text = serde_json::to_string_pretty(&api).unwrap_or_default();
+            if let Some(obj) = api.as_object() {
+                for (id, node) in obj {
+                    eprintln!(
+                        "{id:>8}  {:<28} {}",
+                        node["class_type"].as_str().unwrap_or("?"),
+                        node.pointer("/_meta/title")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or("")
+                    );
+                }
+            }
+            match output {
+                Some(path) => std::fs::write(&path, text + "\n")
+                    .map_err(|e| fatal(1, format!("cannot write {}: {e}", path.display()))),
+                None => {
+                    println!("{text}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Check {
+            paths,
+            markdown,
+            title,
+        } => {
+            let report =
+                comfyrs::coverage::check_paths(&paths, &registry).map_err(|e| fatal(2, e))?;
+            print!("{}", report.to_text());
+            if let Some(md) = markdown {
+                std::fs::write(&md, report.to_markdown(title.as_deref()))
+                    .map_err(|e| fatal(1, format!("cannot write {}: {e}", md.display())))?;
             }
             Ok(())
         }

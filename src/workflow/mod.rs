@@ -7,6 +7,8 @@
 
 mod overrides;
 mod parse;
+pub mod source;
+pub mod ui;
 
 pub use overrides::{
     apply_overrides, overrides_from_json, parse_set_arg, OverrideError, Overrides,
