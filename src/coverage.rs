@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 /// Model families comfyrs runs today; anything else a workflow loads is reported missing.
 pub const SUPPORTED_FAMILIES: &[&str] = &["SD1.x"];
 
+/// Image files LoadImage-style inputs name.
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"];
+
 /// Folders stand-in model files are put in (every loader's folder).
 const MODEL_FOLDERS: &[&str] = &[
     "checkpoints",
@@ -185,7 +188,10 @@ fn file_literals(prompt: &Json) -> Vec<(String, String)> {
                         .extension()
                         .and_then(|e| e.to_str())
                         .map(|e| e.to_ascii_lowercase());
-                    if ext.is_some() && s.len() < 300 && !s.contains('\n') {
+                    let known = ext.as_deref().is_some_and(|e| {
+                        MODEL_EXTENSIONS.contains(&e) || IMAGE_EXTENSIONS.contains(&e)
+                    });
+                    if known && s.len() < 250 && !s.contains('\n') {
                         out.push((class.clone(), s.clone()));
                     }
                 }
@@ -403,9 +409,23 @@ fn tempfile_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Checks every workflow under `paths`.
+/// Checks every workflow under `paths`. Images found in folders count only when they carry a
+/// workflow (template folders hold thumbnails); images named explicitly always count.
 pub fn check_paths(paths: &[PathBuf], registry: &Registry) -> Result<Report, String> {
-    let files = workflow_files(paths)?;
+    let files: Vec<PathBuf> = workflow_files(paths)?
+        .into_iter()
+        .filter(|f| {
+            let is_image = f
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| !e.eq_ignore_ascii_case("json"));
+            !is_image
+                || paths.contains(f)
+                || std::fs::read(f).is_ok_and(|b| {
+                    !matches!(source::detect(&b), Err(source::SourceError::NoWorkflowInImage { .. }))
+                })
+        })
+        .collect();
     if files.is_empty() {
         return Err("no workflow files (.json, .png, .webp) found".into());
     }
