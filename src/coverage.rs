@@ -422,7 +422,10 @@ pub fn check_paths(paths: &[PathBuf], registry: &Registry) -> Result<Report, Str
             !is_image
                 || paths.contains(f)
                 || std::fs::read(f).is_ok_and(|b| {
-                    !matches!(source::detect(&b), Err(source::SourceError::NoWorkflowInImage { .. }))
+                    !matches!(
+                        source::detect(&b),
+                        Err(source::SourceError::NoWorkflowInImage { .. })
+                    )
                 })
         })
         .collect();

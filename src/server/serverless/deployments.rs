@@ -39,6 +39,10 @@ pub struct Deployment {
     pub description: Option<String>,
     /// The API-format graph.
     pub workflow: Value,
+    /// The UI-format workflow it was created from, when it was given in that format (kept so
+    /// it can be opened in the editor again; `workflow` is its conversion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui_workflow: Option<Value>,
     /// LoRAs attached to every request (`[{path, scale}]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<Value>,
@@ -480,6 +484,25 @@ fn deployment_json(d: &Deployment) -> Value {
     })
 }
 
+/// A UI-format workflow (what the editor saves) is converted to API format as the editor's
+/// Export (API) does; the original is returned too, to be kept. API format passes through.
+fn from_ui_format(state: &AppState, given: Value) -> SResult<(Value, Option<Value>)> {
+    if !crate::workflow::ui::is_ui_workflow(&given) {
+        return Ok((given, None));
+    }
+    let registry = state.queue.registry();
+    let env = state.queue.env();
+    let info = |class: &str| registry.schema(class).map(|s| s.object_info(env));
+    match crate::workflow::ui::convert_ui_workflow(&given, &info) {
+        Ok(c) => Ok((c.prompt, Some(given))),
+        Err(e) => Err(ServerlessError::bad_request(
+            code::INVALID_WORKFLOW,
+            format!("workflow_api_json (a UI-format workflow): {e}"),
+        )
+        .with_details(e.to_comfy_json())),
+    }
+}
+
 /// Checks a graph is a workflow whose classes all exist (full validation happens per request,
 /// when model files and overrides are known).
 fn check_graph(state: &AppState, graph: &Value, what: &str) -> SResult<()> {
@@ -523,12 +546,13 @@ async fn create(State(state): State<AppState>, _caller: Caller, body: Bytes) -> 
                 ))
             }
         };
-        let workflow = b.get("workflow_api_json").cloned().ok_or_else(|| {
+        let given = b.get("workflow_api_json").cloned().ok_or_else(|| {
             ServerlessError::bad_request(
                 code::INVALID_REQUEST,
                 "workflow_api_json: the API-format graph (Workflow > Export (API)) is required",
             )
         })?;
+        let (workflow, ui_workflow) = from_ui_format(&state, given)?;
         check_graph(&state, &workflow, "workflow_api_json")?;
         let loras = match b.get("loras") {
             None | Some(Value::Null) => vec![],
@@ -552,6 +576,7 @@ async fn create(State(state): State<AppState>, _caller: Caller, body: Bytes) -> 
                 .and_then(Value::as_str)
                 .map(String::from),
             workflow,
+            ui_workflow,
             loras,
             created_at: chrono::Utc::now().timestamp_millis(),
         })
@@ -583,6 +608,9 @@ async fn show(State(state): State<AppState>, _caller: Caller, Path(id): Path<Str
         Some(d) => {
             let mut j = deployment_json(&d);
             j["workflow_api_json"] = d.workflow.clone();
+            if let Some(ui) = &d.ui_workflow {
+                j["ui_workflow"] = ui.clone();
+            }
             Json(j).into_response()
         }
         None => not_found(&id).into_response(),
