@@ -11,6 +11,7 @@ pub mod latent_transform;
 pub mod loaders;
 pub mod lora;
 pub mod mask;
+pub mod model_loaders_pending;
 mod primitives;
 pub mod sampling;
 pub mod sd_types;
@@ -37,5 +38,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     primitives::register(r)?;
     strings::register(r)?;
     utils::register(r)?;
+    // Last: a loader registered for real above takes precedence over its pending entry.
+    model_loaders_pending::register(r)?;
     Ok(())
 }

@@ -1,0 +1,94 @@
+//! The loaders for model kinds comfyrs cannot run yet: their `/object_info` entries equal
+//! ComfyUI 0.3.64's (tests/data/object_info_pending_loaders.json, from its /object_info with
+//! empty model folders), their combos list their folders' files, and running one fails with
+//! an error naming what is missing.
+
+use comfyrs::env::{Environment, Paths};
+use comfyrs::exec::{Executor, ExecutorConfig, Interrupt, RunStatus};
+use comfyrs::node::Registry;
+use comfyrs::prompt::prepare;
+use comfyrs::workflow::{workflow_from_json, Overrides};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn reference() -> Value {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/object_info_pending_loaders.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn schemas_match_comfyui() {
+    let registry = Registry::with_builtin_nodes();
+    let dir = tempfile::tempdir().unwrap();
+    let env = Environment::new(Paths::under(dir.path()));
+    let want = reference();
+    for (name, entry) in want.as_object().unwrap() {
+        let got = registry
+            .schema(name)
+            .unwrap_or_else(|| panic!("{name} is not registered"))
+            .object_info(&env);
+        // Compared as JSON values: the V3 renderer orders keys its own way (no client reads
+        // object_info key order), everything else must be equal.
+        assert_eq!(&got, entry, "{name}");
+    }
+    assert_eq!(want.as_object().unwrap().len(), 15);
+}
+
+#[test]
+fn combos_list_the_folder_files_and_running_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    for (folder, file) in [
+        ("controlnet", "canny.safetensors"),
+        ("t2i_adapter", "t2i_depth.pth"),
+        ("upscale_models", "4x.pth"),
+        ("configs", "v1.yaml"),
+        ("clip_vision", "vit.safetensors"),
+    ] {
+        std::fs::create_dir_all(models.join(folder)).unwrap();
+        std::fs::write(models.join(folder).join(file), b"").unwrap();
+    }
+    std::fs::create_dir_all(models.join("diffusers/sd15")).unwrap();
+    std::fs::write(models.join("diffusers/sd15/model_index.json"), b"{}").unwrap();
+    let env = Arc::new(Environment::new(Paths::under(dir.path())));
+    let registry = Arc::new(Registry::with_builtin_nodes());
+    let info = |c: &str| registry.schema(c).unwrap().object_info(&env);
+    assert_eq!(
+        info("ControlNetLoader")["input"]["required"]["control_net_name"],
+        json!([["canny.safetensors", "t2i_depth.pth"]])
+    );
+    assert_eq!(
+        info("UpscaleModelLoader")["input"]["required"]["model_name"],
+        json!(["COMBO", {"multiselect": false, "options": ["4x.pth"]}])
+    );
+    assert_eq!(
+        info("CheckpointLoader")["input"]["required"]["config_name"],
+        json!([["v1.yaml"]])
+    );
+    assert_eq!(
+        info("DiffusersLoader")["input"]["required"]["model_path"],
+        json!([["sd15"]])
+    );
+
+    let prompt = json!({
+        "1": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "vit.safetensors"}},
+        "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}
+    });
+    let wf = workflow_from_json(prompt).unwrap();
+    let valid = prepare(wf, &Overrides::new(), &registry, &env, None).unwrap();
+    let exec = Executor::new(registry.clone(), env.clone(), ExecutorConfig::default());
+    let out = exec.run("p", &valid, None, &Interrupt::new(), &|_| {});
+    let RunStatus::Error(e) = out.status else {
+        panic!("expected an error")
+    };
+    assert_eq!(e["node_type"], "UpscaleModelLoader");
+    assert_eq!(e["exception_type"], "NotImplementedError");
+    assert!(e["exception_message"]
+        .as_str()
+        .unwrap()
+        .starts_with("UpscaleModelLoader: comfyrs cannot run upscale models"));
+}
