@@ -100,9 +100,13 @@ struct ServeArgs {
     listen: std::net::IpAddr,
     #[arg(long, default_value_t = 8188)]
     port: u16,
-    /// Holds the job store (comfyrs.db) and input/, output/, temp/ (and models/).
+    /// Holds the job store (comfyrs.db) and input/, output/, temp/ (and models/, user/).
     #[arg(long, default_value = ".")]
     data_dir: PathBuf,
+    /// The ComfyUI frontend's static/ folder to serve at / (also COMFYRS_FRONTEND_ROOT).
+    /// Default: DATA_DIR/frontend/<version>/, else the comfyui-frontend-package in python3.
+    #[arg(long, value_name = "DIR")]
+    front_end_root: Option<PathBuf>,
     /// Models root (default: DATA_DIR/models).
     #[arg(long)]
     models_dir: Option<PathBuf>,
@@ -409,13 +413,27 @@ fn load_api_json(
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        let stderr = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            );
+        // The editor's terminal panel shows comfyrs's own info lines and above.
+        let capture = comfyrs::server::logs::CaptureLayer.with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("comfyrs", tracing::Level::INFO)
+                .with_default(tracing::Level::WARN),
+        );
+        tracing_subscriber::registry()
+            .with(stderr)
+            .with(capture)
+            .init();
+    }
     let cli = Cli::parse();
     match run_cli(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -446,8 +464,22 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             ),
         )
     })?;
+    let frontend = frontend_config(&args)?;
     let serverless = args.serverless.config(&args.data_dir)?;
+    let models_at: Vec<String> = env
+        .paths
+        .model_roots
+        .iter()
+        .map(|p| {
+            std::path::absolute(p)
+                .unwrap_or(p.clone())
+                .display()
+                .to_string()
+        })
+        .collect();
+    eprintln!("models folder: {}", models_at.join(", "));
     let config = ServerConfig {
+        frontend,
         serverless,
         listen: args.listen,
         port: args.port,
@@ -484,6 +516,48 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         .map_err(|e| fatal(1, format!("cannot start the runtime: {e}")))?;
     rt.block_on(comfyrs::server::serve_until_signal(app, config))
         .map_err(|e| fatal(1, format!("server: {e}")))
+}
+
+/// Where the editor's files are (printed at startup), and the user-data folder.
+fn frontend_config(args: &ServeArgs) -> Result<comfyrs::server::frontend::FrontendConfig, Fatal> {
+    use comfyrs::server::frontend;
+    let explicit = args
+        .front_end_root
+        .clone()
+        .or_else(|| std::env::var_os("COMFYRS_FRONTEND_ROOT").map(PathBuf::from));
+    let located = frontend::locate(explicit.as_deref(), &args.data_dir).map_err(|e| fatal(2, e))?;
+    let mut cfg = frontend::FrontendConfig {
+        user_dir: Some(args.data_dir.join("user")),
+        ..Default::default()
+    };
+    match located {
+        Some(l) => {
+            let version = l
+                .version
+                .clone()
+                .unwrap_or_else(|| "unknown version".into());
+            eprintln!(
+                "editor: ComfyUI frontend {version} from {} ({})",
+                l.root.display(),
+                l.how
+            );
+            if l.version.as_deref() != Some(frontend::TESTED_VERSION) {
+                eprintln!(
+                    "warning: comfyrs is tested with frontend {}",
+                    frontend::TESTED_VERSION
+                );
+            }
+            let (templates, docs) = frontend::locate_companions();
+            cfg.root = Some(l.root);
+            cfg.templates = templates;
+            cfg.docs = docs;
+        }
+        None => eprintln!(
+            "editor: no ComfyUI frontend found (GET / explains how to get it); to fetch it: {}",
+            frontend::fetch_command(&args.data_dir)
+        ),
+    }
+    Ok(cfg)
 }
 
 fn run_cli(cli: Cli) -> Result<(), Fatal> {

@@ -271,8 +271,11 @@ fn audio_encoder_loader() -> NodeSchema {
         .output(OutputSpec::new("AUDIO_ENCODER"))
 }
 
-/// Every pending loader with the model kind named in its error.
-const PENDING: &[(fn() -> NodeSchema, &str)] = &[
+/// A loader's schema builder and the model kind named in its error.
+type PendingEntry = (fn() -> NodeSchema, &'static str);
+
+/// Every pending loader.
+const PENDING: &[PendingEntry] = &[
     (
         checkpoint_loader,
         "checkpoints loaded with a legacy YAML config",

@@ -186,6 +186,11 @@ impl JobQueue {
         self.publish(None, None, msg);
     }
 
+    /// Sends a JSON message to one WebSocket client (the `logs` a terminal panel subscribed to).
+    pub fn send_to_client(&self, client_id: &str, msg: Json) {
+        self.publish(Some(client_id.to_string()), None, msg);
+    }
+
     fn publish(&self, to: Option<String>, prompt_id: Option<String>, msg: Json) {
         let _ = self.events.send(Outbound {
             to,

@@ -76,7 +76,9 @@ fn token_ok(req: &Request, token: &str) -> bool {
                 .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
         })
     });
-    header_ok || query_ok
+    // Browsers running the editor: the session cookie set by `GET /?token=...`.
+    let cookie_ok = crate::server::frontend::has_session(req.headers(), token);
+    header_ok || query_ok || cookie_ok
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

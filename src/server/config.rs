@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub shutdown_mode: ShutdownMode,
     /// The serverless route families (tokens, deployments, webhooks, limits).
     pub serverless: crate::server::serverless::ServerlessConfig,
+    /// The web frontend's files and the user-data folder.
+    pub frontend: crate::server::frontend::FrontendConfig,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +38,7 @@ impl Default for ServerConfig {
             cors_origin: None,
             shutdown_mode: ShutdownMode::Interrupt,
             serverless: Default::default(),
+            frontend: Default::default(),
         }
     }
 }

@@ -15,9 +15,15 @@ pub mod auth;
 pub mod config;
 pub mod dev_nodes;
 pub mod error;
+pub mod frontend;
+pub mod internal;
+pub mod logs;
+pub mod model_library;
 pub mod paths;
+pub mod range;
 pub mod routes;
 pub mod serverless;
+pub mod userdata;
 pub mod ws;
 
 pub use config::{DataDir, ServerConfig};
@@ -65,11 +71,17 @@ impl App {
 /// The router with every route: ComfyUI's under `/` and `/api/` (behind the ComfyUI guard),
 /// and the serverless families (behind their own token guard).
 pub fn router(state: AppState) -> Router {
-    let comfy = routes::comfy_routes();
+    let comfy = routes::comfy_routes()
+        .merge(userdata::routes())
+        .merge(model_library::routes());
     let comfy_all = Router::new()
         .merge(comfy.clone())
         .nest("/api", comfy.merge(routes::jobs::routes()))
-        .fallback(routes::not_found)
+        .merge(internal::routes())
+        .route("/", axum::routing::get(frontend::index))
+        // Frontend files (and the optional templates/docs) after every API route; the JSON
+        // 404 for anything else.
+        .fallback(frontend::fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
@@ -131,6 +143,7 @@ pub async fn start(app: App, config: ServerConfig) -> std::io::Result<RunningSer
     // Webhooks listen before the worker runs anything, so no event is missed.
     let hooks = serverless.spawn(stop_rx.clone());
     let worker = tokio::spawn(queue.clone().run_worker());
+    tokio::spawn(logs::forward(queue.clone(), stop_rx.clone()));
     let app_router = router(state);
     let task = tokio::spawn(async move {
         let q = queue.clone();

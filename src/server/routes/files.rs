@@ -90,6 +90,7 @@ fn encode(img: &DynamicImage, fmt: ImageFormat, quality: u8) -> ApiResult<Vec<u8
 async fn view(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     let Some(raw) = q.get("filename") else {
         return Err(ApiError::not_found("missing 'filename'"));
@@ -110,7 +111,10 @@ async fn view(
     tokio::task::spawn_blocking(move || -> ApiResult<Response> {
         let bytes = std::fs::read(&path).map_err(ApiError::internal)?;
         if preview.is_none() && channel == "rgba" {
-            return Ok(file_response(bytes, content_type(&file_name), &file_name));
+            // A stored file as it is: `Range` gets 206, as ComfyUI answers it.
+            return Ok(crate::server::range::apply(&headers, bytes, |b| {
+                file_response(b, content_type(&file_name), &file_name)
+            }));
         }
         let img = image::load_from_memory(&bytes)
             .map_err(|e| ApiError::bad_request(format!("'{file_name}' is not an image: {e}")))?;
