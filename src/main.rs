@@ -398,7 +398,25 @@ fn load_api_json(
 ) -> Result<serde_json::Value, Fatal> {
     let bytes = std::fs::read(path)
         .map_err(|e| fatal(2, format!("cannot read {}: {e}", path.display())))?;
-    let found = source::detect(&bytes).map_err(|e| fatal(2, format!("{}: {e}", path.display())))?;
+    let found = source::detect(&bytes).map_err(|e| match e {
+        // Bad JSON gets ComfyUI's error JSON, like any invalid workflow.
+        source::SourceError::InvalidJson {
+            line,
+            column,
+            message,
+        } => {
+            let e = PromptError::from(comfyrs::workflow::WorkflowError::InvalidJson {
+                line,
+                column,
+                message,
+            });
+            fatal(
+                2,
+                serde_json::to_string_pretty(&e.to_comfy_json()).unwrap_or_default(),
+            )
+        }
+        other => fatal(2, format!("{}: {other}", path.display())),
+    })?;
     let info = |class: &str| registry.schema(class).map(|s| s.object_info(env));
     let conversion = source::to_api(found, &info).map_err(|e| {
         fatal(
