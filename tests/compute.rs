@@ -72,7 +72,7 @@ fn loaders_read_the_dtypes_from_the_environment() {
     let path = repo("fixtures/models/checkpoints/tiny_sd15.safetensors");
     let ck = cache.checkpoint(&path, &env.compute).unwrap();
     assert_eq!(ck.unet.dtype(), DType::F16);
-    assert_eq!(ck.clip.model.dtype(), DType::F16);
+    assert_eq!(ck.text.members()[0].model.dtype(), DType::F16);
     assert_eq!(ck.vae.dtype(), DType::BF16);
     // The weight map holds each model's weights in that model's dtype.
     let w = &ck.weights;

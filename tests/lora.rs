@@ -153,7 +153,7 @@ fn close(what: &str, got: &[f64], want: &[f64], tol: f64) {
 /// Patched weights (only changed ones) for one file at `strengths` (UNet, CLIP).
 fn patched(path: &Path, s_unet: f64, s_clip: f64) -> (WeightMap, Vec<String>) {
     let file = read_lora(path).unwrap();
-    let map = KeyMap::sd1(base(), true, true).unwrap();
+    let map = KeyMap::for_weights(base(), true, true).unwrap();
     let loaded = Arc::new(load_lora(&file, &map, base()).unwrap());
     let entry = |s| PatchEntry {
         lora: loaded.clone(),
@@ -613,7 +613,7 @@ fn stacking_applies_patches_in_order_and_negative_strength_subtracts() {
     let d = tempfile::tempdir().unwrap();
     let pa = small_lora(d.path(), "a.safetensors", 100, true);
     let pb = small_lora(d.path(), "b.safetensors", 200, false);
-    let map = KeyMap::sd1(base(), true, true).unwrap();
+    let map = KeyMap::for_weights(base(), true, true).unwrap();
     let load = |p: &Path| Arc::new(load_lora(&read_lora(p).unwrap(), &map, base()).unwrap());
     let (a, b) = (load(&pa), load(&pb));
     let e = |l: &Arc<comfyrs::models::lora::LoadedLora>, s| PatchEntry {
@@ -871,7 +871,7 @@ fn unmatched_keys_are_logged_and_bad_files_are_node_errors() {
     for (file, expect) in [
         (
             "sdxl_style.safetensors",
-            "has no key that matches this SD1.x model or its CLIP",
+            "has no key that matches this SD15 model or its CLIP",
         ),
         ("a_checkpoint.safetensors", "not a LoRA"),
     ] {

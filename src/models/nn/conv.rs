@@ -8,7 +8,7 @@
 //! Elsewhere (CUDA, half precision) it is candle's conv2d.
 
 use super::cpu_gemm::{gemm_block, num_threads, par_gemm, Dest, Operand};
-use super::layers::{cpu_f32, is_cpu_f32};
+use super::{cpu_f32, is_cpu_f32};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -294,7 +294,7 @@ fn im2col(x: &[f32], cols: &mut [f32], g: Shape2d, y0: usize, y1: usize, threade
 
 #[cfg(test)]
 mod tests {
-    use super::super::layers::max_abs_diff;
+    use super::super::max_abs_diff;
     use super::*;
 
     fn check(

@@ -176,6 +176,13 @@ impl Tokenizer {
         }
     }
 
+    /// The same tokenizer padding windows with `pad` (ComfyUI's `pad_with_end=False`
+    /// tokenizers, e.g. SDXL's CLIP-G, pad with 0).
+    pub fn with_pad_token(mut self, pad: u32) -> Self {
+        self.pad_token = pad;
+        self
+    }
+
     pub fn embedding_size(&self) -> usize {
         self.embedding_size
     }

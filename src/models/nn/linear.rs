@@ -3,7 +3,7 @@
 //! Elsewhere it is candle_nn's Linear.
 
 use super::cpu_gemm::{par_gemm, Dest, Operand};
-use super::layers::{cpu_f32, is_cpu_f32};
+use super::{cpu_f32, is_cpu_f32};
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -106,7 +106,7 @@ impl Module for Linear {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layers::max_abs_diff;
+    use super::super::max_abs_diff;
     use super::*;
 
     #[test]

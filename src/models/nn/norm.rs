@@ -4,7 +4,7 @@
 //! for normalise, affine and SiLU, in parallel over (image, group). candle_nn's GroupNorm
 //! takes about eight whole-tensor passes, and SiLU two more. Elsewhere it is candle_nn's.
 
-use super::layers::{cpu_f32, is_cpu_f32};
+use super::{cpu_f32, is_cpu_f32};
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -124,7 +124,7 @@ impl Module for GroupNorm {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layers::max_abs_diff;
+    use super::super::max_abs_diff;
     use super::*;
 
     #[test]

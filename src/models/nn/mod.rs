@@ -1,9 +1,19 @@
-//! Building blocks shared by the UNet and the VAE, named like the LDM modules.
+//! Layers shared by every family (the LDM UNet, the VAE, text encoders, DiTs), named like
+//! their PyTorch modules, with the f32 CPU fast paths (`cpu_gemm`, `vecmath`) behind them.
 
-pub use super::conv::{conv, Conv2d};
-pub use super::norm::{group_norm, GroupNorm};
+pub mod activations;
+pub mod attention;
+pub mod conv;
+pub mod cpu_gemm;
+pub mod linear;
+pub mod norm;
+pub mod vecmath;
+
 use candle_core::{CpuStorage, Result, Storage, Tensor};
 use candle_nn::VarBuilder;
+pub use conv::{conv, Conv2d};
+pub use linear::{linear, Linear};
+pub use norm::{group_norm, GroupNorm};
 
 /// Does `vb` hold a tensor called `name`?
 pub fn has(vb: &VarBuilder, name: &str) -> bool {
