@@ -83,6 +83,21 @@ pub fn exp_m1(x: f32) -> f32 {
     (x as f64).exp_m1() as f32
 }
 
+/// torch's `tensor.logit()` of a 0-d float32 tensor: the kernel's scalar path,
+/// `log(x / (1 − x))` with the C library's `logf` (not MKL), `inf` at 1.
+pub fn logit(x: f32) -> f32 {
+    if x == 1.0 {
+        return f32::INFINITY;
+    }
+    (x / (1.0 - x)).ln()
+}
+
+/// torch's `tensor.sigmoid()` of a 0-d float32 tensor: the scalar path
+/// `1 / (1 + exp(−a))` with the C library's `expf`.
+pub fn sigmoid(a: f32) -> f32 {
+    1.0 / (1.0 + (-a).exp())
+}
+
 /// Method-call form of [`sqrt`], [`ln`], [`exp`] and [`exp_m1`], so sampler code reads like
 /// ComfyUI's tensor expressions.
 pub trait TorchScalar {
