@@ -290,9 +290,22 @@ def toy_goldens(ms, scheduler, steps):
     return res
 
 
+def machine():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, torch {torch.__version__} CPU capability {torch.backends.cpu.get_cpu_capability()}"
+
+
 def const_goldens():
     ks = kinds()
     return {
+        "machine": machine(),
         "setup": "toy denoiser x/(1+sigma^2), latent zeros [1,4,4,4], prepare_noise seed 0, extra_args "
                  "seed 0, KSAMPLER.sample (noise_scaling / inverse_noise_scaling), KSampler sigmas "
                  "(scheduler simple, 10 steps, denoise 1.0)",

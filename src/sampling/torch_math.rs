@@ -15,13 +15,50 @@
 //!   on every exponent); the log1p polynomial is a fitted degree-10 Horner form that gives
 //!   torch's result on 99.985% of the mantissas in [2/3, 4/3) (the rest are one ulp off).
 //!
+//! [`with_profile`] switches [`sqrt`] and [`ln`] to correctly rounded results on the current
+//! thread, to compare with goldens made on another CPU. [`logit`] and [`sigmoid`] are the
+//! scalar kernels torch runs for 0-d tensors (the C library's `logf` / `expf`, not MKL).
+//!
 //! Subnormal inputs take MKL's special path, which is correctly rounded, as are zero,
 //! negative, infinite and NaN inputs here. On other CPUs (Intel) MKL picks other kernels and
 //! torch's last bits differ; these functions stay those of the reference machine.
 
+/// Whose float32 [`sqrt`] and [`ln`] results to reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// The reference machine's MKL kernels (the default; see the module docs).
+    ReferenceMachine,
+    /// Correctly rounded results: no particular machine. Goldens made on another CPU (whose
+    /// MKL differs from the reference machine's in other last bits) can be compared in this
+    /// profile to tell algorithm errors from last-ulp libm differences.
+    CorrectlyRounded,
+}
+
+thread_local! {
+    static PROFILE: std::cell::Cell<Profile> = const { std::cell::Cell::new(Profile::ReferenceMachine) };
+}
+
+/// Runs `f` with [`sqrt`] and [`ln`] in `profile` on this thread (sampling runs on the
+/// calling thread), then restores the previous profile.
+pub fn with_profile<R>(profile: Profile, f: impl FnOnce() -> R) -> R {
+    let before = PROFILE.with(|p| p.replace(profile));
+    struct Restore(Profile);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PROFILE.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+fn correctly_rounded() -> bool {
+    PROFILE.with(|p| p.get()) == Profile::CorrectlyRounded
+}
+
 /// torch's `tensor.sqrt()` / `tensor ** 0.5` for a float32 value.
 pub fn sqrt(x: f32) -> f32 {
-    if !x.is_normal() || x < 0.0 {
+    if !x.is_normal() || x < 0.0 || correctly_rounded() {
         return (x as f64).sqrt() as f32;
     }
     let y = amd_rsqrt(x);
@@ -54,7 +91,7 @@ const LOG1P_P: [u32; 9] = [
 
 /// torch's `tensor.log()` for a float32 value.
 pub fn ln(x: f32) -> f32 {
-    if !x.is_normal() || x < 0.0 {
+    if !x.is_normal() || x < 0.0 || correctly_rounded() {
         return (x as f64).ln() as f32;
     }
     let bits = x.to_bits() as i32;

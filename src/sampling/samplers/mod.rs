@@ -288,6 +288,7 @@ pub fn sample(
         return Ok(x.clone());
     }
     let choice = std::mem::replace(&mut opts.noise, NoiseChoice::Auto);
+    let opts_model_sampling = opts.model_sampling;
     let seed = opts.seed;
     let make_brownian = || -> Box<dyn NoiseSampler> {
         let smin = sigmas
@@ -330,6 +331,7 @@ pub fn sample(
     };
     let s = sigmas;
     let ms = ctx.model_sampling();
+    let ms_for_end = opts_model_sampling;
     let is_const = ms.is_some_and(|m| m.prediction.is_const());
     let snr = k_diffusion::HalfLogSnr { is_const };
     // The SDE samplers' sigmas after `offset_first_sigma_for_snr` (the Brownian tree above
@@ -364,7 +366,17 @@ pub fn sample(
         UniPcBh2 => uni_pc::uni_pc(&mut ctx, xv, s, true)?,
         _ => return Err(SamplingError::Unsupported(kind.name())),
     };
-    Ok(Tensor::from_vec(out, shape, &device)?)
+    let out = Tensor::from_vec(out, shape, &device)?;
+    // ComfyUI's UniPC writes 0.001 over the last sigma *of the caller's tensor*
+    // (`timesteps = sigmas[:]`), so KSAMPLER's end-of-sampling `inverse_noise_scaling`
+    // sees σ = 0.001: x / 0.999 for CONST models. Our caller's list still ends in 0 (its
+    // inverse scaling then divides by 1), so that step is applied here.
+    if matches!(kind, UniPc | UniPcBh2) && s.last() == Some(&0.0) {
+        if let Some(ms) = ms_for_end {
+            return Ok(ms.inverse_noise_scaling(0.001f32 as f64, &out)?);
+        }
+    }
+    Ok(out)
 }
 
 /// `offset_first_sigma_for_snr`: for a CONST model, a first sigma ≥ 1 (whose logit SNR is
