@@ -108,7 +108,7 @@ fn main() -> R<()> {
         for (b, &s) in sig.iter().enumerate() {
             let xb = x.narrow(0, b, 1)?;
             let inp = ms.calculate_input(s as f64, &xb)?;
-            let ts = Tensor::new(&[ms.timestep(s) as f32], &dev)?;
+            let ts = Tensor::new(&[ms.timestep(s)], &dev)?;
             let eps = ck.unet.forward(&inp, &ts, &ctx.narrow(0, b, 1)?, None)?;
             outs.push(ms.calculate_denoised(s as f64, &eps, &xb)?);
         }

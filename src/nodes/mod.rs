@@ -11,6 +11,7 @@ pub mod latent_transform;
 pub mod loaders;
 pub mod lora;
 pub mod mask;
+pub mod model_sampling;
 mod primitives;
 pub mod sampling;
 pub mod sd_types;
@@ -32,6 +33,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     loaders::register(r)?;
     lora::register(r)?;
     mask::register(r)?;
+    model_sampling::register(r)?;
     sampling::register(r)?;
     vae::register(r)?;
     primitives::register(r)?;

@@ -79,7 +79,7 @@ impl CondModel for ModelApply<'_> {
             Some(c) => Tensor::cat(&[&xc, &c.to_dtype(DType::F32)?], 1)?,
             None => xc,
         };
-        let t = ms.timestep(sigma as f32) as f32;
+        let t = ms.timestep(sigma as f32);
         let ts = Tensor::from_vec(vec![t; n], n, x.device())?;
         let out = self
             .0
@@ -294,7 +294,7 @@ pub fn run_sampler(
     };
     let stopped = Cell::new(false);
     let err: RefCell<Option<NodeError>> = RefCell::new(None);
-    let mut opts = SampleOptions::new(seed);
+    let mut opts = SampleOptions::new(seed).with_model_sampling(ms);
     if let Some(ctx) = ctx {
         opts.keep_denoised = ctx.env.previews.enabled();
         opts.callback = Some(Box::new(|done, total, x0| {

@@ -816,7 +816,7 @@ mod tests {
             let leading: Vec<usize> = (0..steps as usize).rev().map(|k| k * ratio).collect();
             let ours: Vec<usize> = used[..steps as usize]
                 .iter()
-                .map(|s| ms.timestep(*s))
+                .map(|s| ms.timestep(*s) as usize)
                 .collect();
             let shifted: Vec<usize> = leading.iter().map(|t| t + 1).collect();
             assert_eq!(ours, shifted, "steps {steps}");
