@@ -556,6 +556,15 @@ impl Unet {
             (None, _) => {}
         }
         let x = x.to_device(&m.device)?.to_dtype(m.dtype)?;
+        if let Some(ctx_dim) = m.config.context_dim {
+            let got = context.dims().last().copied().unwrap_or(0);
+            if got != ctx_dim {
+                return Err(ModelError::BadInput(format!(
+                    "the conditioning has {got} channels but this UNet's cross-attention takes \
+                     {ctx_dim}: encode the prompt with this model's own text encoder"
+                )));
+            }
+        }
         let mut context = context.to_device(&m.device)?.to_dtype(m.dtype)?;
         if context.dim(0)? != b {
             context = context.repeat((b / context.dim(0)?.max(1), 1, 1))?;
