@@ -10,7 +10,8 @@ fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     use comfyrs::models::fixture as fx;
-    let files: [(&str, fn() -> Vec<u8>); 3] = [
+    type Writer = fn() -> Vec<u8>;
+    let files: [(&str, Writer); 3] = [
         (fx::TINY_SD15_PATH, fx::tiny_sd15_bytes),
         (fx::TINY_SDXL_PATH, fx::tiny_sdxl_bytes),
         (fx::TINY_SDXL_REFINER_PATH, fx::tiny_sdxl_refiner_bytes),
