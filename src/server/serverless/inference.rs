@@ -611,7 +611,25 @@ async fn inference_inner(
     body: &[u8],
 ) -> SResult<Value> {
     let b = parse_object(body)?;
-    let id = b.get("model").and_then(Value::as_str).unwrap_or("");
+    // Types and field names first (a wrong type is a 400 naming the field), then the API's
+    // rules on the same body.
+    let typed: super::bodies::AitkRequest = super::bodies::from_value(Value::Object(b.clone()))?;
+    if let Some(p) = typed
+        .prompts
+        .as_ref()
+        .filter(|p| p.len() > super::bodies::AITK_MAX_PROMPTS)
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            format!(
+                "prompts: {} prompts in one request; at most {} are allowed",
+                p.len(),
+                super::bodies::AITK_MAX_PROMPTS
+            ),
+        ));
+    }
+    let id = typed.model.as_deref().unwrap_or("");
     let model = MODELS.iter().find(|m| m.id == id).ok_or_else(|| {
         let known: Vec<&str> = MODELS.iter().map(|m| m.id).collect();
         err(
@@ -643,11 +661,8 @@ async fn inference_inner(
     let meta = RequestMeta {
         family: Family::Inference,
         deployment_id: None,
-        webhook: b.get("webhook").and_then(Value::as_str).map(String::from),
-        webhook_intermediate_status: b
-            .get("webhook_intermediate_status")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        webhook: typed.webhook,
+        webhook_intermediate_status: typed.webhook_intermediate_status.unwrap_or(false),
         base_url: base.clone(),
         extra: json!({"model": model.id, "prompts": prompt_facts}),
     };
@@ -659,7 +674,10 @@ async fn inference_inner(
         &[],
     )
     .await?;
-    let job = state.queue.store().get(&rid)?;
+    let job = {
+        let (q, rid) = (state.queue.clone(), rid.clone());
+        crate::server::blocking(move || q.store().get(&rid).map_err(ServerlessError::from)).await?
+    };
     let mut out = Map::new();
     out.insert("request_id".into(), json!(rid));
     out.insert("status".into(), json!("queued"));

@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: tokens, deployments folder, webhook policy, limits.
 //! - [`auth`]: Bearer tokens -> the owner of a request; the route guard.
+//! - [`bodies`]: typed request bodies (a wrong type or unknown field is a 400 naming it).
 //! - [`catalog`], [`downloads`]: §4, the LoRA catalog admin (`/api/admin/...`, X-API-Key).
 //! - [`errors`]: JSON errors with stable codes; ComfyUI validation errors -> field lists.
 //! - [`requests`]: the shared request lifecycle: submit, status, result, cancel, ownership.
@@ -20,6 +21,7 @@
 //! - [`webhooks`]: §5, signed, retried, persisted event deliveries for every family.
 
 pub mod auth;
+pub mod bodies;
 pub mod catalog;
 pub mod config;
 pub mod deployments;
@@ -49,8 +51,10 @@ use tokio::sync::watch;
 /// The shared state of the serverless families.
 pub struct Serverless {
     pub config: ServerlessConfig,
-    /// The tokens in force (the config's, or the server's single token as "default").
+    /// The tokens in force (the config's, and the server's token as "default").
     tokens: Vec<ApiToken>,
+    /// Owners with admin rights.
+    admins: Vec<String>,
     pub deployments: deployments::DeploymentStore,
     pub webhooks: Arc<webhooks::Webhooks>,
     pub media: media::MediaFetcher,
@@ -67,13 +71,13 @@ impl Serverless {
         queue: Arc<JobQueue>,
     ) -> Serverless {
         let mut tokens = config.tokens.clone();
-        if tokens.is_empty() {
-            if let Some(t) = server_token {
-                tokens.push(ApiToken {
-                    name: "default".into(),
-                    token: t.to_string(),
-                });
-            }
+        let mut admins = config.admins.clone();
+        if let Some(t) = server_token {
+            tokens.push(ApiToken {
+                name: SERVER_TOKEN_OWNER.into(),
+                token: t.to_string(),
+            });
+            admins.push(SERVER_TOKEN_OWNER.into());
         }
         let deployments = deployments::DeploymentStore::load(&config.deployments_dir);
         let webhooks = Arc::new(webhooks::Webhooks::new(
@@ -87,6 +91,7 @@ impl Serverless {
             media,
             config,
             tokens,
+            admins,
             deployments,
             webhooks,
         }
@@ -154,10 +159,23 @@ impl Serverless {
         expired.len()
     }
 
-    /// The owner a bearer token stands for; 401 when tokens exist and this is none of them.
-    pub fn owner_of(&self, bearer: Option<&str>) -> Result<String, ServerlessError> {
+    /// The caller a bearer token stands for; 401 when tokens exist and this is none of them,
+    /// and when only other credentials (admin keys) exist: a configured credential closes
+    /// every route it does not open.
+    pub fn caller_of(&self, bearer: Option<&str>) -> Result<auth::Caller, ServerlessError> {
         if self.tokens.is_empty() {
-            return Ok(auth::ANONYMOUS.to_string());
+            if !self.config.admin_keys.is_empty() {
+                return Err(ServerlessError::new(
+                    StatusCode::UNAUTHORIZED,
+                    code::UNAUTHORIZED,
+                    "this server has no API token for these routes: start it with --api-token \
+                     NAME:TOKEN (or --token)",
+                ));
+            }
+            return Ok(auth::Caller {
+                owner: auth::ANONYMOUS.to_string(),
+                admin: true,
+            });
         }
         let Some(b) = bearer else {
             return Err(ServerlessError::new(
@@ -166,10 +184,11 @@ impl Serverless {
                 "missing token: send 'Authorization: Bearer <token>'",
             ));
         };
-        self.tokens
-            .iter()
-            .find(|t| auth::same_secret(&t.token, b))
-            .map(|t| t.name.clone())
+        self.token_owner(b)
+            .map(|owner| auth::Caller {
+                admin: self.is_admin(&owner),
+                owner,
+            })
             .ok_or_else(|| {
                 ServerlessError::new(
                     StatusCode::UNAUTHORIZED,
@@ -178,7 +197,33 @@ impl Serverless {
                 )
             })
     }
+
+    /// The owner name of a configured token.
+    pub fn token_owner(&self, secret: &str) -> Option<String> {
+        self.tokens
+            .iter()
+            .find(|t| auth::same_secret(&t.token, secret))
+            .map(|t| t.name.clone())
+    }
+
+    /// Whether the owner has admin rights.
+    pub fn is_admin(&self, owner: &str) -> bool {
+        self.admins.iter().any(|a| a == owner)
+    }
+
+    /// Whether an admin token exists (it then opens the ComfyUI routes).
+    pub fn has_admin_token(&self) -> bool {
+        self.tokens.iter().any(|t| self.is_admin(&t.name))
+    }
+
+    /// Whether any credential is configured (tokens or admin keys).
+    pub fn has_credentials(&self) -> bool {
+        !self.tokens.is_empty() || !self.config.admin_keys.is_empty()
+    }
 }
+
+/// The owner of requests made with the server's `--token`.
+pub const SERVER_TOKEN_OWNER: &str = "default";
 
 /// The routes that take a Bearer token.
 fn bearer_routes() -> Vec<openapi::ApiRoute> {

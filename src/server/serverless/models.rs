@@ -351,6 +351,7 @@ async fn run_inner(
             ));
         }
     }
+    let common: super::bodies::ModelCommon = super::bodies::from_value(Value::Object(b.clone()))?;
     let loras = super::loras::from_body(b.get("lora"), b.get("loras"))?;
     super::loras::check_exist(state.queue.env(), &loras)?;
     let mut wf = p.template();
@@ -400,7 +401,7 @@ async fn run_inner(
     )
     .await
     .map_err(|e| rename_fields(e, &field_of))?;
-    let webhook = b.get("webhook").and_then(Value::as_str).map(String::from);
+    let webhook = common.webhook;
     let base = base_url(state, headers);
     let mut extra = json!({"model_id": id});
     if let Some(s) = seed_drawn {
@@ -412,10 +413,7 @@ async fn run_inner(
         family: Family::Models,
         deployment_id: None,
         webhook,
-        webhook_intermediate_status: b
-            .get("webhook_intermediate_status")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        webhook_intermediate_status: common.webhook_intermediate_status.unwrap_or(false),
         base_url: base.clone(),
         extra,
     };

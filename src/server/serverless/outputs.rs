@@ -81,13 +81,21 @@ async fn serve_file(
             format!("request {id} has no output file {filename:?}"),
         )
     };
-    let (job, _) = match load_owned(&state, &caller, &id, None) {
-        Ok(j) => j,
-        Err(e) => return e.into_response(),
+    let files = {
+        let (state, id) = (state.clone(), id.clone());
+        crate::server::blocking(move || {
+            let (job, _) = load_owned(&state, &caller, &id, None)?;
+            state
+                .queue
+                .store()
+                .output_files(&job.id)
+                .map_err(ServerlessError::from)
+        })
+        .await
     };
-    let files = match state.queue.store().output_files(&job.id) {
+    let files = match files {
         Ok(f) => f,
-        Err(e) => return ServerlessError::from(e).into_response(),
+        Err(e) => return e.into_response(),
     };
     let Some(f) = files.iter().find(|f| f.filename == filename) else {
         return missing().into_response();
