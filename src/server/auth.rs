@@ -38,7 +38,8 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         return resp;
     }
     if is_cross_site(req.headers()) {
-        return StatusCode::FORBIDDEN.into_response();
+        return ApiError::forbidden("cross-site request to a loopback server refused")
+            .into_response();
     }
     if req.method() == Method::OPTIONS {
         return StatusCode::OK.into_response();

@@ -35,8 +35,20 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> SResult<T> {
 /// Deserialises an already parsed value into `T`; errors name the field.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> SResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        let mut path = e.path().to_string();
+        let mut inner = e.into_inner().to_string();
+        // serde names a missing field at the parent's path: name it like the others.
+        if let Some(field) = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            path = if path == "." {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            inner = "this field is required".into();
+        }
         let message = if path == "." {
             inner
         } else {
@@ -173,6 +185,8 @@ mod tests {
             e.message,
             "prompts[1].width: invalid type: string \"x\", expected i64"
         );
+        let e = parse::<CreateDeployment>(br#"{"workflow_api_json": {}}"#).unwrap_err();
+        assert_eq!(e.message, "name: this field is required");
         let e = parse::<DeploymentRun>(b"[1]").unwrap_err();
         assert_eq!(e.code, code::INVALID_JSON);
         assert!(parse::<DeploymentRun>(b"  ").is_ok());
