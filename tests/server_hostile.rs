@@ -804,3 +804,28 @@ async fn internal_errors_do_not_leak() {
         "internal server error; the server log has the cause"
     );
 }
+
+/// Defect 2 at the encoder: a prompt past 64 windows of 77 tokens is a clear error naming the
+/// input instead of gigabytes of conditioning (the text came through a link, or was under the
+/// literal limit).
+#[test]
+fn an_over_long_prompt_is_refused_by_the_text_encoder() {
+    use comfyrs::models::clip::tokenizer::MAX_PROMPT_WINDOWS;
+    use comfyrs::models::fixture::TINY_SD15_PATH;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(TINY_SD15_PATH);
+    let ck = comfyrs::models::checkpoint::load_sd1_checkpoint(
+        path,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .expect("fixture loads");
+    // 75 one-token words fill a window.
+    let at_limit = "cat ".repeat(75 * MAX_PROMPT_WINDOWS);
+    assert_eq!(ck.clip.tokenize(&at_limit).len(), MAX_PROMPT_WINDOWS);
+    let over = "cat ".repeat(75 * MAX_PROMPT_WINDOWS + 1);
+    let e = ck.clip.encode_text(&over, -1).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "bad input: text: the prompt makes 65 windows of 77 tokens; at most 64 (4800 tokens) are encoded"
+    );
+}
