@@ -81,7 +81,7 @@ pub const DECODE_MAX_PIXELS: u64 = 32 * 1024 * 1024;
 
 /// Decodes an image whose declared size is within [`DECODE_MAX_PIXELS`] (and whose decoder
 /// allocates at most 8 bytes a pixel of it).
-pub(crate) fn decode_image(bytes: &[u8]) -> Result<DynamicImage, String> {
+pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, String> {
     let reader = || {
         image::ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
@@ -198,7 +198,7 @@ async fn view(
 
 /// The fields of an upload form.
 #[derive(Default)]
-struct UploadForm {
+pub struct UploadForm {
     image: Option<(String, Vec<u8>)>,
     ty: Option<String>,
     subfolder: String,
@@ -206,7 +206,8 @@ struct UploadForm {
     original_ref: Option<String>,
 }
 
-async fn read_form(mut mp: Multipart) -> ApiResult<UploadForm> {
+/// Reads an upload form (public for the fuzz targets: tests/fuzz/targets.rs).
+pub async fn read_form(mut mp: Multipart) -> ApiResult<UploadForm> {
     let mut f = UploadForm::default();
     loop {
         let field = match mp.next_field().await {
