@@ -829,3 +829,54 @@ fn an_over_long_prompt_is_refused_by_the_text_encoder() {
         "bad input: text: the prompt makes 65 windows of 77 tokens; at most 64 (4800 tokens) are encoded"
     );
 }
+
+/// `--max-memory`: above the ceiling, work is refused with a clear 503 (in each family's
+/// JSON) instead of being taken on; below it, the same requests run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_memory_refuses_work_over_the_ceiling() {
+    use comfyrs::queue::memory::resident_bytes;
+    let rss = resident_bytes().expect("linux");
+    let t = start(ServerConfig {
+        max_memory: Some(rss / 2),
+        ..Default::default()
+    })
+    .await;
+    let r = post_json(t.addr, "/prompt", &json!({"prompt": text_workflow("x")})).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("10"));
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with("the server is at its memory ceiling: ") && msg.ends_with("retry later"),
+        "{msg}"
+    );
+    let r = post_json(t.addr, "/v1/inference", &json!({"model": "sd15"})).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["code"], "OVER_MEMORY_CEILING");
+    // Reading stays possible.
+    assert_eq!(get(t.addr, "/queue").await.status, 200);
+    t.stop().await;
+
+    let t = start(ServerConfig {
+        // Headroom for the other tests of this binary running at the same time.
+        max_memory: Some(rss + (2 << 30)),
+        ..Default::default()
+    })
+    .await;
+    let r = post_json(t.addr, "/prompt", &json!({"prompt": text_workflow("x")})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // A declared body that would cross it once parsed is refused before it is read: only
+    // the head is sent.
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    let head = format!(
+        "POST /prompt HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        t.addr,
+        400u64 << 20
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = vec![0u8; 4096];
+    let n = s.read(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("--max-memory"), "{text}");
+    t.stop().await;
+}

@@ -68,8 +68,9 @@ pub fn over_ceiling(e: &crate::queue::memory::OverCeiling) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
-/// Refuses a request whose declared body would take the process over `--max-memory` once
-/// parsed, before it is read (503 with `Retry-After`, in the family's JSON).
+/// Refuses a request that takes work on (any method but GET, HEAD, OPTIONS) when the process
+/// is over `--max-memory`, or when its declared body would take it over once parsed, before
+/// the body is read (503 with `Retry-After`, in the family's JSON).
 pub async fn memory_guard(
     axum::extract::State(state): axum::extract::State<crate::server::AppState>,
     req: axum::extract::Request,
@@ -81,6 +82,13 @@ pub async fn memory_guard(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
+    // Reads (GET, HEAD, OPTIONS) stay possible: they take no work on.
+    if matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) {
+        return next.run(req).await;
+    }
     let need = declared.saturating_mul(crate::queue::memory::BODY_FACTOR);
     if let Err(e) = state.queue.memory.admit(need) {
         let mut r = if is_serverless_path(req.uri().path()) {

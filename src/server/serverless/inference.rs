@@ -691,36 +691,6 @@ async fn inference_inner(
     Ok(Value::Object(out))
 }
 
-/// The ai-toolkit result's `outputs` and `metadata` from the job's history outputs.
-pub fn result_parts(base: &str, job: &crate::store::JobRecord, extra: &Value) -> (Value, Value) {
-    let mut images = Vec::new();
-    for p in extra["prompts"].as_array().into_iter().flatten() {
-        let node = p["node_id"].as_str().unwrap_or("");
-        for img in job.outputs[node]["images"].as_array().into_iter().flatten() {
-            let name = img["filename"].as_str().unwrap_or("");
-            images.push(json!({
-                "format": name.rsplit('.').next().unwrap_or("png"),
-                "width": p["width"], "height": p["height"],
-                "file_path": super::outputs::file_url(base, &job.id, name),
-                "seed": p["seed"],
-            }));
-        }
-    }
-    let ms = |a: Option<i64>, b: Option<i64>| match (a, b) {
-        (Some(a), Some(b)) => json!(b - a),
-        _ => Value::Null,
-    };
-    let metadata = json!({
-        "model": extra["model"],
-        "timings": {
-            "queue_ms": ms(Some(job.created_at), job.started_at),
-            "inference_ms": ms(job.started_at, job.finished_at),
-            "total_ms": ms(Some(job.created_at), job.finished_at),
-        }
-    });
-    (json!({"images": images, "videos": []}), metadata)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,8 @@
 //! - [`errors`]: JSON errors with stable codes; ComfyUI validation errors -> field lists.
 //! - [`requests`]: the shared request lifecycle: submit, status, result, cancel, ownership.
 //! - [`schemas`]: JSON Schema building blocks and the bodies every family shares (OpenAPI).
-//! - [`outputs`]: hosted URLs for output files and the route that serves them.
+//! - [`results`]: output parts of result bodies (hosted file URLs, the ai-toolkit shape).
+//! - [`outputs`]: the route that serves output files.
 //! - [`deployments`]: §1, saved workflows as endpoints (`/prod/v1|v2/deployments/...`).
 //! - [`inference`]: §3, the ai-toolkit inference API (`/health`, `/v1/models`, `/v1/inference`).
 //! - [`loras`]: LoraLoader chains for the Model API's `lora`/`loras` and deployments' `loras`.
@@ -34,6 +35,7 @@ pub mod models;
 pub mod openapi;
 pub mod outputs;
 pub mod requests;
+pub mod results;
 pub mod schemas;
 pub mod ssrf;
 pub mod webhooks;
@@ -239,9 +241,53 @@ fn bearer_routes() -> Vec<openapi::ApiRoute> {
 pub fn all_routes() -> Vec<openapi::ApiRoute> {
     let mut v = bearer_routes();
     v.extend(inference::public_api());
-    v.extend(openapi::api());
+    v.extend(docs_api());
     v.extend(catalog::api());
     v
+}
+
+/// `GET /openapi.json` and `GET /docs`: here, where every family's routes are known (so
+/// [`openapi`] imports none of them).
+fn docs_api() -> Vec<openapi::ApiRoute> {
+    use axum::routing::get;
+    use openapi::{Access, ApiRoute};
+    vec![
+        ApiRoute::new(
+            "GET",
+            "/openapi.json",
+            "Docs",
+            "This OpenAPI document",
+            get(openapi_json),
+        )
+        .access(Access::Public)
+        .returns("OpenApiDocument"),
+        ApiRoute::new(
+            "GET",
+            "/docs",
+            "Docs",
+            "An HTML index of the routes",
+            get(docs_page),
+        )
+        .access(Access::Public)
+        .returns_html(),
+    ]
+}
+
+/// The whole document: every route table, every schema, the Model API's pipeline paths.
+pub fn openapi_document(state: &AppState) -> serde_json::Value {
+    openapi::document(&all_routes(), all_schemas(), models::openapi_paths(state))
+}
+
+async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(openapi_document(&state))
+}
+
+async fn docs_page(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Html<String> {
+    axum::response::Html(openapi::docs_html(&openapi_document(&state)))
 }
 
 /// The named schemas of every route's bodies (the OpenAPI document's components).
@@ -259,7 +305,7 @@ pub fn all_schemas() -> Vec<schemas::Named> {
 /// X-API-Key guard, public ones (health, docs) open.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let mut public = inference::public_api();
-    public.extend(openapi::api());
+    public.extend(docs_api());
     openapi::router(bearer_routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

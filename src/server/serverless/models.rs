@@ -293,6 +293,32 @@ pub fn schemas() -> Vec<super::schemas::Named> {
     ]
 }
 
+/// The OpenAPI paths of the pipelines: one concrete `POST /v1/models/{id}` each, with its
+/// JSON Schema as the request body (added to the document beside the route table's).
+pub fn openapi_paths(state: &AppState) -> Map<String, Value> {
+    let json_content = |schema: Value| json!({"application/json": {"schema": schema}});
+    let error = super::schemas::reference("Error");
+    PIPELINES
+        .iter()
+        .map(|p| {
+            (
+                format!("/v1/models/{}", p.id),
+                json!({"post": {
+                    "summary": format!("Run {} ({})", p.id, p.description),
+                    "tags": ["Model API"],
+                    "operationId": format!("run_{}", p.id.replace(['/', '.'], "_")),
+                    "security": [{"bearer": []}],
+                    "requestBody": {"required": true, "content": json_content(p.json_schema(state))},
+                    "responses": {
+                        "200": {"description": "RequestHandle", "content": json_content(super::schemas::reference("RequestHandle"))},
+                        "4XX": {"description": "An error with a stable code", "content": json_content(error.clone())}
+                    }
+                }}),
+            )
+        })
+        .collect()
+}
+
 fn model_not_found(id: &str) -> ServerlessError {
     let known: Vec<&str> = PIPELINES.iter().map(|p| p.id).collect();
     ServerlessError::not_found(

@@ -5,7 +5,7 @@
 
 use super::auth::Caller;
 use super::errors::{code, from_prompt_error, SResult, ServerlessError};
-use super::outputs::outputs_with_urls;
+use super::results::{aitk_result_parts, outputs_with_urls};
 use crate::queue::{Submission, SubmitError};
 use crate::server::AppState;
 use crate::store::{JobRecord, JobStatus};
@@ -271,7 +271,7 @@ pub fn result_body(base: &str, job: &JobRecord, meta: &RequestMeta) -> Value {
     b.insert("status".into(), json!(meta.family.status_word(job.status)));
     if meta.family == Family::Inference {
         // ai-toolkit's shape: outputs {images, videos}, metadata.timings.
-        let (outputs, metadata) = super::inference::result_parts(base, job, &meta.extra);
+        let (outputs, metadata) = aitk_result_parts(base, job, &meta.extra);
         if job.status == JobStatus::Success {
             b.insert("outputs".into(), outputs);
         }
