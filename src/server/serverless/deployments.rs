@@ -377,15 +377,7 @@ pub fn schemas() -> Vec<super::schemas::Named> {
         ),
         (
             "DeploymentCreate",
-            open_object(
-                &["name", "workflow_api_json"],
-                vec![
-                    ("name", string()),
-                    ("workflow_api_json", graph.clone()),
-                    ("description", string()),
-                    ("loras", loras.clone()),
-                ],
-            ),
+            super::bodies::schema_of::<super::bodies::CreateDeployment>(),
         ),
         ("Deployment", deployment(false)),
         ("DeploymentDetail", deployment(true)),
@@ -450,24 +442,7 @@ pub fn schemas() -> Vec<super::schemas::Named> {
         ),
         (
             "DeploymentInference",
-            object(
-                &[],
-                vec![
-                    (
-                        "overrides",
-                        described(
-                            map_of(object(&["inputs"], vec![("inputs", map_of(any()))])),
-                            "Per node id, input values to set",
-                        ),
-                    ),
-                    (
-                        "workflow_api_json",
-                        described(graph, "Replaces the saved graph for this request"),
-                    ),
-                    ("webhook", uri()),
-                    ("webhook_intermediate_status", boolean()),
-                ],
-            ),
+            super::bodies::schema_of::<super::bodies::DeploymentRun>(),
         ),
     ]
 }

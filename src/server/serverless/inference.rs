@@ -95,11 +95,6 @@ pub fn public_api() -> Vec<ApiRoute> {
 /// The bodies of the ai-toolkit routes (OpenAPI components).
 pub fn schemas() -> Vec<super::schemas::Named> {
     use super::schemas::*;
-    let media = described(
-        string(),
-        "A URL (starts with http) or base64 (raw or a data URL); only for models that take \
-         one (requires_control_image in GET /v1/models); sd15 takes none",
-    );
     vec![
         (
             "Health",
@@ -127,13 +122,7 @@ pub fn schemas() -> Vec<super::schemas::Named> {
                             (
                                 "defaults",
                                 object(
-                                    &[
-                                        "sample_steps",
-                                        "guidance_scale",
-                                        "width",
-                                        "height",
-                                        "seed",
-                                    ],
+                                    &["sample_steps", "guidance_scale", "width", "height", "seed"],
                                     vec![
                                         ("sample_steps", integer()),
                                         ("guidance_scale", number()),
@@ -154,66 +143,18 @@ pub fn schemas() -> Vec<super::schemas::Named> {
         ),
         (
             "AitkInference",
-            open_object(
-                &["model", "loras", "prompts"],
-                vec![
-                    ("model", described(string(), "An id of GET /v1/models")),
-                    (
-                        "trigger_word",
-                        described(string(), "Replaces [trigger] in the prompts"),
-                    ),
-                    (
-                        "loras",
-                        array(open_object(
-                            &["path"],
-                            vec![
-                                ("path", described(string(), "File under models/loras")),
-                                ("network_multiplier", number()),
-                                (
-                                    "transformer",
-                                    described(words(&["low", "high"]), "MoE models only"),
-                                ),
-                            ],
-                        )),
-                    ),
-                    (
-                        "prompts",
-                        array(open_object(
-                            &["prompt"],
-                            vec![
-                                ("prompt", string()),
-                                ("neg", string()),
-                                (
-                                    "width",
-                                    described(integer(), "Floored to the resolution divisor"),
-                                ),
-                                (
-                                    "height",
-                                    described(integer(), "Floored to the resolution divisor"),
-                                ),
-                                ("sample_steps", integer()),
-                                ("guidance_scale", number()),
-                                (
-                                    "seed",
-                                    described(
-                                        integer(),
-                                        "Default: the model's seed + the prompt index; -1 draws one",
-                                    ),
-                                ),
-                                ("trigger_word", string()),
-                                ("ctrl_img", media),
-                            ],
-                        )),
-                    ),
-                    ("webhook", uri()),
-                    ("webhook_intermediate_status", boolean()),
-                ],
-            ),
+            super::bodies::schema_of::<super::bodies::AitkRequest>(),
         ),
         (
             "AitkQueued",
             object(
-                &["request_id", "status", "status_url", "result_url", "created_at"],
+                &[
+                    "request_id",
+                    "status",
+                    "status_url",
+                    "result_url",
+                    "created_at",
+                ],
                 vec![
                     ("request_id", string()),
                     ("status", words(&["queued"])),
