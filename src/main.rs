@@ -443,6 +443,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             workers: args.workers,
         },
     );
+    comfyrs::queue::memory::limit_allocator_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

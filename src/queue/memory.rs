@@ -81,6 +81,20 @@ pub fn release_free_memory() {
     }
 }
 
+/// Caps glibc's malloc arenas at two. Every thread that allocates under contention gets
+/// its own arena by default (up to 8 per core), and the server runs dozens of blocking-pool
+/// threads (job-store calls, validation): each arena then keeps the memory its thread once
+/// freed, and the resident size grows with the number of threads, not with the work. Measured
+/// with 10,000 queued submissions from 50 clients: 880 MiB resident by default, 177 MiB with
+/// two arenas. Call before threads start (it applies to arenas created afterwards).
+pub fn limit_allocator_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Parses `--max-memory`: bytes, or a number with K/M/G/T (binary units, optional `iB`/`B`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
