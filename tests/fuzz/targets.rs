@@ -96,8 +96,11 @@ pub fn image(data: &[u8]) {
     let _ = comfyrs::server::routes::files::decode_image(data);
 }
 
+/// A target: bytes in, nothing out (it must not panic).
+pub type Target = fn(&[u8]);
+
 /// Every target by name.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("workflow", workflow),
     ("overrides", overrides),
     ("validate_plan", validate_plan),

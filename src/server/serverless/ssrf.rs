@@ -106,9 +106,7 @@ fn v6_reason(v6: std::net::Ipv6Addr) -> Option<&'static str> {
         Some("Teredo tunnel (embeds an IPv4 address)")
     } else if seg[0] == 0x2001 && seg[1] < 0x0200 {
         Some("IETF protocol assignment")
-    } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
-        Some("documentation")
-    } else if seg[0] == 0x3fff && seg[1] < 0x1000 {
+    } else if (seg[0] == 0x2001 && seg[1] == 0x0db8) || (seg[0] == 0x3fff && seg[1] < 0x1000) {
         Some("documentation")
     } else {
         None
