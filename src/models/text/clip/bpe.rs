@@ -17,7 +17,9 @@
 //! the embedded merges list (`bpe_merges.txt`, the first 48894 merges of
 //! OpenAI's `bpe_simple_vocab_16e6.txt`).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::num::NonZeroUsize;
 use std::sync::{Mutex, OnceLock};
 
 use regex::Regex;
@@ -40,8 +42,17 @@ pub struct ClipBpe {
     pat: Regex,
     drop_chars: Regex,
     space_chars: Regex,
-    cache: Mutex<HashMap<String, Vec<u32>>>,
+    /// Recent words' ids. Bounded (a server sees every word any client sends) and only for
+    /// words up to [`CACHE_WORD_MAX`] symbols.
+    cache: Mutex<lru::LruCache<String, Vec<u32>>>,
 }
+
+/// Words the cache holds at most.
+pub const CACHE_ENTRIES: usize = 16_384;
+
+/// Longer words are merged every time instead of cached (real words are short; a cache of
+/// long ones only holds an attacker's bytes).
+pub const CACHE_WORD_MAX: usize = 64;
 
 /// GPT-2's byte→unicode table, indexed by byte, and the symbols in the
 /// order the vocabulary lists them (printable bytes first).
@@ -123,7 +134,9 @@ impl ClipBpe {
             pat,
             drop_chars: Regex::new(r"[\x00\x{FFFD}]|[\p{C}&&[^\t\n\r]]").expect("valid regex"),
             space_chars: Regex::new(r"[\t\n\r\p{Zs}]").expect("valid regex"),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(CACHE_ENTRIES).expect("non-zero"),
+            )),
         }
     }
 
@@ -173,34 +186,101 @@ impl ClipBpe {
     }
 
     fn bpe_word(&self, token: &str) -> Vec<u32> {
-        if let Some(ids) = self.cache.lock().expect("cache lock").get(token) {
-            return ids.clone();
+        let cacheable = token.chars().count() <= CACHE_WORD_MAX;
+        if cacheable {
+            if let Some(ids) = self.cache.lock().expect("cache lock").get(token) {
+                return ids.clone();
+            }
         }
-        let chars: Vec<char> = token.chars().collect();
-        let mut word: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
+        let ids = self.merge(token);
+        if cacheable {
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .put(token.to_string(), ids.clone());
+        }
+        ids
+    }
+
+    /// The BPE merges of one word, in O(n log n): symbols in a linked list, candidate pairs
+    /// in a min-heap by (rank, position). It merges what the reference loop (merge every
+    /// occurrence of the lowest-ranked pair, left to right, then rescan) merges, because a
+    /// pair a merge creates always ranks after the merge that made its symbol (checked over
+    /// the whole merges list by `merges_only_use_earlier_symbols`), so equal ranks are taken
+    /// left to right and lower ones never appear mid-round.
+    fn merge(&self, token: &str) -> Vec<u32> {
+        let mut sym: Vec<String> = token.chars().map(|c| c.to_string()).collect();
+        if let Some(last) = sym.last_mut() {
+            last.push_str("</w>");
+        }
+        let n = sym.len();
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut alive = vec![true; n];
+        let rank = |a: &str, b: &str| self.ranks.get(&(a.to_string(), b.to_string())).copied();
+        let mut heap: BinaryHeap<Reverse<(usize, usize)>> = BinaryHeap::new();
+        for i in 0..n.saturating_sub(1) {
+            if let Some(r) = rank(&sym[i], &sym[i + 1]) {
+                heap.push(Reverse((r, i)));
+            }
+        }
+        while let Some(Reverse((r, i))) = heap.pop() {
+            // Stale: the left symbol was merged away, or the pair is no longer this one.
+            let j = next.get(i).copied().unwrap_or(n);
+            if !alive[i] || j >= n || rank(&sym[i], &sym[j]) != Some(r) {
+                continue;
+            }
+            let right = std::mem::take(&mut sym[j]);
+            sym[i].push_str(&right);
+            alive[j] = false;
+            next[i] = next[j];
+            if next[i] < n {
+                prev[next[i]] = i;
+            }
+            if let Some(&p) = prev.get(i).filter(|&&p| p < n) {
+                if let Some(r) = rank(&sym[p], &sym[i]) {
+                    heap.push(Reverse((r, p)));
+                }
+            }
+            if next[i] < n {
+                if let Some(r) = rank(&sym[i], &sym[next[i]]) {
+                    heap.push(Reverse((r, i)));
+                }
+            }
+        }
+        (0..n)
+            .filter(|&i| alive[i])
+            .map(|i| *self.encoder.get(&sym[i]).expect("BPE symbol in vocabulary"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference loop (transformers' `bpe`): merge every occurrence of the lowest-ranked
+    /// pair left to right, rescan.
+    fn reference(bpe: &ClipBpe, token: &str) -> Vec<u32> {
+        let mut word: Vec<String> = token.chars().map(|c| c.to_string()).collect();
         if let Some(last) = word.last_mut() {
             last.push_str("</w>");
         }
-        loop {
-            if word.len() < 2 {
-                break;
-            }
-            let mut best: Option<(usize, usize)> = None;
-            for i in 0..word.len() - 1 {
-                if let Some(&r) = self.ranks.get(&(word[i].clone(), word[i + 1].clone())) {
-                    if best.is_none_or(|(br, _)| r < br) {
-                        best = Some((r, i));
-                    }
-                }
-            }
+        while word.len() >= 2 {
+            let best = (0..word.len() - 1)
+                .filter_map(|i| {
+                    bpe.ranks
+                        .get(&(word[i].clone(), word[i + 1].clone()))
+                        .map(|&r| (r, i))
+                })
+                .min();
             let Some((_, i)) = best else { break };
-            let (first, second) = (word[i].clone(), word[i + 1].clone());
-            // Merge every occurrence of the pair, left to right.
-            let mut merged = Vec::with_capacity(word.len());
+            let (a, b) = (word[i].clone(), word[i + 1].clone());
+            let mut merged = Vec::new();
             let mut j = 0;
             while j < word.len() {
-                if j + 1 < word.len() && word[j] == first && word[j + 1] == second {
-                    merged.push(format!("{first}{second}"));
+                if j + 1 < word.len() && word[j] == a && word[j + 1] == b {
+                    merged.push(format!("{a}{b}"));
                     j += 2;
                 } else {
                     merged.push(word[j].clone());
@@ -209,14 +289,91 @@ impl ClipBpe {
             }
             word = merged;
         }
-        let ids: Vec<u32> = word
+        word.iter().map(|w| bpe.encoder[w]).collect()
+    }
+
+    /// What makes the heap merge equal to the reference loop: each merge's operands are base
+    /// symbols or the results of earlier merges.
+    #[test]
+    fn merges_only_use_earlier_symbols() {
+        let bpe = ClipBpe::shared();
+        let mut made: HashMap<String, usize> = HashMap::new();
+        let base: std::collections::HashSet<String> = bpe
+            .byte_encoder
             .iter()
-            .map(|w| *self.encoder.get(w).expect("BPE symbol in vocabulary"))
+            .flat_map(|c| [c.to_string(), format!("{c}</w>")])
             .collect();
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .insert(token.to_string(), ids.clone());
-        ids
+        for (i, line) in MERGES.lines().enumerate() {
+            let (a, b) = line.split_once(' ').expect("pair");
+            for x in [a, b] {
+                assert!(
+                    base.contains(x) || made.get(x).is_some_and(|&j| j < i),
+                    "merge {i} ({line}) uses {x:?} before it is made"
+                );
+            }
+            made.entry(format!("{a}{b}")).or_insert(i);
+        }
+    }
+
+    #[test]
+    fn heap_merge_matches_the_reference_loop() {
+        let bpe = ClipBpe::shared();
+        let mut words: Vec<String> = [
+            "a",
+            "photograph",
+            "aaaaaaaaaaaaaaa",
+            "lowerlowerlowest",
+            "hellohello",
+            "supercalifragilisticexpialidocious",
+            "ababababab",
+            "the",
+            "theaterthe",
+            "ммммммм",
+            "日本語",
+            "éééé",
+            "zzzzzzzzzzzzzzzzzzzzzzz",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Deterministic pseudo-random words over a small alphabet (many repeated pairs).
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        for _ in 0..300 {
+            let len = 1 + (x % 40) as usize;
+            let w: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    b"aeinrst"[(x % 7) as usize] as char
+                })
+                .collect();
+            words.push(w);
+        }
+        for w in &words {
+            let mapped: String = w.bytes().map(|b| bpe.byte_encoder[b as usize]).collect();
+            assert_eq!(bpe.merge(&mapped), reference(bpe, &mapped), "{w}");
+        }
+    }
+
+    /// A single 200,000-letter word (the regex has no length cap) is merged in seconds (the
+    /// quadratic loop took minutes), and is not cached.
+    #[test]
+    fn long_words_are_fast_and_not_cached() {
+        let bpe = ClipBpe::shared();
+        let word = "ab".repeat(100_000);
+        let t0 = std::time::Instant::now();
+        let ids = bpe.encode(&word);
+        assert!(!ids.is_empty());
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            t0.elapsed()
+        );
+        let cache = bpe.cache.lock().unwrap();
+        assert!(cache
+            .iter()
+            .all(|(k, _)| k.chars().count() <= CACHE_WORD_MAX));
+        assert!(cache.cap().get() == CACHE_ENTRIES);
     }
 }

@@ -154,6 +154,16 @@ impl ClipTextEncoder {
         tokens: &[Vec<WeightedToken>],
         clip_layer: Option<i32>,
     ) -> Result<(Tensor, Tensor), ModelError> {
+        if tokens.len() > tokenizer::MAX_PROMPT_WINDOWS {
+            return Err(ModelError::BadInput(format!(
+                "text: the prompt makes {} windows of {} tokens; at most {} ({} tokens) are \
+                 encoded",
+                tokens.len(),
+                tokenizer::MAX_LENGTH,
+                tokenizer::MAX_PROMPT_WINDOWS,
+                tokenizer::MAX_PROMPT_WINDOWS * (tokenizer::MAX_LENGTH - 2)
+            )));
+        }
         let len = tokens
             .iter()
             .map(|w| w.len())
