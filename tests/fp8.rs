@@ -82,3 +82,57 @@ fn e4m3fn_saturates_to_nan_not_448() {
     assert_eq!(encode(Fp8Kind::E4m3fn, -f32::INFINITY), 0xFF);
     assert_eq!(encode(Fp8Kind::E5m2, f32::INFINITY), 0x7C);
 }
+
+#[test]
+fn fp8_safetensors_load_widens_exactly() {
+    use safetensors::tensor::{serialize_to_file, Dtype, TensorView};
+    let dir = std::env::temp_dir().join(format!("comfyrs_fp8_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("w.safetensors");
+    let bytes: Vec<u8> = (0u8..=255).collect();
+    let views = vec![
+        (
+            "a",
+            TensorView::new(Dtype::F8_E4M3, vec![16, 16], &bytes).unwrap(),
+        ),
+        (
+            "b",
+            TensorView::new(Dtype::F8_E5M2, vec![256], &bytes).unwrap(),
+        ),
+    ];
+    serialize_to_file(views, None, &path).unwrap();
+    let g = goldens();
+    for dtype in [
+        candle_core::DType::F32,
+        candle_core::DType::F16,
+        candle_core::DType::BF16,
+    ] {
+        let w = comfyrs::models::checkpoint::load_safetensors_as(
+            &path,
+            &candle_core::Device::Cpu,
+            &|_| dtype,
+        )
+        .unwrap();
+        for (key, name) in [("a", "e4m3fn"), ("b", "e5m2")] {
+            let t = &w[key];
+            assert_eq!(t.dtype(), dtype);
+            let got: Vec<f32> = t
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let want = u64s(&g[name]["decode_f32_bits"]);
+            for (b, (x, wb)) in got.iter().zip(&want).enumerate() {
+                let wf = f32::from_bits(*wb as u32);
+                if wf.is_nan() {
+                    assert!(x.is_nan(), "{name} {dtype:?} byte {b}");
+                } else {
+                    assert_eq!(x.to_bits(), wf.to_bits(), "{name} {dtype:?} byte {b}");
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

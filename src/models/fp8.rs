@@ -25,6 +25,17 @@ pub enum Fp8Kind {
     E5m2,
 }
 
+impl Fp8Kind {
+    /// The kind stored under a safetensors header dtype (`F8_E4M3`, `F8_E5M2`).
+    pub fn from_safetensors_dtype(name: &str) -> Option<Fp8Kind> {
+        match name {
+            "F8_E4M3" => Some(Fp8Kind::E4m3fn),
+            "F8_E5M2" => Some(Fp8Kind::E5m2),
+            _ => None,
+        }
+    }
+}
+
 fn decode_e4m3fn_slow(b: u8) -> f32 {
     let sign = if b & 0x80 != 0 { -1.0f32 } else { 1.0 };
     let exp = ((b >> 3) & 0x0F) as i32;
