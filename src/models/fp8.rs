@@ -59,11 +59,12 @@ fn decode_e5m2_slow(b: u8) -> f32 {
 fn table(kind: Fp8Kind) -> &'static [f32; 256] {
     static E4M3: OnceLock<[f32; 256]> = OnceLock::new();
     static E5M2: OnceLock<[f32; 256]> = OnceLock::new();
-    let (cell, f): (&OnceLock<[f32; 256]>, fn(u8) -> f32) = match kind {
-        Fp8Kind::E4m3fn => (&E4M3, decode_e4m3fn_slow),
-        Fp8Kind::E5m2 => (&E5M2, decode_e5m2_slow),
-    };
-    cell.get_or_init(|| std::array::from_fn(|i| f(i as u8)))
+    match kind {
+        Fp8Kind::E4m3fn => {
+            E4M3.get_or_init(|| std::array::from_fn(|i| decode_e4m3fn_slow(i as u8)))
+        }
+        Fp8Kind::E5m2 => E5M2.get_or_init(|| std::array::from_fn(|i| decode_e5m2_slow(i as u8))),
+    }
 }
 
 /// Decodes one fp8 byte to f32 (exact: every fp8 value is representable in f32, f16
