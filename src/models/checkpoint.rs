@@ -98,7 +98,19 @@ pub fn load_safetensors_as(
         ModelError::NotSupported(format!("{}: not a safetensors file ({e})", path.display()))
     })?;
     let mut out = HashMap::new();
-    for (name, _) in st.tensors() {
+    for (name, view) in st.tensors() {
+        // fp8 tensors are widened exactly through the torch-exact tables of
+        // `fp8` (candle's reader has no F8_E5M2); every fp8 value fits f16/bf16/f32.
+        // (matched by the format's dtype name: candle's view comes from its own
+        // safetensors version, not the one this crate depends on)
+        let fp8 = super::fp8::Fp8Kind::from_safetensors_dtype(&format!("{:?}", view.dtype()));
+        if let Some(kind) = fp8 {
+            let data = super::fp8::decode_slice(kind, view.data());
+            let t =
+                Tensor::from_vec(data, view.shape(), &Device::Cpu)?.to_dtype(dtype_of(&name))?;
+            out.insert(name, t.to_device(device)?);
+            continue;
+        }
         let t = st.load(&name, &Device::Cpu)?;
         let t = if t.dtype().is_float() {
             t.to_dtype(dtype_of(&name))?

@@ -15,6 +15,7 @@
 //! * [`vae`]: the AutoencoderKL encoder/decoder, with ComfyUI's image conversions.
 //! * [`lora`]: LoRA/LyCORIS files, ComfyUI's key map and patch math, lazily patched models.
 //! * [`nn`]: layers shared by every network, with the f32 CPU kernels behind them.
+//! * [`fp8`]: bit-exact fp8 (e4m3fn, e5m2) decode and encode, as torch converts.
 //! * [`fixture`]: the deterministic tiny random-weight checkpoints used by the tests
 //!   (written by `src/bin/gen_fixtures.rs`).
 
@@ -23,6 +24,7 @@ pub mod component_files;
 pub mod conditioner;
 pub mod family;
 pub mod fixture;
+pub mod fp8;
 pub mod latent_format;
 pub mod lora;
 pub mod nn;
