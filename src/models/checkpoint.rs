@@ -355,14 +355,11 @@ pub fn checkpoint_from_weights(
         }
     }
     if options.clip_fp16_round && dtype == DType::F32 {
-        for (k, v) in weights.iter_mut() {
-            let is_text = ["cond_stage_model.", "clip_l.", "clip_g."]
+        round_through_f16(&mut weights, |k| {
+            ["cond_stage_model.", "clip_l.", "clip_g."]
                 .iter()
-                .any(|p| k.starts_with(p));
-            if is_text && v.dtype().is_float() {
-                *v = v.to_dtype(DType::F16)?.to_dtype(dtype)?;
-            }
-        }
+                .any(|p| k.starts_with(p))
+        })?;
     }
     let prediction = if weights.contains_key("v_pred") {
         Prediction::V
@@ -396,6 +393,17 @@ pub fn checkpoint_from_weights(
         dtype,
         device: device.clone(),
     })
+}
+
+/// Rounds the floating tensors whose key `select` accepts through fp16 (ComfyUI's fp16
+/// text-encoder storage on the CPU, computed in f32).
+pub fn round_through_f16(weights: &mut WeightMap, select: impl Fn(&str) -> bool) -> Result<()> {
+    for (k, v) in weights.iter_mut() {
+        if select(k) && v.dtype().is_float() {
+            *v = v.to_dtype(DType::F16)?.to_dtype(v.dtype())?;
+        }
+    }
+    Ok(())
 }
 
 /// The SD1.x view of a checkpoint; an error for other families.
