@@ -64,6 +64,17 @@ pub struct CondOptions {
     pub target_height: Option<f64>,
     /// CLIPTextEncodeSDXLRefiner's `aesthetic_score` (default 6 positive, 2.5 negative).
     pub aesthetic_score: Option<f64>,
+    /// Flux's distilled guidance, a model input (`guidance` key, set by FluxGuidance and
+    /// CLIPTextEncodeFlux; FluxDisableGuidance sets it to None: [`Guidance::Disabled`]).
+    pub guidance: Option<Guidance>,
+}
+
+/// The `guidance` key of a Flux conditioning: a strength, or explicitly none
+/// (FluxDisableGuidance), which differs from an absent key for guidance-distilled models.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Guidance {
+    Value(f64),
+    Disabled,
 }
 
 /// What a family's `extra_conds` sees of one cond when sampling starts (the parameters
