@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = read_lora(&lora)?;
     let t_read = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let map = KeyMap::sd1(&ck.weights, true, true)?;
+    let map = KeyMap::for_weights(&ck.weights, true, true)?;
     let loaded = Arc::new(load_lora(&file, &map, &ck.weights)?);
     let t_map = t.elapsed().as_secs_f64();
     println!(

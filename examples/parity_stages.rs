@@ -79,7 +79,7 @@ fn main() -> R<()> {
 
     for (key, link) in [("cond_pos", &ks["positive"]), ("cond_neg", &ks["negative"])] {
         if let Some(r) = d.get(key) {
-            let (cond, _) = ck.clip.encode_text(&text_of(link), -1)?;
+            let (cond, _) = ck.clip.encode_text(&text_of(link), Some(-1))?;
             report(key, &cond, r)?;
         }
     }
@@ -108,8 +108,8 @@ fn main() -> R<()> {
         for (b, &s) in sig.iter().enumerate() {
             let xb = x.narrow(0, b, 1)?;
             let inp = ms.calculate_input(s as f64, &xb)?;
-            let ts = Tensor::new(&[ms.timestep(s) as f32], &dev)?;
-            let eps = ck.unet.forward(&inp, &ts, &ctx.narrow(0, b, 1)?)?;
+            let ts = Tensor::new(&[ms.timestep(s)], &dev)?;
+            let eps = ck.unet.forward(&inp, &ts, &ctx.narrow(0, b, 1)?, None)?;
             outs.push(ms.calculate_denoised(s as f64, &eps, &xb)?);
         }
         report(&format!("unet{k} x0"), &Tensor::cat(&outs, 0)?, r)?;

@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ts = Tensor::new(&[500f32, 500f32], &dev)?;
     for i in 0..passes {
         let t = Instant::now();
-        let y = ck.unet.forward(&x, &ts, &ctx)?;
+        let y = ck.unet.forward(&x, &ts, &ctx, None)?;
         let _ = y.sum_all()?.to_scalar::<f32>()?;
         println!("pass {i}: {:.3} s", t.elapsed().as_secs_f64());
     }

@@ -95,7 +95,8 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to bind. Anything but loopback needs --token (or --no-auth).
+    /// Address to bind. Anything but loopback needs --token or an admin API token (or
+    /// --no-auth): API tokens alone do not open the ComfyUI routes.
     #[arg(long, default_value = "127.0.0.1")]
     listen: std::net::IpAddr,
     #[arg(long, default_value_t = 8188)]
@@ -120,6 +121,11 @@ struct ServeArgs {
     /// Largest request body in MB (413 above it).
     #[arg(long, default_value_t = 100.0)]
     max_upload_size: f64,
+    /// Memory ceiling (e.g. 8G, 512M): requests and jobs that would take the process's
+    /// resident size over it are refused with a clear error (503) instead of the kernel
+    /// killing the server; caches are dropped first. Off by default.
+    #[arg(long, value_name = "SIZE", value_parser = comfyrs::queue::memory::parse_size)]
+    max_memory: Option<u64>,
     /// Send CORS headers for ORIGIN (bare flag: *) instead of refusing cross-site requests.
     #[arg(long, value_name = "ORIGIN", num_args = 0..=1, default_missing_value = "*")]
     enable_cors_header: Option<String>,
@@ -157,6 +163,10 @@ struct ServerlessArgs {
     /// COMFYRS_API_TOKENS=name:token,...). A request is visible only to its token.
     #[arg(long = "api-token", value_name = "NAME:TOKEN")]
     api_tokens: Vec<String>,
+    /// The NAME of an API token with admin rights: it sees every deployment and may use the
+    /// ComfyUI routes (repeatable; the --token is always admin).
+    #[arg(long = "admin", value_name = "NAME")]
+    admins: Vec<String>,
     /// An X-API-Key for the admin routes (repeatable; also COMFYRS_ADMIN_KEY).
     #[arg(long = "admin-key", value_name = "KEY")]
     admin_keys: Vec<String>,
@@ -205,6 +215,7 @@ impl ServerlessArgs {
             c.tokens.extend(ServerlessConfig::parse_tokens(t));
         }
         c.admin_keys.extend(self.admin_keys);
+        c.admins.extend(self.admins);
         if let Ok(k) = std::env::var("COMFYRS_ADMIN_KEY") {
             if !k.is_empty() {
                 c.admin_keys.push(k);
@@ -506,6 +517,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             .or_else(|| std::env::var("COMFYRS_TOKEN").ok())
             .filter(|t| !t.is_empty()),
         allow_no_auth: args.no_auth,
+        max_memory: args.max_memory,
         max_upload_bytes: (args.max_upload_size * 1024.0 * 1024.0).round() as usize,
         cors_origin: args.enable_cors_header,
         shutdown_mode: match args.on_shutdown {
@@ -528,6 +540,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             workers: args.workers,
         },
     );
+    comfyrs::queue::memory::limit_allocator_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

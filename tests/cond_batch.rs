@@ -7,11 +7,16 @@
 
 use candle_core::{Device, Tensor};
 use comfyrs::sampling::conds::{
-    calc_cond_batch, prepare, CondArea, CondModel, CondOptions, PrepareContext,
+    calc_cond_batch, prepare, CondArea, CondInput, CondModel, CondOptions, PrepareContext,
 };
 use comfyrs::sampling::model_sampling::{ModelSampling, Prediction};
 use serde_json::Value as Json;
 use std::cell::RefCell;
+
+/// SD1.5's latent `process_in` (the inpaint concat image's scale).
+fn sd15_in(z: &Tensor) -> candle_core::Result<Tensor> {
+    comfyrs::models::LatentFormat::sd15().process_in(z)
+}
 
 /// The generator's toy model: `x/(1+σ²) + mean_T(context)[:, :4] + 0.25·concat[:, :4]·concat[:, 4]`.
 struct Toy {
@@ -25,6 +30,7 @@ impl CondModel for Toy {
         sigma: f64,
         context: &Tensor,
         concat: Option<&Tensor>,
+        _y: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         self.calls.borrow_mut().push(n);
@@ -118,6 +124,15 @@ fn options(o: &Json) -> CondOptions {
         end_percent: f("end_percent"),
         concat_latent_image: o.get("concat_latent_image").map(tensor),
         concat_mask: o.get("concat_mask").map(tensor),
+        ..Default::default()
+    }
+}
+
+fn input((t, o): &(Tensor, CondOptions)) -> CondInput<'_> {
+    CondInput {
+        cross_attn: t,
+        pooled: None,
+        opts: o,
     }
 }
 
@@ -169,9 +184,9 @@ fn calc_cond_batch_matches_comfyui_on_a_toy_model() {
             Json::Null => None,
             n => Some(entries(n)),
         };
-        let mut lists = vec![pos.iter().map(|(t, o)| (t, o)).collect::<Vec<_>>()];
+        let mut lists = vec![pos.iter().map(input).collect::<Vec<_>>()];
         if let Some(n) = &neg {
-            lists.push(n.iter().map(|(t, o)| (t, o)).collect());
+            lists.push(n.iter().map(input).collect());
         }
         let ctx = PrepareContext {
             shape: [shape[0], shape[1], shape[2], shape[3]],
@@ -179,6 +194,8 @@ fn calc_cond_batch_matches_comfyui_on_a_toy_model() {
             latent_image: &latent,
             denoise_mask: dmask.as_ref(),
             inpaint_model: case["inpaint_model"].as_bool().unwrap(),
+            extra_conds: None,
+            process_in: &sd15_in,
         };
         let prepared = prepare(&lists, &ctx).unwrap();
         let sigma = case["sigma"].as_f64().unwrap() as f32 as f64;
@@ -232,8 +249,11 @@ fn a_cond_outside_its_timestep_range_contributes_nothing() {
         latent_image: &x,
         denoise_mask: None,
         inpaint_model: false,
+        extra_conds: None,
+        process_in: &sd15_in,
     };
-    let prepared = prepare(&[vec![(&a, &plain), (&b, &late)]], &ctx).unwrap();
+    let (pa, pb) = ((a.clone(), plain.clone()), (b.clone(), late.clone()));
+    let prepared = prepare(&[vec![input(&pa), input(&pb)]], &ctx).unwrap();
     let toy = Toy {
         calls: RefCell::new(Vec::new()),
     };
@@ -241,7 +261,7 @@ fn a_cond_outside_its_timestep_range_contributes_nothing() {
     // Above σ(start): only `a` runs, so the result is exactly a's prediction.
     let early =
         calc_cond_batch(&toy, &[Some(prepared.lists[0].as_slice())], &x, start * 2.0).unwrap();
-    let only_a = prepare(&[vec![(&a, &plain)]], &ctx).unwrap();
+    let only_a = prepare(&[vec![input(&pa)]], &ctx).unwrap();
     let want = calc_cond_batch(&toy, &[Some(only_a.lists[0].as_slice())], &x, start * 2.0).unwrap();
     let diff = (&early[0] - &want[0])
         .unwrap()

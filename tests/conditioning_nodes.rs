@@ -343,7 +343,7 @@ fn masked_denoising_keeps_the_unmasked_latent_in_every_sampler() {
     let enc = |text: &str| {
         let (c, p) = clip
             .encoder
-            .encode(&clip.encoder.tokenize(text), -1)
+            .encode(&clip.encoder.tokenize(text), None)
             .unwrap();
         Conditioning(vec![CondEntry::new(c, Some(p))])
     };

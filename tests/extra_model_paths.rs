@@ -71,7 +71,14 @@ fn object_info_lists_files_from_extra_folders_given_by_flag() {
         String::from_utf8_lossy(&out.stderr)
     );
     let info: Json = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(ckpt_choices(&info), vec!["tiny_sd15.safetensors"]);
+    assert_eq!(
+        ckpt_choices(&info),
+        vec![
+            "tiny_sd15.safetensors",
+            "tiny_sdxl.safetensors",
+            "tiny_sdxl_refiner.safetensors"
+        ]
+    );
     assert_eq!(
         info["VAELoader"]["input"]["required"]["vae_name"][0],
         serde_json::json!(["sub/kl.safetensors", "pixel_space"])
@@ -235,7 +242,21 @@ fn serve_reads_the_flag_and_lists_the_extra_checkpoints() {
     let _ = child.kill();
     let _ = child.wait();
     let info: Json = serde_json::from_str(&body.expect("server prints its address")).unwrap();
-    assert_eq!(ckpt_choices(&info), vec!["tiny_sd15.safetensors"]);
+    assert_eq!(
+        ckpt_choices(&info),
+        vec![
+            "tiny_sd15.safetensors",
+            "tiny_sdxl.safetensors",
+            "tiny_sdxl_refiner.safetensors"
+        ]
+    );
     let models: Json = serde_json::from_str(&models.unwrap()).unwrap();
-    assert_eq!(models, serde_json::json!(["tiny_sd15.safetensors"]));
+    assert_eq!(
+        models,
+        serde_json::json!([
+            "tiny_sd15.safetensors",
+            "tiny_sdxl.safetensors",
+            "tiny_sdxl_refiner.safetensors"
+        ])
+    );
 }

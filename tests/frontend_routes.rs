@@ -74,7 +74,8 @@ async fn index_static_fallback_and_json_404() {
     // Without a frontend, / says how to get one.
     let s = start(config_with(None, &tmp.path().join("user"))).await;
     let r = get(s.addr, "/").await;
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
     let page = String::from_utf8_lossy(&r.body);
     assert!(
         page.contains("pip install comfyui-frontend-package==1.27.10"),
@@ -434,5 +435,49 @@ async fn browsers_get_a_session_cookie_from_the_token_link() {
     )
     .await;
     assert_eq!(bearer.status, 200);
+    s.server.shutdown().await;
+}
+
+/// The cookie follows issue 18's credential rules: an admin API token opens the editor as the
+/// `--token` does; a tenant's API token gets no cookie, and a cookie forged from it opens nothing.
+#[tokio::test]
+async fn session_cookies_follow_the_admin_rule() {
+    use comfyrs::server::serverless::config::ApiToken;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fake_frontend(tmp.path());
+    let mut cfg = config_with(Some(&root), &tmp.path().join("user"));
+    cfg.serverless.tokens = vec![
+        ApiToken {
+            name: "ops".into(),
+            token: "adm1n".into(),
+        },
+        ApiToken {
+            name: "tenant".into(),
+            token: "t3nant".into(),
+        },
+    ];
+    cfg.serverless.admins = vec!["ops".into()];
+    let s = start(cfg).await;
+    let r = get(s.addr, "/?token=adm1n").await;
+    assert_eq!(r.status, 303);
+    let pair = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let ok = request(s.addr, "GET", "/api/settings", &[("Cookie", &pair)], b"").await;
+    assert_eq!(ok.status, 200);
+    let tenant = get(s.addr, "/?token=t3nant").await;
+    assert_eq!(tenant.status, 401);
+    assert!(tenant.header("set-cookie").is_none());
+    assert!(tenant.json()["error"].is_string());
+    let forged = format!(
+        "comfyrs_session={}",
+        comfyrs::server::frontend::session_value("t3nant")
+    );
+    let r = request(s.addr, "GET", "/api/settings", &[("Cookie", &forged)], b"").await;
+    assert_eq!(r.status, 401);
     s.server.shutdown().await;
 }

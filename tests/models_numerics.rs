@@ -42,18 +42,26 @@ fn matches_numpy_reference() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(TINY_SD15_PATH);
     let ck = load_sd1_checkpoint(path, &Device::Cpu, DType::F32).unwrap();
 
-    let (cond, pooled) = ck.clip.encode_text("a photo of a cat", -1).unwrap();
+    let (cond, pooled) = ck.clip.encode_text("a photo of a cat", Some(-1)).unwrap();
     check("cond", &cond, &r.cond, 1e-4);
     check("pooled", &pooled, &r.pooled, 1e-4);
-    let (skip2, _) = ck.clip.encode_text("a photo of a cat", -2).unwrap();
+    let (skip2, _) = ck.clip.encode_text("a photo of a cat", Some(-2)).unwrap();
     check("cond_skip2", &skip2, &r.cond_skip2, 1e-4);
-    let (weighted, _) = ck.clip.encode_text("a photo of a (cat:1.5)", -1).unwrap();
+    let (weighted, _) = ck
+        .clip
+        .encode_text("a photo of a (cat:1.5)", Some(-1))
+        .unwrap();
     check("cond_weighted", &weighted, &r.cond_weighted, 1e-4);
 
     let x = det_input((1, 4, 8, 8), 1.0);
     let eps = ck
         .unet
-        .forward(&x, &Tensor::new(&[999f32], &Device::Cpu).unwrap(), &cond)
+        .forward(
+            &x,
+            &Tensor::new(&[999f32], &Device::Cpu).unwrap(),
+            &cond,
+            None,
+        )
         .unwrap();
     check("eps_t999", &eps, &r.eps_t999, 1e-4);
     let eps_w = ck
@@ -62,6 +70,7 @@ fn matches_numpy_reference() {
             &x,
             &Tensor::new(&[261f32], &Device::Cpu).unwrap(),
             &weighted,
+            None,
         )
         .unwrap();
     check("eps_t261_weighted", &eps_w, &r.eps_t261_weighted, 1e-4);

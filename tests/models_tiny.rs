@@ -112,31 +112,34 @@ fn non_checkpoint_is_rejected_with_a_description() {
 #[test]
 fn clip_encode_shapes_weights_and_clip_skip() {
     let ck = load();
-    let (cond, pooled) = ck.clip.encode_text("a photo of a cat", -1).unwrap();
+    let (cond, pooled) = ck.clip.encode_text("a photo of a cat", Some(-1)).unwrap();
     assert_eq!(cond.dims(), &[1, 77, 32]);
     assert_eq!(pooled.dims(), &[1, 32]);
-    let (cond2, _) = ck.clip.encode_text("a photo of a cat", -1).unwrap();
+    let (cond2, _) = ck.clip.encode_text("a photo of a cat", Some(-1)).unwrap();
     assert_eq!(max_abs_diff(&cond, &cond2), 0.0, "deterministic");
     // pooled is the final-LN output at the first EOS (position 6)
     let p6 = cond.get(0).unwrap().get(6).unwrap().unsqueeze(0).unwrap();
     assert_eq!(max_abs_diff(&pooled, &p6), 0.0);
     // clip skip -2 changes the output; -1 and out-of-range values are "last"
-    let (skip2, pooled2) = ck.clip.encode_text("a photo of a cat", -2).unwrap();
+    let (skip2, pooled2) = ck.clip.encode_text("a photo of a cat", Some(-2)).unwrap();
     assert!(max_abs_diff(&cond, &skip2) > 1e-3);
     assert_eq!(
         max_abs_diff(&pooled, &pooled2),
         0.0,
         "pooled ignores clip skip"
     );
-    let (skip_far, _) = ck.clip.encode_text("a photo of a cat", -24).unwrap();
+    let (skip_far, _) = ck.clip.encode_text("a photo of a cat", Some(-24)).unwrap();
     assert_eq!(max_abs_diff(&cond, &skip_far), 0.0);
     // Long prompts give 77·N tokens.
     let long = vec!["word"; 100].join(" ");
-    let (c_long, _) = ck.clip.encode_text(&long, -1).unwrap();
+    let (c_long, _) = ck.clip.encode_text(&long, Some(-1)).unwrap();
     assert_eq!(c_long.dims(), &[1, 154, 32]);
     // Weights: z = (z - z_empty)·w + z_empty at weighted positions only.
-    let (cw, _) = ck.clip.encode_text("a photo of a (cat:1.5)", -1).unwrap();
-    let (empty, _) = ck.clip.encode_text("", -1).unwrap();
+    let (cw, _) = ck
+        .clip
+        .encode_text("a photo of a (cat:1.5)", Some(-1))
+        .unwrap();
+    let (empty, _) = ck.clip.encode_text("", Some(-1)).unwrap();
     let same = cw.get(0).unwrap().narrow(0, 0, 5).unwrap();
     let base = cond.get(0).unwrap().narrow(0, 0, 5).unwrap();
     assert_eq!(max_abs_diff(&same, &base), 0.0);
@@ -150,12 +153,12 @@ fn clip_encode_shapes_weights_and_clip_skip() {
 fn unet_forward_shape_and_determinism() {
     let ck = load();
     let dev = Device::Cpu;
-    let (cond, _) = ck.clip.encode_text("a photo of a cat", -1).unwrap();
+    let (cond, _) = ck.clip.encode_text("a photo of a cat", Some(-1)).unwrap();
     let x = Tensor::randn(0f32, 1f32, (2, 4, 8, 8), &dev).unwrap();
     let t = Tensor::new(&[999f32, 500f32], &dev).unwrap();
     let ctx = Tensor::cat(&[&cond, &cond], 0).unwrap();
-    let a = ck.unet.forward(&x, &t, &ctx).unwrap();
-    let b = ck.unet.forward(&x, &t, &ctx).unwrap();
+    let a = ck.unet.forward(&x, &t, &ctx, None).unwrap();
+    let b = ck.unet.forward(&x, &t, &ctx, None).unwrap();
     assert_eq!(a.dims(), &[2, 4, 8, 8]);
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     let std = a
@@ -178,6 +181,7 @@ fn unet_forward_shape_and_determinism() {
             &x.narrow(0, 0, 1).unwrap(),
             &t.narrow(0, 0, 1).unwrap(),
             &cond,
+            None,
         )
         .unwrap();
     assert!(max_abs_diff(&a.narrow(0, 0, 1).unwrap(), &a0) < 1e-4);
@@ -186,7 +190,7 @@ fn unet_forward_shape_and_determinism() {
     let odd = Tensor::randn(0f32, 1f32, (1, 4, 7, 9), &dev).unwrap();
     let o = ck
         .unet
-        .forward(&odd, &t.narrow(0, 0, 1).unwrap(), &cond)
+        .forward(&odd, &t.narrow(0, 0, 1).unwrap(), &cond, None)
         .unwrap();
     assert_eq!(o.dims(), &[1, 4, 7, 9]);
 }

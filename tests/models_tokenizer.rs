@@ -1,7 +1,7 @@
 //! Token ids against transformers' CLIPTokenizer and ComfyUI's windowing
 //! (reference data: tests/data/clip_tokens.json, made by gen_clip_tokens.py).
 
-use comfyrs::models::clip::{Token, Tokenizer};
+use comfyrs::models::text::clip::{Token, Tokenizer};
 
 #[derive(serde::Deserialize)]
 struct Case {

@@ -37,6 +37,40 @@ fn schemas_match_comfyui() {
     assert_eq!(want.as_object().unwrap().len(), 15);
 }
 
+/// The ten loader classes the frontend 1.27.10 registers widgets for by name: all present
+/// (one missing breaks every model widget in the editor), each registered once (a duplicate
+/// registration fails `with_builtin_nodes`).
+#[test]
+fn the_frontends_loader_classes_are_all_registered() {
+    let registry = Registry::with_builtin_nodes();
+    for class in [
+        "CheckpointLoaderSimple",
+        "ImageOnlyCheckpointLoader",
+        "LoraLoader",
+        "VAELoader",
+        "ControlNetLoader",
+        "UNETLoader",
+        "UpscaleModelLoader",
+        "StyleModelLoader",
+        "GLIGENLoader",
+        "LoraLoaderModelOnly",
+    ] {
+        assert!(registry.schema(class).is_some(), "{class} missing");
+    }
+    // The SDXL-era loaders main implements are real, not pending.
+    for class in [
+        "UNETLoader",
+        "CLIPLoader",
+        "DualCLIPLoader",
+        "TripleCLIPLoader",
+    ] {
+        assert!(
+            registry.schema(class).unwrap().python_module == "nodes",
+            "{class}"
+        );
+    }
+}
+
 #[test]
 fn combos_list_the_folder_files_and_running_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();

@@ -247,7 +247,10 @@ async fn origin_check_blocks_cross_site() {
     )
     .await;
     assert_eq!(r.status, 403);
-    assert!(r.body.is_empty());
+    assert_eq!(
+        r.json(),
+        json!({"error": "cross-site request to a loopback server refused"})
+    );
     let body = json!({"prompt": text_workflow("x")}).to_string();
     let r = request(
         addr,

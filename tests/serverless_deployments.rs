@@ -298,12 +298,22 @@ async fn deployments_api_crud_schema_and_inline_graph() {
         addr,
         "GET",
         &format!("/prod/v1/deployments/{id}"),
-        BOB,
+        ALICE,
         &Value::Null,
     )
     .await
     .json();
     assert_eq!(one["workflow_api_json"], graph);
+    // It belongs to the token that created it (issue 18, defect 14).
+    let r = call(
+        addr,
+        "GET",
+        &format!("/prod/v1/deployments/{id}"),
+        BOB,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 404);
 
     // The schema lists literal inputs with their object_info declaration.
     let sch = call(
@@ -360,7 +370,7 @@ async fn deployments_api_crud_schema_and_inline_graph() {
     assert!(r.json()["message"]
         .as_str()
         .unwrap()
-        .contains("\"overide\""));
+        .contains("unknown field `overide`"));
 
     let r = call(
         addr,
@@ -904,7 +914,10 @@ prefix = "tomlinline"
         )
     );
 
-    let s = start_in(dir, None, config(&dir_of(&d))).await;
+    let mut cfg = config(&dir_of(&d));
+    // Only an admin token deletes the operator's deployment files (issue 18, defect 14).
+    cfg.serverless.admins = vec!["alice".into()];
+    let s = start_in(dir, None, cfg).await;
     let addr = s.addr;
     let list = call(addr, "GET", "/prod/v1/deployments", ALICE, &Value::Null)
         .await

@@ -505,9 +505,10 @@ async fn openapi_schemas_field_by_field_and_against_live_answers() {
         di["properties"]["overrides"]["additionalProperties"]["required"],
         json!(["inputs"])
     );
+    // Derived from the typed body (issue 18): optional fields also take null.
     assert_eq!(
-        di["properties"]["webhook_intermediate_status"],
-        json!({"type": "boolean"})
+        di["properties"]["webhook_intermediate_status"]["type"],
+        json!(["boolean", "null"])
     );
     assert_eq!(
         schemas["RequestHandle"]["required"],
@@ -538,10 +539,13 @@ async fn openapi_schemas_field_by_field_and_against_live_answers() {
     );
     let prompt = &ai["properties"]["prompts"]["items"];
     assert_eq!(prompt["required"], json!(["prompt"]));
-    assert_eq!(prompt["properties"]["seed"]["type"], "integer");
     assert_eq!(
-        prompt["properties"]["guidance_scale"],
-        json!({"type": "number"})
+        prompt["properties"]["seed"]["type"],
+        json!(["integer", "null"])
+    );
+    assert_eq!(
+        prompt["properties"]["guidance_scale"]["type"],
+        json!(["number", "null"])
     );
     assert_eq!(
         schemas["InferenceOutputs"]["properties"]["images"]["items"]["required"],

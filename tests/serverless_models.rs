@@ -24,6 +24,8 @@ async fn server() -> TestServer {
             }],
             deployments_dir: dir.path().join("deployments"),
             sd15_checkpoint: "tiny_sd15.safetensors".into(),
+            // The ComfyUI routes take an admin token (issue 18, defect 3).
+            admins: vec!["m".into()],
             ..Default::default()
         },
         ..Default::default()
@@ -247,12 +249,12 @@ async fn cancel_through_the_shared_request_routes() {
     // A long ComfyUI job occupies the one executor.
     let blocker = post_json(
         addr,
-        "/prompt",
+        &format!("/prompt?token={TOKEN}"),
         &json!({"prompt": sleep_workflow(60_000, "b")}),
     )
     .await
     .json();
-    wait_queue(addr, 10, |q| {
+    wait_queue_at(addr, &format!("/queue?token={TOKEN}"), 10, |q| {
         q["queue_running"].as_array().unwrap().len() == 1
     })
     .await;
@@ -304,7 +306,7 @@ async fn cancel_through_the_shared_request_routes() {
     )
     .await;
     assert_eq!(r.status, 404);
-    post_json(addr, "/interrupt", &json!({})).await;
+    post_json(addr, &format!("/interrupt?token={TOKEN}"), &json!({})).await;
     s.server.shutdown().await;
 }
 

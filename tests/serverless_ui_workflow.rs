@@ -27,6 +27,8 @@ async fn a_ui_workflow_deployment_is_stored_converted_with_the_original_kept() {
                 name: "alice".into(),
                 token: TOKEN.into(),
             }],
+            // An admin token also opens the ComfyUI routes (POST /prompt below).
+            admins: vec!["alice".into()],
             deployments_dir: dir.path().join("deployments"),
             ..Default::default()
         },
@@ -89,7 +91,15 @@ async fn a_ui_workflow_deployment_is_stored_converted_with_the_original_kept() {
     );
 
     // POST /prompt takes API format only, as in ComfyUI: a UI workflow is not a prompt.
-    let r = post_json(s.addr, "/prompt", &json!({"prompt": ui})).await;
+    let r = request(
+        s.addr,
+        "POST",
+        "/prompt",
+        &headers,
+        json!({"prompt": ui}).to_string().as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["type"], "invalid_prompt");
     s.server.shutdown().await;
 }

@@ -9,12 +9,21 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    let path = root.join(comfyrs::models::fixture::TINY_SD15_PATH);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    use comfyrs::models::fixture as fx;
+    type Writer = fn() -> Vec<u8>;
+    let files: [(&str, Writer); 3] = [
+        (fx::TINY_SD15_PATH, fx::tiny_sd15_bytes),
+        (fx::TINY_SDXL_PATH, fx::tiny_sdxl_bytes),
+        (fx::TINY_SDXL_REFINER_PATH, fx::tiny_sdxl_refiner_bytes),
+    ];
+    for (rel, bytes) in files {
+        let path = root.join(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let bytes = bytes();
+        std::fs::write(&path, &bytes)?;
+        println!("wrote {} ({} bytes)", path.display(), bytes.len());
     }
-    let bytes = comfyrs::models::fixture::tiny_sd15_bytes();
-    std::fs::write(&path, &bytes)?;
-    println!("wrote {} ({} bytes)", path.display(), bytes.len());
     Ok(())
 }

@@ -240,6 +240,15 @@ pub fn validate(
                             type_name(&spec.ty)
                         )),
                     };
+                    // NaN passes every min/max comparison and infinity every check
+                    // without a bound; neither is a value any node can use.
+                    let conversion = conversion.and_then(|value| match value {
+                        Value::Float(f) if !f.is_finite() => Err(format!(
+                            "{} is not a finite number",
+                            Value::Float(f).to_py_str()
+                        )),
+                        value => Ok(value),
+                    });
                     let value = match conversion {
                         Ok(value) => value,
                         Err(msg) => {
@@ -256,6 +265,21 @@ pub fn validate(
                             continue;
                         }
                     };
+                    if let Value::String(text) = &value {
+                        if text.len() > STRING_LITERAL_MAX_BYTES {
+                            own_errors[i].push(err(
+                                "value_too_long",
+                                format!(
+                                    "Value of {} bytes longer than the limit of {STRING_LITERAL_MAX_BYTES} bytes",
+                                    text.len()
+                                ),
+                                name.into(),
+                                json!({"input_name": name, "input_config": config(),
+                                       "received_length": text.len()}),
+                            ));
+                            continue;
+                        }
+                    }
                     if !custom.contains(&name) {
                         if let Some(e) = check_range_and_choices(schema, spec, name, &value, v, env)
                         {
@@ -341,6 +365,7 @@ pub fn validate(
     let mut good: Vec<usize> = Vec::new();
     let mut node_errors: IndexMap<usize, (Vec<Json>, IndexSet<&str>)> = IndexMap::new();
     let mut failed_details: Vec<String> = Vec::new();
+    let mut walk = AncestorWalk::new(n);
     for &o in &outputs {
         if valid[o] {
             good.push(o);
@@ -353,7 +378,9 @@ pub fn validate(
                 e["details"].as_str().unwrap_or("")
             ));
         }
-        for k in ancestors_of(o, &deps) {
+        // Each node lists at most DEPENDENT_OUTPUTS_MAX failed outputs, so the body stays
+        // linear in the prompt however many outputs share a broken ancestor.
+        for k in walk.ancestors_of(o, &deps) {
             if !own_errors[k].is_empty() {
                 let entry = node_errors
                     .entry(k)
@@ -368,7 +395,7 @@ pub fn validate(
         .map(|(k, (errors, deps))| {
             (
                 id_of(k).to_string(),
-                json!({"errors": errors, "dependent_outputs": deps.into_iter().collect::<Vec<_>>(),
+                json!({"errors": errors, "dependent_outputs": bounded(deps.into_iter(), DEPENDENT_OUTPUTS_MAX),
                        "class_type": workflow.nodes[k].class_type}),
             )
         })
@@ -509,21 +536,62 @@ fn report_cycles(
         let mut members: Vec<usize> = scc.iter().map(|ix| g[*ix]).collect();
         members.sort_unstable();
         let path = cycle_path(&members, deps);
-        let details = path
-            .iter()
-            .map(|&k| format!("{} ({})", id_of(k), workflow.nodes[k].class_type))
-            .collect::<Vec<_>>()
-            .join(" -> ");
-        let cycle_ids: Vec<&str> = members.iter().map(|&k| id_of(k)).collect();
+        let step = |k: usize| format!("{} ({})", id_of(k), workflow.nodes[k].class_type);
+        // Every member carries the message, so it is bounded in count and bytes (node ids
+        // are the client's): a long cycle is shown by its first steps and its length
+        // (ComfyUI lists it whole on every member, n² for n members).
+        let shown = bounded(path.iter().map(|&k| step(k)), CYCLE_STEPS_SHOWN);
+        let details = if shown.len() == path.len() {
+            shown.join(" -> ")
+        } else {
+            format!(
+                "{} -> ... ({} nodes in the cycle)",
+                shown.join(" -> "),
+                members.len()
+            )
+        };
+        let cycle_ids = bounded(members.iter().map(|&k| id_of(k)), CYCLE_NODES_LISTED);
         for &k in &members {
+            let mut extra = json!({"node_id": id_of(k), "cycle_nodes": cycle_ids});
+            if cycle_ids.len() < members.len() {
+                extra["cycle_size"] = json!(members.len());
+            }
             own_errors[k].push(err(
                 "dependency_cycle",
                 "Dependency cycle detected".into(),
                 details.clone(),
-                json!({"node_id": id_of(k), "cycle_nodes": cycle_ids}),
+                extra,
             ));
         }
     }
+}
+
+/// The longest string literal an input takes (1 MiB). A prompt is copied into history,
+/// every saved PNG and each WebSocket client's events, and a text encoder spends kilobytes
+/// per character: no real input comes near this, and none may cost without bound.
+pub const STRING_LITERAL_MAX_BYTES: usize = 1024 * 1024;
+
+/// The most steps a cycle error's `details` shows, and the most ids its `cycle_nodes`
+/// lists: each member of a cycle gets the error, so its size must not grow with the cycle.
+pub const CYCLE_STEPS_SHOWN: usize = 8;
+pub const CYCLE_NODES_LISTED: usize = 16;
+
+/// The most bytes of client-chosen names one listing in an error carries.
+pub const LISTING_BYTES_MAX: usize = 1024;
+
+/// The leading `items` while there are at most `max` of them and they fit in
+/// [`LISTING_BYTES_MAX`] bytes (at least one is always kept).
+fn bounded<S: AsRef<str>>(items: impl Iterator<Item = S>, max: usize) -> Vec<S> {
+    let mut bytes = 0;
+    let mut out = Vec::new();
+    for item in items.take(max) {
+        bytes += item.as_ref().len();
+        if bytes > LISTING_BYTES_MAX && !out.is_empty() {
+            break;
+        }
+        out.push(item);
+    }
+    out
 }
 
 /// The declared type as ComfyUI names it in conversion errors (`INT`, `MODEL`, `COMBO`).
@@ -685,19 +753,48 @@ fn check_range_and_choices(
     None
 }
 
-/// `o` and every node it depends on, through resolved links (explicit stack).
-fn ancestors_of(o: usize, deps: &FlatLists<usize>) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![o];
-    while let Some(k) = stack.pop() {
-        if !seen.insert(k) {
-            continue;
+/// The most failed outputs one node's `dependent_outputs` lists (ComfyUI lists them all;
+/// without a bound, n outputs over a shared broken chain of n nodes make an n² body).
+pub const DEPENDENT_OUTPUTS_MAX: usize = 64;
+
+/// Walks from outputs to the nodes they depend on, visiting each node for at most
+/// [`DEPENDENT_OUTPUTS_MAX`] outputs: O(max · (nodes + links)) in all, whatever the shape.
+struct AncestorWalk {
+    /// How many walks entered each node.
+    visits: Vec<usize>,
+    /// The walk that last entered each node (a `seen` set without clearing).
+    last: Vec<usize>,
+    generation: usize,
+}
+
+impl AncestorWalk {
+    fn new(n: usize) -> Self {
+        AncestorWalk {
+            visits: vec![0; n],
+            last: vec![usize::MAX; n],
+            generation: 0,
         }
-        out.push(k);
-        stack.extend(deps.of(k).iter().copied().filter(|d| !seen.contains(d)));
     }
-    out
+
+    /// `o` and the nodes it depends on (explicit stack), less those already entered by
+    /// [`DEPENDENT_OUTPUTS_MAX`] earlier walks: every walk that entered a node went on to
+    /// all its ancestors, so those are full too and need no visit.
+    fn ancestors_of(&mut self, o: usize, deps: &FlatLists<usize>) -> Vec<usize> {
+        self.generation += 1;
+        let g = self.generation;
+        let mut out = Vec::new();
+        let mut stack = vec![o];
+        while let Some(k) = stack.pop() {
+            if self.last[k] == g || self.visits[k] >= DEPENDENT_OUTPUTS_MAX {
+                continue;
+            }
+            self.last[k] = g;
+            self.visits[k] += 1;
+            out.push(k);
+            stack.extend(deps.of(k).iter().copied().filter(|&d| self.last[d] != g));
+        }
+        out
+    }
 }
 
 /// One concrete cycle through the members of a strongly connected component, as node
@@ -706,6 +803,7 @@ fn cycle_path(members: &[usize], deps: &FlatLists<usize>) -> Vec<usize> {
     let start = members[0];
     // Walk dependencies inside the component until a node repeats.
     let mut path = vec![start];
+    let mut position: std::collections::HashMap<usize, usize> = [(start, 0)].into();
     let mut at = start;
     loop {
         let next = deps
@@ -714,13 +812,14 @@ fn cycle_path(members: &[usize], deps: &FlatLists<usize>) -> Vec<usize> {
             .copied()
             .find(|d| members.binary_search(d).is_ok())
             .expect("every member of a cyclic component has a dependency inside it");
-        if let Some(p) = path.iter().position(|&x| x == next) {
+        if let Some(&p) = position.get(&next) {
             let mut cycle = path[p..].to_vec();
             cycle.push(next);
             // Reported in data-flow order (producer first).
             cycle.reverse();
             return cycle;
         }
+        position.insert(next, path.len());
         path.push(next);
         at = next;
     }

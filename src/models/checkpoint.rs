@@ -1,9 +1,11 @@
 //! Single-file checkpoints: memory-mapped safetensors loading, key
-//! normalisation, SD1.x detection, and the standalone VAE loader.
+//! normalisation, family detection ([`Family::detect`]), and the standalone VAE loader.
 //!
 //! Layout (numerics spec §6.1): `model.diffusion_model.*` (UNet),
-//! `first_stage_model.*` (VAE), `cond_stage_model.transformer.text_model.*`
-//! (CLIP-L; old files lack `text_model.`, which is inserted here).
+//! `first_stage_model.*` (VAE), and the text encoders: SD1's
+//! `cond_stage_model.transformer.text_model.*` (CLIP-L; old files lack `text_model.`,
+//! which is inserted here); SDXL's `conditioner.embedders.{0,1}.*`, renamed to
+//! ComfyUI's `clip_l.`/`clip_g.` keys with OpenCLIP converted to HF names.
 //!
 //! Dtypes: floating tensors are converted to the compute dtype (the VAE's may
 //! differ, [`LoadOptions::vae_dtype`]) on the CPU, then moved to the device.
@@ -17,7 +19,8 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::models::clip::{ClipTextEncoder, SD1_CLIP_PREFIX};
+use crate::models::family::Family;
+use crate::models::text::clip::{open_clip, ClipRole, ClipTextEncoder, SD1_CLIP_PREFIX};
 use crate::models::unet::{Unet, UnetConfig, UNET_PREFIX};
 use crate::models::vae::Vae;
 use crate::models::{ModelError, Result};
@@ -75,15 +78,28 @@ pub struct Sd1Checkpoint {
     pub device: Device,
 }
 
-/// Reads every tensor of a safetensors file through a memory map.
-/// Floating tensors are converted to `dtype`; integer tensors keep theirs.
+/// Reads every tensor of a safetensors file through a memory map, each kept in
+/// [`storage_dtype`] of its file dtype and `dtype` (the compute dtype); integer tensors
+/// keep theirs.
 pub fn load_safetensors(path: &Path, device: &Device, dtype: DType) -> Result<WeightMap> {
     load_safetensors_as(path, device, &|_| dtype)
 }
 
-/// [`load_safetensors`] with a dtype per tensor name (`dtype_of`), so each model
-/// of a checkpoint is converted once, on the CPU, straight from the file's dtype
-/// before it is moved to `device`.
+/// The dtype a weight is kept in memory for compute dtype `compute`: the file's own when it
+/// is no wider (the layers widen per operation, see `nn::weights_vb`; exact, so the numbers
+/// are those of an f32 copy), else `compute`. An f16 checkpoint computed in f32 thus costs
+/// its file size, and an fp8 one a quarter of its f32 size.
+pub fn storage_dtype(file: DType, compute: DType) -> DType {
+    if file.is_float() && file.size_in_bytes() <= compute.size_in_bytes() {
+        file
+    } else {
+        compute
+    }
+}
+
+/// [`load_safetensors`] with a compute dtype per tensor name (`dtype_of`), so each model
+/// of a checkpoint gets its own storage rule, applied on the CPU straight from the file's
+/// dtype before the tensor is moved to `device`.
 pub fn load_safetensors_as(
     path: &Path,
     device: &Device,
@@ -95,10 +111,29 @@ pub fn load_safetensors_as(
         ModelError::NotSupported(format!("{}: not a safetensors file ({e})", path.display()))
     })?;
     let mut out = HashMap::new();
-    for (name, _) in st.tensors() {
-        let t = st.load(&name, &Device::Cpu)?;
+    for (name, view) in st.tensors() {
+        let compute = dtype_of(&name);
+        // fp8 tensors are read from their bytes (candle's reader has no F8_E5M2): e4m3fn
+        // into candle's F8E4M3, e5m2 (the top byte of an f16) exactly into f16. Matched by
+        // the format's dtype name: candle's view comes from its own safetensors version.
+        let fp8 = super::fp8::Fp8Kind::from_safetensors_dtype(&format!("{:?}", view.dtype()));
+        let t = match fp8 {
+            Some(super::fp8::Fp8Kind::E4m3fn) => {
+                Tensor::from_raw_buffer(view.data(), DType::F8E4M3, view.shape(), &Device::Cpu)?
+            }
+            Some(kind) => {
+                let data = super::fp8::decode_slice(kind, view.data());
+                Tensor::from_vec(data, view.shape(), &Device::Cpu)?.to_dtype(DType::F16)?
+            }
+            None => st.load(&name, &Device::Cpu)?,
+        };
         let t = if t.dtype().is_float() {
-            t.to_dtype(dtype_of(&name))?
+            let keep = storage_dtype(t.dtype(), compute);
+            if keep == t.dtype() {
+                t
+            } else {
+                t.to_dtype(keep)?
+            }
         } else {
             t
         };
@@ -163,65 +198,255 @@ pub fn unet_prefix(weights: &WeightMap) -> Option<&'static str> {
         .map(|(p, _)| p)
 }
 
-/// Checks that `weights` is an SD1.x single-file checkpoint; returns the UNet
-/// config. The error says what was found instead.
-pub fn detect_sd1(weights: &WeightMap) -> Result<UnetConfig> {
-    match unet_prefix(weights) {
+/// The text encoders a checkpoint carries, in its family's roles.
+#[derive(Clone)]
+pub enum TextEncoders {
+    /// SD1.x: CLIP-L under [`SD1_CLIP_PREFIX`].
+    Sd1(ClipTextEncoder),
+    /// SDXL base: CLIP-L under [`SDXL_CLIP_L_PREFIX`] and OpenCLIP bigG under
+    /// [`SDXL_CLIP_G_PREFIX`].
+    Sdxl {
+        l: ClipTextEncoder,
+        g: ClipTextEncoder,
+    },
+    /// SDXL refiner: bigG only.
+    SdxlRefiner(ClipTextEncoder),
+}
+
+impl TextEncoders {
+    /// Every encoder of the set (CLIP-L before CLIP-G).
+    pub fn members(&self) -> Vec<&ClipTextEncoder> {
+        match self {
+            TextEncoders::Sd1(l) => vec![l],
+            TextEncoders::Sdxl { l, g } => vec![l, g],
+            TextEncoders::SdxlRefiner(g) => vec![g],
+        }
+    }
+}
+
+/// State-dict prefix SDXL's CLIP-L is renamed to (ComfyUI's `clip_l.` model keys).
+pub const SDXL_CLIP_L_PREFIX: &str = "clip_l.transformer.text_model.";
+/// State-dict prefix SDXL's bigG is renamed to (ComfyUI's `clip_g.` model keys).
+pub const SDXL_CLIP_G_PREFIX: &str = "clip_g.transformer.text_model.";
+
+/// A loaded single-file checkpoint of any supported family. Every part is cheap to clone.
+#[derive(Clone)]
+pub struct Checkpoint {
+    pub family: Family,
+    /// All tensors by (normalised) state-dict key: the UNet under [`UNET_PREFIX`], the
+    /// text encoders under their family's prefixes, the VAE under [`VAE_PREFIX`].
+    pub weights: Arc<WeightMap>,
+    pub unet: Unet,
+    pub text: TextEncoders,
+    pub vae: Vae,
+    pub prediction: Prediction,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+/// Moves SDXL's `conditioner.embedders.*` text encoders to ComfyUI's model keys
+/// (`SDXL.process_clip_state_dict` / `SDXLRefiner.process_clip_state_dict`): the base's
+/// CLIP-L (`embedders.0.transformer.`) to `clip_l.transformer.` and its OpenCLIP bigG
+/// (`embedders.1.model.`) to `clip_g.transformer.`; the refiner's bigG
+/// (`embedders.0.model.`) to `clip_g.transformer.`.
+pub fn normalize_sdxl_text_keys(weights: &mut WeightMap) -> Result<()> {
+    let renames: Vec<(String, String)> = weights
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix("conditioner.embedders.0.transformer.")
+                .map(|rest| (k.clone(), format!("clip_l.transformer.{rest}")))
+        })
+        .collect();
+    for (from, to) in renames {
+        let t = weights.remove(&from).expect("listed above");
+        weights.insert(to, t);
+    }
+    for from in [
+        "conditioner.embedders.1.model.",
+        "conditioner.embedders.0.model.",
+    ] {
+        if open_clip::is_open_clip(weights, from) {
+            open_clip::convert_open_clip(weights, from, "clip_g.transformer.")?;
+        }
+    }
+    Ok(())
+}
+
+/// "ERROR: Could not detect model type of: PATH" (ComfyUI's message) with what was found.
+fn undetected(path: &Path, why: String) -> ModelError {
+    ModelError::NotSupported(format!(
+        "ERROR: Could not detect model type of: {}\n{why}",
+        path.display()
+    ))
+}
+
+/// Loads a single-file checkpoint (CheckpointLoaderSimple) of any supported family.
+pub fn load_checkpoint_with(
+    path: impl AsRef<Path>,
+    device: &Device,
+    dtype: DType,
+    options: &LoadOptions,
+) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let vae_dtype = options.vae_dtype.unwrap_or(dtype);
+    let weights = load_safetensors_as(path, device, &|name| {
+        if name.starts_with(VAE_PREFIX) {
+            vae_dtype
+        } else {
+            dtype
+        }
+    })?;
+    checkpoint_from_weights(weights, device, dtype, options).map_err(|e| match e {
+        ModelError::NotSupported(m) if m.starts_with("ERROR: Could not detect") => undetected(
+            path,
+            m.split_once('\n')
+                .map_or(String::new(), |x| x.1.to_string()),
+        ),
+        ModelError::NotSupported(m) => ModelError::NotSupported(format!("{}: {m}", path.display())),
+        e => e,
+    })
+}
+
+/// Builds a [`Checkpoint`] from an in-memory state dict (LDM keys).
+pub fn checkpoint_from_weights(
+    weights: WeightMap,
+    device: &Device,
+    dtype: DType,
+    options: &LoadOptions,
+) -> Result<Checkpoint> {
+    let mut weights = normalize_keys(weights);
+    normalize_sdxl_text_keys(&mut weights)?;
+    match unet_prefix(&weights) {
         Some(UNET_PREFIX) => {}
         Some(p) => {
             return Err(ModelError::NotSupported(format!(
-                "UNet keys use the prefix {p}* (not an LDM SD1.x checkpoint); {}",
-                describe_prefixes(weights)
+                "UNet keys use the prefix {p}* (not an LDM UNet checkpoint); {}",
+                describe_prefixes(&weights)
             )))
         }
         None => {
             return Err(ModelError::NotSupported(format!(
                 "no model.diffusion_model.* keys; {}",
-                describe_prefixes(weights)
+                describe_prefixes(&weights)
             )))
         }
     }
     if !weights.contains_key(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
         return Err(ModelError::NotSupported(format!(
             "no {UNET_PREFIX}input_blocks.0.0.weight (not an LDM UNet); {}",
-            describe_prefixes(weights)
+            describe_prefixes(&weights)
         )));
     }
-    let cfg = UnetConfig::detect(weights, UNET_PREFIX)?;
-    if cfg.adm_in_channels.is_some() || cfg.use_linear_in_transformer {
-        return Err(ModelError::NotSupported(format!(
-            "UNet looks like SDXL/SD2 (adm_in_channels {:?}, linear transformer projections {}), \
-             not SD1.x",
-            cfg.adm_in_channels, cfg.use_linear_in_transformer
-        )));
-    }
-    if weights
-        .keys()
-        .any(|k| k.starts_with("conditioner.embedders."))
+    let cfg = UnetConfig::detect(&weights, UNET_PREFIX)?;
+    let family = Family::detect(&cfg).ok_or_else(|| {
+        ModelError::NotSupported(format!(
+            "ERROR: Could not detect model type\nthe UNet (model_channels {}, context {:?}, \
+             ADM {:?}, linear projections {}, transformer depths {:?}) matches no family \
+             comfyrs runs (SD1.x, SDXL, SDXL refiner)",
+            cfg.model_channels,
+            cfg.context_dim,
+            cfg.adm_in_channels,
+            cfg.use_linear_in_transformer,
+            cfg.transformer_depth
+        ))
+    })?;
+    let text_prefixes: &[(&str, &str)] = match family {
+        Family::Sd15 => &[("text encoder", SD1_CLIP_PREFIX)],
+        Family::Sdxl => &[
+            ("CLIP-L text encoder", SDXL_CLIP_L_PREFIX),
+            ("CLIP-G text encoder", SDXL_CLIP_G_PREFIX),
+        ],
+        Family::SdxlRefiner => &[("CLIP-G text encoder", SDXL_CLIP_G_PREFIX)],
+    };
+    for (what, prefix) in text_prefixes
+        .iter()
+        .map(|(w, p)| (*w, format!("{p}embeddings.token_embedding.weight")))
+        .chain(std::iter::once((
+            "VAE",
+            format!("{VAE_PREFIX}decoder.conv_in.weight"),
+        )))
     {
-        return Err(ModelError::NotSupported(
-            "has conditioner.embedders.* (SDXL text encoders), not SD1.x".into(),
-        ));
-    }
-    for (what, key) in [
-        (
-            "text encoder",
-            format!("{SD1_CLIP_PREFIX}embeddings.token_embedding.weight"),
-        ),
-        ("VAE", format!("{VAE_PREFIX}decoder.conv_in.weight")),
-    ] {
-        if !weights.contains_key(&key) {
+        if !weights.contains_key(&prefix) {
             return Err(ModelError::NotSupported(format!(
-                "no {what} in the checkpoint (missing {key}); {}",
-                describe_prefixes(weights)
+                "{} checkpoint without a {what} (missing {prefix}); {}",
+                family.comfy_name(),
+                describe_prefixes(&weights)
             )));
         }
     }
-    Ok(cfg)
+    if options.clip_fp16_round && dtype == DType::F32 {
+        store_as_f16(&mut weights, |k| {
+            ["cond_stage_model.", "clip_l.", "clip_g."]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })?;
+    }
+    let prediction = if weights.contains_key("v_pred") {
+        Prediction::V
+    } else {
+        Prediction::Eps
+    };
+    let unet = Unet::from_weights(&weights, UNET_PREFIX, dtype, device)?;
+    let dirs = &options.embedding_directories;
+    let clip = |prefix: &str, role: ClipRole| {
+        ClipTextEncoder::from_weights(&weights, prefix, role, dtype, device, dirs.clone())
+    };
+    let text = match family {
+        Family::Sd15 => TextEncoders::Sd1(clip(SD1_CLIP_PREFIX, ClipRole::SD1)?),
+        Family::Sdxl => TextEncoders::Sdxl {
+            l: clip(SDXL_CLIP_L_PREFIX, ClipRole::SDXL_L)?,
+            g: clip(SDXL_CLIP_G_PREFIX, ClipRole::SDXL_G)?,
+        },
+        Family::SdxlRefiner => {
+            TextEncoders::SdxlRefiner(clip(SDXL_CLIP_G_PREFIX, ClipRole::SDXL_G)?)
+        }
+    };
+    let vae_dtype = options.vae_dtype.unwrap_or(dtype);
+    let vae = Vae::from_weights(&weights, VAE_PREFIX, vae_dtype, device)?;
+    Ok(Checkpoint {
+        family,
+        weights: Arc::new(weights),
+        unet,
+        text,
+        vae,
+        prediction,
+        dtype,
+        device: device.clone(),
+    })
 }
 
-/// Loads an SD1.x single-file checkpoint (CheckpointLoaderSimple) with the
-/// default [`LoadOptions`].
+/// Keeps the floating tensors whose key `select` accepts, when wider than f16, as f16:
+/// ComfyUI's fp16 text-encoder storage on the CPU (computed in f32; narrower files, e.g.
+/// bf16 or fp8, keep their own dtype, as `pick_weight_dtype` does).
+pub fn store_as_f16(weights: &mut WeightMap, select: impl Fn(&str) -> bool) -> Result<()> {
+    for (k, v) in weights.iter_mut() {
+        if select(k) && v.dtype().is_float() && v.dtype().size_in_bytes() > 2 {
+            *v = v.to_dtype(DType::F16)?;
+        }
+    }
+    Ok(())
+}
+
+/// The SD1.x view of a checkpoint; an error for other families.
+fn into_sd1(ck: Checkpoint) -> Result<Sd1Checkpoint> {
+    match ck.text {
+        TextEncoders::Sd1(clip) => Ok(Sd1Checkpoint {
+            weights: ck.weights,
+            unet: ck.unet,
+            clip,
+            vae: ck.vae,
+            prediction: ck.prediction,
+            dtype: ck.dtype,
+            device: ck.device,
+        }),
+        _ => Err(ModelError::NotSupported(format!(
+            "a {} checkpoint, not SD1.x",
+            ck.family.comfy_name()
+        ))),
+    }
+}
+
+/// Loads an SD1.x single-file checkpoint with the default [`LoadOptions`].
 pub fn load_sd1_checkpoint(
     path: impl AsRef<Path>,
     device: &Device,
@@ -238,18 +463,14 @@ pub fn load_sd1_checkpoint_with(
     options: &LoadOptions,
 ) -> Result<Sd1Checkpoint> {
     let path = path.as_ref();
-    let vae_dtype = options.vae_dtype.unwrap_or(dtype);
-    let weights = load_safetensors_as(path, device, &|name| {
-        if name.starts_with(VAE_PREFIX) {
-            vae_dtype
-        } else {
-            dtype
-        }
-    })?;
-    sd1_from_weights(weights, device, dtype, options).map_err(|e| match e {
-        ModelError::NotSupported(m) => ModelError::NotSupported(format!("{}: {m}", path.display())),
-        e => e,
-    })
+    load_checkpoint_with(path, device, dtype, options)
+        .and_then(into_sd1)
+        .map_err(|e| match e {
+            ModelError::NotSupported(m) if !m.contains(&*path.to_string_lossy()) => {
+                ModelError::NotSupported(format!("{}: {m}", path.display()))
+            }
+            e => e,
+        })
 }
 
 /// Builds an [`Sd1Checkpoint`] from an in-memory state dict (LDM keys).
@@ -259,39 +480,7 @@ pub fn sd1_from_weights(
     dtype: DType,
     options: &LoadOptions,
 ) -> Result<Sd1Checkpoint> {
-    let mut weights = normalize_keys(weights);
-    detect_sd1(&weights)?;
-    if options.clip_fp16_round && dtype == DType::F32 {
-        for (k, v) in weights.iter_mut() {
-            if k.starts_with("cond_stage_model.") && v.dtype().is_float() {
-                *v = v.to_dtype(DType::F16)?.to_dtype(dtype)?;
-            }
-        }
-    }
-    let prediction = if weights.contains_key("v_pred") {
-        Prediction::V
-    } else {
-        Prediction::Eps
-    };
-    let unet = Unet::from_weights(&weights, UNET_PREFIX, dtype, device)?;
-    let clip = ClipTextEncoder::from_weights(
-        &weights,
-        SD1_CLIP_PREFIX,
-        dtype,
-        device,
-        options.embedding_directories.clone(),
-    )?;
-    let vae_dtype = options.vae_dtype.unwrap_or(dtype);
-    let vae = Vae::from_weights(&weights, VAE_PREFIX, vae_dtype, device)?;
-    Ok(Sd1Checkpoint {
-        weights: Arc::new(weights),
-        unet,
-        clip,
-        vae,
-        prediction,
-        dtype,
-        device: device.clone(),
-    })
+    checkpoint_from_weights(weights, device, dtype, options).and_then(into_sd1)
 }
 
 /// Loads a standalone VAE file (ComfyUI's VAELoader): plain

@@ -1,7 +1,17 @@
-//! The tiny deterministic random-weight SD1.5-layout checkpoint used by tests
-//! (`fixtures/models/checkpoints/tiny_sd15.safetensors`, written by
-//! `cargo run --bin gen_fixtures`).
+//! The tiny deterministic random-weight checkpoints used by tests, written by
+//! `cargo run --bin gen_fixtures`: `tiny_sd15`, `tiny_sdxl` and `tiny_sdxl_refiner` in
+//! `fixtures/models/checkpoints/`.
 //!
+//! The SDXL pair uses SDXL's real single-file layout at tiny widths: a UNet with linear
+//! transformer projections, 64-channel heads and `label_emb` (ADM = pooled + 6·256 for the
+//! base, + 5·256 for the refiner); the base's CLIP-L as HF `text_model.*` under
+//! `conditioner.embedders.0.transformer.` and its bigG in OpenCLIP layout
+//! (`transformer.resblocks.*`, `text_projection`) under `conditioner.embedders.1.model.`
+//! (width 48, 3 layers, projection 48); the refiner has that bigG alone, under
+//! `conditioner.embedders.0.model.`. comfyrs recognises them by structure
+//! ([`crate::models::family`]); ComfyUI, which matches the real depths only, would not.
+//!
+//! The SD1.5 layout:
 //! Layout: the real LDM single-file names, tiny sizes:
 //! * UNet: in/out 4, model_channels 32, channel_mult [1, 2], 1 res block per
 //!   level, a SpatialTransformer (depth 1, 8 heads as SD1) at level 1 and in
@@ -77,9 +87,16 @@ fn unet_res(l: &mut Layout, p: &str, inp: usize, out: usize, emb: usize) {
     }
 }
 
-fn unet_st(l: &mut Layout, p: &str, c: usize, ctx: usize) {
+fn unet_st(l: &mut Layout, p: &str, c: usize, ctx: usize, linear: bool) {
     norm(l, &format!("{p}.norm"), c);
-    conv(l, &format!("{p}.proj_in"), c, c, 1);
+    let proj = |l: &mut Layout, name: &str| {
+        if linear {
+            lin(l, &format!("{p}.{name}"), c, c, true)
+        } else {
+            conv(l, &format!("{p}.{name}"), c, c, 1)
+        }
+    };
+    proj(l, "proj_in");
     let b = format!("{p}.transformer_blocks.0");
     for a in ["attn1", "attn2"] {
         let kv_in = if a == "attn1" { c } else { ctx };
@@ -93,27 +110,34 @@ fn unet_st(l: &mut Layout, p: &str, c: usize, ctx: usize) {
     for n in ["norm1", "norm2", "norm3"] {
         norm(l, &format!("{b}.{n}"), c);
     }
-    conv(l, &format!("{p}.proj_out"), c, c, 1);
+    proj(l, "proj_out");
 }
 
-fn tiny_unet(l: &mut Layout) {
+/// The tiny UNet: `ctx` cross-attention width; `adm` the ADM input width (SDXL), which
+/// also switches the transformers to linear projections.
+fn tiny_unet(l: &mut Layout, ctx: usize, adm: Option<usize>) {
     let p = "model.diffusion_model";
-    let (mc, ctx) = (32, 32);
+    let mc = 32;
     let emb = 4 * mc;
+    let linear = adm.is_some();
     lin(l, &format!("{p}.time_embed.0"), emb, mc, true);
     lin(l, &format!("{p}.time_embed.2"), emb, emb, true);
+    if let Some(adm) = adm {
+        lin(l, &format!("{p}.label_emb.0.0"), emb, adm, true);
+        lin(l, &format!("{p}.label_emb.0.2"), emb, emb, true);
+    }
     conv(l, &format!("{p}.input_blocks.0.0"), mc, 4, 3);
     unet_res(l, &format!("{p}.input_blocks.1.0"), mc, mc, emb);
     conv(l, &format!("{p}.input_blocks.2.0.op"), mc, mc, 3);
     unet_res(l, &format!("{p}.input_blocks.3.0"), mc, 2 * mc, emb);
-    unet_st(l, &format!("{p}.input_blocks.3.1"), 2 * mc, ctx);
+    unet_st(l, &format!("{p}.input_blocks.3.1"), 2 * mc, ctx, linear);
     unet_res(l, &format!("{p}.middle_block.0"), 2 * mc, 2 * mc, emb);
-    unet_st(l, &format!("{p}.middle_block.1"), 2 * mc, ctx);
+    unet_st(l, &format!("{p}.middle_block.1"), 2 * mc, ctx, linear);
     unet_res(l, &format!("{p}.middle_block.2"), 2 * mc, 2 * mc, emb);
     unet_res(l, &format!("{p}.output_blocks.0.0"), 4 * mc, 2 * mc, emb);
-    unet_st(l, &format!("{p}.output_blocks.0.1"), 2 * mc, ctx);
+    unet_st(l, &format!("{p}.output_blocks.0.1"), 2 * mc, ctx, linear);
     unet_res(l, &format!("{p}.output_blocks.1.0"), 3 * mc, 2 * mc, emb);
-    unet_st(l, &format!("{p}.output_blocks.1.1"), 2 * mc, ctx);
+    unet_st(l, &format!("{p}.output_blocks.1.1"), 2 * mc, ctx, linear);
     conv(l, &format!("{p}.output_blocks.1.2.conv"), 2 * mc, 2 * mc, 3);
     unet_res(l, &format!("{p}.output_blocks.2.0"), 3 * mc, mc, emb);
     unet_res(l, &format!("{p}.output_blocks.3.0"), 2 * mc, mc, emb);
@@ -179,9 +203,32 @@ fn tiny_vae(l: &mut Layout) {
     conv(l, &format!("{p}.post_quant_conv"), z, z, 1);
 }
 
-fn tiny_clip(l: &mut Layout) {
-    let p = "cond_stage_model.transformer.text_model";
-    let (w, layers, mlp) = (32usize, 2usize, 128usize);
+/// Width of the tiny CLIP-L.
+const TINY_L_WIDTH: usize = 32;
+/// Width (and projection width) of the tiny bigG.
+const TINY_G_WIDTH: usize = 48;
+
+/// A tiny OpenCLIP text tower under `p` (SDXL's bigG layout).
+fn tiny_open_clip(l: &mut Layout, p: &str) {
+    let (w, layers, mlp) = (TINY_G_WIDTH, 3usize, 4 * TINY_G_WIDTH);
+    add(l, format!("{p}.token_embedding.weight"), &[49408, w]);
+    add(l, format!("{p}.positional_embedding"), &[77, w]);
+    for i in 0..layers {
+        let q = format!("{p}.transformer.resblocks.{i}");
+        norm(l, &format!("{q}.ln_1"), w);
+        add(l, format!("{q}.attn.in_proj_weight"), &[3 * w, w]);
+        add(l, format!("{q}.attn.in_proj_bias"), &[3 * w]);
+        lin(l, &format!("{q}.attn.out_proj"), w, w, true);
+        norm(l, &format!("{q}.ln_2"), w);
+        lin(l, &format!("{q}.mlp.c_fc"), mlp, w, true);
+        lin(l, &format!("{q}.mlp.c_proj"), w, mlp, true);
+    }
+    norm(l, &format!("{p}.ln_final"), w);
+    add(l, format!("{p}.text_projection"), &[w, w]);
+}
+
+fn tiny_clip(l: &mut Layout, p: &str) {
+    let (w, layers, mlp) = (TINY_L_WIDTH, 2usize, 128usize);
     add(
         l,
         format!("{p}.embeddings.token_embedding.weight"),
@@ -244,6 +291,8 @@ fn values(key: &str, shape: &[usize]) -> Vec<f64> {
     let (mean, std) =
         if key.ends_with("token_embedding.weight") || key.ends_with("position_embedding.weight") {
             (0.0, 0.02)
+        } else if key.ends_with("positional_embedding") || key.ends_with("in_proj_bias") {
+            (0.0, if key.ends_with("bias") { 0.01 } else { 0.02 })
         } else if key.ends_with(".bias") {
             (0.0, 0.01)
         } else if shape.len() == 1 {
@@ -263,14 +312,47 @@ fn values(key: &str, shape: &[usize]) -> Vec<f64> {
         .collect()
 }
 
+/// Repository-relative path of the tiny SDXL base checkpoint.
+pub const TINY_SDXL_PATH: &str = "fixtures/models/checkpoints/tiny_sdxl.safetensors";
+/// Repository-relative path of the tiny SDXL refiner checkpoint.
+pub const TINY_SDXL_REFINER_PATH: &str =
+    "fixtures/models/checkpoints/tiny_sdxl_refiner.safetensors";
+
 /// The bytes of `tiny_sd15.safetensors`.
 pub fn tiny_sd15_bytes() -> Vec<u8> {
     let mut layout = Layout::new();
-    tiny_unet(&mut layout);
+    tiny_unet(&mut layout, TINY_L_WIDTH, None);
     tiny_vae(&mut layout);
-    tiny_clip(&mut layout);
+    tiny_clip(&mut layout, "cond_stage_model.transformer.text_model");
+    serialize(&layout, "tiny_sd15 v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of `tiny_sdxl.safetensors` (module docs).
+pub fn tiny_sdxl_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    let ctx = TINY_L_WIDTH + TINY_G_WIDTH;
+    tiny_unet(&mut layout, ctx, Some(TINY_G_WIDTH + 6 * 256));
+    tiny_vae(&mut layout);
+    tiny_clip(
+        &mut layout,
+        "conditioner.embedders.0.transformer.text_model",
+    );
+    tiny_open_clip(&mut layout, "conditioner.embedders.1.model");
+    serialize(&layout, "tiny_sdxl v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of `tiny_sdxl_refiner.safetensors` (module docs).
+pub fn tiny_sdxl_refiner_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_unet(&mut layout, TINY_G_WIDTH, Some(TINY_G_WIDTH + 5 * 256));
+    tiny_vae(&mut layout);
+    tiny_open_clip(&mut layout, "conditioner.embedders.0.model");
+    serialize(&layout, "tiny_sdxl_refiner v1 (src/models/fixture.rs)")
+}
+
+fn serialize(layout: &Layout, name: &str) -> Vec<u8> {
     let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (key, spec) in &layout {
+    for (key, spec) in layout {
         if spec.int_arange {
             let n: usize = spec.shape.iter().product();
             let bytes = (0..n as i64).flat_map(|i| i.to_le_bytes()).collect();
@@ -293,9 +375,6 @@ pub fn tiny_sd15_bytes() -> Vec<u8> {
         })
         .collect();
     let mut meta = std::collections::HashMap::new();
-    meta.insert(
-        "comfyrs_fixture".to_string(),
-        "tiny_sd15 v1 (src/models/fixture.rs)".to_string(),
-    );
+    meta.insert("comfyrs_fixture".to_string(), name.to_string());
     safetensors::tensor::serialize(views, Some(meta)).expect("serialize safetensors")
 }

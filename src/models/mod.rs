@@ -1,38 +1,46 @@
-//! Stable Diffusion 1.x models, loaded from single-file (LDM/CompVis layout)
-//! checkpoints and computed the way ComfyUI computes them (CPU f32 by default).
+//! Diffusion models, loaded from ComfyUI's file layouts and computed the way ComfyUI
+//! computes them (CPU f32 by default). One module per concern, families beside the
+//! shared layers:
 //!
-//! * [`checkpoint`]: safetensors loading (memory-mapped), key normalisation,
-//!   model detection, [`checkpoint::load_sd1_checkpoint`] and the standalone
-//!   VAE loader [`checkpoint::load_vae`].
-//! * [`clip`]: CLIP BPE tokenizer, ComfyUI prompt weighting / chunking /
-//!   textual inversions, the CLIP text transformer and `encode_token_weights`.
-//! * [`unet`]: the openaimodel UNet (LDM key names), config detected from keys.
-//! * [`vae`]: the AutoencoderKL encoder/decoder, with ComfyUI's image
-//!   conversions.
+//! * [`family`]: the families comfyrs runs (SD1.x, SDXL, SDXL refiner), their detection
+//!   from a UNet config and their extra model inputs (SDXL's ADM vector).
+//! * [`checkpoint`]: safetensors loading (memory-mapped), key normalisation, single-file
+//!   checkpoints of every family ([`checkpoint::load_checkpoint_with`]) and the
+//!   standalone VAE loader [`checkpoint::load_vae`].
+//! * [`latent_format`]: per-family latent channels, scale/shift and preview factors.
+//! * [`text`]: text encoders: CLIP (ViT-L and OpenCLIP bigG) with ComfyUI's tokenizer,
+//!   prompt weighting and `encode_token_weights`.
+//! * [`unet`]: the openaimodel UNet (LDM key names; SD1.x and SDXL), config detected from
+//!   keys, and SDXL's ADM vector ([`unet::adm`]).
+//! * [`vae`]: the AutoencoderKL encoder/decoder, with ComfyUI's image conversions.
 //! * [`lora`]: LoRA/LyCORIS files, ComfyUI's key map and patch math, lazily patched models.
-//! * [`layers`]: small building blocks shared by the UNet and the VAE.
-//! * [`fixture`]: the deterministic tiny random-weight SD1.5 checkpoint used by
-//!   the tests (written by `src/bin/gen_fixtures.rs`).
+//! * [`nn`]: layers shared by every network, with the f32 CPU kernels behind them.
+//! * [`fp8`]: bit-exact fp8 (e4m3fn, e5m2) decode and encode, as torch converts.
+//! * [`fixture`]: the deterministic tiny random-weight checkpoints used by the tests
+//!   (written by `src/bin/gen_fixtures.rs`).
 
-pub mod activations;
-pub mod attention;
 pub mod checkpoint;
-pub mod clip;
-pub mod conv;
-pub mod cpu_gemm;
+pub mod component_files;
+pub mod conditioner;
+pub mod family;
 pub mod fixture;
-pub mod layers;
-pub mod linear;
+pub mod fp8;
+pub mod latent_format;
 pub mod lora;
-pub mod norm;
+pub mod nn;
+pub mod text;
 pub mod unet;
 pub mod vae;
-pub mod vecmath;
 
-pub use checkpoint::{load_sd1_checkpoint, load_vae, Sd1Checkpoint, WeightMap};
-pub use clip::{ClipTextEncoder, Tokenizer};
+pub use checkpoint::{
+    load_checkpoint_with, load_sd1_checkpoint, load_vae, Checkpoint, Sd1Checkpoint, TextEncoders,
+    WeightMap,
+};
+pub use family::Family;
+pub use latent_format::LatentFormat;
+pub use text::clip::{ClipTextEncoder, Tokenizer};
 pub use unet::{Unet, UnetConfig};
-pub use vae::{Vae, VaeConfig, SD1_LATENT_SCALE};
+pub use vae::{Vae, VaeConfig};
 
 /// Errors of model loading and inference.
 #[derive(Debug, thiserror::Error)]

@@ -9,9 +9,9 @@
 //!   Upsample: nearest ×2, conv3×3.
 //!
 //! Scaling: [`Vae::decode`] takes and [`Vae::encode`] returns **unscaled**
-//! latents (ComfyUI's LATENT type). The SD1 factor [`SD1_LATENT_SCALE`]
-//! (0.18215) is applied by the sampler: `process_in` (z·0.18215) before
-//! sampling and `process_out` (z/0.18215) after it — not here.
+//! latents (ComfyUI's LATENT type). The family's latent format
+//! ([`crate::models::LatentFormat`]: SD1 z·0.18215, SDXL z·0.13025, …) is applied by
+//! the sampler (`process_in` before sampling, `process_out` after it), not here.
 //! Images are ComfyUI IMAGE tensors `[B, H, W, 3]` f32 in 0..1; decode returns
 //! `clamp((x+1)/2, 0, 1)` and encode feeds `x·2 - 1`.
 
@@ -21,21 +21,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::models::layers::{conv, group_norm, has, Conv2d, GroupNorm};
+use crate::models::nn::{conv, group_norm, has, Conv2d, GroupNorm};
 use crate::models::{ModelError, Result};
-
-/// SD1.x latent scale factor (`latent_formats.SD15.scale_factor`).
-pub const SD1_LATENT_SCALE: f32 = 0.18215;
-
-/// SD1 `process_in`: unscaled VAE latent → model space (`z·0.18215`).
-pub fn sd1_process_in(z: &Tensor) -> candle_core::Result<Tensor> {
-    z * SD1_LATENT_SCALE as f64
-}
-
-/// SD1 `process_out`: model space → unscaled VAE latent (`z/0.18215`).
-pub fn sd1_process_out(z: &Tensor) -> candle_core::Result<Tensor> {
-    z / SD1_LATENT_SCALE as f64
-}
 
 /// VAE hyper-parameters detected from the weights.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,7 +281,7 @@ impl Vae {
         device: &Device,
     ) -> Result<Self> {
         let config = VaeConfig::detect(weights, prefix)?;
-        let vb = VarBuilder::from_tensors(weights.clone(), dtype, device);
+        let vb = crate::models::nn::weights_vb(weights.clone(), dtype, device);
         let vb = if prefix.is_empty() {
             vb
         } else {

@@ -35,7 +35,7 @@ impl Node for ClipTextEncode {
         let tokens = clip.encoder.tokenize(text);
         let (cond, pooled) = clip
             .encoder
-            .encode(&tokens, clip.clip_skip)
+            .encode(&tokens, clip.clip_layer)
             .map_err(|e| NodeError::msg(e.to_string()))?;
         Ok(NodeOutput::one(Value::object(Conditioning(vec![
             CondEntry::new(cond, Some(pooled)),
@@ -63,7 +63,7 @@ impl Node for ClipSetLastLayer {
         let clip = i.object::<SdClip>("clip")?;
         let layer = i.int("stop_at_clip_layer")?;
         let mut out = (*clip).clone();
-        out.clip_skip = layer.clamp(-24, -1) as i32;
+        out.clip_layer = Some(layer.clamp(-24, -1) as i32);
         Ok(NodeOutput::one(Value::object(out)))
     }
 }

@@ -1,5 +1,6 @@
 //! Latent creation, batches and the inpainting mask: EmptyLatentImage, LatentFromBatch,
-//! RepeatLatentBatch, SetLatentNoiseMask (nodes.py). Resizing and compositing latents is in
+//! RepeatLatentBatch, SetLatentNoiseMask (nodes.py), EmptySD3LatentImage (nodes_sd3.py: the
+//! 16-channel latent of SD3 and Flux). Resizing and compositing latents is in
 //! `latent_transform`.
 
 use crate::node::types::{Latent, Mask};
@@ -10,6 +11,39 @@ use crate::node::{
 use candle_core::{DType, Device, Tensor};
 
 const MAX_RESOLUTION: i64 = 16384;
+
+/// A non-negative size input as usize.
+fn dim(i: &Inputs, n: &str) -> Result<usize, NodeError> {
+    let v = i.int(n)?;
+    if v < 0 {
+        return Err(NodeError::input(n, "must not be negative"));
+    }
+    Ok(v as usize)
+}
+
+struct EmptySd3LatentImage;
+impl Node for EmptySd3LatentImage {
+    fn schema(&self) -> NodeSchema {
+        let size = |n: &str| {
+            InputSpec::int(n)
+                .default(1024)
+                .min(16)
+                .max(MAX_RESOLUTION)
+                .step(16)
+        };
+        NodeSchema::new("EmptySD3LatentImage")
+            .category("latent/sd3")
+            .input(size("width"))
+            .input(size("height"))
+            .input(InputSpec::int("batch_size").default(1).min(1).max(4096))
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let (w, h, b) = (dim(i, "width")?, dim(i, "height")?, dim(i, "batch_size")?);
+        let t = Tensor::zeros((b, 16, h / 8, w / 8), DType::F32, &Device::Cpu)?;
+        Ok(NodeOutput::one(Value::object(Latent::new(t))))
+    }
+}
 
 struct EmptyLatentImage;
 impl Node for EmptyLatentImage {
@@ -44,14 +78,7 @@ impl Node for EmptyLatentImage {
             .output(OutputSpec::new("LATENT").tooltip("The empty latent image batch."))
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
-        let dim = |n: &str| -> Result<usize, NodeError> {
-            let v = i.int(n)?;
-            if v < 0 {
-                return Err(NodeError::input(n, "must not be negative"));
-            }
-            Ok(v as usize)
-        };
-        let (w, h, b) = (dim("width")?, dim("height")?, dim("batch_size")?);
+        let (w, h, b) = (dim(i, "width")?, dim(i, "height")?, dim(i, "batch_size")?);
         let t = Tensor::zeros((b, 4, h / 8, w / 8), DType::F32, &Device::Cpu)?;
         Ok(NodeOutput::one(Value::object(Latent::new(t))))
     }
@@ -222,6 +249,7 @@ impl Node for SetLatentNoiseMask {
 
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(EmptyLatentImage)?;
+    r.register(EmptySd3LatentImage)?;
     r.register(LatentFromBatch)?;
     r.register(RepeatLatentBatch)?;
     r.register(SetLatentNoiseMask)?;

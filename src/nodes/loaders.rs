@@ -1,6 +1,9 @@
-//! CheckpointLoaderSimple and VAELoader (nodes.py), reading through the shared [`ModelCache`].
+//! The model loaders of nodes.py and nodes_sd3.py (CheckpointLoaderSimple, VAELoader,
+//! UNETLoader, CLIPLoader, DualCLIPLoader, TripleCLIPLoader), reading through the shared
+//! [`ModelCache`]. Which file holds which family is decided in `crate::models`; a family or
+//! text-encoder type comfyrs cannot run yet is a node error naming it.
 
-use super::sd_types::{split_checkpoint, ModelCache, SdVae};
+use super::sd_types::{clip_payload, model_payload, split_checkpoint, ModelCache, SdVae};
 use crate::env::Environment;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
@@ -98,8 +101,177 @@ impl Node for VaeLoader {
     }
 }
 
+fn text_encoder_input(name: &str) -> InputSpec {
+    InputSpec::combo_fn(name, |env| env.paths.list_models("text_encoders"))
+}
+
+fn device_input() -> InputSpec {
+    InputSpec::combo("device", &["default", "cpu"])
+        .opt("advanced", true)
+        .optional()
+}
+
+struct UnetLoader;
+impl Node for UnetLoader {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("UNETLoader")
+            .display("Load Diffusion Model")
+            .category("advanced/loaders")
+            .input(InputSpec::combo_fn("unet_name", |env| {
+                env.paths.list_models("diffusion_models")
+            }))
+            .input(InputSpec::combo(
+                "weight_dtype",
+                &["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
+            ))
+            .output(OutputSpec::new("MODEL"))
+    }
+    fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let path = model_path(ctx.env, "diffusion_models", i.string("unet_name")?)?;
+        let weight_dtype = i.string("weight_dtype")?;
+        if weight_dtype != "default" {
+            return Err(NodeError::input(
+                "weight_dtype",
+                format!(
+                    "weight_dtype '{weight_dtype}' (fp8 weight storage) is not supported by \
+                     comfyrs yet; use 'default'"
+                ),
+            ));
+        }
+        let cache = ctx.env.resources.get_or_default::<ModelCache>();
+        let m = cache.diffusion_model(&path, &ctx.env.compute)?;
+        Ok(NodeOutput::one(Value::object(model_payload(
+            &m.unet,
+            &m.weights,
+            m.family,
+            m.prediction,
+        ))))
+    }
+}
+
+/// Loads `names` from the text_encoders folders as `clip_type` into a CLIP payload.
+fn load_clip(ctx: &NodeContext, names: &[&str], clip_type: &str) -> Result<NodeOutput, NodeError> {
+    let paths = names
+        .iter()
+        .map(|n| model_path(ctx.env, "text_encoders", n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let emb = ctx.env.paths.model_dirs("embeddings");
+    let cache = ctx.env.resources.get_or_default::<ModelCache>();
+    let files = cache.text_encoders(&paths, clip_type, &ctx.env.compute, emb)?;
+    Ok(NodeOutput::one(Value::object(clip_payload(
+        &files.text,
+        &files.weights,
+    ))))
+}
+
+struct ClipLoader;
+impl Node for ClipLoader {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("CLIPLoader")
+            .display("Load CLIP")
+            .category("advanced/loaders")
+            .description(
+                "[Recipes]\n\nstable_diffusion: clip-l\nstable_cascade: clip-g\nsd3: t5 xxl/ \
+                 clip-g / clip-l\nstable_audio: t5 base\nmochi: t5 xxl\ncosmos: old t5 xxl\n\
+                 lumina2: gemma 2 2B\nwan: umt5 xxl\n hidream: llama-3.1 (Recommend) or t5\n\
+                 omnigen2: qwen vl 2.5 3B",
+            )
+            .input(text_encoder_input("clip_name"))
+            .input(InputSpec::combo(
+                "type",
+                &[
+                    "stable_diffusion",
+                    "stable_cascade",
+                    "sd3",
+                    "stable_audio",
+                    "mochi",
+                    "ltxv",
+                    "pixart",
+                    "cosmos",
+                    "lumina2",
+                    "wan",
+                    "hidream",
+                    "chroma",
+                    "ace",
+                    "omnigen2",
+                    "qwen_image",
+                    "hunyuan_image",
+                ],
+            ))
+            .input(device_input())
+            .output(OutputSpec::new("CLIP"))
+    }
+    fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        load_clip(ctx, &[i.string("clip_name")?], i.string("type")?)
+    }
+}
+
+struct DualClipLoader;
+impl Node for DualClipLoader {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("DualCLIPLoader")
+            .category("advanced/loaders")
+            .description(
+                "[Recipes]\n\nsdxl: clip-l, clip-g\nsd3: clip-l, clip-g / clip-l, t5 / clip-g, \
+                 t5\nflux: clip-l, t5\nhidream: at least one of t5 or llama, recommended t5 and \
+                 llama\nhunyuan_image: qwen2.5vl 7b and byt5 small",
+            )
+            .input(text_encoder_input("clip_name1"))
+            .input(text_encoder_input("clip_name2"))
+            .input(InputSpec::combo(
+                "type",
+                &[
+                    "sdxl",
+                    "sd3",
+                    "flux",
+                    "hunyuan_video",
+                    "hidream",
+                    "hunyuan_image",
+                ],
+            ))
+            .input(device_input())
+            .output(OutputSpec::new("CLIP"))
+    }
+    fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        load_clip(
+            ctx,
+            &[i.string("clip_name1")?, i.string("clip_name2")?],
+            i.string("type")?,
+        )
+    }
+}
+
+struct TripleClipLoader;
+impl Node for TripleClipLoader {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("TripleCLIPLoader")
+            .category("advanced/loaders")
+            .description("[Recipes]\n\nsd3: clip-l, clip-g, t5")
+            .input(text_encoder_input("clip_name1"))
+            .input(text_encoder_input("clip_name2"))
+            .input(text_encoder_input("clip_name3"))
+            .output(OutputSpec::new("CLIP"))
+    }
+    fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        // Three files always build ComfyUI's SD3 text encoder.
+        load_clip(
+            ctx,
+            &[
+                i.string("clip_name1")?,
+                i.string("clip_name2")?,
+                i.string("clip_name3")?,
+            ],
+            "sd3",
+        )
+    }
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(CheckpointLoaderSimple)?;
     r.register(VaeLoader)?;
+    r.register(UnetLoader)?;
+    r.register(ClipLoader)?;
+    r.register(DualClipLoader)?;
+    r.register(TripleClipLoader)?;
     Ok(())
 }

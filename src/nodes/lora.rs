@@ -66,8 +66,19 @@ fn apply_lora(
         .resources
         .get_or_default::<LoraFiles>()
         .get(&path, lora_name)?;
-    let weights = model.unet.base_weights().clone();
-    let map = KeyMap::sd1(&weights, true, clip.is_some())
+    // The model's and the CLIP's weights: one map when both come from a checkpoint, two
+    // when they were loaded from separate files.
+    let mut weights = model.unet.base_weights().clone();
+    if let Some((c, _)) = clip {
+        for m in c.encoder.members() {
+            if !Arc::ptr_eq(m.base_weights(), &weights) {
+                let mut merged = (*weights).clone();
+                merged.extend(m.base_weights().iter().map(|(k, v)| (k.clone(), v.clone())));
+                weights = Arc::new(merged);
+            }
+        }
+    }
+    let map = KeyMap::for_weights(&weights, true, clip.is_some())
         .map_err(|e| NodeError::msg(format!("{class}: could not build the LoRA key map: {e}")))?;
     let loaded = load_lora(&file, &map, &weights).map_err(|e| {
         NodeError::input(
@@ -113,8 +124,9 @@ fn apply_lora(
         return Err(NodeError::input(
             "lora_name",
             format!(
-                "LoRA '{lora_name}' ({formats}) has no key that matches this SD1.x model{} \
+                "LoRA '{lora_name}' ({formats}) has no key that matches this {} model{} \
                  (it is probably for another architecture); keys look like {}{mismatched}",
+                model.family.comfy_name(),
                 if clip.is_some() { " or its CLIP" } else { "" },
                 examples.join(", ")
             ),

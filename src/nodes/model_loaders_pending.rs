@@ -302,14 +302,15 @@ const PENDING: &[PendingEntry] = &[
     (audio_encoder_loader, "audio encoders"),
 ];
 
+/// Registers every pending loader. A class that another module registers for real is a
+/// `Duplicate` error: the family that lands removes its entry here, so each class has one
+/// implementation.
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     for (schema, kind) in PENDING {
-        if r.schema(&schema().name).is_none() {
-            r.register(Pending {
-                schema: *schema,
-                kind,
-            })?;
-        }
+        r.register(Pending {
+            schema: *schema,
+            kind,
+        })?;
     }
     Ok(())
 }

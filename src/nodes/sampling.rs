@@ -2,15 +2,15 @@
 //! comfy_extras/nodes_custom_sampler.py), on the sampling numerics of `crate::sampling`.
 
 use super::sd_types::{Conditioning, GuiderPayload, NoisePayload, SamplerPayload, SdModel, Sigmas};
-use crate::models::vae::{sd1_process_in, sd1_process_out};
+use crate::models::family::CondParams;
 use crate::node::types::Latent;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
 use crate::sampling::conds::{
-    calc_cond_batch, prepare as prepare_conds, CondModel, CondOptions, PrepareContext,
-    PreparedConds,
+    calc_cond_batch, prepare as prepare_conds, CondInput, CondModel, ExtraCondInput,
+    PrepareContext, PreparedConds,
 };
 use crate::sampling::masks::reshape_mask;
 use crate::sampling::noise::prepare_noise;
@@ -23,6 +23,7 @@ use crate::sampling::schedulers::{
 };
 use candle_core::{DType, Device, Tensor};
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 const SEED_MAX: u64 = u64::MAX;
 
@@ -69,6 +70,7 @@ impl CondModel for ModelApply<'_> {
         sigma: f64,
         context: &Tensor,
         concat: Option<&Tensor>,
+        y: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let ms = &self.0.sampling;
         let n = x.dim(0)?;
@@ -77,12 +79,12 @@ impl CondModel for ModelApply<'_> {
             Some(c) => Tensor::cat(&[&xc, &c.to_dtype(DType::F32)?], 1)?,
             None => xc,
         };
-        let t = ms.timestep(sigma as f32) as f32;
+        let t = ms.timestep(sigma as f32);
         let ts = Tensor::from_vec(vec![t; n], n, x.device())?;
         let out = self
             .0
             .unet
-            .forward(&xc, &ts, context)
+            .forward(&xc, &ts, context, y)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .to_dtype(DType::F32)?;
         ms.calculate_denoised(sigma, &out, x)
@@ -156,8 +158,61 @@ fn is_inpaint_model(model: &SdModel, latent_channels: usize) -> Result<bool, Nod
     }
 }
 
-fn entries(c: &Conditioning) -> Vec<(&Tensor, &CondOptions)> {
-    c.0.iter().map(|e| (&e.cond, &e.opts)).collect()
+fn entries(c: &Conditioning) -> Vec<CondInput<'_>> {
+    c.0.iter()
+        .map(|e| CondInput {
+            cross_attn: &e.cond,
+            pooled: e.pooled.as_ref(),
+            opts: &e.opts,
+        })
+        .collect()
+}
+
+/// The family's `extra_conds` (SDXL's ADM vector) for one cond.
+fn extra_conds(model: &SdModel, c: &ExtraCondInput) -> candle_core::Result<Option<Tensor>> {
+    let o = c.opts;
+    let (h, w) = c.latent_hw;
+    model
+        .family
+        .extra_y(&CondParams {
+            pooled: c.pooled,
+            width: o.width,
+            height: o.height,
+            crop_w: o.crop_w,
+            crop_h: o.crop_h,
+            target_width: o.target_width,
+            target_height: o.target_height,
+            aesthetic_score: o.aesthetic_score,
+            latent_pixels: (w * 8, h * 8),
+            positive: c.positive,
+        })
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))
+}
+
+/// ComfyUI's `fix_empty_latent_channels`: an all-zero latent whose channel count is not the
+/// model's latent format's becomes zeros with the right channels (so EmptyLatentImage's 4
+/// channels work for 16-channel families).
+pub fn fix_empty_latent_channels(model: &SdModel, latent: &Latent) -> Result<Latent, NodeError> {
+    let channels = model.latent_format().channels;
+    let dims = latent.samples.dims().to_vec();
+    if dims.len() < 2 || dims[1] == channels {
+        return Ok(latent.clone());
+    }
+    let nonzero = latent
+        .samples
+        .abs()?
+        .sum_all()?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()?
+        > 0.0;
+    if nonzero {
+        return Ok(latent.clone());
+    }
+    let mut shape = dims;
+    shape[1] = channels;
+    let mut out = latent.clone();
+    out.samples = Tensor::zeros(shape.as_slice(), DType::F32, latent.samples.device())?;
+    Ok(out)
 }
 
 /// One sampling run (ComfyUI's `CFGGuider.sample` with a KSAMPLER): returns the output latent
@@ -184,9 +239,19 @@ pub fn run_sampler(
         return Err(NodeError::msg("empty CONDITIONING"));
     }
     let ms = &model.sampling;
+    let format = model.latent_format();
+    if samples.dims()[1] != format.channels {
+        return Err(NodeError::msg(format!(
+            "the latent has {} channels; a {} model samples {}-channel latents ({})",
+            samples.dims()[1],
+            model.family.comfy_name(),
+            format.channels,
+            format.name
+        )));
+    }
     let nonzero = samples.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0;
     let latent_in = if nonzero {
-        sd1_process_in(&samples)?
+        format.process_in(&samples)?
     } else {
         samples.clone()
     };
@@ -199,12 +264,16 @@ pub fn run_sampler(
         Some(n) => vec![entries(positive), entries(n)],
         None => vec![entries(positive)],
     };
+    let extra = |c: &ExtraCondInput| extra_conds(model, c);
+    let process_in = |z: &Tensor| format.process_in(z);
     let prep = PrepareContext {
         shape: [shape.0, shape.1, shape.2, shape.3],
         sampling: ms,
         latent_image: &latent_in,
         denoise_mask: mask.as_ref(),
         inpaint_model: is_inpaint_model(model, shape.1)?,
+        extra_conds: Some(&extra),
+        process_in: &process_in,
     };
     let conds = prepare_conds(&lists, &prep)?;
     let inpaint = match mask {
@@ -225,13 +294,13 @@ pub fn run_sampler(
     };
     let stopped = Cell::new(false);
     let err: RefCell<Option<NodeError>> = RefCell::new(None);
-    let mut opts = SampleOptions::new(seed);
+    let mut opts = SampleOptions::new(seed).with_model_sampling(ms);
     if let Some(ctx) = ctx {
         opts.keep_denoised = ctx.env.previews.enabled();
         opts.callback = Some(Box::new(|done, total, x0| {
             // The step's preview goes with its progress report.
             let jpeg = x0.and_then(|x0| {
-                crate::sampling::preview::preview_jpeg(x0, ctx.env.previews.max_size)
+                crate::sampling::preview::preview_jpeg(x0, &format, ctx.env.previews.max_size)
                     // A preview is a courtesy: the run goes on without it.
                     .map_err(|e| tracing::warn!(node = ctx.node_id, "latent preview failed: {e}"))
                     .ok()
@@ -254,9 +323,9 @@ pub fn run_sampler(
         return Err(e);
     }
     let out = finish_latent(ms, sigmas, &out)?;
-    let out = sd1_process_out(&out)?;
+    let out = format.process_out(&out)?;
     let denoised = match den.last_denoised {
-        Some(d) => sd1_process_out(&d)?,
+        Some(d) => format.process_out(&d)?,
         None => out.clone(),
     };
     Ok((out, denoised))
@@ -283,7 +352,10 @@ fn common_ksampler(
     let model = i.object::<SdModel>("model")?;
     let positive = i.object::<Conditioning>("positive")?;
     let negative = i.object::<Conditioning>("negative")?;
-    let latent = i.object::<Latent>("latent_image")?;
+    let latent = Arc::new(fix_empty_latent_channels(
+        &model,
+        &*i.object::<Latent>("latent_image")?,
+    )?);
     let steps = i.int("steps")?.max(0) as usize;
     let cfg = i.float("cfg")?;
     // KSampler falls back to the first sampler for an unknown name.
@@ -574,6 +646,7 @@ fn custom_sample(
     sigmas: &[f32],
     latent: &Latent,
 ) -> Result<NodeOutput, NodeError> {
+    let latent = &fix_empty_latent_channels(&guider.model, latent)?;
     let shape = latent.samples.dims().to_vec();
     let noise_t = match noise {
         NoisePayload::Random(s) => prepare_noise(&shape, s, latent.batch_index.as_deref())?,

@@ -1,11 +1,17 @@
-//! Payload types of the SD1.x nodes (MODEL, CLIP, VAE, CONDITIONING, SAMPLER, SIGMAS, NOISE,
-//! GUIDER) and the loaded-checkpoint cache shared across runs.
+//! Payload types of the diffusion nodes (MODEL, CLIP, VAE, CONDITIONING, SAMPLER, SIGMAS,
+//! NOISE, GUIDER) and the loaded-checkpoint cache shared across runs. The payloads are
+//! family-neutral: a MODEL carries its [`Family`] (latent format, extra model inputs), a
+//! CLIP its family's set of text encoders ([`Conditioner`]).
 
 use crate::compute::Compute;
 use crate::models::checkpoint::Prediction as CkptPrediction;
-use crate::models::checkpoint::{load_sd1_checkpoint_with, LoadOptions};
+use crate::models::checkpoint::{load_checkpoint_with, LoadOptions};
+use crate::models::component_files::{
+    load_diffusion_model, load_text_encoders, DiffusionModelFile, TextEncoderFiles,
+};
+use crate::models::conditioner::Conditioner;
 use crate::models::lora::{PatchedClip, PatchedUnet};
-use crate::models::{Sd1Checkpoint, Vae};
+use crate::models::{Checkpoint, Family, LatentFormat, TextEncoders, Vae};
 use crate::node::{NodeError, Payload};
 use crate::sampling::conds::CondOptions;
 use crate::sampling::model_sampling::{ModelSampling, Prediction};
@@ -20,17 +26,30 @@ fn tensor_bytes(t: &Tensor) -> usize {
     t.elem_count() * t.dtype().size_in_bytes()
 }
 
-/// MODEL: the diffusion UNet (base weights + LoRA patch list, patched on first use) plus its
-/// model sampling (EPS / v-prediction sigma table).
+/// MODEL: the diffusion UNet (base weights + LoRA patch list, patched on first use), its
+/// model sampling (sigma table and prediction kind) and its family.
 #[derive(Clone)]
 pub struct SdModel {
     pub unet: PatchedUnet,
     pub sampling: Arc<ModelSampling>,
+    pub family: Family,
+}
+
+impl SdModel {
+    /// The family's latent format (process_in/out, channels, preview factors).
+    pub fn latent_format(&self) -> LatentFormat {
+        self.family.latent_format()
+    }
 }
 
 impl std::fmt::Debug for SdModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "<MODEL SD1.x {:?}>", self.sampling.prediction)
+        write!(
+            f,
+            "<MODEL {} {:?}>",
+            self.family.comfy_name(),
+            self.sampling.prediction
+        )
     }
 }
 
@@ -40,17 +59,22 @@ impl Payload for SdModel {
     }
 }
 
-/// CLIP: the text encoder (base weights + LoRA patch list, patched on first use) and the layer
-/// CLIPSetLastLayer stops at (-1 = last).
+/// CLIP: the family's text encoders (each base weights + LoRA patch list, patched on first
+/// use) and the layer CLIPSetLastLayer stops at (None: the family's default layer).
 #[derive(Clone)]
 pub struct SdClip {
-    pub encoder: PatchedClip,
-    pub clip_skip: i32,
+    pub encoder: Conditioner,
+    pub clip_layer: Option<i32>,
 }
 
 impl std::fmt::Debug for SdClip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "<CLIP SD1.x, last layer {}>", self.clip_skip)
+        write!(
+            f,
+            "<CLIP {}, layer {:?}>",
+            self.encoder.kind(),
+            self.clip_layer
+        )
     }
 }
 
@@ -146,23 +170,52 @@ pub struct GuiderPayload {
 }
 impl Payload for GuiderPayload {}
 
-/// A loaded checkpoint split into ComfyUI's three outputs.
-pub fn split_checkpoint(ck: &Sd1Checkpoint) -> (SdModel, SdClip, SdVae) {
-    let pred = match ck.prediction {
+/// The CLIP payload of a family's text encoders, built over `weights`.
+pub fn clip_payload(text: &TextEncoders, weights: &Arc<crate::models::WeightMap>) -> SdClip {
+    // LoRA-patched CLIP weights stay f32, like ComfyUI with `--fp32-text-enc` (the parity
+    // reference setup); ComfyUI's CPU default would round them to fp16.
+    let patched = |enc: &crate::models::ClipTextEncoder| {
+        PatchedClip::new(enc.clone(), weights.clone(), false)
+    };
+    let encoder = match text {
+        TextEncoders::Sd1(l) => Conditioner::Sd1 { l: patched(l) },
+        TextEncoders::Sdxl { l, g } => Conditioner::Sdxl {
+            l: patched(l),
+            g: patched(g),
+        },
+        TextEncoders::SdxlRefiner(g) => Conditioner::SdxlRefiner { g: patched(g) },
+    };
+    SdClip {
+        encoder,
+        clip_layer: None,
+    }
+}
+
+/// The MODEL payload of a UNet and its weights.
+pub fn model_payload(
+    unet: &crate::models::Unet,
+    weights: &Arc<crate::models::WeightMap>,
+    family: Family,
+    prediction: CkptPrediction,
+) -> SdModel {
+    let pred = match prediction {
         CkptPrediction::Eps => Prediction::Eps,
         CkptPrediction::V => Prediction::VPrediction,
     };
+    SdModel {
+        unet: PatchedUnet::new(unet.clone(), weights.clone()),
+        // SD1.x and SDXL share ComfyUI's default discrete schedule (scaled-linear betas
+        // 0.00085..0.012 over 1000 steps).
+        sampling: Arc::new(ModelSampling::sd15(pred)),
+        family,
+    }
+}
+
+/// A loaded checkpoint split into ComfyUI's three outputs.
+pub fn split_checkpoint(ck: &Checkpoint) -> (SdModel, SdClip, SdVae) {
     (
-        SdModel {
-            unet: PatchedUnet::new(ck.unet.clone(), ck.weights.clone()),
-            sampling: Arc::new(ModelSampling::sd15(pred)),
-        },
-        SdClip {
-            // LoRA-patched CLIP weights stay f32, like ComfyUI with `--fp32-text-enc` (the
-            // parity reference setup); ComfyUI's CPU default would round them to fp16.
-            encoder: PatchedClip::new(ck.clip.clone(), ck.weights.clone(), false),
-            clip_skip: -1,
-        },
+        model_payload(&ck.unet, &ck.weights, ck.family, ck.prediction),
+        clip_payload(&ck.text, &ck.weights),
         SdVae(ck.vae.clone()),
     )
 }
@@ -181,7 +234,10 @@ pub(crate) fn stamp(path: &Path) -> Stamp {
 /// `env.resources` so a re-run does not re-read the file. Cleared by `/free`.
 #[derive(Default)]
 pub struct ModelCache {
-    checkpoints: Mutex<HashMap<PathBuf, (Stamp, Sd1Checkpoint)>>,
+    checkpoints: Mutex<HashMap<PathBuf, (Stamp, Checkpoint)>>,
+    diffusion_models: Mutex<HashMap<PathBuf, (Stamp, DiffusionModelFile)>>,
+    #[allow(clippy::type_complexity)]
+    text_encoders: Mutex<HashMap<(Vec<PathBuf>, String), (Vec<Stamp>, TextEncoderFiles)>>,
     vaes: Mutex<HashMap<PathBuf, (Stamp, Vae)>>,
     loads: std::sync::atomic::AtomicUsize,
 }
@@ -194,7 +250,7 @@ impl ModelCache {
 
     /// The checkpoint at `path`, loaded to `compute`'s device and dtypes (the UNet and CLIP in
     /// `compute.dtype`, the VAE in `compute.vae_dtype`).
-    pub fn checkpoint(&self, path: &Path, compute: &Compute) -> Result<Sd1Checkpoint, NodeError> {
+    pub fn checkpoint(&self, path: &Path, compute: &Compute) -> Result<Checkpoint, NodeError> {
         let st = stamp(path);
         let mut map = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, ck)) = map.get(path) {
@@ -206,12 +262,68 @@ impl ModelCache {
             vae_dtype: Some(compute.vae_dtype),
             ..LoadOptions::default()
         };
-        let ck = load_sd1_checkpoint_with(path, &compute.device, compute.dtype, &options)
+        let ck = load_checkpoint_with(path, &compute.device, compute.dtype, &options)
             .map_err(|e| NodeError::msg(format!("ERROR: could not load checkpoint: {e}")))?;
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         map.insert(path.to_path_buf(), (st, ck.clone()));
         Ok(ck)
+    }
+
+    /// The diffusion model file at `path` (UNETLoader), in `compute.dtype`.
+    pub fn diffusion_model(
+        &self,
+        path: &Path,
+        compute: &Compute,
+    ) -> Result<DiffusionModelFile, NodeError> {
+        let st = stamp(path);
+        let mut map = self
+            .diffusion_models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((s, m)) = map.get(path) {
+            if *s == st {
+                return Ok(m.clone());
+            }
+        }
+        let m = load_diffusion_model(path, &compute.device, compute.dtype)
+            .map_err(|e| NodeError::msg(e.to_string()))?;
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        map.insert(path.to_path_buf(), (st, m.clone()));
+        Ok(m)
+    }
+
+    /// The text encoders in `paths` loaded as `clip_type` (CLIPLoader, DualCLIPLoader).
+    pub fn text_encoders(
+        &self,
+        paths: &[PathBuf],
+        clip_type: &str,
+        compute: &Compute,
+        embedding_directories: Vec<PathBuf>,
+    ) -> Result<TextEncoderFiles, NodeError> {
+        let st: Vec<Stamp> = paths.iter().map(|p| stamp(p)).collect();
+        let key = (paths.to_vec(), clip_type.to_string());
+        let mut map = self.text_encoders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, t)) = map.get(&key) {
+            if *s == st {
+                return Ok(t.clone());
+            }
+        }
+        let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        let t = load_text_encoders(
+            &refs,
+            clip_type,
+            &compute.device,
+            compute.dtype,
+            LoadOptions::default().clip_fp16_round,
+            embedding_directories,
+        )
+        .map_err(|e| NodeError::msg(e.to_string()))?;
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        map.insert(key, (st, t.clone()));
+        Ok(t)
     }
 
     /// The standalone VAE at `path`, loaded to `compute`'s device in `compute.vae_dtype`.

@@ -7,6 +7,8 @@
 //! The queue holds no job data of its own: a restart loses nothing but the running job, which
 //! the store records as failed.
 
+pub mod memory;
+
 use crate::env::Environment;
 use crate::exec::{now_ms, Event, Executor, Interrupt, RunStatus};
 use crate::node::Registry;
@@ -79,6 +81,9 @@ pub enum SubmitError {
     Invalid(Json),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `--max-memory` would be crossed.
+    #[error(transparent)]
+    OverCeiling(#[from] memory::OverCeiling),
 }
 
 impl From<PromptError> for SubmitError {
@@ -121,6 +126,8 @@ pub struct JobQueue {
     stopping: AtomicBool,
     /// Set when a shutdown interrupts the running job.
     shutdown_interrupt: AtomicBool,
+    /// `--max-memory`: submissions and job starts above it are refused.
+    pub memory: memory::MemoryCeiling,
 }
 
 #[derive(Default)]
@@ -144,6 +151,7 @@ impl JobQueue {
             free: Mutex::new(FreeFlags::default()),
             stopping: AtomicBool::new(false),
             shutdown_interrupt: AtomicBool::new(false),
+            memory: Default::default(),
         })
     }
 
@@ -206,6 +214,15 @@ impl JobQueue {
             .prompt_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        self.memory.admit(0)?;
+        if let Some(n) = sub.number.filter(|n| !n.is_finite()) {
+            return Err(SubmitError::Invalid(json!({
+                "error": {"type": "invalid_number",
+                          "message": format!("number must be a finite number, got {n}"),
+                          "details": "", "extra_info": {}},
+                "node_errors": {}
+            })));
+        }
         if self.store.exists(&id)? {
             return Err(SubmitError::Invalid(json!({
                 "error": {"type": "invalid_prompt_id",
@@ -298,6 +315,19 @@ impl JobQueue {
         f.free_memory |= free_memory;
         drop(f);
         self.wake.notify_one();
+    }
+
+    /// Whether a job may start under `--max-memory`: when over it, model caches and cached
+    /// outputs are dropped and freed memory handed back first, as `/free` would.
+    fn admit_job(&self) -> Result<(), memory::OverCeiling> {
+        if self.memory.admit(0).is_ok() {
+            return Ok(());
+        }
+        tracing::warn!("over --max-memory before a job: clearing caches");
+        self.env.resources.clear();
+        self.executor.clear_cache();
+        memory::release_free_memory();
+        self.memory.admit(0)
     }
 
     fn apply_free(&self) {
@@ -411,6 +441,23 @@ impl JobQueue {
     /// Runs one job on this (blocking) thread.
     #[allow(clippy::result_large_err)]
     fn execute(&self, job: &JobRecord) -> Completion {
+        if let Err(over) = self.admit_job() {
+            let msg = over.to_string();
+            let data = error_data(&job.id, &msg, "MemoryCeiling");
+            self.route_event(
+                &job.client_id,
+                &Event::ExecutionError {
+                    prompt_id: job.id.clone(),
+                    data: data.clone(),
+                },
+            );
+            return Completion {
+                status: JobStatus::Failed,
+                outputs: json!({}),
+                messages: vec![("execution_error".into(), data)],
+                error: Some(msg),
+            };
+        }
         let prepared = workflow_from_json(job.prompt.clone())
             .map_err(PromptError::from)
             .and_then(|wf| {

@@ -54,6 +54,52 @@ pub struct CondOptions {
     /// used by inpainting UNets (9 input channels), ignored by others.
     pub concat_latent_image: Option<Tensor>,
     pub concat_mask: Option<Tensor>,
+    /// CLIPTextEncodeSDXL's size conditioning (pixels); absent keys default to the latent
+    /// size (`encode_model_conds`), crops to 0.
+    pub width: Option<f64>,
+    pub height: Option<f64>,
+    pub crop_w: Option<f64>,
+    pub crop_h: Option<f64>,
+    pub target_width: Option<f64>,
+    pub target_height: Option<f64>,
+    /// CLIPTextEncodeSDXLRefiner's `aesthetic_score` (default 6 positive, 2.5 negative).
+    pub aesthetic_score: Option<f64>,
+    /// Flux's distilled guidance, a model input (`guidance` key, set by FluxGuidance and
+    /// CLIPTextEncodeFlux; FluxDisableGuidance sets it to None: [`Guidance::Disabled`]).
+    pub guidance: Option<Guidance>,
+}
+
+/// The `guidance` key of a Flux conditioning: a strength, or explicitly none
+/// (FluxDisableGuidance), which differs from an absent key for guidance-distilled models.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Guidance {
+    Value(f64),
+    Disabled,
+}
+
+/// What a family's `extra_conds` sees of one cond when sampling starts (the parameters
+/// ComfyUI's `encode_model_conds` passes): its pooled output, its options, the latent's
+/// size and which list it is in.
+pub struct ExtraCondInput<'a> {
+    pub pooled: Option<&'a Tensor>,
+    pub opts: &'a CondOptions,
+    /// Latent (h, w); pixels are 8× these.
+    pub latent_hw: (usize, usize),
+    /// `prompt_type == "positive"` (list 0).
+    pub positive: bool,
+}
+
+/// A family's hook that builds the cond's `y` (SDXL's ADM vector; later Flux/SD3's
+/// pooled vector), or None for families without one.
+pub type ExtraConds<'a> = &'a dyn Fn(&ExtraCondInput) -> Result<Option<Tensor>>;
+
+/// One CONDITIONING entry as [`prepare`] takes it.
+#[derive(Clone, Copy)]
+pub struct CondInput<'a> {
+    /// The cross-attention tensor [1, T, D].
+    pub cross_attn: &'a Tensor,
+    pub pooled: Option<&'a Tensor>,
+    pub opts: &'a CondOptions,
 }
 
 /// One cond ready for sampling (areas resolved, model conds built).
@@ -63,6 +109,8 @@ pub struct PreparedCond {
     cross_attn: Tensor,
     /// `c_concat` [B, 5, h, w] for inpainting UNets.
     concat: Option<Tensor>,
+    /// `y` [1, adm] (SDXL's ADM vector), when the family builds one.
+    y: Option<Tensor>,
     /// (h, w, y, x) in latent units.
     area: Option<[usize; 4]>,
     strength: f64,
@@ -84,18 +132,24 @@ pub struct PrepareContext<'a> {
     pub denoise_mask: Option<&'a Tensor>,
     /// The UNet takes the inpainting concat (mask + masked latent) as 5 extra channels.
     pub inpaint_model: bool,
+    /// The family's `extra_conds` (None: the model takes no `y`).
+    pub extra_conds: Option<ExtraConds<'a>>,
+    /// The family's latent format's `process_in`, for the inpaint concat image.
+    pub process_in: &'a dyn Fn(&Tensor) -> Result<Tensor>,
 }
 
 /// The model as calc_cond_batch sees it: `apply_model` returning denoised predictions.
 pub trait CondModel {
     /// Denoised prediction for `x` [n, C, h, w] at `sigma`, with cross-attention context
-    /// [n, T, D] and, for inpainting UNets, the concat channels [n, 5, h, w].
+    /// [n, T, D], for inpainting UNets the concat channels [n, 5, h, w], and for models
+    /// with an ADM input its vector `y` [n, adm].
     fn apply(
         &self,
         x: &Tensor,
         sigma: f64,
         context: &Tensor,
         concat: Option<&Tensor>,
+        y: Option<&Tensor>,
     ) -> Result<Tensor>;
 }
 
@@ -178,7 +232,7 @@ fn inpaint_concat(opts: &CondOptions, ctx: &PrepareContext) -> Result<Tensor> {
         None => None,
     };
     let image = match &opts.concat_latent_image {
-        Some(img) => crate::models::vae::sd1_process_in(&img.to_dtype(DType::F32)?)?,
+        Some(img) => (ctx.process_in)(&img.to_dtype(DType::F32)?)?,
         None => ctx.latent_image.to_dtype(DType::F32)?,
     };
     let image = if image.dims()[1..] != [c, h, w] {
@@ -208,17 +262,14 @@ pub struct PreparedConds {
     pub lists: Vec<Vec<PreparedCond>>,
 }
 
-/// `process_conds` for SD1.x: see the module docs. `lists[i]` are (cross-attention
-/// tensor, options) pairs.
-pub fn prepare(
-    lists: &[Vec<(&Tensor, &CondOptions)>],
-    ctx: &PrepareContext,
-) -> Result<PreparedConds> {
+/// `process_conds`: see the module docs. `lists[0]` is the positive list.
+pub fn prepare(lists: &[Vec<CondInput>], ctx: &PrepareContext) -> Result<PreparedConds> {
     let [_, _, h, w] = ctx.shape;
     let mut out: Vec<Vec<PreparedCond>> = Vec::with_capacity(lists.len());
-    for list in lists {
+    for (li, list) in lists.iter().enumerate() {
         let mut prepared = Vec::with_capacity(list.len());
-        for (cross_attn, opts) in list {
+        for input in list {
+            let (cross_attn, opts) = (input.cross_attn, input.opts);
             let mut area = opts.area.map(|a| resolve_area(a, h, w));
             let mask = match &opts.mask {
                 Some(m) => {
@@ -236,9 +287,19 @@ pub fn prepare(
             } else {
                 None
             };
+            let y = match ctx.extra_conds {
+                Some(f) => f(&ExtraCondInput {
+                    pooled: input.pooled,
+                    opts,
+                    latent_hw: (h, w),
+                    positive: li == 0,
+                })?,
+                None => None,
+            };
             prepared.push(PreparedCond {
                 cross_attn: cross_attn.to_dtype(DType::F32)?,
                 concat,
+                y,
                 area,
                 strength: opts.strength.unwrap_or(1.0),
                 mask,
@@ -307,6 +368,7 @@ fn add_same_area_if_none(conds: &mut Vec<PreparedCond>, c: &PreparedCond) {
     let mut out = c.clone();
     out.cross_attn = conds[s].cross_attn.clone();
     out.concat = conds[s].concat.clone();
+    out.y = conds[s].y.clone();
     conds.push(out);
 }
 
@@ -317,6 +379,7 @@ struct CondRun {
     mult: Tensor,
     cross_attn: Tensor,
     concat: Option<Tensor>,
+    y: Option<Tensor>,
     /// (h, w, y, x) clamped to the latent, or the whole latent.
     area: [usize; 4],
     list: usize,
@@ -410,6 +473,10 @@ fn area_and_mult(c: &PreparedCond, x: &Tensor, sigma: f64, list: usize) -> Resul
         mult,
         cross_attn: repeat_to_batch_size(&c.cross_attn, b)?,
         concat,
+        y: match &c.y {
+            Some(y) => Some(repeat_to_batch_size(y, b)?),
+            None => None,
+        },
         area,
         list,
     }))
@@ -442,11 +509,12 @@ fn can_concat(a: &CondRun, b: &CondRun) -> bool {
             return false;
         }
     }
-    match (&a.concat, &b.concat) {
+    let same = |p: &Option<Tensor>, q: &Option<Tensor>| match (p, q) {
         (None, None) => true,
         (Some(x), Some(y)) => x.dims() == y.dims(),
         _ => false,
-    }
+    };
+    same(&a.concat, &b.concat) && same(&a.y, &b.y)
 }
 
 /// `CONDCrossAttn.concat`: repeat each along the tokens up to the LCM of the lengths.
@@ -511,7 +579,14 @@ pub fn calc_cond_batch(
             }
             None => None,
         };
-        let output = model.apply(&input, sigma, &context, concat.as_ref())?;
+        let y = match batch[0].y {
+            Some(_) => {
+                let ys: Vec<&Tensor> = batch.iter().filter_map(|r| r.y.as_ref()).collect();
+                Some(Tensor::cat(&ys, 0)?)
+            }
+            None => None,
+        };
+        let output = model.apply(&input, sigma, &context, concat.as_ref(), y.as_ref())?;
         for (k, r) in batch.iter().enumerate() {
             let o = output.narrow(0, k * b, b)?.to_dtype(DType::F32)?;
             let o = o.flatten_all()?.to_vec1::<f32>()?;

@@ -6,8 +6,9 @@
 //! * [`brownian`] — torchsde's Brownian tree (the SDE samplers' noise).
 //! * [`noise`] — `prepare_noise`, the [`noise::NoiseSampler`] trait, the default and
 //!   Brownian-tree noise samplers.
-//! * [`model_sampling`] — ModelSamplingDiscrete (EPS / v-prediction): sigma table,
-//!   σ ↔ t, input/denoised/noise scaling.
+//! * [`model_sampling`] — ComfyUI's model samplings (discrete, flow, Flux, continuous) and
+//!   prediction classes (EPS, V, EDM, CONST, …): sigma table, σ ↔ t, input/denoised/noise
+//!   scaling.
 //! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling.
 //! * [`samplers`] — the [`samplers::Denoiser`] trait, [`samplers::SamplerKind`],
 //!   [`samplers::sample`], and the start/end-of-sampling helpers.

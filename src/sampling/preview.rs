@@ -6,6 +6,7 @@
 //! means latent2rgb, as in ComfyUI without a TAESD decoder; TAESD itself is not run here.
 
 use crate::image_ops::py_round;
+use crate::models::LatentFormat;
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 use std::str::FromStr;
@@ -60,29 +61,29 @@ impl PreviewSettings {
     }
 }
 
-/// SD1.x latent channel -> (R, G, B) weights (ComfyUI's `latent_formats.SD15`; no bias).
-pub const SD1_LATENT_RGB_FACTORS: [[f32; 3]; 4] = [
-    [0.3512, 0.2297, 0.3227],
-    [0.3250, 0.4974, 0.2350],
-    [-0.2829, 0.1762, 0.2721],
-    [-0.2120, -0.2616, -0.7177],
-];
-
-/// The first image of `x0` ([B, 4, H, W], sampler space) as an H×W RGB image: each pixel's
-/// channels times the factors, then `((v + 1) / 2).clamp(0, 1) · 255` truncated to a byte.
-pub fn latent_to_rgb(x0: &Tensor) -> candle_core::Result<RgbImage> {
+/// The first image of `x0` ([B, C, H, W], sampler space) as an H×W RGB image: each pixel's
+/// channels times the format's factors plus its bias, then `((v + 1) / 2).clamp(0, 1) · 255`
+/// truncated to a byte (ComfyUI's `Latent2RGBPreviewer`).
+pub fn latent_to_rgb(x0: &Tensor, format: &LatentFormat) -> candle_core::Result<RgbImage> {
     let (_, c, h, w) = x0.dims4()?;
-    if c != SD1_LATENT_RGB_FACTORS.len() {
-        candle_core::bail!("latent preview: expected 4 latent channels, got {c}");
+    let factors = format.rgb_factors;
+    if c != factors.len() {
+        candle_core::bail!(
+            "latent preview: the {} format has {} channels, the latent {c}",
+            format.name,
+            factors.len()
+        );
     }
+    let bias = format.rgb_bias.unwrap_or([0.0; 3]);
     let first: Vec<f32> = x0.get(0)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let plane = h * w;
     let mut img = RgbImage::new(w as u32, h as u32);
     for (p, px) in img.pixels_mut().enumerate() {
         for (rgb, out) in px.0.iter_mut().enumerate() {
             let v: f32 = (0..c)
-                .map(|ch| first[ch * plane + p] * SD1_LATENT_RGB_FACTORS[ch][rgb])
-                .sum();
+                .map(|ch| first[ch * plane + p] * factors[ch][rgb])
+                .sum::<f32>()
+                + bias[rgb];
             *out = (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0) as u8;
         }
     }
@@ -108,8 +109,8 @@ pub fn contain(img: &RgbImage, max_size: u32) -> RgbImage {
 }
 
 /// The JPEG (quality 95) of the preview of `x0`, fitted into `max_size`².
-pub fn preview_jpeg(x0: &Tensor, max_size: u32) -> Result<Vec<u8>, String> {
-    let img = latent_to_rgb(x0).map_err(|e| e.to_string())?;
+pub fn preview_jpeg(x0: &Tensor, format: &LatentFormat, max_size: u32) -> Result<Vec<u8>, String> {
+    let img = latent_to_rgb(x0, format).map_err(|e| e.to_string())?;
     let img = contain(&img, max_size);
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
@@ -128,21 +129,33 @@ mod tests {
         // Two pixels: all channels 1.0, and channel 3 alone at -1.0.
         let data = [1.0f32, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, -1.0];
         let x0 = Tensor::from_slice(&data, (1, 4, 1, 2), &Device::Cpu).unwrap();
-        let img = latent_to_rgb(&x0).unwrap();
+        let sd15 = LatentFormat::sd15();
+        let img = latent_to_rgb(&x0, &sd15).unwrap();
         let byte = |v: f32| (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0) as u8;
         let sums: Vec<f32> = (0..3)
-            .map(|c| SD1_LATENT_RGB_FACTORS.iter().map(|f| f[c]).sum())
+            .map(|c| sd15.rgb_factors.iter().map(|f| f[c]).sum())
             .collect();
         assert_eq!(
             img.get_pixel(0, 0).0,
             [byte(sums[0]), byte(sums[1]), byte(sums[2])]
         );
-        let f3 = SD1_LATENT_RGB_FACTORS[3];
+        let f3 = sd15.rgb_factors[3];
         assert_eq!(
             img.get_pixel(1, 0).0,
             [byte(-f3[0]), byte(-f3[1]), byte(-f3[2])]
         );
         assert_eq!(img.get_pixel(1, 0).0, [154, 160, 219]);
+    }
+
+    #[test]
+    fn sdxl_previews_add_the_bias() {
+        let x0 = Tensor::zeros((1, 4, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let img = latent_to_rgb(&x0, &LatentFormat::sdxl()).unwrap();
+        let byte = |v: f32| (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0) as u8;
+        assert_eq!(
+            img.get_pixel(0, 0).0,
+            [byte(0.1084), byte(-0.0175), byte(-0.0011)]
+        );
     }
 
     #[test]
@@ -173,7 +186,7 @@ mod tests {
     #[test]
     fn preview_is_a_jpeg_of_the_fitted_size() {
         let x0 = Tensor::zeros((2, 4, 8, 6), DType::F32, &Device::Cpu).unwrap();
-        let jpeg = preview_jpeg(&x0, 64).unwrap();
+        let jpeg = preview_jpeg(&x0, &LatentFormat::sd15(), 64).unwrap();
         let back = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap();
         assert_eq!((back.width(), back.height()), (48, 64));
     }

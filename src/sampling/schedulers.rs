@@ -1,9 +1,14 @@
 //! ComfyUI's schedulers (`comfy/samplers.py`, numerics.md §4) and KSampler's sigma
 //! selection (denoise, start/end step, discard-penultimate rule).
+//!
+//! Every scheduler reads the model sampling only through its table, `sigma_min/max`,
+//! `timestep()` and `sigma()`, as ComfyUI's do. For the flow kinds `timestep()` does not
+//! invert `sigma()` (`σ·multiplier` against `shift(t/multiplier)`), so `normal` and
+//! `sgm_uniform` apply the shift a second time: ComfyUI's behaviour, copied.
 
 use std::str::FromStr;
 
-use super::model_sampling::{linspace_f32, ModelSampling};
+use super::model_sampling::{linspace_f32, ModelSampling, SamplingKind};
 
 /// The scheduler names, in ComfyUI's `SCHEDULER_NAMES` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,8 +71,8 @@ impl FromStr for Scheduler {
     }
 }
 
-/// `calculate_sigmas(model_sampling, scheduler, steps)`: `steps + 1` float32 sigmas
-/// ending in 0 (for the tables of SD1/SDXL).
+/// `calculate_sigmas(model_sampling, scheduler, steps)`: the float32 schedule (usually
+/// `steps + 1` sigmas ending in 0).
 pub fn calculate_sigmas(ms: &ModelSampling, scheduler: Scheduler, steps: usize) -> Vec<f32> {
     let smin = ms.sigma_min() as f64;
     let smax = ms.sigma_max() as f64;
@@ -327,6 +332,12 @@ pub fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
     if p >= 1.0 {
         return 1.0;
     }
+    // The median of a symmetric Beta is 1/2, where `rint(ppf·odd total)` is a tie. scipy
+    // (boost's ibeta_inv) returns the next double above, 0.5000000000000001 (measured for
+    // a = b = 0.6), so 24.5 rounds to 25 and 499.5 to 500; copy that, not the bisection.
+    if a == b && p == 0.5 {
+        return f64::from_bits(0.5f64.to_bits() + 1);
+    }
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
@@ -340,6 +351,34 @@ pub fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
         }
     }
     0.5 * (lo + hi)
+}
+
+/// Why [`sd_turbo`] cannot give a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdTurboError {
+    /// ComfyUI's SDTurboScheduler fails for ModelSamplingCosmosRFlow (its `sigma()` only
+    /// takes a single timestep).
+    #[error("SDTurboScheduler cannot schedule a {0} model sampling (ComfyUI fails on it too)")]
+    Unsupported(String),
+}
+
+/// `SDTurboScheduler.get_sigmas`: timesteps 999, 899, … 99 from
+/// `10 − int(10·denoise)`, `steps` of them, mapped through `sigma()`, then 0.
+pub fn sd_turbo(ms: &ModelSampling, steps: usize, denoise: f64) -> Result<Vec<f32>, SdTurboError> {
+    if matches!(ms.kind, SamplingKind::CosmosRFlow { .. }) {
+        return Err(SdTurboError::Unsupported(ms.describe()));
+    }
+    let start = 10 - (10.0 * denoise) as i64;
+    let timesteps: Vec<i64> = (1..=10).rev().map(|k| k * 100 - 1).collect();
+    // Python slicing [start:start + steps] clamps to the list.
+    let lo = start.clamp(0, 10) as usize;
+    let hi = (start + steps as i64).clamp(0, 10) as usize;
+    let mut out: Vec<f32> = timesteps[lo..hi.max(lo)]
+        .iter()
+        .map(|&t| ms.sigma(t as f32))
+        .collect();
+    out.push(0.0);
+    Ok(out)
 }
 
 // ---- KSampler step handling (§4.2) ----

@@ -15,13 +15,50 @@
 //!   on every exponent); the log1p polynomial is a fitted degree-10 Horner form that gives
 //!   torch's result on 99.985% of the mantissas in [2/3, 4/3) (the rest are one ulp off).
 //!
+//! [`with_profile`] switches [`sqrt`] and [`ln`] to correctly rounded results on the current
+//! thread, to compare with goldens made on another CPU. [`logit`] and [`sigmoid`] are the
+//! scalar kernels torch runs for 0-d tensors (the C library's `logf` / `expf`, not MKL).
+//!
 //! Subnormal inputs take MKL's special path, which is correctly rounded, as are zero,
 //! negative, infinite and NaN inputs here. On other CPUs (Intel) MKL picks other kernels and
 //! torch's last bits differ; these functions stay those of the reference machine.
 
+/// Whose float32 [`sqrt`] and [`ln`] results to reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// The reference machine's MKL kernels (the default; see the module docs).
+    ReferenceMachine,
+    /// Correctly rounded results: no particular machine. Goldens made on another CPU (whose
+    /// MKL differs from the reference machine's in other last bits) can be compared in this
+    /// profile to tell algorithm errors from last-ulp libm differences.
+    CorrectlyRounded,
+}
+
+thread_local! {
+    static PROFILE: std::cell::Cell<Profile> = const { std::cell::Cell::new(Profile::ReferenceMachine) };
+}
+
+/// Runs `f` with [`sqrt`] and [`ln`] in `profile` on this thread (sampling runs on the
+/// calling thread), then restores the previous profile.
+pub fn with_profile<R>(profile: Profile, f: impl FnOnce() -> R) -> R {
+    let before = PROFILE.with(|p| p.replace(profile));
+    struct Restore(Profile);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PROFILE.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+fn correctly_rounded() -> bool {
+    PROFILE.with(|p| p.get()) == Profile::CorrectlyRounded
+}
+
 /// torch's `tensor.sqrt()` / `tensor ** 0.5` for a float32 value.
 pub fn sqrt(x: f32) -> f32 {
-    if !x.is_normal() || x < 0.0 {
+    if !x.is_normal() || x < 0.0 || correctly_rounded() {
         return (x as f64).sqrt() as f32;
     }
     let y = amd_rsqrt(x);
@@ -54,7 +91,7 @@ const LOG1P_P: [u32; 9] = [
 
 /// torch's `tensor.log()` for a float32 value.
 pub fn ln(x: f32) -> f32 {
-    if !x.is_normal() || x < 0.0 {
+    if !x.is_normal() || x < 0.0 || correctly_rounded() {
         return (x as f64).ln() as f32;
     }
     let bits = x.to_bits() as i32;
@@ -81,6 +118,21 @@ pub fn exp(x: f32) -> f32 {
 /// matches on about 99.5% of inputs).
 pub fn exp_m1(x: f32) -> f32 {
     (x as f64).exp_m1() as f32
+}
+
+/// torch's `tensor.logit()` of a 0-d float32 tensor: the kernel's scalar path,
+/// `log(x / (1 − x))` with the C library's `logf` (not MKL), `inf` at 1.
+pub fn logit(x: f32) -> f32 {
+    if x == 1.0 {
+        return f32::INFINITY;
+    }
+    (x / (1.0 - x)).ln()
+}
+
+/// torch's `tensor.sigmoid()` of a 0-d float32 tensor: the scalar path
+/// `1 / (1 + exp(−a))` with the C library's `expf`.
+pub fn sigmoid(a: f32) -> f32 {
+    1.0 / (1.0 + (-a).exp())
 }
 
 /// Method-call form of [`sqrt`], [`ln`], [`exp`] and [`exp_m1`], so sampler code reads like

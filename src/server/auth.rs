@@ -38,7 +38,8 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         return resp;
     }
     if is_cross_site(req.headers()) {
-        return StatusCode::FORBIDDEN.into_response();
+        return ApiError::forbidden("cross-site request to a loopback server refused")
+            .into_response();
     }
     if req.method() == Method::OPTIONS {
         return StatusCode::OK.into_response();
@@ -47,42 +48,63 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 }
 
 async fn check_token(state: &AppState, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.config.token {
-        if !token_ok(&req, token) {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong token: send 'Authorization: Bearer <token>' (or ?token=)",
-            )
-            .into_response();
+    match comfy_access(state, &req) {
+        Ok(()) => next.run(req).await,
+        Err(message) => {
+            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
+            r
         }
     }
-    next.run(req).await
 }
 
-fn token_ok(req: &Request, token: &str) -> bool {
-    let header_ok = req
+/// Who may use the ComfyUI routes. They have no notion of an owner (every job, file and the
+/// queue are visible there), so they take the server's `--token` or an admin API token.
+/// Open only when no credential is configured at all, or with `--no-auth` when none of the
+/// configured ones is for these routes.
+fn comfy_access(state: &AppState, req: &Request) -> Result<(), &'static str> {
+    let sl = &state.serverless;
+    if !sl.has_credentials() {
+        return Ok(());
+    }
+    if state.config.allow_no_auth && !sl.has_admin_token() {
+        return Ok(());
+    }
+    let granted = presented_secrets(req).any(|secret| {
+        sl.token_owner(&secret)
+            .is_some_and(|owner| sl.is_admin(&owner))
+    }) || crate::server::frontend::session_cookies(req.headers())
+        .any(|value| sl.admin_session(value));
+    if granted {
+        Ok(())
+    } else if sl.has_admin_token() {
+        Err(
+            "missing or wrong token: send 'Authorization: Bearer <token>' (or ?token=) with \
+             the server token or an admin API token; browsers open the editor once at /?token=<token>",
+        )
+    } else {
+        Err(
+            "the ComfyUI API takes the server token (--token) or an admin API token, and \
+             this server has neither; API tokens only open the serverless routes",
+        )
+    }
+}
+
+/// The secrets a request presents: the Bearer header and `?token=` values. (Browsers running
+/// the editor present the session cookie instead, set by `GET /?token=...`.)
+fn presented_secrets(req: &Request) -> impl Iterator<Item = String> + '_ {
+    let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()));
-    let query_ok = req.uri().query().is_some_and(|q| {
-        q.split('&').any(|kv| {
-            kv.strip_prefix("token=")
-                .map(percent_decode)
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-        })
+        .map(|t| t.trim().to_string());
+    let query = req.uri().query().into_iter().flat_map(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.strip_prefix("token=").map(percent_decode))
     });
-    // Browsers running the editor: the session cookie set by `GET /?token=...`.
-    let cookie_ok = crate::server::frontend::has_session(req.headers(), token);
-    header_ok || query_ok || cookie_ok
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    header.into_iter().chain(query)
 }
 
 /// Minimal %XX decoding for query values.

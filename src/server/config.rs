@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub serverless: crate::server::serverless::ServerlessConfig,
     /// The web frontend's files and the user-data folder.
     pub frontend: crate::server::frontend::FrontendConfig,
+    /// `--max-memory`: the resident size above which work is refused (bytes).
+    pub max_memory: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -39,21 +41,24 @@ impl Default for ServerConfig {
             shutdown_mode: ShutdownMode::Interrupt,
             serverless: Default::default(),
             frontend: Default::default(),
+            max_memory: None,
         }
     }
 }
 
 impl ServerConfig {
-    /// Refuses a non-loopback bind without a token unless explicitly allowed.
+    /// Refuses a non-loopback bind without a credential for the ComfyUI routes (the server
+    /// token or an admin API token) unless explicitly allowed: API tokens alone do not open
+    /// those routes, so they would be open to everyone (or, with tokens, closed to all).
     pub fn check_security(&self) -> Result<(), String> {
-        if !self.listen.is_loopback()
-            && self.token.is_none()
-            && self.serverless.tokens.is_empty()
-            && !self.allow_no_auth
+        let sl = &self.serverless;
+        let admin_token = sl.tokens.iter().any(|t| sl.admins.contains(&t.name));
+        if !self.listen.is_loopback() && self.token.is_none() && !admin_token && !self.allow_no_auth
         {
             return Err(format!(
-                "refusing to listen on {} without authentication: pass --token TOKEN (or set \
-                 COMFYRS_TOKEN), or --no-auth to serve everyone on the network",
+                "refusing to listen on {} without authentication for the ComfyUI API: pass \
+                 --token TOKEN (or set COMFYRS_TOKEN), or name an admin API token, or --no-auth \
+                 to serve everyone on the network",
                 self.listen
             ));
         }

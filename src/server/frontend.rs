@@ -144,23 +144,17 @@ pub fn session_value(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether the request carries the session cookie for `token`.
-pub fn has_session(headers: &HeaderMap, token: &str) -> bool {
-    let want = session_value(token);
+/// The values of the request's session cookies (checked against the admin credentials by
+/// the guard: a cookie opens what the token it was made from opens).
+pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .any(|(k, v)| {
-            k == SESSION_COOKIE
-                && v.len() == want.len()
-                && v.bytes()
-                    .zip(want.bytes())
-                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                    == 0
-        })
+        .filter(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
 }
 
 fn no_cache(r: &mut Response) {
@@ -170,19 +164,21 @@ fn no_cache(r: &mut Response) {
     h.insert(header::EXPIRES, HeaderValue::from_static("0"));
 }
 
-/// `GET /`: the frontend's index.html (no caching, as ComfyUI), or how to install it. With a
-/// token configured, `/?token=T` (already checked by the guard) sets the session cookie and
-/// redirects to `/`, so the token leaves the address bar.
+/// `GET /`: the frontend's index.html (no caching, as ComfyUI), or how to install it. With
+/// credentials configured, `/?token=T` (T already accepted by the guard: the `--token` or an
+/// admin API token) sets the session cookie and redirects to `/`, so the token leaves the
+/// address bar.
 pub async fn index(State(s): State<AppState>, req: Request) -> Response {
-    if let Some(token) = &s.config.token {
-        let query_has_token = req
-            .uri()
-            .query()
-            .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "token"));
-        if query_has_token {
+    if s.serverless.has_credentials() {
+        let token = req.uri().query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+        if let Some(token) = token {
             let cookie = format!(
                 "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-                session_value(token)
+                session_value(&token)
             );
             let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "./")]).into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -192,7 +188,9 @@ pub async fn index(State(s): State<AppState>, req: Request) -> Response {
         }
     }
     let Some(root) = &s.config.frontend.root else {
-        let mut r = (StatusCode::NOT_FOUND, Html(help_page())).into_response();
+        // A page, not an error: the server works, only the editor is not installed (every
+        // error status leaves as JSON, so this one is a 200).
+        let mut r = Html(help_page()).into_response();
         no_cache(&mut r);
         return r;
     };

@@ -69,7 +69,9 @@ impl App {
 }
 
 /// The router with every route: ComfyUI's under `/` and `/api/` (behind the ComfyUI guard),
-/// and the serverless families (behind their own token guard).
+/// and the serverless families (behind their own token guard), each with its own body
+/// limit (a chunked body is cut at the limit of its family, not the larger of the two).
+/// Every error leaves as JSON ([`error::json_errors`]), whoever produced it.
 pub fn router(state: AppState) -> Router {
     let comfy = routes::comfy_routes()
         .merge(userdata::routes())
@@ -85,17 +87,33 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
-        ));
-    Router::new()
-        .merge(serverless::routes(&state))
-        .merge(comfy_all)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state
-                .config
-                .max_upload_bytes
-                .max(state.config.serverless.max_body_bytes),
         ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_upload_bytes,
+        ));
+    let serverless = serverless::routes(&state).layer(axum::extract::DefaultBodyLimit::max(
+        state.config.serverless.max_body_bytes,
+    ));
+    Router::new()
+        .merge(serverless)
+        .merge(comfy_all)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::memory_guard,
+        ))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
+}
+
+/// Runs blocking work (job-store calls: one SQLite connection behind a mutex, a history of
+/// thousands of entries) on tokio's blocking pool, so it never holds an async worker (two on
+/// a 2-core machine) while every other connection waits.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: Send + 'static + From<tokio::task::JoinError>,
+{
+    tokio::task::spawn_blocking(f).await?
 }
 
 /// A server that is listening.
@@ -128,6 +146,7 @@ pub async fn start(app: App, config: ServerConfig) -> std::io::Result<RunningSer
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let mode = config.shutdown_mode;
+    app.queue.memory.set(config.max_memory);
     let serverless = Arc::new(serverless::Serverless::new(
         config.serverless.clone(),
         config.token.as_deref(),

@@ -56,28 +56,66 @@ pub fn check_subfolder(sub: &str) -> Result<(), PathError> {
 }
 
 /// `base/sub`, canonicalised, and only if it stays inside `base` (symlinks included). With
-/// `create`, missing folders are made first.
+/// `create`, missing folders are made one component at a time, each only after the folder
+/// it goes into was resolved and found inside `base`: a symlinked component never gets a
+/// folder created behind it.
 pub fn resolve_folder(base: &Path, sub: &str, create: bool) -> Result<PathBuf, PathError> {
     check_subfolder(sub)?;
-    let joined = base.join(sub);
-    if create {
-        std::fs::create_dir_all(&joined)
-            .map_err(|e| PathError::BadName(format!("cannot create folder '{sub}': {e}")))?;
-    }
     let base_c = base.canonicalize().map_err(|_| PathError::NotFound)?;
-    let dir = joined.canonicalize().map_err(|_| PathError::NotFound)?;
-    if !dir.starts_with(&base_c) {
-        return Err(PathError::Escapes(format!(
-            "subfolder '{sub}' resolves outside its folder"
-        )));
+    let escapes = || PathError::Escapes(format!("subfolder '{sub}' resolves outside its folder"));
+    let mut dir = base_c.clone();
+    for part in Path::new(sub).components() {
+        let std::path::Component::Normal(part) = part else {
+            continue; // `.` (check_subfolder refused everything else)
+        };
+        check_name_length(&part.to_string_lossy())?;
+        let next = dir.join(part);
+        if create && std::fs::symlink_metadata(&next).is_err() {
+            match std::fs::create_dir(&next) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    tracing::warn!("cannot create {}: {e}", next.display());
+                    return Err(PathError::BadName(format!("cannot create folder '{sub}'")));
+                }
+            }
+        }
+        dir = next.canonicalize().map_err(|_| PathError::NotFound)?;
+        if !dir.starts_with(&base_c) {
+            return Err(escapes());
+        }
+    }
+    if !dir.is_dir() {
+        return Err(PathError::NotFound);
     }
     Ok(dir)
+}
+
+/// The longest file or folder name, in bytes (Linux's NAME_MAX; most file systems agree).
+pub const NAME_MAX: usize = 255;
+
+/// Refuses a name no file system can hold, before it reaches one.
+pub fn check_name_length(name: &str) -> Result<(), PathError> {
+    if name.len() > NAME_MAX {
+        return Err(PathError::BadName(format!(
+            "the name is {} bytes long; at most {NAME_MAX} are allowed",
+            name.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a file name for /view: not empty, not absolute, no `..` (ComfyUI's rule).
 pub fn check_filename(name: &str) -> Result<(), PathError> {
     if name.is_empty() {
         return Err(PathError::BadName("empty filename".into()));
+    }
+    // Bounded before it is echoed in a message or handed to the file system.
+    if name.len() > 4096 {
+        return Err(PathError::BadName(format!(
+            "filename is {} bytes long; at most 4096 are allowed",
+            name.len()
+        )));
     }
     if name.starts_with('/') || name.starts_with('\\') || name.contains("..") || has_drive(name) {
         return Err(PathError::BadName(format!(

@@ -6,7 +6,7 @@ use crate::queue::WsPayload;
 use crate::server::AppState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use tokio::sync::broadcast::error::RecvError;
@@ -52,6 +52,12 @@ pub fn text_frame(node_id: &str, text: &str) -> Vec<u8> {
     f
 }
 
+/// The longest `clientId` (it is echoed in every event of the client).
+pub const MAX_CLIENT_ID: usize = 256;
+
+/// The largest message a client may send.
+pub const MAX_INCOMING: usize = 64 * 1024;
+
 pub async fn handler(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -62,7 +68,18 @@ pub async fn handler(
         .filter(|c| !c.is_empty())
         .cloned()
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    ws.on_upgrade(move |socket| session(s, sid, socket))
+    if sid.len() > MAX_CLIENT_ID {
+        return crate::server::error::ApiError::bad_request(format!(
+            "clientId is {} bytes long; at most {MAX_CLIENT_ID} are allowed",
+            sid.len()
+        ))
+        .into_response();
+    }
+    // Clients send only small JSON messages (feature flags); a frame or message above
+    // this is refused by the socket instead of buffered.
+    ws.max_message_size(MAX_INCOMING)
+        .max_frame_size(MAX_INCOMING)
+        .on_upgrade(move |socket| session(s, sid, socket))
 }
 
 fn text(v: Value) -> Message {

@@ -339,9 +339,19 @@ pub async fn wait_history(addr: SocketAddr, id: &str, secs: u64) -> Value {
 
 /// Polls GET /queue until `pred` holds.
 pub async fn wait_queue(addr: SocketAddr, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_queue_at(addr, "/queue", secs, pred).await
+}
+
+/// [`wait_queue`] through `path` (e.g. `/queue?token=T` on a server with tokens).
+pub async fn wait_queue_at(
+    addr: SocketAddr,
+    path: &str,
+    secs: u64,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let q = get(addr, "/queue").await.json();
+        let q = get(addr, path).await.json();
         if pred(&q) {
             return q;
         }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Tensor, D};
 
-use crate::models::cpu_gemm::{par_gemm, Dest, Operand};
-use crate::models::layers::{cpu_f32, is_cpu_f32};
+use crate::models::nn::cpu_gemm::{par_gemm, Dest, Operand};
+use crate::models::nn::{cpu_f32, is_cpu_f32};
 use crate::models::{ModelError, Result};
 
 /// The weight delta of one adapter.

@@ -1,13 +1,17 @@
-//! ComfyUI's LoRA key map for SD1.x (numerics spec §7.1): LoRA key prefix → model weight key.
+//! ComfyUI's LoRA key map for the LDM UNet families (numerics spec §7.1): LoRA key prefix →
+//! model weight key (`model_lora_keys_unet` + `model_lora_keys_clip`).
 //!
-//! Targets are keys of our checkpoint weight map (`model.diffusion_model.*`,
-//! `cond_stage_model.transformer.text_model.*`); ComfyUI's own state-dict names
-//! (`diffusion_model.*`, `clip_l.transformer.*`) appear in the generic forms.
+//! Targets are keys of our checkpoint weight map (`model.diffusion_model.*`; SD1's CLIP-L
+//! at `cond_stage_model.transformer.text_model.*`, SDXL's at `clip_l.transformer.*` and its
+//! bigG at `clip_g.transformer.*`); ComfyUI's own state-dict names (`diffusion_model.*`,
+//! `clip_l.transformer.*`) appear in the generic forms. kohya names SDXL's encoders
+//! `lora_te1_` (CLIP-L) and `lora_te2_` (bigG), diffusers `text_encoder` and
+//! `text_encoder_2`; a refiner's lone bigG answers to the single-encoder names.
 
 use std::collections::HashMap;
 
-use crate::models::checkpoint::WeightMap;
-use crate::models::clip::SD1_CLIP_PREFIX;
+use crate::models::checkpoint::{WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX};
+use crate::models::text::clip::SD1_CLIP_PREFIX;
 use crate::models::unet::{UnetConfig, UNET_PREFIX};
 use crate::models::Result;
 
@@ -58,6 +62,10 @@ const BASIC: &[(&str, &str)] = &[
     ("conv_out", "out.2"),
     ("time_embedding.linear_1", "time_embed.0"),
     ("time_embedding.linear_2", "time_embed.2"),
+    ("class_embedding.linear_1", "label_emb.0.0"),
+    ("class_embedding.linear_2", "label_emb.0.2"),
+    ("add_embedding.linear_1", "label_emb.0.0"),
+    ("add_embedding.linear_2", "label_emb.0.2"),
 ];
 
 /// LoRA key prefix → target weight key, in ComfyUI's insertion order (it decides which patch
@@ -97,9 +105,10 @@ impl KeyMap {
         self.entries.is_empty()
     }
 
-    /// The key map for an SD1.x checkpoint's weights: UNet keys (`model_lora_keys_unet`) and,
-    /// when `clip` is set, CLIP-L keys (`model_lora_keys_clip`), in that order.
-    pub fn sd1(weights: &WeightMap, unet: bool, clip: bool) -> Result<KeyMap> {
+    /// The key map for a checkpoint's weights (SD1.x, SDXL base or refiner): UNet keys
+    /// (`model_lora_keys_unet`) and, when `clip` is set, text-encoder keys
+    /// (`model_lora_keys_clip`), in that order.
+    pub fn for_weights(weights: &WeightMap, unet: bool, clip: bool) -> Result<KeyMap> {
         let mut map = KeyMap::default();
         let mut keys: Vec<&String> = weights.keys().collect();
         // ComfyUI walks the model's state dict in module order; any stable order gives the
@@ -137,34 +146,67 @@ impl KeyMap {
             }
         }
         if clip {
-            let te = "cond_stage_model.transformer.";
+            // SD1's CLIP-L lives under cond_stage_model.; ComfyUI calls it clip_l.
+            let roots = [
+                ("cond_stage_model.transformer.", "clip_l.transformer."),
+                ("clip_l.transformer.", "clip_l.transformer."),
+                ("clip_g.transformer.", "clip_g.transformer."),
+            ];
             for k in &keys {
-                if let Some(rest) = k.strip_prefix(te).and_then(|r| r.strip_suffix(".weight")) {
-                    map.insert(
-                        format!("text_encoders.clip_l.transformer.{rest}"),
-                        k.to_string(),
-                    );
+                for (ours, comfy) in roots {
+                    if let Some(rest) = k.strip_prefix(ours).and_then(|r| r.strip_suffix(".weight"))
+                    {
+                        map.insert(format!("text_encoders.{comfy}{rest}"), k.to_string());
+                    }
                 }
             }
+            let l_prefix = if weights.keys().any(|k| k.starts_with(SD1_CLIP_PREFIX)) {
+                SD1_CLIP_PREFIX
+            } else {
+                SDXL_CLIP_L_PREFIX
+            };
+            let mut clip_l_present = false;
             for b in 0..32 {
                 for (module, kohya) in CLIP_MODULES {
-                    let target = format!("{SD1_CLIP_PREFIX}encoder.layers.{b}.{module}.weight");
-                    if !weights.contains_key(&target) {
-                        continue;
+                    let target = format!("{l_prefix}encoder.layers.{b}.{module}.weight");
+                    if weights.contains_key(&target) {
+                        clip_l_present = true;
+                        for key in [
+                            format!("lora_te_text_model_encoder_layers_{b}_{kohya}"),
+                            format!("lora_te1_text_model_encoder_layers_{b}_{kohya}"),
+                            format!("text_encoder.text_model.encoder.layers.{b}.{module}"),
+                        ] {
+                            map.insert(key, target.clone());
+                        }
                     }
-                    map.insert(
-                        format!("lora_te_text_model_encoder_layers_{b}_{kohya}"),
-                        target.clone(),
-                    );
-                    map.insert(
-                        format!("lora_te1_text_model_encoder_layers_{b}_{kohya}"),
-                        target.clone(),
-                    );
-                    map.insert(
-                        format!("text_encoder.text_model.encoder.layers.{b}.{module}"),
-                        target,
-                    );
+                    let target = format!("{SDXL_CLIP_G_PREFIX}encoder.layers.{b}.{module}.weight");
+                    if weights.contains_key(&target) {
+                        let keys = if clip_l_present {
+                            vec![
+                                format!("lora_te2_text_model_encoder_layers_{b}_{kohya}"),
+                                format!("text_encoder_2.text_model.encoder.layers.{b}.{module}"),
+                            ]
+                        } else {
+                            vec![
+                                format!("lora_te_text_model_encoder_layers_{b}_{kohya}"),
+                                format!("text_encoder.text_model.encoder.layers.{b}.{module}"),
+                                format!("lora_prior_te_text_model_encoder_layers_{b}_{kohya}"),
+                            ]
+                        };
+                        for key in keys {
+                            map.insert(key, target.clone());
+                        }
+                    }
                 }
+            }
+            let g_proj = "clip_g.transformer.text_projection.weight";
+            if weights.contains_key(g_proj) {
+                map.insert("lora_prior_te_text_projection".into(), g_proj.into());
+                map.insert("lora_te2_text_projection".into(), g_proj.into());
+            }
+            let l_proj = "clip_l.transformer.text_projection.weight";
+            if weights.contains_key(l_proj) {
+                map.insert("lora_te1_text_projection".into(), l_proj.into());
             }
         }
         Ok(map)

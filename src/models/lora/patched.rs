@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 
 use super::load::LoadedLora;
 use crate::models::checkpoint::WeightMap;
-use crate::models::clip::{ClipTextEncoder, ClipTextModel, WeightedToken, SD1_CLIP_PREFIX};
+use crate::models::text::clip::{ClipTextEncoder, ClipTextModel, WeightedToken};
 use crate::models::unet::{Unet, UnetConfig, UNET_PREFIX};
 use crate::models::{ModelError, Result};
 
@@ -87,12 +86,15 @@ impl PatchCache {
 }
 
 /// The patched tensors (only those) under `prefix`: each target's f32 copy gets every patch
-/// of the list in order; with `round_f16` the result is rounded through fp16, like ComfyUI
-/// casting a patched weight back to the text encoder's fp16 storage.
+/// of the list in order, and is kept in the `compute` dtype (ComfyUI's model holds its
+/// weights in the compute dtype when it upcasts at load, so a patch is not rounded to the
+/// file's dtype); with `round_f16` it is kept as fp16, like ComfyUI casting a patched weight
+/// back to the text encoder's fp16 storage.
 pub fn patch_weights(
     base: &WeightMap,
     patches: &[PatchEntry],
     prefix: &str,
+    compute: DType,
     round_f16: bool,
 ) -> Result<WeightMap> {
     let mut targets: Vec<&String> = patches
@@ -115,10 +117,8 @@ pub fn patch_weights(
                 }
             }
         }
-        if round_f16 {
-            w = w.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
-        }
-        out.insert(target.clone(), w.to_dtype(w0.dtype())?);
+        let keep = if round_f16 { DType::F16 } else { compute };
+        out.insert(target.clone(), w.to_dtype(keep)?);
     }
     Ok(out)
 }
@@ -206,7 +206,13 @@ impl PatchedUnet {
 
     fn build(&self) -> Result<Unet> {
         let t0 = std::time::Instant::now();
-        let changed = patch_weights(&self.weights, &self.patches, UNET_PREFIX, false)?;
+        let changed = patch_weights(
+            &self.weights,
+            &self.patches,
+            UNET_PREFIX,
+            self.base.dtype(),
+            false,
+        )?;
         let n = changed.len();
         let map = overlay(&self.weights, changed);
         let unet = Unet::from_weights(&map, UNET_PREFIX, self.base.dtype(), self.base.device())?;
@@ -219,8 +225,14 @@ impl PatchedUnet {
     }
 
     /// [`Unet::forward`] on the patched UNet.
-    pub fn forward(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
-        self.get()?.forward(x, timesteps, context)
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        y: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.get()?.forward(x, timesteps, context, y)
     }
 
     pub fn config(&self) -> &UnetConfig {
@@ -240,6 +252,8 @@ impl PatchedUnet {
 #[derive(Clone)]
 pub struct PatchedClip {
     base: ClipTextEncoder,
+    /// Where this encoder's text model lives in `weights` (ends in `text_model.`).
+    text_prefix: Arc<str>,
     weights: Arc<WeightMap>,
     patches: Vec<PatchEntry>,
     /// Patched weights are rounded through fp16 (the checkpoint's CLIP storage).
@@ -250,9 +264,10 @@ pub struct PatchedClip {
 
 impl PatchedClip {
     /// An unpatched encoder, its weight map, and whether its weights are stored as fp16
-    /// (ComfyUI's CPU default, which the checkpoint loader reproduces).
+    /// (ComfyUI's CPU default, which the loader reproduces).
     pub fn new(base: ClipTextEncoder, weights: Arc<WeightMap>, fp16_storage: bool) -> Self {
         PatchedClip {
+            text_prefix: base.weights_prefix.clone(),
             base,
             weights,
             patches: Vec::new(),
@@ -268,6 +283,7 @@ impl PatchedClip {
         patches.push(entry);
         PatchedClip {
             base: self.base.clone(),
+            text_prefix: self.text_prefix.clone(),
             weights: self.weights.clone(),
             patches,
             fp16_storage: self.fp16_storage,
@@ -278,6 +294,11 @@ impl PatchedClip {
 
     pub fn patches(&self) -> &[PatchEntry] {
         &self.patches
+    }
+
+    /// The base weight map this encoder was built from.
+    pub fn base_weights(&self) -> &Arc<WeightMap> {
+        &self.weights
     }
 
     /// The same model looking up `embedding:NAME` in these directories.
@@ -320,24 +341,41 @@ impl PatchedClip {
         Ok(ClipTextEncoder {
             tokenizer: self.base.tokenizer.clone(),
             model,
+            role: self.base.role,
+            weights_prefix: self.text_prefix.clone(),
         })
     }
 
     fn build(&self) -> Result<Arc<ClipTextModel>> {
         let t0 = std::time::Instant::now();
+        // The encoder's root (`cond_stage_model.`, `clip_l.`, `clip_g.`): its text model
+        // and its projection.
+        let root = self
+            .text_prefix
+            .strip_suffix("transformer.text_model.")
+            .or_else(|| self.text_prefix.strip_suffix("text_model."))
+            .unwrap_or(&self.text_prefix)
+            .to_string();
         let changed = patch_weights(
             &self.weights,
             &self.patches,
-            "cond_stage_model.",
+            &root,
+            self.base.model.dtype(),
             self.fp16_storage,
         )?;
         let n = changed.len();
         let map = overlay(&self.weights, changed);
         let m = &self.base.model;
-        let vb = VarBuilder::from_tensors(map, m.dtype(), m.device());
+        let proj_key = format!(
+            "{}text_projection.weight",
+            self.text_prefix.strip_suffix("text_model.").unwrap_or("")
+        );
+        let projection = map.get(&proj_key).cloned();
+        let vb = crate::models::nn::weights_vb(map, m.dtype(), m.device());
         let model = ClipTextModel::new(
             m.config.clone(),
-            vb.pp(SD1_CLIP_PREFIX.trim_end_matches('.')),
+            vb.pp(self.text_prefix.trim_end_matches('.')),
+            projection,
         )
         .map_err(ModelError::from)?;
         tracing::info!(
@@ -357,14 +395,14 @@ impl PatchedClip {
     pub fn encode(
         &self,
         tokens: &[Vec<WeightedToken>],
-        clip_skip: i32,
+        clip_layer: Option<i32>,
     ) -> Result<(Tensor, Tensor)> {
-        self.get()?.encode(tokens, clip_skip)
+        self.get()?.encode(tokens, clip_layer)
     }
 
     /// Tokenize and encode in one go.
-    pub fn encode_text(&self, text: &str, clip_skip: i32) -> Result<(Tensor, Tensor)> {
-        self.get()?.encode_text(text, clip_skip)
+    pub fn encode_text(&self, text: &str, clip_layer: Option<i32>) -> Result<(Tensor, Tensor)> {
+        self.get()?.encode_text(text, clip_layer)
     }
 
     /// The unpatched encoder.

@@ -3,7 +3,7 @@
 //! to f32 where they meet a tensor; sqrt / log / exp of scalars are torch's ([`TorchScalar`]).
 
 use super::{Ctx, SamplingError};
-use crate::sampling::torch_math::TorchScalar;
+use crate::sampling::torch_math::{self, TorchScalar};
 
 type R = Result<Vec<f32>, SamplingError>;
 
@@ -49,6 +49,54 @@ fn lerp_half(a: f32, b: f32) -> f32 {
     b - (b - a) * 0.5
 }
 
+/// ComfyUI's `sigma_to_half_log_snr` / `half_log_snr_to_sigma`: `λ = −logit σ` and
+/// `σ = sigmoid(−λ)` for CONST (flow) models, `λ = −ln σ` and `σ = exp(−λ)` otherwise.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HalfLogSnr {
+    pub(super) is_const: bool,
+}
+
+impl HalfLogSnr {
+    fn lambda(self, sigma: f32) -> f32 {
+        if self.is_const {
+            -torch_math::logit(sigma)
+        } else {
+            -sigma.torch_ln()
+        }
+    }
+    fn sigma(self, lambda: f32) -> f32 {
+        if self.is_const {
+            torch_math::sigmoid(-lambda)
+        } else {
+            (-lambda).torch_exp()
+        }
+    }
+}
+
+/// The RF ancestral step of a CONST model with η = 1: (σ_down, α_{i+1}/α_down, renoise).
+fn rf_step(from: f32, to: f32) -> (f32, f32, f32) {
+    let ratio = 1.0 + (to / from - 1.0) * 1.0;
+    let down = to * ratio;
+    let a_next = 1.0 - to;
+    let a_down = 1.0 - down;
+    let renoise = (to * to - ((down * down) * (a_next * a_next)) / (a_down * a_down)).torch_sqrt();
+    (down, a_next / a_down, renoise)
+}
+
+/// `r·x + (1 − r)·D`
+fn blend(r: f32, x: &[f32], den: &[f32]) -> Vec<f32> {
+    let q = 1.0 - r;
+    x.iter().zip(den).map(|(a, b)| r * a + q * b).collect()
+}
+
+/// `k·x + ε·s_noise·renoise`
+fn renoise(k: f32, x: &[f32], noise: &[f32], c: f32) -> Vec<f32> {
+    x.iter()
+        .zip(noise)
+        .map(|(a, e)| k * a + (e * 1.0) * c)
+        .collect()
+}
+
 pub(super) fn euler(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
@@ -77,6 +125,24 @@ pub(super) fn euler_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                 .zip(&n)
                 .map(|((a, b), e)| (a + b * dt) + (e * 1.0) * up)
                 .collect();
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+/// `sample_euler_ancestral_RF` (CONST models).
+pub(super) fn euler_ancestral_rf(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        if s[i + 1] == 0.0 {
+            x = den;
+        } else {
+            let (down, k, c) = rf_step(s[i], s[i + 1]);
+            x = blend(down / s[i], &x, &den);
+            let n = ctx.noise(s[i], s[i + 1])?;
+            x = renoise(k, &x, &n, c);
         }
         ctx.end(i);
     }
@@ -144,6 +210,64 @@ pub(super) fn dpm_2_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
     Ok(x)
 }
 
+/// `sample_dpm_2_ancestral_RF` (CONST models).
+pub(super) fn dpm_2_ancestral_rf(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let (down, k, c) = rf_step(s[i], s[i + 1]);
+        let d = to_d(&x, s[i], &den);
+        if down == 0.0 {
+            x = axpy(&x, &d, down - s[i]);
+        } else {
+            let mid = lerp_half(s[i].torch_ln(), down.torch_ln()).torch_exp();
+            let x2 = axpy(&x, &d, mid - s[i]);
+            let den2 = ctx.model(&x2, mid)?;
+            let d2 = to_d(&x2, mid, &den2);
+            x = axpy(&x, &d2, down - s[i]);
+            let n = ctx.noise(s[i], s[i + 1])?;
+            x = renoise(k, &x, &n, c);
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+/// `sample_dpmpp_2s_ancestral_RF` (CONST models).
+pub(super) fn dpmpp_2s_ancestral_rf(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    let sigma_fn = |l: f32| 1.0 / (l.torch_exp() + 1.0);
+    let lambda_fn = |sig: f32| ((1.0 - sig) / sig).torch_ln();
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let den = ctx.model(&x, s[i])?;
+        let (down, k, c) = rf_step(s[i], s[i + 1]);
+        if s[i + 1] == 0.0 {
+            let d = to_d(&x, s[i], &den);
+            x = axpy(&x, &d, down - s[i]);
+        } else {
+            // `sigma_s / sigmas[i]`: with the Python float 0.9999 this is torch's
+            // reciprocal-then-multiply.
+            let (sigma_s, ratio_s) = if s[i] == 1.0 {
+                (0.9999f32, (1.0 / s[i]) * 0.9999f32)
+            } else {
+                let (ti, td) = (lambda_fn(s[i]), lambda_fn(down));
+                let h = td - ti;
+                let ss = sigma_fn(ti + 0.5 * h);
+                (ss, ss / s[i])
+            };
+            let u = blend(ratio_s, &x, &den);
+            let den2 = ctx.model(&u, sigma_s)?;
+            x = blend(down / s[i], &x, &den2);
+        }
+        if s[i + 1] > 0.0 {
+            let n = ctx.noise(s[i], s[i + 1])?;
+            x = renoise(k, &x, &n, c);
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
 pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
     let t_fn = |sig: f32| -sig.torch_ln();
     let sigma_fn = |t: f32| (-t).torch_exp();
@@ -176,9 +300,10 @@ pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R
     Ok(x)
 }
 
-pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
-    let lambda_fn = |sig: f32| -sig.torch_ln();
-    let sigma_fn = |l: f32| (-l).torch_exp();
+/// `sample_dpmpp_sde`; `s` has had `offset_first_sigma_for_snr` applied.
+pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfLogSnr) -> R {
+    let lambda_fn = |sig: f32| snr.lambda(sig);
+    let sigma_fn = |l: f32| snr.sigma(l);
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
@@ -261,8 +386,16 @@ pub(super) fn dpmpp_2m(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
     Ok(x)
 }
 
-pub(super) fn dpmpp_2m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], heun: bool) -> R {
-    let lambda_fn = |sig: f32| -sig.torch_ln();
+/// `sample_dpmpp_2m_sde` (midpoint, or heun); `s` has had `offset_first_sigma_for_snr`
+/// applied.
+pub(super) fn dpmpp_2m_sde(
+    ctx: &mut Ctx,
+    mut x: Vec<f32>,
+    s: &[f32],
+    heun: bool,
+    snr: HalfLogSnr,
+) -> R {
+    let lambda_fn = |sig: f32| snr.lambda(sig);
     let mut old: Option<Vec<f32>> = None;
     let mut h = f32::NAN;
     let mut h_last = f32::NAN;
@@ -309,8 +442,9 @@ pub(super) fn dpmpp_2m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], heun: bool
     Ok(x)
 }
 
-pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
-    let lambda_fn = |sig: f32| -sig.torch_ln();
+/// `sample_dpmpp_3m_sde`; `s` has had `offset_first_sigma_for_snr` applied.
+pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfLogSnr) -> R {
+    let lambda_fn = |sig: f32| snr.lambda(sig);
     let (mut d1, mut d2): (Option<Vec<f32>>, Option<Vec<f32>>) = (None, None);
     let (mut h, mut h1, mut h2): (Option<f32>, Option<f32>, Option<f32>) = (None, None, None);
     for i in 0..s.len() - 1 {
@@ -404,6 +538,7 @@ pub(super) fn ddpm(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
     Ok(x)
 }
 
+/// `sample_lcm`: re-noises with the model's own `noise_scaling(σ_{i+1}, ε, x)`.
 pub(super) fn lcm(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
@@ -412,7 +547,14 @@ pub(super) fn lcm(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
         if s[i + 1] > 0.0 {
             let n = ctx.noise(s[i], s[i + 1])?;
             let sn = s[i + 1];
-            x = n.iter().zip(&x).map(|(e, a)| e * sn + a).collect();
+            x = match ctx.model_sampling() {
+                Some(ms) => n
+                    .iter()
+                    .zip(&x)
+                    .map(|(e, a)| ms.noise_scaling_f32(sn, *e, *a))
+                    .collect(),
+                None => n.iter().zip(&x).map(|(e, a)| e * sn + a).collect(),
+            };
         }
         ctx.end(i);
     }

@@ -3,6 +3,12 @@
 //!
 //! Update rules are evaluated op by op in float32 with PyTorch's eager rounding (§0),
 //! on flat `Vec<f32>` buffers; the denoiser is called with candle tensors.
+//!
+//! Samplers branch on the model sampling as ComfyUI's do ([`SampleOptions::model_sampling`]):
+//! for CONST (flow) models `euler_ancestral`, `dpm_2_ancestral` and `dpmpp_2s_ancestral` run
+//! their `_RF` variants, the SDE samplers use `λ = −logit σ` and move a first sigma ≥ 1 to
+//! `percent_to_sigma(1e-4)` (`offset_first_sigma_for_snr`), and `lcm` re-noises with the
+//! model's `noise_scaling`.
 
 mod k_diffusion;
 mod multistep;
@@ -70,6 +76,9 @@ pub struct SampleOptions<'a> {
     pub keep_denoised: bool,
     /// Checked before every step; `true` aborts with [`SamplingError::Interrupted`].
     pub cancel: Option<Box<dyn Fn() -> bool + 'a>>,
+    /// The model's sampling (ComfyUI's `model_sampling` object the samplers inspect). `None`
+    /// behaves as a non-CONST (EPS / v-prediction) model.
+    pub model_sampling: Option<&'a ModelSampling>,
 }
 
 impl<'a> SampleOptions<'a> {
@@ -80,7 +89,14 @@ impl<'a> SampleOptions<'a> {
             callback: None,
             keep_denoised: false,
             cancel: None,
+            model_sampling: None,
         }
+    }
+
+    /// The same options for a model with `ms` as its model sampling.
+    pub fn with_model_sampling(mut self, ms: &'a ModelSampling) -> Self {
+        self.model_sampling = Some(ms);
+        self
     }
 }
 
@@ -207,6 +223,11 @@ pub(crate) struct Ctx<'d, 'o, 'a> {
 }
 
 impl Ctx<'_, '_, '_> {
+    /// The model sampling the caller gave, if any.
+    pub(crate) fn model_sampling(&self) -> Option<&ModelSampling> {
+        self.opts.model_sampling
+    }
+
     /// `model(x, σ)` on a flat buffer.
     pub(crate) fn model(&mut self, x: &[f32], sigma: f32) -> Result<Vec<f32>, SamplingError> {
         let t = Tensor::from_slice(x, self.shape.as_slice(), &self.device)?;
@@ -267,6 +288,7 @@ pub fn sample(
         return Ok(x.clone());
     }
     let choice = std::mem::replace(&mut opts.noise, NoiseChoice::Auto);
+    let opts_model_sampling = opts.model_sampling;
     let seed = opts.seed;
     let make_brownian = || -> Box<dyn NoiseSampler> {
         let smin = sigmas
@@ -308,20 +330,33 @@ pub fn sample(
         step_denoised: None,
     };
     let s = sigmas;
+    let ms = ctx.model_sampling();
+    let ms_for_end = opts_model_sampling;
+    let is_const = ms.is_some_and(|m| m.prediction.is_const());
+    let snr = k_diffusion::HalfLogSnr { is_const };
+    // The SDE samplers' sigmas after `offset_first_sigma_for_snr` (the Brownian tree above
+    // was built from the sigmas before it, as in ComfyUI).
+    let s_snr = offset_first_sigma_for_snr(s, ms);
+    let s_snr = s_snr.as_slice();
     use SamplerKind::*;
     let out = match kind {
         Euler | Ddim => k_diffusion::euler(&mut ctx, xv, s)?,
+        EulerAncestral if is_const => k_diffusion::euler_ancestral_rf(&mut ctx, xv, s)?,
         EulerAncestral => k_diffusion::euler_ancestral(&mut ctx, xv, s)?,
         Heun => k_diffusion::heun(&mut ctx, xv, s)?,
         Dpm2 => k_diffusion::dpm_2(&mut ctx, xv, s)?,
+        Dpm2Ancestral if is_const => k_diffusion::dpm_2_ancestral_rf(&mut ctx, xv, s)?,
         Dpm2Ancestral => k_diffusion::dpm_2_ancestral(&mut ctx, xv, s)?,
         Lms => multistep::lms(&mut ctx, xv, s)?,
+        Dpmpp2sAncestral if is_const => k_diffusion::dpmpp_2s_ancestral_rf(&mut ctx, xv, s)?,
         Dpmpp2sAncestral => k_diffusion::dpmpp_2s_ancestral(&mut ctx, xv, s)?,
-        DpmppSde | DpmppSdeGpu => k_diffusion::dpmpp_sde(&mut ctx, xv, s)?,
+        DpmppSde | DpmppSdeGpu => k_diffusion::dpmpp_sde(&mut ctx, xv, s_snr, snr)?,
         Dpmpp2m => k_diffusion::dpmpp_2m(&mut ctx, xv, s)?,
-        Dpmpp2mSde | Dpmpp2mSdeGpu => k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s, false)?,
-        Dpmpp2mSdeHeun | Dpmpp2mSdeHeunGpu => k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s, true)?,
-        Dpmpp3mSde | Dpmpp3mSdeGpu => k_diffusion::dpmpp_3m_sde(&mut ctx, xv, s)?,
+        Dpmpp2mSde | Dpmpp2mSdeGpu => k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s_snr, false, snr)?,
+        Dpmpp2mSdeHeun | Dpmpp2mSdeHeunGpu => {
+            k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s_snr, true, snr)?
+        }
+        Dpmpp3mSde | Dpmpp3mSdeGpu => k_diffusion::dpmpp_3m_sde(&mut ctx, xv, s_snr, snr)?,
         Ddpm => k_diffusion::ddpm(&mut ctx, xv, s)?,
         Lcm => k_diffusion::lcm(&mut ctx, xv, s)?,
         Ipndm => multistep::ipndm(&mut ctx, xv, s)?,
@@ -331,7 +366,29 @@ pub fn sample(
         UniPcBh2 => uni_pc::uni_pc(&mut ctx, xv, s, true)?,
         _ => return Err(SamplingError::Unsupported(kind.name())),
     };
-    Ok(Tensor::from_vec(out, shape, &device)?)
+    let out = Tensor::from_vec(out, shape, &device)?;
+    // ComfyUI's UniPC writes 0.001 over the last sigma *of the caller's tensor*
+    // (`timesteps = sigmas[:]`), so KSAMPLER's end-of-sampling `inverse_noise_scaling`
+    // sees σ = 0.001: x / 0.999 for CONST models. Our caller's list still ends in 0 (its
+    // inverse scaling then divides by 1), so that step is applied here.
+    if matches!(kind, UniPc | UniPcBh2) && s.last() == Some(&0.0) {
+        if let Some(ms) = ms_for_end {
+            return Ok(ms.inverse_noise_scaling(0.001f32 as f64, &out)?);
+        }
+    }
+    Ok(out)
+}
+
+/// `offset_first_sigma_for_snr`: for a CONST model, a first sigma ≥ 1 (whose logit SNR is
+/// infinite) becomes `percent_to_sigma(1e-4)`, rounded to f32 as it is stored in the tensor.
+pub fn offset_first_sigma_for_snr(sigmas: &[f32], ms: Option<&ModelSampling>) -> Vec<f32> {
+    let mut s = sigmas.to_vec();
+    if let Some(ms) = ms {
+        if s.len() > 1 && ms.prediction.is_const() && s[0] >= 1.0 {
+            s[0] = ms.percent_to_sigma(1e-4) as f32;
+        }
+    }
+    s
 }
 
 /// `max_denoise` (§2.2): σ0 is (close to) the model's σ_max or above it.

@@ -3,6 +3,7 @@
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::paths::{
     basename, resolve_existing_file, resolve_folder, strip_annotation, type_dir, PathError,
+    NAME_MAX,
 };
 use crate::server::AppState;
 use axum::extract::{Multipart, Query, State};
@@ -73,6 +74,34 @@ pub(crate) fn file_response(bytes: Vec<u8>, ctype: &str, name: &str) -> Response
     r
 }
 
+/// The most pixels an image the server decodes itself (/view previews and channels, mask
+/// uploads) may have: 32 MiP, e.g. 8192 x 4096. A small compressed file can declare a huge
+/// image; the check reads the header before anything is allocated.
+pub const DECODE_MAX_PIXELS: u64 = 32 * 1024 * 1024;
+
+/// Decodes an image whose declared size is within [`DECODE_MAX_PIXELS`] (and whose decoder
+/// allocates at most 8 bytes a pixel of it).
+pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, String> {
+    let reader = || {
+        image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| format!("not an image: {e}"))?;
+    if w as u64 * h as u64 > DECODE_MAX_PIXELS {
+        return Err(format!(
+            "the image is {w}x{h}; at most {DECODE_MAX_PIXELS} pixels are decoded"
+        ));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(DECODE_MAX_PIXELS * 8);
+    let mut r = reader()?;
+    r.limits(limits);
+    r.decode().map_err(|e| format!("not an image: {e}"))
+}
+
 fn encode(img: &DynamicImage, fmt: ImageFormat, quality: u8) -> ApiResult<Vec<u8>> {
     let mut out = Cursor::new(Vec::new());
     match fmt {
@@ -116,8 +145,8 @@ async fn view(
                 file_response(b, content_type(&file_name), &file_name)
             }));
         }
-        let img = image::load_from_memory(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("'{file_name}' is not an image: {e}")))?;
+        let img = decode_image(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("'{file_name}' cannot be shown: {e}")))?;
         if let Some(p) = preview {
             let parts: Vec<&str> = p.split(';').collect();
             let mut fmt = match parts[0] {
@@ -173,7 +202,7 @@ async fn view(
 
 /// The fields of an upload form.
 #[derive(Default)]
-struct UploadForm {
+pub struct UploadForm {
     image: Option<(String, Vec<u8>)>,
     ty: Option<String>,
     subfolder: String,
@@ -181,7 +210,8 @@ struct UploadForm {
     original_ref: Option<String>,
 }
 
-async fn read_form(mut mp: Multipart) -> ApiResult<UploadForm> {
+/// Reads an upload form (public for the fuzz targets: tests/fuzz/targets.rs).
+pub async fn read_form(mut mp: Multipart) -> ApiResult<UploadForm> {
     let mut f = UploadForm::default();
     loop {
         let field = match mp.next_field().await {
@@ -229,6 +259,14 @@ fn target(
     if name.is_empty() || name == "." || name == ".." {
         return Err(ApiError::bad_request("the image has no file name"));
     }
+    // Room for the " (N)" a name may get when the name is taken.
+    if name.len() > NAME_MAX - 16 {
+        return Err(ApiError::bad_request(format!(
+            "the image's file name is {} bytes long; at most {} are allowed",
+            name.len(),
+            NAME_MAX - 16
+        )));
+    }
     std::fs::create_dir_all(&base).map_err(ApiError::internal)?;
     let dir = resolve_folder(&base, &f.subfolder, true).map_err(|e| match e {
         PathError::BadName(m) | PathError::Escapes(m) => ApiError::bad_request(m),
@@ -241,7 +279,10 @@ fn target(
             _ => (name.to_string(), String::new()),
         };
         let mut i = 1;
-        while dir.join(&final_name).exists() {
+        // `symlink_metadata`: a name held by a symlink (even a dangling one) is taken, and its
+        // content is never compared (that would tell whether a file outside the folder has
+        // the uploaded content).
+        while std::fs::symlink_metadata(dir.join(&final_name)).is_ok() {
             if same_content(&dir.join(&final_name), content) {
                 return Ok((dir, final_name, true));
             }
@@ -253,12 +294,21 @@ fn target(
     let path = dir.join(&final_name);
     if path.is_symlink() {
         std::fs::remove_file(&path).map_err(ApiError::internal)?;
+    } else if path.is_dir() {
+        return Err(ApiError::bad_request(format!(
+            "'{final_name}' is a folder; choose another file name"
+        )));
     }
     Ok((dir, final_name, false))
 }
 
+/// Whether `path` is a regular file (not a symlink) with exactly `content`.
 fn same_content(path: &Path, content: &[u8]) -> bool {
-    std::fs::read(path).is_ok_and(|existing| blake3::hash(&existing) == blake3::hash(content))
+    let regular = std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_file() && m.len() == content.len() as u64);
+    regular
+        && std::fs::read(path)
+            .is_ok_and(|existing| blake3::hash(&existing) == blake3::hash(content))
 }
 
 fn upload_response(name: &str, f: &UploadForm) -> Json<Value> {
@@ -309,11 +359,12 @@ async fn upload_mask(State(s): State<AppState>, mp: Multipart) -> ApiResult<Json
         }
         Err(e) => return Err(view_error(e)),
     };
-    let mask = image::load_from_memory(data)
-        .map_err(|e| ApiError::bad_request(format!("the mask is not an image: {e}")))?
+    let mask = decode_image(data)
+        .map_err(|e| ApiError::bad_request(format!("the mask cannot be used: {e}")))?
         .to_rgba8();
-    let mut img = image::open(&original)
-        .map_err(|e| ApiError::bad_request(format!("the original is not an image: {e}")))?
+    let original = std::fs::read(&original).map_err(ApiError::internal)?;
+    let mut img = decode_image(&original)
+        .map_err(|e| ApiError::bad_request(format!("the original cannot be used: {e}")))?
         .to_rgba8();
     if img.dimensions() != mask.dimensions() {
         return Err(ApiError::bad_request(format!(

@@ -1,7 +1,7 @@
 //! The newer `/api/jobs` family (spec §3.8). Mounted under `/api` only.
 
 use crate::server::error::{parse_body, ApiError, ApiResult};
-use crate::server::AppState;
+use crate::server::{blocking, AppState};
 use crate::store::{JobRecord, JobStatus};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -168,11 +168,12 @@ async fn list(
             .map_err(|_| ApiError::bad_request(format!("Invalid offset: {o}")))?,
         None => 0,
     };
-    let workflow_id = q.get("workflow_id").filter(|w| !w.is_empty());
-    let mut jobs: Vec<(JobRecord, Value)> = s
-        .queue
-        .store()
-        .all_jobs()?
+    let workflow_id = q.get("workflow_id").filter(|w| !w.is_empty()).cloned();
+    let all = {
+        let s = s.clone();
+        blocking(move || s.queue.store().all_jobs().map_err(ApiError::from)).await?
+    };
+    let mut jobs: Vec<(JobRecord, Value)> = all
         .into_iter()
         .map(|j| {
             let v = job_json(&j);
@@ -182,7 +183,9 @@ async fn list(
             wanted
                 .as_ref()
                 .is_none_or(|w| w.iter().any(|x| x == api_status(j)))
-                && workflow_id.is_none_or(|w| v["workflow_id"].as_str() == Some(w.as_str()))
+                && workflow_id
+                    .as_ref()
+                    .is_none_or(|w| v["workflow_id"].as_str() == Some(w.as_str()))
         })
         .collect();
     let key = |v: &Value| -> i64 {
@@ -217,7 +220,8 @@ async fn list(
 }
 
 async fn one(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let Some(j) = s.queue.store().get(&id)? else {
+    let found = blocking(move || s.queue.store().get(&id).map_err(ApiError::from)).await?;
+    let Some(j) = found else {
         return Err(ApiError::not_found("Job not found"));
     };
     let mut v = job_json(&j);
@@ -231,7 +235,8 @@ async fn one(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Jso
 }
 
 async fn cancel_one(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({"cancelled": s.queue.cancel(&id)?})))
+    let cancelled = blocking(move || s.queue.cancel(&id).map_err(ApiError::from)).await?;
+    Ok(Json(json!({"cancelled": cancelled})))
 }
 
 async fn cancel_many(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
@@ -249,9 +254,13 @@ async fn cancel_many(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<V
             _ => return Err(ApiError::bad_request(format!("Invalid job id: {id}"))),
         }
     }
-    let mut any = false;
-    for id in ids_s {
-        any |= s.queue.cancel(&id)?;
-    }
+    let any = blocking(move || -> ApiResult<bool> {
+        let mut any = false;
+        for id in ids_s {
+            any |= s.queue.cancel(&id)?;
+        }
+        Ok(any)
+    })
+    .await?;
     Ok(Json(json!({"cancelled": any})))
 }

@@ -2,7 +2,7 @@
 
 use crate::queue::{Submission, SubmitError};
 use crate::server::error::{parse_body, ApiError, ApiResult};
-use crate::server::AppState;
+use crate::server::{blocking, AppState};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -64,6 +64,14 @@ pub fn submission_from_body(body: &Value) -> ApiResult<Submission> {
             ))
         }
     };
+    // The queue orders by it: NaN and infinities have no place in that order (SQLite stores
+    // NaN as NULL).
+    if let Some(n) = number.filter(|n| !n.is_finite()) {
+        return Err(prompt_error(
+            "invalid_number",
+            &format!("number must be a finite number, got {n}"),
+        ));
+    }
     let extra_data = match body.get("extra_data") {
         Some(Value::Object(m)) => m.clone(),
         None | Some(Value::Null) => Map::new(),
@@ -126,9 +134,7 @@ async fn post_prompt(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<V
     tracing::info!("got prompt");
     let sub = submission_from_body(&body)?;
     let q = s.queue.clone();
-    let res = tokio::task::spawn_blocking(move || q.submit(sub))
-        .await
-        .map_err(ApiError::internal)?;
+    let res = tokio::task::spawn_blocking(move || q.submit(sub)).await?;
     match res {
         Ok(a) => Ok(Json(json!({
             "prompt_id": a.prompt_id,
@@ -140,10 +146,15 @@ async fn post_prompt(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<V
             Err(ApiError::with_body(StatusCode::BAD_REQUEST, body))
         }
         Err(SubmitError::Store(e)) => Err(ApiError::internal(e)),
+        Err(SubmitError::OverCeiling(e)) => Err(crate::server::error::over_ceiling(&e)),
     }
 }
 
 async fn get_queue(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    blocking(move || queue_json(&s)).await.map(Json)
+}
+
+fn queue_json(s: &AppState) -> ApiResult<Value> {
     let running: Vec<Value> = match s.queue.running() {
         Some(r) => s
             .queue
@@ -160,9 +171,7 @@ async fn get_queue(State(s): State<AppState>) -> ApiResult<Json<Value>> {
         .iter()
         .map(|j| j.queue_tuple())
         .collect();
-    Ok(Json(
-        json!({"queue_running": running, "queue_pending": pending}),
-    ))
+    Ok(json!({"queue_running": running, "queue_pending": pending}))
 }
 
 fn id_list(v: &Value, key: &str) -> ApiResult<Vec<String>> {
@@ -184,13 +193,17 @@ fn id_list(v: &Value, key: &str) -> ApiResult<Vec<String>> {
 
 async fn post_queue(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
     let v = parse_body(&body)?;
-    if v.get("clear").is_some_and(truthy) {
-        s.queue.clear_pending()?;
-    }
     let ids = id_list(&v, "delete")?;
-    if !ids.is_empty() {
-        s.queue.delete_pending(&ids)?;
-    }
+    blocking(move || -> ApiResult<()> {
+        if v.get("clear").is_some_and(truthy) {
+            s.queue.clear_pending()?;
+        }
+        if !ids.is_empty() {
+            s.queue.delete_pending(&ids)?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -228,32 +241,43 @@ async fn get_history(
         ),
         None => None,
     };
-    let mut out = Map::new();
-    for j in s.queue.store().history(max_items, offset)? {
-        out.insert(j.id.clone(), j.history_entry());
-    }
-    Ok(Json(Value::Object(out)))
+    blocking(move || -> ApiResult<Json<Value>> {
+        let mut out = Map::new();
+        for j in s.queue.store().history(max_items, offset)? {
+            out.insert(j.id.clone(), j.history_entry());
+        }
+        Ok(Json(Value::Object(out)))
+    })
+    .await
 }
 
 async fn get_history_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let mut out = Map::new();
-    if let Some(j) = s.queue.store().get(&id)?.filter(|j| j.in_history) {
-        out.insert(j.id.clone(), j.history_entry());
-    }
-    Ok(Json(Value::Object(out)))
+    blocking(move || -> ApiResult<Json<Value>> {
+        let mut out = Map::new();
+        if let Some(j) = s.queue.store().get(&id)?.filter(|j| j.in_history) {
+            out.insert(j.id.clone(), j.history_entry());
+        }
+        Ok(Json(Value::Object(out)))
+    })
+    .await
 }
 
 async fn post_history(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
     let v = parse_body(&body)?;
-    if v.get("clear").is_some_and(truthy) {
-        s.queue.store().clear_history()?;
-    }
-    for id in id_list(&v, "delete")? {
-        s.queue.store().delete_history(&id)?;
-    }
+    let ids = id_list(&v, "delete")?;
+    blocking(move || -> ApiResult<()> {
+        if v.get("clear").is_some_and(truthy) {
+            s.queue.store().clear_history()?;
+        }
+        for id in ids {
+            s.queue.store().delete_history(&id)?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -19,6 +19,8 @@ pub const ANONYMOUS: &str = "anonymous";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     pub owner: String,
+    /// Admin rights: every deployment is visible (requests stay with their owner).
+    pub admin: bool,
 }
 
 /// Rejects cross-site requests and requests without a valid token (when tokens exist).
@@ -46,9 +48,9 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
-    match state.serverless.owner_of(bearer.as_deref()) {
-        Ok(owner) => {
-            req.extensions_mut().insert(Caller { owner });
+    match state.serverless.caller_of(bearer.as_deref()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => {

@@ -48,11 +48,14 @@ impl Default for WebhookPolicy {
 
 #[derive(Debug, Clone)]
 pub struct ServerlessConfig {
-    /// Bearer tokens. Empty: the server's `--token` (if any) is the one token, named "default";
-    /// with no token at all every request belongs to "anonymous".
+    /// Bearer tokens. The server's `--token` (if any) is one more, named "default", with admin
+    /// rights; with no token at all every request belongs to "anonymous".
     pub tokens: Vec<ApiToken>,
     /// `X-API-Key` values for the admin routes.
     pub admin_keys: Vec<String>,
+    /// Names of the tokens with admin rights: they see every deployment and may use the
+    /// ComfyUI routes (the server's `--token` always has them).
+    pub admins: Vec<String>,
     /// Folder of deployment files (and where API-created deployments are saved).
     pub deployments_dir: PathBuf,
     /// Base of the URLs handed out (`status_url`, output `url`); default `http://{Host}`.
@@ -81,6 +84,7 @@ impl Default for ServerlessConfig {
         ServerlessConfig {
             tokens: Vec::new(),
             admin_keys: Vec::new(),
+            admins: Vec::new(),
             deployments_dir: PathBuf::from("deployments"),
             public_url: None,
             webhooks: WebhookPolicy::default(),
@@ -104,6 +108,9 @@ pub struct ServerlessFile {
     pub tokens: Vec<ApiToken>,
     #[serde(default)]
     pub admin_keys: Vec<String>,
+    /// Names of tokens with admin rights.
+    #[serde(default)]
+    pub admins: Vec<String>,
     pub deployments_dir: Option<PathBuf>,
     pub public_url: Option<String>,
     pub webhook_secret: Option<String>,
@@ -127,6 +134,7 @@ impl ServerlessConfig {
     pub fn apply_file(&mut self, f: ServerlessFile) {
         self.tokens.extend(f.tokens);
         self.admin_keys.extend(f.admin_keys);
+        self.admins.extend(f.admins);
         if let Some(d) = f.deployments_dir {
             self.deployments_dir = d;
         }

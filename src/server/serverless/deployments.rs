@@ -8,12 +8,9 @@
 //! as `POST /prompt` and becomes a job; a 400 lists each bad input and queues nothing.
 
 use super::auth::Caller;
-use super::errors::{code, json_kind, parse_object, SResult, ServerlessError};
+use super::errors::{code, SResult, ServerlessError};
 use super::openapi::ApiRoute;
-use super::requests::{
-    base_url, cancel, load_owned, request_urls, result_body, status_body, submit, Family,
-    RequestMeta,
-};
+use super::requests::{base_url, lookup, request_urls, submit, Family, Lookup, RequestMeta};
 use crate::prompt::{apply_registry_overrides, PromptError};
 use crate::server::AppState;
 use crate::workflow::{overrides_from_json, workflow_from_json};
@@ -49,6 +46,18 @@ pub struct Deployment {
     /// Milliseconds since the epoch.
     #[serde(default)]
     pub created_at: i64,
+    /// The token name that created it through the API: only that token (and admin tokens)
+    /// sees, runs and deletes it. `None` for the operator's files: every token sees and runs
+    /// those, only admin tokens delete them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl Deployment {
+    /// Whether `caller` may see and run it.
+    pub fn visible_to(&self, caller: &Caller) -> bool {
+        caller.admin || self.owner.as_deref().is_none_or(|o| o == caller.owner)
+    }
 }
 
 /// Where a deployment was defined.
@@ -372,15 +381,7 @@ pub fn schemas() -> Vec<super::schemas::Named> {
         ),
         (
             "DeploymentCreate",
-            open_object(
-                &["name", "workflow_api_json"],
-                vec![
-                    ("name", string()),
-                    ("workflow_api_json", graph.clone()),
-                    ("description", string()),
-                    ("loras", loras.clone()),
-                ],
-            ),
+            super::bodies::schema_of::<super::bodies::CreateDeployment>(),
         ),
         ("Deployment", deployment(false)),
         ("DeploymentDetail", deployment(true)),
@@ -445,26 +446,18 @@ pub fn schemas() -> Vec<super::schemas::Named> {
         ),
         (
             "DeploymentInference",
-            object(
-                &[],
-                vec![
-                    (
-                        "overrides",
-                        described(
-                            map_of(object(&["inputs"], vec![("inputs", map_of(any()))])),
-                            "Per node id, input values to set",
-                        ),
-                    ),
-                    (
-                        "workflow_api_json",
-                        described(graph, "Replaces the saved graph for this request"),
-                    ),
-                    ("webhook", uri()),
-                    ("webhook_intermediate_status", boolean()),
-                ],
-            ),
+            super::bodies::schema_of::<super::bodies::DeploymentRun>(),
         ),
     ]
+}
+
+/// The deployment `id` if `caller` may see it (others get the same 404 as for an unknown id).
+fn visible(state: &AppState, caller: &Caller, id: &str) -> Option<Deployment> {
+    state
+        .serverless
+        .deployments
+        .get(id)
+        .filter(|d| d.visible_to(caller))
 }
 
 fn not_found(id: &str) -> ServerlessError {
@@ -531,54 +524,28 @@ fn check_loras(state: &AppState, loras: &[Value]) -> SResult<Vec<super::loras::L
     Ok(specs)
 }
 
-async fn create(State(state): State<AppState>, _caller: Caller, body: Bytes) -> Response {
+async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
     let run = || -> SResult<Deployment> {
-        let b = parse_object(&body)?;
-        let name = match b.get("name") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            other => {
-                return Err(ServerlessError::bad_request(
-                    code::INVALID_REQUEST,
-                    format!(
-                        "name: a non-empty string is required, found {}",
-                        other.map(json_kind).unwrap_or("nothing")
-                    ),
-                ))
-            }
-        };
-        let given = b.get("workflow_api_json").cloned().ok_or_else(|| {
-            ServerlessError::bad_request(
+        let b: super::bodies::CreateDeployment = super::bodies::parse(&body)?;
+        if b.name.trim().is_empty() {
+            return Err(ServerlessError::bad_request(
                 code::INVALID_REQUEST,
-                "workflow_api_json: the API-format graph (Workflow > Export (API)) is required",
-            )
-        })?;
-        let (workflow, ui_workflow) = from_ui_format(&state, given)?;
+                "name: a non-empty string is required",
+            ));
+        }
+        let (workflow, ui_workflow) = from_ui_format(&state, b.workflow_api_json)?;
         check_graph(&state, &workflow, "workflow_api_json")?;
-        let loras = match b.get("loras") {
-            None | Some(Value::Null) => vec![],
-            Some(Value::Array(a)) => a.clone(),
-            Some(other) => {
-                return Err(ServerlessError::bad_request(
-                    code::INVALID_REQUEST,
-                    format!(
-                        "loras: expected a list of {{path, scale}}, found {}",
-                        json_kind(other)
-                    ),
-                ))
-            }
-        };
+        let loras = b.loras.unwrap_or_default();
         check_loras(&state, &loras)?;
         Ok(Deployment {
             id: uuid::Uuid::new_v4().to_string(),
-            name,
-            description: b
-                .get("description")
-                .and_then(Value::as_str)
-                .map(String::from),
+            name: b.name,
+            description: b.description,
             workflow,
             ui_workflow,
             loras,
             created_at: chrono::Utc::now().timestamp_millis(),
+            owner: Some(caller.owner.clone()),
         })
     };
     let d = match run() {
@@ -592,19 +559,20 @@ async fn create(State(state): State<AppState>, _caller: Caller, body: Bytes) -> 
     (StatusCode::CREATED, Json(deployment_json(&d))).into_response()
 }
 
-async fn list(State(state): State<AppState>, _caller: Caller) -> Response {
+async fn list(State(state): State<AppState>, caller: Caller) -> Response {
     let all: Vec<Value> = state
         .serverless
         .deployments
         .list()
         .iter()
+        .filter(|d| d.visible_to(&caller))
         .map(deployment_json)
         .collect();
     Json(json!({ "deployments": all })).into_response()
 }
 
-async fn show(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> Response {
-    match state.serverless.deployments.get(&id) {
+async fn show(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Response {
+    match visible(&state, &caller, &id) {
         Some(d) => {
             let mut j = deployment_json(&d);
             j["workflow_api_json"] = d.workflow.clone();
@@ -617,11 +585,21 @@ async fn show(State(state): State<AppState>, _caller: Caller, Path(id): Path<Str
     }
 }
 
-async fn remove(
-    State(state): State<AppState>,
-    _caller: Caller,
-    Path(id): Path<String>,
-) -> Response {
+async fn remove(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Response {
+    let Some(d) = visible(&state, &caller, &id) else {
+        return not_found(&id).into_response();
+    };
+    if !caller.admin && d.owner.as_deref() != Some(caller.owner.as_str()) {
+        return ServerlessError::new(
+            StatusCode::FORBIDDEN,
+            code::FORBIDDEN,
+            format!(
+                "deployment {id:?} comes from the deployments folder; only an admin token may \
+                 delete it"
+            ),
+        )
+        .into_response();
+    }
     match state.serverless.deployments.delete(&id) {
         Ok(true) => Json(json!({"deployment_id": id, "deleted": true})).into_response(),
         Ok(false) => not_found(&id).into_response(),
@@ -632,12 +610,8 @@ async fn remove(
 
 /// The overridable inputs: every literal input of every node, with its current value and
 /// its declaration from object_info (`[type_or_choices, options]`).
-async fn schema(
-    State(state): State<AppState>,
-    _caller: Caller,
-    Path(id): Path<String>,
-) -> Response {
-    let Some(d) = state.serverless.deployments.get(&id) else {
+async fn schema(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Response {
+    let Some(d) = visible(&state, &caller, &id) else {
         return not_found(&id).into_response();
     };
     let wf = match workflow_from_json(d.workflow.clone()) {
@@ -698,33 +672,15 @@ async fn inference_inner(
     query: &HashMap<String, String>,
     body: &[u8],
 ) -> SResult<Value> {
-    let d = state
-        .serverless
-        .deployments
-        .get(id)
-        .ok_or_else(|| not_found(id))?;
+    let d = visible(state, caller, id).ok_or_else(|| not_found(id))?;
     let lora_specs = check_loras(state, &d.loras)?;
-    let b = parse_object(body)?;
-    for k in b.keys() {
-        if !matches!(
-            k.as_str(),
-            "overrides" | "workflow_api_json" | "webhook" | "webhook_intermediate_status"
-        ) {
-            return Err(ServerlessError::bad_request(
-                code::INVALID_REQUEST,
-                format!("unknown field {k:?}; allowed: overrides, workflow_api_json, webhook, webhook_intermediate_status"),
-            ));
-        }
-    }
-    let graph = match b.get("workflow_api_json") {
-        Some(Value::Null) | None => d.workflow.clone(),
-        Some(g) => g.clone(),
-    };
+    let b: super::bodies::DeploymentRun = super::bodies::parse(body)?;
+    let graph = b.workflow_api_json.unwrap_or_else(|| d.workflow.clone());
     let mut workflow = workflow_from_json(graph).map_err(|e| {
         ServerlessError::bad_request(code::INVALID_WORKFLOW, format!("workflow_api_json: {e}"))
     })?;
-    let overrides = match b.get("overrides") {
-        None | Some(Value::Null) => Default::default(),
+    let overrides = match &b.overrides {
+        None => Default::default(),
         Some(o) => overrides_from_json(o).map_err(|e| {
             ServerlessError::bad_request(code::INVALID_OVERRIDE, format!("overrides: {e}"))
         })?,
@@ -745,14 +701,11 @@ async fn inference_inner(
     let webhook = query
         .get("webhook")
         .cloned()
-        .or_else(|| b.get("webhook").and_then(Value::as_str).map(String::from))
+        .or(b.webhook)
         .filter(|w| !w.is_empty());
     let intermediate = match query.get("webhook_intermediate_status") {
         Some(v) => matches!(v.as_str(), "true" | "1" | "True"),
-        None => b
-            .get("webhook_intermediate_status")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        None => b.webhook_intermediate_status.unwrap_or(false),
     };
     let base = base_url(state, headers);
     let meta = RequestMeta {
@@ -775,12 +728,9 @@ async fn status(
     caller: Caller,
     headers: HeaderMap,
     Path((dep, rid)): Path<(String, String)>,
-) -> Response {
+) -> SResult<Json<Value>> {
     let base = base_url(&state, &headers);
-    match load_owned(&state, &caller, &rid, Some(&dep)) {
-        Ok((job, meta)) => Json(status_body(&state, &base, &job, &meta)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    lookup(state, caller, base, rid, Some(dep), Lookup::Status).await
 }
 
 async fn result(
@@ -788,21 +738,15 @@ async fn result(
     caller: Caller,
     headers: HeaderMap,
     Path((dep, rid)): Path<(String, String)>,
-) -> Response {
+) -> SResult<Json<Value>> {
     let base = base_url(&state, &headers);
-    match load_owned(&state, &caller, &rid, Some(&dep)) {
-        Ok((job, meta)) => Json(result_body(&base, &job, &meta)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    lookup(state, caller, base, rid, Some(dep), Lookup::Result).await
 }
 
 async fn cancel_route(
     State(state): State<AppState>,
     caller: Caller,
     Path((dep, rid)): Path<(String, String)>,
-) -> Response {
-    match load_owned(&state, &caller, &rid, Some(&dep)).and_then(|(j, m)| cancel(&state, &j, &m)) {
-        Ok(b) => Json(b).into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> SResult<Json<Value>> {
+    lookup(state, caller, String::new(), rid, Some(dep), Lookup::Cancel).await
 }

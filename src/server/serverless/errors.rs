@@ -35,6 +35,7 @@ pub mod code {
     pub const MOE_FORMAT_NOT_SUPPORTED: &str = "MOE_FORMAT_NOT_SUPPORTED";
     pub const CONTROL_IMAGE_REQUIRED: &str = "CONTROL_IMAGE_REQUIRED";
     pub const INTERNAL: &str = "INTERNAL_ERROR";
+    pub const OVER_MEMORY_CEILING: &str = "OVER_MEMORY_CEILING";
 }
 
 /// An error answer: HTTP status, code, message, optional details and `Retry-After`.
@@ -66,12 +67,13 @@ impl ServerlessError {
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
+    /// A failure of the server itself: the cause is logged, the client gets a stable message.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!("serverless internal error: {e}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             code::INTERNAL,
-            e.to_string(),
+            crate::server::error::INTERNAL_MESSAGE,
         )
     }
     pub fn with_details(mut self, details: Json) -> Self {
@@ -98,6 +100,12 @@ impl IntoResponse for ServerlessError {
             }
         }
         r
+    }
+}
+
+impl From<tokio::task::JoinError> for ServerlessError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ServerlessError::internal(e)
     }
 }
 
@@ -158,10 +166,13 @@ pub fn from_prompt_error(comfy: &Json, overridden: &[String]) -> ServerlessError
         for (node_id, entry) in nodes {
             for e in entry["errors"].as_array().into_iter().flatten() {
                 let extra = &e["extra_info"];
-                let reason = if e["details"].as_str().is_some_and(|d| !d.is_empty()) {
-                    e["details"].clone()
-                } else {
+                // ComfyUI's `details` is often just the input's name (min/max, missing
+                // input): the reason is then the message.
+                let details = e["details"].as_str().unwrap_or("");
+                let reason = if details.is_empty() || extra["input_name"] == details {
                     e["message"].clone()
+                } else {
+                    e["details"].clone()
                 };
                 let mut p = json!({
                     "node_id": node_id,

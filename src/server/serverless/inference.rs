@@ -95,11 +95,6 @@ pub fn public_api() -> Vec<ApiRoute> {
 /// The bodies of the ai-toolkit routes (OpenAPI components).
 pub fn schemas() -> Vec<super::schemas::Named> {
     use super::schemas::*;
-    let media = described(
-        string(),
-        "A URL (starts with http) or base64 (raw or a data URL); only for models that take \
-         one (requires_control_image in GET /v1/models); sd15 takes none",
-    );
     vec![
         (
             "Health",
@@ -127,13 +122,7 @@ pub fn schemas() -> Vec<super::schemas::Named> {
                             (
                                 "defaults",
                                 object(
-                                    &[
-                                        "sample_steps",
-                                        "guidance_scale",
-                                        "width",
-                                        "height",
-                                        "seed",
-                                    ],
+                                    &["sample_steps", "guidance_scale", "width", "height", "seed"],
                                     vec![
                                         ("sample_steps", integer()),
                                         ("guidance_scale", number()),
@@ -154,66 +143,18 @@ pub fn schemas() -> Vec<super::schemas::Named> {
         ),
         (
             "AitkInference",
-            open_object(
-                &["model", "loras", "prompts"],
-                vec![
-                    ("model", described(string(), "An id of GET /v1/models")),
-                    (
-                        "trigger_word",
-                        described(string(), "Replaces [trigger] in the prompts"),
-                    ),
-                    (
-                        "loras",
-                        array(open_object(
-                            &["path"],
-                            vec![
-                                ("path", described(string(), "File under models/loras")),
-                                ("network_multiplier", number()),
-                                (
-                                    "transformer",
-                                    described(words(&["low", "high"]), "MoE models only"),
-                                ),
-                            ],
-                        )),
-                    ),
-                    (
-                        "prompts",
-                        array(open_object(
-                            &["prompt"],
-                            vec![
-                                ("prompt", string()),
-                                ("neg", string()),
-                                (
-                                    "width",
-                                    described(integer(), "Floored to the resolution divisor"),
-                                ),
-                                (
-                                    "height",
-                                    described(integer(), "Floored to the resolution divisor"),
-                                ),
-                                ("sample_steps", integer()),
-                                ("guidance_scale", number()),
-                                (
-                                    "seed",
-                                    described(
-                                        integer(),
-                                        "Default: the model's seed + the prompt index; -1 draws one",
-                                    ),
-                                ),
-                                ("trigger_word", string()),
-                                ("ctrl_img", media),
-                            ],
-                        )),
-                    ),
-                    ("webhook", uri()),
-                    ("webhook_intermediate_status", boolean()),
-                ],
-            ),
+            super::bodies::schema_of::<super::bodies::AitkRequest>(),
         ),
         (
             "AitkQueued",
             object(
-                &["request_id", "status", "status_url", "result_url", "created_at"],
+                &[
+                    "request_id",
+                    "status",
+                    "status_url",
+                    "result_url",
+                    "created_at",
+                ],
                 vec![
                     ("request_id", string()),
                     ("status", words(&["queued"])),
@@ -611,7 +552,25 @@ async fn inference_inner(
     body: &[u8],
 ) -> SResult<Value> {
     let b = parse_object(body)?;
-    let id = b.get("model").and_then(Value::as_str).unwrap_or("");
+    // Types and field names first (a wrong type is a 400 naming the field), then the API's
+    // rules on the same body.
+    let typed: super::bodies::AitkRequest = super::bodies::from_value(Value::Object(b.clone()))?;
+    if let Some(p) = typed
+        .prompts
+        .as_ref()
+        .filter(|p| p.len() > super::bodies::AITK_MAX_PROMPTS)
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            format!(
+                "prompts: {} prompts in one request; at most {} are allowed",
+                p.len(),
+                super::bodies::AITK_MAX_PROMPTS
+            ),
+        ));
+    }
+    let id = typed.model.as_deref().unwrap_or("");
     let model = MODELS.iter().find(|m| m.id == id).ok_or_else(|| {
         let known: Vec<&str> = MODELS.iter().map(|m| m.id).collect();
         err(
@@ -643,11 +602,8 @@ async fn inference_inner(
     let meta = RequestMeta {
         family: Family::Inference,
         deployment_id: None,
-        webhook: b.get("webhook").and_then(Value::as_str).map(String::from),
-        webhook_intermediate_status: b
-            .get("webhook_intermediate_status")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        webhook: typed.webhook,
+        webhook_intermediate_status: typed.webhook_intermediate_status.unwrap_or(false),
         base_url: base.clone(),
         extra: json!({"model": model.id, "prompts": prompt_facts}),
     };
@@ -659,7 +615,10 @@ async fn inference_inner(
         &[],
     )
     .await?;
-    let job = state.queue.store().get(&rid)?;
+    let job = {
+        let (q, rid) = (state.queue.clone(), rid.clone());
+        crate::server::blocking(move || q.store().get(&rid).map_err(ServerlessError::from)).await?
+    };
     let mut out = Map::new();
     out.insert("request_id".into(), json!(rid));
     out.insert("status".into(), json!("queued"));
@@ -671,36 +630,6 @@ async fn inference_inner(
         job.map(|j| iso_time(j.created_at)).unwrap_or(Value::Null),
     );
     Ok(Value::Object(out))
-}
-
-/// The ai-toolkit result's `outputs` and `metadata` from the job's history outputs.
-pub fn result_parts(base: &str, job: &crate::store::JobRecord, extra: &Value) -> (Value, Value) {
-    let mut images = Vec::new();
-    for p in extra["prompts"].as_array().into_iter().flatten() {
-        let node = p["node_id"].as_str().unwrap_or("");
-        for img in job.outputs[node]["images"].as_array().into_iter().flatten() {
-            let name = img["filename"].as_str().unwrap_or("");
-            images.push(json!({
-                "format": name.rsplit('.').next().unwrap_or("png"),
-                "width": p["width"], "height": p["height"],
-                "file_path": super::outputs::file_url(base, &job.id, name),
-                "seed": p["seed"],
-            }));
-        }
-    }
-    let ms = |a: Option<i64>, b: Option<i64>| match (a, b) {
-        (Some(a), Some(b)) => json!(b - a),
-        _ => Value::Null,
-    };
-    let metadata = json!({
-        "model": extra["model"],
-        "timings": {
-            "queue_ms": ms(Some(job.created_at), job.started_at),
-            "inference_ms": ms(job.started_at, job.finished_at),
-            "total_ms": ms(Some(job.created_at), job.finished_at),
-        }
-    });
-    (json!({"images": images, "videos": []}), metadata)
 }
 
 #[cfg(test)]
@@ -816,7 +745,7 @@ mod tests {
             let leading: Vec<usize> = (0..steps as usize).rev().map(|k| k * ratio).collect();
             let ours: Vec<usize> = used[..steps as usize]
                 .iter()
-                .map(|s| ms.timestep(*s))
+                .map(|s| ms.timestep(*s) as usize)
                 .collect();
             let shifted: Vec<usize> = leading.iter().map(|t| t + 1).collect();
             assert_eq!(ours, shifted, "steps {steps}");

@@ -5,11 +5,13 @@
 //!
 //! - [`config`]: tokens, deployments folder, webhook policy, limits.
 //! - [`auth`]: Bearer tokens -> the owner of a request; the route guard.
+//! - [`bodies`]: typed request bodies (a wrong type or unknown field is a 400 naming it).
 //! - [`catalog`], [`downloads`]: §4, the LoRA catalog admin (`/api/admin/...`, X-API-Key).
 //! - [`errors`]: JSON errors with stable codes; ComfyUI validation errors -> field lists.
 //! - [`requests`]: the shared request lifecycle: submit, status, result, cancel, ownership.
 //! - [`schemas`]: JSON Schema building blocks and the bodies every family shares (OpenAPI).
-//! - [`outputs`]: hosted URLs for output files and the route that serves them.
+//! - [`results`]: output parts of result bodies (hosted file URLs, the ai-toolkit shape).
+//! - [`outputs`]: the route that serves output files.
 //! - [`deployments`]: §1, saved workflows as endpoints (`/prod/v1|v2/deployments/...`).
 //! - [`inference`]: §3, the ai-toolkit inference API (`/health`, `/v1/models`, `/v1/inference`).
 //! - [`loras`]: LoraLoader chains for the Model API's `lora`/`loras` and deployments' `loras`.
@@ -20,6 +22,7 @@
 //! - [`webhooks`]: §5, signed, retried, persisted event deliveries for every family.
 
 pub mod auth;
+pub mod bodies;
 pub mod catalog;
 pub mod config;
 pub mod deployments;
@@ -32,6 +35,7 @@ pub mod models;
 pub mod openapi;
 pub mod outputs;
 pub mod requests;
+pub mod results;
 pub mod schemas;
 pub mod ssrf;
 pub mod webhooks;
@@ -49,8 +53,10 @@ use tokio::sync::watch;
 /// The shared state of the serverless families.
 pub struct Serverless {
     pub config: ServerlessConfig,
-    /// The tokens in force (the config's, or the server's single token as "default").
+    /// The tokens in force (the config's, and the server's token as "default").
     tokens: Vec<ApiToken>,
+    /// Owners with admin rights.
+    admins: Vec<String>,
     pub deployments: deployments::DeploymentStore,
     pub webhooks: Arc<webhooks::Webhooks>,
     pub media: media::MediaFetcher,
@@ -67,13 +73,13 @@ impl Serverless {
         queue: Arc<JobQueue>,
     ) -> Serverless {
         let mut tokens = config.tokens.clone();
-        if tokens.is_empty() {
-            if let Some(t) = server_token {
-                tokens.push(ApiToken {
-                    name: "default".into(),
-                    token: t.to_string(),
-                });
-            }
+        let mut admins = config.admins.clone();
+        if let Some(t) = server_token {
+            tokens.push(ApiToken {
+                name: SERVER_TOKEN_OWNER.into(),
+                token: t.to_string(),
+            });
+            admins.push(SERVER_TOKEN_OWNER.into());
         }
         let deployments = deployments::DeploymentStore::load(&config.deployments_dir);
         let webhooks = Arc::new(webhooks::Webhooks::new(
@@ -87,6 +93,7 @@ impl Serverless {
             media,
             config,
             tokens,
+            admins,
             deployments,
             webhooks,
         }
@@ -154,10 +161,23 @@ impl Serverless {
         expired.len()
     }
 
-    /// The owner a bearer token stands for; 401 when tokens exist and this is none of them.
-    pub fn owner_of(&self, bearer: Option<&str>) -> Result<String, ServerlessError> {
+    /// The caller a bearer token stands for; 401 when tokens exist and this is none of them,
+    /// and when only other credentials (admin keys) exist: a configured credential closes
+    /// every route it does not open.
+    pub fn caller_of(&self, bearer: Option<&str>) -> Result<auth::Caller, ServerlessError> {
         if self.tokens.is_empty() {
-            return Ok(auth::ANONYMOUS.to_string());
+            if !self.config.admin_keys.is_empty() {
+                return Err(ServerlessError::new(
+                    StatusCode::UNAUTHORIZED,
+                    code::UNAUTHORIZED,
+                    "this server has no API token for these routes: start it with --api-token \
+                     NAME:TOKEN (or --token)",
+                ));
+            }
+            return Ok(auth::Caller {
+                owner: auth::ANONYMOUS.to_string(),
+                admin: true,
+            });
         }
         let Some(b) = bearer else {
             return Err(ServerlessError::new(
@@ -166,10 +186,11 @@ impl Serverless {
                 "missing token: send 'Authorization: Bearer <token>'",
             ));
         };
-        self.tokens
-            .iter()
-            .find(|t| auth::same_secret(&t.token, b))
-            .map(|t| t.name.clone())
+        self.token_owner(b)
+            .map(|owner| auth::Caller {
+                admin: self.is_admin(&owner),
+                owner,
+            })
             .ok_or_else(|| {
                 ServerlessError::new(
                     StatusCode::UNAUTHORIZED,
@@ -178,7 +199,42 @@ impl Serverless {
                 )
             })
     }
+
+    /// The owner name of a configured token.
+    pub fn token_owner(&self, secret: &str) -> Option<String> {
+        self.tokens
+            .iter()
+            .find(|t| auth::same_secret(&t.token, secret))
+            .map(|t| t.name.clone())
+    }
+
+    /// Whether the owner has admin rights.
+    pub fn is_admin(&self, owner: &str) -> bool {
+        self.admins.iter().any(|a| a == owner)
+    }
+
+    /// Whether a browser session cookie (see `server::frontend::session_value`) was made
+    /// from an admin token.
+    pub fn admin_session(&self, cookie: &str) -> bool {
+        self.tokens.iter().any(|t| {
+            self.is_admin(&t.name)
+                && auth::same_secret(&crate::server::frontend::session_value(&t.token), cookie)
+        })
+    }
+
+    /// Whether an admin token exists (it then opens the ComfyUI routes).
+    pub fn has_admin_token(&self) -> bool {
+        self.tokens.iter().any(|t| self.is_admin(&t.name))
+    }
+
+    /// Whether any credential is configured (tokens or admin keys).
+    pub fn has_credentials(&self) -> bool {
+        !self.tokens.is_empty() || !self.config.admin_keys.is_empty()
+    }
 }
+
+/// The owner of requests made with the server's `--token`.
+pub const SERVER_TOKEN_OWNER: &str = "default";
 
 /// The routes that take a Bearer token.
 fn bearer_routes() -> Vec<openapi::ApiRoute> {
@@ -194,9 +250,53 @@ fn bearer_routes() -> Vec<openapi::ApiRoute> {
 pub fn all_routes() -> Vec<openapi::ApiRoute> {
     let mut v = bearer_routes();
     v.extend(inference::public_api());
-    v.extend(openapi::api());
+    v.extend(docs_api());
     v.extend(catalog::api());
     v
+}
+
+/// `GET /openapi.json` and `GET /docs`: here, where every family's routes are known (so
+/// [`openapi`] imports none of them).
+fn docs_api() -> Vec<openapi::ApiRoute> {
+    use axum::routing::get;
+    use openapi::{Access, ApiRoute};
+    vec![
+        ApiRoute::new(
+            "GET",
+            "/openapi.json",
+            "Docs",
+            "This OpenAPI document",
+            get(openapi_json),
+        )
+        .access(Access::Public)
+        .returns("OpenApiDocument"),
+        ApiRoute::new(
+            "GET",
+            "/docs",
+            "Docs",
+            "An HTML index of the routes",
+            get(docs_page),
+        )
+        .access(Access::Public)
+        .returns_html(),
+    ]
+}
+
+/// The whole document: every route table, every schema, the Model API's pipeline paths.
+pub fn openapi_document(state: &AppState) -> serde_json::Value {
+    openapi::document(&all_routes(), all_schemas(), models::openapi_paths(state))
+}
+
+async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(openapi_document(&state))
+}
+
+async fn docs_page(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Html<String> {
+    axum::response::Html(openapi::docs_html(&openapi_document(&state)))
 }
 
 /// The named schemas of every route's bodies (the OpenAPI document's components).
@@ -214,7 +314,7 @@ pub fn all_schemas() -> Vec<schemas::Named> {
 /// X-API-Key guard, public ones (health, docs) open.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let mut public = inference::public_api();
-    public.extend(openapi::api());
+    public.extend(docs_api());
     openapi::router(bearer_routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -293,6 +293,32 @@ pub fn schemas() -> Vec<super::schemas::Named> {
     ]
 }
 
+/// The OpenAPI paths of the pipelines: one concrete `POST /v1/models/{id}` each, with its
+/// JSON Schema as the request body (added to the document beside the route table's).
+pub fn openapi_paths(state: &AppState) -> Map<String, Value> {
+    let json_content = |schema: Value| json!({"application/json": {"schema": schema}});
+    let error = super::schemas::reference("Error");
+    PIPELINES
+        .iter()
+        .map(|p| {
+            (
+                format!("/v1/models/{}", p.id),
+                json!({"post": {
+                    "summary": format!("Run {} ({})", p.id, p.description),
+                    "tags": ["Model API"],
+                    "operationId": format!("run_{}", p.id.replace(['/', '.'], "_")),
+                    "security": [{"bearer": []}],
+                    "requestBody": {"required": true, "content": json_content(p.json_schema(state))},
+                    "responses": {
+                        "200": {"description": "RequestHandle", "content": json_content(super::schemas::reference("RequestHandle"))},
+                        "4XX": {"description": "An error with a stable code", "content": json_content(error.clone())}
+                    }
+                }}),
+            )
+        })
+        .collect()
+}
+
 fn model_not_found(id: &str) -> ServerlessError {
     let known: Vec<&str> = PIPELINES.iter().map(|p| p.id).collect();
     ServerlessError::not_found(
@@ -351,6 +377,7 @@ async fn run_inner(
             ));
         }
     }
+    let common: super::bodies::ModelCommon = super::bodies::from_value(Value::Object(b.clone()))?;
     let loras = super::loras::from_body(b.get("lora"), b.get("loras"))?;
     super::loras::check_exist(state.queue.env(), &loras)?;
     let mut wf = p.template();
@@ -400,7 +427,7 @@ async fn run_inner(
     )
     .await
     .map_err(|e| rename_fields(e, &field_of))?;
-    let webhook = b.get("webhook").and_then(Value::as_str).map(String::from);
+    let webhook = common.webhook;
     let base = base_url(state, headers);
     let mut extra = json!({"model_id": id});
     if let Some(s) = seed_drawn {
@@ -412,10 +439,7 @@ async fn run_inner(
         family: Family::Models,
         deployment_id: None,
         webhook,
-        webhook_intermediate_status: b
-            .get("webhook_intermediate_status")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        webhook_intermediate_status: common.webhook_intermediate_status.unwrap_or(false),
         base_url: base.clone(),
         extra,
     };

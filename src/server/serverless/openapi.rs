@@ -2,14 +2,13 @@
 //! that build the router (each family's `api()`), so the document cannot list a route the
 //! server lacks or miss one it has. Each route names the schemas of its request and response
 //! bodies, which its family declares next to its handlers ([`super::schemas`]). Served at
-//! `GET /openapi.json`, with a plain HTML index at `GET /docs`.
+//! `GET /openapi.json`, with a plain HTML index at `GET /docs` (their handlers live where
+//! every family is known, in [`super`]: this module imports no family).
 
 use super::schemas::{reference, Named};
 use crate::server::AppState;
-use axum::extract::State;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
-use axum::{Json, Router};
+use axum::routing::MethodRouter;
+use axum::Router;
 use serde_json::{json, Map, Value};
 
 /// Who may call a route.
@@ -143,9 +142,13 @@ fn openapi_path(path: &str) -> (String, Vec<String>) {
     (p, params)
 }
 
-/// The OpenAPI 3.1 document of `routes` (their bodies from `schemas`), plus one concrete path
-/// per Model API pipeline with its JSON Schema as the request body.
-pub fn document(state: &AppState, routes: &[ApiRoute], schemas: Vec<Named>) -> Value {
+/// The OpenAPI 3.1 document of `routes` (their bodies from `schemas`), plus `extra_paths`
+/// (the Model API's one concrete path per pipeline).
+pub fn document(
+    routes: &[ApiRoute],
+    schemas: Vec<Named>,
+    extra_paths: Map<String, Value>,
+) -> Value {
     let mut paths = Map::new();
     let error = reference("Error");
     let json_content = |schema: Value| json!({"application/json": {"schema": schema}});
@@ -204,22 +207,7 @@ pub fn document(state: &AppState, routes: &[ApiRoute], schemas: Vec<Named>) -> V
         let entry = paths.entry(path).or_insert_with(|| json!({}));
         entry[r.method.to_lowercase()] = op;
     }
-    for p in super::models::PIPELINES {
-        paths.insert(
-            format!("/v1/models/{}", p.id),
-            json!({"post": {
-                "summary": format!("Run {} ({})", p.id, p.description),
-                "tags": ["Model API"],
-                "operationId": format!("run_{}", p.id.replace(['/', '.'], "_")),
-                "security": [{"bearer": []}],
-                "requestBody": {"required": true, "content": json_content(p.json_schema(state))},
-                "responses": {
-                    "200": {"description": "RequestHandle", "content": json_content(reference("RequestHandle"))},
-                    "4XX": {"description": "An error with a stable code", "content": json_content(error.clone())}
-                }
-            }}),
-        );
-    }
+    paths.extend(extra_paths);
     let components: Map<String, Value> = schemas
         .into_iter()
         .map(|(name, s)| (name.to_string(), s))
@@ -242,30 +230,6 @@ pub fn document(state: &AppState, routes: &[ApiRoute], schemas: Vec<Named>) -> V
     })
 }
 
-/// `GET /openapi.json` and `GET /docs`.
-pub fn api() -> Vec<super::openapi::ApiRoute> {
-    vec![
-        ApiRoute::new(
-            "GET",
-            "/openapi.json",
-            "Docs",
-            "This OpenAPI document",
-            get(openapi_json),
-        )
-        .access(Access::Public)
-        .returns("OpenApiDocument"),
-        ApiRoute::new(
-            "GET",
-            "/docs",
-            "Docs",
-            "An HTML index of the routes",
-            get(docs_page),
-        )
-        .access(Access::Public)
-        .returns_html(),
-    ]
-}
-
 /// The schemas of the document routes.
 pub fn schemas() -> Vec<Named> {
     use super::schemas::*;
@@ -283,18 +247,14 @@ pub fn schemas() -> Vec<Named> {
     )]
 }
 
-async fn openapi_json(State(state): State<AppState>) -> Response {
-    Json(document(&state, &super::all_routes(), super::all_schemas())).into_response()
-}
-
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-async fn docs_page(State(state): State<AppState>) -> Response {
-    let doc = document(&state, &super::all_routes(), super::all_schemas());
+/// The HTML index of a document's routes (`GET /docs`).
+pub fn docs_html(doc: &Value) -> String {
     let mut rows = String::new();
     for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
         for (method, op) in ops.as_object().into_iter().flatten() {
@@ -307,13 +267,12 @@ async fn docs_page(State(state): State<AppState>) -> Response {
             ));
         }
     }
-    Html(format!(
+    format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>comfyrs serverless APIs</title>\
          <style>body{{font-family:sans-serif;margin:2em}}td{{padding:2px 10px;border-bottom:1px solid #ddd}}</style></head>\
          <body><h1>comfyrs serverless APIs</h1><p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a> \
          (OpenAPI 3.1). Guide: docs/serverless.md.</p><table><tr><th>method</th><th>path</th><th>group</th><th>what</th></tr>\n{rows}</table></body></html>"
-    ))
-    .into_response()
+    )
 }
 
 #[cfg(test)]

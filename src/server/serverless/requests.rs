@@ -5,13 +5,12 @@
 
 use super::auth::Caller;
 use super::errors::{code, from_prompt_error, SResult, ServerlessError};
-use super::outputs::outputs_with_urls;
+use super::results::{aitk_result_parts, outputs_with_urls};
 use crate::queue::{Submission, SubmitError};
 use crate::server::AppState;
 use crate::store::{JobRecord, JobStatus};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -113,7 +112,11 @@ pub async fn submit(
 ) -> SResult<String> {
     let cfg = &state.serverless.config;
     let queue = state.queue.clone();
-    let depth = queue.store().pending_count()?;
+    let depth = {
+        let q = queue.clone();
+        crate::server::blocking(move || q.store().pending_count().map_err(ServerlessError::from))
+            .await?
+    };
     if depth >= cfg.max_queue_depth {
         let mut e = ServerlessError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -147,9 +150,7 @@ pub async fn submit(
         ..Default::default()
     };
     let q = queue.clone();
-    let res = tokio::task::spawn_blocking(move || q.submit(sub))
-        .await
-        .map_err(ServerlessError::internal)?;
+    let res = tokio::task::spawn_blocking(move || q.submit(sub)).await?;
     match res {
         Ok(_) => {}
         Err(SubmitError::Invalid(body)) => {
@@ -158,12 +159,27 @@ pub async fn submit(
             return Err(e);
         }
         Err(SubmitError::Store(e)) => return Err(e.into()),
+        Err(SubmitError::OverCeiling(e)) => return Err(over_ceiling(&e)),
     }
-    state
-        .serverless
-        .webhooks
-        .record_status(&id, JobStatus::Pending, &meta);
+    let hooks = state.serverless.webhooks.clone();
+    let rid = id.clone();
+    crate::server::blocking(move || {
+        hooks.record_status(&rid, JobStatus::Pending, &meta);
+        Ok::<_, ServerlessError>(())
+    })
+    .await?;
     Ok(id)
+}
+
+/// 503 with `Retry-After`: `--max-memory` would be crossed.
+pub fn over_ceiling(e: &crate::queue::memory::OverCeiling) -> ServerlessError {
+    let mut err = ServerlessError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        super::errors::code::OVER_MEMORY_CEILING,
+        e.to_string(),
+    );
+    err.retry_after_s = Some(10);
+    err
 }
 
 /// The caller's request `id` of `family` (and `deployment_id` for §1). Anything else, a
@@ -255,7 +271,7 @@ pub fn result_body(base: &str, job: &JobRecord, meta: &RequestMeta) -> Value {
     b.insert("status".into(), json!(meta.family.status_word(job.status)));
     if meta.family == Family::Inference {
         // ai-toolkit's shape: outputs {images, videos}, metadata.timings.
-        let (outputs, metadata) = super::inference::result_parts(base, job, &meta.extra);
+        let (outputs, metadata) = aitk_result_parts(base, job, &meta.extra);
         if job.status == JobStatus::Success {
             b.insert("outputs".into(), outputs);
         }
@@ -366,17 +382,45 @@ pub fn api() -> Vec<super::openapi::ApiRoute> {
     ]
 }
 
+/// What a status, result or cancel route answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup {
+    Status,
+    Result,
+    Cancel,
+}
+
+/// Looks the caller's request up and answers `what`, on the blocking pool (every step reads
+/// the job store): the one implementation behind `/v1/requests/...` and the deployments'
+/// `.../requests/...` routes.
+pub async fn lookup(
+    state: AppState,
+    caller: Caller,
+    base: String,
+    id: String,
+    deployment_id: Option<String>,
+    what: Lookup,
+) -> SResult<Json<Value>> {
+    crate::server::blocking(move || {
+        let (job, meta) = load_owned(&state, &caller, &id, deployment_id.as_deref())?;
+        match what {
+            Lookup::Status => Ok(status_body(&state, &base, &job, &meta)),
+            Lookup::Result => Ok(result_body(&base, &job, &meta)),
+            Lookup::Cancel => cancel(&state, &job, &meta),
+        }
+    })
+    .await
+    .map(Json)
+}
+
 async fn status(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
+) -> SResult<Json<Value>> {
     let base = base_url(&state, &headers);
-    match load_owned(&state, &caller, &id, None) {
-        Ok((job, meta)) => Json(status_body(&state, &base, &job, &meta)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    lookup(state, caller, base, id, None, Lookup::Status).await
 }
 
 async fn result(
@@ -384,21 +428,15 @@ async fn result(
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
+) -> SResult<Json<Value>> {
     let base = base_url(&state, &headers);
-    match load_owned(&state, &caller, &id, None) {
-        Ok((job, meta)) => Json(result_body(&base, &job, &meta)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    lookup(state, caller, base, id, None, Lookup::Result).await
 }
 
 async fn cancel_route(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Response {
-    match load_owned(&state, &caller, &id, None).and_then(|(j, m)| cancel(&state, &j, &m)) {
-        Ok(b) => Json(b).into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> SResult<Json<Value>> {
+    lookup(state, caller, String::new(), id, None, Lookup::Cancel).await
 }

@@ -61,31 +61,55 @@ impl Net {
 pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => v4_reason(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return v4_reason(v4);
-            }
-            let seg = v6.segments();
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if seg[0] & 0xfe00 == 0xfc00 {
-                Some("private (unique local)")
-            } else if seg[0] & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if seg[0] & 0xff00 == 0xff00 {
-                Some("multicast")
-            } else if seg[0] == 0x64 && seg[1] == 0xff9b {
-                // NAT64: judge the embedded IPv4 address.
-                let o = v6.octets();
-                v4_reason(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
-            } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
-                Some("documentation")
-            } else {
-                None
-            }
-        }
+        IpAddr::V6(v6) => v6_reason(v6),
+    }
+}
+
+/// IPv6: only global unicast (`2000::/3`) can be public. Everything else (IPv4-compatible
+/// `::/96`, IPv4-translated `::ffff:0:0/96`, discard `100::/64`, site-local `fec0::/10`,
+/// unique local, link-local, multicast) is refused, except the two forms whose IPv4 address
+/// is the real destination and can be judged: IPv4-mapped `::ffff:0:0/96` and NAT64
+/// `64:ff9b::/96`. Inside `2000::/3`, the tunnels that carry an IPv4 address a relay will
+/// reach (6to4 `2002::/16`, Teredo `2001::/32`) and the special-purpose blocks are refused.
+fn v6_reason(v6: std::net::Ipv6Addr) -> Option<&'static str> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return v4_reason(v4);
+    }
+    let seg = v6.segments();
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+        // NAT64 (well-known prefix): judge the embedded IPv4 address.
+        let o = v6.octets();
+        return v4_reason(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
+    if v6.is_loopback() {
+        Some("loopback")
+    } else if v6.is_unspecified() {
+        Some("unspecified")
+    } else if seg[0..6] == [0, 0, 0, 0, 0, 0] {
+        Some("IPv4-compatible (deprecated)")
+    } else if seg[0..5] == [0, 0, 0, 0, 0xffff] && seg[5] == 0 {
+        Some("IPv4-translated")
+    } else if seg[0] & 0xfe00 == 0xfc00 {
+        Some("private (unique local)")
+    } else if seg[0] & 0xffc0 == 0xfe80 {
+        Some("link-local")
+    } else if seg[0] & 0xffc0 == 0xfec0 {
+        Some("site-local (deprecated)")
+    } else if seg[0] & 0xff00 == 0xff00 {
+        Some("multicast")
+    } else if seg[0] & 0xe000 != 0x2000 {
+        // Outside global unicast: discard-only 100::/64, local-use NAT64, unassigned space.
+        Some("not global unicast")
+    } else if seg[0] == 0x2002 {
+        Some("6to4 tunnel (embeds an IPv4 address)")
+    } else if seg[0] == 0x2001 && seg[1] == 0 {
+        Some("Teredo tunnel (embeds an IPv4 address)")
+    } else if seg[0] == 0x2001 && seg[1] < 0x0200 {
+        Some("IETF protocol assignment")
+    } else if (seg[0] == 0x2001 && seg[1] == 0x0db8) || (seg[0] == 0x3fff && seg[1] < 0x1000) {
+        Some("documentation")
+    } else {
+        None
     }
 }
 
@@ -107,6 +131,8 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
         Some("multicast/reserved")
     } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
         Some("IETF protocol assignment")
+    } else if o[0] == 192 && o[1] == 88 && o[2] == 99 {
+        Some("6to4 relay anycast")
     } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
         Some("benchmarking")
     } else if ip.is_documentation() {
@@ -280,6 +306,43 @@ mod tests {
         assert_eq!(r("64:ff9b::a9fe:a9fe"), Some("cloud metadata"));
         assert_eq!(r("93.184.216.34"), None);
         assert_eq!(r("2606:4700::1111"), None);
+    }
+
+    /// The IPv6 forms that embed or reach IPv4 (issue 18, defect 7), and the deprecated and
+    /// special blocks: none is public.
+    #[test]
+    fn ipv6_forms_that_embed_ipv4_are_refused() {
+        let r = |s: &str| non_public_reason(s.parse().unwrap());
+        for (addr, why) in [
+            ("::7f00:2", "IPv4-compatible (deprecated)"),
+            ("::127.0.0.1", "IPv4-compatible (deprecated)"),
+            ("::a9fe:a9fe", "IPv4-compatible (deprecated)"),
+            ("2002:7f00:1::", "6to4 tunnel (embeds an IPv4 address)"),
+            ("2002:5db8:d822::1", "6to4 tunnel (embeds an IPv4 address)"),
+            (
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                "Teredo tunnel (embeds an IPv4 address)",
+            ),
+            ("fec0::1", "site-local (deprecated)"),
+            ("feff::1", "site-local (deprecated)"),
+            ("100::1", "not global unicast"),
+            ("::ffff:0:7f00:1", "IPv4-translated"),
+            ("::ffff:0:a9fe:a9fe", "IPv4-translated"),
+            ("64:ff9b:1::7f00:1", "not global unicast"),
+            ("64:ff9b::7f00:1", "loopback"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("2001:db8::1", "documentation"),
+            ("2001:2::1", "IETF protocol assignment"),
+            ("4000::1", "not global unicast"),
+            ("ff02::1", "multicast"),
+        ] {
+            assert_eq!(r(addr), Some(why), "{addr}");
+        }
+        assert_eq!(r("192.88.99.1"), Some("6to4 relay anycast"));
+        // Public addresses stay public.
+        assert_eq!(r("2a00:1450:4001::200e"), None);
+        assert_eq!(r("64:ff9b::5db8:d822"), None);
+        assert_eq!(r("::ffff:93.184.216.34"), None);
     }
 
     #[test]

@@ -1,14 +1,33 @@
-//! GEGLU, the feed-forward gate of the UNet's transformer blocks:
+//! GELU (erf form) and GEGLU, the feed-forward gate of the UNet's transformer blocks:
 //! `a · gelu(gate)` where `[a, gate]` are the two halves of the last dimension.
 //!
 //! On the CPU in f32 it is one parallel, vectorised pass reading both halves in place
 //! ([`geglu_row`]); with candle ops it is two narrow views, a strided GELU and a strided
 //! product.
 
-use super::layers::{cpu_f32, is_cpu_f32};
 use super::vecmath::geglu_row;
+use super::{cpu_f32, is_cpu_f32};
 use candle_core::{Device, Result, Tensor, D};
 use rayon::prelude::*;
+
+/// `gelu(x)` with erf, as torch's `F.gelu` computes it on the CPU (the same vectorised
+/// erf as [`geglu`]; multiplying by an exact 1.0 gate leaves the values unchanged).
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if !is_cpu_f32(x) {
+        return x.gelu_erf();
+    }
+    const CHUNK: usize = 4096;
+    let ones = [1f32; CHUNK];
+    let x = x.contiguous()?;
+    let (xs, xl) = x.storage_and_layout();
+    let input = cpu_f32(&xs, xl.start_offset(), x.elem_count())?;
+    let mut out = vec![0f32; input.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(input.par_chunks(CHUNK))
+        .for_each(|(o, g)| geglu_row(o, &ones[..g.len()], g));
+    drop(xs);
+    Tensor::from_vec(out, x.dims(), &Device::Cpu)
+}
 
 /// `h[..., :half] · gelu_erf(h[..., half:])`.
 pub fn geglu(h: &Tensor) -> Result<Tensor> {

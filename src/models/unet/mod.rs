@@ -22,10 +22,12 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::models::activations::geglu;
-use crate::models::layers::{conv, group_norm, has, silu, Conv2d, GroupNorm};
-use crate::models::linear::{linear, Linear};
+use crate::models::nn::activations::geglu;
+use crate::models::nn::linear::{linear, Linear};
+use crate::models::nn::{conv, group_norm, has, silu, Conv2d, GroupNorm};
 use crate::models::{ModelError, Result};
+
+pub mod adm;
 
 /// State-dict prefix of the UNet in a single-file checkpoint.
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
@@ -215,7 +217,7 @@ impl ResBlock {
     }
 }
 
-pub use super::attention::attention;
+pub use crate::models::nn::attention::attention;
 
 struct CrossAttention {
     to_q: Linear,
@@ -423,6 +425,9 @@ struct UnetInner {
     config: UnetConfig,
     time_embed_0: Linear,
     time_embed_2: Linear,
+    /// SDXL's ADM embedding `label_emb.0.{0,2}`: Linear → SiLU → Linear, added to the
+    /// time embedding.
+    label_emb: Option<(Linear, Linear)>,
     input_blocks: Vec<Block>,
     middle: Block,
     output_blocks: Vec<Block>,
@@ -447,12 +452,7 @@ impl Unet {
         device: &Device,
     ) -> Result<Self> {
         let config = UnetConfig::detect(weights, prefix)?;
-        if config.adm_in_channels.is_some() {
-            return Err(ModelError::NotSupported(
-                "UNet has label_emb (SDXL-style ADM); only SD1.x UNets are supported".into(),
-            ));
-        }
-        let vb = VarBuilder::from_tensors(weights.clone(), dtype, device);
+        let vb = crate::models::nn::weights_vb(weights.clone(), dtype, device);
         let vb = vb.pp(prefix.trim_end_matches('.'));
         let mut input_blocks = Vec::new();
         let mut i = 0;
@@ -479,6 +479,10 @@ impl Unet {
         let inner = UnetInner {
             time_embed_0: linear(&vb, "time_embed.0")?,
             time_embed_2: linear(&vb, "time_embed.2")?,
+            label_emb: match config.adm_in_channels {
+                Some(_) => Some((linear(&vb, "label_emb.0.0")?, linear(&vb, "label_emb.0.2")?)),
+                None => None,
+            },
             input_blocks,
             middle: Block::new(&vb.pp("middle_block"), &config)?,
             output_blocks,
@@ -505,10 +509,17 @@ impl Unet {
 
     /// One UNet evaluation: `x` [B, C, h, w] (already `calculate_input`-scaled),
     /// `timesteps` [B] (ComfyUI passes the integer index from `timestep(σ)` as
-    /// f32), `context` [B, 77·k, context_dim]. Returns the raw model output
-    /// (ε for SD1.x; v for v-prediction checkpoints) in the input's dtype, on
-    /// the input's device: inputs move to the UNet's device and dtype here.
-    pub fn forward(&self, x: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// f32), `context` [B, 77·k, context_dim], `y` [B, adm_in_channels] for models with
+    /// an ADM input (SDXL). Returns the raw model output (ε, or v for v-prediction
+    /// checkpoints) in the input's dtype, on the input's device: inputs move to the
+    /// UNet's device and dtype here.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        y: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let m = &self.0;
         let (in_dtype, in_device) = (x.dtype(), x.device().clone());
         let (b, _, _, _) = x.dims4()?;
@@ -521,10 +532,39 @@ impl Unet {
         }
         let t = if t.len() == 1 { vec![t[0]; b] } else { t };
         let temb = timestep_embedding(&t, m.config.model_channels, &m.device)?.to_dtype(m.dtype)?;
-        let emb = m
+        let mut emb = m
             .time_embed_2
             .forward(&silu(&m.time_embed_0.forward(&temb)?)?)?;
+        match (&m.label_emb, y) {
+            (Some((l0, l2)), Some(y)) => {
+                let y = y.to_device(&m.device)?.to_dtype(m.dtype)?;
+                if y.dims() != [b, m.config.adm_in_channels.unwrap_or(0)] {
+                    return Err(ModelError::BadInput(format!(
+                        "the ADM input y is {:?}, the UNet takes [{b}, {}]",
+                        y.dims(),
+                        m.config.adm_in_channels.unwrap_or(0)
+                    )));
+                }
+                emb = (emb + l2.forward(&silu(&l0.forward(&y)?)?)?)?;
+            }
+            (Some(_), None) => {
+                return Err(ModelError::BadInput(
+                    "this UNet needs an ADM vector y (SDXL size conditioning); none was given"
+                        .into(),
+                ))
+            }
+            (None, _) => {}
+        }
         let x = x.to_device(&m.device)?.to_dtype(m.dtype)?;
+        if let Some(ctx_dim) = m.config.context_dim {
+            let got = context.dims().last().copied().unwrap_or(0);
+            if got != ctx_dim {
+                return Err(ModelError::BadInput(format!(
+                    "the conditioning has {got} channels but this UNet's cross-attention takes \
+                     {ctx_dim}: encode the prompt with this model's own text encoder"
+                )));
+            }
+        }
         let mut context = context.to_device(&m.device)?.to_dtype(m.dtype)?;
         if context.dim(0)? != b {
             context = context.repeat((b / context.dim(0)?.max(1), 1, 1))?;

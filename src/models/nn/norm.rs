@@ -4,7 +4,7 @@
 //! for normalise, affine and SiLU, in parallel over (image, group). candle_nn's GroupNorm
 //! takes about eight whole-tensor passes, and SiLU two more. Elsewhere it is candle_nn's.
 
-use super::layers::{cpu_f32, is_cpu_f32};
+use super::{cpu_f32, is_cpu_f32};
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -124,7 +124,7 @@ impl Module for GroupNorm {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layers::max_abs_diff;
+    use super::super::max_abs_diff;
     use super::*;
 
     #[test]
@@ -136,13 +136,17 @@ mod tests {
             let bias = Tensor::randn(0f32, 0.5, c, &dev).unwrap();
             let gn = GroupNorm::new(weight, bias, groups, 1e-5).unwrap();
             let plain = max_abs_diff(&gn.forward(&x).unwrap(), &gn.fallback.forward(&x).unwrap());
-            assert!(plain < 1e-5, "group norm {b}x{c}x{h}x{w}: {plain}");
+            // Groups of two single pixels can have a variance near 0, where the two
+            // reduction orders legitimately differ by more (random inputs: ~1 run in 6 saw
+            // 2.3e-5); the wide cases keep the tight bound.
+            let tol = if h * w == 1 { 1e-4 } else { 1e-5 };
+            assert!(plain < tol, "group norm {b}x{c}x{h}x{w}: {plain}");
             let with_silu = max_abs_diff(
                 &gn.forward_silu(&x).unwrap(),
                 &candle_nn::ops::silu(&gn.fallback.forward(&x).unwrap()).unwrap(),
             );
             assert!(
-                with_silu < 1e-5,
+                with_silu < tol,
                 "group norm + silu {b}x{c}x{h}x{w}: {with_silu}"
             );
         }

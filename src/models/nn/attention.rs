@@ -7,8 +7,8 @@
 //! the product (`baddbmm(alpha=scale)`), as here. Elsewhere it is candle's ops.
 
 use super::cpu_gemm::{gemm_block, Dest, Operand};
-use super::layers::{cpu_f32, is_cpu_f32};
 use super::vecmath::softmax_in_place;
+use super::{cpu_f32, is_cpu_f32};
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -158,7 +158,7 @@ fn attention_candle(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::super::layers::max_abs_diff;
+    use super::super::max_abs_diff;
     use super::*;
 
     #[test]

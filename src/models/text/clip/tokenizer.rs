@@ -19,6 +19,11 @@ use super::bpe::{ClipBpe, BOS, EOS};
 
 /// Tokens per window, BOS and EOS included.
 pub const MAX_LENGTH: usize = 77;
+
+/// The most 77-token windows one prompt may make (4,928 tokens, tens of thousands of
+/// characters). Each window's encoding is 77 x width floats (236 KB for SD1's CLIP-L) and
+/// the sampler attends over all of them, so an unbounded prompt costs memory without bound.
+pub const MAX_PROMPT_WINDOWS: usize = 64;
 /// Segments of at least this many tokens are split across windows.
 const MAX_WORD_LENGTH: usize = 8;
 const EMBEDDING_IDENTIFIER: &str = "embedding:";
@@ -174,6 +179,13 @@ impl Tokenizer {
             embedding_size,
             pad_token: EOS,
         }
+    }
+
+    /// The same tokenizer padding windows with `pad` (ComfyUI's `pad_with_end=False`
+    /// tokenizers, e.g. SDXL's CLIP-G, pad with 0).
+    pub fn with_pad_token(mut self, pad: u32) -> Self {
+        self.pad_token = pad;
+        self
     }
 
     pub fn embedding_size(&self) -> usize {

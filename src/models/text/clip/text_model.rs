@@ -5,11 +5,12 @@
 //!   `position_embedding`;
 //! * causal mask filled with `-f32::MAX` (ComfyUI uses `-finfo(f32).max`), no
 //!   padding mask;
-//! * pre-LN layers (LayerNorm eps 1e-5), attention scale head_dim^-0.5,
-//!   `quick_gelu(a) = a·sigmoid(1.702a)` MLP;
-//! * outputs: `final_layer_norm(hidden after layer idx)` (SD1 applies the final
-//!   LN to the clip-skip hidden state too), pooled = final-LN output of the last
-//!   layer at the first EOS.
+//! * pre-LN layers (LayerNorm eps 1e-5), attention scale head_dim^-0.5, an MLP with
+//!   `quick_gelu(a) = a·sigmoid(1.702a)` (CLIP-L) or the exact erf GELU (OpenCLIP bigG);
+//! * outputs: the final-LN last layer, or the hidden state after a chosen layer
+//!   ([`LayerChoice`]; SD1 applies the final LN to it, SDXL/SD3/Flux do not), and pooled =
+//!   final-LN output of the last layer at the first EOS, through `text_projection` when the
+//!   encoder's role asks for the projected pooled output (CLIP-G in SDXL and SD3).
 
 use std::collections::HashMap;
 
@@ -20,6 +21,35 @@ use super::bpe::EOS;
 use super::tokenizer::{Token, WeightedToken};
 use crate::models::ModelError;
 
+/// The MLP activation (`hidden_act` of ComfyUI's CLIP config files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClipActivation {
+    /// `quick_gelu`: OpenAI CLIP-L (`comfy/sd1_clip_config.json`).
+    QuickGelu,
+    /// `gelu` (erf form): OpenCLIP ViT-bigG (`comfy/clip_config_bigg.json`).
+    Gelu,
+}
+
+/// Which hidden state becomes the conditioning (`SDClipModel.layer` / `layer_idx`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerChoice {
+    /// `layer = "last"`: the final-LN output of the last layer.
+    Last,
+    /// `layer = "hidden"`: the output of layer `idx` (negative counts from the end).
+    Hidden(i32),
+}
+
+impl LayerChoice {
+    /// `SDClipModel.clip_layer(idx)`: an index past the layer count means the last layer.
+    pub fn from_clip_layer(idx: i32, num_layers: usize) -> Self {
+        if idx.unsigned_abs() as usize > num_layers {
+            LayerChoice::Last
+        } else {
+            LayerChoice::Hidden(idx)
+        }
+    }
+}
+
 /// Text encoder hyper-parameters, detected from the weights.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClipConfig {
@@ -29,6 +59,7 @@ pub struct ClipConfig {
     pub intermediate: usize,
     pub vocab_size: usize,
     pub max_positions: usize,
+    pub activation: ClipActivation,
 }
 
 impl ClipConfig {
@@ -60,6 +91,7 @@ impl ClipConfig {
             intermediate: fc1[0],
             vocab_size: tok[0],
             max_positions: pos[0],
+            activation: ClipActivation::QuickGelu,
         })
     }
 }
@@ -104,6 +136,7 @@ struct Layer {
     ln2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
+    activation: ClipActivation,
 }
 
 fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -113,9 +146,12 @@ fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
 impl Layer {
     fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let h = (x + self.attn.forward(&self.ln1.forward(x)?, mask)?)?;
-        let m = self
-            .fc2
-            .forward(&quick_gelu(&self.fc1.forward(&self.ln2.forward(&h)?)?)?)?;
+        let a = self.fc1.forward(&self.ln2.forward(&h)?)?;
+        let a = match self.activation {
+            ClipActivation::QuickGelu => quick_gelu(&a)?,
+            ClipActivation::Gelu => crate::models::nn::activations::gelu(&a)?,
+        };
+        let m = self.fc2.forward(&a)?;
         h + m
     }
 }
@@ -127,13 +163,20 @@ pub struct ClipTextModel {
     position_embedding: Tensor,
     layers: Vec<Layer>,
     final_ln: LayerNorm,
+    /// `text_projection` (no bias), when the file has one.
+    projection: Option<Linear>,
     dtype: DType,
     device: Device,
 }
 
 impl ClipTextModel {
-    /// Builds the model from `vb` rooted at `…text_model.`.
-    pub fn new(config: ClipConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    /// Builds the model from `vb` rooted at `…text_model.`; `projection` is the
+    /// `text_projection.weight` [out, width] stored beside `text_model.`, if any.
+    pub fn new(
+        config: ClipConfig,
+        vb: VarBuilder,
+        projection: Option<Tensor>,
+    ) -> candle_core::Result<Self> {
         let c = config.width;
         let emb = vb.pp("embeddings");
         let token_embedding = emb.get((config.vocab_size, c), "token_embedding.weight")?;
@@ -154,6 +197,7 @@ impl ClipTextModel {
                 ln2: candle_nn::layer_norm(c, 1e-5, l.pp("layer_norm2"))?,
                 fc1: candle_nn::linear(c, config.intermediate, l.pp("mlp.fc1"))?,
                 fc2: candle_nn::linear(config.intermediate, c, l.pp("mlp.fc2"))?,
+                activation: config.activation,
             });
         }
         let final_ln = candle_nn::layer_norm(c, 1e-5, vb.pp("final_layer_norm"))?;
@@ -163,6 +207,13 @@ impl ClipTextModel {
             position_embedding,
             layers,
             final_ln,
+            projection: match projection {
+                Some(w) => Some(Linear::new(
+                    w.to_dtype(vb.dtype())?.to_device(vb.device())?,
+                    None,
+                )),
+                None => None,
+            },
             dtype: vb.dtype(),
             device: vb.device().clone(),
         })
@@ -216,13 +267,21 @@ impl ClipTextModel {
         self.final_ln.forward(x)
     }
 
+    /// Whether the file carries a `text_projection`.
+    pub fn has_projection(&self) -> bool {
+        self.projection.is_some()
+    }
+
     /// ComfyUI's `encode` for a batch of windows: returns (cond [N, T, C],
-    /// pooled [N, C]). `clip_skip` is CLIPSetLastLayer's value: -1 = last layer,
-    /// -2 = penultimate, …; values beyond the layer count mean "last".
+    /// pooled [N, C] or [N, P] projected). `layer`: which hidden state is the cond;
+    /// `layer_norm_hidden`: apply the final LN to a hidden-layer cond (SD1);
+    /// `project_pooled`: pass the pooled output through `text_projection`.
     pub fn encode_windows(
         &self,
         windows: &[Vec<Token>],
-        clip_skip: i32,
+        layer: LayerChoice,
+        layer_norm_hidden: bool,
+        project_pooled: bool,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let embeds = windows
             .iter()
@@ -230,17 +289,18 @@ impl ClipTextModel {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let embeds = Tensor::cat(&embeds, 0)?;
         let n_layers = self.layers.len() as i64;
-        let idx = clip_skip as i64;
-        let keep = if idx < 0 && -idx <= n_layers && idx != -1 {
-            Some((n_layers + idx) as usize)
-        } else if idx >= 0 && idx < n_layers && idx != n_layers - 1 {
-            Some(idx as usize)
-        } else {
-            None
+        let keep = match layer {
+            LayerChoice::Last => None,
+            LayerChoice::Hidden(idx) => {
+                let idx = idx as i64;
+                let k = if idx < 0 { n_layers + idx } else { idx };
+                Some(k.clamp(0, n_layers - 1) as usize)
+            }
         };
         let (x_final, kept) = self.forward_embeds(&embeds, keep)?;
         let cond = match kept {
-            Some(h) => self.final_ln.forward(&h)?,
+            Some(h) if layer_norm_hidden => self.final_ln.forward(&h)?,
+            Some(h) => h,
             None => x_final.clone(),
         };
         let pooled = windows
@@ -254,7 +314,12 @@ impl ClipTextModel {
                 x_final.get(b)?.get(eos)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok((cond, Tensor::stack(&pooled, 0)?))
+        let pooled = Tensor::stack(&pooled, 0)?;
+        let pooled = match (&self.projection, project_pooled) {
+            (Some(p), true) => p.forward(&pooled)?,
+            _ => pooled,
+        };
+        Ok((cond, pooled))
     }
 
     /// ComfyUI's `encode_token_weights`: encodes every window in one batch
@@ -265,7 +330,9 @@ impl ClipTextModel {
         &self,
         windows: &[Vec<WeightedToken>],
         empty: Vec<Token>,
-        clip_skip: i32,
+        layer: LayerChoice,
+        layer_norm_hidden: bool,
+        project_pooled: bool,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let has_weights = windows.iter().flatten().any(|(_, w)| *w != 1.0);
         let mut to_encode: Vec<Vec<Token>> = windows
@@ -275,7 +342,8 @@ impl ClipTextModel {
         if has_weights || windows.is_empty() {
             to_encode.push(empty);
         }
-        let (out, pooled) = self.encode_windows(&to_encode, clip_skip)?;
+        let (out, pooled) =
+            self.encode_windows(&to_encode, layer, layer_norm_hidden, project_pooled)?;
         // Back to f32 on the CPU: conditioning lives there like the sampler state.
         let out = out.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
         let pooled = pooled

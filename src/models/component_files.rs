@@ -1,0 +1,283 @@
+//! Models loaded from separate files, as ComfyUI's `UNETLoader`, `CLIPLoader` and
+//! `DualCLIPLoader` load them (`comfy/sd.py`: `load_diffusion_model_state_dict`,
+//! `load_text_encoder_state_dicts`, `detect_te_model`).
+//!
+//! Weights are renamed to the same keys a checkpoint's parts get ([`UNET_PREFIX`] for the
+//! UNet, `clip_l.`/`clip_g.` for text encoders), so LoRA key maps and patching treat a
+//! model the same wherever it came from.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+
+use super::checkpoint::{
+    describe_prefixes, load_safetensors, store_as_f16, unet_prefix, Prediction, TextEncoders,
+    WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
+};
+use super::family::Family;
+use super::text::clip::{open_clip, ClipRole, ClipTextEncoder};
+use super::unet::{Unet, UnetConfig, UNET_PREFIX};
+use super::{ModelError, Result};
+use std::sync::Arc;
+
+/// A diffusion model file (UNETLoader).
+#[derive(Clone)]
+pub struct DiffusionModelFile {
+    pub family: Family,
+    pub unet: Unet,
+    /// The UNet's weights under [`UNET_PREFIX`].
+    pub weights: Arc<WeightMap>,
+    pub prediction: Prediction,
+}
+
+/// Loads a bare diffusion model (`diffusion_models/`), or the UNet of a checkpoint file.
+pub fn load_diffusion_model(
+    path: &Path,
+    device: &Device,
+    dtype: DType,
+) -> Result<DiffusionModelFile> {
+    let raw = load_safetensors(path, device, dtype)?;
+    let undetected = |why: String| {
+        ModelError::NotSupported(format!(
+            "ERROR: Could not detect model type of: {}\n{why}",
+            path.display()
+        ))
+    };
+    // Checkpoint files work too: keep only their UNet (ComfyUI's prefix rule).
+    let strip = unet_prefix(&raw).unwrap_or("");
+    let mut weights = WeightMap::new();
+    let prediction = if raw.contains_key("v_pred") {
+        Prediction::V
+    } else {
+        Prediction::Eps
+    };
+    for (k, v) in raw.iter() {
+        if let Some(rest) = k.strip_prefix(strip) {
+            weights.insert(format!("{UNET_PREFIX}{rest}"), v.clone());
+        }
+    }
+    if !weights.contains_key(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
+        let hint = if raw.contains_key("double_blocks.0.img_attn.norm.key_norm.scale")
+            || raw.contains_key("joint_blocks.0.context_block.attn.qkv.weight")
+        {
+            "this is a Flux or SD3 diffusion transformer, which comfyrs does not run yet".into()
+        } else if raw.keys().any(|k| k.starts_with("down_blocks.")) {
+            "diffusers-format UNets (down_blocks.*) are not supported; use the LDM layout".into()
+        } else {
+            format!(
+                "no LDM UNet keys (input_blocks.0.0.weight); {}",
+                describe_prefixes(&raw)
+            )
+        };
+        return Err(undetected(hint));
+    }
+    let cfg = UnetConfig::detect(&weights, UNET_PREFIX)?;
+    let family = Family::detect(&cfg).ok_or_else(|| {
+        undetected(format!(
+            "the UNet (model_channels {}, context {:?}, ADM {:?}, transformer depths {:?}) \
+             matches no family comfyrs runs (SD1.x, SDXL, SDXL refiner)",
+            cfg.model_channels, cfg.context_dim, cfg.adm_in_channels, cfg.transformer_depth
+        ))
+    })?;
+    let unet = Unet::from_weights(&weights, UNET_PREFIX, dtype, device)?;
+    Ok(DiffusionModelFile {
+        family,
+        unet,
+        weights: Arc::new(weights),
+        prediction,
+    })
+}
+
+/// What a text-encoder file holds (ComfyUI's `TEModel`, for the kinds comfyrs tells apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextEncoderKind {
+    ClipL,
+    ClipG,
+    ClipH,
+    T5Xxl,
+    Other,
+}
+
+impl TextEncoderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TextEncoderKind::ClipL => "CLIP-L",
+            TextEncoderKind::ClipG => "CLIP-G",
+            TextEncoderKind::ClipH => "CLIP-H",
+            TextEncoderKind::T5Xxl => "T5-XXL",
+            TextEncoderKind::Other => "an unknown text encoder",
+        }
+    }
+}
+
+/// `detect_te_model` on HF CLIP names (after OpenCLIP conversion). Reduced-width test
+/// models (no layer 30 or 22, width ≠ 768) count as CLIP-G when they carry a
+/// `text_projection` — a superset of ComfyUI's rule, which only knows the real depths.
+pub fn detect_text_encoder(w: &WeightMap) -> TextEncoderKind {
+    let has = |k: &str| w.contains_key(k);
+    if has("text_model.encoder.layers.30.mlp.fc1.weight") {
+        return TextEncoderKind::ClipG;
+    }
+    if has("text_model.encoder.layers.22.mlp.fc1.weight") {
+        return TextEncoderKind::ClipH;
+    }
+    if let Some(t) = w.get("text_model.embeddings.token_embedding.weight") {
+        let width = t.dims().get(1).copied().unwrap_or(0);
+        if width != 768 && has("text_projection.weight") {
+            return TextEncoderKind::ClipG;
+        }
+    }
+    if has("text_model.encoder.layers.0.mlp.fc1.weight") {
+        return TextEncoderKind::ClipL;
+    }
+    if has("encoder.block.23.layer.1.DenseReluDense.wi_1.weight")
+        || has("encoder.block.0.layer.0.SelfAttention.k.weight")
+    {
+        return TextEncoderKind::T5Xxl;
+    }
+    TextEncoderKind::Other
+}
+
+/// Reads one text-encoder file: OpenCLIP towers are converted to HF names, an old
+/// `text_projection` matrix (CLIPSave) is transposed into a Linear weight, and a
+/// `text_encoders.clip_l.…`/`clip_g.transformer.…` style prefix is dropped.
+pub fn read_text_encoder_file(path: &Path, device: &Device, dtype: DType) -> Result<WeightMap> {
+    let mut w = load_safetensors(path, device, dtype)?;
+    if open_clip::is_open_clip(&w, "") {
+        open_clip::convert_open_clip(&mut w, "", "")?;
+    } else if let Some(p) = w.remove("text_projection") {
+        w.insert("text_projection.weight".into(), p.t()?.contiguous()?);
+    }
+    // Files saved from a model's state dict keep its prefix.
+    for prefix in [
+        "cond_stage_model.transformer.",
+        "clip_l.transformer.",
+        "clip_g.transformer.",
+        "transformer.",
+    ] {
+        if w.contains_key(&format!(
+            "{prefix}text_model.embeddings.token_embedding.weight"
+        )) {
+            w = w
+                .into_iter()
+                .filter_map(|(k, v)| k.strip_prefix(prefix).map(|r| (r.to_string(), v)))
+                .collect();
+            break;
+        }
+    }
+    Ok(w)
+}
+
+/// The text encoders of a CLIPLoader/DualCLIPLoader, with the weights they were built from.
+#[derive(Clone)]
+pub struct TextEncoderFiles {
+    pub text: TextEncoders,
+    /// Every member's weights under its `clip_l.`/`clip_g.` prefix.
+    pub weights: Arc<WeightMap>,
+}
+
+fn move_under(into: &mut WeightMap, w: WeightMap, root: &str) {
+    for (k, v) in w {
+        into.insert(format!("{root}{k}"), v);
+    }
+}
+
+/// ComfyUI's `load_text_encoder_state_dicts` for the combinations comfyrs runs:
+/// one CLIP-L (`stable_diffusion`: SD1's encoder), one CLIP-G (`stable_diffusion`: the
+/// SDXL refiner's), or CLIP-L + CLIP-G (`sdxl`). `clip_type` is the loader's `type` input;
+/// any other combination is an error naming what is missing. `clip_fp16_round`: round the
+/// weights through fp16 when computing in f32, as ComfyUI's CPU default (fp16 text-encoder
+/// storage) does and [`super::checkpoint::LoadOptions::clip_fp16_round`] does for checkpoints.
+pub fn load_text_encoders(
+    paths: &[&Path],
+    clip_type: &str,
+    device: &Device,
+    dtype: DType,
+    clip_fp16_round: bool,
+    embedding_directories: Vec<std::path::PathBuf>,
+) -> Result<TextEncoderFiles> {
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        let mut w = read_text_encoder_file(p, device, dtype)?;
+        if clip_fp16_round && dtype == DType::F32 {
+            store_as_f16(&mut w, |_| true)?;
+        }
+        let kind = detect_text_encoder(&w);
+        files.push((p, w, kind));
+    }
+    let kinds: Vec<&str> = files.iter().map(|f| f.2.name()).collect();
+    let unsupported = |what: String| ModelError::NotSupported(what);
+    let supported_types: &[&str] = match files.len() {
+        1 => &["stable_diffusion"],
+        2 => &["sdxl"],
+        _ => &[],
+    };
+    if !supported_types.contains(&clip_type) {
+        return Err(unsupported(format!(
+            "text encoder type '{clip_type}' with {} is not supported by comfyrs yet (it runs \
+             type stable_diffusion with one CLIP-L or CLIP-G file, and type sdxl with a CLIP-L \
+             and a CLIP-G file)",
+            kinds.join(" + ")
+        )));
+    }
+    let mut weights = WeightMap::new();
+    let build = |weights: &WeightMap, prefix: &str, role: ClipRole| {
+        ClipTextEncoder::from_weights(
+            weights,
+            prefix,
+            role,
+            dtype,
+            device,
+            embedding_directories.clone(),
+        )
+    };
+    let text = match (files.as_mut_slice(), clip_type) {
+        ([(_, w, kind)], "stable_diffusion") => match kind {
+            TextEncoderKind::ClipL => {
+                move_under(&mut weights, std::mem::take(w), "clip_l.transformer.");
+                TextEncoders::Sd1(build(&weights, SDXL_CLIP_L_PREFIX, ClipRole::SD1)?)
+            }
+            TextEncoderKind::ClipG => {
+                move_under(&mut weights, std::mem::take(w), "clip_g.transformer.");
+                TextEncoders::SdxlRefiner(build(&weights, SDXL_CLIP_G_PREFIX, ClipRole::SDXL_G)?)
+            }
+            k => {
+                return Err(unsupported(format!(
+                    "{} text encoders are not supported by comfyrs yet",
+                    k.name()
+                )))
+            }
+        },
+        ([a, b], "sdxl") => {
+            let (l, g) = match (a.2, b.2) {
+                (TextEncoderKind::ClipL, TextEncoderKind::ClipG) => (a, b),
+                (TextEncoderKind::ClipG, TextEncoderKind::ClipL) => (b, a),
+                _ => {
+                    return Err(unsupported(format!(
+                        "type sdxl takes one CLIP-L and one CLIP-G file; these are {}",
+                        kinds.join(" and ")
+                    )))
+                }
+            };
+            move_under(
+                &mut weights,
+                std::mem::take(&mut l.1),
+                "clip_l.transformer.",
+            );
+            move_under(
+                &mut weights,
+                std::mem::take(&mut g.1),
+                "clip_g.transformer.",
+            );
+            TextEncoders::Sdxl {
+                l: build(&weights, SDXL_CLIP_L_PREFIX, ClipRole::SDXL_L)?,
+                g: build(&weights, SDXL_CLIP_G_PREFIX, ClipRole::SDXL_G)?,
+            }
+        }
+        _ => unreachable!("the type was checked against the file count above"),
+    };
+    Ok(TextEncoderFiles {
+        text,
+        weights: Arc::new(weights),
+    })
+}

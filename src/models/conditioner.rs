@@ -1,0 +1,133 @@
+//! A CLIP payload's text encoders and how their outputs become one conditioning
+//! (ComfyUI's `SD1ClipModel`, `SDXLClipModel` and `SDXLRefinerClipModel` with their
+//! tokenizers): SD1 encodes with CLIP-L alone; SDXL tokenizes the prompt for CLIP-L and
+//! bigG separately, concatenates their hidden states along the channels (cut to the shorter
+//! token count) and uses bigG's projected pooled output; the refiner has bigG alone.
+
+use candle_core::Tensor;
+
+use super::lora::{PatchCache, PatchEntry, PatchedClip};
+use super::text::clip::WeightedToken;
+use super::{ModelError, Result};
+use std::sync::Arc;
+
+/// Token windows per member, as ComfyUI's `{"l": …, "g": …}` token dicts.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    pub l: Option<Vec<Vec<WeightedToken>>>,
+    pub g: Option<Vec<Vec<WeightedToken>>>,
+}
+
+/// The text encoders of one CLIP payload.
+#[derive(Clone)]
+pub enum Conditioner {
+    Sd1 { l: PatchedClip },
+    Sdxl { l: PatchedClip, g: PatchedClip },
+    SdxlRefiner { g: PatchedClip },
+}
+
+impl Conditioner {
+    /// ComfyUI's name of the CLIP model class, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Conditioner::Sd1 { .. } => "SD1 (CLIP-L)",
+            Conditioner::Sdxl { .. } => "SDXL (CLIP-L + CLIP-G)",
+            Conditioner::SdxlRefiner { .. } => "SDXL refiner (CLIP-G)",
+        }
+    }
+
+    /// Every member encoder.
+    pub fn members(&self) -> Vec<&PatchedClip> {
+        match self {
+            Conditioner::Sd1 { l } => vec![l],
+            Conditioner::Sdxl { l, g } => vec![l, g],
+            Conditioner::SdxlRefiner { g } => vec![g],
+        }
+    }
+
+    fn map(&self, f: impl Fn(&PatchedClip) -> PatchedClip) -> Self {
+        match self {
+            Conditioner::Sd1 { l } => Conditioner::Sd1 { l: f(l) },
+            Conditioner::Sdxl { l, g } => Conditioner::Sdxl { l: f(l), g: f(g) },
+            Conditioner::SdxlRefiner { g } => Conditioner::SdxlRefiner { g: f(g) },
+        }
+    }
+
+    /// The same encoders with one more LoRA (each member takes the patches under its keys).
+    pub fn with_patch(&self, entry: PatchEntry, cache: Arc<PatchCache>) -> Self {
+        self.map(|c| c.with_patch(entry.clone(), cache.clone()))
+    }
+
+    /// The same encoders looking up `embedding:NAME` in these directories.
+    pub fn with_embedding_directories(&self, dirs: Vec<std::path::PathBuf>) -> Self {
+        self.map(|c| c.with_embedding_directories(dirs.clone()))
+    }
+
+    /// `clip.tokenize(text)`: the prompt for every member.
+    pub fn tokenize(&self, text: &str) -> Tokens {
+        match self {
+            Conditioner::Sd1 { l } => Tokens {
+                l: Some(l.tokenize(text)),
+                g: None,
+            },
+            Conditioner::Sdxl { l, g } => Tokens {
+                l: Some(l.tokenize(text)),
+                g: Some(g.tokenize(text)),
+            },
+            Conditioner::SdxlRefiner { g } => Tokens {
+                l: None,
+                g: Some(g.tokenize(text)),
+            },
+        }
+    }
+
+    /// CLIPTextEncodeSDXL's tokens: `text_g` for bigG, `text_l` for CLIP-L, the shorter
+    /// list padded with the windows of `tokenize("")`.
+    pub fn tokenize_sdxl(&self, text_g: &str, text_l: &str) -> Result<Tokens> {
+        let Conditioner::Sdxl { l, g } = self else {
+            return Err(ModelError::BadInput(format!(
+                "CLIPTextEncodeSDXL needs an SDXL CLIP (CLIP-L + CLIP-G); this one is {}",
+                self.kind()
+            )));
+        };
+        let mut tg = g.tokenize(text_g);
+        let mut tl = l.tokenize(text_l);
+        if tl.len() != tg.len() {
+            let (el, eg) = (l.tokenize(""), g.tokenize(""));
+            while tl.len() < tg.len() {
+                tl.extend(el.iter().cloned());
+            }
+            while tl.len() > tg.len() {
+                tg.extend(eg.iter().cloned());
+            }
+        }
+        Ok(Tokens {
+            l: Some(tl),
+            g: Some(tg),
+        })
+    }
+
+    /// `encode_from_tokens(tokens, return_pooled=True)`: (cond [1, T, C], pooled [1, P]),
+    /// f32 on the CPU. `clip_layer`: CLIPSetLastLayer's value for every member.
+    pub fn encode(&self, tokens: &Tokens, clip_layer: Option<i32>) -> Result<(Tensor, Tensor)> {
+        let need = |t: &Option<Vec<Vec<WeightedToken>>>, which: &str| {
+            t.clone().ok_or_else(|| {
+                ModelError::BadInput(format!(
+                    "no tokens for the {which} encoder of this {} CLIP",
+                    self.kind()
+                ))
+            })
+        };
+        match self {
+            Conditioner::Sd1 { l } => l.encode(&need(&tokens.l, "CLIP-L")?, clip_layer),
+            Conditioner::SdxlRefiner { g } => g.encode(&need(&tokens.g, "CLIP-G")?, clip_layer),
+            Conditioner::Sdxl { l, g } => {
+                let (g_out, g_pooled) = g.encode(&need(&tokens.g, "CLIP-G")?, clip_layer)?;
+                let (l_out, _) = l.encode(&need(&tokens.l, "CLIP-L")?, clip_layer)?;
+                let cut = l_out.dim(1)?.min(g_out.dim(1)?);
+                let cond = Tensor::cat(&[&l_out.narrow(1, 0, cut)?, &g_out.narrow(1, 0, cut)?], 2)?;
+                Ok((cond, g_pooled))
+            }
+        }
+    }
+}
