@@ -1,8 +1,9 @@
 //! The one event stream of a run, with ComfyUI's event names and payloads (spec §8.2). The CLI
 //! renders it as progress bars; the server forwards it unchanged over WebSocket.
 
+use crate::node::PreviewImage;
 use serde_json::{json, Value as Json};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Milliseconds since the Unix epoch (ComfyUI's `timestamp`).
 pub fn now_ms() -> u64 {
@@ -58,12 +59,13 @@ pub enum Event {
         prompt_id: String,
         data: Json,
     },
-    /// A latent preview of the running node (JPEG). Sent over WebSocket as a binary frame, not
-    /// as JSON: `data()` is the frame's metadata (ComfyUI's `PREVIEW_IMAGE_WITH_METADATA`).
+    /// An image of the running node: a latent preview (JPEG) or a SaveImageWebsocket image
+    /// (PNG). Sent over WebSocket as a binary frame, not as JSON: `data()` is the frame's
+    /// metadata (ComfyUI's `PREVIEW_IMAGE_WITH_METADATA`).
     Preview {
         prompt_id: String,
         node: String,
-        jpeg: Arc<[u8]>,
+        image: PreviewImage,
     },
 }
 
@@ -139,9 +141,12 @@ impl Event {
                 data.clone()
             }
             Event::Preview {
-                prompt_id, node, ..
+                prompt_id,
+                node,
+                image,
             } => json!({"node_id": node, "prompt_id": prompt_id, "display_node_id": node,
-                        "parent_node_id": null, "real_node_id": node, "image_type": "image/jpeg"}),
+                        "parent_node_id": null, "real_node_id": node,
+                        "image_type": image.format.mime()}),
         }
     }
 

@@ -140,14 +140,20 @@ struct EventProgress<'a> {
 }
 
 impl ProgressSink for EventProgress<'_> {
-    fn progress(&self, node_id: &str, value: u64, max: u64, preview: Option<Vec<u8>>) {
+    fn progress(
+        &self,
+        node_id: &str,
+        value: u64,
+        max: u64,
+        preview: Option<crate::node::PreviewImage>,
+    ) {
         // ComfyUI's order: the updated progress_state, the preview, then `progress`.
         self.states.update(node_id, value, max, self.events);
-        if let Some(jpeg) = preview {
+        if let Some(image) = preview {
             self.events.emit(Event::Preview {
                 prompt_id: self.prompt_id.to_string(),
                 node: node_id.to_string(),
-                jpeg: jpeg.into(),
+                image,
             });
         }
         self.events.emit(Event::Progress {

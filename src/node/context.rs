@@ -204,10 +204,57 @@ impl Inputs {
     }
 }
 
+/// An encoded image for the clients watching a run (ComfyUI's preview tuple): a latent
+/// preview (JPEG) or an image a node sends instead of saving it (SaveImageWebsocket, PNG).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewImage {
+    pub format: PreviewFormat,
+    pub bytes: std::sync::Arc<[u8]>,
+}
+
+/// The image formats of a preview, with ComfyUI's codes in the `PREVIEW_IMAGE` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreviewFormat {
+    Jpeg,
+    Png,
+}
+
+impl PreviewFormat {
+    /// The frame's format field (`server.py` send_image: JPEG 1, PNG 2).
+    pub fn code(self) -> u32 {
+        match self {
+            PreviewFormat::Jpeg => 1,
+            PreviewFormat::Png => 2,
+        }
+    }
+    /// The metadata's `image_type`.
+    pub fn mime(self) -> &'static str {
+        match self {
+            PreviewFormat::Jpeg => "image/jpeg",
+            PreviewFormat::Png => "image/png",
+        }
+    }
+}
+
+impl PreviewImage {
+    pub fn jpeg(bytes: Vec<u8>) -> Self {
+        PreviewImage {
+            format: PreviewFormat::Jpeg,
+            bytes: bytes.into(),
+        }
+    }
+    pub fn png(bytes: Vec<u8>) -> Self {
+        PreviewImage {
+            format: PreviewFormat::Png,
+            bytes: bytes.into(),
+        }
+    }
+}
+
 /// Receives progress reports of a running node (the executor forwards them as `progress`),
-/// optionally with a preview image (JPEG bytes) of the work so far.
+/// optionally with an image of the work so far.
 pub trait ProgressSink: Send + Sync {
-    fn progress(&self, node_id: &str, value: u64, max: u64, preview: Option<Vec<u8>>);
+    fn progress(&self, node_id: &str, value: u64, max: u64, preview: Option<PreviewImage>);
 }
 
 /// The running node's view of the run.
@@ -242,14 +289,14 @@ impl NodeContext<'_> {
         self.progress_with_preview(value, max, None)
     }
 
-    /// [`progress`](Self::progress) with a preview (JPEG bytes) for the clients watching the
-    /// run, as ComfyUI's progress bar carries one. Nodes draw previews only when
+    /// [`progress`](Self::progress) with an image for the clients watching the run, as
+    /// ComfyUI's progress bar carries one. Nodes draw latent previews only when
     /// `env.previews` is enabled.
     pub fn progress_with_preview(
         &self,
         value: u64,
         max: u64,
-        preview: Option<Vec<u8>>,
+        preview: Option<PreviewImage>,
     ) -> Result<(), NodeError> {
         self.progress.progress(self.node_id, value, max, preview);
         self.check_interrupt()

@@ -8,7 +8,10 @@ mod schema;
 pub mod types;
 mod value;
 
-pub use context::{Inputs, LiteralInputs, NodeContext, NodeError, NodeOutput, ProgressSink};
+pub use context::{
+    Inputs, LiteralInputs, NodeContext, NodeError, NodeOutput, PreviewFormat, PreviewImage,
+    ProgressSink,
+};
 pub use registry::{NodeClass, Registry, RegistryError};
 pub use schema::{
     ChoicesFn, Hidden, InputSpec, InputType, NodeSchema, OutputSpec, Primitive, SchemaStyle,

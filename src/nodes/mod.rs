@@ -16,9 +16,10 @@ pub mod model_loaders_pending;
 pub mod model_sampling;
 mod primitives;
 pub mod sampling;
+pub mod save_image_websocket;
 pub mod sd_types;
 mod strings;
-mod utils;
+pub mod utils;
 pub mod vae;
 
 use crate::node::{Registry, RegistryError};
@@ -38,6 +39,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     mask::register(r)?;
     model_sampling::register(r)?;
     sampling::register(r)?;
+    save_image_websocket::register(r)?;
     vae::register(r)?;
     primitives::register(r)?;
     strings::register(r)?;

@@ -304,6 +304,7 @@ pub fn run_sampler(
                     // A preview is a courtesy: the run goes on without it.
                     .map_err(|e| tracing::warn!(node = ctx.node_id, "latent preview failed: {e}"))
                     .ok()
+                    .map(crate::node::PreviewImage::jpeg)
             });
             if let Err(e) = ctx.progress_with_preview(done as u64, total as u64, jpeg) {
                 stopped.set(true);

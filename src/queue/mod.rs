@@ -30,11 +30,11 @@ pub const SENSITIVE_KEYS: &[&str] = &["auth_token_comfy_org", "api_key_comfy_org
 #[derive(Debug, Clone)]
 pub enum WsPayload {
     Text(Arc<str>),
-    /// A JPEG preview; each socket frames it by its client's feature flags (with or without
-    /// the metadata JSON).
+    /// An image of a running node; each socket frames it by its client's feature flags (with
+    /// or without the metadata JSON, which is serialised as Python's `json.dumps` does).
     Preview {
         metadata: Arc<str>,
-        jpeg: Arc<[u8]>,
+        image: crate::node::PreviewImage,
     },
 }
 
@@ -561,13 +561,13 @@ impl JobQueue {
                 _ => return,
             },
         };
-        if let Event::Preview { jpeg, .. } = e {
+        if let Event::Preview { image, .. } = e {
             let _ = self.events.send(Outbound {
                 to,
                 prompt_id: Some(e.prompt_id().to_string()),
                 payload: WsPayload::Preview {
-                    metadata: e.data().to_string().into(),
-                    jpeg: jpeg.clone(),
+                    metadata: crate::nodes::utils::py_json_dumps(&e.data()).into(),
+                    image: image.clone(),
                 },
             });
             return;

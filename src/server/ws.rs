@@ -147,14 +147,15 @@ async fn session(s: AppState, sid: String, mut socket: WebSocket) {
                             }
                             // ComfyUI sends the metadata form only to clients that said
                             // they support it.
-                            WsPayload::Preview { metadata, jpeg }
+                            WsPayload::Preview { metadata, image }
                                 if client_flags["supports_preview_metadata"] == true =>
                             {
-                                let frame = preview_with_metadata_frame(&metadata, &jpeg);
+                                let frame = preview_with_metadata_frame(&metadata, &image.bytes);
                                 (Message::Binary(frame.into()), None)
                             }
-                            WsPayload::Preview { jpeg, .. } => {
-                                let frame = Message::Binary(preview_frame(FORMAT_JPEG, &jpeg).into());
+                            WsPayload::Preview { image, .. } => {
+                                let frame = preview_frame(image.format.code(), &image.bytes);
+                                let frame = Message::Binary(frame.into());
                                 match held_preview.replace(frame) {
                                     Some(older) => (older, None),
                                     None => continue,
