@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Model families comfyrs runs today; anything else a workflow loads is reported missing.
-pub const SUPPORTED_FAMILIES: &[&str] = &["SD1.x"];
+pub const SUPPORTED_FAMILIES: &[&str] = &["SD1.x", "SDXL"];
 
 /// Image files LoadImage-style inputs name.
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"];
@@ -71,7 +71,7 @@ const FAMILY_PATTERNS: &[(&str, &[&str])] = &[
     ("Qwen-Image", &["qwen"]),
     ("HiDream", &["hidream"]),
     ("Cosmos", &["cosmos", "oldt5"]),
-    ("Lumina", &["lumina", "gemma"]),
+    ("Lumina", &["lumina", "netayume", "gemma"]),
     ("Chroma", &["chroma"]),
     ("OmniGen", &["omnigen"]),
     ("ACE-Step", &["ace_step", "ace-step"]),
@@ -109,6 +109,9 @@ pub struct WorkflowReport {
     /// `api`, `ui`, or the image format it came in.
     pub format: String,
     pub missing: Vec<MissingClass>,
+    /// Classes comfyrs lists (so the workflow loads and validates) but cannot run yet: the
+    /// pending loaders of `nodes::model_loaders_pending`.
+    pub not_implemented: Vec<String>,
     /// Conversion error (other than missing classes).
     pub convert_error: Option<String>,
     /// Validation error summary; None when valid (or not reached).
@@ -126,9 +129,10 @@ impl WorkflowReport {
             .filter(|f| !SUPPORTED_FAMILIES.contains(f))
             .collect()
     }
-    /// Converts, validates and needs only supported families.
+    /// Converts, validates, uses only implemented classes and needs only supported families.
     pub fn runs(&self) -> bool {
         self.missing.is_empty()
+            && self.not_implemented.is_empty()
             && self.convert_error.is_none()
             && self.validated
             && self.unsupported_families().is_empty()
@@ -297,6 +301,7 @@ pub fn check_file(path: &Path, registry: &Registry) -> WorkflowReport {
         name,
         format: String::new(),
         missing: Vec::new(),
+        not_implemented: Vec::new(),
         convert_error: None,
         validate_error: None,
         validated: false,
@@ -359,6 +364,11 @@ pub fn check_file(path: &Path, registry: &Registry) -> WorkflowReport {
         let mut missing: Vec<MissingClass> = Vec::new();
         for (id, n) in nodes {
             let class = n["class_type"].as_str().unwrap_or("");
+            if crate::nodes::model_loaders_pending::is_pending(class)
+                && !report.not_implemented.iter().any(|c| c == class)
+            {
+                report.not_implemented.push(class.to_string());
+            }
             if registry.schema(class).is_none() {
                 match missing.iter_mut().find(|m| m.class_type == class) {
                     Some(m) => m.nodes.push(id.clone()),
@@ -457,6 +467,19 @@ impl Report {
         v
     }
 
+    /// Listed-but-not-implemented classes ranked by how many workflows use them.
+    pub fn not_implemented_ranked(&self) -> Vec<(String, usize)> {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for w in &self.workflows {
+            for c in &w.not_implemented {
+                *counts.entry(c.clone()).or_default() += 1;
+            }
+        }
+        let mut v: Vec<_> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
     /// Unsupported model families ranked by how many workflows need them.
     pub fn families_ranked(&self) -> Vec<(String, usize)> {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -498,6 +521,11 @@ impl Report {
             format!("does not convert: {e}")
         } else if let Some(e) = &w.validate_error {
             format!("invalid: {e}")
+        } else if !w.not_implemented.is_empty() {
+            format!(
+                "loaders not implemented yet: {}",
+                w.not_implemented.join(", ")
+            )
         } else {
             format!(
                 "needs model families: {}",
@@ -532,6 +560,13 @@ impl Report {
                 ));
             }
         }
+        let pending = self.not_implemented_ranked();
+        if !pending.is_empty() {
+            s.push_str("loaders listed but not implemented yet (workflows using them):\n");
+            for (c, n) in pending {
+                s.push_str(&format!("  {n:>4}  {c}\n"));
+            }
+        }
         let fams = self.families_ranked();
         if !fams.is_empty() {
             s.push_str("model families comfyrs does not run yet (workflows needing them):\n");
@@ -554,7 +589,7 @@ impl Report {
             "| workflows | convert to API format | validate (stand-in model files) | run today |\n|---|---|---|---|\n| {total} | {converts} | {validates} | {runs} |\n\n"
         ));
         s.push_str(&format!(
-            "\"Run today\" means: every node class is registered, the workflow validates, and every model family its loaders name is one comfyrs runs ({}). Families are guessed from model file names.\n\n",
+            "\"Run today\" means: every node class is registered and implemented (not one of the loaders listed for model kinds comfyrs cannot run yet), the workflow validates, and every model family its loaders name is one comfyrs runs ({}). Families are guessed from model file names.\n\n",
             SUPPORTED_FAMILIES.join(", ")
         ));
         s.push_str("## Missing node classes, by number of workflows needing them\n\n| workflows | class | custom-node pack |\n|---|---|---|\n");
@@ -563,6 +598,10 @@ impl Report {
                 "| {n} | `{c}` | {} |\n",
                 p.as_deref().unwrap_or("core")
             ));
+        }
+        s.push_str("\n## Loaders listed but not implemented yet\n\nRegistered with ComfyUI's schemas so these workflows load and validate; running one fails naming the model kind.\n\n| workflows | class |\n|---|---|\n");
+        for (c, n) in self.not_implemented_ranked() {
+            s.push_str(&format!("| {n} | `{c}` |\n"));
         }
         s.push_str(
             "\n## Model families comfyrs does not run yet\n\n| workflows | family |\n|---|---|\n",

@@ -364,6 +364,12 @@ fn cli_check_reports_conversion_validation_and_what_is_missing() {
         .unwrap()
         .push(json!({"id": 99, "type": "VHS_LoadVideo", "mode": 0, "inputs": [], "outputs": []}));
     std::fs::write(wfs.join("c_custom.json"), ui.to_string()).unwrap();
+    // A listed-but-not-implemented loader: converts and validates, does not run.
+    let pending = json!({
+        "1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}},
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
+    });
+    std::fs::write(wfs.join("d_pending.json"), pending.to_string()).unwrap();
     let md = dir.path().join("coverage.md");
     let o = comfyrs()
         .arg("check")
@@ -390,7 +396,12 @@ fn cli_check_reports_conversion_validation_and_what_is_missing() {
         "{text}"
     );
     assert!(
-        text.contains("3 workflows: 2 convert, 2 validate, 2 run"),
+        lines[3].starts_with("d_pending.json")
+            && lines[3].ends_with("loaders not implemented yet: UpscaleModelLoader"),
+        "{text}"
+    );
+    assert!(
+        text.contains("4 workflows: 3 convert, 3 validate, 2 run"),
         "{text}"
     );
     assert!(
@@ -398,7 +409,8 @@ fn cli_check_reports_conversion_validation_and_what_is_missing() {
         "{text}"
     );
     let md = std::fs::read_to_string(md).unwrap();
-    assert!(md.contains("| 3 | 2 | 2 | 2 |"), "{md}");
+    assert!(md.contains("| 4 | 3 | 3 | 2 |"), "{md}");
+    assert!(md.contains("| 1 | `UpscaleModelLoader` |"), "{md}");
     assert!(
         md.contains("| 1 | `VHS_LoadVideo` | comfyui-videohelpersuite |"),
         "{md}"

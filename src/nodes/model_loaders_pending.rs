@@ -302,6 +302,11 @@ const PENDING: &[PendingEntry] = &[
     (audio_encoder_loader, "audio encoders"),
 ];
 
+/// Whether `class` is one of the loaders listed here (registered, but not runnable).
+pub fn is_pending(class: &str) -> bool {
+    PENDING.iter().any(|(schema, _)| schema().name == class)
+}
+
 /// Registers every pending loader. A class that another module registers for real is a
 /// `Duplicate` error: the family that lands removes its entry here, so each class has one
 /// implementation.
