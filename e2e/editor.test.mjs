@@ -50,13 +50,13 @@ function freePort() {
   })
 }
 
-async function startServer() {
+async function startServer(extraArgs = []) {
   assert.ok(frontendRoot, 'FRONTEND_ROOT must name the frontend static/ folder')
   assert.ok(fs.existsSync(path.join(frontendRoot, 'index.html')), `no index.html in ${frontendRoot}`)
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'comfyrs-e2e-'))
   const port = await freePort()
   const proc = spawn(bin, ['serve', '--port', String(port), '--data-dir', dataDir,
-    '--models-dir', path.join(repo, 'fixtures/models'), '--front-end-root', frontendRoot],
+    '--models-dir', path.join(repo, 'fixtures/models'), '--front-end-root', frontendRoot, ...extraArgs],
   { stdio: ['ignore', 'pipe', 'pipe'] })
   let log = ''
   await new Promise((resolve, reject) => {
@@ -259,4 +259,50 @@ test('an interrupted run shows as interrupted', async () => {
     .waitFor({ timeout: 10000 })
   await shot('09-interrupted')
   assert.deepEqual(unexpected(), [])
+})
+
+test('with --token, the editor opens from /?token= and runs a workflow on its session cookie', async () => {
+  const secured = await startServer(['--token', 'e2e-secret'])
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } })
+  try {
+    const p = await context.newPage()
+    // Without the token: the JSON 401 of every ComfyUI route.
+    const denied = await p.goto(secured.url)
+    assert.equal(denied.status(), 401)
+    const before = problems.length
+    watch(p)
+    const sameServer = (u) => u.startsWith(secured.url)
+    await p.goto(`${secured.url}?token=e2e-secret`)
+    assert.equal(new URL(p.url()).search, '', 'the token leaves the address bar')
+    const cookies = await context.cookies(secured.url)
+    const session = cookies.find((c) => c.name === 'comfyrs_session')
+    assert.ok(session && session.httpOnly && session.sameSite === 'Strict', JSON.stringify(cookies))
+    await p.waitForFunction(() => window.app?.graph && window.LiteGraph?.registered_node_types?.KSampler,
+      null, { timeout: 60000 })
+    await p.waitForLoadState('networkidle')
+    await p.evaluate((wf) => window.app.loadGraphData(wf), workflow)
+    const done = p.evaluate(() => new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no execution_success within 60 s')), 60000)
+      window.app.api.addEventListener('execution_success', (e) => { clearTimeout(timer); resolve(e.detail) }, { once: true })
+    }))
+    done.catch(() => {}) // judged by the await below; a failure before it must not go unhandled
+    // A new user's first visit opens a welcome dialog over the canvas; queue as Run does.
+    await p.evaluate(() => window.app.queuePrompt(0, 1))
+    await done
+    assert.ok(fs.existsSync(path.join(secured.dataDir, 'output', 'e2e_00001_.png')))
+    await p.screenshot({ path: path.join(out, '10-token-session.png') })
+    // The main page's problems are judged by the tests above; here only this server's.
+    const mine = problems.slice(before).filter((m) => sameServer(m.replace(/^.*? (GET|POST) /, '')) || !/HTTP|request failed/.test(m))
+    problems.length = before
+    const judged = mine
+      .filter((m) => !/api\.comfy\.org/.test(m))
+      .filter((m) => !(m.startsWith('page error:') && FRONTEND_OWN_ERROR.test(m)))
+      // The welcome dialog of a first visit reports the expected /templates/index.json 404.
+      .filter((m) => !m.startsWith('console error: Error fetching workflow templates'))
+      .filter((m) => !EXPECTED_404.some((re) => re.test(m.replace(/ net::.*$/, '').replace(/^.* (GET|POST) /, '').replace(/^console error: Failed to load resource.*\((.*)\)$/, '$1'))))
+    assert.deepEqual(judged, [])
+  } finally {
+    await context.close()
+    secured.proc.kill()
+  }
 })
