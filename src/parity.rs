@@ -90,10 +90,14 @@ pub fn test_image_rgb(n: u32) -> Vec<u8> {
             }
             if 0.12 * nf <= xf && xf < 0.45 * nf && 0.55 * nf <= yf && yf < 0.88 * nf {
                 let cell = (n / 32).max(1);
-                let v = if ((x / cell) + (y / cell)) % 2 == 0 { 255 } else { 0 };
+                let v = if ((x / cell) + (y / cell)).is_multiple_of(2) {
+                    255
+                } else {
+                    0
+                };
                 px = [v, v, v];
             }
-            if xf >= 0.55 * nf && yf >= 0.6 * nf && ((x + y) / (n / 16).max(1)) % 2 == 0 {
+            if xf >= 0.55 * nf && yf >= 0.6 * nf && ((x + y) / (n / 16).max(1)).is_multiple_of(2) {
                 px = [240, 220, 30];
             }
             out.extend_from_slice(&px);
@@ -313,7 +317,8 @@ pub fn format_result(r: &CaseResult) -> String {
 }
 
 #[cfg(test)]
-const TEST_IMAGE_RGB_SHA256: &str = "0f2723d65320196ad2ceb1c77a4efd3a4af72223e898135ff426309e6c2a33f1";
+const TEST_IMAGE_RGB_SHA256: &str =
+    "0f2723d65320196ad2ceb1c77a4efd3a4af72223e898135ff426309e6c2a33f1";
 
 #[cfg(test)]
 mod tests {
