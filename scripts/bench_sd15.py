@@ -45,6 +45,15 @@ def cpu_seconds(pid):
         return 0.0
 
 
+def rss_gib(pid):
+    """Current resident set size of a process in GiB (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) / 1024 / 1024
+    except (OSError, AttributeError):
+        return None
+
+
 def child_pid(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -66,6 +75,7 @@ def cold_run(exe, workflow, models_dir, out_dir):
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = []
     cpu = []  # CPU seconds of the comfyrs process at each event
+    rss = []  # its resident memory at each event
     worker = None
     for line in p.stdout:
         t = time.monotonic() - t0
@@ -73,6 +83,7 @@ def cold_run(exe, workflow, models_dir, out_dir):
         try:
             events.append((t, json.loads(line)))
             cpu.append(cpu_seconds(worker) if worker else 0.0)
+            rss.append(rss_gib(worker) if worker else None)
         except ValueError:
             pass
     err = p.stderr.read()
@@ -96,6 +107,8 @@ def cold_run(exe, workflow, models_dir, out_dir):
     first_image = next(t for t, e in events if e["type"] == "executed" and e["data"].get("node") == saver)
     step_times = [b - a for a, b in zip(steps, steps[1:])]
     decode = [k for k, v in wf.items() if v["class_type"] == "VAEDecode"][0]
+    loaded_at = after(loader)
+    rss_loaded = next((r for (t, e), r in zip(events, rss) if t >= loaded_at), None)
     return {
         "load_before": load_before,
         "load_after": load_avg(),
@@ -109,6 +122,8 @@ def cold_run(exe, workflow, models_dir, out_dir):
         "time_to_first_image_s": round(first_image, 2),
         "process_wall_s": round(total, 2),
         "peak_rss_gib": round(rss_kb / 1024 / 1024, 3),
+        # VmRSS at the first event after the checkpoint loader finished: the loaded model
+        "rss_after_checkpoint_load_gib": round(rss_loaded, 3) if rss_loaded is not None else None,
     }
 
 

@@ -58,8 +58,9 @@ enum Command {
     },
     /// Serve ComfyUI's HTTP + WebSocket API (POST /prompt, /ws, /history, /view, ...).
     Serve(ServeArgs),
-    /// Full-size parity with ComfyUI: run the SD1.5 parity workflows on a checkpoint and
-    /// compare each saved PNG with ComfyUI's reference (mean/max |Δ|, PSNR, pass/fail).
+    /// Full-size parity with ComfyUI: run the SD1.5 / SDXL parity workflows on full-size
+    /// checkpoints and compare each saved PNG with ComfyUI's reference (mean/max |Δ|, PSNR,
+    /// pass/fail).
     Parity(ParityArgs),
     /// Convert a workflow (UI-format JSON, or an image carrying one) to API format, as the
     /// ComfyUI editor's "Export (API)" does. Prints the API node ids --set/--overrides use.
@@ -240,9 +241,21 @@ impl ServerlessArgs {
 
 #[derive(Args)]
 struct ParityArgs {
-    /// The full-size random SD1.5 checkpoint (../shared/parity/gen_sd15.py writes it).
-    #[arg(long, value_name = "FILE")]
-    checkpoint: PathBuf,
+    /// Point every workflow's CheckpointLoaderSimple at this file (one-checkpoint suites such
+    /// as sd15, or --workflow files; ../shared/parity/gen_sd15.py writes the SD1.5 one).
+    #[arg(long, value_name = "FILE", required_unless_present = "models_dir")]
+    checkpoint: Option<PathBuf>,
+    /// Folder holding the checkpoints the workflows name (in it or in its `checkpoints/`):
+    /// sd15_random.safetensors, and scripts/parity/gen_sdxl.py's sdxl_random.safetensors and
+    /// sdxl_refiner_random.safetensors.
+    #[arg(long, value_name = "DIR", conflicts_with = "checkpoint")]
+    models_dir: Option<PathBuf>,
+    /// Built-in suite to run: sd15, sdxl or all (repeatable; default sd15).
+    #[arg(long = "suite", value_name = "NAME")]
+    suites: Vec<String>,
+    /// Run only the built-in cases of this name (repeatable).
+    #[arg(long = "case", value_name = "NAME")]
+    cases: Vec<String>,
     /// Folder of ComfyUI's reference PNGs, one `<case>.png` per workflow.
     #[arg(long, value_name = "DIR", default_value = "../shared/parity/reference")]
     reference_dir: PathBuf,
@@ -250,7 +263,7 @@ struct ParityArgs {
     /// and so the reference file name, is the file's stem).
     #[arg(long = "workflow", value_name = "FILE")]
     workflows: Vec<PathBuf>,
-    /// Where the images comfyrs produces are written.
+    /// Where the images comfyrs produces are written (the img2img input goes to its `input/`).
     #[arg(long, value_name = "DIR", default_value = "parity_out")]
     output_dir: PathBuf,
 }
@@ -740,29 +753,48 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
     }
 }
 
-/// `comfyrs parity`: every case runs on one executor (one checkpoint load); exit 1 when a
-/// case fails the bar or cannot run.
+/// `comfyrs parity`: cases on the same checkpoint share one executor (one load); exit 1 when
+/// a case fails the bar or cannot run.
 fn run_parity(args: ParityArgs) -> Result<(), Fatal> {
-    use comfyrs::parity::{format_result, ParityRunner, BUILTIN_CASES};
-    let ckpt = &args.checkpoint;
-    let (Some(dir), Some(name)) = (ckpt.parent(), ckpt.file_name().and_then(|n| n.to_str())) else {
-        return Err(fatal(
-            2,
-            format!("--checkpoint {}: not a file path", ckpt.display()),
-        ));
-    };
-    if !ckpt.is_file() {
-        return Err(fatal(
-            2,
-            format!("--checkpoint {}: no such file", ckpt.display()),
-        ));
+    use comfyrs::parity::{format_result, write_test_image, ParityRunner, BUILTIN_CASES, SUITES};
+    let mut suites: Vec<&str> = Vec::new();
+    for s in &args.suites {
+        match s.as_str() {
+            "all" => suites.extend(SUITES),
+            other => match SUITES.iter().find(|x| **x == other) {
+                Some(s) => suites.push(s),
+                None => {
+                    return Err(fatal(
+                        2,
+                        format!(
+                            "--suite {other}: unknown suite (allowed: {}, all)",
+                            SUITES.join(", ")
+                        ),
+                    ))
+                }
+            },
+        }
+    }
+    if suites.is_empty() {
+        suites.push("sd15");
     }
     let mut cases: Vec<(String, String)> = Vec::new();
     if args.workflows.is_empty() {
+        for name in &args.cases {
+            if !BUILTIN_CASES.iter().any(|c| c.name == name) {
+                let all: Vec<_> = BUILTIN_CASES.iter().map(|c| c.name).collect();
+                return Err(fatal(
+                    2,
+                    format!("--case {name}: no such case (built-in: {})", all.join(", ")),
+                ));
+            }
+        }
         cases.extend(
             BUILTIN_CASES
                 .iter()
-                .map(|(n, j)| (n.to_string(), j.to_string())),
+                .filter(|c| suites.contains(&c.suite))
+                .filter(|c| args.cases.is_empty() || args.cases.iter().any(|n| n == c.name))
+                .map(|c| (c.name.to_string(), c.workflow.to_string())),
         );
     }
     for w in &args.workflows {
@@ -771,17 +803,64 @@ fn run_parity(args: ParityArgs) -> Result<(), Fatal> {
         let stem = w.file_stem().map(|s| s.to_string_lossy().into_owned());
         cases.push((stem.unwrap_or_default(), text));
     }
+    if cases.is_empty() {
+        return Err(fatal(2, "no case selected"));
+    }
     let mut paths = Paths::under(&args.output_dir);
     paths.model_roots.clear();
-    let dir = if dir.as_os_str().is_empty() {
-        std::path::Path::new(".")
-    } else {
-        dir
+    let ckpt_name = match (&args.checkpoint, &args.models_dir) {
+        (Some(ckpt), _) => {
+            let (Some(dir), Some(name)) =
+                (ckpt.parent(), ckpt.file_name().and_then(|n| n.to_str()))
+            else {
+                return Err(fatal(
+                    2,
+                    format!("--checkpoint {}: not a file path", ckpt.display()),
+                ));
+            };
+            if !ckpt.is_file() {
+                return Err(fatal(
+                    2,
+                    format!("--checkpoint {}: no such file", ckpt.display()),
+                ));
+            }
+            if args.workflows.is_empty() && suites.contains(&"sdxl") {
+                return Err(fatal(
+                    2,
+                    "--checkpoint: the sdxl suite needs two checkpoints (base and refiner); \
+                     give --models-dir instead",
+                ));
+            }
+            let dir = if dir.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                dir
+            };
+            paths.add_model_folder("checkpoints", dir.to_path_buf(), true);
+            Some(name.to_string())
+        }
+        (None, Some(dir)) => {
+            if !dir.is_dir() {
+                return Err(fatal(
+                    2,
+                    format!("--models-dir {}: no such folder", dir.display()),
+                ));
+            }
+            paths.add_model_folder("checkpoints", dir.join("checkpoints"), false);
+            paths.add_model_folder("checkpoints", dir.clone(), false);
+            None
+        }
+        (None, None) => return Err(fatal(2, "give --checkpoint FILE or --models-dir DIR")),
     };
-    paths.add_model_folder("checkpoints", dir.to_path_buf(), true);
     paths.output = args.output_dir.clone();
+    paths.input = args.output_dir.join("input");
+    write_test_image(&paths.input).map_err(|e| fatal(1, e))?;
     let env = Arc::new(Environment::new(paths));
-    let runner = ParityRunner::new(Arc::new(Registry::with_builtin_nodes()), env, name);
+    let mut runner = ParityRunner::new(
+        Arc::new(Registry::with_builtin_nodes()),
+        env,
+        ckpt_name.as_deref(),
+    );
     let mut failed = 0;
     for (case, json) in &cases {
         let reference = args.reference_dir.join(format!("{case}.png"));

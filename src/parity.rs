@@ -1,10 +1,11 @@
-//! Full-size parity with ComfyUI: run SD1.5 workflows on a checkpoint and compare the saved
-//! PNGs with ComfyUI's reference PNGs for the same workflow and seed (`comfyrs parity`).
+//! Full-size parity with ComfyUI: run workflows on full-size random-weight checkpoints and
+//! compare the saved PNGs with ComfyUI's reference PNGs for the same workflow and seed
+//! (`comfyrs parity`).
 //!
-//! The bar (issue 3, `../shared/parity/README.md`): on CPU fp32, mean |Δ| ≤ 0.5 and
+//! The bar (issues 3 and 12, `../shared/parity/README.md`): on CPU fp32, mean |Δ| ≤ 0.5 and
 //! max |Δ| ≤ 4 levels (0–255) over every channel of every pixel. The built-in cases are the
-//! workflows under `workflows/sd15/` (compiled in); the references are ComfyUI's outputs named
-//! `<case>.png`.
+//! workflows under `workflows/sd15/` and `workflows/sdxl/` (compiled in), grouped in suites by
+//! the checkpoints they need; the references are ComfyUI's outputs named `<case>.png`.
 
 use crate::env::Environment;
 use crate::exec::{Executor, ExecutorConfig, Interrupt, NoEvents, RunStatus};
@@ -21,17 +22,99 @@ pub const MAX_MEAN_ABS_DIFF: f64 = 0.5;
 /// Largest allowed single-channel |Δ| in 8-bit levels.
 pub const MAX_ABS_DIFF: u8 = 4;
 
-/// The built-in full-size cases: name (= reference file stem) and workflow JSON.
-pub const BUILTIN_CASES: &[(&str, &str)] = &[
-    (
-        "sd15_txt2img",
-        include_str!("../workflows/sd15/sd15_txt2img.json"),
-    ),
-    (
-        "sd15_dpmpp2m_karras",
-        include_str!("../workflows/sd15/sd15_dpmpp2m_karras.json"),
-    ),
+/// One built-in full-size case.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// The case name, also the reference file stem (`<name>.png`).
+    pub name: &'static str,
+    /// The suite it belongs to (`sd15`, `sdxl`).
+    pub suite: &'static str,
+    /// The API-format workflow; its `CheckpointLoaderSimple` names the checkpoint it needs
+    /// (`sd15_random.safetensors`, `sdxl_random.safetensors`,
+    /// `sdxl_refiner_random.safetensors`, the generators' files).
+    pub workflow: &'static str,
+}
+
+/// The built-in cases, in the order they run (cases on the same checkpoint are adjacent, so
+/// each checkpoint is loaded once).
+pub const BUILTIN_CASES: &[Case] = &[
+    Case {
+        name: "sd15_txt2img",
+        suite: "sd15",
+        workflow: include_str!("../workflows/sd15/sd15_txt2img.json"),
+    },
+    Case {
+        name: "sd15_dpmpp2m_karras",
+        suite: "sd15",
+        workflow: include_str!("../workflows/sd15/sd15_dpmpp2m_karras.json"),
+    },
+    Case {
+        name: "sdxl_txt2img",
+        suite: "sdxl",
+        workflow: include_str!("../workflows/sdxl/sdxl_txt2img.json"),
+    },
+    Case {
+        name: "sdxl_sizecond",
+        suite: "sdxl",
+        workflow: include_str!("../workflows/sdxl/sdxl_sizecond.json"),
+    },
+    Case {
+        name: "sdxl_img2img",
+        suite: "sdxl",
+        workflow: include_str!("../workflows/sdxl/sdxl_img2img.json"),
+    },
+    Case {
+        name: "sdxl_refiner_only",
+        suite: "sdxl",
+        workflow: include_str!("../workflows/sdxl/sdxl_refiner_only.json"),
+    },
 ];
+
+/// The suites, for `--suite`.
+pub const SUITES: &[&str] = &["sd15", "sdxl"];
+
+/// The img2img input of the parity workflows (`comfyrs_test_256.png` in their `LoadImage`):
+/// the image of `../shared/parity/gen_test_image.py` (red/green gradient, a blue disc, a
+/// checkerboard square, yellow stripes), `[n, n, 3]` RGB bytes.
+pub fn test_image_rgb(n: u32) -> Vec<u8> {
+    let nf = n as f64;
+    let s = 255.0 / (nf - 1.0);
+    let mut out = Vec::with_capacity((n * n * 3) as usize);
+    for y in 0..n {
+        for x in 0..n {
+            let (xf, yf) = (x as f64, y as f64);
+            let mut px = [(xf * s) as u8, (yf * s) as u8, 96];
+            let (cx, cy, rad) = (0.68 * nf, 0.34 * nf, 0.2 * nf);
+            if (xf - cx).powi(2) + (yf - cy).powi(2) <= rad * rad {
+                px = [40, 90, 220];
+            }
+            if 0.12 * nf <= xf && xf < 0.45 * nf && 0.55 * nf <= yf && yf < 0.88 * nf {
+                let cell = (n / 32).max(1);
+                let v = if ((x / cell) + (y / cell)).is_multiple_of(2) {
+                    255
+                } else {
+                    0
+                };
+                px = [v, v, v];
+            }
+            if xf >= 0.55 * nf && yf >= 0.6 * nf && ((x + y) / (n / 16).max(1)).is_multiple_of(2) {
+                px = [240, 220, 30];
+            }
+            out.extend_from_slice(&px);
+        }
+    }
+    out
+}
+
+/// Writes the img2img input (`comfyrs_test_256.png`) into `dir`.
+pub fn write_test_image(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("comfyrs_test_256.png");
+    let img = image::RgbImage::from_raw(256, 256, test_image_rgb(256)).expect("256x256x3 bytes");
+    img.save(&path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
 
 /// How two 8-bit RGB images differ (the metrics of `../shared/parity/compare.py`).
 #[derive(Debug, Clone, PartialEq)]
@@ -125,41 +208,69 @@ pub fn use_checkpoint(workflow: &mut Workflow, ckpt_name: &str) {
     }
 }
 
-/// Runs parity cases on one executor (the checkpoint is loaded once and shared).
+/// The checkpoint names a workflow's `CheckpointLoaderSimple` nodes load, sorted.
+pub fn checkpoints_of(workflow: &Workflow) -> Vec<String> {
+    let mut names: Vec<String> = workflow
+        .nodes
+        .values()
+        .filter(|n| n.class_type == "CheckpointLoaderSimple")
+        .filter_map(|n| n.inputs.get("ckpt_name")?.as_str().map(String::from))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Runs parity cases. Consecutive cases on the same checkpoints share one executor (the
+/// checkpoint is loaded once); when the checkpoints change the old executor, and with it the
+/// loaded models, is dropped before the next case runs, so two full-size SDXL models are
+/// never held at once.
 pub struct ParityRunner {
     registry: Arc<Registry>,
     env: Arc<Environment>,
-    executor: Executor,
-    ckpt_name: String,
+    executor: Option<(Vec<String>, Executor)>,
+    ckpt_name: Option<String>,
 }
 
 impl ParityRunner {
-    /// `env` must find `ckpt_name` among its checkpoints and write to its output folder.
-    pub fn new(registry: Arc<Registry>, env: Arc<Environment>, ckpt_name: &str) -> Self {
-        let executor = Executor::new(registry.clone(), env.clone(), ExecutorConfig::default());
+    /// `env` must find the checkpoints among its `checkpoints` folders and write to its output
+    /// folder. With `ckpt_name`, every case's loaders are pointed at that file; without, each
+    /// workflow loads the checkpoint it names.
+    pub fn new(registry: Arc<Registry>, env: Arc<Environment>, ckpt_name: Option<&str>) -> Self {
         ParityRunner {
             registry,
             env,
-            executor,
-            ckpt_name: ckpt_name.into(),
+            executor: None,
+            ckpt_name: ckpt_name.map(String::from),
         }
     }
 
     /// Runs one workflow and compares its first saved image with `reference`.
     pub fn run_case(
-        &self,
+        &mut self,
         name: &str,
         workflow_json: &str,
         reference: &Path,
     ) -> Result<CaseResult, String> {
         let mut wf = parse_workflow(workflow_json).map_err(|e| format!("{name}: {e}"))?;
-        use_checkpoint(&mut wf, &self.ckpt_name);
+        if let Some(ckpt) = &self.ckpt_name {
+            use_checkpoint(&mut wf, ckpt);
+        }
+        let ckpts = checkpoints_of(&wf);
+        if self.executor.as_ref().is_some_and(|(c, _)| *c != ckpts) {
+            self.executor = None; // frees the previous models before the next load
+        }
         let valid = prepare(wf, &Overrides::default(), &self.registry, &self.env, None)
             .map_err(|e| format!("{name}: invalid workflow: {}", e.to_comfy_json()))?;
+        let (registry, env) = (self.registry.clone(), self.env.clone());
+        let (_, executor) = self.executor.get_or_insert_with(|| {
+            (
+                ckpts,
+                Executor::new(registry, env, ExecutorConfig::default()),
+            )
+        });
         let start = Instant::now();
-        let out = self
-            .executor
-            .run(name, &valid, None, &Interrupt::new(), &NoEvents);
+        let out = executor.run(name, &valid, None, &Interrupt::new(), &NoEvents);
         let elapsed = start.elapsed();
         if let RunStatus::Error(e) | RunStatus::Interrupted(e) = &out.status {
             return Err(format!("{name}: run failed: {e}"));
@@ -206,6 +317,10 @@ pub fn format_result(r: &CaseResult) -> String {
 }
 
 #[cfg(test)]
+const TEST_IMAGE_RGB_SHA256: &str =
+    "0f2723d65320196ad2ceb1c77a4efd3a4af72223e898135ff426309e6c2a33f1";
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -238,16 +353,38 @@ mod tests {
 
     #[test]
     fn builtin_cases_parse_and_name_their_checkpoint() {
-        for (name, json) in BUILTIN_CASES {
-            let mut wf = parse_workflow(json).unwrap();
+        for case in BUILTIN_CASES {
+            assert!(SUITES.contains(&case.suite), "{}", case.name);
+            let mut wf = parse_workflow(case.workflow).unwrap();
+            let want = match (case.suite, case.name) {
+                ("sd15", _) => "sd15_random.safetensors",
+                ("sdxl", "sdxl_refiner_only") => "sdxl_refiner_random.safetensors",
+                ("sdxl", _) => "sdxl_random.safetensors",
+                _ => unreachable!(),
+            };
+            assert_eq!(checkpoints_of(&wf), vec![want.to_string()], "{}", case.name);
             use_checkpoint(&mut wf, "x.safetensors");
-            let loaders: Vec<_> = wf
+            assert_eq!(checkpoints_of(&wf), vec!["x.safetensors".to_string()]);
+            let prefix = wf
                 .nodes
                 .values()
-                .filter(|n| n.class_type == "CheckpointLoaderSimple")
-                .collect();
-            assert_eq!(loaders.len(), 1, "{name}");
-            assert_eq!(loaders[0].inputs["ckpt_name"], "x.safetensors");
+                .find(|n| n.class_type == "SaveImage")
+                .map(|n| n.inputs["filename_prefix"].clone());
+            assert_eq!(prefix, Some(Json::from(case.name)), "{}", case.name);
         }
+    }
+
+    #[test]
+    fn test_image_is_gen_test_image_py() {
+        // sha256 of the decoded RGB bytes of `gen_test_image.py OUT.png` (256x256), computed
+        // with Python from the script's output file.
+        use sha2::{Digest, Sha256};
+        let rgb = test_image_rgb(256);
+        assert_eq!(rgb.len(), 256 * 256 * 3);
+        let hex: String = Sha256::digest(&rgb)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, TEST_IMAGE_RGB_SHA256);
     }
 }
