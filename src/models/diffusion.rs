@@ -4,6 +4,8 @@
 //! LoRA patching and the executor only see [`DiffusionNet`]; a new family adds a variant
 //! here and its own module.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 
 use super::checkpoint::WeightMap;
@@ -34,7 +36,8 @@ pub struct ModelInputs<'a> {
 #[derive(Clone)]
 pub enum DiffusionNet {
     Unet(Unet),
-    Flux(Flux),
+    /// Shared: the blocks are built once, a MODEL clone is a pointer copy.
+    Flux(Arc<Flux>),
 }
 
 impl std::fmt::Debug for DiffusionNet {
@@ -54,7 +57,7 @@ impl From<Unet> for DiffusionNet {
 
 impl From<Flux> for DiffusionNet {
     fn from(f: Flux) -> Self {
-        DiffusionNet::Flux(f)
+        DiffusionNet::Flux(Arc::new(f))
     }
 }
 
@@ -86,7 +89,10 @@ impl DiffusionNet {
             }
             DiffusionNet::Flux(f) => {
                 let vb = crate::models::nn::weights_vb(weights.clone(), f.dtype(), f.device());
-                DiffusionNet::Flux(Flux::new(vb.pp(prefix.trim_end_matches('.')), f.config())?)
+                DiffusionNet::Flux(Arc::new(Flux::new(
+                    vb.pp(prefix.trim_end_matches('.')),
+                    f.config(),
+                )?))
             }
         })
     }
