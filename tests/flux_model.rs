@@ -218,3 +218,43 @@ fn kontext_reference_latents_match_comfyui() {
         );
     }
 }
+
+#[test]
+fn fill_and_canny_concat_channels_match_comfyui() {
+    use comfyrs::models::LatentFormat;
+    use comfyrs::sampling::conds::{flux_concat, CondOptions};
+    let g = goldens();
+    let process_in = |z: &Tensor| LatentFormat::flux().process_in(z);
+    let shape = [2, 16, 6, 8];
+    for inc in [96usize, 32] {
+        let plain = CondOptions::default();
+        let with = CondOptions {
+            concat_latent_image: Some(g["concat.image"].clone()),
+            concat_mask: Some(g["concat.mask"].clone()),
+            ..Default::default()
+        };
+        let image_only = CondOptions {
+            concat_latent_image: Some(g["concat.image"].clone()),
+            ..Default::default()
+        };
+        let dmask = &g["concat.denoise_mask"];
+        for (case, opts, dm) in [
+            ("plain", &plain, None),
+            ("image_mask", &with, None),
+            ("denoise_mask", &image_only, Some(dmask)),
+        ] {
+            let ours = flux_concat(opts, inc, 16, shape, dm, &process_in)
+                .unwrap()
+                .expect("a concat for models with extra input channels");
+            check(
+                &format!("concat {inc} {case}"),
+                &ours,
+                &g[&format!("concat.{inc}.{case}")],
+                1e-6,
+            );
+        }
+    }
+    // Plain models take none.
+    let none = flux_concat(&CondOptions::default(), 16, 16, shape, None, &process_in).unwrap();
+    assert!(none.is_none());
+}

@@ -290,3 +290,97 @@ fn flux_vae_has_16_channels_and_no_quant_convs() {
     let back = vae.decode(&z).unwrap();
     assert_eq!(back.dims(), &[1, 48, 64, 3]);
 }
+
+/// Flux's `c_crossattn` is a `CONDRegular`: conds of different token lengths run as
+/// separate model calls, where a UNet's `CONDCrossAttn` batches them (tokens repeated to
+/// their LCM).
+#[test]
+fn flux_conds_of_different_lengths_are_not_batched() {
+    use comfyrs::sampling::conds::{
+        calc_cond_batch, prepare, CondInput, CondModel, CondOptions, ExtraCondInput, ModelConds,
+        PrepareContext,
+    };
+    use comfyrs::sampling::model_sampling::ModelSampling;
+    use std::cell::RefCell;
+
+    struct Calls(RefCell<Vec<(usize, usize)>>);
+    impl CondModel for Calls {
+        fn apply(
+            &self,
+            x: &Tensor,
+            _: f64,
+            context: &Tensor,
+            _: Option<&Tensor>,
+            _: Option<&Tensor>,
+        ) -> candle_core::Result<Tensor> {
+            self.0.borrow_mut().push((x.dim(0)?, context.dim(1)?));
+            x.zeros_like()
+        }
+    }
+    let ms = ModelSampling::flux_dev();
+    let shape = [1usize, 16, 4, 4];
+    let x = Tensor::zeros(&shape, DType::F32, &Device::Cpu).unwrap();
+    let long = Tensor::ones((1, 8, 4), DType::F32, &Device::Cpu).unwrap();
+    let short = Tensor::ones((1, 4, 4), DType::F32, &Device::Cpu).unwrap();
+    let opts = CondOptions::default();
+    let list = vec![
+        CondInput {
+            cross_attn: &long,
+            pooled: None,
+            opts: &opts,
+        },
+        CondInput {
+            cross_attn: &short,
+            pooled: None,
+            opts: &opts,
+        },
+    ];
+    let process_in = |z: &Tensor| Ok(z.clone());
+    for (regular, expected) in [(false, vec![(2, 8)]), (true, vec![(1, 8), (1, 4)])] {
+        let hook = move |_: &ExtraCondInput| -> candle_core::Result<ModelConds> {
+            Ok(ModelConds {
+                regular_cross_attn: regular,
+                ..ModelConds::default()
+            })
+        };
+        let ctx = PrepareContext {
+            shape,
+            sampling: &ms,
+            latent_image: &x,
+            denoise_mask: None,
+            inpaint_model: false,
+            extra_conds: Some(&hook),
+            process_in: &process_in,
+        };
+        let prepared = prepare(&[list.clone()], &ctx).unwrap();
+        let model = Calls(RefCell::new(Vec::new()));
+        calc_cond_batch(&model, &[Some(prepared.lists[0].as_slice())], &x, 0.5).unwrap();
+        assert_eq!(
+            model.0.into_inner(),
+            expected,
+            "regular cross-attn {regular}"
+        );
+    }
+}
+
+#[test]
+fn lora_on_a_flux_model_is_a_node_error_naming_the_family() {
+    let (_d, env) = setup();
+    let loras = env.paths.model_roots[0].join("loras");
+    std::fs::create_dir_all(&loras).unwrap();
+    let lora: std::collections::HashMap<String, Tensor> = [(
+        "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight".to_string(),
+        Tensor::zeros((4, 64), DType::F32, &Device::Cpu).unwrap(),
+    )]
+    .into();
+    candle_core::safetensors::save(&lora, loras.join("flux_lora.safetensors")).unwrap();
+    let mut p = quickstart(64, 64);
+    p["50"] = json!({"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": ["12", 0], "lora_name": "flux_lora.safetensors", "strength_model": 1.0}});
+    p["30"]["inputs"]["model"] = json!(["50", 0]);
+    let err = run(&env, &p).unwrap_err();
+    assert!(
+        err.contains("LoRA on Flux models is not supported"),
+        "{err}"
+    );
+}

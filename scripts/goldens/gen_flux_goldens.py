@@ -26,11 +26,17 @@ Writes:
         the two reference-latent methods;
       * `step.*`: one denoised prediction through ComfyUI's `model_base.Flux` (dev config,
         ModelSamplingFlux shift 1.15): `extra_conds` (guidance default 3.5, pooled -> y) and
-        `apply_model` at sigma 0.6.
+        `apply_model` at sigma 0.6;
+      * `concat.*`: `model_base.Flux.concat_cond` (the extra input channels) of a Fill model
+        (in_channels 96: image + 8x8-folded mask) and a Canny/Depth model (in_channels 32:
+        image only), with and without `concat_latent_image` / `concat_mask`, a latent batch
+        of 2 [2,16,6,8], a [1,16,3,5] image (center-cropped, bilinear) and a [1,1,40,56]
+        pixel mask.
 """
 import json
 import os
 import sys
+import types
 
 OUT_DIR = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "tests/data/flux"
 sys.path.insert(0, os.getcwd())
@@ -43,6 +49,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 import comfy.ldm.modules.attention as attn  # noqa: E402
 import comfy.ops  # noqa: E402
+import comfy.model_base  # noqa: E402
 import comfy.supported_models  # noqa: E402
 from comfy.ldm.flux.layers import EmbedND, timestep_embedding  # noqa: E402
 from comfy.ldm.flux.model import Flux  # noqa: E402
@@ -155,6 +162,28 @@ def main():
         }
         t["step.denoised"] = model.apply_model(
             xs, sigma, c_crossattn=conds["c_crossattn"].cond, **kw)
+
+        # concat_cond of Fill (96 input channels) and Canny/Depth (32).
+        noise = torch.randn(2, 16, 6, 8, generator=g)
+        image = torch.randn(1, 16, 3, 5, generator=g)
+        mask = (torch.rand(1, 1, 40, 56, generator=g) > 0.5).float()
+        dmask = torch.rand(2, 16, 6, 8, generator=g)
+        t.update({"concat.noise": noise, "concat.image": image, "concat.mask": mask,
+                  "concat.denoise_mask": dmask})
+        for inc in [96, 32]:
+            obj = types.SimpleNamespace(
+                diffusion_model=types.SimpleNamespace(
+                    img_in=types.SimpleNamespace(weight=torch.zeros(64, inc * 4)), patch_size=2),
+                model_config=types.SimpleNamespace(unet_config={"in_channels": inc, "out_channels": 16}),
+                process_latent_in=model.process_latent_in,
+            )
+            cpu = torch.device("cpu")
+            cc = comfy.model_base.Flux.concat_cond
+            t[f"concat.{inc}.plain"] = cc(obj, noise=noise, device=cpu)
+            t[f"concat.{inc}.image_mask"] = cc(
+                obj, noise=noise, device=cpu, concat_latent_image=image, concat_mask=mask)
+            t[f"concat.{inc}.denoise_mask"] = cc(
+                obj, noise=noise, device=cpu, concat_latent_image=image, denoise_mask=dmask)
 
     save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(OUT_DIR, "goldens.safetensors"))
     with open(os.path.join(OUT_DIR, "goldens.json"), "w") as f:

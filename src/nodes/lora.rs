@@ -60,6 +60,17 @@ fn apply_lora(
     lora_name: &str,
     strength_model: f64,
 ) -> Result<(SdModel, Option<SdClip>), NodeError> {
+    if model.family.is_flux() {
+        // comfy/lora.py's Flux key map (kohya, diffusers, fused-qkv slices) is not ported yet.
+        return Err(NodeError::input(
+            "model",
+            format!(
+                "{class}: LoRA on {} models is not supported by comfyrs yet (SD1.x and SDXL \
+                 models take LoRAs)",
+                model.family.comfy_name()
+            ),
+        ));
+    }
     let path = model_path(ctx.env, "loras", lora_name)?;
     let (file, identity) = ctx
         .env
