@@ -89,9 +89,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut w = HashMap::new();
     for (k, shape) in shapes(&cfg) {
-        let std = if k.ends_with(".scale") { 0.0 } else { 0.02 };
-        let mean = if k.ends_with(".scale") { 1.0 } else { 0.0 };
-        let t = Tensor::randn(mean as f32, std.max(1e-6) as f32, shape.as_slice(), &dev)?;
+        let t = if k.ends_with(".scale") {
+            Tensor::ones(shape.as_slice(), DType::F32, &dev)?
+        } else {
+            Tensor::randn(0f32, 0.02, shape.as_slice(), &dev)?
+        };
         w.insert(k, t.to_dtype(DType::BF16)?);
     }
     let model = Flux::new(weights_vb(w, DType::F32, &dev), &cfg)?;
