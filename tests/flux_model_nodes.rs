@@ -352,7 +352,7 @@ fn flux_conds_of_different_lengths_are_not_batched() {
             extra_conds: Some(&hook),
             process_in: &process_in,
         };
-        let prepared = prepare(&[list.clone()], &ctx).unwrap();
+        let prepared = prepare(std::slice::from_ref(&list), &ctx).unwrap();
         let model = Calls(RefCell::new(Vec::new()));
         calc_cond_batch(&model, &[Some(prepared.lists[0].as_slice())], &x, 0.5).unwrap();
         assert_eq!(
