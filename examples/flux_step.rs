@@ -5,7 +5,7 @@
 //! timing is `scripts/bench/flux_step_comfy.py`.
 //!
 //! ```sh
-//! cargo run --release --example flux_step -- [SIZE_PX] [DOUBLE] [SINGLE] [PASSES]
+//! cargo run --release --example flux_step -- [SIZE_PX] [DOUBLE] [SINGLE] [PASSES] [bf16|f32]
 //! ```
 
 use candle_core::{DType, Device, Tensor};
@@ -80,6 +80,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(default))
     };
     let (px, depth, single, passes) = (next(256)?, next(2)?, next(2)?, next(3)?);
+    // A fifth argument `f32` stores the weights in f32 (no per-operation widening).
+    let storage = match std::env::args().nth(5).as_deref() {
+        Some("f32") => DType::F32,
+        _ => DType::BF16,
+    };
     let dev = Device::Cpu;
     let cfg = Config {
         depth,
@@ -94,11 +99,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             Tensor::randn(0f32, 0.02, shape.as_slice(), &dev)?
         };
-        w.insert(k, t.to_dtype(DType::BF16)?);
+        w.insert(k, t.to_dtype(storage)?);
     }
     let model = Flux::new(weights_vb(w, DType::F32, &dev), &cfg)?;
     println!(
-        "build ({depth} double + {single} single blocks, bf16): {:.2} s",
+        "build ({depth} double + {single} single blocks, {storage:?}): {:.2} s",
         t.elapsed().as_secs_f64()
     );
     let lat = px / 8;
