@@ -11,7 +11,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use comfyrs::models::load_sd1_checkpoint;
 use comfyrs::models::lora::{
-    load_lora, read_lora, KeyMap, PatchCache, PatchEntry, PatchedClip, PatchedUnet,
+    load_lora, read_lora, KeyMap, PatchCache, PatchEntry, PatchedClip, PatchedModel,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         identity: lora.display().to_string(),
         strength: s,
     };
-    let unet = PatchedUnet::new(ck.unet.clone(), ck.weights.clone());
+    let unet = PatchedModel::new(ck.unet.clone(), ck.weights.clone());
     let clip = PatchedClip::new(ck.clip.clone(), ck.weights.clone(), false);
 
     let t = Instant::now();

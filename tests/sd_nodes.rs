@@ -265,7 +265,7 @@ fn object_info_matches_comfyui() {
     let vl = info("VAELoader");
     assert_eq!(
         vl["input"]["required"]["vae_name"],
-        json!([["pixel_space"]])
+        json!([["tiny_flux_vae.safetensors", "pixel_space"]])
     );
     let adv = info("KSamplerAdvanced");
     assert_eq!(

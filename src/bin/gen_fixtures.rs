@@ -11,10 +11,13 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("."));
     use comfyrs::models::fixture as fx;
     type Writer = fn() -> Vec<u8>;
-    let files: [(&str, Writer); 3] = [
+    let files: [(&str, Writer); 6] = [
         (fx::TINY_SD15_PATH, fx::tiny_sd15_bytes),
         (fx::TINY_SDXL_PATH, fx::tiny_sdxl_bytes),
         (fx::TINY_SDXL_REFINER_PATH, fx::tiny_sdxl_refiner_bytes),
+        (fx::TINY_FLUX_PATH, fx::tiny_flux_bytes),
+        (fx::TINY_FLUX_SCHNELL_PATH, fx::tiny_flux_schnell_bytes),
+        (fx::TINY_FLUX_VAE_PATH, fx::tiny_flux_vae_bytes),
     ];
     for (rel, bytes) in files {
         let path = root.join(rel);

@@ -357,6 +357,7 @@ pub fn checkpoint_from_weights(
             ("CLIP-G text encoder", SDXL_CLIP_G_PREFIX),
         ],
         Family::SdxlRefiner => &[("CLIP-G text encoder", SDXL_CLIP_G_PREFIX)],
+        Family::Flux | Family::FluxSchnell => return Err(flux_checkpoint_unsupported()),
     };
     for (what, prefix) in text_prefixes
         .iter()
@@ -400,6 +401,7 @@ pub fn checkpoint_from_weights(
         Family::SdxlRefiner => {
             TextEncoders::SdxlRefiner(clip(SDXL_CLIP_G_PREFIX, ClipRole::SDXL_G)?)
         }
+        Family::Flux | Family::FluxSchnell => return Err(flux_checkpoint_unsupported()),
     };
     let vae_dtype = options.vae_dtype.unwrap_or(dtype);
     let vae = Vae::from_weights(&weights, VAE_PREFIX, vae_dtype, device)?;
@@ -413,6 +415,16 @@ pub fn checkpoint_from_weights(
         dtype,
         device: device.clone(),
     })
+}
+
+/// Flux all-in-one checkpoints (M3) are not loaded by this path yet.
+fn flux_checkpoint_unsupported() -> ModelError {
+    ModelError::NotSupported(
+        "Flux all-in-one checkpoints are not supported by CheckpointLoaderSimple in comfyrs \
+         yet; load the diffusion model with UNETLoader, the text encoders with \
+         DualCLIPLoader (type flux) and the VAE with VAELoader"
+            .into(),
+    )
 }
 
 /// Keeps the floating tensors whose key `select` accepts, when wider than f16, as f16:

@@ -14,7 +14,9 @@ use super::checkpoint::{
     describe_prefixes, load_safetensors, store_as_f16, unet_prefix, Prediction, TextEncoders,
     WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
 };
+use super::diffusion::DiffusionNet;
 use super::family::Family;
+use super::flux;
 use super::text::clip::{open_clip, ClipRole, ClipTextEncoder};
 use super::unet::{Unet, UnetConfig, UNET_PREFIX};
 use super::{ModelError, Result};
@@ -24,13 +26,16 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct DiffusionModelFile {
     pub family: Family,
-    pub unet: Unet,
-    /// The UNet's weights under [`UNET_PREFIX`].
+    /// The network (UNet or Flux transformer).
+    pub model: DiffusionNet,
+    /// The network's weights under [`UNET_PREFIX`].
     pub weights: Arc<WeightMap>,
     pub prediction: Prediction,
 }
 
-/// Loads a bare diffusion model (`diffusion_models/`), or the UNet of a checkpoint file.
+/// Loads a bare diffusion model (`diffusion_models/`), or the diffusion model of a
+/// checkpoint file: an LDM UNet (SD1.x, SDXL) or a Flux transformer (bare BFL keys, as
+/// `flux1-dev.safetensors` ships, or under `model.diffusion_model.`).
 pub fn load_diffusion_model(
     path: &Path,
     device: &Device,
@@ -43,7 +48,7 @@ pub fn load_diffusion_model(
             path.display()
         ))
     };
-    // Checkpoint files work too: keep only their UNet (ComfyUI's prefix rule).
+    // Checkpoint files work too: keep only their diffusion model (ComfyUI's prefix rule).
     let strip = unet_prefix(&raw).unwrap_or("");
     let mut weights = WeightMap::new();
     let prediction = if raw.contains_key("v_pred") {
@@ -56,16 +61,32 @@ pub fn load_diffusion_model(
             weights.insert(format!("{UNET_PREFIX}{rest}"), v.clone());
         }
     }
+    if flux::Config::is_flux(|k| weights.contains_key(k), UNET_PREFIX) {
+        let cfg = flux::Config::detect(
+            |k| weights.get(k).map(|t| t.dims().to_vec()),
+            &mut weights.keys().map(|k| k.as_str()),
+            UNET_PREFIX,
+        )
+        .map_err(|e| undetected(format!("an incomplete Flux transformer: {e}")))?;
+        let family = Family::detect_flux(&cfg);
+        let vb = crate::models::nn::weights_vb(weights.clone(), dtype, device);
+        let net = flux::Flux::new(vb.pp(UNET_PREFIX.trim_end_matches('.')), &cfg)?;
+        return Ok(DiffusionModelFile {
+            family,
+            model: DiffusionNet::from(net),
+            weights: Arc::new(weights),
+            prediction,
+        });
+    }
     if !weights.contains_key(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
-        let hint = if raw.contains_key("double_blocks.0.img_attn.norm.key_norm.scale")
-            || raw.contains_key("joint_blocks.0.context_block.attn.qkv.weight")
-        {
-            "this is a Flux or SD3 diffusion transformer, which comfyrs does not run yet".into()
+        let hint = if raw.contains_key("joint_blocks.0.context_block.attn.qkv.weight") {
+            "this is an SD3 diffusion transformer, which comfyrs does not run yet".into()
         } else if raw.keys().any(|k| k.starts_with("down_blocks.")) {
             "diffusers-format UNets (down_blocks.*) are not supported; use the LDM layout".into()
         } else {
             format!(
-                "no LDM UNet keys (input_blocks.0.0.weight); {}",
+                "no LDM UNet keys (input_blocks.0.0.weight) and no Flux keys \
+                 (double_blocks.0.img_attn.norm.key_norm.scale, img_in.weight); {}",
                 describe_prefixes(&raw)
             )
         };
@@ -82,7 +103,7 @@ pub fn load_diffusion_model(
     let unet = Unet::from_weights(&weights, UNET_PREFIX, dtype, device)?;
     Ok(DiffusionModelFile {
         family,
-        unet,
+        model: DiffusionNet::Unet(unet),
         weights: Arc::new(weights),
         prediction,
     })

@@ -1,6 +1,9 @@
 //! The diffusion-model families comfyrs runs, and how a UNet is recognised as one
 //! (ComfyUI's `supported_models` configs matched by `model_detection`).
 //!
+//! Flux files are told apart by keys (`Family::detect_flux` on a [`super::flux::Config`]):
+//! with `guidance_in` = `Flux` (dev and its variants), without = `FluxSchnell`.
+//!
 //! A family fixes what the executor and nodes must know beyond the network itself: its
 //! latent format, which text encoders its checkpoints carry and how they are named, and
 //! what extra model input (`y`) a cond turns into when sampling starts.
@@ -30,6 +33,12 @@ pub enum Family {
     Sdxl,
     /// The SDXL refiner (`SDXLRefiner`).
     SdxlRefiner,
+    /// Flux.1 with guidance embedding: dev, Krea, Fill (`FluxInpaint`), Canny/Depth,
+    /// Kontext (`Flux`); ModelSamplingFlux, default shift 1.15.
+    Flux,
+    /// Flux.1 without guidance embedding (`FluxSchnell`): discrete flow, shift 1,
+    /// multiplier 1.
+    FluxSchnell,
 }
 
 /// What a family's `extra_conds` needs of one cond (ComfyUI's `encode_model_conds`
@@ -57,6 +66,8 @@ impl Family {
             Family::Sd15 => "SD15",
             Family::Sdxl => "SDXL",
             Family::SdxlRefiner => "SDXLRefiner",
+            Family::Flux => "Flux",
+            Family::FluxSchnell => "FluxSchnell",
         }
     }
 
@@ -64,6 +75,22 @@ impl Family {
         match self {
             Family::Sd15 => LatentFormat::sd15(),
             Family::Sdxl | Family::SdxlRefiner => LatentFormat::sdxl(),
+            Family::Flux | Family::FluxSchnell => LatentFormat::flux(),
+        }
+    }
+
+    /// Whether the family is a Flux transformer.
+    pub fn is_flux(self) -> bool {
+        matches!(self, Family::Flux | Family::FluxSchnell)
+    }
+
+    /// The family of a Flux config (ComfyUI's `FluxInpaint`/`Flux`/`FluxSchnell` match on
+    /// `guidance_embed`; Fill's 96 input channels keep Flux's sampling).
+    pub fn detect_flux(cfg: &super::flux::Config) -> Family {
+        if cfg.guidance_embed {
+            Family::Flux
+        } else {
+            Family::FluxSchnell
         }
     }
 
@@ -118,6 +145,10 @@ impl Family {
                 self.comfy_name()
             ))
         })?;
+        if self.is_flux() {
+            // model_base.Flux.encode_adm: the pooled output is `y`.
+            return Ok(Some(pooled.clone()));
+        }
         let (lw, lh) = p.latent_pixels;
         let width = p.width.unwrap_or(lw as f64);
         let height = p.height.unwrap_or(lh as f64);

@@ -2,6 +2,12 @@
 //! `cargo run --bin gen_fixtures`: `tiny_sd15`, `tiny_sdxl` and `tiny_sdxl_refiner` in
 //! `fixtures/models/checkpoints/`.
 //!
+//! `tiny_flux` / `tiny_flux_schnell` (`fixtures/models/diffusion_models/`) are Flux
+//! transformers in the bare BFL layout at hidden 64 (4 heads of 16, 1 double + 1 single
+//! block; text width 64, pooled width 32 = the tiny CLIP-L's), dev with `guidance_in`,
+//! schnell without; `tiny_flux_vae` (`fixtures/models/vae/`) is the tiny VAE with 16 latent
+//! channels and no quant convs, as Flux's `ae.safetensors`.
+//!
 //! The SDXL pair uses SDXL's real single-file layout at tiny widths: a UNet with linear
 //! transformer projections, 64-channel heads and `label_emb` (ADM = pooled + 6·256 for the
 //! base, + 5·256 for the refiner); the base's CLIP-L as HF `text_model.*` under
@@ -165,9 +171,14 @@ fn vae_mid(l: &mut Layout, p: &str, c: usize) {
 }
 
 fn tiny_vae(l: &mut Layout) {
-    let p = "first_stage_model";
-    let (ch, mult, nrb, z) = (32usize, [1usize, 1, 1, 2], 1usize, 4usize);
-    let e = format!("{p}.encoder");
+    tiny_vae_with(l, "first_stage_model.", 4, true);
+}
+
+/// The tiny VAE under `root` (a prefix ending in '.', or empty) with `z` latent channels,
+/// with or without quant convs (Flux's `ae.safetensors` has none).
+fn tiny_vae_with(l: &mut Layout, root: &str, z: usize, quant: bool) {
+    let (ch, mult, nrb) = (32usize, [1usize, 1, 1, 2], 1usize);
+    let e = format!("{root}encoder");
     conv(l, &format!("{e}.conv_in"), ch, 3, 3);
     let mut block_in = ch;
     for (i, m) in mult.iter().enumerate() {
@@ -183,7 +194,7 @@ fn tiny_vae(l: &mut Layout) {
     vae_mid(l, &format!("{e}.mid"), block_in);
     norm(l, &format!("{e}.norm_out"), block_in);
     conv(l, &format!("{e}.conv_out"), 2 * z, block_in, 3);
-    let d = format!("{p}.decoder");
+    let d = format!("{root}decoder");
     let mut block_in = ch * mult[mult.len() - 1];
     conv(l, &format!("{d}.conv_in"), block_in, z, 3);
     vae_mid(l, &format!("{d}.mid"), block_in);
@@ -199,8 +210,61 @@ fn tiny_vae(l: &mut Layout) {
     }
     norm(l, &format!("{d}.norm_out"), block_in);
     conv(l, &format!("{d}.conv_out"), 3, block_in, 3);
-    conv(l, &format!("{p}.quant_conv"), 2 * z, 2 * z, 1);
-    conv(l, &format!("{p}.post_quant_conv"), z, z, 1);
+    if quant {
+        conv(l, &format!("{root}quant_conv"), 2 * z, 2 * z, 1);
+        conv(l, &format!("{root}post_quant_conv"), z, z, 1);
+    }
+}
+
+/// Hidden width of the tiny Flux (4 heads of 16, rotary axes [4, 6, 6]).
+pub const TINY_FLUX_HIDDEN: usize = 64;
+/// Text-token width (`txt_in` input) of the tiny Flux: a tiny T5's d_model.
+pub const TINY_FLUX_CONTEXT: usize = 64;
+/// Pooled width (`vector_in` input) of the tiny Flux: the tiny CLIP-L's width.
+pub const TINY_FLUX_VEC: usize = TINY_L_WIDTH;
+
+/// A tiny Flux transformer in the bare BFL layout (as `flux1-dev.safetensors`): 16 latent
+/// channels, hidden [`TINY_FLUX_HIDDEN`], MLP ×4, 1 double and 1 single block, QKV biases,
+/// and `guidance_in` for dev.
+fn tiny_flux(l: &mut Layout, guidance: bool) {
+    let (hd, ctx, vec, mlp, head) = (
+        TINY_FLUX_HIDDEN,
+        TINY_FLUX_CONTEXT,
+        TINY_FLUX_VEC,
+        4 * TINY_FLUX_HIDDEN,
+        16usize,
+    );
+    lin(l, "img_in", hd, 16 * 4, true);
+    lin(l, "txt_in", hd, ctx, true);
+    let mut embedder = |p: &str, inp: usize| {
+        lin(l, &format!("{p}.in_layer"), hd, inp, true);
+        lin(l, &format!("{p}.out_layer"), hd, hd, true);
+    };
+    embedder("time_in", 256);
+    embedder("vector_in", vec);
+    if guidance {
+        embedder("guidance_in", 256);
+    }
+    let qk = |l: &mut Layout, p: &str| {
+        add(l, format!("{p}.query_norm.scale"), &[head]);
+        add(l, format!("{p}.key_norm.scale"), &[head]);
+    };
+    for s in ["img", "txt"] {
+        let p = "double_blocks.0";
+        lin(l, &format!("{p}.{s}_mod.lin"), 6 * hd, hd, true);
+        lin(l, &format!("{p}.{s}_attn.qkv"), 3 * hd, hd, true);
+        qk(l, &format!("{p}.{s}_attn.norm"));
+        lin(l, &format!("{p}.{s}_attn.proj"), hd, hd, true);
+        lin(l, &format!("{p}.{s}_mlp.0"), mlp, hd, true);
+        lin(l, &format!("{p}.{s}_mlp.2"), hd, mlp, true);
+    }
+    let p = "single_blocks.0";
+    lin(l, &format!("{p}.linear1"), 3 * hd + mlp, hd, true);
+    lin(l, &format!("{p}.linear2"), hd, hd + mlp, true);
+    qk(l, &format!("{p}.norm"));
+    lin(l, &format!("{p}.modulation.lin"), 3 * hd, hd, true);
+    lin(l, "final_layer.adaLN_modulation.1", 2 * hd, hd, true);
+    lin(l, "final_layer.linear", 4 * 16, hd, true);
 }
 
 /// Width of the tiny CLIP-L.
@@ -301,7 +365,9 @@ fn values(key: &str, shape: &[usize]) -> Vec<f64> {
             let fan_in: usize = shape[1..].iter().product();
             (0.0, 1.0 / (fan_in as f64).sqrt())
         };
-    let gain = if key.starts_with("first_stage_model.encoder.conv_out.") {
+    let gain = if key.starts_with("first_stage_model.encoder.conv_out.")
+        || key.starts_with("encoder.conv_out.")
+    {
         VAE_ENCODER_OUT_GAIN
     } else {
         1.0
@@ -348,6 +414,36 @@ pub fn tiny_sdxl_refiner_bytes() -> Vec<u8> {
     tiny_vae(&mut layout);
     tiny_open_clip(&mut layout, "conditioner.embedders.0.model");
     serialize(&layout, "tiny_sdxl_refiner v1 (src/models/fixture.rs)")
+}
+
+/// Repository-relative path of the tiny Flux-dev diffusion model (UNETLoader).
+pub const TINY_FLUX_PATH: &str = "fixtures/models/diffusion_models/tiny_flux.safetensors";
+/// Repository-relative path of the tiny Flux-schnell diffusion model.
+pub const TINY_FLUX_SCHNELL_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_flux_schnell.safetensors";
+/// Repository-relative path of the tiny 16-channel Flux VAE (VAELoader).
+pub const TINY_FLUX_VAE_PATH: &str = "fixtures/models/vae/tiny_flux_vae.safetensors";
+
+/// The bytes of `tiny_flux.safetensors` (dev: with `guidance_in`).
+pub fn tiny_flux_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_flux(&mut layout, true);
+    serialize(&layout, "tiny_flux v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of `tiny_flux_schnell.safetensors` (no `guidance_in`).
+pub fn tiny_flux_schnell_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_flux(&mut layout, false);
+    serialize(&layout, "tiny_flux_schnell v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of `tiny_flux_vae.safetensors`: the tiny VAE with 16 latent channels, no
+/// quant convs, bare `encoder.`/`decoder.` keys (Flux's `ae.safetensors` layout).
+pub fn tiny_flux_vae_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_vae_with(&mut layout, "", 16, false);
+    serialize(&layout, "tiny_flux_vae v1 (src/models/fixture.rs)")
 }
 
 fn serialize(layout: &Layout, name: &str) -> Vec<u8> {

@@ -12,6 +12,8 @@
 //!   prompt weighting and `encode_token_weights`.
 //! * [`unet`]: the openaimodel UNet (LDM key names; SD1.x and SDXL), config detected from
 //!   keys, and SDXL's ADM vector ([`unet::adm`]).
+//! * [`flux`]: the Flux.1 transformer (dev, schnell, Fill/Canny/Depth/Kontext inputs).
+//! * [`diffusion`]: the family-neutral network a MODEL holds ([`diffusion::DiffusionNet`]).
 //! * [`vae`]: the AutoencoderKL encoder/decoder, with ComfyUI's image conversions.
 //! * [`lora`]: LoRA/LyCORIS files, ComfyUI's key map and patch math, lazily patched models.
 //! * [`nn`]: layers shared by every network, with the f32 CPU kernels behind them.
@@ -22,8 +24,10 @@
 pub mod checkpoint;
 pub mod component_files;
 pub mod conditioner;
+pub mod diffusion;
 pub mod family;
 pub mod fixture;
+pub mod flux;
 pub mod fp8;
 pub mod latent_format;
 pub mod lora;

@@ -141,7 +141,7 @@ impl Node for UnetLoader {
         let cache = ctx.env.resources.get_or_default::<ModelCache>();
         let m = cache.diffusion_model(&path, &ctx.env.compute)?;
         Ok(NodeOutput::one(Value::object(model_payload(
-            &m.unet,
+            m.model.clone(),
             &m.weights,
             m.family,
             m.prediction,

@@ -60,6 +60,17 @@ fn apply_lora(
     lora_name: &str,
     strength_model: f64,
 ) -> Result<(SdModel, Option<SdClip>), NodeError> {
+    if model.family.is_flux() {
+        // comfy/lora.py's Flux key map (kohya, diffusers, fused-qkv slices) is not ported yet.
+        return Err(NodeError::input(
+            "model",
+            format!(
+                "{class}: LoRA on {} models is not supported by comfyrs yet (SD1.x and SDXL \
+                 models take LoRAs)",
+                model.family.comfy_name()
+            ),
+        ));
+    }
     let path = model_path(ctx.env, "loras", lora_name)?;
     let (file, identity) = ctx
         .env
@@ -68,7 +79,7 @@ fn apply_lora(
         .get(&path, lora_name)?;
     // The model's and the CLIP's weights: one map when both come from a checkpoint, two
     // when they were loaded from separate files.
-    let mut weights = model.unet.base_weights().clone();
+    let mut weights = model.diffusion.base_weights().clone();
     if let Some((c, _)) = clip {
         for m in c.encoder.members() {
             if !Arc::ptr_eq(m.base_weights(), &weights) {
@@ -140,7 +151,9 @@ fn apply_lora(
         strength,
     };
     let mut new_model = model.clone();
-    new_model.unet = model.unet.with_patch(entry(strength_model), cache.clone());
+    new_model.diffusion = model
+        .diffusion
+        .with_patch(entry(strength_model), cache.clone());
     let new_clip = clip.map(|(c, s)| {
         let mut c = c.clone();
         c.encoder = c.encoder.with_patch(entry(s), cache.clone());

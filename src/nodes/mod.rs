@@ -4,6 +4,7 @@
 pub mod clip_sdxl;
 pub mod conditioning;
 pub mod conditioning_transform;
+pub mod flux;
 pub mod image_io;
 pub mod image_transform;
 pub mod inpaint;
@@ -29,6 +30,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     clip_sdxl::register(r)?;
     conditioning::register(r)?;
     conditioning_transform::register(r)?;
+    flux::register(r)?;
     inpaint::register(r)?;
     image_io::register(r)?;
     image_transform::register(r)?;

@@ -2,15 +2,17 @@
 //! comfy_extras/nodes_custom_sampler.py), on the sampling numerics of `crate::sampling`.
 
 use super::sd_types::{Conditioning, GuiderPayload, NoisePayload, SamplerPayload, SdModel, Sigmas};
+use crate::models::diffusion::ModelInputs;
 use crate::models::family::CondParams;
+use crate::models::flux::DEFAULT_GUIDANCE;
 use crate::node::types::Latent;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
 use crate::sampling::conds::{
-    calc_cond_batch, prepare as prepare_conds, CondInput, CondModel, ExtraCondInput,
-    PrepareContext, PreparedConds,
+    calc_cond_batch, flux_concat, prepare as prepare_conds, BatchConds, CondInput, CondModel,
+    ExtraCondInput, Guidance, ModelConds, PrepareContext, PreparedConds,
 };
 use crate::sampling::masks::reshape_mask;
 use crate::sampling::noise::prepare_noise;
@@ -59,8 +61,9 @@ fn seed_input(name: &str) -> InputSpec {
 
 // ---- the CFG denoiser ----
 
-/// The UNet wrapped with the checkpoint's model sampling (ComfyUI's `BaseModel.apply_model`):
-/// scales the input, appends the inpainting concat channels, returns denoised predictions.
+/// The diffusion network wrapped with its model sampling (ComfyUI's
+/// `BaseModel.apply_model`): scales the input, appends the concat channels, passes every
+/// model cond, returns denoised predictions.
 struct ModelApply<'a>(&'a SdModel);
 
 impl CondModel for ModelApply<'_> {
@@ -72,19 +75,42 @@ impl CondModel for ModelApply<'_> {
         concat: Option<&Tensor>,
         y: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
+        self.apply_conds(
+            x,
+            sigma,
+            &BatchConds {
+                context,
+                concat,
+                y,
+                guidance: None,
+                ref_latents: &[],
+                ref_method: Default::default(),
+            },
+        )
+    }
+
+    fn apply_conds(&self, x: &Tensor, sigma: f64, c: &BatchConds) -> candle_core::Result<Tensor> {
         let ms = &self.0.sampling;
         let n = x.dim(0)?;
         let xc = ms.calculate_input(sigma, x)?;
-        let xc = match concat {
-            Some(c) => Tensor::cat(&[&xc, &c.to_dtype(DType::F32)?], 1)?,
+        let xc = match c.concat {
+            Some(cc) => Tensor::cat(&[&xc, &cc.to_dtype(DType::F32)?], 1)?,
             None => xc,
         };
         let t = ms.timestep(sigma as f32);
         let ts = Tensor::from_vec(vec![t; n], n, x.device())?;
         let out = self
             .0
-            .unet
-            .forward(&xc, &ts, context, y)
+            .diffusion
+            .forward(&ModelInputs {
+                x: &xc,
+                timesteps: &ts,
+                context: c.context,
+                y: c.y,
+                guidance: c.guidance,
+                ref_latents: c.ref_latents,
+                ref_method: c.ref_method,
+            })
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .to_dtype(DType::F32)?;
         ms.calculate_denoised(sigma, &out, x)
@@ -144,7 +170,18 @@ impl Denoiser for CfgDenoiser<'_> {
 /// Whether the UNet takes ComfyUI's inpainting concat: 4 latent channels + mask + masked
 /// latent = 9 inputs; a plain UNet takes the latent's channels.
 fn is_inpaint_model(model: &SdModel, latent_channels: usize) -> Result<bool, NodeError> {
-    let inc = model.unet.config().in_channels;
+    let inc = model.diffusion.in_channels();
+    if model.family.is_flux() {
+        // Flux's extra channels (Fill, Canny/Depth) come from its own concat_cond.
+        return if inc >= latent_channels {
+            Ok(false)
+        } else {
+            Err(NodeError::msg(format!(
+                "the Flux model takes {inc} input channels, fewer than the \
+                 {latent_channels}-channel latent"
+            )))
+        };
+    }
     if inc == latent_channels {
         Ok(false)
     } else if inc == latent_channels + 5 {
@@ -168,11 +205,13 @@ fn entries(c: &Conditioning) -> Vec<CondInput<'_>> {
         .collect()
 }
 
-/// The family's `extra_conds` (SDXL's ADM vector) for one cond.
-fn extra_conds(model: &SdModel, c: &ExtraCondInput) -> candle_core::Result<Option<Tensor>> {
+/// The family's `extra_conds` for one cond: SDXL's ADM vector; Flux's pooled `y`, guidance
+/// (3.5 when the conditioning has none, nothing after FluxDisableGuidance), Kontext
+/// reference latents and Fill/Canny/Depth concat channels.
+fn extra_conds(model: &SdModel, c: &ExtraCondInput) -> candle_core::Result<ModelConds> {
     let o = c.opts;
     let (h, w) = c.latent_hw;
-    model
+    let y = model
         .family
         .extra_y(&CondParams {
             pooled: c.pooled,
@@ -186,7 +225,36 @@ fn extra_conds(model: &SdModel, c: &ExtraCondInput) -> candle_core::Result<Optio
             latent_pixels: (w * 8, h * 8),
             positive: c.positive,
         })
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let mut out = ModelConds {
+        y,
+        ..ModelConds::default()
+    };
+    if model.family.is_flux() {
+        let format = model.latent_format();
+        out.regular_cross_attn = true;
+        out.guidance = match o.guidance {
+            None => Some(DEFAULT_GUIDANCE as f32),
+            Some(Guidance::Value(g)) => Some(g as f32),
+            Some(Guidance::Disabled) => None,
+        };
+        out.ref_latents = o
+            .reference_latents
+            .iter()
+            .map(|r| format.process_in(&r.to_dtype(DType::F32)?))
+            .collect::<candle_core::Result<_>>()?;
+        out.ref_method = o.reference_latents_method.unwrap_or_default();
+        let net = model.diffusion.base();
+        out.concat = flux_concat(
+            o,
+            net.in_channels(),
+            net.out_channels(),
+            c.shape,
+            c.denoise_mask,
+            &|z| format.process_in(z),
+        )?;
+    }
+    Ok(out)
 }
 
 /// ComfyUI's `fix_empty_latent_channels`: an all-zero latent whose channel count is not the

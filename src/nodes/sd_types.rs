@@ -10,7 +10,8 @@ use crate::models::component_files::{
     load_diffusion_model, load_text_encoders, DiffusionModelFile, TextEncoderFiles,
 };
 use crate::models::conditioner::Conditioner;
-use crate::models::lora::{PatchedClip, PatchedUnet};
+use crate::models::diffusion::DiffusionNet;
+use crate::models::lora::{PatchedClip, PatchedModel};
 use crate::models::{Checkpoint, Family, LatentFormat, TextEncoders, Vae};
 use crate::node::{NodeError, Payload};
 use crate::sampling::conds::CondOptions;
@@ -26,11 +27,12 @@ fn tensor_bytes(t: &Tensor) -> usize {
     t.elem_count() * t.dtype().size_in_bytes()
 }
 
-/// MODEL: the diffusion UNet (base weights + LoRA patch list, patched on first use), its
-/// model sampling (sigma table and prediction kind) and its family.
+/// MODEL: the diffusion network of any family (UNet, Flux; base weights + LoRA patch list,
+/// patched on first use), its model sampling (sigma table and prediction kind) and its
+/// family.
 #[derive(Clone)]
 pub struct SdModel {
-    pub unet: PatchedUnet,
+    pub diffusion: PatchedModel,
     pub sampling: Arc<ModelSampling>,
     pub family: Family,
 }
@@ -128,6 +130,7 @@ impl Payload for Conditioning {
                         .iter()
                         .map(|t| t.as_ref().map_or(0, tensor_bytes))
                         .sum::<usize>()
+                    + o.reference_latents.iter().map(tensor_bytes).sum::<usize>()
             })
             .sum()
     }
@@ -191,22 +194,35 @@ pub fn clip_payload(text: &TextEncoders, weights: &Arc<crate::models::WeightMap>
     }
 }
 
-/// The MODEL payload of a UNet and its weights.
-pub fn model_payload(
-    unet: &crate::models::Unet,
-    weights: &Arc<crate::models::WeightMap>,
-    family: Family,
-    prediction: CkptPrediction,
-) -> SdModel {
+/// The default model sampling of a family's model config (`model_base.model_sampling` with
+/// the config's `sampling_settings`).
+pub fn family_sampling(family: Family, prediction: CkptPrediction) -> ModelSampling {
     let pred = match prediction {
         CkptPrediction::Eps => Prediction::Eps,
         CkptPrediction::V => Prediction::VPrediction,
     };
-    SdModel {
-        unet: PatchedUnet::new(unet.clone(), weights.clone()),
+    match family {
         // SD1.x and SDXL share ComfyUI's default discrete schedule (scaled-linear betas
         // 0.00085..0.012 over 1000 steps).
-        sampling: Arc::new(ModelSampling::sd15(pred)),
+        Family::Sd15 | Family::Sdxl | Family::SdxlRefiner => ModelSampling::sd15(pred),
+        // ModelType FLUX: ModelSamplingFlux, shift 1.15 (its default; Flux's
+        // sampling_settings are empty).
+        Family::Flux => ModelSampling::flux_dev(),
+        // ModelType FLOW, shift 1, multiplier 1.
+        Family::FluxSchnell => ModelSampling::flux_schnell(),
+    }
+}
+
+/// The MODEL payload of a diffusion network and its weights.
+pub fn model_payload(
+    net: impl Into<DiffusionNet>,
+    weights: &Arc<crate::models::WeightMap>,
+    family: Family,
+    prediction: CkptPrediction,
+) -> SdModel {
+    SdModel {
+        diffusion: PatchedModel::new(net, weights.clone()),
+        sampling: Arc::new(family_sampling(family, prediction)),
         family,
     }
 }
@@ -214,7 +230,7 @@ pub fn model_payload(
 /// A loaded checkpoint split into ComfyUI's three outputs.
 pub fn split_checkpoint(ck: &Checkpoint) -> (SdModel, SdClip, SdVae) {
     (
-        model_payload(&ck.unet, &ck.weights, ck.family, ck.prediction),
+        model_payload(ck.unet.clone(), &ck.weights, ck.family, ck.prediction),
         clip_payload(&ck.text, &ck.weights),
         SdVae(ck.vae.clone()),
     )

@@ -19,6 +19,7 @@ use super::masks::{
 };
 use super::model_sampling::ModelSampling;
 use crate::image_ops::bilinear_nchw;
+use crate::models::flux::RefLatentsMethod;
 
 /// Where a cond applies (`"area"`), as ConditioningSetArea / ...Percentage set it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,6 +68,10 @@ pub struct CondOptions {
     /// Flux's distilled guidance, a model input (`guidance` key, set by FluxGuidance and
     /// CLIPTextEncodeFlux; FluxDisableGuidance sets it to None: [`Guidance::Disabled`]).
     pub guidance: Option<Guidance>,
+    /// Flux Kontext's `reference_latents` (ReferenceLatent; unscaled latents [1, C, h, w])
+    /// and `reference_latents_method` (FluxKontextMultiReferenceLatentMethod).
+    pub reference_latents: Vec<Tensor>,
+    pub reference_latents_method: Option<RefLatentsMethod>,
 }
 
 /// The `guidance` key of a Flux conditioning: a strength, or explicitly none
@@ -87,11 +92,33 @@ pub struct ExtraCondInput<'a> {
     pub latent_hw: (usize, usize),
     /// `prompt_type == "positive"` (list 0).
     pub positive: bool,
+    /// The latent's shape [B, C, h, w] (`noise`'s shape).
+    pub shape: [usize; 4],
+    /// The prepared noise mask of masked denoising, if any (`denoise_mask`).
+    pub denoise_mask: Option<&'a Tensor>,
 }
 
-/// A family's hook that builds the cond's `y` (SDXL's ADM vector; later Flux/SD3's
-/// pooled vector), or None for families without one.
-pub type ExtraConds<'a> = &'a dyn Fn(&ExtraCondInput) -> Result<Option<Tensor>>;
+/// The model conds a family's `extra_conds` builds for one cond, beyond cross-attention.
+#[derive(Debug, Clone, Default)]
+pub struct ModelConds {
+    /// `y`: SDXL's ADM vector, Flux's pooled text [1, D].
+    pub y: Option<Tensor>,
+    /// `c_concat` built by the family (Flux Fill/Canny/Depth) [b, c, h, w]; inpainting
+    /// UNets get theirs from [`PrepareContext::inpaint_model`].
+    pub concat: Option<Tensor>,
+    /// Flux's `guidance` (`FloatTensor([g])`, f32).
+    pub guidance: Option<f32>,
+    /// Flux Kontext's `ref_latents` (model space) and their placement.
+    pub ref_latents: Vec<Tensor>,
+    pub ref_method: RefLatentsMethod,
+    /// `c_crossattn` is a `CONDRegular` (Flux, SD3): conds of different token lengths are
+    /// not batched together (a UNet's `CONDCrossAttn` repeats tokens up to their LCM).
+    pub regular_cross_attn: bool,
+}
+
+/// A family's hook that builds the cond's [`ModelConds`] (SDXL's ADM vector, Flux's pooled
+/// vector, guidance, reference latents, concat).
+pub type ExtraConds<'a> = &'a dyn Fn(&ExtraCondInput) -> Result<ModelConds>;
 
 /// One CONDITIONING entry as [`prepare`] takes it.
 #[derive(Clone, Copy)]
@@ -109,8 +136,8 @@ pub struct PreparedCond {
     cross_attn: Tensor,
     /// `c_concat` [B, 5, h, w] for inpainting UNets.
     concat: Option<Tensor>,
-    /// `y` [1, adm] (SDXL's ADM vector), when the family builds one.
-    y: Option<Tensor>,
+    /// `y`, guidance, reference latents (and the family's concat, merged into `concat`).
+    model: ModelConds,
     /// (h, w, y, x) in latent units.
     area: Option<[usize; 4]>,
     strength: f64,
@@ -138,6 +165,22 @@ pub struct PrepareContext<'a> {
     pub process_in: &'a dyn Fn(&Tensor) -> Result<Tensor>,
 }
 
+/// The model inputs of one batched call beyond `x` (see [`CondModel::apply_conds`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConds<'a> {
+    /// Cross-attention context [n, T, D].
+    pub context: &'a Tensor,
+    /// Concat channels [n, c, h, w].
+    pub concat: Option<&'a Tensor>,
+    /// `y` [n, adm].
+    pub y: Option<&'a Tensor>,
+    /// Flux guidance [n].
+    pub guidance: Option<&'a Tensor>,
+    /// Flux Kontext reference latents, each [n, C, h, w].
+    pub ref_latents: &'a [Tensor],
+    pub ref_method: RefLatentsMethod,
+}
+
 /// The model as calc_cond_batch sees it: `apply_model` returning denoised predictions.
 pub trait CondModel {
     /// Denoised prediction for `x` [n, C, h, w] at `sigma`, with cross-attention context
@@ -151,6 +194,12 @@ pub trait CondModel {
         concat: Option<&Tensor>,
         y: Option<&Tensor>,
     ) -> Result<Tensor>;
+
+    /// [`CondModel::apply`] with every model cond; models that take guidance or reference
+    /// latents (Flux) override it. calc_cond_batch calls this one.
+    fn apply_conds(&self, x: &Tensor, sigma: f64, c: &BatchConds) -> Result<Tensor> {
+        self.apply(x, sigma, c.context, c.concat, c.y)
+    }
 }
 
 /// SD1's latent values of a blank (zero) image, per channel (`blank_inpaint_image_like`).
@@ -256,6 +305,54 @@ fn inpaint_concat(opts: &CondOptions, ctx: &PrepareContext) -> Result<Tensor> {
     Tensor::cat(&[&mask, &image], 1)
 }
 
+/// `model_base.Flux.concat_cond`: the extra input channels of Flux models whose `img_in`
+/// takes more than the latent (`in_channels` > `out_channels`): the control/masked image's
+/// latent (`concat_latent_image`, or zeros) in model space for Canny/Depth (≤ 2× the latent
+/// channels), plus for Fill the pixel mask (`concat_mask`, else the denoise mask, else ones)
+/// folded 8×8 into 64 channels. `None` for plain models.
+pub fn flux_concat(
+    opts: &CondOptions,
+    in_channels: usize,
+    out_channels: usize,
+    shape: [usize; 4],
+    denoise_mask: Option<&Tensor>,
+    process_in: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
+    if in_channels <= out_channels {
+        return Ok(None);
+    }
+    let [b, c, h, w] = shape;
+    let image = match &opts.concat_latent_image {
+        Some(img) => upscale_bilinear_center(&img.to_dtype(DType::F32)?, h, w)?,
+        None => Tensor::zeros((b, c, h, w), DType::F32, &Device::Cpu)?,
+    };
+    let image = process_in(&resize_to_batch_size(&image, b)?)?;
+    if in_channels <= out_channels * 2 {
+        return Ok(Some(image));
+    }
+    let mask = match opts.concat_mask.as_ref().or(denoise_mask) {
+        Some(m) => {
+            let m = m.to_dtype(DType::F32)?;
+            let dims = m.dims().to_vec();
+            let (mh, mw) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+            match m.rank() {
+                4 => m,
+                _ => m.reshape(((), 1, mh, mw))?,
+            }
+        }
+        None => Tensor::ones((b, 1, h, w), DType::F32, &Device::Cpu)?,
+    };
+    let mask = mask.mean_keepdim(1)?;
+    let mask = upscale_bilinear_center(&mask, h * 8, w * 8)?;
+    let n = mask.dim(0)?;
+    let mask = mask
+        .reshape((n, h, 8, w, 8))?
+        .permute((0, 2, 4, 1, 3))?
+        .reshape((n, 64, h, w))?;
+    let mask = resize_to_batch_size(&mask, b)?;
+    Ok(Some(Tensor::cat(&[&image, &mask], 1)?))
+}
+
 /// Conds of every list ready for [`calc_cond_batch`] (list 0 = positive, 1 = negative).
 #[derive(Debug, Clone)]
 pub struct PreparedConds {
@@ -282,24 +379,26 @@ pub fn prepare(lists: &[Vec<CondInput>], ctx: &PrepareContext) -> Result<Prepare
                 None => None,
             };
             let sampling = ctx.sampling;
-            let concat = if ctx.inpaint_model {
-                Some(inpaint_concat(opts, ctx)?)
-            } else {
-                None
-            };
-            let y = match ctx.extra_conds {
+            let mut model = match ctx.extra_conds {
                 Some(f) => f(&ExtraCondInput {
                     pooled: input.pooled,
                     opts,
                     latent_hw: (h, w),
                     positive: li == 0,
+                    shape: ctx.shape,
+                    denoise_mask: ctx.denoise_mask,
                 })?,
-                None => None,
+                None => ModelConds::default(),
+            };
+            let concat = if ctx.inpaint_model {
+                Some(inpaint_concat(opts, ctx)?)
+            } else {
+                model.concat.take()
             };
             prepared.push(PreparedCond {
                 cross_attn: cross_attn.to_dtype(DType::F32)?,
                 concat,
-                y,
+                model,
                 area,
                 strength: opts.strength.unwrap_or(1.0),
                 mask,
@@ -368,7 +467,7 @@ fn add_same_area_if_none(conds: &mut Vec<PreparedCond>, c: &PreparedCond) {
     let mut out = c.clone();
     out.cross_attn = conds[s].cross_attn.clone();
     out.concat = conds[s].concat.clone();
-    out.y = conds[s].y.clone();
+    out.model = conds[s].model.clone();
     conds.push(out);
 }
 
@@ -380,6 +479,12 @@ struct CondRun {
     cross_attn: Tensor,
     concat: Option<Tensor>,
     y: Option<Tensor>,
+    /// [b] guidance.
+    guidance: Option<Tensor>,
+    /// Each [b, C, h, w].
+    ref_latents: Vec<Tensor>,
+    ref_method: RefLatentsMethod,
+    regular_cross_attn: bool,
     /// (h, w, y, x) clamped to the latent, or the whole latent.
     area: [usize; 4],
     list: usize,
@@ -473,10 +578,22 @@ fn area_and_mult(c: &PreparedCond, x: &Tensor, sigma: f64, list: usize) -> Resul
         mult,
         cross_attn: repeat_to_batch_size(&c.cross_attn, b)?,
         concat,
-        y: match &c.y {
+        y: match &c.model.y {
             Some(y) => Some(repeat_to_batch_size(y, b)?),
             None => None,
         },
+        guidance: match c.model.guidance {
+            Some(g) => Some(Tensor::from_vec(vec![g; b], b, &Device::Cpu)?),
+            None => None,
+        },
+        ref_latents: c
+            .model
+            .ref_latents
+            .iter()
+            .map(|r| repeat_to_batch_size(r, b))
+            .collect::<Result<_>>()?,
+        ref_method: c.model.ref_method,
+        regular_cross_attn: c.model.regular_cross_attn,
         area,
         list,
     }))
@@ -502,6 +619,9 @@ fn can_concat(a: &CondRun, b: &CondRun) -> bool {
     }
     let (s1, s2) = (a.cross_attn.dims(), b.cross_attn.dims());
     if s1 != s2 {
+        if a.regular_cross_attn || b.regular_cross_attn {
+            return false;
+        }
         if s1[0] != s2[0] || s1[2] != s2[2] {
             return false;
         }
@@ -514,7 +634,13 @@ fn can_concat(a: &CondRun, b: &CondRun) -> bool {
         (Some(x), Some(y)) => x.dims() == y.dims(),
         _ => false,
     };
-    same(&a.concat, &b.concat) && same(&a.y, &b.y)
+    let same_refs = a.ref_latents.len() == b.ref_latents.len()
+        && a.ref_latents
+            .iter()
+            .zip(&b.ref_latents)
+            .all(|(p, q)| p.dims() == q.dims())
+        && (a.ref_latents.is_empty() || a.ref_method == b.ref_method);
+    same(&a.concat, &b.concat) && same(&a.y, &b.y) && same(&a.guidance, &b.guidance) && same_refs
 }
 
 /// `CONDCrossAttn.concat`: repeat each along the tokens up to the LCM of the lengths.
@@ -586,7 +712,31 @@ pub fn calc_cond_batch(
             }
             None => None,
         };
-        let output = model.apply(&input, sigma, &context, concat.as_ref(), y.as_ref())?;
+        let guidance = match batch[0].guidance {
+            Some(_) => {
+                let gs: Vec<&Tensor> = batch.iter().filter_map(|r| r.guidance.as_ref()).collect();
+                Some(Tensor::cat(&gs, 0)?)
+            }
+            None => None,
+        };
+        let ref_latents = (0..batch[0].ref_latents.len())
+            .map(|i| {
+                let rs: Vec<&Tensor> = batch.iter().map(|r| &r.ref_latents[i]).collect();
+                Tensor::cat(&rs, 0)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output = model.apply_conds(
+            &input,
+            sigma,
+            &BatchConds {
+                context: &context,
+                concat: concat.as_ref(),
+                y: y.as_ref(),
+                guidance: guidance.as_ref(),
+                ref_latents: &ref_latents,
+                ref_method: batch[0].ref_method,
+            },
+        )?;
         for (k, r) in batch.iter().enumerate() {
             let o = output.narrow(0, k * b, b)?.to_dtype(DType::F32)?;
             let o = o.flatten_all()?.to_vec1::<f32>()?;

@@ -21,4 +21,4 @@ pub use adapter::{Adapter, Patch};
 pub use file::{read_lora, LoraFile};
 pub use key_map::KeyMap;
 pub use load::{load_lora, LoadedLora};
-pub use patched::{PatchCache, PatchEntry, PatchedClip, PatchedUnet};
+pub use patched::{PatchCache, PatchEntry, PatchedClip, PatchedModel};

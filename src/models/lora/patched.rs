@@ -1,4 +1,4 @@
-//! A UNet or text encoder with LoRA patches: the (shared, never modified) base weights plus an
+//! A diffusion network (UNet, Flux, ...) or text encoder with LoRA patches: the (shared, never modified) base weights plus an
 //! ordered list of (LoRA, strength), turned into a model on first use.
 //!
 //! Stacked LoraLoaders only extend the list, so no intermediate model is built. The model is
@@ -14,8 +14,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::load::LoadedLora;
 use crate::models::checkpoint::WeightMap;
+use crate::models::diffusion::{DiffusionNet, ModelInputs};
 use crate::models::text::clip::{ClipTextEncoder, ClipTextModel, WeightedToken};
-use crate::models::unet::{Unet, UnetConfig, UNET_PREFIX};
+use crate::models::unet::UNET_PREFIX;
 use crate::models::{ModelError, Result};
 
 /// One LoRA in a patch list.
@@ -46,7 +47,7 @@ type Slots<T> = Vec<(Key, Weak<WeightMap>, T)>;
 /// Materialised patched models, a few of each kind.
 #[derive(Default)]
 pub struct PatchCache {
-    unets: Mutex<Slots<Unet>>,
+    unets: Mutex<Slots<DiffusionNet>>,
     clips: Mutex<Slots<Arc<ClipTextModel>>>,
     unet_builds: AtomicUsize,
     clip_builds: AtomicUsize,
@@ -56,7 +57,7 @@ pub struct PatchCache {
 const KEEP: usize = 2;
 
 impl PatchCache {
-    /// How many patched UNets were built (for tests and benchmarks).
+    /// How many patched diffusion models were built (for tests and benchmarks).
     pub fn unet_builds(&self) -> usize {
         self.unet_builds.load(Ordering::Relaxed)
     }
@@ -130,21 +131,23 @@ fn overlay(base: &WeightMap, changed: WeightMap) -> WeightMap {
     map
 }
 
-/// MODEL's UNet: base + LoRA patch list, built when first evaluated.
+/// MODEL's diffusion network: base + LoRA patch list, built when first evaluated. The
+/// network's weights live under [`UNET_PREFIX`] (`model.diffusion_model.`) whatever its
+/// family, as in a checkpoint.
 #[derive(Clone)]
-pub struct PatchedUnet {
-    base: Unet,
+pub struct PatchedModel {
+    base: DiffusionNet,
     weights: Arc<WeightMap>,
     patches: Vec<PatchEntry>,
     cache: Option<Arc<PatchCache>>,
-    built: Arc<Mutex<Option<Unet>>>,
+    built: Arc<Mutex<Option<DiffusionNet>>>,
 }
 
-impl PatchedUnet {
-    /// An unpatched UNet and the weight map it was built from.
-    pub fn new(base: Unet, weights: Arc<WeightMap>) -> Self {
-        PatchedUnet {
-            base,
+impl PatchedModel {
+    /// An unpatched network and the weight map it was built from.
+    pub fn new(base: impl Into<DiffusionNet>, weights: Arc<WeightMap>) -> Self {
+        PatchedModel {
+            base: base.into(),
             weights,
             patches: Vec::new(),
             cache: None,
@@ -156,7 +159,7 @@ impl PatchedUnet {
     pub fn with_patch(&self, entry: PatchEntry, cache: Arc<PatchCache>) -> Self {
         let mut patches = self.patches.clone();
         patches.push(entry);
-        PatchedUnet {
+        PatchedModel {
             base: self.base.clone(),
             weights: self.weights.clone(),
             patches,
@@ -174,9 +177,14 @@ impl PatchedUnet {
         &self.weights
     }
 
-    /// The UNet to evaluate: the base when unpatched, else the patched one (built once, and
-    /// shared through the cache with every MODEL carrying the same list).
-    pub fn get(&self) -> Result<Unet> {
+    /// The unpatched network.
+    pub fn base(&self) -> &DiffusionNet {
+        &self.base
+    }
+
+    /// The network to evaluate: the base when unpatched, else the patched one (built once,
+    /// and shared through the cache with every MODEL carrying the same list).
+    pub fn get(&self) -> Result<DiffusionNet> {
         if self.patches.is_empty() {
             return Ok(self.base.clone());
         }
@@ -185,7 +193,7 @@ impl PatchedUnet {
             return Ok(u.clone());
         }
         let key = key_of(&self.weights, &self.patches);
-        let unet = match &self.cache {
+        let net = match &self.cache {
             Some(cache) => {
                 let mut list = cache.unets.lock().unwrap_or_else(|e| e.into_inner());
                 match PatchCache::lookup(&mut list, &key, &self.weights) {
@@ -200,11 +208,11 @@ impl PatchedUnet {
             }
             None => self.build()?,
         };
-        *slot = Some(unet.clone());
-        Ok(unet)
+        *slot = Some(net.clone());
+        Ok(net)
     }
 
-    fn build(&self) -> Result<Unet> {
+    fn build(&self) -> Result<DiffusionNet> {
         let t0 = std::time::Instant::now();
         let changed = patch_weights(
             &self.weights,
@@ -215,28 +223,23 @@ impl PatchedUnet {
         )?;
         let n = changed.len();
         let map = overlay(&self.weights, changed);
-        let unet = Unet::from_weights(&map, UNET_PREFIX, self.base.dtype(), self.base.device())?;
+        let net = self.base.rebuild(&map, UNET_PREFIX)?;
         tracing::info!(
-            "patched UNet: {n} weights from {} LoRA(s) in {:.2}s",
+            "patched diffusion model: {n} weights from {} LoRA(s) in {:.2}s",
             self.patches.len(),
             t0.elapsed().as_secs_f64()
         );
-        Ok(unet)
+        Ok(net)
     }
 
-    /// [`Unet::forward`] on the patched UNet.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        y: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        self.get()?.forward(x, timesteps, context, y)
+    /// [`DiffusionNet::forward`] on the patched network.
+    pub fn forward(&self, inputs: &ModelInputs) -> Result<Tensor> {
+        self.get()?.forward(inputs)
     }
 
-    pub fn config(&self) -> &UnetConfig {
-        self.base.config()
+    /// Input channels of the network (latent + concat channels).
+    pub fn in_channels(&self) -> usize {
+        self.base.in_channels()
     }
 
     pub fn dtype(&self) -> DType {

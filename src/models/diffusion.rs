@@ -1,0 +1,143 @@
+//! The family-neutral diffusion network behind a MODEL: the LDM UNet (SD1.x, SDXL) or the
+//! Flux transformer, with one input struct holding every model input ComfyUI's
+//! `apply_model` passes (`c_crossattn`, `y`, `guidance`, `ref_latents`, ...). The sampler,
+//! LoRA patching and the executor only see [`DiffusionNet`]; a new family adds a variant
+//! here and its own module.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::checkpoint::WeightMap;
+use super::flux::{Flux, FluxInputs, RefLatentsMethod};
+use super::unet::Unet;
+use super::{ModelError, Result};
+
+/// Every input a diffusion network may take for one batch (those a network does not use
+/// are ignored).
+#[derive(Debug, Clone, Copy)]
+pub struct ModelInputs<'a> {
+    /// [B, C, h, w]: the (scaled) latent, with any concat channels appended.
+    pub x: &'a Tensor,
+    /// [B]: the model's timestep (`model_sampling.timestep(σ)`).
+    pub timesteps: &'a Tensor,
+    /// [B, T, D]: cross-attention / text tokens.
+    pub context: &'a Tensor,
+    /// [B, adm]: SDXL's ADM vector, Flux's pooled text.
+    pub y: Option<&'a Tensor>,
+    /// [B]: Flux's distilled guidance.
+    pub guidance: Option<&'a Tensor>,
+    /// Flux Kontext's reference latents (model space).
+    pub ref_latents: &'a [Tensor],
+    pub ref_method: RefLatentsMethod,
+}
+
+/// A diffusion network of any family comfyrs runs.
+#[derive(Clone)]
+pub enum DiffusionNet {
+    Unet(Unet),
+    /// Shared: the blocks are built once, a MODEL clone is a pointer copy.
+    Flux(Arc<Flux>),
+}
+
+impl std::fmt::Debug for DiffusionNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiffusionNet::Unet(u) => write!(f, "Unet({:?})", u.config()),
+            DiffusionNet::Flux(x) => write!(f, "Flux({:?})", x.config()),
+        }
+    }
+}
+
+impl From<Unet> for DiffusionNet {
+    fn from(u: Unet) -> Self {
+        DiffusionNet::Unet(u)
+    }
+}
+
+impl From<Flux> for DiffusionNet {
+    fn from(f: Flux) -> Self {
+        DiffusionNet::Flux(Arc::new(f))
+    }
+}
+
+impl DiffusionNet {
+    /// The network's prediction for one batch.
+    pub fn forward(&self, i: &ModelInputs) -> Result<Tensor> {
+        match self {
+            DiffusionNet::Unet(u) => u.forward(i.x, i.timesteps, i.context, i.y),
+            DiffusionNet::Flux(f) => f
+                .forward(&FluxInputs {
+                    x: i.x,
+                    timesteps: i.timesteps,
+                    context: i.context,
+                    y: i.y,
+                    guidance: i.guidance,
+                    ref_latents: i.ref_latents,
+                    ref_method: i.ref_method,
+                })
+                .map_err(ModelError::from),
+        }
+    }
+
+    /// The same architecture built over other weights (`prefix`: where the network's keys
+    /// start), e.g. LoRA-patched ones.
+    pub fn rebuild(&self, weights: &WeightMap, prefix: &str) -> Result<Self> {
+        Ok(match self {
+            DiffusionNet::Unet(u) => {
+                DiffusionNet::Unet(Unet::from_weights(weights, prefix, u.dtype(), u.device())?)
+            }
+            DiffusionNet::Flux(f) => {
+                let vb = crate::models::nn::weights_vb(weights.clone(), f.dtype(), f.device());
+                DiffusionNet::Flux(Arc::new(Flux::new(
+                    vb.pp(prefix.trim_end_matches('.')),
+                    f.config(),
+                )?))
+            }
+        })
+    }
+
+    /// Input channels the network takes (latent + any concat channels).
+    pub fn in_channels(&self) -> usize {
+        match self {
+            DiffusionNet::Unet(u) => u.config().in_channels,
+            DiffusionNet::Flux(f) => f.config().in_channels,
+        }
+    }
+
+    /// Output (latent) channels.
+    pub fn out_channels(&self) -> usize {
+        match self {
+            DiffusionNet::Unet(u) => u.config().out_channels,
+            DiffusionNet::Flux(f) => f.config().out_channels,
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            DiffusionNet::Unet(u) => u.dtype(),
+            DiffusionNet::Flux(f) => f.dtype(),
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        match self {
+            DiffusionNet::Unet(u) => u.device(),
+            DiffusionNet::Flux(f) => f.device(),
+        }
+    }
+
+    pub fn as_unet(&self) -> Option<&Unet> {
+        match self {
+            DiffusionNet::Unet(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn as_flux(&self) -> Option<&Flux> {
+        match self {
+            DiffusionNet::Flux(f) => Some(f),
+            _ => None,
+        }
+    }
+}
