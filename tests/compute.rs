@@ -74,7 +74,8 @@ fn loaders_read_the_dtypes_from_the_environment() {
     assert_eq!(ck.unet.dtype(), DType::F16);
     assert_eq!(ck.text.members()[0].model.dtype(), DType::F16);
     assert_eq!(ck.vae.dtype(), DType::BF16);
-    // The weight map holds each model's weights in that model's dtype.
+    // The weight map holds each weight in `storage_dtype(file, model dtype)`: the
+    // fixture's f16 stays f16 for the bf16 VAE (widened per operation).
     let w = &ck.weights;
     assert_eq!(
         w["model.diffusion_model.input_blocks.0.0.weight"].dtype(),
@@ -82,7 +83,7 @@ fn loaders_read_the_dtypes_from_the_environment() {
     );
     assert_eq!(
         w["first_stage_model.decoder.conv_in.weight"].dtype(),
-        DType::BF16
+        comfyrs::models::checkpoint::storage_dtype(DType::F16, DType::BF16)
     );
     let vae = cache.vae(&path, &env.compute).unwrap();
     assert_eq!(vae.dtype(), DType::BF16);

@@ -160,8 +160,17 @@ fn patched(path: &Path, s_unet: f64, s_clip: f64) -> (WeightMap, Vec<String>) {
         identity: "t".into(),
         strength: s,
     };
-    let mut out = patch_weights(base(), &[entry(s_unet)], U, false).unwrap();
-    out.extend(patch_weights(base(), &[entry(s_clip)], "cond_stage_model.", true).unwrap());
+    let mut out = patch_weights(base(), &[entry(s_unet)], U, DType::F32, false).unwrap();
+    out.extend(
+        patch_weights(
+            base(),
+            &[entry(s_clip)],
+            "cond_stage_model.",
+            DType::F32,
+            true,
+        )
+        .unwrap(),
+    );
     (out, loaded.unmatched.clone())
 }
 
@@ -622,10 +631,10 @@ fn stacking_applies_patches_in_order_and_negative_strength_subtracts() {
         strength: s,
     };
     let key = format!("{U}input_blocks.3.1.transformer_blocks.0.attn1.to_q.weight");
-    let ab = patch_weights(base(), &[e(&a, 0.6), e(&b, -0.8)], U, false).unwrap();
-    let ba = patch_weights(base(), &[e(&b, -0.8), e(&a, 0.6)], U, false).unwrap();
+    let ab = patch_weights(base(), &[e(&a, 0.6), e(&b, -0.8)], U, DType::F32, false).unwrap();
+    let ba = patch_weights(base(), &[e(&b, -0.8), e(&a, 0.6)], U, DType::F32, false).unwrap();
     // Sequential application: A on the base, then B on A's result.
-    let only_a = patch_weights(base(), &[e(&a, 0.6)], U, false).unwrap();
+    let only_a = patch_weights(base(), &[e(&a, 0.6)], U, DType::F32, false).unwrap();
     let bt = read_lora(&pb).unwrap().tensors;
     let x = "lora_unet_input_blocks_3_1_transformer_blocks_0_attn1_to_q";
     let db = mm(
@@ -649,8 +658,8 @@ fn stacking_applies_patches_in_order_and_negative_strength_subtracts() {
         .fold(0.0, f64::max);
     assert!(diff > 1e-3, "order made no difference ({diff})");
     // Negative strength: base - s·Δ for a plain LoRA.
-    let neg = patch_weights(base(), &[e(&b, -1.0)], U, false).unwrap();
-    let pos = patch_weights(base(), &[e(&b, 1.0)], U, false).unwrap();
+    let neg = patch_weights(base(), &[e(&b, -1.0)], U, DType::F32, false).unwrap();
+    let pos = patch_weights(base(), &[e(&b, 1.0)], U, DType::F32, false).unwrap();
     let w0 = w(&key);
     let mid: Vec<f64> = vals(&neg[&key])
         .iter()

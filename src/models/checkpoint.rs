@@ -78,15 +78,28 @@ pub struct Sd1Checkpoint {
     pub device: Device,
 }
 
-/// Reads every tensor of a safetensors file through a memory map.
-/// Floating tensors are converted to `dtype`; integer tensors keep theirs.
+/// Reads every tensor of a safetensors file through a memory map, each kept in
+/// [`storage_dtype`] of its file dtype and `dtype` (the compute dtype); integer tensors
+/// keep theirs.
 pub fn load_safetensors(path: &Path, device: &Device, dtype: DType) -> Result<WeightMap> {
     load_safetensors_as(path, device, &|_| dtype)
 }
 
-/// [`load_safetensors`] with a dtype per tensor name (`dtype_of`), so each model
-/// of a checkpoint is converted once, on the CPU, straight from the file's dtype
-/// before it is moved to `device`.
+/// The dtype a weight is kept in memory for compute dtype `compute`: the file's own when it
+/// is no wider (the layers widen per operation, see `nn::weights_vb`; exact, so the numbers
+/// are those of an f32 copy), else `compute`. An f16 checkpoint computed in f32 thus costs
+/// its file size, and an fp8 one a quarter of its f32 size.
+pub fn storage_dtype(file: DType, compute: DType) -> DType {
+    if file.is_float() && file.size_in_bytes() <= compute.size_in_bytes() {
+        file
+    } else {
+        compute
+    }
+}
+
+/// [`load_safetensors`] with a compute dtype per tensor name (`dtype_of`), so each model
+/// of a checkpoint gets its own storage rule, applied on the CPU straight from the file's
+/// dtype before the tensor is moved to `device`.
 pub fn load_safetensors_as(
     path: &Path,
     device: &Device,
@@ -99,21 +112,28 @@ pub fn load_safetensors_as(
     })?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
-        // fp8 tensors are widened exactly through the torch-exact tables of
-        // `fp8` (candle's reader has no F8_E5M2); every fp8 value fits f16/bf16/f32.
-        // (matched by the format's dtype name: candle's view comes from its own
-        // safetensors version, not the one this crate depends on)
+        let compute = dtype_of(&name);
+        // fp8 tensors are read from their bytes (candle's reader has no F8_E5M2): e4m3fn
+        // into candle's F8E4M3, e5m2 (the top byte of an f16) exactly into f16. Matched by
+        // the format's dtype name: candle's view comes from its own safetensors version.
         let fp8 = super::fp8::Fp8Kind::from_safetensors_dtype(&format!("{:?}", view.dtype()));
-        if let Some(kind) = fp8 {
-            let data = super::fp8::decode_slice(kind, view.data());
-            let t =
-                Tensor::from_vec(data, view.shape(), &Device::Cpu)?.to_dtype(dtype_of(&name))?;
-            out.insert(name, t.to_device(device)?);
-            continue;
-        }
-        let t = st.load(&name, &Device::Cpu)?;
+        let t = match fp8 {
+            Some(super::fp8::Fp8Kind::E4m3fn) => {
+                Tensor::from_raw_buffer(view.data(), DType::F8E4M3, view.shape(), &Device::Cpu)?
+            }
+            Some(kind) => {
+                let data = super::fp8::decode_slice(kind, view.data());
+                Tensor::from_vec(data, view.shape(), &Device::Cpu)?.to_dtype(DType::F16)?
+            }
+            None => st.load(&name, &Device::Cpu)?,
+        };
         let t = if t.dtype().is_float() {
-            t.to_dtype(dtype_of(&name))?
+            let keep = storage_dtype(t.dtype(), compute);
+            if keep == t.dtype() {
+                t
+            } else {
+                t.to_dtype(keep)?
+            }
         } else {
             t
         };
@@ -362,7 +382,7 @@ pub fn checkpoint_from_weights(
         }
     }
     if options.clip_fp16_round && dtype == DType::F32 {
-        round_through_f16(&mut weights, |k| {
+        store_as_f16(&mut weights, |k| {
             ["cond_stage_model.", "clip_l.", "clip_g."]
                 .iter()
                 .any(|p| k.starts_with(p))
@@ -402,12 +422,13 @@ pub fn checkpoint_from_weights(
     })
 }
 
-/// Rounds the floating tensors whose key `select` accepts through fp16 (ComfyUI's fp16
-/// text-encoder storage on the CPU, computed in f32).
-pub fn round_through_f16(weights: &mut WeightMap, select: impl Fn(&str) -> bool) -> Result<()> {
+/// Keeps the floating tensors whose key `select` accepts, when wider than f16, as f16:
+/// ComfyUI's fp16 text-encoder storage on the CPU (computed in f32; narrower files, e.g.
+/// bf16 or fp8, keep their own dtype, as `pick_weight_dtype` does).
+pub fn store_as_f16(weights: &mut WeightMap, select: impl Fn(&str) -> bool) -> Result<()> {
     for (k, v) in weights.iter_mut() {
-        if select(k) && v.dtype().is_float() {
-            *v = v.to_dtype(DType::F16)?.to_dtype(v.dtype())?;
+        if select(k) && v.dtype().is_float() && v.dtype().size_in_bytes() > 2 {
+            *v = v.to_dtype(DType::F16)?;
         }
     }
     Ok(())

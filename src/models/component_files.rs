@@ -11,7 +11,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 
 use super::checkpoint::{
-    describe_prefixes, load_safetensors, round_through_f16, unet_prefix, Prediction, TextEncoders,
+    describe_prefixes, load_safetensors, store_as_f16, unet_prefix, Prediction, TextEncoders,
     WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
 };
 use super::family::Family;
@@ -247,7 +247,7 @@ pub fn load_text_encoders(
         let mut w = read_text_encoder_file(p, device, dtype)?;
         if clip_fp16_round && dtype == DType::F32 {
             // Scaled fp8's scales stay f32 in ComfyUI (they are not text-encoder weights).
-            round_through_f16(&mut w, |k| !is_fp8_scale_key(k))?;
+            store_as_f16(&mut w, |k| !is_fp8_scale_key(k))?;
         }
         let kind = detect_text_encoder(&w);
         files.push((p, w, kind));

@@ -281,7 +281,7 @@ impl Vae {
         device: &Device,
     ) -> Result<Self> {
         let config = VaeConfig::detect(weights, prefix)?;
-        let vb = VarBuilder::from_tensors(weights.clone(), dtype, device);
+        let vb = crate::models::nn::weights_vb(weights.clone(), dtype, device);
         let vb = if prefix.is_empty() {
             vb
         } else {

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 
 use super::load::LoadedLora;
 use crate::models::checkpoint::WeightMap;
@@ -87,12 +86,15 @@ impl PatchCache {
 }
 
 /// The patched tensors (only those) under `prefix`: each target's f32 copy gets every patch
-/// of the list in order; with `round_f16` the result is rounded through fp16, like ComfyUI
-/// casting a patched weight back to the text encoder's fp16 storage.
+/// of the list in order, and is kept in the `compute` dtype (ComfyUI's model holds its
+/// weights in the compute dtype when it upcasts at load, so a patch is not rounded to the
+/// file's dtype); with `round_f16` it is kept as fp16, like ComfyUI casting a patched weight
+/// back to the text encoder's fp16 storage.
 pub fn patch_weights(
     base: &WeightMap,
     patches: &[PatchEntry],
     prefix: &str,
+    compute: DType,
     round_f16: bool,
 ) -> Result<WeightMap> {
     let mut targets: Vec<&String> = patches
@@ -115,10 +117,8 @@ pub fn patch_weights(
                 }
             }
         }
-        if round_f16 {
-            w = w.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
-        }
-        out.insert(target.clone(), w.to_dtype(w0.dtype())?);
+        let keep = if round_f16 { DType::F16 } else { compute };
+        out.insert(target.clone(), w.to_dtype(keep)?);
     }
     Ok(out)
 }
@@ -206,7 +206,13 @@ impl PatchedUnet {
 
     fn build(&self) -> Result<Unet> {
         let t0 = std::time::Instant::now();
-        let changed = patch_weights(&self.weights, &self.patches, UNET_PREFIX, false)?;
+        let changed = patch_weights(
+            &self.weights,
+            &self.patches,
+            UNET_PREFIX,
+            self.base.dtype(),
+            false,
+        )?;
         let n = changed.len();
         let map = overlay(&self.weights, changed);
         let unet = Unet::from_weights(&map, UNET_PREFIX, self.base.dtype(), self.base.device())?;
@@ -350,7 +356,13 @@ impl PatchedClip {
             .or_else(|| self.text_prefix.strip_suffix("text_model."))
             .unwrap_or(&self.text_prefix)
             .to_string();
-        let changed = patch_weights(&self.weights, &self.patches, &root, self.fp16_storage)?;
+        let changed = patch_weights(
+            &self.weights,
+            &self.patches,
+            &root,
+            self.base.model.dtype(),
+            self.fp16_storage,
+        )?;
         let n = changed.len();
         let map = overlay(&self.weights, changed);
         let m = &self.base.model;
@@ -359,7 +371,7 @@ impl PatchedClip {
             self.text_prefix.strip_suffix("text_model.").unwrap_or("")
         );
         let projection = map.get(&proj_key).cloned();
-        let vb = VarBuilder::from_tensors(map, m.dtype(), m.device());
+        let vb = crate::models::nn::weights_vb(map, m.dtype(), m.device());
         let model = ClipTextModel::new(
             m.config.clone(),
             vb.pp(self.text_prefix.trim_end_matches('.')),

@@ -5,10 +5,11 @@
 //! accumulates onto it. candle 0.11's CPU conv2d
 //! re-flattens the weights on every call, transposes the input to NHWC with scalar loops and
 //! runs many small gemms; this is most of the difference between the two on SD1.x.
-//! Elsewhere (CUDA, half precision) it is candle's conv2d.
+//! Elsewhere (CUDA, half precision) it is candle's conv2d. The weight stays in its stored
+//! dtype and is widened to the input's per call (ComfyUI's `manual_cast`).
 
 use super::cpu_gemm::{gemm_block, num_threads, par_gemm, Dest, Operand};
-use super::{cpu_f32, is_cpu_f32};
+use super::{cpu_f32, is_cpu_f32, stored, widen};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -20,7 +21,7 @@ const COLUMN_BUDGET_BYTES: usize = 32 << 20;
 /// `nn.Conv2d` with square kernels, zero padding and no dilation or groups (all SD1.x uses).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    /// [c_out, c_in, k, k]
+    /// [c_out, c_in, k, k], as stored.
     weight: Tensor,
     /// [c_out]
     bias: Option<Tensor>,
@@ -31,7 +32,7 @@ pub struct Conv2d {
 /// A conv2d whose shape is read from the weights (`weight` [out, in, k, k], `bias` [out]).
 pub fn conv(vb: &VarBuilder, name: &str, stride: usize, padding: usize) -> Result<Conv2d> {
     let vb = vb.pp(name);
-    let weight = vb.get_unchecked("weight")?;
+    let weight = stored(&vb, "weight")?;
     let (c_out, _, k, k2) = weight.dims4()?;
     if k != k2 {
         candle_core::bail!("{name}.weight: only square kernels are supported, got {k}x{k2}");
@@ -60,17 +61,17 @@ impl Conv2d {
     }
 
     /// candle's conv2d, bias broadcast over [B, C, H, W].
-    fn forward_candle(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+    fn forward_candle(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(weight, self.padding, self.stride, 1, 1)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            Some(b) => y.broadcast_add(&widen(b, x.dtype())?.reshape((1, (), 1, 1))?),
             None => Ok(y),
         }
     }
 
-    fn forward_cpu_f32(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_cpu_f32(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         let (b, c_in, h, w) = x.dims4()?;
-        let (c_out, wc_in, k, _) = self.weight.dims4()?;
+        let (c_out, wc_in, k, _) = weight.dims4()?;
         if wc_in != c_in {
             candle_core::bail!("conv2d: input has {c_in} channels, the weights expect {wc_in}");
         }
@@ -80,7 +81,7 @@ impl Conv2d {
         }
         let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         let x = x.contiguous()?;
-        let weight = self.weight.contiguous()?;
+        let weight = weight.contiguous()?;
         let bias = match &self.bias {
             Some(b) => Some(b.to_dtype(DType::F32)?.contiguous()?),
             None => None,
@@ -118,10 +119,11 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if is_cpu_f32(x) && is_cpu_f32(&self.weight) {
-            self.forward_cpu_f32(x)
+        let weight = widen(&self.weight, x.dtype())?;
+        if is_cpu_f32(x) {
+            self.forward_cpu_f32(x, &weight)
         } else {
-            self.forward_candle(x)
+            self.forward_candle(x, &weight)
         }
     }
 }
@@ -312,8 +314,8 @@ mod tests {
         let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
         for bias in [Some(bias), None] {
             let conv = Conv2d::new(w.clone(), bias, s, p);
-            let ours = conv.forward_cpu_f32(&x).unwrap();
-            let theirs = conv.forward_candle(&x).unwrap();
+            let ours = conv.forward_cpu_f32(&x, &conv.weight).unwrap();
+            let theirs = conv.forward_candle(&x, &conv.weight).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
             let diff = max_abs_diff(&ours, &theirs);
             assert!(
@@ -354,7 +356,8 @@ mod tests {
         let bias = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let banded = conv2d_f32(&flat(&x), &flat(&w), Some(&flat(&bias)), 1, g);
-        let reference = flat(&Conv2d::new(w, Some(bias), 1, 1).forward_candle(&x).unwrap());
+        let conv = Conv2d::new(w.clone(), Some(bias), 1, 1);
+        let reference = flat(&conv.forward_candle(&x, &w).unwrap());
         assert_eq!(banded.len(), reference.len());
         for (a, b) in banded.iter().zip(&reference) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");

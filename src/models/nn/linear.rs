@@ -1,58 +1,97 @@
-//! `nn.Linear` for the UNet: on the CPU in f32 one [`par_gemm`] against the weight read
-//! transposed in place (no copy), with the bias written into the destination first.
-//! Elsewhere it is candle_nn's Linear.
+//! `nn.Linear`: the weight kept in its stored dtype (f16, bf16, fp8, f32) and widened to
+//! the input's dtype per call, like ComfyUI's `manual_cast` ops; ComfyUI's scaled-fp8
+//! layers (`scale_weight`) scale the smaller operand, as `scaled_fp8_op` does. On the CPU
+//! in f32 one [`par_gemm`] against the weight read transposed in place (no copy), with the
+//! bias written into the destination first. Elsewhere it is candle_nn's Linear.
 
 use super::cpu_gemm::{par_gemm, Dest, Operand};
-use super::{cpu_f32, is_cpu_f32};
+use super::{cpu_f32, is_cpu_f32, stored, widen};
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// [out, in]
+    /// [out, in], as stored.
     weight: Tensor,
     /// [out]
     bias: Option<Tensor>,
-    fallback: candle_nn::Linear,
+    /// Scaled fp8's `scale_weight` (a one-element f32 tensor): the true weight is
+    /// `weight · scale`.
+    scale: Option<Tensor>,
 }
 
-/// A linear layer whose shape is read from `name.weight`; `name.bias` is used when present.
+/// A linear layer whose shape is read from `name.weight`; `name.bias` and scaled fp8's
+/// `name.scale_weight` are used when present.
 pub fn linear(vb: &VarBuilder, name: &str) -> Result<Linear> {
     let vb = vb.pp(name);
-    let weight = vb.get_unchecked("weight")?;
+    let weight = stored(&vb, "weight")?;
     let out = weight.dim(0)?;
     let bias = if vb.contains_tensor("bias") {
         Some(vb.get(out, "bias")?)
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
+    let scale = if vb.contains_tensor("scale_weight") {
+        Some(
+            vb.get_unchecked_dtype("scale_weight", candle_core::DType::F32)?
+                .flatten_all()?,
+        )
+    } else {
+        None
+    };
+    Ok(Linear {
+        weight,
+        bias,
+        scale,
+    })
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
         Linear {
-            fallback: candle_nn::Linear::new(weight.clone(), bias.clone()),
             weight,
             bias,
+            scale: None,
         }
     }
 
-    fn forward_cpu_f32(&self, x: &Tensor) -> Result<Tensor> {
-        let (out_f, in_f) = self.weight.dims2()?;
+    /// The weight as stored ([out, in]).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// `x · Wᵀ + b` with `weight` already in `x`'s dtype.
+    fn forward_with(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        let bias = match &self.bias {
+            Some(b) => Some(widen(b, x.dtype())?),
+            None => None,
+        };
+        if is_cpu_f32(x) && x.rank() >= 1 {
+            Self::forward_cpu_f32(x, weight, bias.as_ref())
+        } else {
+            candle_nn::Linear::new(weight.clone(), bias).forward(x)
+        }
+    }
+
+    fn forward_cpu_f32(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (out_f, in_f) = weight.dims2()?;
         let dims = x.dims().to_vec();
         if dims.last() != Some(&in_f) {
             candle_core::bail!("linear: input {dims:?} does not end in {in_f} features");
         }
         let rows = x.elem_count() / in_f.max(1);
         let x = x.contiguous()?;
-        let weight = self.weight.contiguous()?;
+        let weight = weight.contiguous()?;
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = weight.storage_and_layout();
         let input = cpu_f32(&xs, xl.start_offset(), rows * in_f)?;
         let w = cpu_f32(&ws, wl.start_offset(), out_f * in_f)?;
         let mut out = vec![0f32; rows * out_f];
-        let bias_guard = self.bias.as_ref().map(|b| b.storage_and_layout());
+        let bias = match bias {
+            Some(b) => Some(b.contiguous()?),
+            None => None,
+        };
+        let bias_guard = bias.as_ref().map(|b| b.storage_and_layout());
         if let Some((bs, bl)) = &bias_guard {
             let bias = cpu_f32(bs, bl.start_offset(), out_f)?;
             for row in out.chunks_mut(out_f) {
@@ -92,14 +131,18 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if is_cpu_f32(x)
-            && is_cpu_f32(&self.weight)
-            && self.bias.as_ref().is_none_or(is_cpu_f32)
-            && x.rank() >= 1
-        {
-            self.forward_cpu_f32(x)
-        } else {
-            self.fallback.forward(x)
+        let w = widen(&self.weight, x.dtype())?;
+        match &self.scale {
+            None => self.forward_with(x, &w),
+            Some(scale) => {
+                let scale = scale.to_dtype(x.dtype())?;
+                // scaled_fp8_op: the multiply goes on the smaller operand.
+                if w.elem_count() < x.elem_count() {
+                    self.forward_with(x, &w.broadcast_mul(&scale)?)
+                } else {
+                    self.forward_with(&x.broadcast_mul(&scale)?, &w)
+                }
+            }
         }
     }
 }
@@ -116,12 +159,76 @@ mod tests {
         let w = Tensor::randn(0f32, 0.2, (40, 24), &dev).unwrap();
         let b = Tensor::randn(0f32, 1.0, 40, &dev).unwrap();
         for bias in [Some(b), None] {
-            let l = Linear::new(w.clone(), bias);
+            let l = Linear::new(w.clone(), bias.clone());
             let ours = l.forward(&x).unwrap();
-            let theirs = l.fallback.forward(&x).unwrap();
+            let theirs = candle_nn::Linear::new(w.clone(), bias).forward(&x).unwrap();
             assert_eq!(ours.dims(), &[2, 37, 40]);
             let d = max_abs_diff(&ours, &theirs);
             assert!(d < 1e-5, "max |diff| {d}");
         }
+    }
+
+    fn vb_of(pairs: &[(&str, Tensor)]) -> VarBuilder<'static> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        super::super::weights_vb(map, candle_core::DType::F32, &Device::Cpu)
+    }
+
+    #[test]
+    fn keeps_the_stored_dtype_and_widens_exactly() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 16), &dev).unwrap();
+        let w16 = Tensor::randn(0f32, 0.2, (8, 16), &dev)
+            .unwrap()
+            .to_dtype(candle_core::DType::F16)
+            .unwrap();
+        let b = Tensor::randn(0f32, 1.0, 8, &dev).unwrap();
+        let l = linear(
+            &vb_of(&[("l.weight", w16.clone()), ("l.bias", b.clone())]),
+            "l",
+        )
+        .unwrap();
+        assert_eq!(l.weight().dtype(), candle_core::DType::F16);
+        let w32 = w16.to_dtype(candle_core::DType::F32).unwrap();
+        let eager = Linear::new(w32, Some(b)).forward(&x).unwrap();
+        assert_eq!(max_abs_diff(&l.forward(&x).unwrap(), &eager), 0.0);
+        // A plain VarBuilder gives the builder's dtype.
+        let map = [("l.weight".to_string(), w16)].into_iter().collect();
+        let plain = VarBuilder::from_tensors(map, candle_core::DType::F32, &dev);
+        assert_eq!(
+            linear(&plain, "l").unwrap().weight().dtype(),
+            candle_core::DType::F32
+        );
+    }
+
+    /// ComfyUI's scaled fp8 Linear: `linear(x, w·s)` when the weight has fewer elements
+    /// than the input, else `linear(x·s, w)`.
+    #[test]
+    fn scaled_fp8_scales_the_smaller_operand() {
+        let dev = Device::Cpu;
+        let w8 = Tensor::randn(0f32, 0.5, (4, 6), &dev)
+            .unwrap()
+            .to_dtype(candle_core::DType::F8E4M3)
+            .unwrap();
+        let s = Tensor::new(&[0.37f32], &dev).unwrap();
+        let l = linear(
+            &vb_of(&[("l.weight", w8.clone()), ("l.scale_weight", s)]),
+            "l",
+        )
+        .unwrap();
+        assert_eq!(l.weight().dtype(), candle_core::DType::F8E4M3);
+        let w = w8.to_dtype(candle_core::DType::F32).unwrap();
+        let scaled_w = Linear::new((&w * 0.37f64).unwrap(), None);
+        let plain_w = Linear::new(w, None);
+        // 1 row of 6 < 24 weights: the input is scaled.
+        let small = Tensor::randn(0f32, 1.0, (1, 6), &dev).unwrap();
+        let want = plain_w.forward(&(&small * 0.37f64).unwrap()).unwrap();
+        assert_eq!(max_abs_diff(&l.forward(&small).unwrap(), &want), 0.0);
+        // 10 rows = 60 > 24: the weight is scaled.
+        let big = Tensor::randn(0f32, 1.0, (10, 6), &dev).unwrap();
+        let want = scaled_w.forward(&big).unwrap();
+        assert_eq!(max_abs_diff(&l.forward(&big).unwrap(), &want), 0.0);
     }
 }

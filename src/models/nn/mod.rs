@@ -9,11 +9,98 @@ pub mod linear;
 pub mod norm;
 pub mod vecmath;
 
-use candle_core::{CpuStorage, Result, Storage, Tensor};
+use std::collections::HashMap;
+
+use candle_core::{CpuStorage, DType, Device, Result, Shape, Storage, Tensor};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 pub use conv::{conv, Conv2d};
 pub use linear::{linear, Linear};
 pub use norm::{group_norm, GroupNorm};
+
+/// A VarBuilder over a state dict whose tensors keep the dtype they are stored in (the
+/// file's f16/bf16/fp8, see `checkpoint::load_safetensors_as`). `vb.get*` widen to the
+/// requested dtype as usual, which suits small tensors (biases, norms, embeddings); the
+/// layers that hold the bulk of a model's bytes (Linear, Conv2d) read theirs with
+/// [`stored`] and widen per operation, like ComfyUI's `manual_cast` ops, so a model
+/// costs its file's size in memory rather than its f32 size. (fp8/f16/bf16 → f32 is exact,
+/// so widening per operation or at load gives the same numbers.)
+pub fn weights_vb(
+    weights: HashMap<String, Tensor>,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(StoredWeights(weights)), dtype, device.clone())
+}
+
+/// candle's VarBuilder only asks for tensors in a given dtype; [`StoredWeights`] reads a
+/// request for this one as "as stored" (no weight is ever requested as u8).
+const AS_STORED: DType = DType::U8;
+
+/// The backend of [`weights_vb`].
+struct StoredWeights(HashMap<String, Tensor>);
+
+impl SimpleBackend for StoredWeights {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: t.shape().clone(),
+            }
+            .bt());
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let t = self.0.get(name).ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }
+            .bt()
+        })?;
+        // Converted on the tensor's own device first (fp8 casts exist on the CPU).
+        let t = if dtype == AS_STORED || t.dtype() == dtype {
+            t.clone()
+        } else {
+            t.to_dtype(dtype)?
+        };
+        t.to_device(dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+/// `name` under `vb` in the dtype it is stored in (see [`weights_vb`]); from any other
+/// VarBuilder, in the builder's dtype.
+pub fn stored(vb: &VarBuilder, name: &str) -> Result<Tensor> {
+    let t = vb.get_unchecked_dtype(name, AS_STORED)?;
+    if t.dtype() == AS_STORED {
+        // Not a `weights_vb` backend: it converted to the marker dtype.
+        return vb.get_unchecked(name);
+    }
+    Ok(t)
+}
+
+/// `w` as `dtype` for one operation (a no-op when it already is).
+pub(crate) fn widen(w: &Tensor, dtype: DType) -> Result<Tensor> {
+    if w.dtype() == dtype {
+        Ok(w.clone())
+    } else {
+        w.to_dtype(dtype)
+    }
+}
 
 /// Does `vb` hold a tensor called `name`?
 pub fn has(vb: &VarBuilder, name: &str) -> bool {

@@ -452,7 +452,7 @@ impl Unet {
         device: &Device,
     ) -> Result<Self> {
         let config = UnetConfig::detect(weights, prefix)?;
-        let vb = VarBuilder::from_tensors(weights.clone(), dtype, device);
+        let vb = crate::models::nn::weights_vb(weights.clone(), dtype, device);
         let vb = vb.pp(prefix.trim_end_matches('.'));
         let mut input_blocks = Vec::new();
         let mut i = 0;

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 
 pub use bpe::{BOS, EOS};
 pub use text_model::{ClipActivation, ClipConfig, ClipTextModel, LayerChoice};
@@ -101,7 +100,7 @@ impl ClipTextEncoder {
     ) -> Result<Self, ModelError> {
         let mut config = ClipConfig::detect(weights, prefix)?;
         config.activation = role.activation;
-        let vb = VarBuilder::from_tensors(weights.clone(), dtype, device);
+        let vb = crate::models::nn::weights_vb(weights.clone(), dtype, device);
         let root = prefix.strip_suffix("text_model.").unwrap_or("");
         let projection = weights
             .get(&format!("{root}text_projection.weight"))

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 
 pub use model::{relative_position_bucket, T5Config, T5EncoderModel};
 pub use tokenizer::{T5Tokenizer, FLUX_MIN_LENGTH, SD3_MIN_LENGTH};
@@ -49,7 +48,7 @@ impl T5Encoder {
         let fp8_storage = weights
             .get(&format!("{prefix}encoder.final_layer_norm.weight"))
             .is_some_and(|t| t.dtype() == DType::F8E4M3);
-        let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, device);
+        let vb = crate::models::nn::weights_vb(weights.clone(), DType::F32, device);
         let vb = if prefix.is_empty() {
             vb
         } else {

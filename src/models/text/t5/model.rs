@@ -383,9 +383,8 @@ impl T5EncoderModel {
 }
 
 /// A tensor as stored (norms, embeddings: small or read row-wise, widened where used).
-// TODO(lead): `nn::stored` once `nn::weights_vb` is merged.
 fn stored(vb: &VarBuilder, name: &str) -> candle_core::Result<Tensor> {
-    vb.get_unchecked(name)
+    nn::stored(vb, name)
 }
 
 /// `torch.nan_to_num`: NaN → 0, ±inf → ±f32::MAX.
