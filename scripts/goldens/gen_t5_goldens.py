@@ -23,7 +23,10 @@ Writes tests/data/t5/:
                      tiny sizes, as its own `t5xxl_model_config` option does): cond (T5) and
                      pooled (CLIP-L, unprojected) of `encode_from_tokens` for several prompts,
                      with the fp16 T5 and the scaled-fp8 T5, plain CLIPTextEncode tokens,
-                     CLIPTextEncodeFlux's split tokens, and CLIPSetLastLayer(-2).
+                     CLIPTextEncodeFlux's split tokens, and CLIPSetLastLayer(-2); plus a
+                     plain-fp8 T5 (every tensor of tiny_t5xxl cast to float8_e4m3fn, with a
+                     NaN at shared.weight[3, 0], as t5xxl_detect types a real fp8 file) whose
+                     embeddings ComfyUI passes through nan_to_num.
 """
 import json
 import os
@@ -127,7 +130,7 @@ TINY_CLIP_L = {"hidden_size": 32, "intermediate_size": 128, "num_attention_heads
                "num_hidden_layers": 2}
 
 
-def make_clip(t5_file, dtype_t5, scaled):
+def make_clip(t5_file, dtype_t5, scaled, t5_sd=None):
     class Target:
         pass
     target = Target()
@@ -141,7 +144,8 @@ def make_clip(t5_file, dtype_t5, scaled):
         "t5xxl_model_config": TINY_T5, "clip_l_model_config": TINY_CLIP_L})
     fx = os.path.join(REPO, "fixtures", "models", "text_encoders")
     for f in ["tiny_clip_l.safetensors", t5_file]:
-        m, u = clip.load_sd(load_file(os.path.join(fx, f)))
+        sd = t5_sd if (f == t5_file and t5_sd is not None) else load_file(os.path.join(fx, f))
+        m, u = clip.load_sd(sd)
         missing = [k for k in m if "text_projection" not in k]
         assert not missing, (f, missing)
     return clip
@@ -192,6 +196,21 @@ def flux_pair_golden():
         tensors[key + ".pooled"] = pooled.contiguous()
         cases.append({"key": key, "t5": t5_file, "kind": "text", "prompt": "a photo of a cat",
                       "clip_layer": -2})
+    # Plain fp8 (t5xxl_fp8_e4m3fn layout) with one NaN in the token embedding of id 3.
+    fx = os.path.join(REPO, "fixtures", "models", "text_encoders")
+    sd = {k: v.to(torch.float8_e4m3fn) for k, v in
+          load_file(os.path.join(fx, "tiny_t5xxl.safetensors")).items()}
+    sd["shared.weight"][3, 0] = float("nan")
+    clip = make_clip("tiny_t5xxl.safetensors", torch.float8_e4m3fn, False, t5_sd=sd)
+    t5 = clip.cond_stage_model.t5xxl.transformer
+    print("fp8 t5 weight dtypes:", sorted({str(p.dtype) for p in t5.parameters()}))
+    p = "a photo of a cat holding a sign"
+    cond, pooled = clip.encode_from_tokens(clip.tokenize(p), return_pooled=True)
+    assert torch.isfinite(cond).all()
+    tensors["fp8_nan.0.cond"] = cond.contiguous()
+    tensors["fp8_nan.0.pooled"] = pooled.contiguous()
+    cases.append({"key": "fp8_nan.0", "t5": "tiny_t5xxl.safetensors as fp8, NaN at shared[3,0]",
+                  "kind": "text", "prompt": p})
     save_file(tensors, os.path.join(OUT_DIR, "flux_pair.safetensors"))
     with open(os.path.join(OUT_DIR, "flux_pair.json"), "w") as f:
         json.dump(cases, f, ensure_ascii=False, indent=1)
