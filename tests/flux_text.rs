@@ -370,3 +370,43 @@ fn clip_text_encode_flux_sets_the_guidance_and_splits_the_prompts() {
     let err = encode_flux(&clip, "x", &long, 3.5).unwrap_err();
     assert!(format!("{err:?}").contains("t5xxl"), "{err:?}");
 }
+
+#[test]
+fn object_info_matches_comfyui_for_clip_text_encode_flux_and_dual_clip_loader() {
+    // tests/data/t5/object_info_flux_text.json: GET /object_info/<class> of ComfyUI a125cd84
+    // (scripts/goldens/gen_object_info.py), with an empty text_encoders folder.
+    let p = root().join("tests/data/t5/object_info_flux_text.json");
+    let want: Json = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let reg = Registry::with_builtin_nodes();
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Paths::under(dir.path());
+    paths.model_roots = vec![dir.path().join("models")];
+    let env = Environment::new(paths);
+    let classes = want.as_object().unwrap();
+    assert_eq!(classes.len(), 2);
+    for (class, info) in classes {
+        let ours = reg
+            .schema(class)
+            .unwrap_or_else(|| panic!("{class} is not registered"))
+            .object_info(&env);
+        assert_eq!(&ours, info, "{class}");
+    }
+}
+
+#[test]
+fn generator_reproduces_the_committed_text_encoder_fixtures() {
+    use comfyrs::models::fixture as fx;
+    type Writer = fn() -> Vec<u8>;
+    let files: [(&str, Writer); 3] = [
+        (TINY_CLIP_L_PATH, fx::tiny_clip_l_bytes),
+        (TINY_T5XXL_PATH, fx::tiny_t5xxl_bytes),
+        (TINY_T5XXL_FP8_SCALED_PATH, fx::tiny_t5xxl_fp8_scaled_bytes),
+    ];
+    for (rel, gen) in files {
+        let committed = std::fs::read(root().join(rel)).expect("committed fixture");
+        assert!(
+            committed == gen(),
+            "{rel}: regenerate with `cargo run --bin gen_fixtures`"
+        );
+    }
+}

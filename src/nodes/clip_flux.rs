@@ -40,6 +40,8 @@ struct ClipTextEncodeFlux;
 impl Node for ClipTextEncodeFlux {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("CLIPTextEncodeFlux")
+            .v3()
+            .module("comfy_extras.nodes_flux")
             .category("advanced/conditioning/flux")
             .input(InputSpec::of("clip", "CLIP"))
             .input(prompt("clip_l"))
