@@ -209,6 +209,36 @@ pub struct TextEncoderFiles {
     pub weights: Arc<WeightMap>,
 }
 
+/// Flux's text encoders (ComfyUI's `FluxClipModel`) over a weight map with CLIP-L under
+/// `clip_l.transformer.text_model.` and T5-XXL under [`T5XXL_PREFIX`] (ComfyUI's model keys:
+/// DualCLIPLoader's files moved there, or a Flux checkpoint's `text_encoders.*` keys with
+/// `text_encoders.` stripped). CLIP-L computes in `dtype`, T5 in f32; the weights are used
+/// as stored (the loader applies the storage rule: fp16 for wider files, narrower kept, and
+/// scaled-fp8 scales left f32, see [`is_fp8_scale_key`]).
+pub fn flux_text_encoders(
+    weights: &WeightMap,
+    dtype: DType,
+    device: &Device,
+    embedding_directories: Vec<std::path::PathBuf>,
+) -> Result<TextEncoders> {
+    let l = ClipTextEncoder::from_weights(
+        weights,
+        SDXL_CLIP_L_PREFIX,
+        ClipRole::SD1,
+        dtype,
+        device,
+        embedding_directories.clone(),
+    )?;
+    let t5 = T5Encoder::from_weights(
+        weights,
+        T5XXL_PREFIX,
+        FLUX_MIN_LENGTH,
+        device,
+        embedding_directories,
+    )?;
+    Ok(TextEncoders::Flux { l, t5 })
+}
+
 /// An error about the file at `path`, naming it.
 fn in_file(path: &Path, e: ModelError) -> ModelError {
     match e {
@@ -216,7 +246,9 @@ fn in_file(path: &Path, e: ModelError) -> ModelError {
         ModelError::MissingKey(k) => ModelError::NotSupported(format!(
             "{}: missing tensor {}",
             path.display(),
-            k.strip_prefix(T5XXL_PREFIX).unwrap_or(&k)
+            k.strip_prefix(T5XXL_PREFIX)
+                .or_else(|| k.strip_prefix("clip_l.transformer."))
+                .unwrap_or(&k)
         )),
         e => e,
     }
@@ -338,17 +370,17 @@ pub fn load_text_encoders(
                 "clip_l.transformer.",
             );
             move_under(&mut weights, std::mem::take(&mut t5.1), T5XXL_PREFIX);
-            TextEncoders::Flux {
-                l: build(&weights, SDXL_CLIP_L_PREFIX, ClipRole::SD1)?,
-                t5: T5Encoder::from_weights(
-                    &weights,
-                    T5XXL_PREFIX,
-                    FLUX_MIN_LENGTH,
-                    device,
-                    embedding_directories.clone(),
-                )
-                .map_err(|e| in_file(t5.0, e))?,
-            }
+            let (l_path, t5_path) = (l.0, t5.0);
+            flux_text_encoders(&weights, dtype, device, embedding_directories.clone()).map_err(
+                |e| {
+                    let clip_side = match &e {
+                        ModelError::MissingKey(k) => k.starts_with("clip_l."),
+                        ModelError::NotSupported(m) => !m.contains("T5"),
+                        _ => false,
+                    };
+                    in_file(if clip_side { l_path } else { t5_path }, e)
+                },
+            )?
         }
         _ => unreachable!("the type was checked against the file count above"),
     };
