@@ -6,8 +6,8 @@
 //!   `scripts/goldens/gen_flux_goldens.py`);
 //! * the RunComfy quickstart's graph shape (UNETLoader, VAELoader, FluxGuidance,
 //!   ModelSamplingFlux, EmptySD3LatentImage, KSamplerSelect, BasicScheduler, BasicGuider,
-//!   RandomNoise, SamplerCustomAdvanced, VAEDecode) on the tiny Flux fixtures, with the
-//!   CONDITIONING made by a test node (the Flux text encoders are another module's);
+//!   RandomNoise, SamplerCustomAdvanced, VAEDecode) on the tiny Flux fixtures, the prompt
+//!   encoded by DualCLIPLoader (type flux: T5-XXL + CLIP-L) and CLIPTextEncode;
 //! * schnell with EmptyLatentImage's 4 channels (widened to 16) through KSampler, an odd
 //!   latent size, FluxDisableGuidance, ReferenceLatent and the Kontext placement methods.
 
@@ -15,13 +15,12 @@ use candle_core::{DType, Device, Tensor};
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{Executor, ExecutorConfig, Interrupt, NoEvents, RunOutcome, RunStatus};
 use comfyrs::models::component_files::load_diffusion_model;
-use comfyrs::models::fixture::{TINY_FLUX_PATH, TINY_FLUX_SCHNELL_PATH, TINY_FLUX_VAE_PATH};
+use comfyrs::models::fixture::{
+    TINY_CLIP_L_PATH, TINY_FLUX_PATH, TINY_FLUX_SCHNELL_PATH, TINY_FLUX_VAE_PATH, TINY_T5XXL_PATH,
+};
 use comfyrs::models::{Family, LatentFormat};
 use comfyrs::node::types::Latent;
-use comfyrs::node::{
-    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
-    Value,
-};
+use comfyrs::node::Registry;
 use comfyrs::nodes::sampling::run_sampler;
 use comfyrs::nodes::sd_types::{model_payload, CondEntry, Conditioning};
 use comfyrs::prompt::prepare;
@@ -101,31 +100,6 @@ fn one_step_matches_comfyui_model_base_flux() {
     assert!(d < 5e-5, "max |Δ| {d}");
 }
 
-/// CONDITIONING for the tiny Flux: 8 text tokens of width 64 and a 32-wide pooled vector,
-/// fixed values that depend on `seed`.
-struct TestFluxConditioning;
-impl Node for TestFluxConditioning {
-    fn schema(&self) -> NodeSchema {
-        NodeSchema::new("TestFluxConditioning")
-            .category("testing")
-            .input(InputSpec::int("seed").default(0).min(0).max(1000))
-            .output(OutputSpec::new("CONDITIONING"))
-    }
-    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
-        let s = i.int("seed")? as f32;
-        let vals = |n: usize, k: f32| -> Vec<f32> {
-            (0..n)
-                .map(|j| ((j as f32 + 1.0) * (0.37 + 0.11 * s) + k).sin())
-                .collect()
-        };
-        let cond = Tensor::from_vec(vals(8 * 64, 0.0), (1, 8, 64), &Device::Cpu)?;
-        let pooled = Tensor::from_vec(vals(32, 1.3), (1, 32), &Device::Cpu)?;
-        Ok(NodeOutput::one(Value::object(Conditioning(vec![
-            CondEntry::new(cond, Some(pooled)),
-        ]))))
-    }
-}
-
 fn setup() -> (tempfile::TempDir, Arc<Environment>) {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");
@@ -133,6 +107,8 @@ fn setup() -> (tempfile::TempDir, Arc<Environment>) {
         ("diffusion_models", TINY_FLUX_PATH),
         ("diffusion_models", TINY_FLUX_SCHNELL_PATH),
         ("vae", TINY_FLUX_VAE_PATH),
+        ("text_encoders", TINY_T5XXL_PATH),
+        ("text_encoders", TINY_CLIP_L_PATH),
     ] {
         std::fs::create_dir_all(models.join(d)).unwrap();
         let name = Path::new(p).file_name().unwrap();
@@ -147,9 +123,7 @@ fn setup() -> (tempfile::TempDir, Arc<Environment>) {
 }
 
 fn run(env: &Arc<Environment>, prompt: &Json) -> Result<RunOutcome, String> {
-    let mut reg = Registry::with_builtin_nodes();
-    reg.register(TestFluxConditioning).unwrap();
-    let reg = Arc::new(reg);
+    let reg = Arc::new(Registry::with_builtin_nodes());
     let exec = Executor::new(reg.clone(), env.clone(), ExecutorConfig::default());
     let wf = parse_workflow(&prompt.to_string()).map_err(|e| format!("{e:?}"))?;
     let valid =
@@ -171,7 +145,11 @@ fn image(env: &Environment, out: &RunOutcome) -> (u32, u32, Vec<u8>) {
 /// ComfyUI's flux_dev_example graph (node ids as in the quickstart) at `w`×`h`, 3 steps.
 fn quickstart(w: i64, h: i64) -> Json {
     json!({
-        "6": {"class_type": "TestFluxConditioning", "inputs": {"seed": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {
+            "text": "a red fox in the snow", "clip": ["11", 0]}},
+        "11": {"class_type": "DualCLIPLoader", "inputs": {
+            "clip_name1": "tiny_t5xxl.safetensors", "clip_name2": "tiny_clip_l.safetensors",
+            "type": "flux"}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["13", 0], "vae": ["10", 0]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "flux", "images": ["8", 0]}},
         "10": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_flux_vae.safetensors"}},
@@ -217,7 +195,7 @@ fn quickstart_graph_runs_and_guidance_is_a_model_input() {
     assert_ne!(image(&env, &run(&env, &disabled).unwrap()).2, base);
     // The prompt matters.
     let mut prompt = quickstart(64, 48);
-    prompt["6"]["inputs"]["seed"] = json!(2);
+    prompt["6"]["inputs"]["text"] = json!("a grey wolf in the rain");
     assert_ne!(image(&env, &run(&env, &prompt).unwrap()).2, base);
 }
 
@@ -226,7 +204,11 @@ fn schnell_with_a_4_channel_empty_latent_and_an_odd_size() {
     let (_d, env) = setup();
     let graph = |w: i64, h: i64| {
         json!({
-            "6": {"class_type": "TestFluxConditioning", "inputs": {"seed": 3}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {
+                "text": "a lighthouse at dusk", "clip": ["11", 0]}},
+            "11": {"class_type": "DualCLIPLoader", "inputs": {
+                "clip_name1": "tiny_t5xxl.safetensors", "clip_name2": "tiny_clip_l.safetensors",
+                "type": "flux"}},
             "5": {"class_type": "EmptyLatentImage", "inputs": {"width": w, "height": h, "batch_size": 1}},
             "12": {"class_type": "UNETLoader", "inputs": {
                 "unet_name": "tiny_flux_schnell.safetensors", "weight_dtype": "default"}},

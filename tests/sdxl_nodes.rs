@@ -279,8 +279,14 @@ fn unsupported_loader_types_are_errors_naming_them() {
             "type": ty}}),
         )
     };
+    let err = run(&env, &dual("hidream")).unwrap_err();
+    assert!(err.contains("type 'hidream'"), "{err}");
+    // Flux runs, but needs a T5-XXL beside the CLIP-L (tests/flux_text.rs).
     let err = run(&env, &dual("flux")).unwrap_err();
-    assert!(err.contains("type 'flux'"), "{err}");
+    assert!(
+        err.contains("type flux takes one CLIP-L and one T5-XXL file; these are CLIP-L and CLIP-G"),
+        "{err}"
+    );
     let err = run(
         &env,
         &with(

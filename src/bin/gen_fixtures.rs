@@ -11,13 +11,19 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("."));
     use comfyrs::models::fixture as fx;
     type Writer = fn() -> Vec<u8>;
-    let files: [(&str, Writer); 6] = [
+    let files: [(&str, Writer); 9] = [
         (fx::TINY_SD15_PATH, fx::tiny_sd15_bytes),
         (fx::TINY_SDXL_PATH, fx::tiny_sdxl_bytes),
         (fx::TINY_SDXL_REFINER_PATH, fx::tiny_sdxl_refiner_bytes),
         (fx::TINY_FLUX_PATH, fx::tiny_flux_bytes),
         (fx::TINY_FLUX_SCHNELL_PATH, fx::tiny_flux_schnell_bytes),
         (fx::TINY_FLUX_VAE_PATH, fx::tiny_flux_vae_bytes),
+        (fx::TINY_CLIP_L_PATH, fx::tiny_clip_l_bytes),
+        (fx::TINY_T5XXL_PATH, fx::tiny_t5xxl_bytes),
+        (
+            fx::TINY_T5XXL_FP8_SCALED_PATH,
+            fx::tiny_t5xxl_fp8_scaled_bytes,
+        ),
     ];
     for (rel, bytes) in files {
         let path = root.join(rel);

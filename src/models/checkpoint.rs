@@ -211,15 +211,22 @@ pub enum TextEncoders {
     },
     /// SDXL refiner: bigG only.
     SdxlRefiner(ClipTextEncoder),
+    /// Flux: CLIP-L (its unprojected pooled output) under [`SDXL_CLIP_L_PREFIX`] and
+    /// T5-XXL (the conditioning) under [`crate::models::text::t5::T5XXL_PREFIX`].
+    Flux {
+        l: ClipTextEncoder,
+        t5: crate::models::text::t5::T5Encoder,
+    },
 }
 
 impl TextEncoders {
-    /// Every encoder of the set (CLIP-L before CLIP-G).
+    /// Every CLIP encoder of the set (CLIP-L before CLIP-G; Flux's T5 is not a CLIP).
     pub fn members(&self) -> Vec<&ClipTextEncoder> {
         match self {
             TextEncoders::Sd1(l) => vec![l],
             TextEncoders::Sdxl { l, g } => vec![l, g],
             TextEncoders::SdxlRefiner(g) => vec![g],
+            TextEncoders::Flux { l, .. } => vec![l],
         }
     }
 }

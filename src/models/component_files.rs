@@ -18,6 +18,7 @@ use super::diffusion::DiffusionNet;
 use super::family::Family;
 use super::flux;
 use super::text::clip::{open_clip, ClipRole, ClipTextEncoder};
+use super::text::t5::{T5Encoder, FLUX_MIN_LENGTH, T5XXL_PREFIX};
 use super::unet::{Unet, UnetConfig, UNET_PREFIX};
 use super::{ModelError, Result};
 use std::sync::Arc;
@@ -131,9 +132,12 @@ impl TextEncoderKind {
     }
 }
 
-/// `detect_te_model` on HF CLIP names (after OpenCLIP conversion). Reduced-width test
-/// models (no layer 30 or 22, width ≠ 768) count as CLIP-G when they carry a
-/// `text_projection` — a superset of ComfyUI's rule, which only knows the real depths.
+/// `detect_te_model` on HF CLIP names (after OpenCLIP conversion) and T5 names.
+/// Reduced-width test models are recognised by structure, a superset of ComfyUI's rule,
+/// which only knows the real depths: a CLIP without layer 30 or 22 and of width ≠ 768
+/// counts as CLIP-G when it carries a `text_projection`; a gated-feed-forward T5
+/// (`wi_0`/`wi_1`, T5 v1.1) counts as T5-XXL unless it is T5-XL's 2048 wide (ComfyUI
+/// needs block 23 and width 4096, and calls a shallower file T5-base).
 pub fn detect_text_encoder(w: &WeightMap) -> TextEncoderKind {
     let has = |k: &str| w.contains_key(k);
     if has("text_model.encoder.layers.30.mlp.fc1.weight") {
@@ -151,12 +155,27 @@ pub fn detect_text_encoder(w: &WeightMap) -> TextEncoderKind {
     if has("text_model.encoder.layers.0.mlp.fc1.weight") {
         return TextEncoderKind::ClipL;
     }
-    if has("encoder.block.23.layer.1.DenseReluDense.wi_1.weight")
-        || has("encoder.block.0.layer.0.SelfAttention.k.weight")
+    let in_features = |k: &str| w.get(k).and_then(|t| t.dims().get(1).copied());
+    if let Some(width) = in_features("encoder.block.23.layer.1.DenseReluDense.wi_1.weight")
+        .or_else(|| in_features("encoder.block.0.layer.1.DenseReluDense.wi_1.weight"))
     {
-        return TextEncoderKind::T5Xxl;
+        if width != 2048 {
+            return TextEncoderKind::T5Xxl;
+        }
     }
     TextEncoderKind::Other
+}
+
+/// Keys of ComfyUI's scaled-fp8 layout that are not weights: the per-layer f32 scales
+/// (`*.scale_weight`, `*.scale_input`) and the `scaled_fp8` marker. They keep their dtype.
+pub fn is_fp8_scale_key(key: &str) -> bool {
+    key.ends_with("scale_weight") || key.ends_with("scale_input") || key.ends_with("scaled_fp8")
+}
+
+/// A T5 file's scaled-fp8 marker (ComfyUI's `t5_xxl_detect`: `scaled_fp8` at the file's
+/// root; its dtype names the fp8 format, e4m3fn for every file published so far).
+pub fn t5_is_scaled_fp8(w: &WeightMap) -> bool {
+    w.contains_key("scaled_fp8")
 }
 
 /// Reads one text-encoder file: OpenCLIP towers are converted to HF names, an old
@@ -168,6 +187,20 @@ pub fn read_text_encoder_file(path: &Path, device: &Device, dtype: DType) -> Res
         open_clip::convert_open_clip(&mut w, "", "")?;
     } else if let Some(p) = w.remove("text_projection") {
         w.insert("text_projection.weight".into(), p.t()?.contiguous()?);
+    }
+    // T5 files saved from a model's state dict (Flux/SD3 checkpoints' parts) keep its prefix.
+    for prefix in [
+        "text_encoders.t5xxl.transformer.",
+        "t5xxl.transformer.",
+        "transformer.",
+    ] {
+        if w.contains_key(&format!("{prefix}encoder.final_layer_norm.weight")) {
+            w = w
+                .into_iter()
+                .filter_map(|(k, v)| k.strip_prefix(prefix).map(|r| (r.to_string(), v)))
+                .collect();
+            return Ok(w);
+        }
     }
     // Files saved from a model's state dict keep its prefix.
     for prefix in [
@@ -197,6 +230,51 @@ pub struct TextEncoderFiles {
     pub weights: Arc<WeightMap>,
 }
 
+/// Flux's text encoders (ComfyUI's `FluxClipModel`) over a weight map with CLIP-L under
+/// `clip_l.transformer.text_model.` and T5-XXL under [`T5XXL_PREFIX`] (ComfyUI's model keys:
+/// DualCLIPLoader's files moved there, or a Flux checkpoint's `text_encoders.*` keys with
+/// `text_encoders.` stripped). CLIP-L computes in `dtype`, T5 in f32; the weights are used
+/// as stored (the loader applies the storage rule: fp16 for wider files, narrower kept, and
+/// scaled-fp8 scales left f32, see [`is_fp8_scale_key`]).
+pub fn flux_text_encoders(
+    weights: &WeightMap,
+    dtype: DType,
+    device: &Device,
+    embedding_directories: Vec<std::path::PathBuf>,
+) -> Result<TextEncoders> {
+    let l = ClipTextEncoder::from_weights(
+        weights,
+        SDXL_CLIP_L_PREFIX,
+        ClipRole::SD1,
+        dtype,
+        device,
+        embedding_directories.clone(),
+    )?;
+    let t5 = T5Encoder::from_weights(
+        weights,
+        T5XXL_PREFIX,
+        FLUX_MIN_LENGTH,
+        device,
+        embedding_directories,
+    )?;
+    Ok(TextEncoders::Flux { l, t5 })
+}
+
+/// An error about the file at `path`, naming it.
+fn in_file(path: &Path, e: ModelError) -> ModelError {
+    match e {
+        ModelError::NotSupported(m) => ModelError::NotSupported(format!("{}: {m}", path.display())),
+        ModelError::MissingKey(k) => ModelError::NotSupported(format!(
+            "{}: missing tensor {}",
+            path.display(),
+            k.strip_prefix(T5XXL_PREFIX)
+                .or_else(|| k.strip_prefix("clip_l.transformer."))
+                .unwrap_or(&k)
+        )),
+        e => e,
+    }
+}
+
 fn move_under(into: &mut WeightMap, w: WeightMap, root: &str) {
     for (k, v) in w {
         into.insert(format!("{root}{k}"), v);
@@ -221,7 +299,8 @@ pub fn load_text_encoders(
     for p in paths {
         let mut w = read_text_encoder_file(p, device, dtype)?;
         if clip_fp16_round && dtype == DType::F32 {
-            store_as_f16(&mut w, |_| true)?;
+            // Scaled fp8's scales stay f32 in ComfyUI (they are not text-encoder weights).
+            store_as_f16(&mut w, |k| !is_fp8_scale_key(k))?;
         }
         let kind = detect_text_encoder(&w);
         files.push((p, w, kind));
@@ -230,14 +309,14 @@ pub fn load_text_encoders(
     let unsupported = |what: String| ModelError::NotSupported(what);
     let supported_types: &[&str] = match files.len() {
         1 => &["stable_diffusion"],
-        2 => &["sdxl"],
+        2 => &["sdxl", "flux"],
         _ => &[],
     };
     if !supported_types.contains(&clip_type) {
         return Err(unsupported(format!(
             "text encoder type '{clip_type}' with {} is not supported by comfyrs yet (it runs \
-             type stable_diffusion with one CLIP-L or CLIP-G file, and type sdxl with a CLIP-L \
-             and a CLIP-G file)",
+             type stable_diffusion with one CLIP-L or CLIP-G file, type sdxl with a CLIP-L \
+             and a CLIP-G file, and type flux with a CLIP-L and a T5-XXL file)",
             kinds.join(" + ")
         )));
     }
@@ -294,6 +373,35 @@ pub fn load_text_encoders(
                 l: build(&weights, SDXL_CLIP_L_PREFIX, ClipRole::SDXL_L)?,
                 g: build(&weights, SDXL_CLIP_G_PREFIX, ClipRole::SDXL_G)?,
             }
+        }
+        ([a, b], "flux") => {
+            let (l, t5) = match (a.2, b.2) {
+                (TextEncoderKind::ClipL, TextEncoderKind::T5Xxl) => (a, b),
+                (TextEncoderKind::T5Xxl, TextEncoderKind::ClipL) => (b, a),
+                _ => {
+                    return Err(unsupported(format!(
+                        "type flux takes one CLIP-L and one T5-XXL file; these are {}",
+                        kinds.join(" and ")
+                    )))
+                }
+            };
+            move_under(
+                &mut weights,
+                std::mem::take(&mut l.1),
+                "clip_l.transformer.",
+            );
+            move_under(&mut weights, std::mem::take(&mut t5.1), T5XXL_PREFIX);
+            let (l_path, t5_path) = (l.0, t5.0);
+            flux_text_encoders(&weights, dtype, device, embedding_directories.clone()).map_err(
+                |e| {
+                    let clip_side = match &e {
+                        ModelError::MissingKey(k) => k.starts_with("clip_l."),
+                        ModelError::NotSupported(m) => !m.contains("T5"),
+                        _ => false,
+                    };
+                    in_file(if clip_side { l_path } else { t5_path }, e)
+                },
+            )?
         }
         _ => unreachable!("the type was checked against the file count above"),
     };

@@ -1,13 +1,16 @@
 //! A CLIP payload's text encoders and how their outputs become one conditioning
-//! (ComfyUI's `SD1ClipModel`, `SDXLClipModel` and `SDXLRefinerClipModel` with their
-//! tokenizers): SD1 encodes with CLIP-L alone; SDXL tokenizes the prompt for CLIP-L and
-//! bigG separately, concatenates their hidden states along the channels (cut to the shorter
-//! token count) and uses bigG's projected pooled output; the refiner has bigG alone.
+//! (ComfyUI's `SD1ClipModel`, `SDXLClipModel`, `SDXLRefinerClipModel` and `FluxClipModel`
+//! with their tokenizers): SD1 encodes with CLIP-L alone; SDXL tokenizes the prompt for
+//! CLIP-L and bigG separately, concatenates their hidden states along the channels (cut to
+//! the shorter token count) and uses bigG's projected pooled output; the refiner has bigG
+//! alone; Flux's conditioning is T5-XXL's output (one sequence of at least 256 tokens) and
+//! its pooled output CLIP-L's, unprojected, of the first 77-token window.
 
 use candle_core::Tensor;
 
 use super::lora::{PatchCache, PatchEntry, PatchedClip};
 use super::text::clip::WeightedToken;
+use super::text::t5::T5Encoder;
 use super::{ModelError, Result};
 use std::sync::Arc;
 
@@ -16,14 +19,30 @@ use std::sync::Arc;
 pub struct Tokens {
     pub l: Option<Vec<Vec<WeightedToken>>>,
     pub g: Option<Vec<Vec<WeightedToken>>>,
+    /// T5-XXL's one sequence, or why the text could not be tokenized (too long), which
+    /// [`Conditioner::encode`] reports.
+    pub t5xxl: Option<std::result::Result<Vec<WeightedToken>, String>>,
 }
 
 /// The text encoders of one CLIP payload.
 #[derive(Clone)]
 pub enum Conditioner {
-    Sd1 { l: PatchedClip },
-    Sdxl { l: PatchedClip, g: PatchedClip },
-    SdxlRefiner { g: PatchedClip },
+    Sd1 {
+        l: PatchedClip,
+    },
+    Sdxl {
+        l: PatchedClip,
+        g: PatchedClip,
+    },
+    SdxlRefiner {
+        g: PatchedClip,
+    },
+    /// Flux: T5-XXL gives the conditioning, CLIP-L the pooled output. LoRA patches apply to
+    /// CLIP-L only (T5 keys of a LoRA match nothing and are reported as not loaded).
+    Flux {
+        clip_l: PatchedClip,
+        t5xxl: T5Encoder,
+    },
 }
 
 impl Conditioner {
@@ -33,15 +52,17 @@ impl Conditioner {
             Conditioner::Sd1 { .. } => "SD1 (CLIP-L)",
             Conditioner::Sdxl { .. } => "SDXL (CLIP-L + CLIP-G)",
             Conditioner::SdxlRefiner { .. } => "SDXL refiner (CLIP-G)",
+            Conditioner::Flux { .. } => "Flux (CLIP-L + T5-XXL)",
         }
     }
 
-    /// Every member encoder.
+    /// Every member CLIP encoder (the ones LoRA patches; Flux's T5 is not one).
     pub fn members(&self) -> Vec<&PatchedClip> {
         match self {
             Conditioner::Sd1 { l } => vec![l],
             Conditioner::Sdxl { l, g } => vec![l, g],
             Conditioner::SdxlRefiner { g } => vec![g],
+            Conditioner::Flux { clip_l, .. } => vec![clip_l],
         }
     }
 
@@ -50,6 +71,10 @@ impl Conditioner {
             Conditioner::Sd1 { l } => Conditioner::Sd1 { l: f(l) },
             Conditioner::Sdxl { l, g } => Conditioner::Sdxl { l: f(l), g: f(g) },
             Conditioner::SdxlRefiner { g } => Conditioner::SdxlRefiner { g: f(g) },
+            Conditioner::Flux { clip_l, t5xxl } => Conditioner::Flux {
+                clip_l: f(clip_l),
+                t5xxl: t5xxl.clone(),
+            },
         }
     }
 
@@ -60,7 +85,13 @@ impl Conditioner {
 
     /// The same encoders looking up `embedding:NAME` in these directories.
     pub fn with_embedding_directories(&self, dirs: Vec<std::path::PathBuf>) -> Self {
-        self.map(|c| c.with_embedding_directories(dirs.clone()))
+        match self.map(|c| c.with_embedding_directories(dirs.clone())) {
+            Conditioner::Flux { clip_l, t5xxl } => Conditioner::Flux {
+                clip_l,
+                t5xxl: t5xxl.with_embedding_directories(dirs),
+            },
+            other => other,
+        }
     }
 
     /// `clip.tokenize(text)`: the prompt for every member.
@@ -68,17 +99,38 @@ impl Conditioner {
         match self {
             Conditioner::Sd1 { l } => Tokens {
                 l: Some(l.tokenize(text)),
-                g: None,
+                ..Tokens::default()
             },
             Conditioner::Sdxl { l, g } => Tokens {
                 l: Some(l.tokenize(text)),
                 g: Some(g.tokenize(text)),
+                ..Tokens::default()
             },
             Conditioner::SdxlRefiner { g } => Tokens {
-                l: None,
                 g: Some(g.tokenize(text)),
+                ..Tokens::default()
+            },
+            Conditioner::Flux { clip_l, t5xxl } => Tokens {
+                l: Some(clip_l.tokenize(text)),
+                t5xxl: Some(t5xxl.tokenize(text).map_err(|e| e.to_string())),
+                ..Tokens::default()
             },
         }
+    }
+
+    /// CLIPTextEncodeFlux's tokens: `clip_l` for CLIP-L, `t5xxl` for T5-XXL
+    /// (`tokens = clip.tokenize(clip_l); tokens["t5xxl"] = clip.tokenize(t5xxl)["t5xxl"]`).
+    pub fn tokenize_flux(&self, clip_l_text: &str, t5xxl_text: &str) -> Result<Tokens> {
+        let Conditioner::Flux { t5xxl, .. } = self else {
+            return Err(ModelError::BadInput(format!(
+                "CLIPTextEncodeFlux needs a Flux CLIP (CLIP-L + T5-XXL, e.g. DualCLIPLoader \
+                 type flux); this one is {}",
+                self.kind()
+            )));
+        };
+        let mut tokens = self.tokenize(clip_l_text);
+        tokens.t5xxl = Some(t5xxl.tokenize(t5xxl_text).map_err(|e| e.to_string()));
+        Ok(tokens)
     }
 
     /// CLIPTextEncodeSDXL's tokens: `text_g` for bigG, `text_l` for CLIP-L, the shorter
@@ -104,6 +156,7 @@ impl Conditioner {
         Ok(Tokens {
             l: Some(tl),
             g: Some(tg),
+            t5xxl: None,
         })
     }
 
@@ -127,6 +180,29 @@ impl Conditioner {
                 let cut = l_out.dim(1)?.min(g_out.dim(1)?);
                 let cond = Tensor::cat(&[&l_out.narrow(1, 0, cut)?, &g_out.narrow(1, 0, cut)?], 2)?;
                 Ok((cond, g_pooled))
+            }
+            Conditioner::Flux { clip_l, t5xxl } => {
+                let t5_tokens = match &tokens.t5xxl {
+                    Some(Ok(t)) => t,
+                    Some(Err(e)) => return Err(ModelError::BadInput(e.clone())),
+                    None => {
+                        return Err(ModelError::BadInput(format!(
+                            "no tokens for the T5-XXL encoder of this {} CLIP",
+                            self.kind()
+                        )))
+                    }
+                };
+                let cond = t5xxl.encode(t5_tokens, clip_layer)?;
+                // Only the first window's pooled output is used (ComfyUI encodes every
+                // window and keeps `pooled[0:1]`); prompt weights never change the pooled
+                // output, so that window is encoded alone and unweighted.
+                let windows = need(&tokens.l, "CLIP-L")?;
+                let first: Vec<Vec<WeightedToken>> = windows
+                    .first()
+                    .map(|w| vec![w.iter().map(|(t, _)| (t.clone(), 1.0)).collect()])
+                    .unwrap_or_default();
+                let (_, pooled) = clip_l.encode(&first, clip_layer)?;
+                Ok((cond, pooled))
             }
         }
     }

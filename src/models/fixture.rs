@@ -4,7 +4,7 @@
 //!
 //! `tiny_flux` / `tiny_flux_schnell` (`fixtures/models/diffusion_models/`) are Flux
 //! transformers in the bare BFL layout at hidden 64 (4 heads of 16, 1 double + 1 single
-//! block; text width 64, pooled width 32 = the tiny CLIP-L's), dev with `guidance_in`,
+//! block; text width 32 = the tiny T5-XXL's d_model, pooled width 32 = the tiny CLIP-L's), dev with `guidance_in`,
 //! schnell without; `tiny_flux_vae` (`fixtures/models/vae/`) is the tiny VAE with 16 latent
 //! channels and no quant convs, as Flux's `ae.safetensors`.
 //!
@@ -219,7 +219,7 @@ fn tiny_vae_with(l: &mut Layout, root: &str, z: usize, quant: bool) {
 /// Hidden width of the tiny Flux (4 heads of 16, rotary axes [4, 6, 6]).
 pub const TINY_FLUX_HIDDEN: usize = 64;
 /// Text-token width (`txt_in` input) of the tiny Flux: a tiny T5's d_model.
-pub const TINY_FLUX_CONTEXT: usize = 64;
+pub const TINY_FLUX_CONTEXT: usize = TINY_T5.0;
 /// Pooled width (`vector_in` input) of the tiny Flux: the tiny CLIP-L's width.
 pub const TINY_FLUX_VEC: usize = TINY_L_WIDTH;
 
@@ -461,6 +461,123 @@ fn serialize(layout: &Layout, name: &str) -> Vec<u8> {
             buffers.push((key.clone(), Dtype::F16, spec.shape.clone(), bytes));
         }
     }
+    let views: Vec<(String, TensorView)> = buffers
+        .iter()
+        .map(|(k, d, s, b)| {
+            (
+                k.clone(),
+                TensorView::new(*d, s.clone(), b).expect("consistent tensor view"),
+            )
+        })
+        .collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("comfyrs_fixture".to_string(), name.to_string());
+    safetensors::tensor::serialize(views, Some(meta)).expect("serialize safetensors")
+}
+
+// ---------------------------------------------------------------------------------------
+// Flux text encoders (separate files, as DualCLIPLoader reads them from `text_encoders/`):
+// a tiny CLIP-L in HF names (`text_model.*`, width 32, 2 layers) and a tiny T5-XXL layout
+// (`shared.weight` over the real 32128-token vocabulary, `encoder.block.N.layer.*`,
+// d_model 32, 4 heads of 8, gated feed-forward 64, 2 blocks, relative bias in block 0), in
+// fp16 and in ComfyUI's scaled fp8 (`t5xxl_fp8_e4m3fn_scaled` layout: e4m3fn Linear weights,
+// an f32 scalar `scale_weight` beside each, the empty `scaled_fp8` marker; the embedding and
+// norms in fp16). Values as above (fp16 of the key's stream).
+
+/// Repository-relative path of the tiny CLIP-L text encoder file.
+pub const TINY_CLIP_L_PATH: &str = "fixtures/models/text_encoders/tiny_clip_l.safetensors";
+/// Repository-relative path of the tiny T5-XXL-layout file (fp16).
+pub const TINY_T5XXL_PATH: &str = "fixtures/models/text_encoders/tiny_t5xxl.safetensors";
+/// Repository-relative path of the tiny T5-XXL-layout file in scaled fp8.
+pub const TINY_T5XXL_FP8_SCALED_PATH: &str =
+    "fixtures/models/text_encoders/tiny_t5xxl_fp8_e4m3fn_scaled.safetensors";
+
+/// The tiny T5's sizes: (d_model, heads, d_kv, d_ff, blocks).
+pub const TINY_T5: (usize, usize, usize, usize, usize) = (32, 4, 8, 64, 2);
+
+fn tiny_t5(l: &mut Layout) {
+    let (d, heads, d_kv, d_ff, blocks) = TINY_T5;
+    let inner = heads * d_kv;
+    add(l, "shared.weight".into(), &[32128, d]);
+    for i in 0..blocks {
+        let b = format!("encoder.block.{i}.layer");
+        for n in ["q", "k", "v"] {
+            lin(l, &format!("{b}.0.SelfAttention.{n}"), inner, d, false);
+        }
+        lin(l, &format!("{b}.0.SelfAttention.o"), d, inner, false);
+        if i == 0 {
+            add(
+                l,
+                format!("{b}.0.SelfAttention.relative_attention_bias.weight"),
+                &[32, heads],
+            );
+        }
+        add(l, format!("{b}.0.layer_norm.weight"), &[d]);
+        lin(l, &format!("{b}.1.DenseReluDense.wi_0"), d_ff, d, false);
+        lin(l, &format!("{b}.1.DenseReluDense.wi_1"), d_ff, d, false);
+        lin(l, &format!("{b}.1.DenseReluDense.wo"), d, d_ff, false);
+        add(l, format!("{b}.1.layer_norm.weight"), &[d]);
+    }
+    add(l, "encoder.final_layer_norm.weight".into(), &[d]);
+}
+
+/// The bytes of `tiny_clip_l.safetensors`.
+pub fn tiny_clip_l_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_clip(&mut layout, "text_model");
+    serialize(&layout, "tiny_clip_l v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of `tiny_t5xxl.safetensors`.
+pub fn tiny_t5xxl_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_t5(&mut layout);
+    serialize(&layout, "tiny_t5xxl v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of `tiny_t5xxl_fp8_e4m3fn_scaled.safetensors`: each Linear weight `w` (the
+/// fp16 values of [`tiny_t5xxl_bytes`]) is stored as `e4m3fn(w / s)` with
+/// `s = max|w| / 448` as its `scale_weight`.
+pub fn tiny_t5xxl_fp8_scaled_bytes() -> Vec<u8> {
+    use super::fp8::encode_e4m3fn;
+    let mut layout = Layout::new();
+    tiny_t5(&mut layout);
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (key, spec) in &layout {
+        let vals: Vec<f32> = values(key, &spec.shape)
+            .into_iter()
+            .map(|v| half::f16::from_f64(v).to_f32())
+            .collect();
+        let is_linear = spec.shape.len() == 2
+            && key.ends_with(".weight")
+            && !key.ends_with("relative_attention_bias.weight")
+            && key != "shared.weight";
+        if is_linear {
+            let max = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = max / 448.0;
+            let bytes = vals.iter().map(|v| encode_e4m3fn(v / scale)).collect();
+            buffers.push((key.clone(), Dtype::F8_E4M3, spec.shape.clone(), bytes));
+            let sk = format!(
+                "{}scale_weight",
+                key.strip_suffix("weight").expect("weight")
+            );
+            buffers.push((sk, Dtype::F32, vec![], scale.to_le_bytes().to_vec()));
+        } else {
+            let bytes = vals
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect();
+            buffers.push((key.clone(), Dtype::F16, spec.shape.clone(), bytes));
+        }
+    }
+    buffers.push(("scaled_fp8".into(), Dtype::F8_E4M3, vec![0], Vec::new()));
+    serialize_buffers(
+        buffers,
+        "tiny_t5xxl_fp8_e4m3fn_scaled v1 (src/models/fixture.rs)",
+    )
+}
+
+fn serialize_buffers(buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>, name: &str) -> Vec<u8> {
     let views: Vec<(String, TensorView)> = buffers
         .iter()
         .map(|(k, d, s, b)| {

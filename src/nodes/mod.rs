@@ -1,6 +1,7 @@
 //! Built-in nodes, one file per family. Adding a node means adding it to its family's file
 //! (and that file's `register`), nothing else.
 
+pub mod clip_flux;
 pub mod clip_sdxl;
 pub mod conditioning;
 pub mod conditioning_transform;
@@ -27,6 +28,7 @@ use crate::node::{Registry, RegistryError};
 
 /// Registers every built-in node.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
+    clip_flux::register(r)?;
     clip_sdxl::register(r)?;
     conditioning::register(r)?;
     conditioning_transform::register(r)?;

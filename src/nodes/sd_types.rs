@@ -187,6 +187,10 @@ pub fn clip_payload(text: &TextEncoders, weights: &Arc<crate::models::WeightMap>
             g: patched(g),
         },
         TextEncoders::SdxlRefiner(g) => Conditioner::SdxlRefiner { g: patched(g) },
+        TextEncoders::Flux { l, t5 } => Conditioner::Flux {
+            clip_l: patched(l),
+            t5xxl: t5.clone(),
+        },
     };
     SdClip {
         encoder,

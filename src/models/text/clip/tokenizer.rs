@@ -26,7 +26,7 @@ pub const MAX_LENGTH: usize = 77;
 pub const MAX_PROMPT_WINDOWS: usize = 64;
 /// Segments of at least this many tokens are split across windows.
 const MAX_WORD_LENGTH: usize = 8;
-const EMBEDDING_IDENTIFIER: &str = "embedding:";
+pub(crate) const EMBEDDING_IDENTIFIER: &str = "embedding:";
 
 /// One position of a tokenized prompt: a vocabulary id or a textual-inversion
 /// vector that replaces the token embedding at that position.
@@ -68,11 +68,11 @@ pub struct Tokenizer {
 }
 
 /// `escape_important`: protect `\(` and `\)` from the parenthesis parser.
-fn escape_important(text: &str) -> String {
+pub(crate) fn escape_important(text: &str) -> String {
     text.replace("\\)", "\0\u{1}").replace("\\(", "\0\u{2}")
 }
 
-fn unescape_important(text: &str) -> String {
+pub(crate) fn unescape_important(text: &str) -> String {
     text.replace("\0\u{1}", ")").replace("\0\u{2}", "(")
 }
 
@@ -330,7 +330,7 @@ impl Tokenizer {
     }
 }
 
-fn is_inside(dir: &Path, path: &Path) -> bool {
+pub(crate) fn is_inside(dir: &Path, path: &Path) -> bool {
     match (dir.canonicalize(), path.canonicalize()) {
         (Ok(d), Ok(p)) => p.starts_with(d),
         _ => false,
@@ -338,7 +338,7 @@ fn is_inside(dir: &Path, path: &Path) -> bool {
 }
 
 /// `re.split(' embedding:|\nembedding:')`, re-attaching the marker.
-fn split_embeddings(segment: &str) -> Vec<String> {
+pub(crate) fn split_embeddings(segment: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = segment;
     let mut first = true;
