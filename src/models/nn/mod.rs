@@ -94,7 +94,7 @@ pub fn stored(vb: &VarBuilder, name: &str) -> Result<Tensor> {
 }
 
 /// `w` as `dtype` for one operation (a no-op when it already is).
-pub(crate) fn widen(w: &Tensor, dtype: DType) -> Result<Tensor> {
+pub fn widen(w: &Tensor, dtype: DType) -> Result<Tensor> {
     if w.dtype() == dtype {
         Ok(w.clone())
     } else {
