@@ -619,7 +619,9 @@ pub fn tiny_flux_schnell_fp8_bytes() -> Vec<u8> {
 
 fn tiny_flux_checkpoint_fp8(guidance: bool, name: &str) -> Vec<u8> {
     use super::fp8::encode_e4m3fn;
-    let mut parts: Vec<(&str, Layout, fn(&str, &Spec) -> bool)> = Vec::new();
+    /// (key prefix, layout, which tensors are stored as fp8).
+    type Part = (&'static str, Layout, fn(&str, &Spec) -> bool);
+    let mut parts: Vec<Part> = Vec::new();
     let mut flux = Layout::new();
     tiny_flux(&mut flux, guidance);
     parts.push(("model.diffusion_model.", flux, |_, _| true));
