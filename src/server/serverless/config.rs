@@ -77,6 +77,11 @@ pub struct ServerlessConfig {
     pub catalogs_dir: PathBuf,
     /// The checkpoint (under models/checkpoints) of the `sd15/...` model pipelines.
     pub sd15_checkpoint: String,
+    /// The SDXL base checkpoint of the `sdxl` model ids.
+    pub sdxl_checkpoint: String,
+    /// The FLUX.1-dev all-in-one checkpoint (fp8, ComfyUI's `flux1-dev-fp8` layout) of the
+    /// `flux` model ids.
+    pub flux_checkpoint: String,
 }
 
 impl Default for ServerlessConfig {
@@ -96,6 +101,8 @@ impl Default for ServerlessConfig {
             retention_sweep: Duration::from_secs(600),
             catalogs_dir: PathBuf::from("catalogs"),
             sd15_checkpoint: "v1-5-pruned-emaonly.safetensors".into(),
+            sdxl_checkpoint: "sd_xl_base_1.0.safetensors".into(),
+            flux_checkpoint: "flux1-dev-fp8.safetensors".into(),
         }
     }
 }
@@ -126,6 +133,8 @@ pub struct ServerlessFile {
     pub media_allow_http: Option<bool>,
     pub retention_hours: Option<f64>,
     pub sd15_checkpoint: Option<String>,
+    pub sdxl_checkpoint: Option<String>,
+    pub flux_checkpoint: Option<String>,
     pub catalogs_dir: Option<PathBuf>,
 }
 
@@ -162,6 +171,12 @@ impl ServerlessConfig {
         }
         if let Some(c) = f.sd15_checkpoint {
             self.sd15_checkpoint = c;
+        }
+        if let Some(c) = f.sdxl_checkpoint {
+            self.sdxl_checkpoint = c;
+        }
+        if let Some(c) = f.flux_checkpoint {
+            self.flux_checkpoint = c;
         }
         if let Some(h) = f.retention_hours {
             self.retention = Duration::from_secs_f64(h * 3600.0);

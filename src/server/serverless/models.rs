@@ -5,6 +5,7 @@
 //! and cancel are the shared `/v1/requests/{id}/...` routes.
 
 use super::auth::Caller;
+use super::bases::Base;
 use super::errors::{code, json_kind, parse_object, SResult, ServerlessError};
 use super::requests::{base_url, request_urls, submit, Family, RequestMeta};
 use crate::server::AppState;
@@ -30,8 +31,10 @@ pub struct Pipeline {
     pub id: &'static str,
     pub description: &'static str,
     template: &'static str,
-    /// The CheckpointLoaderSimple input that gets the configured SD1.5 checkpoint.
+    /// The CheckpointLoaderSimple input that gets the configured checkpoint of `base`.
     checkpoint: (&'static str, &'static str),
+    /// The family whose checkpoint the pipeline loads.
+    pub base: Base,
     pub fields: &'static [Field],
 }
 
@@ -85,6 +88,7 @@ pub const PIPELINES: &[Pipeline] = &[
         description: "Stable Diffusion 1.5 text to image",
         template: include_str!("../../../workflows/sd15_txt2img.json"),
         checkpoint: ("1", "ckpt_name"),
+        base: Base::Sd15,
         fields: &[
             PROMPT,
             NEGATIVE,
@@ -112,6 +116,7 @@ pub const PIPELINES: &[Pipeline] = &[
         description: "Stable Diffusion 1.5 image to image",
         template: include_str!("../../../workflows/sd15_img2img.json"),
         checkpoint: ("1", "ckpt_name"),
+        base: Base::Sd15,
         fields: &[
             PROMPT,
             NEGATIVE,
@@ -132,6 +137,86 @@ pub const PIPELINES: &[Pipeline] = &[
             SEED,
             SAMPLER,
             SCHEDULER,
+        ],
+    },
+    Pipeline {
+        id: "sdxl/txt2img",
+        description: "Stable Diffusion XL text to image",
+        template: include_str!("../../../workflows/sdxl_txt2img_api.json"),
+        checkpoint: ("1", "ckpt_name"),
+        base: Base::Sdxl,
+        fields: &[
+            PROMPT,
+            NEGATIVE,
+            Field {
+                name: "width",
+                targets: &[("4", "width")],
+                required: false,
+                description: "Image width in pixels (a multiple of 8).",
+            },
+            Field {
+                name: "height",
+                targets: &[("4", "height")],
+                required: false,
+                description: "Image height in pixels (a multiple of 8).",
+            },
+            STEPS,
+            CFG,
+            SEED,
+            SAMPLER,
+            SCHEDULER,
+        ],
+    },
+    Pipeline {
+        id: "flux/txt2img",
+        description: "FLUX.1-dev text to image (ComfyUI's flux_dev_example graph)",
+        template: include_str!("../../../workflows/flux_txt2img_api.json"),
+        checkpoint: ("1", "ckpt_name"),
+        base: Base::Flux,
+        fields: &[
+            PROMPT,
+            Field {
+                name: "width",
+                targets: &[("4", "width"), ("8", "width")],
+                required: false,
+                description: "Image width in pixels (a multiple of 16).",
+            },
+            Field {
+                name: "height",
+                targets: &[("4", "height"), ("8", "height")],
+                required: false,
+                description: "Image height in pixels (a multiple of 16).",
+            },
+            Field {
+                name: "steps",
+                targets: &[("9", "steps")],
+                required: false,
+                description: "Sampling steps.",
+            },
+            Field {
+                name: "guidance",
+                targets: &[("6", "guidance")],
+                required: false,
+                description: "Flux's distilled guidance (FluxGuidance; not CFG).",
+            },
+            Field {
+                name: "seed",
+                targets: &[("11", "noise_seed")],
+                required: false,
+                description: "Noise seed; drawn at random (and reported in metadata) when absent.",
+            },
+            Field {
+                name: "sampler",
+                targets: &[("10", "sampler_name")],
+                required: false,
+                description: "Sampler (KSamplerSelect's sampler_name).",
+            },
+            Field {
+                name: "scheduler",
+                targets: &[("9", "scheduler")],
+                required: false,
+                description: "Noise schedule (BasicScheduler's scheduler).",
+            },
         ],
     },
 ];
@@ -380,11 +465,13 @@ async fn run_inner(
     let common: super::bodies::ModelCommon = super::bodies::from_value(Value::Object(b.clone()))?;
     let loras = super::loras::from_body(b.get("lora"), b.get("loras"))?;
     super::loras::check_exist(state.queue.env(), &loras)?;
+    let ckpt = p
+        .base
+        .require(id, &state.serverless.config, state.queue.env())?;
     let mut wf = p.template();
     let (cn, ci) = p.checkpoint;
     if let Some(n) = wf.nodes.get_mut(cn) {
-        n.inputs
-            .insert(ci.into(), json!(state.serverless.config.sd15_checkpoint));
+        n.inputs.insert(ci.into(), json!(ckpt));
     }
     let mut seed_drawn = None;
     for f in p.fields {
