@@ -39,39 +39,46 @@ fn h(x: f32) -> f32 {
 
 /// `manual_stochastic_round_to_float8(x, float8_e4m3fn)` + the copy into fp8, for `values`
 /// in element order with the generator `torch.Generator().manual_seed(seed)`: fp8 e4m3fn
-/// bytes.
+/// bytes. The random stream is drawn first (it is sequential); the rounding itself runs in
+/// parallel (a full-size Flux weight has tens of millions of elements).
 pub fn stochastic_round_e4m3fn(values: &[f32], seed: u32) -> Vec<u8> {
+    use rayon::prelude::*;
+    let mut mt = Mt19937::new(seed as u64);
+    // torch.rand(float16): the low 11 bits of one 32-bit output per element.
+    let bits: Vec<u16> = (0..values.len())
+        .map(|_| (mt.next_u32() & 0x7FF) as u16)
+        .collect();
+    values
+        .par_iter()
+        .zip(bits.par_iter())
+        .map(|(&v, &r)| round_one(v, r as f32 / 2048.0))
+        .collect()
+}
+
+/// One element of `manual_stochastic_round_to_float8` with the uniform `u` (fp16 ops).
+fn round_one(v: f32, u: f32) -> u8 {
     const MANTISSA_BITS: i32 = 3;
     const EXPONENT_BIAS: i32 = 7;
     const MAX_EXPONENT: f32 = 15.0;
-    let mut mt = Mt19937::new(seed as u64);
-    values
-        .iter()
-        .map(|&v| {
-            let x = h(v);
-            let abs = x.abs();
-            let sign = if abs == 0.0 { 0.0 } else { x.signum() };
-            // clamp(floor(log2|x|) + bias, 0, 15), log2 rounded to fp16 as torch's half op.
-            let exponent = (h(abs.log2()).floor() + EXPONENT_BIAS as f32).clamp(0.0, MAX_EXPONENT);
-            let normal = exponent != 0.0;
-            let scaled = if normal {
-                let p = 2f32.powi(exponent as i32 - EXPONENT_BIAS);
-                h(h(h(abs / p) - 1.0) * (1 << MANTISSA_BITS) as f32)
-            } else {
-                h(abs / 2f32.powi(-EXPONENT_BIAS + 1 - MANTISSA_BITS))
-            };
-            // torch.rand(float16): the low 11 bits of one 32-bit output times 2^-11.
-            let u = (mt.next_u32() & 0x7FF) as f32 / 2048.0;
-            let mantissa = h(h(scaled + u).floor() / (1 << MANTISSA_BITS) as f32);
-            let magnitude = if normal {
-                h(2f32.powi(exponent as i32 - EXPONENT_BIAS) * h(1.0 + mantissa))
-            } else {
-                h(2f32.powi(-EXPONENT_BIAS + 1) * mantissa)
-            };
-            let out = h(sign * magnitude).clamp(-448.0, 448.0);
-            encode_e4m3fn(out)
-        })
-        .collect()
+    let x = h(v);
+    let abs = x.abs();
+    let sign = if abs == 0.0 { 0.0 } else { x.signum() };
+    // clamp(floor(log2|x|) + bias, 0, 15), log2 rounded to fp16 as torch's half op.
+    let exponent = (h(abs.log2()).floor() + EXPONENT_BIAS as f32).clamp(0.0, MAX_EXPONENT);
+    let normal = exponent != 0.0;
+    let scaled = if normal {
+        let p = 2f32.powi(exponent as i32 - EXPONENT_BIAS);
+        h(h(h(abs / p) - 1.0) * (1 << MANTISSA_BITS) as f32)
+    } else {
+        h(abs / 2f32.powi(-EXPONENT_BIAS + 1 - MANTISSA_BITS))
+    };
+    let mantissa = h(h(scaled + u).floor() / (1 << MANTISSA_BITS) as f32);
+    let magnitude = if normal {
+        h(2f32.powi(exponent as i32 - EXPONENT_BIAS) * h(1.0 + mantissa))
+    } else {
+        h(2f32.powi(-EXPONENT_BIAS + 1) * mantissa)
+    };
+    encode_e4m3fn(h(sign * magnitude).clamp(-448.0, 448.0))
 }
 
 /// ComfyUI's `stochastic_rounding(value, float8_e4m3fn, seed)` on a tensor: an F8E4M3
