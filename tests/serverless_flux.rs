@@ -6,7 +6,7 @@
 
 mod server_common;
 
-use comfyrs::server::serverless::{ApiToken, ServerlessConfig};
+use comfyrs::server::serverless::{ApiToken, FluxFiles, ServerlessConfig};
 use comfyrs::server::ServerConfig;
 use serde_json::{json, Value};
 use server_common::*;
@@ -21,6 +21,20 @@ fn repo() -> &'static Path {
 }
 
 async fn server(flux_checkpoint: &str) -> TestServer {
+    server_with(flux_checkpoint, FluxFiles::default()).await
+}
+
+/// The tiny fixtures' split Flux files (as the quickstart loads FLUX.1-dev).
+fn tiny_split() -> FluxFiles {
+    FluxFiles {
+        diffusion_model: "tiny_flux.safetensors".into(),
+        clip_l: "tiny_clip_l.safetensors".into(),
+        t5xxl: "tiny_t5xxl.safetensors".into(),
+        vae: "tiny_flux_vae.safetensors".into(),
+    }
+}
+
+async fn server_with(flux_checkpoint: &str, flux_files: FluxFiles) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let loras = dir.path().join("models/loras");
     std::fs::create_dir_all(&loras).unwrap();
@@ -37,6 +51,7 @@ async fn server(flux_checkpoint: &str) -> TestServer {
             sd15_checkpoint: "tiny_sd15.safetensors".into(),
             sdxl_checkpoint: "tiny_sdxl.safetensors".into(),
             flux_checkpoint: flux_checkpoint.into(),
+            flux_files,
             ..Default::default()
         },
         ..Default::default()
@@ -146,7 +161,9 @@ async fn models_lists_present_bases_with_their_defaults() {
         r.json(),
         json!({"code": "MODEL_NOT_FOUND", "message": "model \"flux\" is not available on this \
                server: its base checkpoint \"flux1-dev-fp8.safetensors\" (flux_checkpoint) is not \
-               under models/checkpoints"})
+               under models/checkpoints, nor are its separate files (flux_files: \
+               diffusion_models/flux1-dev.safetensors, text_encoders/clip_l.safetensors and \
+               t5xxl_fp16.safetensors, vae/ae.safetensors)"})
     );
     let r = call(
         s.addr,
@@ -285,5 +302,64 @@ async fn model_api_sdxl_and_flux_pipelines_run_with_a_lora() {
         "{}",
         r.json()
     );
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_from_the_quickstart_split_files() {
+    let s = server_with("flux1-dev-fp8.safetensors", tiny_split()).await;
+    let addr = s.addr;
+    let m = call(addr, "GET", "/v1/models", &Value::Null).await.json();
+    let flux = m["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "flux")
+        .cloned()
+        .unwrap_or_else(|| panic!("flux not listed: {m}"));
+    assert_eq!(flux["base_checkpoint"], "tiny_flux.safetensors");
+    let mut images = Vec::new();
+    for mult in [1.0, 0.0] {
+        let r = call(
+            addr,
+            "POST",
+            "/v1/inference",
+            &json!({"model": "flux",
+            "loras": [{"path": "lora_diffusers.safetensors", "network_multiplier": mult}],
+            "prompts": [{"prompt": "a fox", "width": 64, "height": 48, "sample_steps": 2}]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let rid = r.json()["request_id"].as_str().unwrap().to_string();
+        let res = result(addr, &rid).await;
+        assert_eq!(res["status"], "succeeded", "{res}");
+        images.push(first_image(addr, &res).await);
+        let g = s.server.queue.store().get(&rid).unwrap().unwrap().prompt;
+        assert_eq!(g["ckpt"]["class_type"], "UNETLoader");
+        assert_eq!(g["ckpt"]["inputs"]["unet_name"], "tiny_flux.safetensors");
+        assert_eq!(g["ckpt_clip"]["class_type"], "DualCLIPLoader");
+        assert_eq!(g["lora"]["inputs"]["clip"], json!(["ckpt_clip", 0]));
+        assert_eq!(g["lora"]["inputs"]["model"], json!(["ckpt", 0]));
+        assert_eq!(g["p0_decode"]["inputs"]["vae"], json!(["ckpt_vae", 0]));
+    }
+    assert_ne!(images[0], images[1], "the LoRA changed nothing");
+    // The Model API's flux/txt2img on the same files, with a LoRA.
+    let r = call(
+        addr,
+        "POST",
+        "/v1/models/flux/txt2img",
+        &json!({"prompt": "a fox",
+        "width": 64, "height": 48, "steps": 2, "seed": 1,
+        "lora": {"path": "lora_kohya.safetensors", "scale": 0.5}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rid = r.json()["request_id"].as_str().unwrap().to_string();
+    let res = result(addr, &rid).await;
+    assert_eq!(res["status"], "completed", "{res}");
+    let g = s.server.queue.store().get(&rid).unwrap().unwrap().prompt;
+    assert_eq!(g["1"]["class_type"], "UNETLoader");
+    assert_eq!(g["1_lora0"]["inputs"]["clip"], json!(["1_clip", 0]));
+    assert_eq!(g["14"]["inputs"]["vae"], json!(["1_vae", 0]));
     s.server.shutdown().await;
 }

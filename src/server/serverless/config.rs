@@ -82,6 +82,34 @@ pub struct ServerlessConfig {
     /// The FLUX.1-dev all-in-one checkpoint (fp8, ComfyUI's `flux1-dev-fp8` layout) of the
     /// `flux` model ids.
     pub flux_checkpoint: String,
+    /// FLUX.1-dev as separate files (the quickstart's), used when `flux_checkpoint` is absent.
+    pub flux_files: FluxFiles,
+}
+
+/// FLUX.1-dev as the separate files ComfyUI's flux_dev_example loads (UNETLoader,
+/// DualCLIPLoader type flux, VAELoader).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FluxFiles {
+    /// Under models/diffusion_models.
+    pub diffusion_model: String,
+    /// Under models/text_encoders.
+    pub clip_l: String,
+    /// Under models/text_encoders.
+    pub t5xxl: String,
+    /// Under models/vae.
+    pub vae: String,
+}
+
+impl Default for FluxFiles {
+    fn default() -> Self {
+        FluxFiles {
+            diffusion_model: "flux1-dev.safetensors".into(),
+            clip_l: "clip_l.safetensors".into(),
+            t5xxl: "t5xxl_fp16.safetensors".into(),
+            vae: "ae.safetensors".into(),
+        }
+    }
 }
 
 impl Default for ServerlessConfig {
@@ -103,6 +131,7 @@ impl Default for ServerlessConfig {
             sd15_checkpoint: "v1-5-pruned-emaonly.safetensors".into(),
             sdxl_checkpoint: "sd_xl_base_1.0.safetensors".into(),
             flux_checkpoint: "flux1-dev-fp8.safetensors".into(),
+            flux_files: FluxFiles::default(),
         }
     }
 }
@@ -135,6 +164,7 @@ pub struct ServerlessFile {
     pub sd15_checkpoint: Option<String>,
     pub sdxl_checkpoint: Option<String>,
     pub flux_checkpoint: Option<String>,
+    pub flux_files: Option<FluxFiles>,
     pub catalogs_dir: Option<PathBuf>,
 }
 
@@ -177,6 +207,9 @@ impl ServerlessConfig {
         }
         if let Some(c) = f.flux_checkpoint {
             self.flux_checkpoint = c;
+        }
+        if let Some(files) = f.flux_files {
+            self.flux_files = files;
         }
         if let Some(h) = f.retention_hours {
             self.retention = Duration::from_secs_f64(h * 3600.0);

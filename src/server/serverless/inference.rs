@@ -260,11 +260,11 @@ async fn list_models(State(state): State<AppState>, _caller: Caller) -> Json<Val
     let env = state.queue.env();
     let models: Vec<Value> = MODELS
         .iter()
-        .filter(|m| m.base.present(cfg, env))
-        .map(|m| {
+        .filter_map(|m| Some((m, m.base.resolve(cfg, env)?)))
+        .map(|(m, files)| {
             json!({
                 "id": m.id,
-                "base_checkpoint": m.base.checkpoint(cfg),
+                "base_checkpoint": files.name(),
                 "defaults": {"sample_steps": m.steps, "guidance_scale": m.guidance,
                              "width": m.width, "height": m.height, "seed": m.seed},
                 "resolution_divisor": m.divisor,
@@ -685,7 +685,7 @@ async fn inference_inner(
         )
     })?;
     let env = state.queue.env().clone();
-    let ckpt = model
+    let files = model
         .base
         .require(model.id, &state.serverless.config, &env)?;
     let exists = |p: &str| env.paths.find_model("loras", p).is_some();
@@ -711,14 +711,9 @@ async fn inference_inner(
         base_url: base.clone(),
         extra: json!({"model": model.id, "prompts": prompt_facts}),
     };
-    let rid = submit(
-        state,
-        caller,
-        graph(model.sampling, &ckpt, &lora, &prompts),
-        meta.clone(),
-        &[],
-    )
-    .await?;
+    let mut g = graph(model.sampling, files.name(), &lora, &prompts);
+    files.apply(&mut g, "ckpt");
+    let rid = submit(state, caller, g, meta.clone(), &[]).await?;
     let job = {
         let (q, rid) = (state.queue.clone(), rid.clone());
         crate::server::blocking(move || q.store().get(&rid).map_err(ServerlessError::from)).await?

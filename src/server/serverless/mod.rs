@@ -42,7 +42,7 @@ pub mod schemas;
 pub mod ssrf;
 pub mod webhooks;
 
-pub use config::{ApiToken, ServerlessConfig, WebhookPolicy};
+pub use config::{ApiToken, FluxFiles, ServerlessConfig, WebhookPolicy};
 
 use crate::queue::JobQueue;
 use crate::server::AppState;

@@ -31,8 +31,8 @@ pub struct Pipeline {
     pub id: &'static str,
     pub description: &'static str,
     template: &'static str,
-    /// The CheckpointLoaderSimple input that gets the configured checkpoint of `base`.
-    checkpoint: (&'static str, &'static str),
+    /// The CheckpointLoaderSimple node that loads the base files of `base`.
+    checkpoint: &'static str,
     /// The family whose checkpoint the pipeline loads.
     pub base: Base,
     pub fields: &'static [Field],
@@ -87,7 +87,7 @@ pub const PIPELINES: &[Pipeline] = &[
         id: "sd15/txt2img",
         description: "Stable Diffusion 1.5 text to image",
         template: include_str!("../../../workflows/sd15_txt2img.json"),
-        checkpoint: ("1", "ckpt_name"),
+        checkpoint: "1",
         base: Base::Sd15,
         fields: &[
             PROMPT,
@@ -115,7 +115,7 @@ pub const PIPELINES: &[Pipeline] = &[
         id: "sd15/img2img",
         description: "Stable Diffusion 1.5 image to image",
         template: include_str!("../../../workflows/sd15_img2img.json"),
-        checkpoint: ("1", "ckpt_name"),
+        checkpoint: "1",
         base: Base::Sd15,
         fields: &[
             PROMPT,
@@ -143,7 +143,7 @@ pub const PIPELINES: &[Pipeline] = &[
         id: "sdxl/txt2img",
         description: "Stable Diffusion XL text to image",
         template: include_str!("../../../workflows/sdxl_txt2img_api.json"),
-        checkpoint: ("1", "ckpt_name"),
+        checkpoint: "1",
         base: Base::Sdxl,
         fields: &[
             PROMPT,
@@ -171,7 +171,7 @@ pub const PIPELINES: &[Pipeline] = &[
         id: "flux/txt2img",
         description: "FLUX.1-dev text to image (ComfyUI's flux_dev_example graph)",
         template: include_str!("../../../workflows/flux_txt2img_api.json"),
-        checkpoint: ("1", "ckpt_name"),
+        checkpoint: "1",
         base: Base::Flux,
         fields: &[
             PROMPT,
@@ -465,14 +465,10 @@ async fn run_inner(
     let common: super::bodies::ModelCommon = super::bodies::from_value(Value::Object(b.clone()))?;
     let loras = super::loras::from_body(b.get("lora"), b.get("loras"))?;
     super::loras::check_exist(state.queue.env(), &loras)?;
-    let ckpt = p
+    let files = p
         .base
         .require(id, &state.serverless.config, state.queue.env())?;
     let mut wf = p.template();
-    let (cn, ci) = p.checkpoint;
-    if let Some(n) = wf.nodes.get_mut(cn) {
-        n.inputs.insert(ci.into(), json!(ckpt));
-    }
     let mut seed_drawn = None;
     for f in p.fields {
         let value = match b.get(f.name) {
@@ -536,7 +532,9 @@ async fn run_inner(
         .filter(|f| b.contains_key(f.name))
         .flat_map(|f| f.targets.iter().map(|(n, _)| n.to_string()))
         .collect();
-    let rid = submit(state, caller, wf.to_json(), meta.clone(), &touched)
+    let mut graph = wf.to_json();
+    files.apply(&mut graph, p.checkpoint);
+    let rid = submit(state, caller, graph, meta.clone(), &touched)
         .await
         .map_err(|e| rename_fields(e, &field_of))?;
     let mut out = Map::new();
