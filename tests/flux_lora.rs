@@ -365,3 +365,22 @@ fn an_sd_file_as_a_flux_lora_is_an_error_on_lora_name() {
     assert!(err.contains("lora_name"), "{err}");
     assert!(err.contains("not a LoRA"), "{err}");
 }
+
+#[test]
+fn a_bfl_control_lora_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap();
+    let t: HashMap<String, Tensor> = [
+        ("img_in.lora_A.weight".to_string(), z(&[4, 128])),
+        ("img_in.lora_B.weight".to_string(), z(&[64, 4])),
+        ("single_blocks.0.norm.key_norm.scale".to_string(), z(&[16])),
+    ]
+    .into();
+    let p = dir.path().join("canny_lora.safetensors");
+    candle_core::safetensors::save(&t, &p).unwrap();
+    let err = read_lora(&p).err().expect("refused").to_string();
+    assert!(
+        err.contains("BFL control LoRA (FLUX.1 Canny/Depth LoRA"),
+        "{err}"
+    );
+}

@@ -110,6 +110,18 @@ pub fn convert_xlabs(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor
 /// A file that is not a LoRA is an error that says what it holds instead.
 pub fn read_lora(path: &Path) -> Result<LoraFile> {
     let tensors = crate::models::checkpoint::load_safetensors(path, &Device::Cpu, DType::F32)?;
+    if tensors.contains_key("img_in.lora_A.weight")
+        && tensors.contains_key("single_blocks.0.norm.key_norm.scale")
+    {
+        // comfy/lora_convert.py `convert_lora_bfl_control`: these widen the model's input
+        // (`reshape_weight` on img_in) for InstructPixToPix-style control.
+        return Err(ModelError::NotSupported(
+            "a BFL control LoRA (FLUX.1 Canny/Depth LoRA: it widens the model's img_in for \
+             control-image channels), which comfyrs does not apply yet; use the full \
+             FLUX.1 Canny/Depth model with InstructPixToPixConditioning instead"
+                .into(),
+        ));
+    }
     let file = LoraFile {
         tensors: convert_xlabs(tensors),
     };
