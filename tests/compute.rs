@@ -71,7 +71,7 @@ fn loaders_read_the_dtypes_from_the_environment() {
     let cache = env.resources.get_or_default::<ModelCache>();
     let path = repo("fixtures/models/checkpoints/tiny_sd15.safetensors");
     let ck = cache.checkpoint(&path, &env.compute).unwrap();
-    assert_eq!(ck.unet.dtype(), DType::F16);
+    assert_eq!(ck.model.dtype(), DType::F16);
     assert_eq!(ck.text.members()[0].model.dtype(), DType::F16);
     assert_eq!(ck.vae.dtype(), DType::BF16);
     // The weight map holds each weight in `storage_dtype(file, model dtype)`: the

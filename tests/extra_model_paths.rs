@@ -74,6 +74,7 @@ fn object_info_lists_files_from_extra_folders_given_by_flag() {
     assert_eq!(
         ckpt_choices(&info),
         vec![
+            "tiny_flux_dev_fp8.safetensors",
             "tiny_sd15.safetensors",
             "tiny_sdxl.safetensors",
             "tiny_sdxl_refiner.safetensors"
@@ -245,6 +246,7 @@ fn serve_reads_the_flag_and_lists_the_extra_checkpoints() {
     assert_eq!(
         ckpt_choices(&info),
         vec![
+            "tiny_flux_dev_fp8.safetensors",
             "tiny_sd15.safetensors",
             "tiny_sdxl.safetensors",
             "tiny_sdxl_refiner.safetensors"
@@ -254,6 +256,7 @@ fn serve_reads_the_flag_and_lists_the_extra_checkpoints() {
     assert_eq!(
         models,
         serde_json::json!([
+            "tiny_flux_dev_fp8.safetensors",
             "tiny_sd15.safetensors",
             "tiny_sdxl.safetensors",
             "tiny_sdxl_refiner.safetensors"

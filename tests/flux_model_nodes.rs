@@ -346,7 +346,7 @@ fn flux_conds_of_different_lengths_are_not_batched() {
 }
 
 #[test]
-fn lora_on_a_flux_model_is_a_node_error_naming_the_family() {
+fn a_flux_lora_without_usable_keys_is_a_node_error_naming_the_family() {
     let (_d, env) = setup();
     let loras = env.paths.model_roots[0].join("loras");
     std::fs::create_dir_all(&loras).unwrap();
@@ -361,8 +361,9 @@ fn lora_on_a_flux_model_is_a_node_error_naming_the_family() {
         "model": ["12", 0], "lora_name": "flux_lora.safetensors", "strength_model": 1.0}});
     p["30"]["inputs"]["model"] = json!(["50", 0]);
     let err = run(&env, &p).unwrap_err();
+    // A lone lora_down has no lora_up: nothing in the file patches the model.
     assert!(
-        err.contains("LoRA on Flux models is not supported"),
+        err.contains("has no key that matches this Flux model"),
         "{err}"
     );
 }

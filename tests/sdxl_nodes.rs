@@ -110,7 +110,10 @@ fn checkpoints_are_detected_with_their_text_encoders() {
         load_checkpoint_with(root().join(TINY_SDXL_PATH), &Device::Cpu, DType::F32, &opts).unwrap();
     assert_eq!(ck.family, Family::Sdxl);
     assert!(matches!(ck.text, TextEncoders::Sdxl { .. }));
-    assert_eq!(ck.unet.config().adm_in_channels, Some(48 + 1536));
+    assert_eq!(
+        ck.model.as_unet().unwrap().config().adm_in_channels,
+        Some(48 + 1536)
+    );
     // OpenCLIP bigG was renamed to ComfyUI's HF keys, its projection transposed.
     assert!(ck
         .weights

@@ -5,7 +5,11 @@
 //! `first_stage_model.*` (VAE), and the text encoders: SD1's
 //! `cond_stage_model.transformer.text_model.*` (CLIP-L; old files lack `text_model.`,
 //! which is inserted here); SDXL's `conditioner.embedders.{0,1}.*`, renamed to
-//! ComfyUI's `clip_l.`/`clip_g.` keys with OpenCLIP converted to HF names.
+//! ComfyUI's `clip_l.`/`clip_g.` keys with OpenCLIP converted to HF names. Flux
+//! all-in-one files (`flux1-dev-fp8.safetensors`, ComfyUI's `Flux` model config) keep the
+//! transformer under `model.diffusion_model.`, the text encoders under `text_encoders.`
+//! (`clip_l.transformer.*`, `t5xxl.transformer.*`, stripped to ComfyUI's model keys) and
+//! the VAE under `vae.` (moved to [`VAE_PREFIX`]).
 //!
 //! Dtypes: floating tensors are converted to the compute dtype (the VAE's may
 //! differ, [`LoadOptions::vae_dtype`]) on the CPU, then moved to the device.
@@ -19,8 +23,11 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::models::diffusion::DiffusionNet;
 use crate::models::family::Family;
+use crate::models::flux;
 use crate::models::text::clip::{open_clip, ClipRole, ClipTextEncoder, SD1_CLIP_PREFIX};
+use crate::models::text::t5::T5XXL_PREFIX;
 use crate::models::unet::{Unet, UnetConfig, UNET_PREFIX};
 use crate::models::vae::Vae;
 use crate::models::{ModelError, Result};
@@ -30,6 +37,12 @@ pub type WeightMap = HashMap<String, Tensor>;
 
 /// State-dict prefix of the VAE in a single-file checkpoint.
 pub const VAE_PREFIX: &str = "first_stage_model.";
+/// State-dict prefix of the VAE in a Flux all-in-one checkpoint (ComfyUI's
+/// `Flux.vae_key_prefix`); renamed to [`VAE_PREFIX`] on load.
+pub const FLUX_VAE_PREFIX: &str = "vae.";
+/// State-dict prefix of the text encoders in a Flux all-in-one checkpoint (ComfyUI's
+/// `Flux.text_encoder_key_prefix`); stripped on load, like `process_clip_state_dict`.
+pub const FLUX_TEXT_PREFIX: &str = "text_encoders.";
 
 /// What the model predicts (decided by marker keys, like ComfyUI).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,10 +253,12 @@ pub const SDXL_CLIP_G_PREFIX: &str = "clip_g.transformer.text_model.";
 #[derive(Clone)]
 pub struct Checkpoint {
     pub family: Family,
-    /// All tensors by (normalised) state-dict key: the UNet under [`UNET_PREFIX`], the
-    /// text encoders under their family's prefixes, the VAE under [`VAE_PREFIX`].
+    /// All tensors by (normalised) state-dict key: the diffusion network under
+    /// [`UNET_PREFIX`], the text encoders under their family's prefixes, the VAE under
+    /// [`VAE_PREFIX`].
     pub weights: Arc<WeightMap>,
-    pub unet: Unet,
+    /// The diffusion network: an LDM UNet or a Flux transformer.
+    pub model: DiffusionNet,
     pub text: TextEncoders,
     pub vae: Vae,
     pub prediction: Prediction,
@@ -297,7 +312,7 @@ pub fn load_checkpoint_with(
     let path = path.as_ref();
     let vae_dtype = options.vae_dtype.unwrap_or(dtype);
     let weights = load_safetensors_as(path, device, &|name| {
-        if name.starts_with(VAE_PREFIX) {
+        if name.starts_with(VAE_PREFIX) || name.starts_with(FLUX_VAE_PREFIX) {
             vae_dtype
         } else {
             dtype
@@ -338,9 +353,12 @@ pub fn checkpoint_from_weights(
             )))
         }
     }
+    if flux::Config::is_flux(|k| weights.contains_key(k), UNET_PREFIX) {
+        return flux_checkpoint(weights, device, dtype, options);
+    }
     if !weights.contains_key(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
         return Err(ModelError::NotSupported(format!(
-            "no {UNET_PREFIX}input_blocks.0.0.weight (not an LDM UNet); {}",
+            "no {UNET_PREFIX}input_blocks.0.0.weight (not an LDM UNet nor a Flux transformer); {}",
             describe_prefixes(&weights)
         )));
     }
@@ -364,7 +382,7 @@ pub fn checkpoint_from_weights(
             ("CLIP-G text encoder", SDXL_CLIP_G_PREFIX),
         ],
         Family::SdxlRefiner => &[("CLIP-G text encoder", SDXL_CLIP_G_PREFIX)],
-        Family::Flux | Family::FluxSchnell => return Err(flux_checkpoint_unsupported()),
+        Family::Flux | Family::FluxSchnell => unreachable!("Flux is detected by its keys above"),
     };
     for (what, prefix) in text_prefixes
         .iter()
@@ -408,14 +426,14 @@ pub fn checkpoint_from_weights(
         Family::SdxlRefiner => {
             TextEncoders::SdxlRefiner(clip(SDXL_CLIP_G_PREFIX, ClipRole::SDXL_G)?)
         }
-        Family::Flux | Family::FluxSchnell => return Err(flux_checkpoint_unsupported()),
+        Family::Flux | Family::FluxSchnell => unreachable!("Flux is detected by its keys above"),
     };
     let vae_dtype = options.vae_dtype.unwrap_or(dtype);
     let vae = Vae::from_weights(&weights, VAE_PREFIX, vae_dtype, device)?;
     Ok(Checkpoint {
         family,
         weights: Arc::new(weights),
-        unet,
+        model: DiffusionNet::Unet(unet),
         text,
         vae,
         prediction,
@@ -424,14 +442,112 @@ pub fn checkpoint_from_weights(
     })
 }
 
-/// Flux all-in-one checkpoints (M3) are not loaded by this path yet.
-fn flux_checkpoint_unsupported() -> ModelError {
-    ModelError::NotSupported(
-        "Flux all-in-one checkpoints are not supported by CheckpointLoaderSimple in comfyrs \
-         yet; load the diffusion model with UNETLoader, the text encoders with \
-         DualCLIPLoader (type flux) and the VAE with VAELoader"
-            .into(),
+/// The Flux transformer under `prefix` of `weights`: its family (dev with `guidance_in`,
+/// else schnell) and the network computing in `dtype` over the stored weights. `Ok(None)`
+/// when the keys are not a Flux transformer's; an error when they are an incomplete one.
+pub fn flux_from_weights(
+    weights: &WeightMap,
+    prefix: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<Option<(Family, DiffusionNet)>> {
+    if !flux::Config::is_flux(|k| weights.contains_key(k), prefix) {
+        return Ok(None);
+    }
+    let cfg = flux::Config::detect(
+        |k| weights.get(k).map(|t| t.dims().to_vec()),
+        &mut weights.keys().map(|k| k.as_str()),
+        prefix,
     )
+    .map_err(|e| {
+        ModelError::NotSupported(format!(
+            "ERROR: Could not detect model type\nan incomplete Flux transformer: {e}"
+        ))
+    })?;
+    let family = Family::detect_flux(&cfg);
+    let vb = crate::models::nn::weights_vb(weights.clone(), dtype, device);
+    let net = flux::Flux::new(vb.pp(prefix.trim_end_matches('.')), &cfg)?;
+    Ok(Some((family, DiffusionNet::from(net))))
+}
+
+/// A Flux all-in-one checkpoint (ComfyUI's `Flux`/`FluxSchnell` model configs): the
+/// transformer under [`UNET_PREFIX`], CLIP-L and T5-XXL under [`FLUX_TEXT_PREFIX`] (moved
+/// to ComfyUI's model keys `clip_l.transformer.` / [`T5XXL_PREFIX`]), the VAE under
+/// [`FLUX_VAE_PREFIX`] (moved to [`VAE_PREFIX`]). Weights stay in their stored dtype (an fp8
+/// transformer and T5 stay fp8); text-encoder weights wider than f16 are kept as f16 for
+/// f32 compute, as DualCLIPLoader keeps them ([`LoadOptions::clip_fp16_round`]), so a
+/// checkpoint and the split files holding the same tensors give the same model.
+fn flux_checkpoint(
+    weights: WeightMap,
+    device: &Device,
+    dtype: DType,
+    options: &LoadOptions,
+) -> Result<Checkpoint> {
+    let mut weights: WeightMap = weights
+        .into_iter()
+        .map(|(k, v)| {
+            if let Some(rest) = k.strip_prefix(FLUX_TEXT_PREFIX) {
+                (rest.to_string(), v)
+            } else if let Some(rest) = k.strip_prefix(FLUX_VAE_PREFIX) {
+                (format!("{VAE_PREFIX}{rest}"), v)
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let (family, model) = flux_from_weights(&weights, UNET_PREFIX, dtype, device)?
+        .expect("the caller checked the Flux keys");
+    for (what, key) in [
+        (
+            "CLIP-L text encoder",
+            format!("{FLUX_TEXT_PREFIX}{SDXL_CLIP_L_PREFIX}embeddings.token_embedding.weight"),
+        ),
+        (
+            "T5-XXL text encoder",
+            format!("{FLUX_TEXT_PREFIX}{T5XXL_PREFIX}encoder.final_layer_norm.weight"),
+        ),
+        ("VAE", format!("{FLUX_VAE_PREFIX}decoder.conv_in.weight")),
+    ] {
+        let stored = key
+            .strip_prefix(FLUX_TEXT_PREFIX)
+            .map(str::to_string)
+            .or_else(|| {
+                key.strip_prefix(FLUX_VAE_PREFIX)
+                    .map(|r| format!("{VAE_PREFIX}{r}"))
+            })
+            .expect("prefixed above");
+        if !weights.contains_key(&stored) {
+            return Err(ModelError::NotSupported(format!(
+                "{} checkpoint without a {what} (missing {key}); {}",
+                family.comfy_name(),
+                describe_prefixes(&weights)
+            )));
+        }
+    }
+    if options.clip_fp16_round && dtype == DType::F32 {
+        store_as_f16(&mut weights, |k| {
+            (k.starts_with("clip_l.") || k.starts_with(T5XXL_PREFIX))
+                && !crate::models::component_files::is_fp8_scale_key(k)
+        })?;
+    }
+    let text = crate::models::component_files::flux_text_encoders(
+        &weights,
+        dtype,
+        device,
+        options.embedding_directories.clone(),
+    )?;
+    let vae_dtype = options.vae_dtype.unwrap_or(dtype);
+    let vae = Vae::from_weights(&weights, VAE_PREFIX, vae_dtype, device)?;
+    Ok(Checkpoint {
+        family,
+        weights: Arc::new(weights),
+        model,
+        text,
+        vae,
+        prediction: Prediction::Eps,
+        dtype,
+        device: device.clone(),
+    })
 }
 
 /// Keeps the floating tensors whose key `select` accepts, when wider than f16, as f16:
@@ -450,8 +566,12 @@ pub fn store_as_f16(weights: &mut WeightMap, select: impl Fn(&str) -> bool) -> R
 fn into_sd1(ck: Checkpoint) -> Result<Sd1Checkpoint> {
     match ck.text {
         TextEncoders::Sd1(clip) => Ok(Sd1Checkpoint {
+            unet: ck
+                .model
+                .as_unet()
+                .cloned()
+                .expect("an SD1.x checkpoint has a UNet"),
             weights: ck.weights,
-            unet: ck.unet,
             clip,
             vae: ck.vae,
             prediction: ck.prediction,

@@ -11,12 +11,11 @@ use std::path::Path;
 use candle_core::{DType, Device};
 
 use super::checkpoint::{
-    describe_prefixes, load_safetensors, store_as_f16, unet_prefix, Prediction, TextEncoders,
-    WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
+    describe_prefixes, flux_from_weights, load_safetensors, store_as_f16, unet_prefix, Prediction,
+    TextEncoders, WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
 };
 use super::diffusion::DiffusionNet;
 use super::family::Family;
-use super::flux;
 use super::text::clip::{open_clip, ClipRole, ClipTextEncoder};
 use super::text::t5::{T5Encoder, FLUX_MIN_LENGTH, T5XXL_PREFIX};
 use super::unet::{Unet, UnetConfig, UNET_PREFIX};
@@ -62,19 +61,17 @@ pub fn load_diffusion_model(
             weights.insert(format!("{UNET_PREFIX}{rest}"), v.clone());
         }
     }
-    if flux::Config::is_flux(|k| weights.contains_key(k), UNET_PREFIX) {
-        let cfg = flux::Config::detect(
-            |k| weights.get(k).map(|t| t.dims().to_vec()),
-            &mut weights.keys().map(|k| k.as_str()),
-            UNET_PREFIX,
-        )
-        .map_err(|e| undetected(format!("an incomplete Flux transformer: {e}")))?;
-        let family = Family::detect_flux(&cfg);
-        let vb = crate::models::nn::weights_vb(weights.clone(), dtype, device);
-        let net = flux::Flux::new(vb.pp(UNET_PREFIX.trim_end_matches('.')), &cfg)?;
+    let flux = flux_from_weights(&weights, UNET_PREFIX, dtype, device).map_err(|e| match e {
+        ModelError::NotSupported(m) if m.starts_with("ERROR: Could not detect") => undetected(
+            m.split_once('\n')
+                .map_or(m.clone(), |(_, why)| why.to_string()),
+        ),
+        e => e,
+    })?;
+    if let Some((family, model)) = flux {
         return Ok(DiffusionModelFile {
             family,
-            model: DiffusionNet::from(net),
+            model,
             weights: Arc::new(weights),
             prediction,
         });

@@ -591,3 +591,75 @@ fn serialize_buffers(buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>, name: &
     meta.insert("comfyrs_fixture".to_string(), name.to_string());
     safetensors::tensor::serialize(views, Some(meta)).expect("serialize safetensors")
 }
+
+// ---------------------------------------------------------------------------------------
+// Flux all-in-one checkpoints (CheckpointLoaderSimple), in the layout of Comfy-Org's
+// `flux1-dev-fp8.safetensors`: the tiny Flux transformer under `model.diffusion_model.`
+// with every floating tensor in fp8 e4m3fn (plain, unscaled), the tiny CLIP-L under
+// `text_encoders.clip_l.transformer.` (fp16), the tiny T5-XXL under
+// `text_encoders.t5xxl.transformer.` (Linear weights fp8 e4m3fn, the rest fp16) and the tiny
+// 16-channel VAE under `vae.` (fp16). Each tensor's values are those of the split fixture
+// holding it (the key without its checkpoint prefix), so `tiny_flux_dev_fp8` is
+// `tiny_flux` + `tiny_clip_l` + `tiny_t5xxl` + `tiny_flux_vae` with the fp8 parts
+// quantised (fp16 value → nearest e4m3fn, round to nearest even).
+
+/// Repository-relative path of the tiny all-in-one Flux-dev fp8 checkpoint.
+pub const TINY_FLUX_DEV_FP8_PATH: &str =
+    "fixtures/models/checkpoints/tiny_flux_dev_fp8.safetensors";
+
+/// The bytes of `tiny_flux_dev_fp8.safetensors` (see above).
+pub fn tiny_flux_dev_fp8_bytes() -> Vec<u8> {
+    tiny_flux_checkpoint_fp8(true, "tiny_flux_dev_fp8 v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of the schnell variant (no `guidance_in`); not committed, tests write it.
+pub fn tiny_flux_schnell_fp8_bytes() -> Vec<u8> {
+    tiny_flux_checkpoint_fp8(false, "tiny_flux_schnell_fp8 v1 (src/models/fixture.rs)")
+}
+
+fn tiny_flux_checkpoint_fp8(guidance: bool, name: &str) -> Vec<u8> {
+    use super::fp8::encode_e4m3fn;
+    /// (key prefix, layout, which tensors are stored as fp8).
+    type Part = (&'static str, Layout, fn(&str, &Spec) -> bool);
+    let mut parts: Vec<Part> = Vec::new();
+    let mut flux = Layout::new();
+    tiny_flux(&mut flux, guidance);
+    parts.push(("model.diffusion_model.", flux, |_, _| true));
+    let mut clip = Layout::new();
+    tiny_clip(&mut clip, "text_model");
+    parts.push(("text_encoders.clip_l.transformer.", clip, |_, _| false));
+    let mut t5 = Layout::new();
+    tiny_t5(&mut t5);
+    parts.push(("text_encoders.t5xxl.transformer.", t5, |key, spec| {
+        spec.shape.len() == 2
+            && key.ends_with(".weight")
+            && !key.ends_with("relative_attention_bias.weight")
+            && key != "shared.weight"
+    }));
+    let mut vae = Layout::new();
+    tiny_vae_with(&mut vae, "", 16, false);
+    parts.push(("vae.", vae, |_, _| false));
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (prefix, layout, fp8) in parts {
+        for (key, spec) in &layout {
+            let full = format!("{prefix}{key}");
+            if spec.int_arange {
+                let n: usize = spec.shape.iter().product();
+                let bytes = (0..n as i64).flat_map(|i| i.to_le_bytes()).collect();
+                buffers.push((full, Dtype::I64, spec.shape.clone(), bytes));
+                continue;
+            }
+            let vals = values(key, &spec.shape)
+                .into_iter()
+                .map(half::f16::from_f64);
+            if fp8(key, spec) {
+                let bytes = vals.map(|v| encode_e4m3fn(v.to_f32())).collect();
+                buffers.push((full, Dtype::F8_E4M3, spec.shape.clone(), bytes));
+            } else {
+                let bytes = vals.flat_map(|v| v.to_le_bytes()).collect();
+                buffers.push((full, Dtype::F16, spec.shape.clone(), bytes));
+            }
+        }
+    }
+    serialize_buffers(buffers, name)
+}

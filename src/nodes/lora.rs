@@ -1,5 +1,5 @@
 //! LoraLoader and LoraLoaderModelOnly (nodes.py): add a LoRA file's patches, at a strength, to
-//! MODEL and CLIP. Nothing is computed here: the payloads carry the patch list and the patched
+//! MODEL (an SD1.x/SDXL UNet or a Flux transformer) and CLIP. Nothing is computed here: the payloads carry the patch list and the patched
 //! UNet / text encoder is built on first use ([`crate::models::lora::patched`]).
 
 use super::loaders::model_path;
@@ -60,17 +60,6 @@ fn apply_lora(
     lora_name: &str,
     strength_model: f64,
 ) -> Result<(SdModel, Option<SdClip>), NodeError> {
-    if model.family.is_flux() {
-        // comfy/lora.py's Flux key map (kohya, diffusers, fused-qkv slices) is not ported yet.
-        return Err(NodeError::input(
-            "model",
-            format!(
-                "{class}: LoRA on {} models is not supported by comfyrs yet (SD1.x and SDXL \
-                 models take LoRAs)",
-                model.family.comfy_name()
-            ),
-        ));
-    }
     let path = model_path(ctx.env, "loras", lora_name)?;
     let (file, identity) = ctx
         .env

@@ -234,7 +234,7 @@ pub fn model_payload(
 /// A loaded checkpoint split into ComfyUI's three outputs.
 pub fn split_checkpoint(ck: &Checkpoint) -> (SdModel, SdClip, SdVae) {
     (
-        model_payload(ck.unet.clone(), &ck.weights, ck.family, ck.prediction),
+        model_payload(ck.model.clone(), &ck.weights, ck.family, ck.prediction),
         clip_payload(&ck.text, &ck.weights),
         SdVae(ck.vae.clone()),
     )

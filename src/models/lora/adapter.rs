@@ -225,7 +225,58 @@ impl Adapter {
     }
 }
 
+/// `torch.cat([b, a])` for `a, b = t.chunk(2, dim=0)` (ComfyUI's `swap_scale_shift`).
+fn swap_halves(t: &Tensor) -> Result<Tensor> {
+    let n = t.dim(0)?;
+    let first = n.div_ceil(2);
+    Ok(Tensor::cat(
+        &[&t.narrow(0, first, n - first)?, &t.narrow(0, 0, first)?],
+        0,
+    )?)
+}
+
 impl Patch {
+    /// The same patch with its delta's two halves (along dim 0) swapped: ComfyUI's
+    /// `swap_scale_shift` applied to the delta (Flux's `norm_out.linear`). The rows of a
+    /// LoRA's delta are its `up` rows (and a LoHa's those of `w1a`/`w2a`), so those are
+    /// swapped; Tucker LoHa and LoKr are not supported there.
+    pub fn with_swapped_halves(&self) -> Result<Patch> {
+        let adapter = match &self.adapter {
+            Adapter::Lora { up, down, mid } => Adapter::Lora {
+                up: swap_halves(up)?,
+                down: down.clone(),
+                mid: mid.clone(),
+            },
+            Adapter::LoHa {
+                w1a,
+                w1b,
+                w2a,
+                w2b,
+                t: None,
+            } => Adapter::LoHa {
+                w1a: swap_halves(w1a)?,
+                w1b: w1b.clone(),
+                w2a: swap_halves(w2a)?,
+                w2b: w2b.clone(),
+                t: None,
+            },
+            Adapter::Diff(d) => Adapter::Diff(swap_halves(d)?),
+            Adapter::Set(s) => Adapter::Set(s.clone()),
+            _ => {
+                return Err(ModelError::NotSupported(
+                    "a Tucker LoHa or LoKr patch on a weight whose delta halves are swapped \
+                     (Flux's norm_out.linear)"
+                        .into(),
+                ))
+            }
+        };
+        Ok(Patch {
+            adapter,
+            alpha: self.alpha,
+            dora_scale: self.dora_scale.clone(),
+        })
+    }
+
     /// ComfyUI's `calculate_weight` for this patch: the new f32 weight from the current one.
     pub fn apply(&self, weight: &Tensor, strength: f64) -> Result<Tensor> {
         let weight = f32t(weight)?;

@@ -63,11 +63,68 @@ impl LoraFile {
     }
 }
 
-/// Reads a LoRA safetensors file; floating tensors become f32, others keep their dtype.
+/// Whether a file's keys are XLabs' Flux LoRA layout (`double_blocks.N.processor.qkv_lora1.
+/// down.weight`, `single_blocks.N.processor.proj_lora.up.weight`, ...).
+pub fn is_xlabs(tensors: &HashMap<String, Tensor>) -> bool {
+    tensors.keys().any(|k| {
+        (k.starts_with("double_blocks.") || k.starts_with("single_blocks."))
+            && (k.contains(".processor.qkv_lora") || k.contains(".processor.proj_lora"))
+    })
+}
+
+/// XLabs' Flux LoRA layout renamed to ComfyUI-native keys, as `comfy/lora_convert.py`
+/// `convert_uso_lora` renames it: `qkv_lora1`/`qkv_lora2` → `img_attn.qkv`/`txt_attn.qkv`,
+/// `proj_lora1`/`proj_lora2` → `img_attn.proj`/`txt_attn.proj`, the single blocks'
+/// `qkv_lora` → `linear1_qkv` (the first 3·hidden rows of `linear1`) and `proj_lora` →
+/// `linear2`, `down`/`up` → `lora_down`/`lora_up`, all under `diffusion_model.`. ComfyUI
+/// 0.3.64 applies it only to files that also have blocks 37 and 18 (USO LoRAs) and reports
+/// a plain XLabs file's keys as not loaded; comfyrs applies it to every XLabs-layout file.
+/// Other files are returned unchanged.
+pub fn convert_xlabs(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    if !is_xlabs(&tensors) {
+        return tensors;
+    }
+    tensors
+        .into_iter()
+        .map(|(k, v)| {
+            let mut k = k
+                .replace(".down.weight", ".lora_down.weight")
+                .replace(".up.weight", ".lora_up.weight");
+            for (from, to) in [
+                (".qkv_lora2.", ".txt_attn.qkv."),
+                (".qkv_lora1.", ".img_attn.qkv."),
+                (".proj_lora1.", ".img_attn.proj."),
+                (".proj_lora2.", ".txt_attn.proj."),
+                (".qkv_lora.", ".linear1_qkv."),
+                (".proj_lora.", ".linear2."),
+                (".processor.", "."),
+            ] {
+                k = k.replace(from, to);
+            }
+            (format!("diffusion_model.{k}"), v)
+        })
+        .collect()
+}
+
+/// Reads a LoRA safetensors file (XLabs' Flux layout renamed, [`convert_xlabs`]); floating tensors become f32, others keep their dtype.
 /// A file that is not a LoRA is an error that says what it holds instead.
 pub fn read_lora(path: &Path) -> Result<LoraFile> {
     let tensors = crate::models::checkpoint::load_safetensors(path, &Device::Cpu, DType::F32)?;
-    let file = LoraFile { tensors };
+    if tensors.contains_key("img_in.lora_A.weight")
+        && tensors.contains_key("single_blocks.0.norm.key_norm.scale")
+    {
+        // comfy/lora_convert.py `convert_lora_bfl_control`: these widen the model's input
+        // (`reshape_weight` on img_in) for InstructPixToPix-style control.
+        return Err(ModelError::NotSupported(
+            "a BFL control LoRA (FLUX.1 Canny/Depth LoRA: it widens the model's img_in for \
+             control-image channels), which comfyrs does not apply yet; use the full \
+             FLUX.1 Canny/Depth model with InstructPixToPixConditioning instead"
+                .into(),
+        ));
+    }
+    let file = LoraFile {
+        tensors: convert_xlabs(tensors),
+    };
     if !file.looks_like_lora() {
         return Err(ModelError::NotSupported(format!(
             "not a LoRA: no key ends in a LoRA/LyCORIS suffix (.lora_up/.lora_down, \

@@ -1,5 +1,14 @@
-//! ComfyUI's LoRA key map for the LDM UNet families (numerics spec §7.1): LoRA key prefix →
-//! model weight key (`model_lora_keys_unet` + `model_lora_keys_clip`).
+//! ComfyUI's LoRA key map (numerics spec §7.1): LoRA key prefix → model weight key
+//! (`model_lora_keys_unet` + `model_lora_keys_clip`), for the LDM UNet families and Flux.
+//!
+//! Flux (`model_lora_keys_unet`'s Flux branch with `comfy/utils.py` `flux_to_diffusers`):
+//! besides the generic `lora_unet_*` / `diffusion_model.*` names (kohya, ComfyUI native), the
+//! diffusers/PEFT names under `transformer.` (also `lycoris_*`, `lora_transformer_*`). Split
+//! projections target a slice of a fused weight ([`Target::slice`]): `attn.to_q/k/v` the
+//! thirds of `img_attn.qkv`, `attn.add_{q,k,v}_proj` those of `txt_attn.qkv`, and in single
+//! blocks `to_q/k/v` + `proj_mlp` the rows of `linear1`; `*.linear1_qkv` names the first
+//! 3·hidden rows of `linear1`. `norm_out.linear` patches `final_layer.adaLN_modulation.1`
+//! with its two halves swapped (diffusers orders scale/shift the other way round).
 //!
 //! Targets are keys of our checkpoint weight map (`model.diffusion_model.*`; SD1's CLIP-L
 //! at `cond_stage_model.transformer.text_model.*`, SDXL's at `clip_l.transformer.*` and its
@@ -11,6 +20,7 @@
 use std::collections::HashMap;
 
 use crate::models::checkpoint::{WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX};
+use crate::models::flux;
 use crate::models::text::clip::SD1_CLIP_PREFIX;
 use crate::models::unet::{UnetConfig, UNET_PREFIX};
 use crate::models::Result;
@@ -68,17 +78,64 @@ const BASIC: &[(&str, &str)] = &[
     ("add_embedding.linear_2", "label_emb.0.2"),
 ];
 
-/// LoRA key prefix → target weight key, in ComfyUI's insertion order (it decides which patch
-/// wins when two prefixes of one file name the same weight).
+/// Where a LoRA key's delta goes: a model weight, or a slice of it (ComfyUI's
+/// `(key, (dim, offset, size))` targets), or the weight with the delta's halves swapped
+/// (`(key, None, swap_scale_shift)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub key: String,
+    /// (dim, offset, size) of the slice the delta replaces.
+    pub slice: Option<(usize, usize, usize)>,
+    /// Swap the two halves of the delta along dim 0 before adding it.
+    pub swap_halves: bool,
+}
+
+impl Target {
+    /// The whole weight `key`.
+    pub fn whole(key: impl Into<String>) -> Self {
+        Target {
+            key: key.into(),
+            slice: None,
+            swap_halves: false,
+        }
+    }
+
+    /// Rows `offset..offset + size` of `key`.
+    pub fn rows(key: impl Into<String>, offset: usize, size: usize) -> Self {
+        Target {
+            key: key.into(),
+            slice: Some((0, offset, size)),
+            swap_halves: false,
+        }
+    }
+
+    /// The shape the delta must have for a weight of `shape`.
+    pub fn delta_shape(&self, shape: &[usize]) -> Vec<usize> {
+        let mut s = shape.to_vec();
+        if let Some((dim, _, size)) = self.slice {
+            if dim < s.len() {
+                s[dim] = size;
+            }
+        }
+        s
+    }
+}
+
+/// LoRA key prefix → target, in ComfyUI's insertion order (it decides which patch wins when
+/// two prefixes of one file name the same weight).
 #[derive(Debug, Default, Clone)]
 pub struct KeyMap {
-    entries: Vec<(String, String)>,
+    entries: Vec<(String, Target)>,
     index: HashMap<String, usize>,
 }
 
 impl KeyMap {
     /// Python dict assignment: a known key keeps its place and takes the new target.
     fn insert(&mut self, key: String, target: String) {
+        self.insert_target(key, Target::whole(target));
+    }
+
+    fn insert_target(&mut self, key: String, target: Target) {
         match self.index.get(&key) {
             Some(&i) => self.entries[i].1 = target,
             None => {
@@ -88,13 +145,19 @@ impl KeyMap {
         }
     }
 
+    /// The weight key a LoRA key patches (whole or a slice of it).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.index.get(key).map(|&i| self.entries[i].1.as_str())
+        self.target(key).map(|t| t.key.as_str())
+    }
+
+    /// The full target of a LoRA key.
+    pub fn target(&self, key: &str) -> Option<&Target> {
+        self.index.get(key).map(|&i| &self.entries[i].1)
     }
 
     /// (LoRA key, target) pairs in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, t)| (k.as_str(), t.as_str()))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Target)> {
+        self.entries.iter().map(|(k, t)| (k.as_str(), t))
     }
 
     pub fn len(&self) -> usize {
@@ -127,22 +190,10 @@ impl KeyMap {
                     None => map.insert(format!("diffusion_model.{rest}"), k.to_string()),
                 }
             }
-            let cfg = UnetConfig::detect(weights, UNET_PREFIX)?;
-            for (diffusers, ldm) in unet_to_diffusers(weights, &cfg) {
-                let target = format!("{UNET_PREFIX}{ldm}.weight");
-                if !weights.contains_key(&target) {
-                    continue;
-                }
-                let under = diffusers.replace('.', "_");
-                map.insert(format!("lora_unet_{under}"), target.clone());
-                map.insert(format!("lycoris_{under}"), target.clone());
-                for p in ["", "unet."] {
-                    let mut key = format!("{p}{}", diffusers.replace(".to_", ".processor.to_"));
-                    if key.ends_with(".to_out.0") {
-                        key.truncate(key.len() - 2);
-                    }
-                    map.insert(key, target.clone());
-                }
+            if flux::Config::is_flux(|k| weights.contains_key(k), UNET_PREFIX) {
+                map.add_flux(weights, &keys)?;
+            } else {
+                map.add_unet_diffusers(weights)?;
             }
         }
         if clip {
@@ -211,6 +262,209 @@ impl KeyMap {
         }
         Ok(map)
     }
+
+    /// `unet_to_diffusers` names of an LDM UNet (kohya `lora_unet_*` in diffusers naming,
+    /// LyCORIS, diffusers attention processors).
+    fn add_unet_diffusers(&mut self, weights: &WeightMap) -> Result<()> {
+        let cfg = UnetConfig::detect(weights, UNET_PREFIX)?;
+        for (diffusers, ldm) in unet_to_diffusers(weights, &cfg) {
+            let target = format!("{UNET_PREFIX}{ldm}.weight");
+            if !weights.contains_key(&target) {
+                continue;
+            }
+            let under = diffusers.replace('.', "_");
+            self.insert(format!("lora_unet_{under}"), target.clone());
+            self.insert(format!("lycoris_{under}"), target.clone());
+            for p in ["", "unet."] {
+                let mut key = format!("{p}{}", diffusers.replace(".to_", ".processor.to_"));
+                if key.ends_with(".to_out.0") {
+                    key.truncate(key.len() - 2);
+                }
+                self.insert(key, target.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Flux's diffusers names (module docs) and the `linear1_qkv` slices; `sorted` are the
+    /// weight map's keys in a stable order.
+    fn add_flux(&mut self, weights: &WeightMap, sorted: &[&String]) -> Result<()> {
+        let cfg = flux::Config::detect(
+            |k| weights.get(k).map(|t| t.dims().to_vec()),
+            &mut weights.keys().map(|k| k.as_str()),
+            UNET_PREFIX,
+        )
+        .map_err(crate::models::ModelError::NotSupported)?;
+        for (diffusers, target) in
+            flux_to_diffusers(cfg.depth, cfg.depth_single_blocks, cfg.hidden_size)
+        {
+            let Some(module) = diffusers.strip_suffix(".weight") else {
+                continue;
+            };
+            let under = module.replace('.', "_");
+            self.insert_target(format!("transformer.{module}"), target.clone());
+            self.insert_target(format!("lycoris_{under}"), target.clone());
+            self.insert_target(format!("lora_transformer_{under}"), target);
+        }
+        let qkv = 3 * cfg.hidden_size;
+        for k in sorted {
+            if let Some(stem) = k.strip_suffix(".linear1.weight") {
+                let comfy = stem.strip_prefix("model.").unwrap_or(stem);
+                self.insert_target(
+                    format!("{comfy}.linear1_qkv"),
+                    Target::rows(k.to_string(), 0, qkv),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ComfyUI's `flux_to_diffusers` with our weight keys as targets: (diffusers key, target)
+/// in its order (MAP_BASIC, a Python set there, last in a fixed order here).
+pub fn flux_to_diffusers(double: usize, single: usize, hidden: usize) -> Vec<(String, Target)> {
+    let mut out = Vec::new();
+    let p = UNET_PREFIX;
+    for i in 0..double {
+        let from = format!("transformer_blocks.{i}");
+        let to = format!("{p}double_blocks.{i}");
+        for end in ["weight", "bias"] {
+            for (side, names) in [
+                ("img", ["to_q", "to_k", "to_v"]),
+                ("txt", ["add_q_proj", "add_k_proj", "add_v_proj"]),
+            ] {
+                let qkv = format!("{to}.{side}_attn.qkv.{end}");
+                for (j, n) in names.iter().enumerate() {
+                    out.push((
+                        format!("{from}.attn.{n}.{end}"),
+                        Target::rows(qkv.clone(), j * hidden, hidden),
+                    ));
+                }
+            }
+        }
+        for (d, b) in [
+            ("attn.to_out.0.weight", "img_attn.proj.weight"),
+            ("attn.to_out.0.bias", "img_attn.proj.bias"),
+            ("norm1.linear.weight", "img_mod.lin.weight"),
+            ("norm1.linear.bias", "img_mod.lin.bias"),
+            ("norm1_context.linear.weight", "txt_mod.lin.weight"),
+            ("norm1_context.linear.bias", "txt_mod.lin.bias"),
+            ("attn.to_add_out.weight", "txt_attn.proj.weight"),
+            ("attn.to_add_out.bias", "txt_attn.proj.bias"),
+            ("ff.net.0.proj.weight", "img_mlp.0.weight"),
+            ("ff.net.0.proj.bias", "img_mlp.0.bias"),
+            ("ff.net.2.weight", "img_mlp.2.weight"),
+            ("ff.net.2.bias", "img_mlp.2.bias"),
+            ("ff_context.net.0.proj.weight", "txt_mlp.0.weight"),
+            ("ff_context.net.0.proj.bias", "txt_mlp.0.bias"),
+            ("ff_context.net.2.weight", "txt_mlp.2.weight"),
+            ("ff_context.net.2.bias", "txt_mlp.2.bias"),
+            ("attn.norm_q.weight", "img_attn.norm.query_norm.scale"),
+            ("attn.norm_k.weight", "img_attn.norm.key_norm.scale"),
+            ("attn.norm_added_q.weight", "txt_attn.norm.query_norm.scale"),
+            ("attn.norm_added_k.weight", "txt_attn.norm.key_norm.scale"),
+        ] {
+            out.push((format!("{from}.{d}"), Target::whole(format!("{to}.{b}"))));
+        }
+    }
+    for i in 0..single {
+        let from = format!("single_transformer_blocks.{i}");
+        let to = format!("{p}single_blocks.{i}");
+        for end in ["weight", "bias"] {
+            let lin = format!("{to}.linear1.{end}");
+            for (j, n) in ["to_q", "to_k", "to_v"].iter().enumerate() {
+                out.push((
+                    format!("{from}.attn.{n}.{end}"),
+                    Target::rows(lin.clone(), j * hidden, hidden),
+                ));
+            }
+            out.push((
+                format!("{from}.proj_mlp.{end}"),
+                Target::rows(lin.clone(), 3 * hidden, 4 * hidden),
+            ));
+        }
+        for (d, b) in [
+            ("norm.linear.weight", "modulation.lin.weight"),
+            ("norm.linear.bias", "modulation.lin.bias"),
+            ("proj_out.weight", "linear2.weight"),
+            ("proj_out.bias", "linear2.bias"),
+            ("attn.norm_q.weight", "norm.query_norm.scale"),
+            ("attn.norm_k.weight", "norm.key_norm.scale"),
+        ] {
+            out.push((format!("{from}.{d}"), Target::whole(format!("{to}.{b}"))));
+        }
+    }
+    for (ours, d) in [
+        ("final_layer.linear.bias", "proj_out.bias"),
+        ("final_layer.linear.weight", "proj_out.weight"),
+        ("img_in.bias", "x_embedder.bias"),
+        ("img_in.weight", "x_embedder.weight"),
+        (
+            "time_in.in_layer.bias",
+            "time_text_embed.timestep_embedder.linear_1.bias",
+        ),
+        (
+            "time_in.in_layer.weight",
+            "time_text_embed.timestep_embedder.linear_1.weight",
+        ),
+        (
+            "time_in.out_layer.bias",
+            "time_text_embed.timestep_embedder.linear_2.bias",
+        ),
+        (
+            "time_in.out_layer.weight",
+            "time_text_embed.timestep_embedder.linear_2.weight",
+        ),
+        ("txt_in.bias", "context_embedder.bias"),
+        ("txt_in.weight", "context_embedder.weight"),
+        (
+            "vector_in.in_layer.bias",
+            "time_text_embed.text_embedder.linear_1.bias",
+        ),
+        (
+            "vector_in.in_layer.weight",
+            "time_text_embed.text_embedder.linear_1.weight",
+        ),
+        (
+            "vector_in.out_layer.bias",
+            "time_text_embed.text_embedder.linear_2.bias",
+        ),
+        (
+            "vector_in.out_layer.weight",
+            "time_text_embed.text_embedder.linear_2.weight",
+        ),
+        (
+            "guidance_in.in_layer.bias",
+            "time_text_embed.guidance_embedder.linear_1.bias",
+        ),
+        (
+            "guidance_in.in_layer.weight",
+            "time_text_embed.guidance_embedder.linear_1.weight",
+        ),
+        (
+            "guidance_in.out_layer.bias",
+            "time_text_embed.guidance_embedder.linear_2.bias",
+        ),
+        (
+            "guidance_in.out_layer.weight",
+            "time_text_embed.guidance_embedder.linear_2.weight",
+        ),
+        ("pos_embed_input.bias", "controlnet_x_embedder.bias"),
+        ("pos_embed_input.weight", "controlnet_x_embedder.weight"),
+    ] {
+        out.push((d.to_string(), Target::whole(format!("{p}{ours}"))));
+    }
+    for end in ["bias", "weight"] {
+        out.push((
+            format!("norm_out.linear.{end}"),
+            Target {
+                key: format!("{p}final_layer.adaLN_modulation.1.{end}"),
+                slice: None,
+                swap_halves: true,
+            },
+        ));
+    }
+    out
 }
 
 /// ComfyUI's `unet_to_diffusers` restricted to weights: (diffusers module, LDM module) pairs.

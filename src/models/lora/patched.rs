@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::load::LoadedLora;
+use super::fp8_round::{comfy_keeps_fp8, stochastic_round_tensor, string_to_seed, total_ram};
+use super::load::{LoadedLora, TargetPatch};
 use crate::models::checkpoint::WeightMap;
 use crate::models::diffusion::{DiffusionNet, ModelInputs};
 use crate::models::text::clip::{ClipTextEncoder, ClipTextModel, WeightedToken};
@@ -86,6 +87,17 @@ impl PatchCache {
     }
 }
 
+/// How a patched weight is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchedStorage {
+    /// In this dtype (rounded to nearest): the compute dtype, as ComfyUI's model holds its
+    /// weights when it upcasts them at load; or fp16 for a text encoder's fp16 storage.
+    Dtype(DType),
+    /// Weights stored as fp8 e4m3fn go back to fp8 with ComfyUI's seeded stochastic
+    /// rounding (the model keeps fp8 weights, see [`comfy_keeps_fp8`]); others as `Dtype`.
+    KeepFp8(DType),
+}
+
 /// The patched tensors (only those) under `prefix`: each target's f32 copy gets every patch
 /// of the list in order, and is kept in the `compute` dtype (ComfyUI's model holds its
 /// weights in the compute dtype when it upcasts at load, so a patch is not rounded to the
@@ -97,6 +109,48 @@ pub fn patch_weights(
     prefix: &str,
     compute: DType,
     round_f16: bool,
+) -> Result<WeightMap> {
+    let keep = if round_f16 { DType::F16 } else { compute };
+    patch_weights_stored(base, patches, prefix, PatchedStorage::Dtype(keep))
+}
+
+/// ComfyUI's model key of one of our weight keys (`model.diffusion_model.X` is
+/// `diffusion_model.X` there): the string its stochastic-rounding seed is made from.
+pub fn comfy_key(key: &str) -> &str {
+    key.strip_prefix("model.").unwrap_or(key)
+}
+
+/// One patch on `w` (f32): on the whole weight or on its slice, halves swapped when asked.
+fn apply_one(w: &Tensor, p: &TargetPatch, strength: f64) -> Result<Tensor> {
+    let swapped;
+    let patch = if p.swap_halves {
+        swapped = p.patch.with_swapped_halves()?;
+        &swapped
+    } else {
+        &p.patch
+    };
+    let Some((dim, off, size)) = p.slice else {
+        return patch.apply(w, strength);
+    };
+    let n = w.dim(dim)?;
+    let part = patch.apply(&w.narrow(dim, off, size)?, strength)?;
+    let mut pieces = Vec::with_capacity(3);
+    if off > 0 {
+        pieces.push(w.narrow(dim, 0, off)?);
+    }
+    pieces.push(part);
+    if off + size < n {
+        pieces.push(w.narrow(dim, off + size, n - off - size)?);
+    }
+    Ok(Tensor::cat(&pieces, dim)?)
+}
+
+/// [`patch_weights`] with an explicit storage rule for the patched tensors.
+pub fn patch_weights_stored(
+    base: &WeightMap,
+    patches: &[PatchEntry],
+    prefix: &str,
+    storage: PatchedStorage,
 ) -> Result<WeightMap> {
     let mut targets: Vec<&String> = patches
         .iter()
@@ -110,16 +164,21 @@ pub fn patch_weights(
         let Some(w0) = base.get(target) else { continue };
         let mut w = w0.to_dtype(DType::F32)?;
         for entry in patches {
-            if let Some(patch) = entry.lora.patches.get(target) {
-                match patch.apply(&w, entry.strength) {
+            for p in entry.lora.patches.get(target).into_iter().flatten() {
+                match apply_one(&w, p, entry.strength) {
                     Ok(nw) => w = nw,
                     // ComfyUI logs and leaves the weight as it was.
                     Err(e) => tracing::error!("LoRA patch on {target} not applied: {e}"),
                 }
             }
         }
-        let keep = if round_f16 { DType::F16 } else { compute };
-        out.insert(target.clone(), w.to_dtype(keep)?);
+        let stored = match storage {
+            PatchedStorage::KeepFp8(_) if w0.dtype() == DType::F8E4M3 => {
+                stochastic_round_tensor(&w, string_to_seed(comfy_key(target)))?
+            }
+            PatchedStorage::Dtype(d) | PatchedStorage::KeepFp8(d) => w.to_dtype(d)?,
+        };
+        out.insert(target.clone(), stored);
     }
     Ok(out)
 }
@@ -214,13 +273,13 @@ impl PatchedModel {
 
     fn build(&self) -> Result<DiffusionNet> {
         let t0 = std::time::Instant::now();
-        let changed = patch_weights(
-            &self.weights,
-            &self.patches,
-            UNET_PREFIX,
-            self.base.dtype(),
-            false,
-        )?;
+        let compute = self.base.dtype();
+        let storage = if self.keeps_fp8() {
+            PatchedStorage::KeepFp8(compute)
+        } else {
+            PatchedStorage::Dtype(compute)
+        };
+        let changed = patch_weights_stored(&self.weights, &self.patches, UNET_PREFIX, storage)?;
         let n = changed.len();
         let map = overlay(&self.weights, changed);
         let net = self.base.rebuild(&map, UNET_PREFIX)?;
@@ -230,6 +289,31 @@ impl PatchedModel {
             t0.elapsed().as_secs_f64()
         );
         Ok(net)
+    }
+
+    /// Whether ComfyUI would hold this model's weights in fp8 ([`comfy_keeps_fp8`]): its
+    /// weights are fp8 e4m3fn and either the device is CUDA (comfyrs assumes an fp8-capable
+    /// GPU, as Flux fp8 users run) or the model at 2 bytes per parameter does not fit the
+    /// machine's memory budget. Then patched weights go back to fp8 as ComfyUI's do.
+    pub fn keeps_fp8(&self) -> bool {
+        let mut params = 0usize;
+        let mut fp8 = false;
+        for (k, t) in self.weights.iter() {
+            if k.starts_with(UNET_PREFIX) {
+                params += t.elem_count();
+                fp8 |= t.dtype() == DType::F8E4M3;
+            }
+        }
+        if !fp8 {
+            return false;
+        }
+        let cuda = self.base.device().is_cuda();
+        let total = if cuda {
+            0
+        } else {
+            total_ram().unwrap_or(u64::MAX)
+        };
+        comfy_keeps_fp8(params, total, cuda)
     }
 
     /// [`DiffusionNet::forward`] on the patched network.

@@ -77,6 +77,39 @@ pub struct ServerlessConfig {
     pub catalogs_dir: PathBuf,
     /// The checkpoint (under models/checkpoints) of the `sd15/...` model pipelines.
     pub sd15_checkpoint: String,
+    /// The SDXL base checkpoint of the `sdxl` model ids.
+    pub sdxl_checkpoint: String,
+    /// The FLUX.1-dev all-in-one checkpoint (fp8, ComfyUI's `flux1-dev-fp8` layout) of the
+    /// `flux` model ids.
+    pub flux_checkpoint: String,
+    /// FLUX.1-dev as separate files (the quickstart's), used when `flux_checkpoint` is absent.
+    pub flux_files: FluxFiles,
+}
+
+/// FLUX.1-dev as the separate files ComfyUI's flux_dev_example loads (UNETLoader,
+/// DualCLIPLoader type flux, VAELoader).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FluxFiles {
+    /// Under models/diffusion_models.
+    pub diffusion_model: String,
+    /// Under models/text_encoders.
+    pub clip_l: String,
+    /// Under models/text_encoders.
+    pub t5xxl: String,
+    /// Under models/vae.
+    pub vae: String,
+}
+
+impl Default for FluxFiles {
+    fn default() -> Self {
+        FluxFiles {
+            diffusion_model: "flux1-dev.safetensors".into(),
+            clip_l: "clip_l.safetensors".into(),
+            t5xxl: "t5xxl_fp16.safetensors".into(),
+            vae: "ae.safetensors".into(),
+        }
+    }
 }
 
 impl Default for ServerlessConfig {
@@ -96,6 +129,9 @@ impl Default for ServerlessConfig {
             retention_sweep: Duration::from_secs(600),
             catalogs_dir: PathBuf::from("catalogs"),
             sd15_checkpoint: "v1-5-pruned-emaonly.safetensors".into(),
+            sdxl_checkpoint: "sd_xl_base_1.0.safetensors".into(),
+            flux_checkpoint: "flux1-dev-fp8.safetensors".into(),
+            flux_files: FluxFiles::default(),
         }
     }
 }
@@ -126,6 +162,9 @@ pub struct ServerlessFile {
     pub media_allow_http: Option<bool>,
     pub retention_hours: Option<f64>,
     pub sd15_checkpoint: Option<String>,
+    pub sdxl_checkpoint: Option<String>,
+    pub flux_checkpoint: Option<String>,
+    pub flux_files: Option<FluxFiles>,
     pub catalogs_dir: Option<PathBuf>,
 }
 
@@ -162,6 +201,15 @@ impl ServerlessConfig {
         }
         if let Some(c) = f.sd15_checkpoint {
             self.sd15_checkpoint = c;
+        }
+        if let Some(c) = f.sdxl_checkpoint {
+            self.sdxl_checkpoint = c;
+        }
+        if let Some(c) = f.flux_checkpoint {
+            self.flux_checkpoint = c;
+        }
+        if let Some(files) = f.flux_files {
+            self.flux_files = files;
         }
         if let Some(h) = f.retention_hours {
             self.retention = Duration::from_secs_f64(h * 3600.0);

@@ -3,10 +3,14 @@
 //! A request (one LoRA, several prompts) becomes one job whose graph has one sampling chain per
 //! prompt behind a shared checkpoint + LoraLoader. `[trigger]` is replaced by the trigger word,
 //! sizes are floored to the model's resolution divisor, a missing seed is the model default plus
-//! the prompt index and `-1` draws one (reported in the result). Only models comfyrs can run are
-//! listed; any other id is `MODEL_NOT_FOUND`.
+//! the prompt index and `-1` draws one (reported in the result). Only models comfyrs can run
+//! and whose base checkpoint is present are listed; any other id is `MODEL_NOT_FOUND`.
+//!
+//! `sd15` and `sdxl` sample as ai-toolkit's DDPMScheduler does ([`Sampling::Ddpm`]); `flux`
+//! (FLUX.1-dev) runs ComfyUI's flux_dev_example sampling graph ([`Sampling::Flux`]).
 
 use super::auth::Caller;
+use super::bases::Base;
 use super::errors::{code, json_kind, parse_object, SResult, ServerlessError};
 use super::openapi::ApiRoute;
 use super::requests::{base_url, iso_time, request_urls, submit, Family, RequestMeta};
@@ -23,6 +27,8 @@ use serde_json::{json, Map, Value};
 pub struct AitkModel {
     /// How it samples: ai-toolkit's scheduler mapped onto comfyrs' samplers.
     pub sampling: Sampling,
+    /// The family, whose configured checkpoint it loads.
+    pub base: Base,
     pub id: &'static str,
     pub steps: i64,
     pub guidance: f64,
@@ -39,22 +45,58 @@ pub struct AitkModel {
 }
 
 /// The models this server runs (others join as their model families land).
-pub const MODELS: &[AitkModel] = &[AitkModel {
-    id: "sd15",
-    // ai-toolkit samples SD 1.5 with diffusers' DDPMScheduler on its `sd_config`
-    // (scaled_linear betas 0.00085..0.012, epsilon, "leading" spacing, steps_offset 0).
-    sampling: Sampling::Ddpm,
-    steps: 25,
-    guidance: 6.0,
-    width: 512,
-    height: 512,
-    seed: 42,
-    divisor: 8,
-    requires_control_image: false,
-    max_control_images: 0,
-    moe: false,
-    max_loras: 1,
-}];
+pub const MODELS: &[AitkModel] = &[
+    AitkModel {
+        id: "sd15",
+        base: Base::Sd15,
+        // ai-toolkit samples SD 1.5 with diffusers' DDPMScheduler on its `sd_config`
+        // (scaled_linear betas 0.00085..0.012, epsilon, "leading" spacing, steps_offset 0).
+        sampling: Sampling::Ddpm,
+        steps: 25,
+        guidance: 6.0,
+        width: 512,
+        height: 512,
+        seed: 42,
+        divisor: 8,
+        requires_control_image: false,
+        max_control_images: 0,
+        moe: false,
+        max_loras: 1,
+    },
+    AitkModel {
+        id: "sdxl",
+        base: Base::Sdxl,
+        // The same DDPMScheduler config as sd15 (SDXL's betas are SD1's), at SDXL's 1024².
+        sampling: Sampling::Ddpm,
+        steps: 25,
+        guidance: 6.0,
+        width: 1024,
+        height: 1024,
+        seed: 42,
+        divisor: 8,
+        requires_control_image: false,
+        max_control_images: 0,
+        moe: false,
+        max_loras: 1,
+    },
+    AitkModel {
+        id: "flux",
+        base: Base::Flux,
+        // FLUX.1-dev: distilled guidance 3.5, 25 steps (ai-toolkit's Flux notes: 20-28),
+        // flow-matching Euler with resolution-dependent shift; 16 = VAE ×8 · 2×2 patches.
+        sampling: Sampling::Flux,
+        steps: 25,
+        guidance: 3.5,
+        width: 1024,
+        height: 1024,
+        seed: 42,
+        divisor: 16,
+        requires_control_image: false,
+        max_control_images: 0,
+        moe: false,
+        max_loras: 1,
+    },
+];
 
 pub fn api() -> Vec<ApiRoute> {
     const T: &str = "ai-toolkit inference";
@@ -214,13 +256,15 @@ async fn health() -> Json<Value> {
 }
 
 async fn list_models(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
-    let ckpt = &state.serverless.config.sd15_checkpoint;
+    let cfg = &state.serverless.config;
+    let env = state.queue.env();
     let models: Vec<Value> = MODELS
         .iter()
-        .map(|m| {
+        .filter_map(|m| Some((m, m.base.resolve(cfg, env)?)))
+        .map(|(m, files)| {
             json!({
                 "id": m.id,
-                "base_checkpoint": ckpt,
+                "base_checkpoint": files.name(),
                 "defaults": {"sample_steps": m.steps, "guidance_scale": m.guidance,
                              "width": m.width, "height": m.height, "seed": m.seed},
                 "resolution_divisor": m.divisor,
@@ -241,6 +285,12 @@ pub enum Sampling {
     /// (every ⌊1000/steps⌋-th timestep) is its `ddim_uniform` scheduler, whose grid starts
     /// at timestep 1 where ai-toolkit's starts at 0.
     Ddpm,
+    /// FLUX.1-dev as diffusers' FluxPipeline samples it (FlowMatchEulerDiscreteScheduler with
+    /// dynamic shifting, base 0.5 / max 1.15 over the image's token count; distilled guidance,
+    /// no CFG, the negative prompt unused) = ComfyUI's flux_dev_example: FluxGuidance,
+    /// ModelSamplingFlux, BasicScheduler (simple), KSamplerSelect (euler), BasicGuider,
+    /// RandomNoise, EmptySD3LatentImage, SamplerCustomAdvanced.
+    Flux,
 }
 
 impl Sampling {
@@ -250,6 +300,7 @@ impl Sampling {
     /// the asked count, on the same spacing as ai-toolkit's.
     pub fn ksampler(self, steps: i64) -> (&'static str, &'static str, i64) {
         match self {
+            Sampling::Flux => ("euler", "simple", 0),
             Sampling::Ddpm => {
                 let ms = crate::sampling::model_sampling::ModelSampling::sd15(
                     crate::sampling::model_sampling::Prediction::Eps,
@@ -494,7 +545,7 @@ fn check_control_images(model: &AitkModel, p: &Map<String, Value>, i: usize) -> 
     Ok(())
 }
 
-/// The graph: checkpoint -> LoraLoader -> per prompt (encode x2, empty latent, KSampler,
+/// The graph: checkpoint -> LoraLoader -> per prompt (encode, empty latent, sampling,
 /// decode, save). Save node of prompt `i` is `"p{i}_save"`.
 pub fn graph(
     sampling: Sampling,
@@ -516,21 +567,72 @@ pub fn graph(
     for (i, p) in prompts.iter().enumerate() {
         let n = |s: &str| format!("p{i}_{s}");
         g.insert(n("pos"), json!({"class_type": "CLIPTextEncode", "inputs": {"text": p.prompt, "clip": ["lora", 1]}}));
-        g.insert(
-            n("neg"),
-            json!({"class_type": "CLIPTextEncode", "inputs": {"text": p.neg, "clip": ["lora", 1]}}),
-        );
-        g.insert(n("latent"), json!({"class_type": "EmptyLatentImage", "inputs": {"width": p.width, "height": p.height, "batch_size": 1}}));
-        let (sampler, scheduler, start) = sampling.ksampler(p.steps);
-        g.insert(n("sample"), json!({"class_type": "KSamplerAdvanced", "inputs": {
-            "model": ["lora", 0], "add_noise": "enable", "noise_seed": p.seed, "steps": p.steps,
-            "cfg": p.guidance, "sampler_name": sampler, "scheduler": scheduler,
-            "positive": [n("pos"), 0], "negative": [n("neg"), 0], "latent_image": [n("latent"), 0],
-            "start_at_step": start, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}));
+        match sampling {
+            Sampling::Ddpm => {
+                g.insert(
+                    n("neg"),
+                    json!({"class_type": "CLIPTextEncode", "inputs": {"text": p.neg, "clip": ["lora", 1]}}),
+                );
+                g.insert(n("latent"), json!({"class_type": "EmptyLatentImage", "inputs": {"width": p.width, "height": p.height, "batch_size": 1}}));
+                let (sampler, scheduler, start) = sampling.ksampler(p.steps);
+                g.insert(n("sample"), json!({"class_type": "KSamplerAdvanced", "inputs": {
+                    "model": ["lora", 0], "add_noise": "enable", "noise_seed": p.seed, "steps": p.steps,
+                    "cfg": p.guidance, "sampler_name": sampler, "scheduler": scheduler,
+                    "positive": [n("pos"), 0], "negative": [n("neg"), 0], "latent_image": [n("latent"), 0],
+                    "start_at_step": start, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}));
+            }
+            Sampling::Flux => flux_chain(&mut g, i, p),
+        }
         g.insert(n("decode"), json!({"class_type": "VAEDecode", "inputs": {"samples": [n("sample"), 0], "vae": ["ckpt", 2]}}));
         g.insert(n("save"), json!({"class_type": "SaveImage", "inputs": {"images": [n("decode"), 0], "filename_prefix": format!("aitk_p{i}")}}));
     }
     Value::Object(g)
+}
+
+/// The flux_dev_example sampling chain of prompt `i` (its `p{i}_sample` gives the latent).
+fn flux_chain(g: &mut Map<String, Value>, i: usize, p: &PlannedPrompt) {
+    let n = |s: &str| format!("p{i}_{s}");
+    let (sampler, scheduler, _) = Sampling::Flux.ksampler(p.steps);
+    g.insert(
+        n("guidance"),
+        json!({"class_type": "FluxGuidance", "inputs": {
+        "guidance": p.guidance, "conditioning": [n("pos"), 0]}}),
+    );
+    g.insert(
+        n("model"),
+        json!({"class_type": "ModelSamplingFlux", "inputs": {
+        "max_shift": 1.15, "base_shift": 0.5, "width": p.width, "height": p.height,
+        "model": ["lora", 0]}}),
+    );
+    g.insert(
+        n("latent"),
+        json!({"class_type": "EmptySD3LatentImage", "inputs": {
+        "width": p.width, "height": p.height, "batch_size": 1}}),
+    );
+    g.insert(
+        n("sampler"),
+        json!({"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}}),
+    );
+    g.insert(
+        n("sigmas"),
+        json!({"class_type": "BasicScheduler", "inputs": {
+        "scheduler": scheduler, "steps": p.steps, "denoise": 1.0, "model": [n("model"), 0]}}),
+    );
+    g.insert(
+        n("guider"),
+        json!({"class_type": "BasicGuider", "inputs": {
+        "model": [n("model"), 0], "conditioning": [n("guidance"), 0]}}),
+    );
+    g.insert(
+        n("noise"),
+        json!({"class_type": "RandomNoise", "inputs": {"noise_seed": p.seed}}),
+    );
+    g.insert(
+        n("sample"),
+        json!({"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": [n("noise"), 0], "guider": [n("guider"), 0], "sampler": [n("sampler"), 0],
+        "sigmas": [n("sigmas"), 0], "latent_image": [n("latent"), 0]}}),
+    );
 }
 
 async fn inference(
@@ -583,6 +685,9 @@ async fn inference_inner(
         )
     })?;
     let env = state.queue.env().clone();
+    let files = model
+        .base
+        .require(model.id, &state.serverless.config, &env)?;
     let exists = |p: &str| env.paths.find_model("loras", p).is_some();
     let (lora, prompts) = plan(model, &b, &exists, &mut || rand::random::<u32>() as i64)?;
     if state.queue.registry().schema("LoraLoader").is_none() {
@@ -592,7 +697,6 @@ async fn inference_inner(
             "this server has no LoraLoader node yet, so LoRA inference cannot run",
         ));
     }
-    let ckpt = state.serverless.config.sd15_checkpoint.clone();
     let prompt_facts: Vec<Value> = prompts
         .iter()
         .enumerate()
@@ -607,14 +711,9 @@ async fn inference_inner(
         base_url: base.clone(),
         extra: json!({"model": model.id, "prompts": prompt_facts}),
     };
-    let rid = submit(
-        state,
-        caller,
-        graph(model.sampling, &ckpt, &lora, &prompts),
-        meta.clone(),
-        &[],
-    )
-    .await?;
+    let mut g = graph(model.sampling, files.name(), &lora, &prompts);
+    files.apply(&mut g, "ckpt");
+    let rid = submit(state, caller, g, meta.clone(), &[]).await?;
     let job = {
         let (q, rid) = (state.queue.clone(), rid.clone());
         crate::server::blocking(move || q.store().get(&rid).map_err(ServerlessError::from)).await?

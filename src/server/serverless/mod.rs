@@ -17,11 +17,13 @@
 //! - [`loras`]: LoraLoader chains for the Model API's `lora`/`loras` and deployments' `loras`.
 //! - [`media`]: media inputs by URL (SSRF-guarded) or base64, stored by content hash.
 //! - [`models`]: §2, the Model API on built-in pipelines (`/v1/models/{model_id}`).
+//! - [`bases`]: the base checkpoint of each model family (sd15, sdxl, flux) and its presence.
 //! - [`openapi`]: route tables -> the router and `/openapi.json` (+ `/docs`).
 //! - [`ssrf`]: the address guard of client-given URLs (media inputs, webhook receivers).
 //! - [`webhooks`]: §5, signed, retried, persisted event deliveries for every family.
 
 pub mod auth;
+pub mod bases;
 pub mod bodies;
 pub mod catalog;
 pub mod config;
@@ -40,7 +42,7 @@ pub mod schemas;
 pub mod ssrf;
 pub mod webhooks;
 
-pub use config::{ApiToken, ServerlessConfig, WebhookPolicy};
+pub use config::{ApiToken, FluxFiles, ServerlessConfig, WebhookPolicy};
 
 use crate::queue::JobQueue;
 use crate::server::AppState;

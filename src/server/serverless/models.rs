@@ -5,6 +5,7 @@
 //! and cancel are the shared `/v1/requests/{id}/...` routes.
 
 use super::auth::Caller;
+use super::bases::Base;
 use super::errors::{code, json_kind, parse_object, SResult, ServerlessError};
 use super::requests::{base_url, request_urls, submit, Family, RequestMeta};
 use crate::server::AppState;
@@ -30,8 +31,10 @@ pub struct Pipeline {
     pub id: &'static str,
     pub description: &'static str,
     template: &'static str,
-    /// The CheckpointLoaderSimple input that gets the configured SD1.5 checkpoint.
-    checkpoint: (&'static str, &'static str),
+    /// The CheckpointLoaderSimple node that loads the base files of `base`.
+    checkpoint: &'static str,
+    /// The family whose checkpoint the pipeline loads.
+    pub base: Base,
     pub fields: &'static [Field],
 }
 
@@ -84,7 +87,8 @@ pub const PIPELINES: &[Pipeline] = &[
         id: "sd15/txt2img",
         description: "Stable Diffusion 1.5 text to image",
         template: include_str!("../../../workflows/sd15_txt2img.json"),
-        checkpoint: ("1", "ckpt_name"),
+        checkpoint: "1",
+        base: Base::Sd15,
         fields: &[
             PROMPT,
             NEGATIVE,
@@ -111,7 +115,8 @@ pub const PIPELINES: &[Pipeline] = &[
         id: "sd15/img2img",
         description: "Stable Diffusion 1.5 image to image",
         template: include_str!("../../../workflows/sd15_img2img.json"),
-        checkpoint: ("1", "ckpt_name"),
+        checkpoint: "1",
+        base: Base::Sd15,
         fields: &[
             PROMPT,
             NEGATIVE,
@@ -132,6 +137,86 @@ pub const PIPELINES: &[Pipeline] = &[
             SEED,
             SAMPLER,
             SCHEDULER,
+        ],
+    },
+    Pipeline {
+        id: "sdxl/txt2img",
+        description: "Stable Diffusion XL text to image",
+        template: include_str!("../../../workflows/sdxl_txt2img_api.json"),
+        checkpoint: "1",
+        base: Base::Sdxl,
+        fields: &[
+            PROMPT,
+            NEGATIVE,
+            Field {
+                name: "width",
+                targets: &[("4", "width")],
+                required: false,
+                description: "Image width in pixels (a multiple of 8).",
+            },
+            Field {
+                name: "height",
+                targets: &[("4", "height")],
+                required: false,
+                description: "Image height in pixels (a multiple of 8).",
+            },
+            STEPS,
+            CFG,
+            SEED,
+            SAMPLER,
+            SCHEDULER,
+        ],
+    },
+    Pipeline {
+        id: "flux/txt2img",
+        description: "FLUX.1-dev text to image (ComfyUI's flux_dev_example graph)",
+        template: include_str!("../../../workflows/flux_txt2img_api.json"),
+        checkpoint: "1",
+        base: Base::Flux,
+        fields: &[
+            PROMPT,
+            Field {
+                name: "width",
+                targets: &[("4", "width"), ("8", "width")],
+                required: false,
+                description: "Image width in pixels (a multiple of 16).",
+            },
+            Field {
+                name: "height",
+                targets: &[("4", "height"), ("8", "height")],
+                required: false,
+                description: "Image height in pixels (a multiple of 16).",
+            },
+            Field {
+                name: "steps",
+                targets: &[("9", "steps")],
+                required: false,
+                description: "Sampling steps.",
+            },
+            Field {
+                name: "guidance",
+                targets: &[("6", "guidance")],
+                required: false,
+                description: "Flux's distilled guidance (FluxGuidance; not CFG).",
+            },
+            Field {
+                name: "seed",
+                targets: &[("11", "noise_seed")],
+                required: false,
+                description: "Noise seed; drawn at random (and reported in metadata) when absent.",
+            },
+            Field {
+                name: "sampler",
+                targets: &[("10", "sampler_name")],
+                required: false,
+                description: "Sampler (KSamplerSelect's sampler_name).",
+            },
+            Field {
+                name: "scheduler",
+                targets: &[("9", "scheduler")],
+                required: false,
+                description: "Noise schedule (BasicScheduler's scheduler).",
+            },
         ],
     },
 ];
@@ -380,12 +465,10 @@ async fn run_inner(
     let common: super::bodies::ModelCommon = super::bodies::from_value(Value::Object(b.clone()))?;
     let loras = super::loras::from_body(b.get("lora"), b.get("loras"))?;
     super::loras::check_exist(state.queue.env(), &loras)?;
+    let files = p
+        .base
+        .require(id, &state.serverless.config, state.queue.env())?;
     let mut wf = p.template();
-    let (cn, ci) = p.checkpoint;
-    if let Some(n) = wf.nodes.get_mut(cn) {
-        n.inputs
-            .insert(ci.into(), json!(state.serverless.config.sd15_checkpoint));
-    }
     let mut seed_drawn = None;
     for f in p.fields {
         let value = match b.get(f.name) {
@@ -449,7 +532,9 @@ async fn run_inner(
         .filter(|f| b.contains_key(f.name))
         .flat_map(|f| f.targets.iter().map(|(n, _)| n.to_string()))
         .collect();
-    let rid = submit(state, caller, wf.to_json(), meta.clone(), &touched)
+    let mut graph = wf.to_json();
+    files.apply(&mut graph, p.checkpoint);
+    let rid = submit(state, caller, graph, meta.clone(), &touched)
         .await
         .map_err(|e| rename_fields(e, &field_of))?;
     let mut out = Map::new();
