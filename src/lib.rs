@@ -23,4 +23,5 @@ pub mod queue;
 pub mod sampling;
 pub mod server;
 pub mod store;
+pub mod torch_rng;
 pub mod workflow;

@@ -430,7 +430,7 @@ pub fn inpaint_noise(
     noise: &Tensor,
 ) -> candle_core::Result<Tensor> {
     if kind == SamplerKind::Ddim {
-        let v = super::rng::torch_randn(seed.wrapping_add(1), shape);
+        let v = crate::torch_rng::torch_randn(seed.wrapping_add(1), shape);
         Tensor::from_vec(v, shape, noise.device())
     } else {
         Ok(noise.clone())
