@@ -132,9 +132,17 @@ struct CfgDenoiser<'a> {
 }
 
 impl CfgDenoiser<'_> {
-    fn guided(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+    /// (CFG result, uncond prediction). `force_uncond` is ComfyUI's
+    /// `disable_cfg1_optimization` (the CFG++ samplers set it): the negative is evaluated
+    /// even at cfg 1.
+    fn guided(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        force_uncond: bool,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         // math.isclose(cfg, 1.0)
-        let skip_uncond = (self.cfg - 1.0).abs() <= 1e-9 * self.cfg.abs().max(1.0);
+        let skip_uncond = !force_uncond && (self.cfg - 1.0).abs() <= 1e-9 * self.cfg.abs().max(1.0);
         let positive = Some(self.conds.lists[0].as_slice());
         let negative = if self.has_negative && !skip_uncond {
             Some(self.conds.lists[1].as_slice())
@@ -143,14 +151,20 @@ impl CfgDenoiser<'_> {
         };
         let out = calc_cond_batch(&ModelApply(self.model), &[positive, negative], x, sigma)?;
         let (cond, uncond) = (&out[0], &out[1]);
-        uncond + ((cond - uncond)? * self.cfg)?
+        Ok(((uncond + ((cond - uncond)? * self.cfg)?)?, uncond.clone()))
     }
-}
 
-impl Denoiser for CfgDenoiser<'_> {
-    fn denoise(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
-        let out = match &self.inpaint {
-            None => self.guided(x, sigma)?,
+    /// `KSamplerX0Inpaint` around [`Self::guided`]: with a noise mask the input is blended
+    /// with the noised latent and the output with the latent (the uncond is returned as the
+    /// model gave it, as ComfyUI's post-CFG hook sees it).
+    fn run(
+        &mut self,
+        x: &Tensor,
+        sigma: f64,
+        force_uncond: bool,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let (out, uncond) = match &self.inpaint {
+            None => self.guided(x, sigma, force_uncond)?,
             Some((m, noise, latent)) => {
                 let inv = m.affine(-1.0, 1.0)?;
                 let noised = self
@@ -158,12 +172,26 @@ impl Denoiser for CfgDenoiser<'_> {
                     .sampling
                     .noise_scaling(sigma, noise, latent, false)?;
                 let xi = ((x * m)? + (noised * &inv)?)?;
-                let out = self.guided(&xi, sigma)?;
-                ((out * m)? + (latent * &inv)?)?
+                let (out, uncond) = self.guided(&xi, sigma, force_uncond)?;
+                (((out * m)? + (latent * &inv)?)?, uncond)
             }
         };
         self.last_denoised = Some(out.clone());
-        Ok(out)
+        Ok((out, uncond))
+    }
+}
+
+impl Denoiser for CfgDenoiser<'_> {
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        Ok(self.run(x, sigma, false)?.0)
+    }
+
+    fn denoise_with_uncond(
+        &mut self,
+        x: &Tensor,
+        sigma: f64,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        self.run(x, sigma, true)
     }
 }
 

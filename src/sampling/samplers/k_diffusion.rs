@@ -35,6 +35,27 @@ fn add_noise(x: &[f32], noise: &[f32], up: f32) -> Vec<f32> {
         .collect()
 }
 
+/// `get_ancestral_step(σ_from, σ_to, η)` → (σ_down, σ_up); η = 0 gives (σ_to, 0).
+pub(super) fn ancestral_step_eta(from: f32, to: f32, eta: f32) -> (f32, f32) {
+    if eta == 0.0 {
+        return (to, 0.0);
+    }
+    let inner = (to * to) * (from * from - to * to) / (from * from);
+    let up_c = eta * inner.torch_sqrt();
+    let up = if up_c < to { up_c } else { to };
+    let down = (to * to - up * up).torch_sqrt();
+    (down, up)
+}
+
+/// `torch.lerp(a, b, w)` of float32 scalars (weight as float32).
+pub(super) fn lerp(a: f32, b: f32, w: f32) -> f32 {
+    if w.abs() < 0.5 {
+        a + w * (b - a)
+    } else {
+        b - (b - a) * (1.0 - w)
+    }
+}
+
 /// `get_ancestral_step(σ_from, σ_to, η = 1)` → (σ_down, σ_up).
 pub(super) fn ancestral_step(from: f32, to: f32) -> (f32, f32) {
     let inner = (to * to) * (from * from - to * to) / (from * from);
@@ -57,14 +78,14 @@ pub(super) struct HalfLogSnr {
 }
 
 impl HalfLogSnr {
-    fn lambda(self, sigma: f32) -> f32 {
+    pub(super) fn lambda(self, sigma: f32) -> f32 {
         if self.is_const {
             -torch_math::logit(sigma)
         } else {
             -sigma.torch_ln()
         }
     }
-    fn sigma(self, lambda: f32) -> f32 {
+    pub(super) fn sigma(self, lambda: f32) -> f32 {
         if self.is_const {
             torch_math::sigmoid(-lambda)
         } else {
@@ -162,6 +183,53 @@ pub(super) fn heun(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
             let den2 = ctx.model(&x2, s[i + 1])?;
             let d2 = to_d(&x2, s[i + 1], &den2);
             let dp: Vec<f32> = d.iter().zip(&d2).map(|(a, b)| (a + b) / 2.0).collect();
+            x = axpy(&x, &dp, dt);
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+/// `sample_heunpp2` (s_churn = 0): Euler on the last step, Heun with weights
+/// `σ_{i+1} / 2σ_0` on the one before, Heun++ (three evaluations) elsewhere.
+pub(super) fn heunpp2(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    let s_end = s[s.len() - 1];
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        // sigma_hat = sigmas[i] * (gamma + 1) with gamma = 0
+        let sh = s[i] * 1.0;
+        let den = ctx.model(&x, sh)?;
+        let d = to_d(&x, sh, &den);
+        let dt = s[i + 1] - sh;
+        if s[i + 1] == s_end {
+            x = axpy(&x, &d, dt);
+        } else if s[i + 2] == s_end {
+            let x2 = axpy(&x, &d, dt);
+            let den2 = ctx.model(&x2, s[i + 1])?;
+            let d2 = to_d(&x2, s[i + 1], &den2);
+            let w = 2.0 * s[0];
+            let w2 = s[i + 1] / w;
+            let w1 = 1.0 - w2;
+            let dp: Vec<f32> = d.iter().zip(&d2).map(|(a, b)| a * w1 + b * w2).collect();
+            x = axpy(&x, &dp, dt);
+        } else {
+            let x2 = axpy(&x, &d, dt);
+            let den2 = ctx.model(&x2, s[i + 1])?;
+            let d2 = to_d(&x2, s[i + 1], &den2);
+            let dt2 = s[i + 2] - s[i + 1];
+            let x3 = axpy(&x2, &d2, dt2);
+            let den3 = ctx.model(&x3, s[i + 2])?;
+            let d3 = to_d(&x3, s[i + 2], &den3);
+            let w = 3.0 * s[0];
+            let w2 = s[i + 1] / w;
+            let w3 = s[i + 2] / w;
+            let w1 = 1.0 - w2 - w3;
+            let dp: Vec<f32> = d
+                .iter()
+                .zip(&d2)
+                .zip(&d3)
+                .map(|((a, b), c)| (w1 * a + w2 * b) + w3 * c)
+                .collect();
             x = axpy(&x, &dp, dt);
         }
         ctx.end(i);

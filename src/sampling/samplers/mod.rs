@@ -10,8 +10,13 @@
 //! `percent_to_sigma(1e-4)` (`offset_first_sigma_for_snr`), and `lcm` re-noises with the
 //! model's `noise_scaling`.
 
+mod cfg_pp;
+mod dpm_solver;
 mod k_diffusion;
 mod multistep;
+mod res_multistep;
+mod sa_solver;
+mod seeds;
 mod uni_pc;
 
 use std::str::FromStr;
@@ -26,6 +31,18 @@ pub trait Denoiser {
     /// Denoised prediction for `x` at noise level `sigma` (the same for every batch element;
     /// the f64 value of a float32 sigma).
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor>;
+
+    /// The CFG++ samplers' model call: (denoised, the unconditional prediction), what
+    /// ComfyUI's samplers read through a `sampler_post_cfg_function` with the cfg-1
+    /// optimization disabled (the uncond is evaluated even at cfg 1; without a negative
+    /// it is zeros). A denoiser without a separate unconditional prediction cannot run them.
+    fn denoise_with_uncond(
+        &mut self,
+        _x: &Tensor,
+        _sigma: f64,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        candle_core::bail!("this model has no unconditional prediction for a CFG++ sampler")
+    }
 }
 
 impl<F: FnMut(&Tensor, f64) -> candle_core::Result<Tensor>> Denoiser for F {
@@ -43,6 +60,9 @@ pub enum SamplingError {
     /// The sampler name is known to ComfyUI but not implemented here.
     #[error("sampler {0} is not supported")]
     Unsupported(&'static str),
+    /// The sampler cannot run on these sigmas / this model (ComfyUI raises a ValueError).
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -134,35 +154,24 @@ sampler_kinds! {
 }
 
 impl SamplerKind {
-    /// Whether [`sample`] implements this sampler.
+    /// Whether [`sample`] implements this sampler (every ComfyUI sampler name).
     pub fn is_supported(self) -> bool {
+        true
+    }
+
+    /// The CFG++ samplers, which need the unconditional prediction
+    /// ([`Denoiser::denoise_with_uncond`]).
+    pub fn is_cfg_pp(self) -> bool {
         use SamplerKind::*;
         matches!(
             self,
-            Euler
-                | EulerAncestral
-                | Heun
-                | Dpm2
-                | Dpm2Ancestral
-                | Lms
-                | Dpmpp2sAncestral
-                | DpmppSde
-                | DpmppSdeGpu
-                | Dpmpp2m
-                | Dpmpp2mSde
-                | Dpmpp2mSdeGpu
-                | Dpmpp2mSdeHeun
-                | Dpmpp2mSdeHeunGpu
-                | Dpmpp3mSde
-                | Dpmpp3mSdeGpu
-                | Ddpm
-                | Lcm
-                | Ipndm
-                | IpndmV
-                | Deis
-                | Ddim
-                | UniPc
-                | UniPcBh2
+            EulerCfgPp
+                | EulerAncestralCfgPp
+                | Dpmpp2sAncestralCfgPp
+                | Dpmpp2mCfgPp
+                | ResMultistepCfgPp
+                | ResMultistepAncestralCfgPp
+                | GradientEstimationCfgPp
         )
     }
 
@@ -238,6 +247,23 @@ impl Ctx<'_, '_, '_> {
         Ok(out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     }
 
+    /// The CFG++ model call: (denoised, uncond denoised) on flat buffers.
+    pub(crate) fn model_uncond(
+        &mut self,
+        x: &[f32],
+        sigma: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>), SamplingError> {
+        let t = Tensor::from_slice(x, self.shape.as_slice(), &self.device)?;
+        let (out, uncond) = self.den.denoise_with_uncond(&t, sigma as f64)?;
+        if self.opts.keep_denoised && self.step_denoised.is_none() {
+            self.step_denoised = Some(out.clone());
+        }
+        let flat = |t: Tensor| -> Result<Vec<f32>, SamplingError> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        Ok((flat(out)?, flat(uncond)?))
+    }
+
     /// `noise_sampler(σ, σ_next)` on a flat buffer.
     pub(crate) fn noise(&mut self, sigma: f32, sigma_next: f32) -> Result<Vec<f32>, SamplingError> {
         let ns = self
@@ -259,9 +285,11 @@ impl Ctx<'_, '_, '_> {
         Ok(())
     }
 
-    /// Progress after step `i`.
+    /// Progress after step `i` (clamped to the total: dpm_adaptive takes as many steps as
+    /// its error control needs).
     pub(crate) fn end(&mut self, i: usize) {
         let total = self.total;
+        let i = i.min(total.saturating_sub(1));
         let x0 = self.step_denoised.take();
         if let Some(cb) = &mut self.opts.callback {
             cb(i + 1, total, x0.as_ref());
@@ -278,9 +306,6 @@ pub fn sample(
     sigmas: &[f32],
     opts: &mut SampleOptions<'_>,
 ) -> Result<Tensor, SamplingError> {
-    if !kind.is_supported() {
-        return Err(SamplingError::Unsupported(kind.name()));
-    }
     let shape = x.dims().to_vec();
     let device = x.device().clone();
     let xv = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
@@ -364,7 +389,24 @@ pub fn sample(
         Deis => multistep::deis(&mut ctx, xv, s)?,
         UniPc => uni_pc::uni_pc(&mut ctx, xv, s, false)?,
         UniPcBh2 => uni_pc::uni_pc(&mut ctx, xv, s, true)?,
-        _ => return Err(SamplingError::Unsupported(kind.name())),
+        Heunpp2 => k_diffusion::heunpp2(&mut ctx, xv, s)?,
+        EulerCfgPp => cfg_pp::euler_ancestral_cfg_pp(&mut ctx, xv, s, 0.0, 0.0, snr)?,
+        EulerAncestralCfgPp => cfg_pp::euler_ancestral_cfg_pp(&mut ctx, xv, s, 1.0, 1.0, snr)?,
+        Dpmpp2sAncestralCfgPp => cfg_pp::dpmpp_2s_ancestral_cfg_pp(&mut ctx, xv, s)?,
+        Dpmpp2mCfgPp => cfg_pp::dpmpp_2m_cfg_pp(&mut ctx, xv, s)?,
+        DpmFast => dpm_solver::dpm_fast(&mut ctx, xv, s)?,
+        DpmAdaptive => dpm_solver::dpm_adaptive(&mut ctx, xv, s, &Default::default())?,
+        ResMultistep => res_multistep::res_multistep(&mut ctx, xv, s, 0.0, false)?,
+        ResMultistepCfgPp => res_multistep::res_multistep(&mut ctx, xv, s, 0.0, true)?,
+        ResMultistepAncestral => res_multistep::res_multistep(&mut ctx, xv, s, 1.0, false)?,
+        ResMultistepAncestralCfgPp => res_multistep::res_multistep(&mut ctx, xv, s, 1.0, true)?,
+        GradientEstimation => res_multistep::gradient_estimation(&mut ctx, xv, s, false)?,
+        GradientEstimationCfgPp => res_multistep::gradient_estimation(&mut ctx, xv, s, true)?,
+        ErSde => seeds::er_sde(&mut ctx, xv, s_snr, snr)?,
+        Seeds2 => seeds::seeds_2(&mut ctx, xv, s_snr, snr)?,
+        Seeds3 => seeds::seeds_3(&mut ctx, xv, s_snr, snr)?,
+        SaSolver => sa_solver::sa_solver(&mut ctx, xv, s_snr, snr, false)?,
+        SaSolverPece => sa_solver::sa_solver(&mut ctx, xv, s_snr, snr, true)?,
     };
     let out = Tensor::from_vec(out, shape, &device)?;
     // ComfyUI's UniPC writes 0.001 over the last sigma *of the caller's tensor*
