@@ -17,8 +17,8 @@ use crate::sampling::conds::{
 use crate::sampling::masks::reshape_mask;
 use crate::sampling::noise::prepare_noise;
 use crate::sampling::samplers::{
-    finish_latent, initial_latent, inpaint_noise, sample, Denoiser, SampleOptions, SamplerKind,
-    SamplingError,
+    finish_latent, initial_latent, inpaint_noise, sample, Denoiser, SampleOptions, SamplerExtra,
+    SamplerKind, SamplingError,
 };
 use crate::sampling::schedulers::{
     calculate_sigmas, ksampler_sigmas, select_steps, Scheduler, StepSelection,
@@ -51,7 +51,7 @@ fn cfg_input() -> InputSpec {
         .opt("round", 0.01)
 }
 
-fn seed_input(name: &str) -> InputSpec {
+pub(super) fn seed_input(name: &str) -> InputSpec {
     InputSpec::int(name)
         .default(0)
         .min(0)
@@ -327,6 +327,36 @@ pub fn run_sampler(
     noise: &Tensor,
     seed: u64,
 ) -> Result<(Tensor, Tensor), NodeError> {
+    run_sampler_with(
+        ctx,
+        model,
+        positive,
+        negative,
+        cfg,
+        kind,
+        SamplerExtra::default(),
+        sigmas,
+        latent,
+        noise,
+        seed,
+    )
+}
+
+/// [`run_sampler`] with the sampler's extra options (a custom-sampling sampler node's).
+#[allow(clippy::too_many_arguments)]
+pub fn run_sampler_with(
+    ctx: Option<&NodeContext>,
+    model: &SdModel,
+    positive: &Conditioning,
+    negative: Option<&Conditioning>,
+    cfg: f64,
+    kind: SamplerKind,
+    sampler_extra: SamplerExtra,
+    sigmas: &[f32],
+    latent: &Latent,
+    noise: &Tensor,
+    seed: u64,
+) -> Result<(Tensor, Tensor), NodeError> {
     let samples = latent.samples.to_dtype(DType::F32)?;
     if sigmas.is_empty() {
         return Ok((samples.clone(), samples));
@@ -391,6 +421,7 @@ pub fn run_sampler(
     let stopped = Cell::new(false);
     let err: RefCell<Option<NodeError>> = RefCell::new(None);
     let mut opts = SampleOptions::new(seed).with_model_sampling(ms);
+    opts.extra = sampler_extra;
     if let Some(ctx) = ctx {
         opts.keep_denoised = ctx.env.previews.enabled();
         opts.callback = Some(Box::new(|done, total, x0| {
@@ -605,7 +636,7 @@ impl Node for KSamplerAdvanced {
 
 // ---- custom sampling ----
 
-fn custom(class: &str, category: &str) -> NodeSchema {
+pub(super) fn custom(class: &str, category: &str) -> NodeSchema {
     NodeSchema::new(class)
         .category(category)
         .module("comfy_extras.nodes_custom_sampler")
@@ -623,7 +654,10 @@ impl Node for KSamplerSelect {
             .string("sampler_name")?
             .parse()
             .map_err(|e: String| NodeError::input("sampler_name", e))?;
-        Ok(NodeOutput::one(Value::object(SamplerPayload(kind))))
+        Ok(NodeOutput::one(Value::object(SamplerPayload(
+            kind,
+            SamplerExtra::default(),
+        ))))
     }
 }
 
@@ -739,7 +773,7 @@ fn custom_sample(
     guider: &GuiderPayload,
     noise: NoisePayload,
     seed: u64,
-    kind: SamplerKind,
+    sampler: &SamplerPayload,
     sigmas: &[f32],
     latent: &Latent,
 ) -> Result<NodeOutput, NodeError> {
@@ -749,13 +783,14 @@ fn custom_sample(
         NoisePayload::Random(s) => prepare_noise(&shape, s, latent.batch_index.as_deref())?,
         NoisePayload::Disabled => Tensor::zeros(shape.as_slice(), DType::F32, &Device::Cpu)?,
     };
-    let (out, denoised) = run_sampler(
+    let (out, denoised) = run_sampler_with(
         Some(ctx),
         &guider.model,
         &guider.positive,
         guider.negative.as_ref(),
         guider.cfg,
-        kind,
+        sampler.0,
+        sampler.1,
         sigmas,
         latent,
         &noise_t,
@@ -800,7 +835,7 @@ impl Node for SamplerCustom {
         let sigmas = i.object::<Sigmas>("sigmas")?;
         let latent = i.object::<Latent>("latent_image")?;
         // The sampler seed is noise_seed even with add_noise off.
-        custom_sample(ctx, &guider, noise, seed, sampler.0, &sigmas.0, &latent)
+        custom_sample(ctx, &guider, noise, seed, &sampler, &sigmas.0, &latent)
     }
 }
 
@@ -826,7 +861,7 @@ impl Node for SamplerCustomAdvanced {
             NoisePayload::Random(s) => s,
             NoisePayload::Disabled => 0,
         };
-        custom_sample(ctx, &guider, *noise, seed, sampler.0, &sigmas.0, &latent)
+        custom_sample(ctx, &guider, *noise, seed, &sampler, &sigmas.0, &latent)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The CFG++ samplers of `comfy/k_diffusion/sampling.py` (`sample_euler_cfg_pp`,
 //! `sample_euler_ancestral_cfg_pp`, `sample_dpmpp_2s_ancestral_cfg_pp`,
-//! `sample_dpmpp_2m_cfg_pp`): they step with the *unconditional* prediction and re-add the
+//! `sample_dpmpp_2m_cfg_pp`, and `sample_euler_pp` of `nodes_advanced_samplers.py`): they step with the *unconditional* prediction and re-add the
 //! guided one, so each model call also returns the uncond ([`Ctx::model_uncond`]).
 //! Float32 op by op, as in [`super::k_diffusion`].
 
@@ -126,6 +126,23 @@ pub(super) fn dpmpp_2m_cfg_pp(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
             .map(|((p, m), a)| (p + m) + e * a)
             .collect();
         old = Some(unc);
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+/// `sample_euler_pp` (SamplerEulerCFG++ "alternative", `comfy_extras/nodes_advanced_samplers.py`):
+/// an Euler step along `(x − D + D_uncond − D) / σ`.
+pub(super) fn euler_pp(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        let (den, unc) = ctx.model_uncond(&x, s[i])?;
+        let dt = s[i + 1] - s[i];
+        x = x
+            .iter()
+            .zip(den.iter().zip(&unc))
+            .map(|(a, (p, u))| a + ((((a - p) + u) - p) / s[i]) * dt)
+            .collect();
         ctx.end(i);
     }
     Ok(x)

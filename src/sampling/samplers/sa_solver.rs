@@ -117,23 +117,9 @@ fn combine(preds: &[Vec<f32>], b: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// `sample_sa_solver`; `s` has had `offset_first_sigma_for_snr` applied.
+/// `sample_sa_solver` (`use_pece`: `sample_sa_solver_pece`); `s` has had
+/// `offset_first_sigma_for_snr` applied.
 pub(super) fn sa_solver(
-    ctx: &mut Ctx,
-    x: Vec<f32>,
-    s: &[f32],
-    snr: HalfLogSnr,
-    use_pece: bool,
-) -> R {
-    let o = SaSolverOptions {
-        use_pece,
-        ..Default::default()
-    };
-    sa_solver_with(ctx, x, s, snr, &o)
-}
-
-/// `sample_sa_solver` with explicit options.
-pub(super) fn sa_solver_with(
     ctx: &mut Ctx,
     mut x: Vec<f32>,
     s: &[f32],

@@ -20,11 +20,6 @@ fn er_noise_scaler(x: f32) -> f32 {
     x * (pow03(x).torch_exp() + 10.0)
 }
 
-/// `sample_er_sde` with the default noise scaler, s_noise = 1 and max_stage = 3.
-pub(super) fn er_sde(ctx: &mut Ctx, x: Vec<f32>, s: &[f32], snr: HalfLogSnr) -> R {
-    er_sde_with(ctx, x, s, snr, &ErSdeOptions::default())
-}
-
 /// The parameters SamplerER_SDE sets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ErSdeOptions {
@@ -45,8 +40,8 @@ impl Default for ErSdeOptions {
     }
 }
 
-/// `sample_er_sde` with explicit options.
-pub(super) fn er_sde_with(
+/// `sample_er_sde`; `s` has had `offset_first_sigma_for_snr` applied.
+pub(super) fn er_sde(
     ctx: &mut Ctx,
     mut x: Vec<f32>,
     s: &[f32],
