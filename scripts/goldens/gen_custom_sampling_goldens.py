@@ -8,6 +8,8 @@ nodes_advanced_samplers.py), run in-process on fixed inputs:
   ExtendIntermediateSigmas on fixed tables;
 * "add_noise": AddNoise (RandomNoise seed 5) on the SD1.5 EPS sampling and latent format, for a
   random and a zero latent and three sigma tables;
+* "cfg_patches": RescaleCFG, CFGNorm and CFGZeroStar patch functions (from the nodes' own
+  patch) run through comfy.samplers.cfg_function on fixed cond/uncond/x tensors;
 * "percent_to_sigma": SamplingPercentToSigma on SD1.5 EPS and Flux model samplings;
 * "samplers": each sampler node's SAMPLER with non-default inputs, run exactly like the toy
   goldens of gen_sampling_goldens.py (toy denoiser x/(1+sigma^2); CFG++ samplers with the
@@ -135,6 +137,52 @@ def add_noise():
     return res
 
 
+class Recorder:
+    """Records what a patch node sets on its model clone."""
+
+    def __init__(self):
+        self.model_options = {}
+
+    def clone(self):
+        return self
+
+    def set_model_sampler_cfg_function(self, f, disable_cfg1_optimization=False):
+        self.model_options["sampler_cfg_function"] = f
+
+    def set_model_sampler_post_cfg_function(self, f, disable_cfg1_optimization=False):
+        self.model_options.setdefault("sampler_post_cfg_function", []).append(f)
+
+
+def cfg_patches():
+    import comfy_extras.nodes_model_advanced as nma
+    import comfy_extras.nodes_cfg as ncfg
+    gen = torch.Generator().manual_seed(99)
+    cond = torch.randn([2, 4, 5, 6], generator=gen)
+    uncond = torch.randn([2, 4, 5, 6], generator=gen)
+    x = torch.randn([2, 4, 5, 6], generator=gen) * 3.0
+    res = {"cond": [g.f32hex(v) for v in cond.flatten().tolist()],
+           "uncond": [g.f32hex(v) for v in uncond.flatten().tolist()],
+           "x": [g.f32hex(v) for v in x.flatten().tolist()], "shape": list(cond.shape)}
+    cases = {
+        "RescaleCFG/0.7": lambda: nma.RescaleCFG().patch(Recorder(), 0.7)[0],
+        "RescaleCFG/0.0": lambda: nma.RescaleCFG().patch(Recorder(), 0.0)[0],
+        "RescaleCFG/1.0": lambda: nma.RescaleCFG().patch(Recorder(), 1.0)[0],
+        "CFGNorm/1.0": lambda: out0(ncfg.CFGNorm.execute(Recorder(), 1.0)),
+        "CFGNorm/0.6": lambda: out0(ncfg.CFGNorm.execute(Recorder(), 0.6)),
+        "CFGZeroStar": lambda: out0(ncfg.CFGZeroStar.execute(Recorder())),
+        "RescaleCFG/0.7+CFGNorm/0.6": lambda: out0(ncfg.CFGNorm.execute(nma.RescaleCFG().patch(Recorder(), 0.7)[0], 0.6)),
+    }
+    for name, make in cases.items():
+        m = make()
+        for scale in (1.0, 4.5):
+            for sigma in (0.8, 7.25):
+                t = torch.full([2], sigma)
+                out = comfy.samplers.cfg_function(None, cond.clone(), uncond.clone(), scale, x.clone(), t,
+                                                  model_options=m.model_options)
+                res[f"{name}/{scale}/{sigma}"] = [g.f32hex(v) for v in out.flatten().tolist()]
+    return res
+
+
 def sampler_cases(model):
     return {
         "SamplerEulerAncestral/0.5/0.8": ncs.SamplerEulerAncestral().get_sampler(0.5, 0.8),
@@ -185,7 +233,8 @@ def main():
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "custom_sampling_golden.json")
     torch.set_num_threads(1)
     data = {"machine": g.machine(), "schedulers": schedulers(), "sigma_edits": sigma_edits(),
-            "percent_to_sigma": percent_to_sigma(), "samplers": samplers(), "add_noise": add_noise()}
+            "percent_to_sigma": percent_to_sigma(), "samplers": samplers(), "add_noise": add_noise(),
+            "cfg_patches": cfg_patches()}
     with open(out, "w") as f:
         json.dump(g.finite(data), f, indent=0, allow_nan=False)
         f.write("\n")

@@ -7,6 +7,7 @@ pub mod conditioning;
 pub mod conditioning_transform;
 pub mod custom_sampling;
 pub mod flux;
+pub mod guidance;
 pub mod image_edit;
 pub mod image_io;
 pub mod image_transform;
@@ -37,6 +38,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     conditioning_transform::register(r)?;
     custom_sampling::register(r)?;
     flux::register(r)?;
+    guidance::register(r)?;
     inpaint::register(r)?;
     image_edit::register(r)?;
     image_io::register(r)?;

@@ -151,7 +151,13 @@ impl CfgDenoiser<'_> {
         };
         let out = calc_cond_batch(&ModelApply(self.model), &[positive, negative], x, sigma)?;
         let (cond, uncond) = (&out[0], &out[1]);
-        Ok(((uncond + ((cond - uncond)? * self.cfg)?)?, uncond.clone()))
+        // cfg_function: the plain combine, or the MODEL's patched one (RescaleCFG) and its
+        // post-CFG functions (CFGNorm).
+        let combined = self
+            .model
+            .cfg_patches
+            .combine(cond, uncond, self.cfg, x, sigma)?;
+        Ok((combined, uncond.clone()))
     }
 
     /// `KSamplerX0Inpaint` around [`Self::guided`]: with a noise mask the input is blended

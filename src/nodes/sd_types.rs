@@ -35,6 +35,8 @@ pub struct SdModel {
     pub diffusion: PatchedModel,
     pub sampling: Arc<ModelSampling>,
     pub family: Family,
+    /// Patches of the CFG combine (RescaleCFG, CFGNorm); empty by default.
+    pub cfg_patches: crate::sampling::cfg_patches::CfgPatches,
 }
 
 impl SdModel {
@@ -229,6 +231,7 @@ pub fn model_payload(
         diffusion: PatchedModel::new(net, weights.clone()),
         sampling: Arc::new(family_sampling(family, prediction)),
         family,
+        cfg_patches: Default::default(),
     }
 }
 
