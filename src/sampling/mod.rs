@@ -10,6 +10,7 @@
 //!   prediction classes (EPS, V, EDM, CONST, …): sigma table, σ ↔ t, input/denoised/noise
 //!   scaling.
 //! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling.
+//! * [`cfg_patches`] — model patches of the CFG combine (RescaleCFG, CFGNorm).
 //! * [`samplers`] — the [`samplers::Denoiser`] trait, [`samplers::SamplerKind`],
 //!   [`samplers::sample`], and the start/end-of-sampling helpers.
 //! * [`conds`] — sampling-time conditioning: areas, masks, strengths, timestep ranges,
@@ -19,6 +20,7 @@
 //! * [`preview`] — latent previews (latent2rgb) while a sampler runs.
 
 pub mod brownian;
+pub mod cfg_patches;
 pub mod conds;
 pub mod masks;
 pub mod model_sampling;
