@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("."));
     use comfyrs::models::fixture as fx;
     type Writer = fn() -> Vec<u8>;
-    let files: [(&str, Writer); 9] = [
+    let files: [(&str, Writer); 11] = [
         (fx::TINY_SD15_PATH, fx::tiny_sd15_bytes),
         (fx::TINY_SDXL_PATH, fx::tiny_sdxl_bytes),
         (fx::TINY_SDXL_REFINER_PATH, fx::tiny_sdxl_refiner_bytes),
@@ -23,6 +23,14 @@ fn main() -> anyhow::Result<()> {
         (
             fx::TINY_T5XXL_FP8_SCALED_PATH,
             fx::tiny_t5xxl_fp8_scaled_bytes,
+        ),
+        (
+            fx::TINY_CONTROLNET_SD15_PATH,
+            fx::tiny_controlnet_sd15_bytes,
+        ),
+        (
+            fx::TINY_CONTROLNET_SDXL_PATH,
+            fx::tiny_controlnet_sdxl_bytes,
         ),
     ];
     for (rel, bytes) in files {

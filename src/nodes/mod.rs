@@ -5,6 +5,7 @@ pub mod clip_flux;
 pub mod clip_sdxl;
 pub mod conditioning;
 pub mod conditioning_transform;
+pub mod controlnet;
 pub mod flux;
 pub mod image_io;
 pub mod image_transform;
@@ -32,6 +33,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     clip_sdxl::register(r)?;
     conditioning::register(r)?;
     conditioning_transform::register(r)?;
+    controlnet::register(r)?;
     flux::register(r)?;
     inpaint::register(r)?;
     image_io::register(r)?;

@@ -53,13 +53,14 @@ impl ControlNetFile {
     /// ("SD15", "SDXL", "SDXL_mid_cnet", "SDXL_small_cnet"), if any.
     pub fn preset(&self) -> Option<&'static str> {
         let c = self.net.config();
-        let same = |mc: usize, depth: &[usize], mid: usize, ctx: Option<usize>, adm: Option<usize>| {
-            c.model_channels == mc
-                && c.transformer_depth == depth
-                && c.transformer_depth_middle == mid
-                && (ctx.is_none() || c.context_dim == ctx)
-                && c.adm_in_channels == adm
-        };
+        let same =
+            |mc: usize, depth: &[usize], mid: usize, ctx: Option<usize>, adm: Option<usize>| {
+                c.model_channels == mc
+                    && c.transformer_depth == depth
+                    && c.transformer_depth_middle == mid
+                    && (ctx.is_none() || c.context_dim == ctx)
+                    && c.adm_in_channels == adm
+            };
         if same(320, &[1, 1, 1, 1, 1, 1, 0, 0], 1, Some(768), None) {
             Some("SD15")
         } else if same(320, &[0, 0, 2, 2, 10, 10], 10, Some(2048), Some(2816)) {
@@ -84,8 +85,7 @@ fn unsupported_kind(sd: &WeightMap) -> Option<&'static str> {
     if has("lora_controlnet") {
         return Some("a Control-LoRA");
     }
-    if has("controlnet_cond_embedding.conv_in.weight")
-        && has("control_add_embedding.linear_1.bias")
+    if has("controlnet_cond_embedding.conv_in.weight") && has("control_add_embedding.linear_1.bias")
     {
         return Some("a union SDXL ControlNet (ControlNet++ / ProMax)");
     }

@@ -214,7 +214,9 @@ impl ControlNet {
                 h = h.broadcast_add(&g)?;
             }
             output.push(Some(
-                zc.forward(&h)?.to_dtype(out_dtype)?.to_device(&out_device)?,
+                zc.forward(&h)?
+                    .to_dtype(out_dtype)?
+                    .to_device(&out_device)?,
             ));
         }
         h = m.middle.forward(&h, &emb, &context, None)?;
