@@ -5,6 +5,10 @@
 //! 2. Gaussian blur, 5×5, σ = 1, separable (horizontal then vertical), reflect padding;
 //! 3. unnormalised Sobel gradients (replicate padding); magnitude `sqrt(gx² + gy² + 1e-6)`
 //!    (zero padding around the magnitude map, so border neighbours read `sqrt(1e-6)`);
+//!
+//! Steps 1–3 use torch's CPU rounding (checked bit for bit against kornia): the grey sum and
+//! the blur taps are fused multiply-adds in tap order, the Sobel taps plain multiply-adds in
+//! row-major order.
 //! 4. non-maximum suppression along the gradient direction rounded to 45° (`round` half to
 //!    even of `atan2(gy, gx)·4/π`): the pixel must beat both neighbours, ties allowed toward
 //!    direction indices 0 and 2, and must exceed `sqrt(1e-6)`;
@@ -44,16 +48,13 @@ fn replicate(i: isize, n: usize) -> usize {
     i.clamp(0, n as isize - 1) as usize
 }
 
-/// kornia's `get_gaussian_kernel1d(5, 1.0)`: `exp(-x²/2σ²)` normalised, in f32.
-fn gaussian_kernel() -> [f32; 5] {
-    let mut k = [0f32; 5];
-    for (i, v) in k.iter_mut().enumerate() {
-        let x = i as f32 - 2.0;
-        *v = (-(x * x) / 2.0f32).exp();
-    }
-    let s: f32 = k.iter().sum();
-    k.map(|v| v / s)
-}
+/// kornia's `get_gaussian_kernel1d(5, 1.0)` (`exp(-x²/2σ²)` normalised, computed in f32),
+/// as the f32 bits kornia 0.9 produces.
+const GAUSSIAN_5: [u32; 5] = [0x3d5f2f88, 0x3e7a0fec, 0x3ece2434, 0x3e7a0fec, 0x3d5f2f88];
+
+/// The Sobel kernels (`spatial_gradient(normalized=False)`), row-major.
+const SOBEL_X: [f32; 9] = [-1.0, 0.0, 1.0, -2.0, 0.0, 2.0, -1.0, 0.0, 1.0];
+const SOBEL_Y: [f32; 9] = [-1.0, -2.0, -1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 1.0];
 
 /// The edge map and the suppressed magnitude of one grey plane.
 pub struct CannyOutput {
@@ -64,7 +65,7 @@ pub struct CannyOutput {
 }
 
 fn canny_plane(grey: &[f32], h: usize, w: usize, low: f32, high: f32) -> CannyOutput {
-    let k = gaussian_kernel();
+    let k = GAUSSIAN_5.map(f32::from_bits);
     let at = |y: usize, x: usize| y * w + x;
     // Horizontal pass, then vertical (kornia's separable filter2d), reflect borders.
     let mut tmp = vec![0f32; h * w];
@@ -72,7 +73,7 @@ fn canny_plane(grey: &[f32], h: usize, w: usize, low: f32, high: f32) -> CannyOu
         for x in 0..w {
             let mut s = 0f32;
             for (j, kv) in k.iter().enumerate() {
-                s += kv * grey[at(y, reflect(x as isize + j as isize - 2, w))];
+                s = kv.mul_add(grey[at(y, reflect(x as isize + j as isize - 2, w))], s);
             }
             tmp[at(y, x)] = s;
         }
@@ -82,7 +83,7 @@ fn canny_plane(grey: &[f32], h: usize, w: usize, low: f32, high: f32) -> CannyOu
         for x in 0..w {
             let mut s = 0f32;
             for (j, kv) in k.iter().enumerate() {
-                s += kv * tmp[at(reflect(y as isize + j as isize - 2, h), x)];
+                s = kv.mul_add(tmp[at(reflect(y as isize + j as isize - 2, h), x)], s);
             }
             blur[at(y, x)] = s;
         }
@@ -93,13 +94,13 @@ fn canny_plane(grey: &[f32], h: usize, w: usize, low: f32, high: f32) -> CannyOu
     let mut gy = vec![0f32; h * w];
     for y in 0..h as isize {
         for x in 0..w as isize {
-            let gxv = -b(y - 1, x - 1) + b(y - 1, x + 1) - 2.0 * b(y, x - 1) + 2.0 * b(y, x + 1)
-                - b(y + 1, x - 1)
-                + b(y + 1, x + 1);
-            let gyv = -b(y - 1, x - 1) - 2.0 * b(y - 1, x) - b(y - 1, x + 1)
-                + b(y + 1, x - 1)
-                + 2.0 * b(y + 1, x)
-                + b(y + 1, x + 1);
+            // torch's conv: taps in row-major order, zero taps included.
+            let (mut gxv, mut gyv) = (0f32, 0f32);
+            for (t, (kx, ky)) in SOBEL_X.iter().zip(&SOBEL_Y).enumerate() {
+                let v = b(y + (t / 3) as isize - 1, x + (t % 3) as isize - 1);
+                gxv += kx * v;
+                gyv += ky * v;
+            }
             gx[at(y as usize, x as usize)] = gxv;
             gy[at(y as usize, x as usize)] = gyv;
         }
@@ -205,7 +206,8 @@ pub fn canny(img: &Planes, low: f32, high: f32) -> Result<(Planes, Planes), Stri
         } else {
             let (r, g, bl) = (img.plane(b, 0), img.plane(b, 1), img.plane(b, 2));
             (0..h * w)
-                .map(|i| 0.299f32 * r[i] + 0.587f32 * g[i] + 0.114f32 * bl[i])
+                // `r·w_r`, then two `addcmul`s, which torch's CPU kernel computes as FMAs.
+                .map(|i| bl[i].mul_add(0.114f32, g[i].mul_add(0.587f32, r[i] * 0.299f32)))
                 .collect()
         };
         let out = canny_plane(&grey, h, w, low, high);

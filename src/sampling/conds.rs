@@ -459,7 +459,7 @@ pub fn prepare(lists: &[Vec<CondInput>], ctx: &PrepareContext) -> Result<Prepare
 /// `apply_empty_x_to_equal_area(positive_with_apply_to_uncond, uncond, 'control', ...)`:
 /// unless an area-less uncond already has a ControlNet, the i-th area-less positive
 /// ControlNet goes to area-less uncond `i % n`.
-fn fill_control_to_uncond(conds: &[PreparedCond], uncond: &mut Vec<PreparedCond>) {
+fn fill_control_to_uncond(conds: &[PreparedCond], uncond: &mut [PreparedCond]) {
     let cond_cnets: Vec<&Arc<ControlLink>> = conds
         .iter()
         .filter(|c| c.area.is_none())

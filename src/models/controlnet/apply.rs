@@ -74,7 +74,7 @@ fn broadcast_image_to(t: &Tensor, target: usize, batched_number: usize) -> Resul
     let have = t.dim(0)?;
     if per_batch > have {
         let mut parts = vec![t.clone(); per_batch / have];
-        if per_batch % have > 0 {
+        if !per_batch.is_multiple_of(have) {
             parts.push(t.narrow(0, 0, per_batch % have)?);
         }
         t = Tensor::cat(&parts, 0)?;
