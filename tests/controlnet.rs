@@ -16,7 +16,7 @@ use comfyrs::image_ops::Planes;
 use comfyrs::models::controlnet::load::ControlNetLayout;
 use comfyrs::models::controlnet::{load_controlnet, load_controlnet_weights, ControlNetFile};
 use comfyrs::models::fixture::{
-    TINY_CONTROLNET_SD15_PATH, TINY_CONTROLNET_SDXL_PATH, TINY_SD15_PATH,
+    TINY_CONTROLNET_SD15_PATH, TINY_CONTROLNET_SDXL_PATH, TINY_SD15_PATH, TINY_SDXL_PATH,
 };
 use comfyrs::node::types::Latent;
 use comfyrs::node::Registry;
@@ -399,6 +399,62 @@ fn sampling_with_controlnets_matches_comfyui() {
     for name in outs.keys().filter(|k| **k != "none") {
         assert_ne!(outs[name], outs["none"], "{name}");
     }
+}
+
+#[test]
+fn sdxl_sampling_with_controlnets_matches_comfyui() {
+    let g = data("sampling_sdxl.safetensors");
+    let ck = ModelCache::default()
+        .checkpoint(
+            &root().join(TINY_SDXL_PATH),
+            &comfyrs::compute::Compute::default(),
+        )
+        .unwrap();
+    let model = split_checkpoint(&ck).0;
+    let cn = ControlNetPayload {
+        file: cn(TINY_CONTROLNET_SDXL_PATH),
+        control_type: None,
+    };
+    let c = |k: &str, pooled: &str| {
+        Conditioning(vec![CondEntry::new(g[k].clone(), Some(g[pooled].clone()))])
+    };
+    let (p, n) = (c("pos", "pos_pooled"), c("neg", "neg_pooled"));
+    let h = hint(&g["hint"]);
+    let sigmas = vals(&g["sigmas"]);
+    let latent = Latent::new(Tensor::zeros((1, 4, 8, 8), DType::F32, &Device::Cpu).unwrap());
+    let run = |p: &Conditioning, n: &Conditioning| {
+        run_sampler(
+            None,
+            &model,
+            p,
+            Some(n),
+            5.0,
+            SamplerKind::Euler,
+            &sigmas,
+            &latent,
+            &g["noise"],
+            7,
+        )
+        .unwrap()
+        .0
+    };
+    let cases = [
+        ("none", (p.clone(), n.clone())),
+        ("apply", (apply_controlnet(&p, &cn, &h, 0.8), n.clone())),
+        (
+            "advanced",
+            apply_controlnet_advanced(&p, &n, &cn, &h, 1.2, (0.0, 0.6)),
+        ),
+    ];
+    for (name, (cp, cn_)) in &cases {
+        assert_close(
+            &format!("sdxl {name}"),
+            &run(cp, cn_),
+            &g[&format!("case.{name}")],
+            1e-4,
+        );
+    }
+    assert_ne!(vals(&g["case.none"]), vals(&g["case.apply"]));
 }
 
 #[test]

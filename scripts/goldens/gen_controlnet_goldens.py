@@ -19,6 +19,9 @@ tests/data/controlnet/:
       the real `nodes.ControlNetApply` / `ControlNetApplyAdvanced` classes, and
       `comfy.samplers.sample` with euler over the "normal" schedule of 3 steps, cfg 6, noise
       `comfy.sample.prepare_noise(zeros, 42)`. One output latent per case (sampling.json).
+  sampling_sdxl.safetensors : the same for tiny_sdxl built as ComfyUI's SDXL model class
+      (pooled outputs → ADM y, which the SDXL ControlNet takes too), cfg 5, 2 steps, seed 7:
+      cases none / apply (ControlNetApply 0.8) / advanced (1.2, 0 → 0.6).
   canny.safetensors + canny.json : kornia's `canny` (what comfy_extras/nodes_canny.py calls)
       on a fixed synthetic image for several threshold pairs: `<case>.edges` [B, 1, H, W].
 """
@@ -141,6 +144,46 @@ def sampling_goldens():
         json.dump(meta, f, indent=1)
 
 
+def sampling_sdxl_goldens():
+    """tiny_sdxl as ComfyUI's SDXL model class (ADM from the pooled output and the latent
+    size), the tiny SDXL ControlNet, which takes that ADM vector y too."""
+    import comfy.supported_models
+    sd = load_file(os.path.join(FIX, "checkpoints", "tiny_sdxl.safetensors"))
+    prefix = "model.diffusion_model."
+    uc = comfy.model_detection.detect_unet_config(sd, prefix)
+    mc = comfy.supported_models.SDXL(uc)
+    mc.set_inference_dtype(torch.float32, None)
+    model = mc.get_model(sd, prefix)
+    model.load_model_weights(sd, prefix)
+    model = comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+    cn = comfy.controlnet.load_controlnet(
+        os.path.join(FIX, "controlnet", "tiny_controlnet_sdxl.safetensors"))
+    g = torch.Generator().manual_seed(13)
+    pos = torch.randn(1, 77, 80, generator=g)
+    neg = torch.randn(1, 77, 80, generator=g)
+    pos_pooled = torch.randn(1, 48, generator=g)
+    neg_pooled = torch.randn(1, 48, generator=g)
+    hint = torch.rand(1, 64, 64, 3, generator=g)
+    latent = torch.zeros(1, 4, 8, 8)
+    noise = comfy.sample.prepare_noise(latent, 7)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 2)
+    P = [[pos, {"pooled_output": pos_pooled}]]
+    N = [[neg, {"pooled_output": neg_pooled}]]
+    cases = {
+        "none": (P, N),
+        "apply": (nodes.ControlNetApply().apply_controlnet(P, cn, hint, 0.8)[0], N),
+        "advanced": nodes.ControlNetApplyAdvanced().apply_controlnet(P, N, cn, hint, 1.2, 0.0, 0.6),
+    }
+    out = {"pos": pos, "neg": neg, "pos_pooled": pos_pooled, "neg_pooled": neg_pooled,
+           "hint": hint, "noise": noise, "sigmas": sigmas.float()}
+    for name, (p, n) in cases.items():
+        samples = comfy.samplers.sample(
+            model, noise, p, n, 5.0, "cpu", comfy.samplers.sampler_object("euler"), sigmas,
+            latent_image=latent, disable_pbar=True, seed=7)
+        out[f"case.{name}"] = samples.contiguous()
+    save_file(out, os.path.join(OUT_DIR, "sampling_sdxl.safetensors"))
+
+
 def canny_goldens():
     from kornia.filters import canny
     g = torch.Generator().manual_seed(5)
@@ -172,4 +215,5 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     module_goldens()
     sampling_goldens()
+    sampling_sdxl_goldens()
     canny_goldens()
