@@ -94,6 +94,17 @@ fn check_module(name: &str, file: &ControlNetFile, g: &HashMap<String, Tensor>) 
 }
 
 #[test]
+fn generator_reproduces_the_committed_controlnet_fixtures() {
+    use comfyrs::models::fixture::{tiny_controlnet_sd15_bytes, tiny_controlnet_sdxl_bytes};
+    for (path, bytes) in [
+        (TINY_CONTROLNET_SD15_PATH, tiny_controlnet_sd15_bytes()),
+        (TINY_CONTROLNET_SDXL_PATH, tiny_controlnet_sdxl_bytes()),
+    ] {
+        assert!(std::fs::read(root().join(path)).unwrap() == bytes, "{path}");
+    }
+}
+
+#[test]
 fn cldm_forward_matches_comfyui_sd15_and_sdxl() {
     let g = data("module.safetensors");
     let sd15 = cn(TINY_CONTROLNET_SD15_PATH);
