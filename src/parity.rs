@@ -85,6 +85,13 @@ pub const BUILTIN_CASES: &[Case] = &[
         suite: "controlnet",
         workflow: include_str!("../workflows/controlnet/cnet_sd15_mix.json"),
     },
+    // sdxl_random + the diffusers-layout SDXL "small" ControlNet (gen_controlnet.py
+    // --preset sdxl_small).
+    Case {
+        name: "cnet_sdxl_small",
+        suite: "controlnet",
+        workflow: include_str!("../workflows/controlnet/cnet_sdxl_small.json"),
+    },
 ];
 
 /// The suites, for `--suite`.
@@ -374,6 +381,7 @@ mod tests {
             assert!(SUITES.contains(&case.suite), "{}", case.name);
             let mut wf = parse_workflow(case.workflow).unwrap();
             let want = match (case.suite, case.name) {
+                ("controlnet", "cnet_sdxl_small") => "sdxl_random.safetensors",
                 ("sd15" | "controlnet", _) => "sd15_random.safetensors",
                 ("sdxl", "sdxl_refiner_only") => "sdxl_refiner_random.safetensors",
                 ("sdxl", _) => "sdxl_random.safetensors",
