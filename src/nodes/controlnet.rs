@@ -93,6 +93,16 @@ fn load(
             format!("{class}: could not load ControlNet '{name}': {e}"),
         )
     })?;
+    tracing::info!(
+        "{class}: '{name}': {:?} layout, preset {}, {}",
+        file.layout,
+        file.preset().unwrap_or("none (structure read from the keys)"),
+        if file.diff_applied {
+            "diff added to the model's weights"
+        } else {
+            "full weights"
+        }
+    );
     Ok(NodeOutput::one(Value::object(ControlNetPayload {
         file,
         control_type: None,
