@@ -96,7 +96,8 @@ fn load(
     tracing::info!(
         "{class}: '{name}': {:?} layout, preset {}, {}",
         file.layout,
-        file.preset().unwrap_or("none (structure read from the keys)"),
+        file.preset()
+            .unwrap_or("none (structure read from the keys)"),
         if file.diff_applied {
             "diff added to the model's weights"
         } else {
