@@ -623,8 +623,8 @@ fn object_info_matches_comfyui() {
     }
 }
 
-/// txt2img on the tiny SD1.5 with a ControlNet from the fixtures folder, the hint made by
-/// Canny from an EmptyImage-free source: the VAE-decoded image of a first pass.
+/// txt2img on the tiny SD1.5 with a ControlNet from the fixtures folder; the hint is `Canny`
+/// of the VAE-decoded empty latent (an image made inside the workflow, no input file).
 fn workflow(control: Json) -> Json {
     let mut wf = json!({
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
