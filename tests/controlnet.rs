@@ -413,6 +413,57 @@ fn sampling_with_controlnets_matches_comfyui() {
 }
 
 #[test]
+fn latent_and_hint_batches_match_comfyui() {
+    let g = data("sampling_batch.safetensors");
+    let model = tiny_model();
+    let cn = payload();
+    let c = |k: &str| Conditioning(vec![CondEntry::new(g[k].clone(), None)]);
+    let (p, n) = (c("pos"), c("neg"));
+    let h = hint(&g["hints"]);
+    assert_eq!(h.dim(0).unwrap(), 2);
+    let sigmas = vals(&g["sigmas"]);
+    let latent = Latent::new(Tensor::zeros((2, 4, 8, 8), DType::F32, &Device::Cpu).unwrap());
+    let run = |p: &Conditioning, n: &Conditioning| {
+        run_sampler(
+            None,
+            &model,
+            p,
+            Some(n),
+            4.0,
+            SamplerKind::Euler,
+            &sigmas,
+            &latent,
+            &g["noise"],
+            3,
+        )
+        .unwrap()
+        .0
+    };
+    let cases = [
+        ("apply", (apply_controlnet(&p, &cn, &h, 1.0), n.clone())),
+        (
+            "advanced",
+            apply_controlnet_advanced(&p, &n, &cn, &h, 0.9, (0.0, 1.0)),
+        ),
+    ];
+    for (name, (cp, cn_)) in &cases {
+        assert_close(
+            &format!("batch {name}"),
+            &run(cp, cn_),
+            &g[&format!("case.{name}")],
+            1e-4,
+        );
+    }
+    // The second latent gets the second hint: the first hint alone gives another result.
+    let first_only = run(
+        &apply_controlnet(&p, &cn, &h.narrow(0, 0, 1).unwrap(), 1.0),
+        &n,
+    );
+    let second = |t: &Tensor| vals(&t.narrow(0, 1, 1).unwrap());
+    assert_ne!(second(&first_only), second(&g["case.apply"]));
+}
+
+#[test]
 fn sdxl_sampling_with_controlnets_matches_comfyui() {
     let g = data("sampling_sdxl.safetensors");
     let ck = ModelCache::default()

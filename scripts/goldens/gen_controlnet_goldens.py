@@ -19,6 +19,8 @@ tests/data/controlnet/:
       the real `nodes.ControlNetApply` / `ControlNetApplyAdvanced` classes, and
       `comfy.samplers.sample` with euler over the "normal" schedule of 3 steps, cfg 6, noise
       `comfy.sample.prepare_noise(zeros, 42)`. One output latent per case (sampling.json).
+  sampling_batch.safetensors : tiny_sd15, a latent batch of 2 with a hint batch of 2 (cfg 4,
+      2 steps, seed 3): cases apply (ControlNetApply 1.0) / advanced (0.9, full range).
   sampling_sdxl.safetensors : the same for tiny_sdxl built as ComfyUI's SDXL model class
       (pooled outputs → ADM y, which the SDXL ControlNet takes too), cfg 5, 2 steps, seed 7:
       cases none / apply (ControlNetApply 0.8) / advanced (1.2, 0 → 0.6).
@@ -144,6 +146,35 @@ def sampling_goldens():
         json.dump(meta, f, indent=1)
 
 
+def sampling_batch_goldens():
+    """A latent batch of 2 with a hint batch of 2: `broadcast_image_to` gives each latent its
+    own hint image in every batched model call (cond and uncond together)."""
+    g = torch.Generator().manual_seed(17)
+    pos = torch.randn(1, 77, 32, generator=g)
+    neg = torch.randn(1, 77, 32, generator=g)
+    hints = torch.rand(2, 64, 64, 3, generator=g)
+    model = tiny_sd15_model()
+    cn = comfy.controlnet.load_controlnet(
+        os.path.join(FIX, "controlnet", "tiny_controlnet_sd15.safetensors"))
+    sd1_heads(cn.control_model)
+    latent = torch.zeros(2, 4, 8, 8)
+    noise = comfy.sample.prepare_noise(latent, 3)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 2)
+    P = [[pos, {}]]
+    N = [[neg, {}]]
+    cases = {
+        "apply": (nodes.ControlNetApply().apply_controlnet(P, cn, hints, 1.0)[0], N),
+        "advanced": nodes.ControlNetApplyAdvanced().apply_controlnet(P, N, cn, hints, 0.9, 0.0, 1.0),
+    }
+    out = {"pos": pos, "neg": neg, "hints": hints, "noise": noise, "sigmas": sigmas.float()}
+    for name, (p, n) in cases.items():
+        samples = comfy.samplers.sample(
+            model, noise, p, n, 4.0, "cpu", comfy.samplers.sampler_object("euler"), sigmas,
+            latent_image=latent, disable_pbar=True, seed=3)
+        out[f"case.{name}"] = samples.contiguous()
+    save_file(out, os.path.join(OUT_DIR, "sampling_batch.safetensors"))
+
+
 def sampling_sdxl_goldens():
     """tiny_sdxl as ComfyUI's SDXL model class (ADM from the pooled output and the latent
     size), the tiny SDXL ControlNet, which takes that ADM vector y too."""
@@ -215,5 +246,6 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     module_goldens()
     sampling_goldens()
+    sampling_batch_goldens()
     sampling_sdxl_goldens()
     canny_goldens()
