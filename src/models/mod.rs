@@ -24,6 +24,7 @@
 pub mod checkpoint;
 pub mod component_files;
 pub mod conditioner;
+pub mod controlnet;
 pub mod diffusion;
 pub mod family;
 pub mod fixture;

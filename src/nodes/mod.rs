@@ -6,6 +6,7 @@ pub mod clip_sdxl;
 pub mod conditioning;
 pub mod conditioning_transform;
 pub mod custom_sampling;
+pub mod controlnet;
 pub mod flux;
 pub mod guidance;
 pub mod image_edit;
@@ -37,6 +38,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     conditioning::register(r)?;
     conditioning_transform::register(r)?;
     custom_sampling::register(r)?;
+    controlnet::register(r)?;
     flux::register(r)?;
     guidance::register(r)?;
     inpaint::register(r)?;

@@ -2,6 +2,7 @@
 //! comfy_extras/nodes_custom_sampler.py), on the sampling numerics of `crate::sampling`.
 
 use super::sd_types::{Conditioning, GuiderPayload, NoisePayload, SamplerPayload, SdModel, Sigmas};
+use crate::models::controlnet::ControlStep;
 use crate::models::diffusion::ModelInputs;
 use crate::models::family::CondParams;
 use crate::models::flux::DEFAULT_GUIDANCE;
@@ -85,6 +86,8 @@ impl CondModel for ModelApply<'_> {
                 guidance: None,
                 ref_latents: &[],
                 ref_method: Default::default(),
+                control: None,
+                batched_number: 1,
             },
         )
     }
@@ -99,6 +102,23 @@ impl CondModel for ModelApply<'_> {
         };
         let t = ms.timestep(sigma as f32);
         let ts = Tensor::from_vec(vec![t; n], n, x.device())?;
+        // The batch's ControlNet residuals (`c['control'] = control.get_control(...)`), from
+        // the latent without concat channels.
+        let control = match c.control {
+            Some(link) => link
+                .get_control(&ControlStep {
+                    x_noisy: x,
+                    x_in: &ms.calculate_input(sigma, x)?,
+                    sigma,
+                    timestep: t,
+                    context: c.context,
+                    y: c.y,
+                    batched_number: c.batched_number,
+                    percent_to_sigma: &|p| ms.percent_to_sigma(p),
+                })
+                .map_err(|e| candle_core::Error::Msg(format!("ControlNet: {e}")))?,
+            None => None,
+        };
         let out = self
             .0
             .diffusion
@@ -110,6 +130,7 @@ impl CondModel for ModelApply<'_> {
                 guidance: c.guidance,
                 ref_latents: c.ref_latents,
                 ref_method: c.ref_method,
+                control: control.as_ref(),
             })
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .to_dtype(DType::F32)?;
