@@ -11,7 +11,8 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("."));
     use comfyrs::models::fixture as fx;
     type Writer = fn() -> Vec<u8>;
-    let files: [(&str, Writer); 9] = [
+    use comfyrs::models::upscale::fixture as up;
+    let files: [(&str, Writer); 12] = [
         (fx::TINY_SD15_PATH, fx::tiny_sd15_bytes),
         (fx::TINY_SDXL_PATH, fx::tiny_sdxl_bytes),
         (fx::TINY_SDXL_REFINER_PATH, fx::tiny_sdxl_refiner_bytes),
@@ -24,6 +25,9 @@ fn main() -> anyhow::Result<()> {
             fx::TINY_T5XXL_FP8_SCALED_PATH,
             fx::tiny_t5xxl_fp8_scaled_bytes,
         ),
+        (up::TINY_RRDB_OLD_PATH, up::tiny_rrdb_old_bytes),
+        (up::TINY_RRDB_NEW_PATH, up::tiny_rrdb_new_bytes),
+        (up::TINY_SRVGG_PATH, up::tiny_srvgg_bytes),
     ];
     for (rel, bytes) in files {
         let path = root.join(rel);
