@@ -334,7 +334,7 @@ fn conv_shape(shapes: &Shapes, k: &str) -> Result<(usize, usize), DetectError> {
 fn detect_compact(shapes: &Shapes) -> Result<CompactConfig, DetectError> {
     let highest = seq_len(shapes, "body") - 1;
     let (nf, in_nc) = conv_shape(shapes, "body.0.weight")?;
-    if highest < 2 || highest % 2 != 0 {
+    if highest < 2 || !highest.is_multiple_of(2) {
         return Err(DetectError::Malformed(format!(
             "RealESRGAN Compact: body has {} entries, expected an odd count (convs with PReLUs between)",
             highest + 1
@@ -464,7 +464,7 @@ fn detect_esrgan(old: &Shapes, layout: &'static str) -> Result<EsrganConfig, Det
     let len = seq_len(old, "model");
     let (nf, in_nc) = conv_shape(old, "model.0.weight")?;
     let (out_nc, _) = conv_shape(old, &format!("model.{}.weight", len.saturating_sub(1)))?;
-    if len < 5 || (len - 5) % 3 != 0 {
+    if len < 5 || !(len - 5).is_multiple_of(3) {
         return Err(DetectError::Malformed(format!(
             "ESRGAN: the model sequence has {len} entries; only ×2 upsample stages (scale 1, 2, 4, \
              8, ...) are supported"
@@ -512,10 +512,8 @@ fn detect_esrgan(old: &Shapes, layout: &'static str) -> Result<EsrganConfig, Det
             )));
         }
     }
-    // Real-ESRGAN's pixel-unshuffle inputs (spandrel's test, exactly).
-    let shuffle = if (in_nc == out_nc * 4 || in_nc == out_nc * 16)
-        && (out_nc * 4 == in_nc || out_nc * 16 == in_nc)
-    {
+    // Real-ESRGAN's pixel-unshuffle inputs: 4× or 16× the output channels (spandrel's test).
+    let shuffle = if in_nc == out_nc * 4 || in_nc == out_nc * 16 {
         Some(((in_nc / out_nc) as f64).sqrt() as usize)
     } else {
         None

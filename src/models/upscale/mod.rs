@@ -274,6 +274,9 @@ pub(crate) fn pad_bottom_right(
         if p == 0 {
             return Ok(x.clone());
         }
+        if n == 0 {
+            candle_core::bail!("cannot pad an empty image");
+        }
         let reflect = p.min(n - 1);
         // Rows n, n+1, ... mirror n−2, n−3, ...; then the last padded row repeats.
         let idx: Vec<u32> = (0..n + p)
@@ -287,7 +290,7 @@ pub(crate) fn pad_bottom_right(
             } as u32)
             .collect();
         let idx = Tensor::new(idx.as_slice(), x.device())?;
-        x.index_select(&idx, dim)
+        x.contiguous()?.index_select(&idx, dim)
     };
     let y = pad(x, 2, h, pad_h)?;
     pad(&y, 3, w, pad_w)

@@ -65,6 +65,12 @@ pub fn tiled_scale<E: From<candle_core::Error>>(
     mut function: impl FnMut(&Tensor) -> std::result::Result<Tensor, E>,
 ) -> std::result::Result<Tensor, E> {
     let (b, _, h, w) = samples.dims4()?;
+    if tile <= overlap {
+        return Err(candle_core::Error::Msg(format!(
+            "tiled_scale: tile {tile} must be larger than the overlap {overlap}"
+        ))
+        .into());
+    }
     let (oh, ow) = (h * scale, w * scale);
     let mut images = Vec::with_capacity(b);
     let check = |t: &Tensor, th: usize, tw: usize| -> Result<Tensor> {
