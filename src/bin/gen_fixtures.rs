@@ -11,6 +11,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("."));
     use comfyrs::models::fixture as fx;
     type Writer = fn() -> Vec<u8>;
+    use comfyrs::models::upscale::fixture as up;
     let files: &[(&str, Writer)] = &[
         (fx::TINY_SD15_PATH, fx::tiny_sd15_bytes),
         (fx::TINY_SDXL_PATH, fx::tiny_sdxl_bytes),
@@ -33,6 +34,9 @@ fn main() -> anyhow::Result<()> {
             fx::TINY_CONTROLNET_SDXL_PATH,
             fx::tiny_controlnet_sdxl_bytes,
         ),
+        (up::TINY_RRDB_OLD_PATH, up::tiny_rrdb_old_bytes),
+        (up::TINY_RRDB_NEW_PATH, up::tiny_rrdb_new_bytes),
+        (up::TINY_SRVGG_PATH, up::tiny_srvgg_bytes),
     ];
     for &(rel, bytes) in files {
         let path = root.join(rel);

@@ -26,6 +26,7 @@ pub mod sampling;
 pub mod save_image_websocket;
 pub mod sd_types;
 mod strings;
+pub mod upscale_model;
 pub mod utils;
 pub mod vae;
 
@@ -57,6 +58,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     vae::register(r)?;
     primitives::register(r)?;
     strings::register(r)?;
+    upscale_model::register(r)?;
     utils::register(r)?;
     // Loaders for model kinds not implemented yet (a class registered above is a Duplicate
     // error here: its pending entry must go when the family lands).

@@ -1,5 +1,5 @@
-//! The loader classes of ComfyUI 0.3.64 for model kinds comfyrs cannot run yet (upscale
-//! models, CLIP vision, style models, GLIGEN, hypernetworks, PhotoMaker, ...).
+//! The loader classes of ComfyUI 0.3.64 for model kinds comfyrs cannot run yet (CLIP vision,
+//! style models, GLIGEN, hypernetworks, PhotoMaker, ...).
 //!
 //! They exist so that `/object_info` matches ComfyUI's (the frontend registers loader widgets
 //! by class name and breaks when one is missing) and their combos list the files in their
@@ -187,16 +187,6 @@ fn image_only_checkpoint_loader() -> NodeSchema {
         .output(OutputSpec::new("VAE"))
 }
 
-fn upscale_model_loader() -> NodeSchema {
-    NodeSchema::new("UpscaleModelLoader")
-        .display("Load Upscale Model")
-        .category("loaders")
-        .module("comfy_extras.nodes_upscale_model")
-        .v3()
-        .input(InputSpec::combo_fn("model_name", models("upscale_models")))
-        .output(OutputSpec::new("UPSCALE_MODEL"))
-}
-
 fn photomaker_loader() -> NodeSchema {
     let mut s = NodeSchema::new("PhotoMakerLoader")
         .category("_for_testing/photomaker")
@@ -263,10 +253,6 @@ const PENDING: &[PendingEntry] = &[
     (
         image_only_checkpoint_loader,
         "image-to-video (SVD) checkpoints",
-    ),
-    (
-        upscale_model_loader,
-        "upscale models (ESRGAN and other spandrel architectures)",
     ),
     (photomaker_loader, "PhotoMaker models"),
     (quadruple_clip_loader, "HiDream's four text encoders"),
