@@ -176,6 +176,30 @@ fn tiny_png() -> Vec<u8> {
     out
 }
 
+/// UI-format templates (under the mutator's 64 KiB) seeding the converter: subgraphs, groups,
+/// primitives and custom widgets between them.
+const UI_TEMPLATE_SEEDS: &[&str] = &[
+    "inpaint_model_outpainting.json",
+    "gligen_textbox_example.json",
+    "api_openai_image_1_multi_inputs.json",
+    "image_qwen_image_instantx_controlnet.json",
+];
+
+/// The files of `dir` whose names pass `keep`, in name order.
+fn files_in(dir: &std::path::Path, keep: impl Fn(&str) -> bool) -> Vec<Vec<u8>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&keep))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no seed files in {}", dir.display());
+    paths
+        .into_iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
 fn seeds(target: &str) -> Vec<Vec<u8>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let workflows: Vec<Vec<u8>> = std::fs::read_dir(root.join("workflows"))
@@ -205,6 +229,28 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![body]
         }
         "image" => vec![tiny_png()],
+        "ui_workflow" => {
+            let mut v = files_in(&root.join("tests/data/ui_workflows/rules"), |n| {
+                n.ends_with(".json") && !n.ends_with(".api.json")
+            });
+            v.extend(files_in(
+                &root.join("tests/data/ui_workflows/templates"),
+                |n| UI_TEMPLATE_SEEDS.contains(&n),
+            ));
+            v
+        }
+        "workflow_source" => {
+            let mut v = files_in(&root.join("tests/data/ui_workflows/images"), |n| {
+                !n.ends_with(".py")
+            });
+            v.extend(files_in(&root.join("tests/data/ui_workflows/rules"), |n| {
+                n == "reroutes.json"
+            }));
+            v.push(
+                br#"{"1": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}}"#.to_vec(),
+            );
+            v
+        }
         other => panic!("no seeds for {other}"),
     }
 }

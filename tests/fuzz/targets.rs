@@ -96,6 +96,29 @@ pub fn image(data: &[u8]) {
     let _ = comfyrs::server::routes::files::decode_image(data);
 }
 
+/// The UI-format converter (editor workflows given to `comfyrs run`, `/prompt` and
+/// deployments), against the built-in nodes' `/object_info` entries.
+pub fn ui_workflow(data: &[u8]) {
+    let Ok(ui) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let ctx = context();
+    let info = |class: &str| ctx.registry.schema(class).map(|s| s.object_info(&ctx.env));
+    let _ = comfyrs::workflow::ui::convert_ui_workflow(&ui, &info);
+}
+
+/// The workflow-source reader (`comfyrs run FILE`, `comfyrs check`): JSON in either format, or
+/// the workflow a PNG (text chunks), WebP or JPEG (EXIF) carries, then conversion to API format.
+pub fn workflow_source(data: &[u8]) {
+    use comfyrs::workflow::source;
+    let Ok(found) = source::detect(data) else {
+        return;
+    };
+    let ctx = context();
+    let info = |class: &str| ctx.registry.schema(class).map(|s| s.object_info(&ctx.env));
+    let _ = source::to_api(found, &info);
+}
+
 /// A target: bytes in, nothing out (it must not panic).
 pub type Target = fn(&[u8]);
 
@@ -106,4 +129,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("validate_plan", validate_plan),
     ("multipart", multipart),
     ("image", image),
+    ("ui_workflow", ui_workflow),
+    ("workflow_source", workflow_source),
 ];
