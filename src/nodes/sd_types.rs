@@ -165,7 +165,7 @@ pub enum NoisePayload {
 }
 impl Payload for NoisePayload {}
 
-/// GUIDER: the model and its conditioning (CFGGuider / BasicGuider).
+/// GUIDER: the model and its conditioning (CFGGuider / BasicGuider / DualCFGGuider).
 #[derive(Debug, Clone)]
 pub struct GuiderPayload {
     pub model: SdModel,
@@ -173,6 +173,8 @@ pub struct GuiderPayload {
     /// None for BasicGuider (positive only).
     pub negative: Option<Conditioning>,
     pub cfg: f64,
+    /// DualCFGGuider: its cond2 and weights (`positive` is cond1, `cfg` is `cfg_conds`).
+    pub dual: Option<(Conditioning, crate::sampling::cfg_patches::DualCfg)>,
 }
 impl Payload for GuiderPayload {}
 

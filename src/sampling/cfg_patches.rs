@@ -32,6 +32,34 @@ pub enum PostCfg {
     CfgZeroStar,
 }
 
+/// DualCFGGuider's weights and style (`Guider_DualCFG` of
+/// `comfy_extras/nodes_custom_sampler.py`): `cfg_conds` weighs cond1 against cond2,
+/// `cfg_cond2_negative` cond2 against the negative; "nested" applies the first CFG inside
+/// the second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DualCfg {
+    pub cfg_conds: f64,
+    pub cfg_cond2_negative: f64,
+    pub nested: bool,
+}
+
+/// `math.isclose(v, 1.0)`.
+fn is_one(v: f64) -> bool {
+    (v - 1.0).abs() <= 1e-9 * v.abs().max(1.0)
+}
+
+impl DualCfg {
+    /// (skip the negative, skip cond2): the regular style's cfg-1 optimisation (a skipped
+    /// prediction is zeros, as `calc_cond_batch` gives for a missing cond); never for
+    /// "nested" or when the sampler disables the optimisation (`force`).
+    pub fn skips(&self, force: bool) -> (bool, bool) {
+        if self.nested || force || !is_one(self.cfg_cond2_negative) {
+            return (false, false);
+        }
+        (true, is_one(self.cfg_conds))
+    }
+}
+
 /// The CFG patches of a MODEL.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CfgPatches {
@@ -55,6 +83,32 @@ fn std_unbiased(v: &[f32]) -> f32 {
 impl CfgPatches {
     pub fn is_empty(&self) -> bool {
         self.cfg_function.is_none() && self.post_cfg.is_empty()
+    }
+
+    /// `Guider_DualCFG.predict_noise` from the negative, cond2 and cond1 predictions:
+    /// regular `cfg_function(cond2, negative, cfg_cond2_negative) + (cond1 − cond2)·cfg_conds`,
+    /// nested `negative + cfg_cond2_negative·(cfg_function(cond1, cond2, cfg_conds) −
+    /// negative)`. Returns the result and the uncond its `cfg_function` saw (the negative,
+    /// or cond2 when nested), which the CFG++ samplers use.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dual_combine(
+        &self,
+        d: &DualCfg,
+        negative: &Tensor,
+        cond2: &Tensor,
+        cond1: &Tensor,
+        x: &Tensor,
+        sigma: f64,
+    ) -> Result<(Tensor, Tensor)> {
+        if d.nested {
+            let text = self.combine(cond1, cond2, d.cfg_conds, x, sigma)?;
+            let out = (negative + ((text - negative)? * d.cfg_cond2_negative)?)?;
+            Ok((out, cond2.clone()))
+        } else {
+            let first = self.combine(cond2, negative, d.cfg_cond2_negative, x, sigma)?;
+            let out = (first + ((cond1 - cond2)? * d.cfg_conds)?)?;
+            Ok((out, negative.clone()))
+        }
     }
 
     /// `cfg_function(model, cond_pred, uncond_pred, cond_scale, x, σ)` with these patches:

@@ -9,7 +9,8 @@
 //! * [`model_sampling`] — ComfyUI's model samplings (discrete, flow, Flux, continuous) and
 //!   prediction classes (EPS, V, EDM, CONST, …): sigma table, σ ↔ t, input/denoised/noise
 //!   scaling.
-//! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling.
+//! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling;
+//!   [`gits_levels`] holds GITSScheduler's noise-level tables.
 //! * [`cfg_patches`] — model patches of the CFG combine (RescaleCFG, CFGNorm).
 //! * [`samplers`] — the [`samplers::Denoiser`] trait, [`samplers::SamplerKind`],
 //!   [`samplers::sample`], and the start/end-of-sampling helpers.
@@ -22,6 +23,7 @@
 pub mod brownian;
 pub mod cfg_patches;
 pub mod conds;
+pub mod gits_levels;
 pub mod masks;
 pub mod model_sampling;
 pub mod noise;

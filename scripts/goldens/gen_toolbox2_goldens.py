@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Writes tests/data/toolbox2_golden.json from ComfyUI's own node code, run in-process:
+
+* "gits": GITSScheduler.execute (comfy_extras/nodes_gits.py) for every coeff of its table and
+  a spread of steps (table rows and log-linear resampling beyond 20) and denoise values.
+* "dual_cfg": Guider_DualCFG.predict_noise (comfy_extras/nodes_custom_sampler.py) and the
+  plain CFGGuider's, on fixed cond1/cond2/negative model outputs (a model whose prediction
+  is a fixed tensor per conditioning), for both styles and several cfg pairs including 1.0.
+
+Usage (ComfyUI v0.3.64 source and torch; see /work/ref/README.txt):
+    cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox2_goldens.py [OUT.json]
+"""
+import json
+import os
+import sys
+
+OUT = [a for a in sys.argv[1:] if not a.startswith("--")]
+sys.argv = [sys.argv[0]]
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import gen_sampling_goldens as g  # noqa: E402  (sets up ComfyUI's modules)
+import torch  # noqa: E402
+import comfy_extras.nodes_gits as ngits  # noqa: E402
+
+
+def out0(r):
+    if hasattr(r, "result"):
+        r = r.result
+    return r[0]
+
+
+def gits():
+    res = {}
+    coeffs = [round(0.80 + 0.05 * k, 2) for k in range(15)]
+    for coeff in coeffs:
+        for steps in (2, 3, 10, 20, 21, 37):
+            for denoise in (1.0, 0.6, 0.1, 0.0):
+                res[f"{coeff}/{steps}/{denoise}"] = g.floats(out0(ngits.GITSScheduler.execute(coeff, steps, denoise)))
+    return res
+
+
+def dual_cfg():
+    """Guider_DualCFG.predict_noise with calc_cond_batch replaced by fixed predictions per
+    conditioning (zeros for a skipped one, as calc_cond_batch gives), plain and with the
+    RescaleCFG 0.7 + CFGNorm 0.6 patches (set by the nodes' own patch functions)."""
+    import comfy.samplers
+    import comfy_extras.nodes_custom_sampler as ncs
+    import comfy_extras.nodes_model_advanced as nma
+    import comfy_extras.nodes_cfg as ncfg
+    from gen_custom_sampling_goldens import Recorder
+    gen = torch.Generator().manual_seed(7)
+    preds = {k: torch.randn([2, 4, 5, 6], generator=gen) for k in ("negative", "cond2", "cond1")}
+    x = torch.randn([2, 4, 5, 6], generator=gen) * 3.0
+    res = {k: [g.f32hex(v) for v in t.flatten().tolist()] for k, t in preds.items()}
+    res["x"] = [g.f32hex(v) for v in x.flatten().tolist()]
+    res["shape"] = [2, 4, 5, 6]
+    orig = comfy.samplers.calc_cond_batch
+
+    def fake(model, conds, x_in, timestep, model_options):
+        return [torch.zeros_like(x_in) if c is None else preds[c].clone() for c in conds]
+    comfy.samplers.calc_cond_batch = fake
+    try:
+        patches = {"plain": Recorder(),
+                   "RescaleCFG/0.7+CFGNorm/0.6": out0(ncfg.CFGNorm.execute(nma.RescaleCFG().patch(Recorder(), 0.7)[0], 0.6))}
+        for pname, m in patches.items():
+            for style in ("regular", "nested"):
+                for c1, c2 in ((4.5, 2.0), (1.0, 1.0), (3.0, 1.0), (1.0, 6.0)):
+                    guider = ncs.Guider_DualCFG(m)
+                    guider.set_cfg(c1, c2, nested=(style == "nested"))
+                    guider.conds = {"negative": "negative", "middle": "cond2", "positive": "cond1"}
+                    guider.inner_model = None
+                    for sigma in (0.8, 7.25):
+                        t = torch.full([2], sigma)
+                        out = guider.predict_noise(x.clone(), t, model_options=m.model_options)
+                        res[f"{pname}/{style}/{c1}/{c2}/{sigma}"] = [g.f32hex(v) for v in out.flatten().tolist()]
+    finally:
+        comfy.samplers.calc_cond_batch = orig
+    return res
+
+
+def main():
+    out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox2_golden.json")
+    torch.set_num_threads(1)
+    data = {"machine": g.machine(), "gits": gits(), "dual_cfg": dual_cfg()}
+    with open(out, "w") as f:
+        json.dump(g.finite(data), f, indent=0, allow_nan=False)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+//! GITSScheduler and DualCFGGuider against ComfyUI's own code:
+//!
+//! * `/object_info` equals ComfyUI a125cd84's (`tests/data/object_info_toolbox2.json`, from its
+//!   server via `scripts/goldens/gen_object_info.py`);
+//! * GITSScheduler's SIGMAS, run as workflow nodes, equal `GITSScheduler.execute` for every
+//!   coeff and a spread of steps / denoise within 1e-6 relative (`gits` of
+//!   `tests/data/toolbox2_golden.json`, made by `scripts/goldens/gen_toolbox2_goldens.py`);
+//! * DualCFGGuider's combine equals `Guider_DualCFG.predict_noise` on fixed predictions, both
+//!   styles, cfg 1 skips included, plain and with RescaleCFG + CFGNorm (`dual_cfg`), within 2e-6
+//!   of the output's scale;
+//! * on the tiny SD1.5 fixture DualCFGGuider reduces to CFGGuider where the maths says it
+//!   must (regular with cond2 = negative, nested with cond2 = cond1), and differs otherwise.
+
+use candle_core::{Device, Tensor};
+use comfyrs::env::{Environment, Paths};
+use comfyrs::exec::{Executor, ExecutorConfig, Interrupt, NoEvents, RunOutcome, RunStatus};
+use comfyrs::node::types::Latent;
+use comfyrs::node::{
+    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, Registry,
+};
+use comfyrs::nodes::sd_types::Sigmas;
+use comfyrs::prompt::prepare;
+use comfyrs::sampling::cfg_patches::{CfgFunction, CfgPatches, DualCfg, PostCfg};
+use comfyrs::workflow::{parse_workflow, Overrides};
+use serde_json::{json, Map, Value as Json};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+fn golden() -> &'static Json {
+    static G: OnceLock<Json> = OnceLock::new();
+    G.get_or_init(|| {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/toolbox2_golden.json"
+        );
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    })
+}
+
+fn f32s(v: &Json) -> Vec<f32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn hexes(v: &Json) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| f32::from_bits(u32::from_str_radix(h.as_str().unwrap(), 16).unwrap()))
+        .collect()
+}
+
+struct ProbeSigmas;
+impl Node for ProbeSigmas {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ProbeSigmas")
+            .input(InputSpec::of("sigmas", "SIGMAS"))
+            .output_node()
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let s = i.object::<Sigmas>("sigmas")?;
+        let mut ui = Map::new();
+        ui.insert("sigmas".into(), json!(s.0));
+        Ok(NodeOutput::ui(ui))
+    }
+}
+
+struct ProbeLatent;
+impl Node for ProbeLatent {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ProbeLatent")
+            .input(InputSpec::of("samples", "LATENT"))
+            .output_node()
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let l = i.object::<Latent>("samples")?;
+        let v = l.samples.flatten_all()?.to_vec1::<f32>()?;
+        let mut ui = Map::new();
+        ui.insert("values".into(), json!(v));
+        Ok(NodeOutput::ui(ui))
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Arc<Environment>, Arc<Registry>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Paths::under(dir.path());
+    paths.model_roots = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")];
+    for d in [&paths.input, &paths.output, &paths.temp] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let mut reg = Registry::with_builtin_nodes();
+    reg.register(ProbeSigmas).unwrap();
+    reg.register(ProbeLatent).unwrap();
+    (dir, Arc::new(Environment::new(paths)), Arc::new(reg))
+}
+
+fn run(reg: &Arc<Registry>, env: &Arc<Environment>, prompt: &Json) -> RunOutcome {
+    let exec = Executor::new(reg.clone(), env.clone(), ExecutorConfig::default());
+    let wf = parse_workflow(&prompt.to_string()).unwrap();
+    let valid =
+        prepare(wf, &Overrides::default(), reg, env, None).unwrap_or_else(|e| panic!("{e:?}"));
+    exec.run("t", &valid, None, &Interrupt::new(), &NoEvents)
+}
+
+#[test]
+fn object_info_matches_comfyui() {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/object_info_toolbox2.json"
+    );
+    let want: Json = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let (_d, env, reg) = setup();
+    let classes = want.as_object().unwrap();
+    assert_eq!(classes.len(), 2);
+    for (class, info) in classes {
+        let ours = reg
+            .schema(class)
+            .unwrap_or_else(|| panic!("{class} is not registered"))
+            .object_info(&env);
+        assert_eq!(&ours, info, "{class}");
+    }
+}
+
+#[test]
+fn gits_scheduler_matches_comfyui() {
+    let (_d, env, reg) = setup();
+    let g = golden()["gits"].as_object().unwrap();
+    let mut p = json!({});
+    let mut probes = Vec::new();
+    for (k, key) in g.keys().enumerate() {
+        let v: Vec<&str> = key.split('/').collect();
+        p[format!("s{k}")] = json!({"class_type": "GITSScheduler", "inputs": {
+            "coeff": v[0].parse::<f64>().unwrap(), "steps": v[1].parse::<i64>().unwrap(),
+            "denoise": v[2].parse::<f64>().unwrap()}});
+        p[format!("p{k}")] =
+            json!({"class_type": "ProbeSigmas", "inputs": {"sigmas": [format!("s{k}"), 0]}});
+        probes.push((key.clone(), format!("p{k}")));
+    }
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    for (key, id) in &probes {
+        let got = f32s(&out.outputs[id]["sigmas"]);
+        let want = f32s(&g[key]);
+        assert_eq!(got.len(), want.len(), "{key}: {got:?} vs {want:?}");
+        for (a, b) in got.iter().zip(&want) {
+            let rel = ((a - b) as f64 / (*b as f64).abs().max(1e-30)).abs();
+            assert!(a == b || rel <= 1e-6, "{key}: {got:?} vs ComfyUI {want:?}");
+        }
+    }
+    assert_eq!(probes.len(), 360);
+}
+
+#[test]
+fn gits_scheduler_rejects_a_coeff_off_its_table() {
+    let (_d, env, reg) = setup();
+    let p = json!({
+        "s": {"class_type": "GITSScheduler", "inputs": {"coeff": 1.23, "steps": 10, "denoise": 1.0}},
+        "p": {"class_type": "ProbeSigmas", "inputs": {"sigmas": ["s", 0]}}
+    });
+    let out = run(&reg, &env, &p);
+    let msg = format!("{:?}", out.status);
+    assert!(
+        msg.contains("GITSScheduler") && msg.contains("coeff") && msg.contains("0.80, 0.85"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn dual_cfg_combine_matches_comfyui() {
+    let g = golden()["dual_cfg"].as_object().unwrap();
+    let shape: Vec<usize> = g["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let t = |k: &str| Tensor::from_vec(hexes(&g[k]), shape.as_slice(), &Device::Cpu).unwrap();
+    let (neg, mid, pos, x) = (t("negative"), t("cond2"), t("cond1"), t("x"));
+    let zeros = neg.zeros_like().unwrap();
+    let mut n = 0;
+    for (key, want) in g {
+        let parts: Vec<&str> = key.split('/').collect();
+        if parts.len() < 5 {
+            continue;
+        }
+        // "<patches>/<style>/<cfg_conds>/<cfg_cond2_negative>/<sigma>", patches may hold '/'.
+        let k = parts.len();
+        let (style, c1, c2, sigma) = (
+            parts[k - 4],
+            parts[k - 3].parse::<f64>().unwrap(),
+            parts[k - 2].parse::<f64>().unwrap(),
+            parts[k - 1].parse::<f32>().unwrap() as f64,
+        );
+        let patches = if key.starts_with("plain/") {
+            CfgPatches::default()
+        } else {
+            CfgPatches {
+                cfg_function: Some(CfgFunction::RescaleCfg { multiplier: 0.7 }),
+                post_cfg: vec![PostCfg::CfgNorm { strength: 0.6 }],
+            }
+        };
+        let d = DualCfg {
+            cfg_conds: c1,
+            cfg_cond2_negative: c2,
+            nested: style == "nested",
+        };
+        let (skip_neg, skip_mid) = d.skips(false);
+        let (out, _) = patches
+            .dual_combine(
+                &d,
+                if skip_neg { &zeros } else { &neg },
+                if skip_mid { &zeros } else { &mid },
+                &pos,
+                &x,
+                sigma,
+            )
+            .unwrap();
+        let got = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = hexes(want);
+        let scale = want.iter().fold(0f64, |m, v| m.max((*v as f64).abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
+        assert!(err <= 2e-6 * scale, "{key}: {:e} of scale", err / scale);
+        n += 1;
+    }
+    assert_eq!(n, 32);
+}
+
+/// The final latent of SamplerCustomAdvanced (euler, 3 steps) with guider `guider`.
+fn sample_with(guiders: &[(&str, Json)]) -> Vec<Vec<f32>> {
+    let (_d, env, reg) = setup();
+    let mut p = json!({
+        "m": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+        "a": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["m", 1]}},
+        "b": {"class_type": "CLIPTextEncode", "inputs": {"text": "a dog in snow", "clip": ["m", 1]}},
+        "n": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["m", 1]}},
+        "l": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "s": {"class_type": "BasicScheduler", "inputs": {"model": ["m", 0], "scheduler": "normal",
+              "steps": 3, "denoise": 1.0}},
+        "k": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "r": {"class_type": "RandomNoise", "inputs": {"noise_seed": 4}}
+    });
+    let mut ids = Vec::new();
+    for (k, (class, inputs)) in guiders.iter().enumerate() {
+        let mut inputs = inputs.clone();
+        inputs["model"] = json!(["m", 0]);
+        p[format!("g{k}")] = json!({"class_type": class, "inputs": inputs});
+        p[format!("x{k}")] = json!({"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["r", 0], "guider": [format!("g{k}"), 0], "sampler": ["k", 0],
+            "sigmas": ["s", 0], "latent_image": ["l", 0]}});
+        p[format!("p{k}")] =
+            json!({"class_type": "ProbeLatent", "inputs": {"samples": [format!("x{k}"), 0]}});
+        ids.push(format!("p{k}"));
+    }
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    ids.iter()
+        .map(|id| f32s(&out.outputs[id]["values"]))
+        .collect()
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, v| m.max((*v as f64).abs()));
+    a.iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
+        / scale
+}
+
+#[test]
+fn dual_cfg_guider_reduces_to_cfg_guider_on_the_tiny_model() {
+    let dual = |c1: &str, c2: &str, a: f64, b: f64, style: &str| {
+        (
+            "DualCFGGuider",
+            json!({"cond1": [c1, 0], "cond2": [c2, 0], "negative": ["n", 0],
+                   "cfg_conds": a, "cfg_cond2_negative": b, "style": style}),
+        )
+    };
+    let cfg = |c: f64| {
+        (
+            "CFGGuider",
+            json!({"positive": ["a", 0], "negative": ["n", 0], "cfg": c}),
+        )
+    };
+    let outs = sample_with(&[
+        cfg(5.0),
+        // regular, cond2 = negative: n + b·(n − n) + a·(a − n) = CFG at a.
+        dual("a", "n", 5.0, 3.0, "regular"),
+        cfg(3.0),
+        // nested, cond2 = cond1: n + b·(a + a·(a − a) − n) = CFG at b.
+        dual("a", "a", 7.0, 3.0, "nested"),
+        // a real dual guidance.
+        dual("a", "b", 5.0, 3.0, "regular"),
+        dual("a", "b", 5.0, 3.0, "nested"),
+    ]);
+    // The dual guider batches three conds where CFGGuider batches two: same maths, the
+    // batched matmuls may round differently.
+    assert!(
+        max_rel(&outs[1], &outs[0]) <= 1e-5,
+        "{:e}",
+        max_rel(&outs[1], &outs[0])
+    );
+    assert!(
+        max_rel(&outs[3], &outs[2]) <= 1e-5,
+        "{:e}",
+        max_rel(&outs[3], &outs[2])
+    );
+    assert!(max_rel(&outs[4], &outs[0]) > 1e-3);
+    assert!(max_rel(&outs[5], &outs[4]) > 1e-3);
+}
