@@ -14,9 +14,10 @@
 use candle_core::{Device, Tensor};
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{Executor, ExecutorConfig, Interrupt, NoEvents, RunOutcome, RunStatus};
-use comfyrs::node::types::Latent;
+use comfyrs::node::types::{Latent, Mask};
 use comfyrs::node::{
-    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, Registry,
+    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
+    Value,
 };
 use comfyrs::nodes::sd_types::Sigmas;
 use comfyrs::prompt::prepare;
@@ -80,7 +81,47 @@ impl Node for ProbeLatent {
         let v = l.samples.flatten_all()?.to_vec1::<f32>()?;
         let mut ui = Map::new();
         ui.insert("values".into(), json!(v));
+        ui.insert("shape".into(), json!(l.samples.dims()));
         Ok(NodeOutput::ui(ui))
+    }
+}
+
+/// A tensor of `latent_nodes.inputs`.
+fn golden_tensor(v: &Json) -> Tensor {
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    Tensor::from_vec(hexes(&v["data"]), shape, &Device::Cpu).unwrap()
+}
+
+/// LATENT `latent_nodes.inputs.<name>`.
+struct GoldenLatent;
+impl Node for GoldenLatent {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("GoldenLatent")
+            .input(InputSpec::string("name"))
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let t = golden_tensor(&golden()["latent_nodes"]["inputs"][i.string("name")?]);
+        Ok(NodeOutput::one(Value::object(Latent::new(t))))
+    }
+}
+
+/// MASK `latent_nodes.inputs.<name>`.
+struct GoldenMask;
+impl Node for GoldenMask {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("GoldenMask")
+            .input(InputSpec::string("name"))
+            .output(OutputSpec::new("MASK"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let t = golden_tensor(&golden()["latent_nodes"]["inputs"][i.string("name")?]);
+        Ok(NodeOutput::one(Value::object(Mask(t))))
     }
 }
 
@@ -94,6 +135,8 @@ fn setup() -> (tempfile::TempDir, Arc<Environment>, Arc<Registry>) {
     let mut reg = Registry::with_builtin_nodes();
     reg.register(ProbeSigmas).unwrap();
     reg.register(ProbeLatent).unwrap();
+    reg.register(GoldenLatent).unwrap();
+    reg.register(GoldenMask).unwrap();
     (dir, Arc::new(Environment::new(paths)), Arc::new(reg))
 }
 
@@ -114,7 +157,7 @@ fn object_info_matches_comfyui() {
     let want: Json = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (_d, env, reg) = setup();
     let classes = want.as_object().unwrap();
-    assert_eq!(classes.len(), 2);
+    assert_eq!(classes.len(), 5);
     for (class, info) in classes {
         let ours = reg
             .schema(class)
@@ -312,4 +355,73 @@ fn dual_cfg_guider_reduces_to_cfg_guider_on_the_tiny_model() {
     );
     assert!(max_rel(&outs[4], &outs[0]) > 1e-3);
     assert!(max_rel(&outs[5], &outs[4]) > 1e-3);
+}
+
+#[test]
+fn latent_nodes_match_comfyui() {
+    let (_d, env, reg) = setup();
+    let g = &golden()["latent_nodes"]["cases"];
+    let lat = |name: &str| json!({"class_type": "GoldenLatent", "inputs": {"name": name}});
+    let mut p = json!({
+        "dest": lat("dest"), "source": lat("source"), "a": lat("a"),
+        "bx": lat("bx"), "by": lat("by"), "bt": lat("bt"),
+        "mask": {"class_type": "GoldenMask", "inputs": {"name": "mask"}}
+    });
+    let mut probes = Vec::new();
+    for (k, key) in g.as_object().unwrap().keys().enumerate() {
+        let v: Vec<&str> = key.split('/').collect();
+        let node = match v[0] {
+            "LatentCompositeMasked" => {
+                let mut inputs = json!({"destination": ["dest", 0], "source": ["source", 0],
+                    "x": v[1].parse::<i64>().unwrap(), "y": v[2].parse::<i64>().unwrap(),
+                    "resize_source": v[3] == "True"});
+                if v[4] == "mask" {
+                    inputs["mask"] = json!(["mask", 0]);
+                }
+                json!({"class_type": v[0], "inputs": inputs})
+            }
+            "LatentConcat" => json!({"class_type": v[0], "inputs": {
+                "samples1": ["a", 0], "samples2": [v[2], 0], "dim": v[1]}}),
+            "LatentCut" => json!({"class_type": v[0], "inputs": {"samples": ["a", 0],
+                "dim": v[1], "index": v[2].parse::<i64>().unwrap(),
+                "amount": v[3].parse::<i64>().unwrap()}}),
+            other => panic!("{other}"),
+        };
+        p[format!("n{k}")] = node;
+        p[format!("p{k}")] =
+            json!({"class_type": "ProbeLatent", "inputs": {"samples": [format!("n{k}"), 0]}});
+        probes.push((key.clone(), format!("p{k}")));
+    }
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    for (key, id) in &probes {
+        let want = &g[key];
+        assert_eq!(out.outputs[id]["shape"], want["shape"], "{key}");
+        let got = f32s(&out.outputs[id]["values"]);
+        let want = hexes(&want["data"]);
+        // Bilinear resizes (mask, resize_source) round as torch's to the last bit or two.
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err <= 1e-6, "{key}: max |Δ| {err:e}");
+    }
+    assert_eq!(probes.len(), 71);
+}
+
+#[test]
+fn latent_concat_names_a_shape_mismatch() {
+    let (_d, env, reg) = setup();
+    let lat = |name: &str| json!({"class_type": "GoldenLatent", "inputs": {"name": name}});
+    let p = json!({
+        "a": lat("a"), "by": lat("by"),
+        "c": {"class_type": "LatentConcat", "inputs": {"samples1": ["a", 0], "samples2": ["by", 0], "dim": "x"}},
+        "p": {"class_type": "ProbeLatent", "inputs": {"samples": ["c", 0]}}
+    });
+    let out = run(&reg, &env, &p);
+    let msg = format!("{:?}", out.status);
+    assert!(
+        msg.contains("LatentConcat") && msg.contains("samples2") && msg.contains("[1, 4, 2, 5]"),
+        "{msg}"
+    );
 }

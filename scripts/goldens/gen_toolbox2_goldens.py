@@ -6,6 +6,7 @@
 * "dual_cfg": Guider_DualCFG.predict_noise (comfy_extras/nodes_custom_sampler.py) and the
   plain CFGGuider's, on fixed cond1/cond2/negative model outputs (a model whose prediction
   is a fixed tensor per conditioning), for both styles and several cfg pairs including 1.0.
+* "latent_nodes": LatentCompositeMasked, LatentConcat, LatentCut on fixed random latents.
 
 Usage (ComfyUI v0.3.64 source and torch; see /work/ref/README.txt):
     cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox2_goldens.py [OUT.json]
@@ -78,10 +79,44 @@ def dual_cfg():
     return res
 
 
+def hx(t):
+    return {"shape": list(t.shape), "data": [g.f32hex(v) for v in t.flatten().tolist()]}
+
+
+def latent_nodes():
+    """LatentCompositeMasked (nodes_mask.py), LatentConcat and LatentCut (nodes_latent.py) on
+    fixed random latents; "inputs" holds them, each case its output."""
+    import comfy_extras.nodes_mask as nm
+    import comfy_extras.nodes_latent as nl
+    gen = torch.Generator().manual_seed(11)
+    r = lambda *s: torch.randn(list(s), generator=gen)
+    inputs = {"dest": r(2, 4, 8, 10), "source": r(1, 4, 5, 6), "mask": torch.rand([1, 12, 14], generator=gen),
+              "a": r(2, 4, 6, 5), "bx": r(1, 4, 6, 3), "by": r(1, 4, 2, 5), "bt": r(1, 3, 6, 5)}
+    res = {"inputs": {k: hx(v) for k, v in inputs.items()}, "cases": {}}
+    lat = lambda k: {"samples": inputs[k].clone()}
+    for x, y in ((0, 0), (16, 24), (72, 40), (200, 200), (13, 7)):
+        for resize in (False, True):
+            for mask in (None, "mask"):
+                m = None if mask is None else inputs["mask"].clone()
+                out = nm.LatentCompositeMasked().composite(lat("dest"), lat("source"), x, y, resize, m)[0]
+                res["cases"][f"LatentCompositeMasked/{x}/{y}/{resize}/{mask}"] = hx(out["samples"])
+    for dim in ("x", "-x", "y", "-y", "t", "-t"):
+        b = "b" + dim[-1]
+        out = out0(nl.LatentConcat.execute(lat("a"), lat(b), dim))
+        res["cases"][f"LatentConcat/{dim}/{b}"] = hx(out["samples"])
+    for dim in ("x", "y", "t"):
+        for index in (0, 2, -2, -10, 10):
+            for amount in (1, 3, 100):
+                out = out0(nl.LatentCut.execute(lat("a"), dim, index, amount))
+                res["cases"][f"LatentCut/{dim}/{index}/{amount}"] = hx(out["samples"])
+    return res
+
+
 def main():
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox2_golden.json")
     torch.set_num_threads(1)
-    data = {"machine": g.machine(), "gits": gits(), "dual_cfg": dual_cfg()}
+    data = {"machine": g.machine(), "gits": gits(), "dual_cfg": dual_cfg(),
+            "latent_nodes": latent_nodes()}
     with open(out, "w") as f:
         json.dump(g.finite(data), f, indent=0, allow_nan=False)
         f.write("\n")

@@ -364,26 +364,22 @@ fn repeat_batch(p: &Planes, batch: usize) -> Planes {
     Planes::new(batch, p.c, p.h, p.w, data)
 }
 
-/// `composite(destination, source, x, y, mask, multiplier=1, resize_source)` of
-/// `comfy_extras/nodes_mask.py` on image planes (x, y ≥ 0).
-fn composite_image(
+/// `composite(destination, source, x, y, mask, multiplier, resize_source)` of
+/// `comfy_extras/nodes_mask.py` (x, y ≥ 0): multiplier 1 for images, 8 for latents (x, y in
+/// pixels). `layout` is the source tensor's memory layout, which decides how torch's
+/// bilinear `resize_source` rounds: images are channels-last views (`movedim(-1, 1)`),
+/// latents contiguous.
+pub(super) fn composite(
     dest: &Planes,
     source: &Planes,
-    x: usize,
-    y: usize,
+    (x, y): (usize, usize),
     mask: Option<&Planes>,
-    resize_source: bool,
+    multiplier: usize,
+    resize_source: Option<TorchLayout>,
 ) -> Result<Planes, NodeError> {
     let mut source = source.clone();
-    if resize_source {
-        // F.interpolate(bilinear) of `source.movedim(-1, 1)` (a channels-last view).
-        source = interpolate(
-            &source,
-            dest.h,
-            dest.w,
-            Interp::Bilinear,
-            TorchLayout::ChannelsLast,
-        );
+    if let Some(layout) = resize_source {
+        source = interpolate(&source, dest.h, dest.w, Interp::Bilinear, layout);
     }
     if dest.n == 0 || source.n == 0 {
         return Err(NodeError::input("source", "is an empty batch"));
@@ -399,8 +395,8 @@ fn composite_image(
             ),
         ));
     }
-    let x = x.min(dest.w);
-    let y = y.min(dest.h);
+    let x = x.min(dest.w * multiplier) / multiplier;
+    let y = y.min(dest.h * multiplier) / multiplier;
     let (vw, vh) = ((dest.w - x).min(source.w), (dest.h - y).min(source.h));
     let mask = match mask {
         Some(m) => {
@@ -491,13 +487,14 @@ impl Node for ImageCompositeMasked {
             Some(_) => Some(Planes::from_mask(&i.object::<Mask>("mask")?.0)?),
             None => None,
         };
-        let out = composite_image(
+        let out = composite(
             &dest,
             &source,
-            count(i, "x")?,
-            count(i, "y")?,
+            (count(i, "x")?, count(i, "y")?),
             mask.as_ref(),
-            i.boolean("resize_source")?,
+            1,
+            i.boolean("resize_source")?
+                .then_some(TorchLayout::ChannelsLast),
         )?;
         image_out(&out)
     }
