@@ -14,7 +14,7 @@
 use candle_core::{Device, Tensor};
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{Executor, ExecutorConfig, Interrupt, NoEvents, RunOutcome, RunStatus};
-use comfyrs::node::types::{Latent, Mask};
+use comfyrs::node::types::{Image, Latent, Mask};
 use comfyrs::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     Value,
@@ -125,6 +125,36 @@ impl Node for GoldenMask {
     }
 }
 
+/// IMAGE `image_nodes.inputs.<name>`.
+struct GoldenImage;
+impl Node for GoldenImage {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("GoldenImage")
+            .input(InputSpec::string("name"))
+            .output(OutputSpec::new("IMAGE"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let t = golden_tensor(&golden()["image_nodes"]["inputs"][i.string("name")?]);
+        Ok(NodeOutput::one(Value::object(Image(t))))
+    }
+}
+
+struct ProbeImage;
+impl Node for ProbeImage {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ProbeImage")
+            .input(InputSpec::of("image", "IMAGE"))
+            .output_node()
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let t = &i.object::<Image>("image")?.0;
+        let mut ui = Map::new();
+        ui.insert("values".into(), json!(t.flatten_all()?.to_vec1::<f32>()?));
+        ui.insert("shape".into(), json!(t.dims()));
+        Ok(NodeOutput::ui(ui))
+    }
+}
+
 fn setup() -> (tempfile::TempDir, Arc<Environment>, Arc<Registry>) {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Paths::under(dir.path());
@@ -137,6 +167,8 @@ fn setup() -> (tempfile::TempDir, Arc<Environment>, Arc<Registry>) {
     reg.register(ProbeLatent).unwrap();
     reg.register(GoldenLatent).unwrap();
     reg.register(GoldenMask).unwrap();
+    reg.register(GoldenImage).unwrap();
+    reg.register(ProbeImage).unwrap();
     (dir, Arc::new(Environment::new(paths)), Arc::new(reg))
 }
 
@@ -157,7 +189,7 @@ fn object_info_matches_comfyui() {
     let want: Json = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (_d, env, reg) = setup();
     let classes = want.as_object().unwrap();
-    assert_eq!(classes.len(), 5);
+    assert_eq!(classes.len(), 8);
     for (class, info) in classes {
         let ours = reg
             .schema(class)
@@ -422,6 +454,81 @@ fn latent_concat_names_a_shape_mismatch() {
     let msg = format!("{:?}", out.status);
     assert!(
         msg.contains("LatentConcat") && msg.contains("samples2") && msg.contains("[1, 4, 2, 5]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn image_postprocess_nodes_match_comfyui() {
+    let (_d, env, reg) = setup();
+    let g = &golden()["image_nodes"]["cases"];
+    let img = |name: &str| json!({"class_type": "GoldenImage", "inputs": {"name": name}});
+    let mut p = json!({"a": img("a"), "b": img("b"), "small": img("small"), "rgba": img("rgba")});
+    let mut probes = Vec::new();
+    for (k, key) in g.as_object().unwrap().keys().enumerate() {
+        let v: Vec<&str> = key.split('/').collect();
+        let f = |j: usize| v[j].parse::<f64>().unwrap();
+        let n = |j: usize| v[j].parse::<i64>().unwrap();
+        let node = match v[0] {
+            "ImageBlend" => json!({"class_type": v[0], "inputs": {"image1": ["a", 0],
+                "image2": [v[3], 0], "blend_factor": f(2), "blend_mode": v[1]}}),
+            "ImageBlur" => json!({"class_type": v[0], "inputs": {"image": ["a", 0],
+                "blur_radius": n(1), "sigma": f(2)}}),
+            "ImageSharpen" => json!({"class_type": v[0], "inputs": {"image": ["a", 0],
+                "sharpen_radius": n(1), "sigma": f(2), "alpha": f(3)}}),
+            other => panic!("{other}"),
+        };
+        p[format!("n{k}")] = node;
+        p[format!("p{k}")] =
+            json!({"class_type": "ProbeImage", "inputs": {"image": [format!("n{k}"), 0]}});
+        probes.push((key.clone(), format!("p{k}")));
+    }
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    for (key, id) in &probes {
+        let want = &g[key];
+        assert_eq!(out.outputs[id]["shape"], want["shape"], "{key}");
+        let got = f32s(&out.outputs[id]["values"]);
+        let want = hexes(&want["data"]);
+        // Element-wise ops are exact but soft light; the convolutions and the bicubic resize add in another
+        // order than torch's kernels (a few ulps).
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let tol = if key.starts_with("ImageBlend/soft_light") && !key.ends_with("small") {
+            // torch vectorises the soft-light polynomial (one ulp in a few values).
+            1.2e-7
+        } else if key.starts_with("ImageBlend") && !key.ends_with("small") {
+            0.0
+        } else if key.starts_with("ImageSharpen") {
+            // The sharpening kernel's weights reach 10·alpha: the sums' rounding scales
+            // with them.
+            2e-7 * (1.0 + 20.0 * v_alpha(key))
+        } else {
+            2e-6
+        };
+        assert!(err <= tol, "{key}: max |Δ| {err:e}");
+    }
+    assert_eq!(probes.len(), 90);
+}
+
+fn v_alpha(key: &str) -> f32 {
+    key.rsplit('/').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn image_blur_names_an_image_smaller_than_the_radius() {
+    let (_d, env, reg) = setup();
+    let p = json!({
+        "s": {"class_type": "GoldenImage", "inputs": {"name": "small"}},
+        "b": {"class_type": "ImageBlur", "inputs": {"image": ["s", 0], "blur_radius": 5, "sigma": 1.0}},
+        "p": {"class_type": "ProbeImage", "inputs": {"image": ["b", 0]}}
+    });
+    let out = run(&reg, &env, &p);
+    let msg = format!("{:?}", out.status);
+    assert!(
+        msg.contains("ImageBlur") && msg.contains("image") && msg.contains("radius of 5"),
         "{msg}"
     );
 }

@@ -7,6 +7,8 @@
   plain CFGGuider's, on fixed cond1/cond2/negative model outputs (a model whose prediction
   is a fixed tensor per conditioning), for both styles and several cfg pairs including 1.0.
 * "latent_nodes": LatentCompositeMasked, LatentConcat, LatentCut on fixed random latents.
+* "image_nodes": ImageBlend (every mode, resized and RGBA second images), ImageBlur and
+  ImageSharpen on fixed random images.
 
 Usage (ComfyUI v0.3.64 source and torch; see /work/ref/README.txt):
     cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox2_goldens.py [OUT.json]
@@ -112,11 +114,31 @@ def latent_nodes():
     return res
 
 
+def image_nodes():
+    """ImageBlend, ImageBlur, ImageSharpen (nodes_post_processing.py) on fixed random images."""
+    import comfy_extras.nodes_post_processing as npp
+    gen = torch.Generator().manual_seed(13)
+    inputs = {"a": torch.rand([2, 9, 11, 3], generator=gen), "b": torch.rand([2, 9, 11, 3], generator=gen),
+              "small": torch.rand([1, 6, 5, 3], generator=gen), "rgba": torch.rand([1, 9, 11, 4], generator=gen)}
+    res = {"inputs": {k: hx(v) for k, v in inputs.items()}, "cases": {}}
+    for mode in ("normal", "multiply", "screen", "overlay", "soft_light", "difference"):
+        for factor in (0.5, 1.0, 0.23):
+            for other in ("b", "small", "rgba"):
+                out = out0(npp.Blend.execute(inputs["a"].clone(), inputs[other].clone(), factor, mode))
+                res["cases"][f"ImageBlend/{mode}/{factor}/{other}"] = hx(out)
+    for r in (1, 3, 4):
+        for sigma in (1.0, 0.3, 4.5):
+            res["cases"][f"ImageBlur/{r}/{sigma}"] = hx(out0(npp.Blur.execute(inputs["a"].clone(), r, sigma)))
+            for alpha in (1.0, 0.0, 2.5):
+                res["cases"][f"ImageSharpen/{r}/{sigma}/{alpha}"] = hx(out0(npp.Sharpen.execute(inputs["a"].clone(), r, sigma, alpha)))
+    return res
+
+
 def main():
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox2_golden.json")
     torch.set_num_threads(1)
     data = {"machine": g.machine(), "gits": gits(), "dual_cfg": dual_cfg(),
-            "latent_nodes": latent_nodes()}
+            "latent_nodes": latent_nodes(), "image_nodes": image_nodes()}
     with open(out, "w") as f:
         json.dump(g.finite(data), f, indent=0, allow_nan=False)
         f.write("\n")

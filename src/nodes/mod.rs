@@ -11,6 +11,7 @@ pub mod flux;
 pub mod guidance;
 pub mod image_edit;
 pub mod image_io;
+pub mod image_postprocess;
 pub mod image_transform;
 pub mod inpaint;
 pub mod latent;
@@ -45,6 +46,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     inpaint::register(r)?;
     image_edit::register(r)?;
     image_io::register(r)?;
+    image_postprocess::register(r)?;
     image_transform::register(r)?;
     latent::register(r)?;
     latent_ops::register(r)?;
