@@ -11,17 +11,23 @@
 //! * on the tiny SD1.5 fixture DualCFGGuider reduces to CFGGuider where the maths says it
 //!   must (regular with cond2 = negative, nested with cond2 = cond1), and differs otherwise.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use comfyrs::env::{Environment, Paths};
 use comfyrs::exec::{Executor, ExecutorConfig, Interrupt, NoEvents, RunOutcome, RunStatus};
+use comfyrs::models::fixture::TINY_SD15_PATH;
+use comfyrs::models::unet::OutputBlockPatch;
 use comfyrs::node::types::{Image, Latent, Mask};
 use comfyrs::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     Value,
 };
+use comfyrs::nodes::sampling::run_sampler;
 use comfyrs::nodes::sd_types::Sigmas;
+use comfyrs::nodes::sd_types::{split_checkpoint, CondEntry, Conditioning, ModelCache};
 use comfyrs::prompt::prepare;
 use comfyrs::sampling::cfg_patches::{CfgFunction, CfgPatches, DualCfg, PostCfg};
+use comfyrs::sampling::samplers::SamplerKind;
+use comfyrs::sampling::unet_patches::FreeU;
 use comfyrs::workflow::{parse_workflow, Overrides};
 use serde_json::{json, Map, Value as Json};
 use std::path::PathBuf;
@@ -189,7 +195,7 @@ fn object_info_matches_comfyui() {
     let want: Json = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (_d, env, reg) = setup();
     let classes = want.as_object().unwrap();
-    assert_eq!(classes.len(), 8);
+    assert_eq!(classes.len(), 10);
     for (class, info) in classes {
         let ours = reg
             .schema(class)
@@ -531,4 +537,120 @@ fn image_blur_names_an_image_smaller_than_the_radius() {
         msg.contains("ImageBlur") && msg.contains("image") && msg.contains("radius of 5"),
         "{msg}"
     );
+}
+
+fn freeu_of(key: &str, model_channels: usize) -> FreeU {
+    // "<class>/b1/b2/s1/s2[/<input>]"
+    let v: Vec<&str> = key.split('/').collect();
+    let f = |j: usize| v[j].parse::<f64>().unwrap();
+    FreeU {
+        b1: f(1),
+        b2: f(2),
+        s1: f(3),
+        s2: f(4),
+        v2: v[0] == "FreeU_V2",
+        model_channels,
+    }
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn freeu_patches_match_comfyui() {
+    let g = &golden()["freeu_patch"];
+    let mut n = 0;
+    for (key, want) in g["cases"].as_object().unwrap() {
+        let input = &g["inputs"][key.rsplit('/').next().unwrap()];
+        let (h, hsp) = (golden_tensor(&input["h"]), golden_tensor(&input["hsp"]));
+        let (oh, ohsp) = freeu_of(key, 32).apply(h, hsp).unwrap();
+        assert_eq!(oh.dims(), golden_tensor(&want["h"]).dims(), "{key}");
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // The backbone scale is float32 element-wise (the V2 channel mean sums in another
+        // order: an ulp); the Fourier filter is torch's complex64 FFT round trip against
+        // four coefficients in f64: float32 noise of the skip's scale (|hsp| ≲ 8).
+        let eh = max_abs(&flat(&oh), &hexes(&want["h"]["data"]));
+        let ehsp = max_abs(&flat(&ohsp), &hexes(&want["hsp"]["data"]));
+        assert!(eh <= 1e-6, "{key}: h max |Δ| {eh:e}");
+        assert!(ehsp <= 4e-6, "{key}: hsp max |Δ| {ehsp:e}");
+        n += 1;
+    }
+    assert_eq!(n, 15);
+}
+
+#[test]
+fn freeu_sampling_matches_comfyui() {
+    let g = &golden()["freeu_sampling"];
+    let ck = ModelCache::default()
+        .checkpoint(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(TINY_SD15_PATH),
+            &comfyrs::compute::Compute::default(),
+        )
+        .unwrap();
+    let base = split_checkpoint(&ck).0;
+    let c = |k: &str| Conditioning(vec![CondEntry::new(golden_tensor(&g[k]), None)]);
+    let (pos, neg) = (c("pos"), c("neg"));
+    let sigmas = golden_tensor(&g["sigmas"]).to_vec1::<f32>().unwrap();
+    let noise = golden_tensor(&g["noise"]);
+    let latent = Latent::new(Tensor::zeros((1, 4, 8, 8), DType::F32, &Device::Cpu).unwrap());
+    let mc = g["model_channels"].as_u64().unwrap() as usize;
+    let mut outs = Vec::new();
+    for (key, want) in g["cases"].as_object().unwrap() {
+        let mut model = base.clone();
+        if key != "none" {
+            model.unet_patches.output_block.push(freeu_of(key, mc));
+        }
+        let (out, _) = run_sampler(
+            None,
+            &model,
+            &pos,
+            Some(&neg),
+            6.0,
+            SamplerKind::Euler,
+            &sigmas,
+            &latent,
+            &noise,
+            42,
+        )
+        .unwrap();
+        let got = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = hexes(&want["data"]);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = max_abs(&got, &want);
+        assert!(
+            err <= 1e-5 * scale,
+            "{key}: max |Δ| {err:e} of scale {scale}"
+        );
+        outs.push(got);
+    }
+    assert_eq!(outs.len(), 3);
+    assert!(max_abs(&outs[0], &outs[1]) > 1e-3 && max_abs(&outs[0], &outs[2]) > 1e-3);
+}
+
+#[test]
+fn freeu_nodes_patch_the_model_in_a_workflow() {
+    let (_d, env, reg) = setup();
+    let mut p = json!({
+        "m": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+        "a": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["m", 1]}},
+        "n": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["m", 1]}},
+        "l": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "u1": {"class_type": "FreeU", "inputs": {"model": ["m", 0], "b1": 1.0, "b2": 1.0, "s1": 1.0, "s2": 1.0}},
+        "u2": {"class_type": "FreeU_V2", "inputs": {"model": ["m", 0], "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}}
+    });
+    for (k, model) in ["m", "u1", "u2"].iter().enumerate() {
+        p[format!("k{k}")] = json!({"class_type": "KSampler", "inputs": {"model": [model, 0],
+            "seed": 3, "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+            "positive": ["a", 0], "negative": ["n", 0], "latent_image": ["l", 0], "denoise": 1.0}});
+        p[format!("p{k}")] =
+            json!({"class_type": "ProbeLatent", "inputs": {"samples": [format!("k{k}"), 0]}});
+    }
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    let v = |id: &str| f32s(&out.outputs[id]["values"]);
+    // All factors 1: the identity patch.
+    assert_eq!(v("p0"), v("p1"));
+    assert!(max_abs(&v("p0"), &v("p2")) > 1e-3);
 }

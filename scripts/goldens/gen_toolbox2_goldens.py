@@ -9,6 +9,9 @@
 * "latent_nodes": LatentCompositeMasked, LatentConcat, LatentCut on fixed random latents.
 * "image_nodes": ImageBlend (every mode, resized and RGBA second images), ImageBlur and
   ImageSharpen on fixed random images.
+* "freeu_patch": FreeU / FreeU_V2's output_block_patch on fixed (h, hsp) pairs.
+* "freeu_sampling": tiny_sd15 (fixtures/models) sampled by comfy.samplers.sample unpatched
+  and with FreeU / FreeU_V2.
 
 Usage (ComfyUI v0.3.64 source and torch; see /work/ref/README.txt):
     cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox2_goldens.py [OUT.json]
@@ -134,11 +137,98 @@ def image_nodes():
     return res
 
 
+class FakeUnetModel:
+    """What FreeU's patch reads (`model.model.model_config.unet_config`) and records."""
+
+    def __init__(self, model_channels):
+        import types
+        self.model = types.SimpleNamespace(model_config=types.SimpleNamespace(
+            unet_config={"model_channels": model_channels}))
+        self.patch = None
+
+    def clone(self):
+        return self
+
+    def set_model_output_block_patch(self, f):
+        self.patch = f
+
+
+def freeu_patch():
+    """FreeU / FreeU_V2's output_block_patch (nodes_freelunch.py) on fixed h / hsp pairs for
+    model_channels 32: 128 channels (b1, s1), 64 (b2, s2) and 96 (untouched), several sizes."""
+    import comfy_extras.nodes_freelunch as nf
+    gen = torch.Generator().manual_seed(17)
+    res = {"inputs": {}, "cases": {}}
+    shapes = {"c128": (2, 128, 3, 4), "c64": (1, 64, 6, 5), "c64_thin": (1, 64, 5, 1), "c96": (1, 96, 2, 2),
+              "c128_one": (1, 128, 1, 1)}
+    for name, shape in shapes.items():
+        h = torch.randn(list(shape), generator=gen)
+        hsp = torch.randn(list(shape), generator=gen) * 2.0
+        res["inputs"][name] = {"h": hx(h), "hsp": hx(hsp)}
+        for cls, params in (("FreeU", (1.1, 1.2, 0.9, 0.2)), ("FreeU_V2", (1.3, 1.4, 0.9, 0.2)),
+                            ("FreeU_V2", (0.7, 2.0, 1.5, 0.0))):
+            m = FakeUnetModel(32)
+            getattr(nf, cls)().patch(m, *params)
+            oh, ohsp = m.patch(h.clone(), hsp.clone(), {})
+            key = f"{cls}/{'/'.join(str(v) for v in params)}/{name}"
+            res["cases"][key] = {"h": hx(oh), "hsp": hx(ohsp)}
+    return res
+
+
+def tiny_sd15_model():
+    """tiny_sd15's UNet as ComfyUI builds it (see gen_controlnet_goldens.py: the BASE config
+    with SD1's 8 heads)."""
+    from safetensors.torch import load_file
+    import comfy.latent_formats
+    import comfy.model_detection
+    import comfy.model_patcher
+    from comfy.ldm.modules.attention import CrossAttention
+    sd = load_file(os.path.join(g.REPO, "fixtures", "models", "checkpoints", "tiny_sd15.safetensors"))
+    prefix = "model.diffusion_model."
+    mc = comfy.model_detection.model_config_from_unet(sd, prefix, use_base_if_no_match=True)
+    mc.latent_format = comfy.latent_formats.SD15()
+    mc.set_inference_dtype(torch.float32, None)
+    model = mc.get_model(sd, prefix)
+    model.load_model_weights(sd, prefix)
+    for mod in model.modules():
+        if isinstance(mod, CrossAttention):
+            mod.heads = 8
+    return comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+
+
+def freeu_sampling():
+    """tiny_sd15 through comfy.samplers.sample (euler, "normal" 3 steps, cfg 6, noise
+    prepare_noise(zeros [1,4,8,8], 42)), unpatched and with FreeU / FreeU_V2 applied by the
+    nodes' own patch, on seeded random cross-attention conds."""
+    import comfy.sample
+    import comfy.samplers
+    import comfy_extras.nodes_freelunch as nf
+    gen = torch.Generator().manual_seed(19)
+    pos = torch.randn(1, 77, 32, generator=gen)
+    neg = torch.randn(1, 77, 32, generator=gen)
+    base = tiny_sd15_model()
+    latent = torch.zeros(1, 4, 8, 8)
+    noise = comfy.sample.prepare_noise(latent, 42)
+    sigmas = comfy.samplers.calculate_sigmas(base.get_model_object("model_sampling"), "normal", 3)
+    res = {"model_channels": base.model.model_config.unet_config["model_channels"],
+           "pos": hx(pos), "neg": hx(neg), "noise": hx(noise), "sigmas": hx(sigmas.float()), "cases": {}}
+    cases = {"none": base,
+             "FreeU/1.1/1.2/0.9/0.2": nf.FreeU().patch(base, 1.1, 1.2, 0.9, 0.2)[0],
+             "FreeU_V2/1.3/1.4/0.9/0.2": nf.FreeU_V2().patch(base, 1.3, 1.4, 0.9, 0.2)[0]}
+    for name, m in cases.items():
+        out = comfy.samplers.sample(m, noise, [[pos, {}]], [[neg, {}]], 6.0, "cpu",
+                                    comfy.samplers.sampler_object("euler"), sigmas,
+                                    latent_image=latent, disable_pbar=True, seed=42)
+        res["cases"][name] = hx(out)
+    return res
+
+
 def main():
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox2_golden.json")
     torch.set_num_threads(1)
     data = {"machine": g.machine(), "gits": gits(), "dual_cfg": dual_cfg(),
-            "latent_nodes": latent_nodes(), "image_nodes": image_nodes()}
+            "latent_nodes": latent_nodes(), "image_nodes": image_nodes(),
+            "freeu_patch": freeu_patch(), "freeu_sampling": freeu_sampling()}
     with open(out, "w") as f:
         json.dump(g.finite(data), f, indent=0, allow_nan=False)
         f.write("\n")

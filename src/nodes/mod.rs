@@ -21,6 +21,7 @@ pub mod loaders;
 pub mod lora;
 pub mod mask;
 pub mod model_loaders_pending;
+pub mod model_patches;
 pub mod model_sampling;
 mod primitives;
 pub mod sampling;
@@ -54,6 +55,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     loaders::register(r)?;
     lora::register(r)?;
     mask::register(r)?;
+    model_patches::register(r)?;
     model_sampling::register(r)?;
     sampling::register(r)?;
     save_image_websocket::register(r)?;

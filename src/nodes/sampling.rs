@@ -136,6 +136,8 @@ impl CondModel for ModelApply<'_> {
                 ref_latents: c.ref_latents,
                 ref_method: c.ref_method,
                 control: control.as_ref(),
+                output_block_patch: (!self.0.unet_patches.is_empty())
+                    .then_some(&self.0.unet_patches as _),
             })
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .to_dtype(DType::F32)?;

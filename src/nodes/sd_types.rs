@@ -37,6 +37,8 @@ pub struct SdModel {
     pub family: Family,
     /// Patches of the CFG combine (RescaleCFG, CFGNorm); empty by default.
     pub cfg_patches: crate::sampling::cfg_patches::CfgPatches,
+    /// Patches of the UNet's skip connections (FreeU); empty by default.
+    pub unet_patches: crate::sampling::unet_patches::UnetPatches,
 }
 
 impl SdModel {
@@ -234,6 +236,7 @@ pub fn model_payload(
         sampling: Arc::new(family_sampling(family, prediction)),
         family,
         cfg_patches: Default::default(),
+        unet_patches: Default::default(),
     }
 }
 

@@ -11,7 +11,8 @@
 //!   scaling.
 //! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling;
 //!   [`gits_levels`] holds GITSScheduler's noise-level tables.
-//! * [`cfg_patches`] — model patches of the CFG combine (RescaleCFG, CFGNorm).
+//! * [`cfg_patches`] — model patches of the CFG combine (RescaleCFG, CFGNorm), DualCFGGuider's.
+//! * [`unet_patches`] — model patches of the UNet's skip connections (FreeU, FreeU_V2).
 //! * [`samplers`] — the [`samplers::Denoiser`] trait, [`samplers::SamplerKind`],
 //!   [`samplers::sample`], and the start/end-of-sampling helpers.
 //! * [`conds`] — sampling-time conditioning: areas, masks, strengths, timestep ranges,
@@ -33,3 +34,4 @@ pub mod samplers;
 pub mod schedulers;
 pub mod seed_sequence;
 pub mod torch_math;
+pub mod unet_patches;

@@ -23,6 +23,13 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::models::controlnet::ControlResiduals;
+
+/// A MODEL patch of the skip connections (ComfyUI's `output_block_patch`, e.g. FreeU): called
+/// for every output block with the hidden state `h` and the popped skip `hsp` (after its
+/// ControlNet residual), before they are concatenated; returns the new pair.
+pub trait OutputBlockPatch: Send + Sync + std::fmt::Debug {
+    fn apply(&self, h: Tensor, hsp: Tensor) -> candle_core::Result<(Tensor, Tensor)>;
+}
 use crate::models::nn::activations::geglu;
 use crate::models::nn::linear::{linear, Linear};
 use crate::models::nn::{conv, group_norm, has, silu, Conv2d, GroupNorm};
@@ -572,6 +579,21 @@ impl Unet {
         y: Option<&Tensor>,
         control: Option<&ControlResiduals>,
     ) -> Result<Tensor> {
+        self.forward_patched(x, timesteps, context, y, control, None)
+    }
+
+    /// [`Unet::forward_with_control`] with an [`OutputBlockPatch`] applied on every output
+    /// block's (h, skip) pair, where ComfyUI's `openaimodel.py` applies
+    /// `output_block_patch`.
+    pub fn forward_patched(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        y: Option<&Tensor>,
+        control: Option<&ControlResiduals>,
+        output_block_patch: Option<&dyn OutputBlockPatch>,
+    ) -> Result<Tensor> {
         let mut control = control.cloned();
         let m = &self.0;
         let (in_dtype, in_device) = (x.dtype(), x.device().clone());
@@ -633,7 +655,10 @@ impl Unet {
         h = apply_control(h, control.as_mut().map(|c| &mut c.middle), m.dtype)?;
         for blk in &m.output_blocks {
             let skip = hs.pop().expect("as many skips as output blocks");
-            let skip = apply_control(skip, control.as_mut().map(|c| &mut c.output), m.dtype)?;
+            let mut skip = apply_control(skip, control.as_mut().map(|c| &mut c.output), m.dtype)?;
+            if let Some(p) = output_block_patch {
+                (h, skip) = p.apply(h, skip)?;
+            }
             h = Tensor::cat(&[&h, &skip], 1)?;
             let out_shape = match hs.last() {
                 Some(s) => {
