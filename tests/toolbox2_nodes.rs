@@ -1,4 +1,4 @@
-//! GITSScheduler and DualCFGGuider against ComfyUI's own code:
+//! The issue-15 nodes of this branch against ComfyUI's own code:
 //!
 //! * `/object_info` equals ComfyUI a125cd84's (`tests/data/object_info_toolbox2.json`, from its
 //!   server via `scripts/goldens/gen_object_info.py`);
@@ -8,6 +8,12 @@
 //! * DualCFGGuider's combine equals `Guider_DualCFG.predict_noise` on fixed predictions, both
 //!   styles, cfg 1 skips included, plain and with RescaleCFG + CFGNorm (`dual_cfg`), within 2e-6
 //!   of the output's scale;
+//! * FreeU / FreeU_V2's skip patch equals their `output_block_patch` on fixed tensors
+//!   (`freeu_patch`), and tiny_sd15 sampled with FreeU, FreeU_V2, PerturbedAttentionGuidance
+//!   (and FreeU_V2 + PAG) equals `comfy.samplers.sample` with the nodes' own patches within
+//!   1e-5 of the output's scale (`patch_sampling`);
+//! * LatentCompositeMasked, LatentConcat, LatentCut, ImageBlend, ImageBlur, ImageSharpen
+//!   equal ComfyUI's node functions on fixed inputs (`latent_nodes`, `image_nodes`);
 //! * on the tiny SD1.5 fixture DualCFGGuider reduces to CFGGuider where the maths says it
 //!   must (regular with cond2 = negative, nested with cond2 = cond1), and differs otherwise.
 
@@ -195,7 +201,7 @@ fn object_info_matches_comfyui() {
     let want: Json = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (_d, env, reg) = setup();
     let classes = want.as_object().unwrap();
-    assert_eq!(classes.len(), 10);
+    assert_eq!(classes.len(), 11);
     for (class, info) in classes {
         let ours = reg
             .schema(class)
@@ -297,6 +303,7 @@ fn dual_cfg_combine_matches_comfyui() {
                 &pos,
                 &x,
                 sigma,
+                &mut |_| unreachable!("no PAG patch"),
             )
             .unwrap();
         let got = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -581,8 +588,8 @@ fn freeu_patches_match_comfyui() {
 }
 
 #[test]
-fn freeu_sampling_matches_comfyui() {
-    let g = &golden()["freeu_sampling"];
+fn patched_model_sampling_matches_comfyui() {
+    let g = &golden()["patch_sampling"];
     let ck = ModelCache::default()
         .checkpoint(
             &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(TINY_SD15_PATH),
@@ -599,8 +606,14 @@ fn freeu_sampling_matches_comfyui() {
     let mut outs = Vec::new();
     for (key, want) in g["cases"].as_object().unwrap() {
         let mut model = base.clone();
-        if key != "none" {
-            model.unet_patches.output_block.push(freeu_of(key, mc));
+        for part in key.split('+').filter(|p| *p != "none") {
+            if let Some(scale) = part.strip_prefix("PAG/") {
+                model.cfg_patches.post_cfg.push(PostCfg::Pag {
+                    scale: scale.parse().unwrap(),
+                });
+            } else {
+                model.unet_patches.output_block.push(freeu_of(part, mc));
+            }
         }
         let (out, _) = run_sampler(
             None,
@@ -623,14 +636,22 @@ fn freeu_sampling_matches_comfyui() {
             err <= 1e-5 * scale,
             "{key}: max |Δ| {err:e} of scale {scale}"
         );
-        outs.push(got);
+        outs.push((key.clone(), got));
     }
-    assert_eq!(outs.len(), 3);
-    assert!(max_abs(&outs[0], &outs[1]) > 1e-3 && max_abs(&outs[0], &outs[2]) > 1e-3);
+    assert_eq!(outs.len(), 6);
+    let none = &outs.iter().find(|(k, _)| k == "none").unwrap().1;
+    for (k, o) in &outs {
+        match k.as_str() {
+            "none" => {}
+            // scale 0 returns the CFG result untouched.
+            "PAG/0.0" => assert_eq!(o, none),
+            _ => assert!(max_abs(o, none) > 1e-3, "{k} left the output unchanged"),
+        }
+    }
 }
 
 #[test]
-fn freeu_nodes_patch_the_model_in_a_workflow() {
+fn freeu_and_pag_nodes_patch_the_model_in_a_workflow() {
     let (_d, env, reg) = setup();
     let mut p = json!({
         "m": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
@@ -638,9 +659,10 @@ fn freeu_nodes_patch_the_model_in_a_workflow() {
         "n": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["m", 1]}},
         "l": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
         "u1": {"class_type": "FreeU", "inputs": {"model": ["m", 0], "b1": 1.0, "b2": 1.0, "s1": 1.0, "s2": 1.0}},
-        "u2": {"class_type": "FreeU_V2", "inputs": {"model": ["m", 0], "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}}
+        "u2": {"class_type": "FreeU_V2", "inputs": {"model": ["m", 0], "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}},
+        "g": {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["u2", 0], "scale": 3.0}}
     });
-    for (k, model) in ["m", "u1", "u2"].iter().enumerate() {
+    for (k, model) in ["m", "u1", "u2", "g"].iter().enumerate() {
         p[format!("k{k}")] = json!({"class_type": "KSampler", "inputs": {"model": [model, 0],
             "seed": 3, "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
             "positive": ["a", 0], "negative": ["n", 0], "latent_image": ["l", 0], "denoise": 1.0}});
@@ -653,4 +675,5 @@ fn freeu_nodes_patch_the_model_in_a_workflow() {
     // All factors 1: the identity patch.
     assert_eq!(v("p0"), v("p1"));
     assert!(max_abs(&v("p0"), &v("p2")) > 1e-3);
+    assert!(max_abs(&v("p2"), &v("p3")) > 1e-3);
 }

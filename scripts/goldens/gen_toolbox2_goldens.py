@@ -10,8 +10,8 @@
 * "image_nodes": ImageBlend (every mode, resized and RGBA second images), ImageBlur and
   ImageSharpen on fixed random images.
 * "freeu_patch": FreeU / FreeU_V2's output_block_patch on fixed (h, hsp) pairs.
-* "freeu_sampling": tiny_sd15 (fixtures/models) sampled by comfy.samplers.sample unpatched
-  and with FreeU / FreeU_V2.
+* "patch_sampling": tiny_sd15 (fixtures/models) sampled by comfy.samplers.sample unpatched
+  and with FreeU / FreeU_V2 / PerturbedAttentionGuidance.
 
 Usage (ComfyUI v0.3.64 source and torch; see /work/ref/README.txt):
     cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox2_goldens.py [OUT.json]
@@ -198,11 +198,13 @@ def tiny_sd15_model():
 
 def freeu_sampling():
     """tiny_sd15 through comfy.samplers.sample (euler, "normal" 3 steps, cfg 6, noise
-    prepare_noise(zeros [1,4,8,8], 42)), unpatched and with FreeU / FreeU_V2 applied by the
-    nodes' own patch, on seeded random cross-attention conds."""
+    prepare_noise(zeros [1,4,8,8], 42)), unpatched and with FreeU / FreeU_V2 /
+    PerturbedAttentionGuidance applied by the nodes' own patch, on seeded random
+    cross-attention conds."""
     import comfy.sample
     import comfy.samplers
     import comfy_extras.nodes_freelunch as nf
+    import comfy_extras.nodes_pag as npag
     gen = torch.Generator().manual_seed(19)
     pos = torch.randn(1, 77, 32, generator=gen)
     neg = torch.randn(1, 77, 32, generator=gen)
@@ -214,7 +216,11 @@ def freeu_sampling():
            "pos": hx(pos), "neg": hx(neg), "noise": hx(noise), "sigmas": hx(sigmas.float()), "cases": {}}
     cases = {"none": base,
              "FreeU/1.1/1.2/0.9/0.2": nf.FreeU().patch(base, 1.1, 1.2, 0.9, 0.2)[0],
-             "FreeU_V2/1.3/1.4/0.9/0.2": nf.FreeU_V2().patch(base, 1.3, 1.4, 0.9, 0.2)[0]}
+             "FreeU_V2/1.3/1.4/0.9/0.2": nf.FreeU_V2().patch(base, 1.3, 1.4, 0.9, 0.2)[0],
+             "PAG/3.0": out0(npag.PerturbedAttentionGuidance.execute(base, 3.0)),
+             "PAG/0.0": out0(npag.PerturbedAttentionGuidance.execute(base, 0.0)),
+             "FreeU_V2/1.3/1.4/0.9/0.2+PAG/1.5": out0(npag.PerturbedAttentionGuidance.execute(
+                 nf.FreeU_V2().patch(base, 1.3, 1.4, 0.9, 0.2)[0], 1.5))}
     for name, m in cases.items():
         out = comfy.samplers.sample(m, noise, [[pos, {}]], [[neg, {}]], 6.0, "cpu",
                                     comfy.samplers.sampler_object("euler"), sigmas,
@@ -228,7 +234,7 @@ def main():
     torch.set_num_threads(1)
     data = {"machine": g.machine(), "gits": gits(), "dual_cfg": dual_cfg(),
             "latent_nodes": latent_nodes(), "image_nodes": image_nodes(),
-            "freeu_patch": freeu_patch(), "freeu_sampling": freeu_sampling()}
+            "freeu_patch": freeu_patch(), "patch_sampling": freeu_sampling()}
     with open(out, "w") as f:
         json.dump(g.finite(data), f, indent=0, allow_nan=False)
         f.write("\n")

@@ -33,9 +33,9 @@ pub struct ModelInputs<'a> {
     pub ref_method: RefLatentsMethod,
     /// ControlNet residuals for this batch (ComfyUI's `control`), added by the UNet.
     pub control: Option<&'a ControlResiduals>,
-    /// A UNet skip-connection patch (FreeU); a Flux network has no such blocks and
-    /// ignores it, as ComfyUI's does.
-    pub output_block_patch: Option<&'a dyn crate::models::unet::OutputBlockPatch>,
+    /// Patches of a UNet's internals (FreeU, PAG); a Flux network has no such blocks and
+    /// ignores them, as ComfyUI's does.
+    pub unet: crate::models::unet::UnetOptions<'a>,
 }
 
 /// A diffusion network of any family comfyrs runs.
@@ -71,14 +71,9 @@ impl DiffusionNet {
     /// The network's prediction for one batch.
     pub fn forward(&self, i: &ModelInputs) -> Result<Tensor> {
         match self {
-            DiffusionNet::Unet(u) => u.forward_patched(
-                i.x,
-                i.timesteps,
-                i.context,
-                i.y,
-                i.control,
-                i.output_block_patch,
-            ),
+            DiffusionNet::Unet(u) => {
+                u.forward_patched(i.x, i.timesteps, i.context, i.y, i.control, i.unet)
+            }
             DiffusionNet::Flux(_) if i.control.is_some() => Err(ModelError::NotSupported(
                 "ControlNet residuals for a Flux model: comfyrs runs the SD1.x/SDXL (cldm) \
                  ControlNets only, which do not fit Flux"

@@ -136,7 +136,7 @@ impl LatentFormat {
     pub fn process_out(&self, z: &Tensor) -> Result<Tensor> {
         // A true division, as torch's `latent / scale_factor` (candle's scalar division
         // multiplies by the reciprocal, an ulp off for some values).
-        let scale = Tensor::new(self.scale_factor as f32, z.device())?.to_dtype(z.dtype())?;
+        let scale = Tensor::new(self.scale_factor, z.device())?.to_dtype(z.dtype())?;
         let z = z.broadcast_div(&scale)?;
         match self.shift_factor {
             None => Ok(z),
@@ -156,12 +156,12 @@ mod tests {
         let v: Vec<f32> = (0..2000).map(|i| (i as f32 - 1000.0) * 0.0137).collect();
         let t = Tensor::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap();
         let out = f.process_out(&t).unwrap().to_vec1::<f32>().unwrap();
-        let s = f.scale_factor as f32;
+        let s = f.scale_factor;
         for (x, o) in v.iter().zip(&out) {
             assert_eq!(o.to_bits(), (x / s).to_bits(), "{x}");
         }
         // The reciprocal multiply it replaces is off for some of these values.
-        let recip = (1.0 / f.scale_factor) as f32;
+        let recip = 1.0 / f.scale_factor;
         assert!(v.iter().any(|x| (x * recip).to_bits() != (x / s).to_bits()));
     }
 

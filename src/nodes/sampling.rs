@@ -6,12 +6,13 @@ use crate::models::controlnet::ControlStep;
 use crate::models::diffusion::ModelInputs;
 use crate::models::family::CondParams;
 use crate::models::flux::DEFAULT_GUIDANCE;
+use crate::models::unet::UnetOptions;
 use crate::node::types::Latent;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
-use crate::sampling::cfg_patches::DualCfg;
+use crate::sampling::cfg_patches::{DualCfg, DualCond};
 use crate::sampling::conds::{
     calc_cond_batch, flux_concat, prepare as prepare_conds, BatchConds, CondInput, CondModel,
     ExtraCondInput, Guidance, ModelConds, PrepareContext, PreparedConds,
@@ -69,8 +70,9 @@ pub(super) fn seed_input(name: &str) -> InputSpec {
 
 /// The diffusion network wrapped with its model sampling (ComfyUI's
 /// `BaseModel.apply_model`): scales the input, appends the concat channels, passes every
-/// model cond, returns denoised predictions.
-struct ModelApply<'a>(&'a SdModel);
+/// model cond, returns denoised predictions. The flag is PerturbedAttentionGuidance's
+/// perturbed pass (the middle block's self-attention maps replaced by the identity).
+struct ModelApply<'a>(&'a SdModel, bool);
 
 impl CondModel for ModelApply<'_> {
     fn apply(
@@ -136,8 +138,11 @@ impl CondModel for ModelApply<'_> {
                 ref_latents: c.ref_latents,
                 ref_method: c.ref_method,
                 control: control.as_ref(),
-                output_block_patch: (!self.0.unet_patches.is_empty())
-                    .then_some(&self.0.unet_patches as _),
+                unet: UnetOptions {
+                    output_block_patch: (!self.0.unet_patches.is_empty())
+                        .then_some(&self.0.unet_patches as _),
+                    perturb_middle_attn1: self.1,
+                },
             })
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .to_dtype(DType::F32)?;
@@ -177,15 +182,33 @@ impl CfgDenoiser<'_> {
             let pick = |k: usize, skip: bool| (!skip).then(|| l[k].as_slice());
             // Guider_DualCFG's calc_cond_batch order: [negative, cond2, cond1].
             let out = calc_cond_batch(
-                &ModelApply(self.model),
+                &ModelApply(self.model, false),
                 &[pick(1, skip_neg), pick(2, skip_mid), Some(l[0].as_slice())],
                 x,
                 sigma,
             )?;
-            return self
-                .model
-                .cfg_patches
-                .dual_combine(d, &out[0], &out[1], &out[2], x, sigma);
+            let model = self.model;
+            return model.cfg_patches.dual_combine(
+                d,
+                &out[0],
+                &out[1],
+                &out[2],
+                x,
+                sigma,
+                &mut |which| {
+                    let list = match which {
+                        DualCond::Cond1 => &l[0],
+                        DualCond::Cond2 => &l[2],
+                    };
+                    let out = calc_cond_batch(
+                        &ModelApply(model, true),
+                        &[Some(list.as_slice())],
+                        x,
+                        sigma,
+                    )?;
+                    Ok(out[0].clone())
+                },
+            );
         }
         // math.isclose(cfg, 1.0)
         let skip_uncond = !force_uncond && (self.cfg - 1.0).abs() <= 1e-9 * self.cfg.abs().max(1.0);
@@ -195,14 +218,25 @@ impl CfgDenoiser<'_> {
         } else {
             None
         };
-        let out = calc_cond_batch(&ModelApply(self.model), &[positive, negative], x, sigma)?;
+        let out = calc_cond_batch(
+            &ModelApply(self.model, false),
+            &[positive, negative],
+            x,
+            sigma,
+        )?;
         let (cond, uncond) = (&out[0], &out[1]);
         // cfg_function: the plain combine, or the MODEL's patched one (RescaleCFG) and its
         // post-CFG functions (CFGNorm).
-        let combined = self
-            .model
-            .cfg_patches
-            .combine(cond, uncond, self.cfg, x, sigma)?;
+        // PerturbedAttentionGuidance re-evaluates the positive with the middle block's
+        // self-attention perturbed (`calc_cond_batch(model, [cond], ...)`).
+        let combined =
+            self.model
+                .cfg_patches
+                .combine_with(cond, uncond, self.cfg, x, sigma, &mut || {
+                    let out =
+                        calc_cond_batch(&ModelApply(self.model, true), &[positive], x, sigma)?;
+                    Ok(out[0].clone())
+                })?;
         Ok((combined, uncond.clone()))
     }
 

@@ -30,6 +30,10 @@ pub enum PostCfg {
     /// CFGZeroStar (`comfy_extras/nodes_cfg.py`, CFG-Zero*): corrects the result with the
     /// per-sample optimal scale of the uncond (`optimized_scale`).
     CfgZeroStar,
+    /// PerturbedAttentionGuidance (`comfy_extras/nodes_pag.py`): adds
+    /// `(cond − perturbed)·scale`, `perturbed` the conditional prediction with the middle
+    /// block's self-attention maps replaced by the identity (a second model pass).
+    Pag { scale: f64 },
 }
 
 /// DualCFGGuider's weights and style (`Guider_DualCFG` of
@@ -41,6 +45,14 @@ pub struct DualCfg {
     pub cfg_conds: f64,
     pub cfg_cond2_negative: f64,
     pub nested: bool,
+}
+
+/// Which conditioning a DualCFGGuider combine treats as its `cond` (the one a PAG pass
+/// re-evaluates): cond2 in the regular style, cond1 in the nested one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DualCond {
+    Cond1,
+    Cond2,
 }
 
 /// `math.isclose(v, 1.0)`.
@@ -99,13 +111,19 @@ impl CfgPatches {
         cond1: &Tensor,
         x: &Tensor,
         sigma: f64,
+        perturbed: &mut dyn FnMut(DualCond) -> Result<Tensor>,
     ) -> Result<(Tensor, Tensor)> {
         if d.nested {
-            let text = self.combine(cond1, cond2, d.cfg_conds, x, sigma)?;
+            let text = self.combine_with(cond1, cond2, d.cfg_conds, x, sigma, &mut || {
+                perturbed(DualCond::Cond1)
+            })?;
             let out = (negative + ((text - negative)? * d.cfg_cond2_negative)?)?;
             Ok((out, cond2.clone()))
         } else {
-            let first = self.combine(cond2, negative, d.cfg_cond2_negative, x, sigma)?;
+            let first =
+                self.combine_with(cond2, negative, d.cfg_cond2_negative, x, sigma, &mut || {
+                    perturbed(DualCond::Cond2)
+                })?;
             let out = (first + ((cond1 - cond2)? * d.cfg_conds)?)?;
             Ok((out, negative.clone()))
         }
@@ -121,6 +139,22 @@ impl CfgPatches {
         cfg: f64,
         x: &Tensor,
         sigma: f64,
+    ) -> Result<Tensor> {
+        self.combine_with(cond, uncond, cfg, x, sigma, &mut || {
+            candle_core::bail!("PerturbedAttentionGuidance needs the model's perturbed pass")
+        })
+    }
+
+    /// [`Self::combine`] with `perturbed` evaluating the conditional prediction's PAG pass
+    /// (called only when a PAG patch with a nonzero scale is present).
+    pub fn combine_with(
+        &self,
+        cond: &Tensor,
+        uncond: &Tensor,
+        cfg: f64,
+        x: &Tensor,
+        sigma: f64,
+        perturbed: &mut dyn FnMut() -> Result<Tensor>,
     ) -> Result<Tensor> {
         let dims = cond.dims().to_vec();
         let mut out = match self.cfg_function {
@@ -154,6 +188,14 @@ impl CfgPatches {
                         dims[0],
                     );
                     Tensor::from_vec(v, dims.as_slice(), cond.device())?
+                }
+                PostCfg::Pag { scale } => {
+                    if scale == 0.0 {
+                        out
+                    } else {
+                        let pag = perturbed()?;
+                        (out + ((cond - pag)? * scale)?)?
+                    }
                 }
             };
         }
