@@ -123,7 +123,7 @@ impl Node for GoldenLatent {
     }
 }
 
-/// MASK `latent_nodes.inputs.<name>`.
+/// MASK `<section>.inputs.<name>` (`name` is "<section>/<name>").
 struct GoldenMask;
 impl Node for GoldenMask {
     fn schema(&self) -> NodeSchema {
@@ -132,12 +132,13 @@ impl Node for GoldenMask {
             .output(OutputSpec::new("MASK"))
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
-        let t = golden_tensor(&golden()["latent_nodes"]["inputs"][i.string("name")?]);
+        let (section, name) = i.string("name")?.split_once('/').unwrap();
+        let t = golden_tensor(&golden()[section]["inputs"][name]);
         Ok(NodeOutput::one(Value::object(Mask(t))))
     }
 }
 
-/// IMAGE `image_nodes.inputs.<name>`.
+/// IMAGE `image_nodes.inputs.<name>`, or `<section>.inputs.<name>` for "<section>/<name>".
 struct GoldenImage;
 impl Node for GoldenImage {
     fn schema(&self) -> NodeSchema {
@@ -146,8 +147,26 @@ impl Node for GoldenImage {
             .output(OutputSpec::new("IMAGE"))
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
-        let t = golden_tensor(&golden()["image_nodes"]["inputs"][i.string("name")?]);
+        let name = i.string("name")?;
+        let (section, name) = name.split_once('/').unwrap_or(("image_nodes", name));
+        let t = golden_tensor(&golden()[section]["inputs"][name]);
         Ok(NodeOutput::one(Value::object(Image(t))))
+    }
+}
+
+struct ProbeMask;
+impl Node for ProbeMask {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ProbeMask")
+            .input(InputSpec::of("mask", "MASK"))
+            .output_node()
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let t = &i.object::<Mask>("mask")?.0;
+        let mut ui = Map::new();
+        ui.insert("values".into(), json!(t.flatten_all()?.to_vec1::<f32>()?));
+        ui.insert("shape".into(), json!(t.dims()));
+        Ok(NodeOutput::ui(ui))
     }
 }
 
@@ -181,6 +200,7 @@ fn setup() -> (tempfile::TempDir, Arc<Environment>, Arc<Registry>) {
     reg.register(GoldenMask).unwrap();
     reg.register(GoldenImage).unwrap();
     reg.register(ProbeImage).unwrap();
+    reg.register(ProbeMask).unwrap();
     (dir, Arc::new(Environment::new(paths)), Arc::new(reg))
 }
 
@@ -201,7 +221,7 @@ fn object_info_matches_comfyui() {
     let want: Json = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (_d, env, reg) = setup();
     let classes = want.as_object().unwrap();
-    assert_eq!(classes.len(), 11);
+    assert_eq!(classes.len(), 14);
     for (class, info) in classes {
         let ours = reg
             .schema(class)
@@ -410,7 +430,7 @@ fn latent_nodes_match_comfyui() {
     let mut p = json!({
         "dest": lat("dest"), "source": lat("source"), "a": lat("a"),
         "bx": lat("bx"), "by": lat("by"), "bt": lat("bt"),
-        "mask": {"class_type": "GoldenMask", "inputs": {"name": "mask"}}
+        "mask": {"class_type": "GoldenMask", "inputs": {"name": "latent_nodes/mask"}}
     });
     let mut probes = Vec::new();
     for (k, key) in g.as_object().unwrap().keys().enumerate() {
@@ -676,4 +696,59 @@ fn freeu_and_pag_nodes_patch_the_model_in_a_workflow() {
     assert_eq!(v("p0"), v("p1"));
     assert!(max_abs(&v("p0"), &v("p2")) > 1e-3);
     assert!(max_abs(&v("p2"), &v("p3")) > 1e-3);
+}
+
+#[test]
+fn alpha_and_colour_mask_nodes_match_comfyui() {
+    let (_d, env, reg) = setup();
+    let g = &golden()["alpha_nodes"]["cases"];
+    let img = |name: &str| json!({"class_type": "GoldenImage", "inputs": {"name": format!("alpha_nodes/{name}")}});
+    let mut p = json!({"rgb": img("rgb"), "rgba": img("rgba"), "palette": img("palette"),
+        "mask": {"class_type": "GoldenMask", "inputs": {"name": "alpha_nodes/mask"}}});
+    // (golden key, probe id, output field of the golden case or "")
+    let mut probes: Vec<(String, String, &str)> = Vec::new();
+    for (k, key) in g.as_object().unwrap().keys().enumerate() {
+        let v: Vec<&str> = key.split('/').collect();
+        let id = format!("n{k}");
+        match v[0] {
+            "SplitImageWithAlpha" => {
+                p[&id] = json!({"class_type": v[0], "inputs": {"image": [v[1], 0]}});
+                p[format!("pi{k}")] =
+                    json!({"class_type": "ProbeImage", "inputs": {"image": [&id, 0]}});
+                p[format!("pm{k}")] =
+                    json!({"class_type": "ProbeMask", "inputs": {"mask": [&id, 1]}});
+                probes.push((key.clone(), format!("pi{k}"), "image"));
+                probes.push((key.clone(), format!("pm{k}"), "mask"));
+            }
+            "JoinImageWithAlpha" => {
+                p[&id] = json!({"class_type": v[0], "inputs": {"image": [v[1], 0], "alpha": ["mask", 0]}});
+                p[format!("pi{k}")] =
+                    json!({"class_type": "ProbeImage", "inputs": {"image": [&id, 0]}});
+                probes.push((key.clone(), format!("pi{k}"), ""));
+            }
+            "ImageColorToMask" => {
+                p[&id] = json!({"class_type": v[0], "inputs": {"image": ["palette", 0],
+                    "color": v[1].parse::<i64>().unwrap()}});
+                p[format!("pm{k}")] =
+                    json!({"class_type": "ProbeMask", "inputs": {"mask": [&id, 0]}});
+                probes.push((key.clone(), format!("pm{k}"), ""));
+            }
+            other => panic!("{other}"),
+        }
+    }
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    for (key, id, field) in &probes {
+        let want = if field.is_empty() {
+            &g[key]
+        } else {
+            &g[key][*field]
+        };
+        assert_eq!(out.outputs[id]["shape"], want["shape"], "{key} {field}");
+        let got = f32s(&out.outputs[id]["values"]);
+        // Bit for bit but the bilinear alpha resize (1e-6).
+        let err = max_abs(&got, &hexes(&want["data"]));
+        assert!(err <= 1e-6, "{key} {field}: max |Δ| {err:e}");
+    }
+    assert_eq!(probes.len(), 12);
 }

@@ -12,6 +12,7 @@
 * "freeu_patch": FreeU / FreeU_V2's output_block_patch on fixed (h, hsp) pairs.
 * "patch_sampling": tiny_sd15 (fixtures/models) sampled by comfy.samplers.sample unpatched
   and with FreeU / FreeU_V2 / PerturbedAttentionGuidance.
+* "alpha_nodes": SplitImageWithAlpha, JoinImageWithAlpha, ImageColorToMask.
 
 Usage (ComfyUI v0.3.64 source and torch; see /work/ref/README.txt):
     cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox2_goldens.py [OUT.json]
@@ -229,12 +230,36 @@ def freeu_sampling():
     return res
 
 
+def alpha_nodes():
+    """SplitImageWithAlpha, JoinImageWithAlpha (nodes_compositing.py), ImageColorToMask
+    (nodes_mask.py) on fixed images: RGB and RGBA, a mask of another size and batch, and a
+    palette image whose colours hit exactly (plus 0.5/255 ties)."""
+    import comfy_extras.nodes_compositing as nc
+    import comfy_extras.nodes_mask as nm
+    gen = torch.Generator().manual_seed(23)
+    pal = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.5, 0.25], [0.2, 0.4, 0.6], [1.2, -0.1, 0.5 / 255]])
+    idx = torch.randint(0, 4, (2, 5, 6), generator=gen)
+    inputs = {"rgb": torch.rand([2, 5, 6, 3], generator=gen), "rgba": torch.rand([3, 5, 6, 4], generator=gen),
+              "mask": torch.rand([2, 3, 4], generator=gen), "palette": pal[idx]}
+    res = {"inputs": {k: hx(v) for k, v in inputs.items()}, "cases": {}}
+    for name in ("rgb", "rgba"):
+        img, mask = out0(nc.SplitImageWithAlpha.execute(inputs[name].clone())), None
+        r = nc.SplitImageWithAlpha.execute(inputs[name].clone())
+        r = r.result if hasattr(r, "result") else r
+        res["cases"][f"SplitImageWithAlpha/{name}"] = {"image": hx(r[0]), "mask": hx(r[1])}
+        res["cases"][f"JoinImageWithAlpha/{name}"] = hx(out0(nc.JoinImageWithAlpha.execute(inputs[name].clone(), inputs["mask"].clone())))
+    for color in (0, 0xFF8040, 0x336699, 0xFF0000, 0xFF0001, 0x123456):
+        res["cases"][f"ImageColorToMask/{color}"] = hx(nm.ImageColorToMask().image_to_mask(inputs["palette"].clone(), color)[0])
+    return res
+
+
 def main():
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox2_golden.json")
     torch.set_num_threads(1)
     data = {"machine": g.machine(), "gits": gits(), "dual_cfg": dual_cfg(),
             "latent_nodes": latent_nodes(), "image_nodes": image_nodes(),
-            "freeu_patch": freeu_patch(), "patch_sampling": freeu_sampling()}
+            "freeu_patch": freeu_patch(), "patch_sampling": freeu_sampling(),
+            "alpha_nodes": alpha_nodes()}
     with open(out, "w") as f:
         json.dump(g.finite(data), f, indent=0, allow_nan=False)
         f.write("\n")

@@ -1,6 +1,7 @@
 //! Built-in nodes, one file per family. Adding a node means adding it to its family's file
 //! (and that file's `register`), nothing else.
 
+pub mod alpha_masks;
 pub mod clip_flux;
 pub mod clip_sdxl;
 pub mod conditioning;
@@ -36,6 +37,7 @@ use crate::node::{Registry, RegistryError};
 
 /// Registers every built-in node.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
+    alpha_masks::register(r)?;
     clip_flux::register(r)?;
     clip_sdxl::register(r)?;
     conditioning::register(r)?;
