@@ -119,7 +119,8 @@ def latent_nodes():
 
 
 def image_nodes():
-    """ImageBlend, ImageBlur, ImageSharpen (nodes_post_processing.py) on fixed random images."""
+    """ImageBlend, ImageBlur, ImageSharpen (nodes_post_processing.py) and ImageAddNoise
+    (nodes_images.py) on fixed random images."""
     import comfy_extras.nodes_post_processing as npp
     gen = torch.Generator().manual_seed(13)
     inputs = {"a": torch.rand([2, 9, 11, 3], generator=gen), "b": torch.rand([2, 9, 11, 3], generator=gen),
@@ -135,6 +136,18 @@ def image_nodes():
             res["cases"][f"ImageBlur/{r}/{sigma}"] = hx(out0(npp.Blur.execute(inputs["a"].clone(), r, sigma)))
             for alpha in (1.0, 0.0, 2.5):
                 res["cases"][f"ImageSharpen/{r}/{sigma}/{alpha}"] = hx(out0(npp.Sharpen.execute(inputs["a"].clone(), r, sigma, alpha)))
+    # nodes_images imports the server (for its save nodes' previews); ImageAddNoise does not
+    # use it, so a stand-in `server` module lets the file import outside a running ComfyUI.
+    import types
+    if "server" not in sys.modules:
+        stub = types.ModuleType("server")
+        stub.PromptServer = type("PromptServer", (), {"instance": None})
+        sys.modules["server"] = stub
+    import comfy_extras.nodes_images as ni
+    add_noise = ni.ImageAddNoise()
+    for seed in (0, 5, 2 ** 40 + 3):
+        for strength in (0.5, 1.0, 0.07):
+            res["cases"][f"ImageAddNoise/{seed}/{strength}"] = hx(add_noise.repeat(inputs["a"].clone(), seed, strength)[0])
     return res
 
 

@@ -1,6 +1,6 @@
 //! The utility image nodes of ComfyUI's official templates (`comfy_extras/nodes_images.py`,
 //! `nodes_mask.py`): GetImageSize, ImageCompositeMasked, ImageScaleToMaxDimension,
-//! ImageFromBatch, RepeatImageBatch, ImageFlip, ImageRotate, ResizeAndPadImage. Resampling is
+//! ImageFromBatch, RepeatImageBatch, ImageFlip, ImageRotate, ResizeAndPadImage, ImageAddNoise. Resampling is
 //! [`crate::image_ops`]'s (via [`super::image_transform::scale_image`]); the rest is index
 //! arithmetic on `[B, C, H, W]` planes.
 
@@ -500,7 +500,57 @@ impl Node for ImageCompositeMasked {
     }
 }
 
+struct ImageAddNoise;
+impl Node for ImageAddNoise {
+    fn schema(&self) -> NodeSchema {
+        image_module(NodeSchema::new("ImageAddNoise"))
+            .category("image")
+            .input(InputSpec::of("image", "IMAGE"))
+            .input(
+                InputSpec::int("seed")
+                    .default(0)
+                    .min(0)
+                    .max(u64::MAX)
+                    .opt("control_after_generate", true)
+                    .tooltip("The random seed used for creating the noise."),
+            )
+            .input(
+                InputSpec::float("strength")
+                    .default(0.5)
+                    .min(0.0)
+                    .max(1.0)
+                    .step(0.01),
+            )
+            .output(OutputSpec::new("IMAGE"))
+    }
+    /// `clip(image + strength·randn(image.size(), generator=manual_seed(seed)), 0, 1)`: the
+    /// noise is torch's CPU stream for the seed, in the image's [B, H, W, C] order.
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let image = i.object::<Image>("image")?;
+        let seed = i.int("seed")?;
+        let seed = u64::try_from(seed)
+            .map_err(|_| NodeError::input("seed", format!("{seed} is not a 64-bit seed")))?;
+        let strength = i.float("strength")? as f32;
+        let dims = image.0.dims().to_vec();
+        let x = image
+            .0
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let noise = crate::torch_rng::torch_randn(seed, &dims);
+        let out: Vec<f32> = x
+            .iter()
+            .zip(&noise)
+            .map(|(v, n)| (v + strength * n).clamp(0.0, 1.0))
+            .collect();
+        Ok(NodeOutput::one(Value::object(Image(
+            candle_core::Tensor::from_vec(out, dims, image.0.device())?,
+        ))))
+    }
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.register(ImageAddNoise)?;
     r.register(GetImageSize)?;
     r.register(ImageCompositeMasked)?;
     r.register(ImageScaleToMaxDimension)?;
