@@ -90,7 +90,8 @@ def hx(t):
 
 
 def latent_nodes():
-    """LatentCompositeMasked (nodes_mask.py), LatentConcat and LatentCut (nodes_latent.py) on
+    """LatentCompositeMasked (nodes_mask.py), LatentConcat, LatentCut and LatentApplyOperation
+    with LatentOperationTonemapReinhard (nodes_latent.py) on
     fixed random latents; "inputs" holds them, each case its output."""
     import comfy_extras.nodes_mask as nm
     import comfy_extras.nodes_latent as nl
@@ -110,6 +111,10 @@ def latent_nodes():
         b = "b" + dim[-1]
         out = out0(nl.LatentConcat.execute(lat("a"), lat(b), dim))
         res["cases"][f"LatentConcat/{dim}/{b}"] = hx(out["samples"])
+    for mult in (1.0, 0.4, 3.0):
+        op = out0(nl.LatentOperationTonemapReinhard.execute(mult))
+        out = out0(nl.LatentApplyOperation.execute(lat("dest"), op))
+        res["cases"][f"LatentApplyOperation/TonemapReinhard/{mult}"] = hx(out["samples"])
     for dim in ("x", "y", "t"):
         for index in (0, 2, -2, -10, 10):
             for amount in (1, 3, 100):
@@ -213,12 +218,14 @@ def tiny_sd15_model():
 def freeu_sampling():
     """tiny_sd15 through comfy.samplers.sample (euler, "normal" 3 steps, cfg 6, noise
     prepare_noise(zeros [1,4,8,8], 42)), unpatched and with FreeU / FreeU_V2 /
-    PerturbedAttentionGuidance applied by the nodes' own patch, on seeded random
+    PerturbedAttentionGuidance / LatentApplyOperationCFG (tonemap) applied by the nodes' own
+    patch, on seeded random
     cross-attention conds."""
     import comfy.sample
     import comfy.samplers
     import comfy_extras.nodes_freelunch as nf
     import comfy_extras.nodes_pag as npag
+    import comfy_extras.nodes_latent as nl
     gen = torch.Generator().manual_seed(19)
     pos = torch.randn(1, 77, 32, generator=gen)
     neg = torch.randn(1, 77, 32, generator=gen)
@@ -234,7 +241,9 @@ def freeu_sampling():
              "PAG/3.0": out0(npag.PerturbedAttentionGuidance.execute(base, 3.0)),
              "PAG/0.0": out0(npag.PerturbedAttentionGuidance.execute(base, 0.0)),
              "FreeU_V2/1.3/1.4/0.9/0.2+PAG/1.5": out0(npag.PerturbedAttentionGuidance.execute(
-                 nf.FreeU_V2().patch(base, 1.3, 1.4, 0.9, 0.2)[0], 1.5))}
+                 nf.FreeU_V2().patch(base, 1.3, 1.4, 0.9, 0.2)[0], 1.5)),
+             "Tonemap/0.5": out0(nl.LatentApplyOperationCFG.execute(
+                 base, out0(nl.LatentOperationTonemapReinhard.execute(0.5))))}
     for name, m in cases.items():
         out = comfy.samplers.sample(m, noise, [[pos, {}]], [[neg, {}]], 6.0, "cpu",
                                     comfy.samplers.sampler_object("euler"), sigmas,

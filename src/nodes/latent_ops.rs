@@ -1,19 +1,23 @@
 //! Latent arithmetic and transforms (`comfy_extras/nodes_latent.py`, nodes.py): LatentAdd,
 //! LatentSubtract, LatentMultiply, LatentInterpolate, LatentBatch, LatentBatchSeedBehavior,
 //! LatentCrop, LatentFlip, LatentRotate, LatentConcat, LatentCut, and LatentCompositeMasked
-//! (`nodes_mask.py`'s `composite` at multiplier 8, shared with ImageCompositeMasked). A second latent of another size is first resized
+//! (`nodes_mask.py`'s `composite` at multiplier 8, shared with ImageCompositeMasked); the
+//! latent operations LatentOperationTonemapReinhard, LatentApplyOperation and
+//! LatentApplyOperationCFG (a pre-CFG patch of the MODEL, `sampling::cfg_patches`). A second latent of another size is first resized
 //! to the first (`reshape_latent_to`: bilinear with centre crop, then the batch repeated),
 //! as ComfyUI does; tensors are float32 and each op rounds as torch's does.
 
 use super::image_edit::{
     composite, flip_planes, flip_rows, rot90_planes, rotation_turns, FLIP_METHODS, ROTATIONS,
 };
+use super::sd_types::SdModel;
 use crate::image_ops::{common_upscale, Crop, Planes, TorchLayout, UpscaleMethod};
 use crate::node::types::{Latent, Mask};
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
+use crate::sampling::cfg_patches::LatentOperation;
 use candle_core::Tensor;
 
 const MAX_RESOLUTION: i64 = 16384;
@@ -596,7 +600,80 @@ impl Node for LatentCut {
     }
 }
 
+/// LATENT_OPERATION: a latent operation node's function.
+#[derive(Debug, Clone, Copy)]
+pub struct LatentOperationPayload(pub LatentOperation);
+impl crate::node::Payload for LatentOperationPayload {}
+
+const OPERATIONS: &str = "latent/advanced/operations";
+
+fn operation_in() -> InputSpec {
+    InputSpec::of("operation", "LATENT_OPERATION")
+}
+
+struct LatentApplyOperation;
+impl Node for LatentApplyOperation {
+    fn schema(&self) -> NodeSchema {
+        v3("LatentApplyOperation", OPERATIONS)
+            .experimental()
+            .input(latent_in("samples"))
+            .input(operation_in())
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let l = i.object::<Latent>("samples")?;
+        let op = i.object::<LatentOperationPayload>("operation")?;
+        let mut out = (*l).clone();
+        out.samples =
+            op.0.apply(&l.samples.to_dtype(candle_core::DType::F32)?)
+                .map_err(|e| NodeError::input("samples", e.to_string()))?;
+        Ok(NodeOutput::one(Value::object(out)))
+    }
+}
+
+struct LatentApplyOperationCfg;
+impl Node for LatentApplyOperationCfg {
+    fn schema(&self) -> NodeSchema {
+        v3("LatentApplyOperationCFG", OPERATIONS)
+            .experimental()
+            .input(InputSpec::of("model", "MODEL"))
+            .input(operation_in())
+            .output(OutputSpec::new("MODEL"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let mut m = (*i.object::<SdModel>("model")?).clone();
+        let op = i.object::<LatentOperationPayload>("operation")?;
+        m.cfg_patches.pre_cfg.push(op.0);
+        Ok(NodeOutput::one(Value::object(m)))
+    }
+}
+
+struct LatentOperationTonemapReinhard;
+impl Node for LatentOperationTonemapReinhard {
+    fn schema(&self) -> NodeSchema {
+        v3("LatentOperationTonemapReinhard", OPERATIONS)
+            .experimental()
+            .input(
+                InputSpec::float("multiplier")
+                    .default(1.0)
+                    .min(0.0)
+                    .max(100.0)
+                    .step(0.01),
+            )
+            .output(OutputSpec::new("LATENT_OPERATION"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let multiplier = i.float("multiplier")?;
+        Ok(NodeOutput::one(Value::object(LatentOperationPayload(
+            LatentOperation::TonemapReinhard { multiplier },
+        ))))
+    }
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.register(LatentApplyOperation)?;
+    r.register(LatentApplyOperationCfg)?;
+    r.register(LatentOperationTonemapReinhard)?;
     r.register(LatentCompositeMasked)?;
     r.register(LatentConcat)?;
     r.register(LatentCut)?;

@@ -224,7 +224,9 @@ impl CfgDenoiser<'_> {
             x,
             sigma,
         )?;
-        let (cond, uncond) = (&out[0], &out[1]);
+        // sampler_pre_cfg_function (LatentApplyOperationCFG) on the two predictions.
+        let cond = &self.model.cfg_patches.pre_cfg(&out[0], &out[1])?;
+        let uncond = &out[1];
         // cfg_function: the plain combine, or the MODEL's patched one (RescaleCFG) and its
         // post-CFG functions (CFGNorm).
         // PerturbedAttentionGuidance re-evaluates the positive with the middle block's

@@ -72,11 +72,68 @@ impl DualCfg {
     }
 }
 
+/// A LATENT_OPERATION (`comfy_extras/nodes_latent.py`): a function of a latent-shaped
+/// tensor, applied to a LATENT (LatentApplyOperation) or, as a pre-CFG patch, to the
+/// conditional prediction's difference from the unconditional (LatentApplyOperationCFG).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LatentOperation {
+    /// LatentOperationTonemapReinhard: per-pixel channel vectors keep their direction; their
+    /// length `m` becomes `top·(m/top)/(m/top + 1)`, `top = (5·std + mean)·multiplier` of the
+    /// lengths per sample.
+    TonemapReinhard { multiplier: f64 },
+}
+
+impl LatentOperation {
+    /// The operation on a `[B, C, …]` tensor.
+    pub fn apply(&self, latent: &Tensor) -> Result<Tensor> {
+        match *self {
+            LatentOperation::TonemapReinhard { multiplier } => tonemap_reinhard(latent, multiplier),
+        }
+    }
+}
+
+/// `tonemap_reinhard` of LatentOperationTonemapReinhard, float32 as torch evaluates it (the
+/// norms, mean and std reduce in f64 and round once).
+fn tonemap_reinhard(latent: &Tensor, multiplier: f64) -> Result<Tensor> {
+    let dims = latent.dims().to_vec();
+    if dims.len() < 2 {
+        candle_core::bail!("a latent operation needs a [B, C, ...] tensor, got {dims:?}");
+    }
+    let (b, c) = (dims[0], dims[1]);
+    let rest: usize = dims[2..].iter().product();
+    let v = flat(latent)?;
+    let mut out = vec![0f32; v.len()];
+    for bi in 0..b {
+        let at = |ch: usize, k: usize| (bi * c + ch) * rest + k;
+        // torch.linalg.vector_norm(latent, dim=1) + 1e-10
+        let mag: Vec<f32> = (0..rest)
+            .map(|k| {
+                let ss: f64 = (0..c).map(|ch| (v[at(ch, k)] as f64).powi(2)).sum();
+                (ss.sqrt() as f32) + 1e-10
+            })
+            .collect();
+        let mean = (mag.iter().map(|&m| m as f64).sum::<f64>() / rest as f64) as f32;
+        let std = std_unbiased(&mag);
+        let top = (std * 5.0 + mean) * multiplier as f32;
+        let inv_top = 1.0 / top;
+        for k in 0..rest {
+            let m = mag[k] * inv_top;
+            let new = (m / (m + 1.0)) * top;
+            for ch in 0..c {
+                out[at(ch, k)] = (v[at(ch, k)] / mag[k]) * new;
+            }
+        }
+    }
+    Tensor::from_vec(out, dims.as_slice(), latent.device())
+}
+
 /// The CFG patches of a MODEL.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CfgPatches {
     pub cfg_function: Option<CfgFunction>,
     pub post_cfg: Vec<PostCfg>,
+    /// `sampler_pre_cfg_function`s (LatentApplyOperationCFG), in the order added.
+    pub pre_cfg: Vec<LatentOperation>,
 }
 
 /// Flat float32 values of a tensor and its dims.
@@ -94,7 +151,18 @@ fn std_unbiased(v: &[f32]) -> f32 {
 
 impl CfgPatches {
     pub fn is_empty(&self) -> bool {
-        self.cfg_function.is_none() && self.post_cfg.is_empty()
+        self.cfg_function.is_none() && self.post_cfg.is_empty() && self.pre_cfg.is_empty()
+    }
+
+    /// The pre-CFG functions on (cond, uncond) as `sampling_function` runs them (its
+    /// `conds_out` always has both): each LatentApplyOperationCFG replaces the cond by
+    /// `op(cond − uncond) + uncond`.
+    pub fn pre_cfg(&self, cond: &Tensor, uncond: &Tensor) -> Result<Tensor> {
+        let mut cond = cond.clone();
+        for op in &self.pre_cfg {
+            cond = (op.apply(&(&cond - uncond)?)? + uncond)?;
+        }
+        Ok(cond)
     }
 
     /// `Guider_DualCFG.predict_noise` from the negative, cond2 and cond1 predictions:
