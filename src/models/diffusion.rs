@@ -33,6 +33,9 @@ pub struct ModelInputs<'a> {
     pub ref_method: RefLatentsMethod,
     /// ControlNet residuals for this batch (ComfyUI's `control`), added by the UNet.
     pub control: Option<&'a ControlResiduals>,
+    /// Patches of a UNet's internals (FreeU, PAG); a Flux network has no such blocks and
+    /// ignores them, as ComfyUI's does.
+    pub unet: crate::models::unet::UnetOptions<'a>,
 }
 
 /// A diffusion network of any family comfyrs runs.
@@ -69,7 +72,7 @@ impl DiffusionNet {
     pub fn forward(&self, i: &ModelInputs) -> Result<Tensor> {
         match self {
             DiffusionNet::Unet(u) => {
-                u.forward_with_control(i.x, i.timesteps, i.context, i.y, i.control)
+                u.forward_patched(i.x, i.timesteps, i.context, i.y, i.control, i.unet)
             }
             DiffusionNet::Flux(_) if i.control.is_some() => Err(ModelError::NotSupported(
                 "ControlNet residuals for a Flux model: comfyrs runs the SD1.x/SDXL (cldm) \

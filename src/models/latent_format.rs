@@ -134,7 +134,10 @@ impl LatentFormat {
 
     /// Model space → VAE latent.
     pub fn process_out(&self, z: &Tensor) -> Result<Tensor> {
-        let z = (z / self.scale_factor as f64)?;
+        // A true division, as torch's `latent / scale_factor` (candle's scalar division
+        // multiplies by the reciprocal, an ulp off for some values).
+        let scale = Tensor::new(self.scale_factor, z.device())?.to_dtype(z.dtype())?;
+        let z = z.broadcast_div(&scale)?;
         match self.shift_factor {
             None => Ok(z),
             Some(s) => z + s as f64,
@@ -146,6 +149,21 @@ impl LatentFormat {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn process_out_divides_as_torch_does() {
+        let f = LatentFormat::sd15();
+        let v: Vec<f32> = (0..2000).map(|i| (i as f32 - 1000.0) * 0.0137).collect();
+        let t = Tensor::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap();
+        let out = f.process_out(&t).unwrap().to_vec1::<f32>().unwrap();
+        let s = f.scale_factor;
+        for (x, o) in v.iter().zip(&out) {
+            assert_eq!(o.to_bits(), (x / s).to_bits(), "{x}");
+        }
+        // The reciprocal multiply it replaces is off for some of these values.
+        let recip = 1.0 / f.scale_factor;
+        assert!(v.iter().any(|x| (x * recip).to_bits() != (x / s).to_bits()));
+    }
 
     #[test]
     fn flux_round_trips_through_its_shift_and_scale() {

@@ -1,5 +1,5 @@
 //! The rest of ComfyUI's custom-sampling family (`comfy_extras/nodes_custom_sampler.py`,
-//! `nodes_align_your_steps.py`, `nodes_optimalsteps.py`): the sampler nodes that set a
+//! `nodes_align_your_steps.py`, `nodes_optimalsteps.py`, `nodes_gits.py`): the sampler nodes that set a
 //! sampler's extra options ([`SamplerExtra`]), the scheduler nodes that compute a SIGMAS
 //! table without (or from) a model, the sigma-editing nodes and AddNoise. KSamplerSelect,
 //! BasicScheduler, the guiders and SamplerCustom(Advanced) are in [`super::sampling`].
@@ -541,6 +541,46 @@ impl Node for OptimalStepsScheduler {
     }
 }
 
+struct GitsScheduler;
+impl Node for GitsScheduler {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("GITSScheduler")
+            .category(SCHEDULERS)
+            .module("comfy_extras.nodes_gits")
+            .v3()
+            .input(
+                InputSpec::float("coeff")
+                    .default(1.20)
+                    .min(0.80)
+                    .max(1.50)
+                    .step(0.05),
+            )
+            .input(InputSpec::int("steps").default(10).min(2).max(1000))
+            .input(
+                InputSpec::float("denoise")
+                    .default(1.0)
+                    .min(0.0)
+                    .max(1.0)
+                    .step(0.01),
+            )
+            .output(OutputSpec::new("SIGMAS"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let coeff = i.float("coeff")?;
+        let steps = steps_of(i, "steps")?;
+        if steps < 2 {
+            return Err(NodeError::input("steps", format!("{steps} is below 2")));
+        }
+        let s = schedulers::gits(coeff, steps, i.float("denoise")?).ok_or_else(|| {
+            NodeError::input(
+                "coeff",
+                format!("{coeff} is not one of 0.80, 0.85, …, 1.50 (GITS has tables for those)"),
+            )
+        })?;
+        sigmas_out(s)
+    }
+}
+
 // ---- sigma nodes ----
 
 fn sigmas_in() -> InputSpec {
@@ -800,6 +840,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(BetaSamplingScheduler)?;
     r.register(AlignYourStepsScheduler)?;
     r.register(OptimalStepsScheduler)?;
+    r.register(GitsScheduler)?;
     r.register(SplitSigmas)?;
     r.register(SplitSigmasDenoise)?;
     r.register(FlipSigmas)?;

@@ -1,5 +1,6 @@
 //! Guidance patches of a MODEL (`comfy_extras/nodes_model_advanced.py`'s RescaleCFG,
-//! `comfy_extras/nodes_cfg.py`'s CFGNorm and CFGZeroStar): each returns a copy of the model
+//! `comfy_extras/nodes_cfg.py`'s CFGNorm and CFGZeroStar, `nodes_pag.py`'s
+//! PerturbedAttentionGuidance): each returns a copy of the model
 //! with a [`crate::sampling::cfg_patches`] entry, which every sampler's CFG applies.
 
 use super::sd_types::SdModel;
@@ -79,7 +80,32 @@ impl Node for CfgZeroStar {
     }
 }
 
+struct PerturbedAttentionGuidance;
+impl Node for PerturbedAttentionGuidance {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("PerturbedAttentionGuidance")
+            .category("model_patches/unet")
+            .module("comfy_extras.nodes_pag")
+            .v3()
+            .input(InputSpec::of("model", "MODEL"))
+            .input(
+                InputSpec::float("scale")
+                    .default(3.0)
+                    .min(0.0)
+                    .max(100.0)
+                    .step(0.01)
+                    .opt("round", 0.01),
+            )
+            .output(OutputSpec::new("MODEL"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let scale = i.float("scale")?;
+        patched(i, |m| m.cfg_patches.post_cfg.push(PostCfg::Pag { scale }))
+    }
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.register(PerturbedAttentionGuidance)?;
     r.register(RescaleCfg)?;
     r.register(CfgNorm)?;
     r.register(CfgZeroStar)?;

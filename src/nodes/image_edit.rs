@@ -1,6 +1,6 @@
 //! The utility image nodes of ComfyUI's official templates (`comfy_extras/nodes_images.py`,
 //! `nodes_mask.py`): GetImageSize, ImageCompositeMasked, ImageScaleToMaxDimension,
-//! ImageFromBatch, RepeatImageBatch, ImageFlip, ImageRotate, ResizeAndPadImage. Resampling is
+//! ImageFromBatch, RepeatImageBatch, ImageFlip, ImageRotate, ResizeAndPadImage, ImageAddNoise. Resampling is
 //! [`crate::image_ops`]'s (via [`super::image_transform::scale_image`]); the rest is index
 //! arithmetic on `[B, C, H, W]` planes.
 
@@ -364,26 +364,22 @@ fn repeat_batch(p: &Planes, batch: usize) -> Planes {
     Planes::new(batch, p.c, p.h, p.w, data)
 }
 
-/// `composite(destination, source, x, y, mask, multiplier=1, resize_source)` of
-/// `comfy_extras/nodes_mask.py` on image planes (x, y ≥ 0).
-fn composite_image(
+/// `composite(destination, source, x, y, mask, multiplier, resize_source)` of
+/// `comfy_extras/nodes_mask.py` (x, y ≥ 0): multiplier 1 for images, 8 for latents (x, y in
+/// pixels). `layout` is the source tensor's memory layout, which decides how torch's
+/// bilinear `resize_source` rounds: images are channels-last views (`movedim(-1, 1)`),
+/// latents contiguous.
+pub(super) fn composite(
     dest: &Planes,
     source: &Planes,
-    x: usize,
-    y: usize,
+    (x, y): (usize, usize),
     mask: Option<&Planes>,
-    resize_source: bool,
+    multiplier: usize,
+    resize_source: Option<TorchLayout>,
 ) -> Result<Planes, NodeError> {
     let mut source = source.clone();
-    if resize_source {
-        // F.interpolate(bilinear) of `source.movedim(-1, 1)` (a channels-last view).
-        source = interpolate(
-            &source,
-            dest.h,
-            dest.w,
-            Interp::Bilinear,
-            TorchLayout::ChannelsLast,
-        );
+    if let Some(layout) = resize_source {
+        source = interpolate(&source, dest.h, dest.w, Interp::Bilinear, layout);
     }
     if dest.n == 0 || source.n == 0 {
         return Err(NodeError::input("source", "is an empty batch"));
@@ -399,8 +395,8 @@ fn composite_image(
             ),
         ));
     }
-    let x = x.min(dest.w);
-    let y = y.min(dest.h);
+    let x = x.min(dest.w * multiplier) / multiplier;
+    let y = y.min(dest.h * multiplier) / multiplier;
     let (vw, vh) = ((dest.w - x).min(source.w), (dest.h - y).min(source.h));
     let mask = match mask {
         Some(m) => {
@@ -491,19 +487,70 @@ impl Node for ImageCompositeMasked {
             Some(_) => Some(Planes::from_mask(&i.object::<Mask>("mask")?.0)?),
             None => None,
         };
-        let out = composite_image(
+        let out = composite(
             &dest,
             &source,
-            count(i, "x")?,
-            count(i, "y")?,
+            (count(i, "x")?, count(i, "y")?),
             mask.as_ref(),
-            i.boolean("resize_source")?,
+            1,
+            i.boolean("resize_source")?
+                .then_some(TorchLayout::ChannelsLast),
         )?;
         image_out(&out)
     }
 }
 
+struct ImageAddNoise;
+impl Node for ImageAddNoise {
+    fn schema(&self) -> NodeSchema {
+        image_module(NodeSchema::new("ImageAddNoise"))
+            .category("image")
+            .input(InputSpec::of("image", "IMAGE"))
+            .input(
+                InputSpec::int("seed")
+                    .default(0)
+                    .min(0)
+                    .max(u64::MAX)
+                    .opt("control_after_generate", true)
+                    .tooltip("The random seed used for creating the noise."),
+            )
+            .input(
+                InputSpec::float("strength")
+                    .default(0.5)
+                    .min(0.0)
+                    .max(1.0)
+                    .step(0.01),
+            )
+            .output(OutputSpec::new("IMAGE"))
+    }
+    /// `clip(image + strength·randn(image.size(), generator=manual_seed(seed)), 0, 1)`: the
+    /// noise is torch's CPU stream for the seed, in the image's [B, H, W, C] order.
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let image = i.object::<Image>("image")?;
+        let seed = i.int("seed")?;
+        let seed = u64::try_from(seed)
+            .map_err(|_| NodeError::input("seed", format!("{seed} is not a 64-bit seed")))?;
+        let strength = i.float("strength")? as f32;
+        let dims = image.0.dims().to_vec();
+        let x = image
+            .0
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let noise = crate::torch_rng::torch_randn(seed, &dims);
+        let out: Vec<f32> = x
+            .iter()
+            .zip(&noise)
+            .map(|(v, n)| (v + strength * n).clamp(0.0, 1.0))
+            .collect();
+        Ok(NodeOutput::one(Value::object(Image(
+            candle_core::Tensor::from_vec(out, dims, image.0.device())?,
+        ))))
+    }
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.register(ImageAddNoise)?;
     r.register(GetImageSize)?;
     r.register(ImageCompositeMasked)?;
     r.register(ImageScaleToMaxDimension)?;

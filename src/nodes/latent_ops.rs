@@ -1,18 +1,24 @@
 //! Latent arithmetic and transforms (`comfy_extras/nodes_latent.py`, nodes.py): LatentAdd,
 //! LatentSubtract, LatentMultiply, LatentInterpolate, LatentBatch, LatentBatchSeedBehavior,
-//! LatentCrop, LatentFlip, LatentRotate. A second latent of another size is first resized
+//! LatentCrop, LatentFlip, LatentRotate, LatentConcat, LatentCut, and LatentCompositeMasked
+//! (`nodes_mask.py`'s `composite` at multiplier 8, shared with ImageCompositeMasked); the
+//! latent operations LatentOperationTonemapReinhard, LatentApplyOperation and
+//! LatentApplyOperationCFG (a pre-CFG patch of the MODEL, `sampling::cfg_patches`). A second latent of another size is first resized
 //! to the first (`reshape_latent_to`: bilinear with centre crop, then the batch repeated),
 //! as ComfyUI does; tensors are float32 and each op rounds as torch's does.
 
 use super::image_edit::{
-    flip_planes, flip_rows, rot90_planes, rotation_turns, FLIP_METHODS, ROTATIONS,
+    composite, flip_planes, flip_rows, rot90_planes, rotation_turns, FLIP_METHODS, ROTATIONS,
 };
+use super::sd_types::SdModel;
 use crate::image_ops::{common_upscale, Crop, Planes, TorchLayout, UpscaleMethod};
-use crate::node::types::Latent;
+use crate::node::types::{Latent, Mask};
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
+use crate::sampling::cfg_patches::LatentOperation;
+use candle_core::Tensor;
 
 const MAX_RESOLUTION: i64 = 16384;
 
@@ -425,7 +431,252 @@ impl Node for LatentRotate {
     }
 }
 
+struct LatentCompositeMasked;
+impl Node for LatentCompositeMasked {
+    fn schema(&self) -> NodeSchema {
+        let pos = |n: &str| {
+            InputSpec::int(n)
+                .default(0)
+                .min(0)
+                .max(MAX_RESOLUTION)
+                .step(8)
+        };
+        NodeSchema::new("LatentCompositeMasked")
+            .category("latent")
+            .module("comfy_extras.nodes_mask")
+            .input(latent_in("destination"))
+            .input(latent_in("source"))
+            .input(pos("x"))
+            .input(pos("y"))
+            .input(InputSpec::boolean("resize_source").default(false))
+            .input(InputSpec::of("mask", "MASK").optional())
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let dl = i.object::<Latent>("destination")?;
+        let dest = planes_of(&dl, "destination")?;
+        let source = planes_of(&*i.object::<Latent>("source")?, "source")?;
+        let mask = match i.get("mask") {
+            Some(_) => Some(Planes::from_mask(&i.object::<Mask>("mask")?.0)?),
+            None => None,
+        };
+        let count = |n: &str| -> Result<usize, NodeError> {
+            let v = i.int(n)?;
+            usize::try_from(v).map_err(|_| NodeError::input(n, format!("{v} must not be negative")))
+        };
+        let out = composite(
+            &dest,
+            &source,
+            (count("x")?, count("y")?),
+            mask.as_ref(),
+            8,
+            i.boolean("resize_source")?
+                .then_some(TorchLayout::ChannelsFirst),
+        )?;
+        with_planes(&dl, &out)
+    }
+}
+
+/// LatentConcat / LatentCut's `dim`: "x" the last axis, "y" the one before, "t" the third
+/// from last (the channels of a 4-d image latent).
+fn axis_of(dim: &str, rank: usize, input: &str) -> Result<usize, NodeError> {
+    let back = if dim.contains('x') {
+        1
+    } else if dim.contains('y') {
+        2
+    } else if dim.contains('t') {
+        3
+    } else {
+        return Err(NodeError::input("dim", format!("{dim:?} is not x, y or t")));
+    };
+    rank.checked_sub(back)
+        .ok_or_else(|| NodeError::input(input, format!("a {rank}-d latent has no {dim:?} axis")))
+}
+
+struct LatentConcat;
+impl Node for LatentConcat {
+    fn schema(&self) -> NodeSchema {
+        v3("LatentConcat", "latent/advanced")
+            .input(latent_in("samples1"))
+            .input(latent_in("samples2"))
+            .input(InputSpec::combo("dim", &["x", "-x", "y", "-y", "t", "-t"]))
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let l1 = i.object::<Latent>("samples1")?;
+        let s1 = &l1.samples;
+        let s2 = &i.object::<Latent>("samples2")?.samples;
+        if s1.rank() != s2.rank() || s1.rank() == 0 {
+            return Err(NodeError::input(
+                "samples2",
+                format!("has shape {:?}; samples1 has {:?}", s2.dims(), s1.dims()),
+            ));
+        }
+        // comfy.utils.repeat_to_batch_size(s2, s1.shape[0])
+        let b = s1.dim(0)?;
+        let n2 = s2.dim(0)?;
+        let s2 = if n2 == 0 {
+            return Err(NodeError::input("samples2", "is an empty batch"));
+        } else if n2 == b {
+            s2.clone()
+        } else {
+            let reps = b.div_ceil(n2);
+            Tensor::cat(&vec![s2; reps], 0)?.narrow(0, 0, b)?
+        };
+        let dim = i.string("dim")?;
+        let axis = axis_of(dim, s1.rank(), "samples1")?;
+        for (k, (a, c)) in s1.dims().iter().zip(s2.dims()).enumerate() {
+            if k != axis && a != c {
+                return Err(NodeError::input(
+                    "samples2",
+                    format!(
+                        "has shape {:?}; to concatenate along {dim:?} it must match samples1's \
+                         {:?} on every other axis",
+                        s2.dims(),
+                        s1.dims()
+                    ),
+                ));
+            }
+        }
+        let s2 = s2.to_dtype(s1.dtype())?;
+        let cat = if dim.starts_with('-') {
+            Tensor::cat(&[&s2, s1], axis)?
+        } else {
+            Tensor::cat(&[s1, &s2], axis)?
+        };
+        let mut out = (*l1).clone();
+        out.samples = cat;
+        Ok(NodeOutput::one(Value::object(out)))
+    }
+}
+
+struct LatentCut;
+impl Node for LatentCut {
+    fn schema(&self) -> NodeSchema {
+        v3("LatentCut", "latent/advanced")
+            .input(latent_in("samples"))
+            .input(InputSpec::combo("dim", &["x", "y", "t"]))
+            .input(
+                InputSpec::int("index")
+                    .default(0)
+                    .min(-MAX_RESOLUTION)
+                    .max(MAX_RESOLUTION)
+                    .step(1),
+            )
+            .input(
+                InputSpec::int("amount")
+                    .default(1)
+                    .min(1)
+                    .max(MAX_RESOLUTION)
+                    .step(1),
+            )
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let l = i.object::<Latent>("samples")?;
+        let s = &l.samples;
+        let axis = axis_of(i.string("dim")?, s.rank(), "samples")?;
+        let len = s.dim(axis)? as i128;
+        let (index, amount) = (i.int("index")?, i.int("amount")?);
+        if amount < 1 {
+            return Err(NodeError::input("amount", format!("{amount} is below 1")));
+        }
+        let (start, n) = if index >= 0 {
+            let index = index.min(len - 1);
+            (index, (len - index).min(amount))
+        } else {
+            let index = index.max(-len);
+            (len + index, (-index).min(amount))
+        };
+        if len == 0 || n <= 0 {
+            return Err(NodeError::input(
+                "samples",
+                "has nothing to cut along that axis",
+            ));
+        }
+        let mut out = (*l).clone();
+        out.samples = s.narrow(axis, start as usize, n as usize)?;
+        Ok(NodeOutput::one(Value::object(out)))
+    }
+}
+
+/// LATENT_OPERATION: a latent operation node's function.
+#[derive(Debug, Clone, Copy)]
+pub struct LatentOperationPayload(pub LatentOperation);
+impl crate::node::Payload for LatentOperationPayload {}
+
+const OPERATIONS: &str = "latent/advanced/operations";
+
+fn operation_in() -> InputSpec {
+    InputSpec::of("operation", "LATENT_OPERATION")
+}
+
+struct LatentApplyOperation;
+impl Node for LatentApplyOperation {
+    fn schema(&self) -> NodeSchema {
+        v3("LatentApplyOperation", OPERATIONS)
+            .experimental()
+            .input(latent_in("samples"))
+            .input(operation_in())
+            .output(OutputSpec::new("LATENT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let l = i.object::<Latent>("samples")?;
+        let op = i.object::<LatentOperationPayload>("operation")?;
+        let mut out = (*l).clone();
+        out.samples =
+            op.0.apply(&l.samples.to_dtype(candle_core::DType::F32)?)
+                .map_err(|e| NodeError::input("samples", e.to_string()))?;
+        Ok(NodeOutput::one(Value::object(out)))
+    }
+}
+
+struct LatentApplyOperationCfg;
+impl Node for LatentApplyOperationCfg {
+    fn schema(&self) -> NodeSchema {
+        v3("LatentApplyOperationCFG", OPERATIONS)
+            .experimental()
+            .input(InputSpec::of("model", "MODEL"))
+            .input(operation_in())
+            .output(OutputSpec::new("MODEL"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let mut m = (*i.object::<SdModel>("model")?).clone();
+        let op = i.object::<LatentOperationPayload>("operation")?;
+        m.cfg_patches.pre_cfg.push(op.0);
+        Ok(NodeOutput::one(Value::object(m)))
+    }
+}
+
+struct LatentOperationTonemapReinhard;
+impl Node for LatentOperationTonemapReinhard {
+    fn schema(&self) -> NodeSchema {
+        v3("LatentOperationTonemapReinhard", OPERATIONS)
+            .experimental()
+            .input(
+                InputSpec::float("multiplier")
+                    .default(1.0)
+                    .min(0.0)
+                    .max(100.0)
+                    .step(0.01),
+            )
+            .output(OutputSpec::new("LATENT_OPERATION"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let multiplier = i.float("multiplier")?;
+        Ok(NodeOutput::one(Value::object(LatentOperationPayload(
+            LatentOperation::TonemapReinhard { multiplier },
+        ))))
+    }
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.register(LatentApplyOperation)?;
+    r.register(LatentApplyOperationCfg)?;
+    r.register(LatentOperationTonemapReinhard)?;
+    r.register(LatentCompositeMasked)?;
+    r.register(LatentConcat)?;
+    r.register(LatentCut)?;
     r.register(LatentAdd)?;
     r.register(LatentSubtract)?;
     r.register(LatentMultiply)?;

@@ -1,6 +1,7 @@
 //! Built-in nodes, one file per family. Adding a node means adding it to its family's file
 //! (and that file's `register`), nothing else.
 
+pub mod alpha_masks;
 pub mod clip_flux;
 pub mod clip_sdxl;
 pub mod conditioning;
@@ -11,6 +12,7 @@ pub mod flux;
 pub mod guidance;
 pub mod image_edit;
 pub mod image_io;
+pub mod image_postprocess;
 pub mod image_transform;
 pub mod inpaint;
 pub mod latent;
@@ -20,6 +22,7 @@ pub mod loaders;
 pub mod lora;
 pub mod mask;
 pub mod model_loaders_pending;
+pub mod model_patches;
 pub mod model_sampling;
 mod primitives;
 pub mod sampling;
@@ -34,6 +37,7 @@ use crate::node::{Registry, RegistryError};
 
 /// Registers every built-in node.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
+    alpha_masks::register(r)?;
     clip_flux::register(r)?;
     clip_sdxl::register(r)?;
     conditioning::register(r)?;
@@ -45,6 +49,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     inpaint::register(r)?;
     image_edit::register(r)?;
     image_io::register(r)?;
+    image_postprocess::register(r)?;
     image_transform::register(r)?;
     latent::register(r)?;
     latent_ops::register(r)?;
@@ -52,6 +57,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     loaders::register(r)?;
     lora::register(r)?;
     mask::register(r)?;
+    model_patches::register(r)?;
     model_sampling::register(r)?;
     sampling::register(r)?;
     save_image_websocket::register(r)?;

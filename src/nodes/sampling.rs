@@ -6,11 +6,13 @@ use crate::models::controlnet::ControlStep;
 use crate::models::diffusion::ModelInputs;
 use crate::models::family::CondParams;
 use crate::models::flux::DEFAULT_GUIDANCE;
+use crate::models::unet::UnetOptions;
 use crate::node::types::Latent;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
+use crate::sampling::cfg_patches::{DualCfg, DualCond};
 use crate::sampling::conds::{
     calc_cond_batch, flux_concat, prepare as prepare_conds, BatchConds, CondInput, CondModel,
     ExtraCondInput, Guidance, ModelConds, PrepareContext, PreparedConds,
@@ -44,7 +46,11 @@ fn seed_of(i: &Inputs, name: &str) -> Result<u64, NodeError> {
 }
 
 fn cfg_input() -> InputSpec {
-    InputSpec::float("cfg")
+    cfg_named("cfg")
+}
+
+fn cfg_named(name: &str) -> InputSpec {
+    InputSpec::float(name)
         .default(8.0)
         .min(0.0)
         .max(100.0)
@@ -64,8 +70,9 @@ pub(super) fn seed_input(name: &str) -> InputSpec {
 
 /// The diffusion network wrapped with its model sampling (ComfyUI's
 /// `BaseModel.apply_model`): scales the input, appends the concat channels, passes every
-/// model cond, returns denoised predictions.
-struct ModelApply<'a>(&'a SdModel);
+/// model cond, returns denoised predictions. The flag is PerturbedAttentionGuidance's
+/// perturbed pass (the middle block's self-attention maps replaced by the identity).
+struct ModelApply<'a>(&'a SdModel, bool);
 
 impl CondModel for ModelApply<'_> {
     fn apply(
@@ -131,6 +138,11 @@ impl CondModel for ModelApply<'_> {
                 ref_latents: c.ref_latents,
                 ref_method: c.ref_method,
                 control: control.as_ref(),
+                unet: UnetOptions {
+                    output_block_patch: (!self.0.unet_patches.is_empty())
+                        .then_some(&self.0.unet_patches as _),
+                    perturb_middle_attn1: self.1,
+                },
             })
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .to_dtype(DType::F32)?;
@@ -147,6 +159,8 @@ struct CfgDenoiser<'a> {
     /// False for BasicGuider (positive only).
     has_negative: bool,
     cfg: f64,
+    /// DualCFGGuider: `conds.lists` is [cond1, negative, cond2].
+    dual: Option<DualCfg>,
     /// (mask [B, C, h, w], noise, model-space latent) for masked denoising.
     inpaint: Option<(Tensor, Tensor, Tensor)>,
     last_denoised: Option<Tensor>,
@@ -162,6 +176,40 @@ impl CfgDenoiser<'_> {
         sigma: f64,
         force_uncond: bool,
     ) -> candle_core::Result<(Tensor, Tensor)> {
+        if let Some(d) = &self.dual {
+            let (skip_neg, skip_mid) = d.skips(force_uncond);
+            let l = &self.conds.lists;
+            let pick = |k: usize, skip: bool| (!skip).then(|| l[k].as_slice());
+            // Guider_DualCFG's calc_cond_batch order: [negative, cond2, cond1].
+            let out = calc_cond_batch(
+                &ModelApply(self.model, false),
+                &[pick(1, skip_neg), pick(2, skip_mid), Some(l[0].as_slice())],
+                x,
+                sigma,
+            )?;
+            let model = self.model;
+            return model.cfg_patches.dual_combine(
+                d,
+                &out[0],
+                &out[1],
+                &out[2],
+                x,
+                sigma,
+                &mut |which| {
+                    let list = match which {
+                        DualCond::Cond1 => &l[0],
+                        DualCond::Cond2 => &l[2],
+                    };
+                    let out = calc_cond_batch(
+                        &ModelApply(model, true),
+                        &[Some(list.as_slice())],
+                        x,
+                        sigma,
+                    )?;
+                    Ok(out[0].clone())
+                },
+            );
+        }
         // math.isclose(cfg, 1.0)
         let skip_uncond = !force_uncond && (self.cfg - 1.0).abs() <= 1e-9 * self.cfg.abs().max(1.0);
         let positive = Some(self.conds.lists[0].as_slice());
@@ -170,14 +218,27 @@ impl CfgDenoiser<'_> {
         } else {
             None
         };
-        let out = calc_cond_batch(&ModelApply(self.model), &[positive, negative], x, sigma)?;
-        let (cond, uncond) = (&out[0], &out[1]);
+        let out = calc_cond_batch(
+            &ModelApply(self.model, false),
+            &[positive, negative],
+            x,
+            sigma,
+        )?;
+        // sampler_pre_cfg_function (LatentApplyOperationCFG) on the two predictions.
+        let cond = &self.model.cfg_patches.pre_cfg(&out[0], &out[1])?;
+        let uncond = &out[1];
         // cfg_function: the plain combine, or the MODEL's patched one (RescaleCFG) and its
         // post-CFG functions (CFGNorm).
-        let combined = self
-            .model
-            .cfg_patches
-            .combine(cond, uncond, self.cfg, x, sigma)?;
+        // PerturbedAttentionGuidance re-evaluates the positive with the middle block's
+        // self-attention perturbed (`calc_cond_batch(model, [cond], ...)`).
+        let combined =
+            self.model
+                .cfg_patches
+                .combine_with(cond, uncond, self.cfg, x, sigma, &mut || {
+                    let out =
+                        calc_cond_batch(&ModelApply(self.model, true), &[positive], x, sigma)?;
+                    Ok(out[0].clone())
+                })?;
         Ok((combined, uncond.clone()))
     }
 
@@ -384,11 +445,47 @@ pub fn run_sampler_with(
     noise: &Tensor,
     seed: u64,
 ) -> Result<(Tensor, Tensor), NodeError> {
+    run_guided(
+        ctx,
+        model,
+        positive,
+        negative,
+        None,
+        cfg,
+        kind,
+        sampler_extra,
+        sigmas,
+        latent,
+        noise,
+        seed,
+    )
+}
+
+/// [`run_sampler_with`] for any guider: `dual` is DualCFGGuider's cond2 and weights
+/// (`positive` is its cond1, `negative` its negative).
+#[allow(clippy::too_many_arguments)]
+fn run_guided(
+    ctx: Option<&NodeContext>,
+    model: &SdModel,
+    positive: &Conditioning,
+    negative: Option<&Conditioning>,
+    dual: Option<(&Conditioning, DualCfg)>,
+    cfg: f64,
+    kind: SamplerKind,
+    sampler_extra: SamplerExtra,
+    sigmas: &[f32],
+    latent: &Latent,
+    noise: &Tensor,
+    seed: u64,
+) -> Result<(Tensor, Tensor), NodeError> {
     let samples = latent.samples.to_dtype(DType::F32)?;
     if sigmas.is_empty() {
         return Ok((samples.clone(), samples));
     }
-    if positive.0.is_empty() || negative.is_some_and(|n| n.0.is_empty()) {
+    if positive.0.is_empty()
+        || negative.is_some_and(|n| n.0.is_empty())
+        || dual.is_some_and(|(m, _)| m.0.is_empty())
+    {
         return Err(NodeError::msg("empty CONDITIONING"));
     }
     let ms = &model.sampling;
@@ -413,10 +510,18 @@ pub fn run_sampler_with(
         Some(m) => Some(reshape_mask(m, samples.dims())?),
         None => None,
     };
-    let lists = match negative {
+    // The positive list first (prompt_type "positive"); DualCFGGuider's cond2 is marked
+    // negative, as Guider_DualCFG.set_conds does.
+    let mut lists = match negative {
         Some(n) => vec![entries(positive), entries(n)],
         None => vec![entries(positive)],
     };
+    if let Some((middle, _)) = dual {
+        if negative.is_none() {
+            return Err(NodeError::msg("DualCFGGuider needs a negative"));
+        }
+        lists.push(entries(middle));
+    }
     let extra = |c: &ExtraCondInput| extra_conds(model, c);
     let process_in = |z: &Tensor| format.process_in(z);
     let prep = PrepareContext {
@@ -442,6 +547,7 @@ pub fn run_sampler_with(
         conds,
         has_negative: negative.is_some(),
         cfg,
+        dual: dual.map(|(_, d)| d),
         inpaint,
         last_denoised: None,
     };
@@ -767,6 +873,7 @@ impl Node for CfgGuider {
             positive: (*i.object::<Conditioning>("positive")?).clone(),
             negative: Some((*i.object::<Conditioning>("negative")?).clone()),
             cfg: i.float("cfg")?,
+            dual: None,
         })))
     }
 }
@@ -785,6 +892,49 @@ impl Node for BasicGuider {
             positive: (*i.object::<Conditioning>("conditioning")?).clone(),
             negative: None,
             cfg: 1.0,
+            dual: None,
+        })))
+    }
+}
+
+struct DualCfgGuider;
+impl Node for DualCfgGuider {
+    fn schema(&self) -> NodeSchema {
+        custom("DualCFGGuider", "sampling/custom_sampling/guiders")
+            .input(InputSpec::of("model", "MODEL"))
+            .input(InputSpec::of("cond1", "CONDITIONING"))
+            .input(InputSpec::of("cond2", "CONDITIONING"))
+            .input(InputSpec::of("negative", "CONDITIONING"))
+            .input(cfg_named("cfg_conds"))
+            .input(cfg_named("cfg_cond2_negative"))
+            .input(InputSpec::combo("style", &["regular", "nested"]))
+            .output(OutputSpec::new("GUIDER"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let nested = match i.string("style")? {
+            "regular" => false,
+            "nested" => true,
+            other => {
+                return Err(NodeError::input(
+                    "style",
+                    format!("{other:?} is not one of \"regular\", \"nested\""),
+                ))
+            }
+        };
+        let cfg_conds = i.float("cfg_conds")?;
+        Ok(NodeOutput::one(Value::object(GuiderPayload {
+            model: (*i.object::<SdModel>("model")?).clone(),
+            positive: (*i.object::<Conditioning>("cond1")?).clone(),
+            negative: Some((*i.object::<Conditioning>("negative")?).clone()),
+            cfg: cfg_conds,
+            dual: Some((
+                (*i.object::<Conditioning>("cond2")?).clone(),
+                DualCfg {
+                    cfg_conds,
+                    cfg_cond2_negative: i.float("cfg_cond2_negative")?,
+                    nested,
+                },
+            )),
         })))
     }
 }
@@ -810,11 +960,12 @@ fn custom_sample(
         NoisePayload::Random(s) => prepare_noise(&shape, s, latent.batch_index.as_deref())?,
         NoisePayload::Disabled => Tensor::zeros(shape.as_slice(), DType::F32, &Device::Cpu)?,
     };
-    let (out, denoised) = run_sampler_with(
+    let (out, denoised) = run_guided(
         Some(ctx),
         &guider.model,
         &guider.positive,
         guider.negative.as_ref(),
+        guider.dual.as_ref().map(|(m, d)| (m, *d)),
         guider.cfg,
         sampler.0,
         sampler.1,
@@ -851,6 +1002,7 @@ impl Node for SamplerCustom {
             positive: (*i.object::<Conditioning>("positive")?).clone(),
             negative: Some((*i.object::<Conditioning>("negative")?).clone()),
             cfg: i.float("cfg")?,
+            dual: None,
         };
         let seed = seed_of(i, "noise_seed")?;
         let noise = if i.boolean("add_noise")? {
@@ -901,6 +1053,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(DisableNoise)?;
     r.register(CfgGuider)?;
     r.register(BasicGuider)?;
+    r.register(DualCfgGuider)?;
     r.register(SamplerCustom)?;
     r.register(SamplerCustomAdvanced)?;
     Ok(())

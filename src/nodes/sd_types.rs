@@ -37,6 +37,8 @@ pub struct SdModel {
     pub family: Family,
     /// Patches of the CFG combine (RescaleCFG, CFGNorm); empty by default.
     pub cfg_patches: crate::sampling::cfg_patches::CfgPatches,
+    /// Patches of the UNet's skip connections (FreeU); empty by default.
+    pub unet_patches: crate::sampling::unet_patches::UnetPatches,
 }
 
 impl SdModel {
@@ -165,7 +167,7 @@ pub enum NoisePayload {
 }
 impl Payload for NoisePayload {}
 
-/// GUIDER: the model and its conditioning (CFGGuider / BasicGuider).
+/// GUIDER: the model and its conditioning (CFGGuider / BasicGuider / DualCFGGuider).
 #[derive(Debug, Clone)]
 pub struct GuiderPayload {
     pub model: SdModel,
@@ -173,6 +175,8 @@ pub struct GuiderPayload {
     /// None for BasicGuider (positive only).
     pub negative: Option<Conditioning>,
     pub cfg: f64,
+    /// DualCFGGuider: its cond2 and weights (`positive` is cond1, `cfg` is `cfg_conds`).
+    pub dual: Option<(Conditioning, crate::sampling::cfg_patches::DualCfg)>,
 }
 impl Payload for GuiderPayload {}
 
@@ -232,6 +236,7 @@ pub fn model_payload(
         sampling: Arc::new(family_sampling(family, prediction)),
         family,
         cfg_patches: Default::default(),
+        unet_patches: Default::default(),
     }
 }
 

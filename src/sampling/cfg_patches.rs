@@ -30,6 +30,101 @@ pub enum PostCfg {
     /// CFGZeroStar (`comfy_extras/nodes_cfg.py`, CFG-Zero*): corrects the result with the
     /// per-sample optimal scale of the uncond (`optimized_scale`).
     CfgZeroStar,
+    /// PerturbedAttentionGuidance (`comfy_extras/nodes_pag.py`): adds
+    /// `(cond − perturbed)·scale`, `perturbed` the conditional prediction with the middle
+    /// block's self-attention maps replaced by the identity (a second model pass).
+    Pag { scale: f64 },
+}
+
+/// DualCFGGuider's weights and style (`Guider_DualCFG` of
+/// `comfy_extras/nodes_custom_sampler.py`): `cfg_conds` weighs cond1 against cond2,
+/// `cfg_cond2_negative` cond2 against the negative; "nested" applies the first CFG inside
+/// the second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DualCfg {
+    pub cfg_conds: f64,
+    pub cfg_cond2_negative: f64,
+    pub nested: bool,
+}
+
+/// Which conditioning a DualCFGGuider combine treats as its `cond` (the one a PAG pass
+/// re-evaluates): cond2 in the regular style, cond1 in the nested one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DualCond {
+    Cond1,
+    Cond2,
+}
+
+/// `math.isclose(v, 1.0)`.
+fn is_one(v: f64) -> bool {
+    (v - 1.0).abs() <= 1e-9 * v.abs().max(1.0)
+}
+
+impl DualCfg {
+    /// (skip the negative, skip cond2): the regular style's cfg-1 optimisation (a skipped
+    /// prediction is zeros, as `calc_cond_batch` gives for a missing cond); never for
+    /// "nested" or when the sampler disables the optimisation (`force`).
+    pub fn skips(&self, force: bool) -> (bool, bool) {
+        if self.nested || force || !is_one(self.cfg_cond2_negative) {
+            return (false, false);
+        }
+        (true, is_one(self.cfg_conds))
+    }
+}
+
+/// A LATENT_OPERATION (`comfy_extras/nodes_latent.py`): a function of a latent-shaped
+/// tensor, applied to a LATENT (LatentApplyOperation) or, as a pre-CFG patch, to the
+/// conditional prediction's difference from the unconditional (LatentApplyOperationCFG).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LatentOperation {
+    /// LatentOperationTonemapReinhard: per-pixel channel vectors keep their direction; their
+    /// length `m` becomes `top·(m/top)/(m/top + 1)`, `top = (5·std + mean)·multiplier` of the
+    /// lengths per sample.
+    TonemapReinhard { multiplier: f64 },
+}
+
+impl LatentOperation {
+    /// The operation on a `[B, C, …]` tensor.
+    pub fn apply(&self, latent: &Tensor) -> Result<Tensor> {
+        match *self {
+            LatentOperation::TonemapReinhard { multiplier } => tonemap_reinhard(latent, multiplier),
+        }
+    }
+}
+
+/// `tonemap_reinhard` of LatentOperationTonemapReinhard, float32 as torch evaluates it (the
+/// norms, mean and std reduce in f64 and round once).
+fn tonemap_reinhard(latent: &Tensor, multiplier: f64) -> Result<Tensor> {
+    let dims = latent.dims().to_vec();
+    if dims.len() < 2 {
+        candle_core::bail!("a latent operation needs a [B, C, ...] tensor, got {dims:?}");
+    }
+    let (b, c) = (dims[0], dims[1]);
+    let rest: usize = dims[2..].iter().product();
+    let v = flat(latent)?;
+    let mut out = vec![0f32; v.len()];
+    for bi in 0..b {
+        let at = |ch: usize, k: usize| (bi * c + ch) * rest + k;
+        // torch.linalg.vector_norm(latent, dim=1) + 1e-10
+        let mag: Vec<f32> = (0..rest)
+            .map(|k| {
+                let ss: f64 = (0..c).map(|ch| (v[at(ch, k)] as f64).powi(2)).sum();
+                (ss.sqrt() as f32) + 1e-10
+            })
+            .collect();
+        let mean = (mag.iter().map(|&m| m as f64).sum::<f64>() / rest as f64) as f32;
+        let std = std_unbiased(&mag);
+        let top = (std * 5.0 + mean) * multiplier as f32;
+        let inv_top = 1.0 / top;
+        for k in 0..rest {
+            let m = mag[k] * inv_top;
+            let new = (m / (m + 1.0)) * top;
+            for ch in 0..c {
+                out[at(ch, k)] = (v[at(ch, k)] / mag[k]) * new;
+            }
+        }
+    }
+    Tensor::from_vec(out, dims.as_slice(), latent.device())
 }
 
 /// The CFG patches of a MODEL.
@@ -37,6 +132,8 @@ pub enum PostCfg {
 pub struct CfgPatches {
     pub cfg_function: Option<CfgFunction>,
     pub post_cfg: Vec<PostCfg>,
+    /// `sampler_pre_cfg_function`s (LatentApplyOperationCFG), in the order added.
+    pub pre_cfg: Vec<LatentOperation>,
 }
 
 /// Flat float32 values of a tensor and its dims.
@@ -54,7 +151,50 @@ fn std_unbiased(v: &[f32]) -> f32 {
 
 impl CfgPatches {
     pub fn is_empty(&self) -> bool {
-        self.cfg_function.is_none() && self.post_cfg.is_empty()
+        self.cfg_function.is_none() && self.post_cfg.is_empty() && self.pre_cfg.is_empty()
+    }
+
+    /// The pre-CFG functions on (cond, uncond) as `sampling_function` runs them (its
+    /// `conds_out` always has both): each LatentApplyOperationCFG replaces the cond by
+    /// `op(cond − uncond) + uncond`.
+    pub fn pre_cfg(&self, cond: &Tensor, uncond: &Tensor) -> Result<Tensor> {
+        let mut cond = cond.clone();
+        for op in &self.pre_cfg {
+            cond = (op.apply(&(&cond - uncond)?)? + uncond)?;
+        }
+        Ok(cond)
+    }
+
+    /// `Guider_DualCFG.predict_noise` from the negative, cond2 and cond1 predictions:
+    /// regular `cfg_function(cond2, negative, cfg_cond2_negative) + (cond1 − cond2)·cfg_conds`,
+    /// nested `negative + cfg_cond2_negative·(cfg_function(cond1, cond2, cfg_conds) −
+    /// negative)`. Returns the result and the uncond its `cfg_function` saw (the negative,
+    /// or cond2 when nested), which the CFG++ samplers use.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dual_combine(
+        &self,
+        d: &DualCfg,
+        negative: &Tensor,
+        cond2: &Tensor,
+        cond1: &Tensor,
+        x: &Tensor,
+        sigma: f64,
+        perturbed: &mut dyn FnMut(DualCond) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        if d.nested {
+            let text = self.combine_with(cond1, cond2, d.cfg_conds, x, sigma, &mut || {
+                perturbed(DualCond::Cond1)
+            })?;
+            let out = (negative + ((text - negative)? * d.cfg_cond2_negative)?)?;
+            Ok((out, cond2.clone()))
+        } else {
+            let first =
+                self.combine_with(cond2, negative, d.cfg_cond2_negative, x, sigma, &mut || {
+                    perturbed(DualCond::Cond2)
+                })?;
+            let out = (first + ((cond1 - cond2)? * d.cfg_conds)?)?;
+            Ok((out, negative.clone()))
+        }
     }
 
     /// `cfg_function(model, cond_pred, uncond_pred, cond_scale, x, σ)` with these patches:
@@ -67,6 +207,22 @@ impl CfgPatches {
         cfg: f64,
         x: &Tensor,
         sigma: f64,
+    ) -> Result<Tensor> {
+        self.combine_with(cond, uncond, cfg, x, sigma, &mut || {
+            candle_core::bail!("PerturbedAttentionGuidance needs the model's perturbed pass")
+        })
+    }
+
+    /// [`Self::combine`] with `perturbed` evaluating the conditional prediction's PAG pass
+    /// (called only when a PAG patch with a nonzero scale is present).
+    pub fn combine_with(
+        &self,
+        cond: &Tensor,
+        uncond: &Tensor,
+        cfg: f64,
+        x: &Tensor,
+        sigma: f64,
+        perturbed: &mut dyn FnMut() -> Result<Tensor>,
     ) -> Result<Tensor> {
         let dims = cond.dims().to_vec();
         let mut out = match self.cfg_function {
@@ -100,6 +256,14 @@ impl CfgPatches {
                         dims[0],
                     );
                     Tensor::from_vec(v, dims.as_slice(), cond.device())?
+                }
+                PostCfg::Pag { scale } => {
+                    if scale == 0.0 {
+                        out
+                    } else {
+                        let pag = perturbed()?;
+                        (out + ((cond - pag)? * scale)?)?
+                    }
                 }
             };
         }

@@ -9,8 +9,10 @@
 //! * [`model_sampling`] — ComfyUI's model samplings (discrete, flow, Flux, continuous) and
 //!   prediction classes (EPS, V, EDM, CONST, …): sigma table, σ ↔ t, input/denoised/noise
 //!   scaling.
-//! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling.
-//! * [`cfg_patches`] — model patches of the CFG combine (RescaleCFG, CFGNorm).
+//! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling;
+//!   [`gits_levels`] holds GITSScheduler's noise-level tables.
+//! * [`cfg_patches`] — model patches of the CFG combine (RescaleCFG, CFGNorm), DualCFGGuider's.
+//! * [`unet_patches`] — model patches of the UNet's skip connections (FreeU, FreeU_V2).
 //! * [`samplers`] — the [`samplers::Denoiser`] trait, [`samplers::SamplerKind`],
 //!   [`samplers::sample`], and the start/end-of-sampling helpers.
 //! * [`conds`] — sampling-time conditioning: areas, masks, strengths, timestep ranges,
@@ -22,6 +24,7 @@
 pub mod brownian;
 pub mod cfg_patches;
 pub mod conds;
+pub mod gits_levels;
 pub mod masks;
 pub mod model_sampling;
 pub mod noise;
@@ -31,3 +34,4 @@ pub mod samplers;
 pub mod schedulers;
 pub mod seed_sequence;
 pub mod torch_math;
+pub mod unet_patches;

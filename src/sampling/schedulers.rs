@@ -751,6 +751,39 @@ pub fn noise_level_table(levels: &[f64], steps: usize, denoise: f64) -> Vec<f32>
     out
 }
 
+/// GITSScheduler (comfy_extras/nodes_gits.py): the `coeff` table's row for `steps` (2–20),
+/// or its last row log-linearly resampled to `steps + 1` levels beyond 20; the last
+/// `round(steps·denoise) + 1` kept, the final one set to 0. `None` when `coeff` rounded to
+/// two decimals is not one of the table's (0.80, 0.85, …, 1.50) or `steps` < 2.
+pub fn gits(coeff: f64, steps: usize, denoise: f64) -> Option<Vec<f32>> {
+    let mut total = steps;
+    if denoise < 1.0 {
+        if denoise <= 0.0 {
+            return Some(Vec::new());
+        }
+        total = (steps as f64 * denoise).round_ties_even() as usize;
+    }
+    // round(coeff, 2) as a dict key: the table's keys are exact two-decimal literals.
+    let key = (coeff * 100.0).round_ties_even() / 100.0;
+    let (_, rows) = super::gits_levels::GITS_NOISE_LEVELS
+        .iter()
+        .find(|(k, _)| (k - key).abs() < 1e-9)?;
+    if steps < 2 {
+        return None;
+    }
+    let sig: Vec<f64> = if steps <= 20 {
+        rows[steps - 2].to_vec()
+    } else {
+        loglinear_interp(rows[rows.len() - 1], steps + 1)
+    };
+    let keep = (total + 1).min(sig.len());
+    let mut out: Vec<f32> = sig[sig.len() - keep..].iter().map(|&v| v as f32).collect();
+    if let Some(l) = out.last_mut() {
+        *l = 0.0;
+    }
+    Some(out)
+}
+
 // ---- sigma edits (SplitSigmas, SplitSigmasDenoise, ExtendIntermediateSigmas) ----
 
 /// Python's `a[:k]` / `a[-k:]` for k ≥ 0.

@@ -23,6 +23,24 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::models::controlnet::ControlResiduals;
+
+/// Patches of the UNet's internals for one evaluation (ComfyUI's `transformer_options`
+/// patches).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnetOptions<'a> {
+    /// `output_block_patch` (FreeU), on each output block's (h, skip) pair.
+    pub output_block_patch: Option<&'a dyn OutputBlockPatch>,
+    /// An `attn1` replace patch on ("middle", 0) returning `v` (PerturbedAttentionGuidance):
+    /// the middle block's self-attentions skip their attention map.
+    pub perturb_middle_attn1: bool,
+}
+
+/// A MODEL patch of the skip connections (ComfyUI's `output_block_patch`, e.g. FreeU): called
+/// for every output block with the hidden state `h` and the popped skip `hsp` (after its
+/// ControlNet residual), before they are concatenated; returns the new pair.
+pub trait OutputBlockPatch: Send + Sync + std::fmt::Debug {
+    fn apply(&self, h: Tensor, hsp: Tensor) -> candle_core::Result<(Tensor, Tensor)>;
+}
 use crate::models::nn::activations::geglu;
 use crate::models::nn::linear::{linear, Linear};
 use crate::models::nn::{conv, group_norm, has, silu, Conv2d, GroupNorm};
@@ -259,6 +277,12 @@ impl CrossAttention {
         let v = self.to_v.forward(ctx)?;
         self.to_out.forward(&attention(&q, &k, &v, self.heads)?)
     }
+
+    /// Self-attention with the attention map replaced by the identity (PAG's
+    /// `perturbed_attention` returns `v`): `to_out(to_v(x))`.
+    fn forward_identity(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.to_out.forward(&self.to_v.forward(x)?)
+    }
 }
 
 struct TransformerBlock {
@@ -289,8 +313,19 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
-        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        perturb_self: bool,
+    ) -> candle_core::Result<Tensor> {
+        let n = self.norm1.forward(x)?;
+        let a = if perturb_self {
+            self.attn1.forward_identity(&n)?
+        } else {
+            self.attn1.forward(&n, None)?
+        };
+        let x = (a + x)?;
         let x = (self
             .attn2
             .forward(&self.norm2.forward(&x)?, Some(context))?
@@ -343,7 +378,12 @@ impl SpatialTransformer {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        perturb_self: bool,
+    ) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let mut y = self.norm.forward(x)?;
         if let Proj::Conv(p) = &self.proj_in {
@@ -358,7 +398,7 @@ impl SpatialTransformer {
             y = p.forward(&y)?;
         }
         for blk in &self.blocks {
-            y = blk.forward(&y, context)?;
+            y = blk.forward(&y, context, perturb_self)?;
         }
         if let Proj::Linear(p) = &self.proj_out {
             y = p.forward(&y)?;
@@ -419,12 +459,25 @@ impl Block {
         context: &Tensor,
         out_shape: Option<(usize, usize)>,
     ) -> candle_core::Result<Tensor> {
+        self.forward_with(x, emb, context, out_shape, false)
+    }
+
+    /// [`Block::forward`]; `perturb_self` replaces every transformer's self-attention map
+    /// with the identity (PerturbedAttentionGuidance's patch of a whole block).
+    pub(crate) fn forward_with(
+        &self,
+        x: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+        out_shape: Option<(usize, usize)>,
+        perturb_self: bool,
+    ) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.0 {
             x = match layer {
                 Layer::Conv(c) | Layer::Down(c) => c.forward(&x)?,
                 Layer::Res(r) => r.forward(&x, emb)?,
-                Layer::Attn(a) => a.forward(&x, context)?,
+                Layer::Attn(a) => a.forward(&x, context, perturb_self)?,
                 Layer::Up(c) => {
                     let (_, _, h, w) = x.dims4()?;
                     let (th, tw) = out_shape.unwrap_or((h * 2, w * 2));
@@ -572,6 +625,20 @@ impl Unet {
         y: Option<&Tensor>,
         control: Option<&ControlResiduals>,
     ) -> Result<Tensor> {
+        self.forward_patched(x, timesteps, context, y, control, UnetOptions::default())
+    }
+
+    /// [`Unet::forward_with_control`] with MODEL patches of the UNet's internals
+    /// ([`UnetOptions`]).
+    pub fn forward_patched(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        y: Option<&Tensor>,
+        control: Option<&ControlResiduals>,
+        opts: UnetOptions,
+    ) -> Result<Tensor> {
         let mut control = control.cloned();
         let m = &self.0;
         let (in_dtype, in_device) = (x.dtype(), x.device().clone());
@@ -629,11 +696,16 @@ impl Unet {
             h = apply_control(h, control.as_mut().map(|c| &mut c.input), m.dtype)?;
             hs.push(h.clone());
         }
-        h = m.middle.forward(&h, &emb, &context, None)?;
+        h = m
+            .middle
+            .forward_with(&h, &emb, &context, None, opts.perturb_middle_attn1)?;
         h = apply_control(h, control.as_mut().map(|c| &mut c.middle), m.dtype)?;
         for blk in &m.output_blocks {
             let skip = hs.pop().expect("as many skips as output blocks");
-            let skip = apply_control(skip, control.as_mut().map(|c| &mut c.output), m.dtype)?;
+            let mut skip = apply_control(skip, control.as_mut().map(|c| &mut c.output), m.dtype)?;
+            if let Some(p) = opts.output_block_patch {
+                (h, skip) = p.apply(h, skip)?;
+            }
             h = Tensor::cat(&[&h, &skip], 1)?;
             let out_shape = match hs.last() {
                 Some(s) => {
