@@ -1,5 +1,5 @@
 //! The family-neutral diffusion network behind a MODEL: the LDM UNet (SD1.x, SDXL) or the
-//! Flux transformer, with one input struct holding every model input ComfyUI's
+//! Flux transformer or SD3's MMDiT, with one input struct holding every model input ComfyUI's
 //! `apply_model` passes (`c_crossattn`, `y`, `guidance`, `ref_latents`, ...). The sampler,
 //! LoRA patching and the executor only see [`DiffusionNet`]; a new family adds a variant
 //! here and its own module.
@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use super::checkpoint::WeightMap;
 use super::controlnet::ControlResiduals;
 use super::flux::{Flux, FluxInputs, RefLatentsMethod};
+use super::mmdit::{Mmdit, MmditInputs};
 use super::unet::Unet;
 use super::{ModelError, Result};
 
@@ -41,6 +42,8 @@ pub enum DiffusionNet {
     Unet(Unet),
     /// Shared: the blocks are built once, a MODEL clone is a pointer copy.
     Flux(Arc<Flux>),
+    /// SD3 / SD3.5's MMDiT, shared like Flux.
+    Mmdit(Arc<Mmdit>),
 }
 
 impl std::fmt::Debug for DiffusionNet {
@@ -48,6 +51,7 @@ impl std::fmt::Debug for DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => write!(f, "Unet({:?})", u.config()),
             DiffusionNet::Flux(x) => write!(f, "Flux({:?})", x.config()),
+            DiffusionNet::Mmdit(m) => write!(f, "Mmdit({:?})", m.config()),
         }
     }
 }
@@ -61,6 +65,12 @@ impl From<Unet> for DiffusionNet {
 impl From<Flux> for DiffusionNet {
     fn from(f: Flux) -> Self {
         DiffusionNet::Flux(Arc::new(f))
+    }
+}
+
+impl From<Mmdit> for DiffusionNet {
+    fn from(m: Mmdit) -> Self {
+        DiffusionNet::Mmdit(Arc::new(m))
     }
 }
 
@@ -87,6 +97,20 @@ impl DiffusionNet {
                     ref_method: i.ref_method,
                 })
                 .map_err(ModelError::from),
+            DiffusionNet::Mmdit(_) if i.control.is_some() => Err(ModelError::NotSupported(
+                "ControlNet residuals for an SD3 model: comfyrs runs the SD1.x/SDXL (cldm) \
+                 ControlNets only, which do not fit SD3's MMDiT"
+                    .into(),
+            )),
+            DiffusionNet::Mmdit(m) => m
+                .forward(&MmditInputs {
+                    x: i.x,
+                    timesteps: i.timesteps,
+                    context: i.context,
+                    y: i.y,
+                    skip_blocks: &[],
+                })
+                .map_err(ModelError::from),
         }
     }
 
@@ -104,6 +128,13 @@ impl DiffusionNet {
                     f.config(),
                 )?))
             }
+            DiffusionNet::Mmdit(m) => {
+                let vb = crate::models::nn::weights_vb(weights.clone(), m.dtype(), m.device());
+                DiffusionNet::Mmdit(Arc::new(Mmdit::new(
+                    vb.pp(prefix.trim_end_matches('.')),
+                    m.config(),
+                )?))
+            }
         })
     }
 
@@ -112,6 +143,7 @@ impl DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => u.config().in_channels,
             DiffusionNet::Flux(f) => f.config().in_channels,
+            DiffusionNet::Mmdit(m) => m.config().in_channels,
         }
     }
 
@@ -120,6 +152,7 @@ impl DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => u.config().out_channels,
             DiffusionNet::Flux(f) => f.config().out_channels,
+            DiffusionNet::Mmdit(m) => m.config().out_channels,
         }
     }
 
@@ -127,6 +160,7 @@ impl DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => u.dtype(),
             DiffusionNet::Flux(f) => f.dtype(),
+            DiffusionNet::Mmdit(m) => m.dtype(),
         }
     }
 
@@ -134,12 +168,20 @@ impl DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => u.device(),
             DiffusionNet::Flux(f) => f.device(),
+            DiffusionNet::Mmdit(m) => m.device(),
         }
     }
 
     pub fn as_unet(&self) -> Option<&Unet> {
         match self {
             DiffusionNet::Unet(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn as_mmdit(&self) -> Option<&Mmdit> {
+        match self {
+            DiffusionNet::Mmdit(m) => Some(m),
             _ => None,
         }
     }

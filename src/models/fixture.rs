@@ -420,6 +420,9 @@ fn values(key: &str, shape: &[usize]) -> Vec<f64> {
     let (mean, std) =
         if key.ends_with("token_embedding.weight") || key.ends_with("position_embedding.weight") {
             (0.0, 0.02)
+        } else if key.ends_with("pos_embed") {
+            // MMDiT's position table (sin-cos in real files): values of order 1.
+            (0.0, 0.5)
         } else if key.ends_with("positional_embedding") || key.ends_with("in_proj_bias") {
             (0.0, if key.ends_with("bias") { 0.01 } else { 0.02 })
         } else if key.ends_with(".bias") {
@@ -727,4 +730,193 @@ fn tiny_flux_checkpoint_fp8(guidance: bool, name: &str) -> Vec<u8> {
         }
     }
     serialize_buffers(buffers, name)
+}
+
+// ---------------------------------------------------------------------------------------
+// SD3 / SD3.5 (MMDiT). The tiny MMDiTs have depth 2, i.e. ComfyUI's own rule gives hidden
+// 128 = 64·depth and 2 heads of 64, so ComfyUI detects them as its `SD3` config as they
+// are; 16 latent channels, patch 2, a 16×16 position table (latents up to 32×32, 256²
+// pixels), pooled width 80 = the tiny CLIP-L's 32 + the tiny CLIP-G's projection 48, and
+// SD3's real context width 4096 (the CLIP outputs are padded to it). Variants:
+// `tiny_sd3_medium` (no QK-norm), `tiny_sd35_large` (RMS QK-norm `ln_q`/`ln_k` in every
+// attention) and `tiny_sd35_medium` (QK-norm and MMDiT-X's `x_block.attn2` in block 0), in
+// ComfyUI's bare diffusion-model layout. `tiny_clip_g` is a CLIP-G in HF names (width 48,
+// 3 layers, `text_projection.weight`), as `clip_g.safetensors` ships. The all-in-one
+// `tiny_sd35_medium` checkpoint holds the SD3.5-medium MMDiT under `model.diffusion_model.`,
+// the tiny CLIP-L and CLIP-G under `text_encoders.clip_{l,g}.transformer.` and the 16-channel
+// VAE (no quant convs) under `first_stage_model.`, all fp16 (values as the split files).
+
+/// Repository-relative paths of the tiny MMDiTs (UNETLoader).
+pub const TINY_SD3_MEDIUM_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_sd3_medium.safetensors";
+pub const TINY_SD35_MEDIUM_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_sd35_medium.safetensors";
+pub const TINY_SD35_LARGE_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_sd35_large.safetensors";
+/// Repository-relative path of the tiny CLIP-G text encoder file (HF layout).
+pub const TINY_CLIP_G_PATH: &str = "fixtures/models/text_encoders/tiny_clip_g.safetensors";
+/// Repository-relative path of the tiny all-in-one SD3.5-medium checkpoint.
+pub const TINY_SD35_CKPT_PATH: &str = "fixtures/models/checkpoints/tiny_sd35_medium.safetensors";
+
+/// The tiny MMDiT's depth (hidden 64·depth, depth heads).
+pub const TINY_MMDIT_DEPTH: usize = 2;
+/// Side of the tiny MMDiT's position table.
+pub const TINY_MMDIT_POS: usize = 16;
+
+/// The MMDiT variants of the fixtures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmditVariant {
+    Sd3Medium,
+    Sd35Medium,
+    Sd35Large,
+}
+
+fn tiny_mmdit(l: &mut Layout, v: MmditVariant) {
+    let depth = TINY_MMDIT_DEPTH;
+    let h = 64 * depth;
+    let head = 64;
+    let qk = v != MmditVariant::Sd3Medium;
+    conv(l, "x_embedder.proj", h, 16, 2);
+    add(
+        l,
+        "pos_embed".into(),
+        &[1, TINY_MMDIT_POS * TINY_MMDIT_POS, h],
+    );
+    lin(l, "t_embedder.mlp.0", h, 256, true);
+    lin(l, "t_embedder.mlp.2", h, h, true);
+    lin(l, "y_embedder.mlp.0", h, TINY_L_WIDTH + TINY_G_WIDTH, true);
+    lin(l, "y_embedder.mlp.2", h, h, true);
+    lin(l, "context_embedder", h, 4096, true);
+    let attn = |l: &mut Layout, p: &str, pre_only: bool| {
+        lin(l, &format!("{p}.qkv"), 3 * h, h, true);
+        if !pre_only {
+            lin(l, &format!("{p}.proj"), h, h, true);
+        }
+        if qk {
+            add(l, format!("{p}.ln_q.weight"), &[head]);
+            add(l, format!("{p}.ln_k.weight"), &[head]);
+        }
+    };
+    for i in 0..depth {
+        for side in ["context_block", "x_block"] {
+            let p = format!("joint_blocks.{i}.{side}");
+            let pre_only = side == "context_block" && i + 1 == depth;
+            let x_attn2 = side == "x_block" && i == 0 && v == MmditVariant::Sd35Medium;
+            attn(l, &format!("{p}.attn"), pre_only);
+            if x_attn2 {
+                attn(l, &format!("{p}.attn2"), false);
+            }
+            let mods = if pre_only {
+                2
+            } else if x_attn2 {
+                9
+            } else {
+                6
+            };
+            lin(l, &format!("{p}.adaLN_modulation.1"), mods * h, h, true);
+            if !pre_only {
+                lin(l, &format!("{p}.mlp.fc1"), 4 * h, h, true);
+                lin(l, &format!("{p}.mlp.fc2"), h, 4 * h, true);
+            }
+        }
+    }
+    lin(l, "final_layer.adaLN_modulation.1", 2 * h, h, true);
+    lin(l, "final_layer.linear", 4 * 16, h, true);
+}
+
+/// A tiny CLIP-G in HF names under `p` (ending in `text_model`), plus `text_projection`
+/// beside it.
+fn tiny_clip_g_hf(l: &mut Layout, root: &str) {
+    let (w, layers, mlp) = (TINY_G_WIDTH, 3usize, 4 * TINY_G_WIDTH);
+    let p = format!("{root}text_model");
+    add(
+        l,
+        format!("{p}.embeddings.token_embedding.weight"),
+        &[49408, w],
+    );
+    add(
+        l,
+        format!("{p}.embeddings.position_embedding.weight"),
+        &[77, w],
+    );
+    for i in 0..layers {
+        let q = format!("{p}.encoder.layers.{i}");
+        norm(l, &format!("{q}.layer_norm1"), w);
+        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            lin(l, &format!("{q}.self_attn.{n}"), w, w, true);
+        }
+        norm(l, &format!("{q}.layer_norm2"), w);
+        lin(l, &format!("{q}.mlp.fc1"), mlp, w, true);
+        lin(l, &format!("{q}.mlp.fc2"), w, mlp, true);
+    }
+    norm(l, &format!("{p}.final_layer_norm"), w);
+    lin(l, &format!("{root}text_projection"), w, w, false);
+}
+
+/// The bytes of a tiny MMDiT file (bare ComfyUI keys).
+pub fn tiny_mmdit_bytes(v: MmditVariant) -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_mmdit(&mut layout, v);
+    serialize(
+        &layout,
+        &format!("tiny_mmdit {v:?} v1 (src/models/fixture.rs)"),
+    )
+}
+
+pub fn tiny_sd3_medium_bytes() -> Vec<u8> {
+    tiny_mmdit_bytes(MmditVariant::Sd3Medium)
+}
+
+pub fn tiny_sd35_medium_bytes() -> Vec<u8> {
+    tiny_mmdit_bytes(MmditVariant::Sd35Medium)
+}
+
+pub fn tiny_sd35_large_bytes() -> Vec<u8> {
+    tiny_mmdit_bytes(MmditVariant::Sd35Large)
+}
+
+/// The bytes of `tiny_clip_g.safetensors`.
+pub fn tiny_clip_g_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_clip_g_hf(&mut layout, "");
+    serialize(&layout, "tiny_clip_g v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of the tiny all-in-one SD3.5-medium checkpoint (see above). Each tensor has
+/// the values of the split file holding it (its key without the checkpoint prefix).
+pub fn tiny_sd35_checkpoint_bytes() -> Vec<u8> {
+    let mut parts: Vec<(&str, Layout)> = Vec::new();
+    let mut m = Layout::new();
+    tiny_mmdit(&mut m, MmditVariant::Sd35Medium);
+    parts.push(("model.diffusion_model.", m));
+    let mut cl = Layout::new();
+    tiny_clip(&mut cl, "text_model");
+    parts.push(("text_encoders.clip_l.transformer.", cl));
+    let mut cg = Layout::new();
+    tiny_clip_g_hf(&mut cg, "");
+    parts.push(("text_encoders.clip_g.transformer.", cg));
+    let mut vae = Layout::new();
+    tiny_vae_with(&mut vae, "", 16, false);
+    parts.push(("first_stage_model.", vae));
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (prefix, layout) in parts {
+        for (key, spec) in &layout {
+            let full = format!("{prefix}{key}");
+            if spec.int_arange {
+                let n: usize = spec.shape.iter().product();
+                let bytes = (0..n as i64).flat_map(|i| i.to_le_bytes()).collect();
+                buffers.push((full, Dtype::I64, spec.shape.clone(), bytes));
+                continue;
+            }
+            let bytes = values(key, &spec.shape)
+                .into_iter()
+                .flat_map(|v| half::f16::from_f64(v).to_le_bytes())
+                .collect();
+            buffers.push((full, Dtype::F16, spec.shape.clone(), bytes));
+        }
+    }
+    serialize_buffers(
+        buffers,
+        "tiny_sd35_medium checkpoint v1 (src/models/fixture.rs)",
+    )
 }

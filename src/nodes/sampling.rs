@@ -283,11 +283,12 @@ fn extra_conds(model: &SdModel, c: &ExtraCondInput) -> candle_core::Result<Model
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mut out = ModelConds {
         y,
+        // Flux and SD3 take their text tokens as a CONDRegular (never padded to batch).
+        regular_cross_attn: model.family.regular_cross_attn(),
         ..ModelConds::default()
     };
     if model.family.is_flux() {
         let format = model.latent_format();
-        out.regular_cross_attn = true;
         out.guidance = match o.guidance {
             None => Some(DEFAULT_GUIDANCE as f32),
             Some(Guidance::Value(g)) => Some(g as f32),
