@@ -357,7 +357,13 @@ fn tiny_open_clip(l: &mut Layout, p: &str) {
 }
 
 fn tiny_clip(l: &mut Layout, p: &str) {
-    let (w, layers, mlp) = (TINY_L_WIDTH, 2usize, 128usize);
+    tiny_clip_layers(l, p, 2)
+}
+
+/// The tiny CLIP-L with `layers` layers (SD3's uses 3: ComfyUI takes its penultimate layer
+/// and asserts more than 2 layers).
+fn tiny_clip_layers(l: &mut Layout, p: &str, layers: usize) {
+    let (w, mlp) = (TINY_L_WIDTH, 128usize);
     add(
         l,
         format!("{p}.embeddings.token_embedding.weight"),
@@ -744,7 +750,8 @@ fn tiny_flux_checkpoint_fp8(guidance: bool, name: &str) -> Vec<u8> {
 // 3 layers, `text_projection.weight`), as `clip_g.safetensors` ships. The all-in-one
 // `tiny_sd35_medium` checkpoint holds the SD3.5-medium MMDiT under `model.diffusion_model.`,
 // the tiny CLIP-L and CLIP-G under `text_encoders.clip_{l,g}.transformer.` and the 16-channel
-// VAE (no quant convs) under `first_stage_model.`, all fp16 (values as the split files).
+// VAE (no quant convs) under `first_stage_model.`, all fp16 (values as the split files; its
+// CLIP-L has a third layer, as ComfyUI's SD3 CLIP-L takes the penultimate of more than 2).
 
 /// Repository-relative paths of the tiny MMDiTs (UNETLoader).
 pub const TINY_SD3_MEDIUM_PATH: &str =
@@ -890,7 +897,7 @@ pub fn tiny_sd35_checkpoint_bytes() -> Vec<u8> {
     tiny_mmdit(&mut m, MmditVariant::Sd35Medium);
     parts.push(("model.diffusion_model.", m));
     let mut cl = Layout::new();
-    tiny_clip(&mut cl, "text_model");
+    tiny_clip_layers(&mut cl, "text_model", 3);
     parts.push(("text_encoders.clip_l.transformer.", cl));
     let mut cg = Layout::new();
     tiny_clip_g_hf(&mut cg, "");

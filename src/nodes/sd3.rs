@@ -1,0 +1,86 @@
+//! The SD3 / SD3.5 nodes of comfy_extras/nodes_sd3.py that are not loaders or latents
+//! (TripleCLIPLoader lives with the loaders, EmptySD3LatentImage with the latents,
+//! ModelSamplingSD3 with the model-sampling nodes): CLIPTextEncodeSD3, separate prompts
+//! for SD3's CLIP-L, CLIP-G and T5-XXL.
+
+use super::sd_types::{CondEntry, Conditioning, SdClip};
+use crate::models::conditioner::Conditioner;
+use crate::node::{
+    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
+    RegistryError, Value,
+};
+
+fn prompt(name: &str) -> InputSpec {
+    InputSpec::string(name)
+        .multiline(true)
+        .opt("dynamicPrompts", true)
+}
+
+/// CLIPTextEncodeSD3's output: each prompt for its encoder (`empty_padding` "none": an
+/// empty prompt gives its encoder no tokens; "empty_prompt": it is encoded as ""), CLIP-L
+/// and CLIP-G padded to the same window count, encoded as SD3ClipModel does.
+pub fn encode_sd3(
+    clip: &SdClip,
+    clip_l: &str,
+    clip_g: &str,
+    t5xxl: &str,
+    empty_padding: &str,
+) -> Result<Conditioning, NodeError> {
+    let pad = match empty_padding {
+        "none" => false,
+        "empty_prompt" => true,
+        other => {
+            return Err(NodeError::input(
+                "empty_padding",
+                format!("{other:?} is not one of none, empty_prompt"),
+            ))
+        }
+    };
+    let Conditioner::Sd3(enc) = &clip.encoder else {
+        return Err(NodeError::input(
+            "clip",
+            format!(
+                "CLIPTextEncodeSD3 needs an SD3 CLIP (TripleCLIPLoader, DualCLIPLoader or \
+                 CLIPLoader type sd3, or an SD3 checkpoint); this one is {}",
+                clip.encoder.kind()
+            ),
+        ));
+    };
+    let tokens = enc.tokenize_sd3(clip_l, clip_g, t5xxl, pad);
+    let (cond, pooled) = enc
+        .encode(&tokens, clip.clip_layer)
+        .map_err(|e| NodeError::input("clip", e.to_string()))?;
+    Ok(Conditioning(vec![CondEntry::new(cond, Some(pooled))]))
+}
+
+struct ClipTextEncodeSd3;
+impl Node for ClipTextEncodeSd3 {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("CLIPTextEncodeSD3")
+            .v3()
+            .module("comfy_extras.nodes_sd3")
+            .category("advanced/conditioning")
+            .input(InputSpec::of("clip", "CLIP"))
+            .input(prompt("clip_l"))
+            .input(prompt("clip_g"))
+            .input(prompt("t5xxl"))
+            .input(InputSpec::combo("empty_padding", &["none", "empty_prompt"]))
+            .output(OutputSpec::new("CONDITIONING"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let clip = i.object::<SdClip>("clip")?;
+        let c = encode_sd3(
+            &clip,
+            i.string("clip_l")?,
+            i.string("clip_g")?,
+            i.string("t5xxl")?,
+            i.string("empty_padding")?,
+        )?;
+        Ok(NodeOutput::one(Value::object(c)))
+    }
+}
+
+pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.register(ClipTextEncodeSd3)?;
+    Ok(())
+}
