@@ -292,7 +292,26 @@ impl Mmdit {
         let temb = timestep_embedding(&ts, 256, &self.device)?.to_dtype(self.dtype)?;
         let mut c = self.t_embedder.forward(&temb)?;
         if let (Some(emb), Some(y)) = (&self.y_embedder, inputs.y) {
+            let (want, got) = (cfg.adm_in_channels.unwrap_or(0), y.dim(1)?);
+            if got != want {
+                candle_core::bail!(
+                    "the conditioning's pooled output is {got} wide; this {} model's y_embedder \
+                     takes {want} (CLIP-L's 768 + CLIP-G's 1280 for the real encoders): encode \
+                     the prompt with the text encoders made for this model",
+                    cfg.variant()
+                );
+            }
             c = (c + emb.forward(&y.to_dtype(self.dtype)?)?)?;
+        }
+        if let Some(want) = cfg.context_in {
+            let got = inputs.context.dim(2)?;
+            if got != want {
+                candle_core::bail!(
+                    "the conditioning is {got} channels wide; this {} model's context_embedder \
+                     takes {want} (SD3's text encoders give 4096)",
+                    cfg.variant()
+                );
+            }
         }
         let mut context = inputs.context.to_dtype(self.dtype)?;
         if let Some(ce) = &self.context_embedder {
