@@ -171,8 +171,8 @@ fn ksampler_workflows_match_comfyui() {
     );
     let (_dir, env) = setup();
     let cases = meta["cases"].as_object().unwrap();
-    assert_eq!(cases.len(), 3);
-    for (name, case) in cases {
+    assert_eq!(cases.len(), 4);
+    for (name, case) in cases.iter().filter(|(n, _)| *n != "triple") {
         let model = if name == "shift5" {
             json!(["41", 0])
         } else {
@@ -283,4 +283,46 @@ fn split_files_give_the_checkpoints_result() {
     assert_eq!(d, 0.0);
     assert!(rel(&split[0], &g["case.template"]) < 1e-4);
     assert_eq!(split_img.into_raw(), ck_img.into_raw());
+}
+
+#[test]
+fn triple_clip_loader_workflow_matches_comfyui() {
+    // The text-encoder variant of the SD3.5 template: TripleCLIPLoader (CLIP-L, CLIP-G and a
+    // T5-XXL of SD3's real width 4096) feeding CLIPTextEncode, the checkpoint's MODEL.
+    let (g, meta) = sampling_golden();
+    let case = &meta["cases"]["triple"];
+    let (_dir, env) = setup();
+    let te = env.paths.model_roots[0].join("text_encoders");
+    std::fs::write(
+        te.join("t5xxl_wide.safetensors"),
+        fx::tiny_t5xxl_wide_bytes(),
+    )
+    .unwrap();
+    let mut prompt = graph(
+        case,
+        meta["triple_positive"].as_str().unwrap(),
+        meta["triple_negative"].as_str().unwrap(),
+        json!(["4", 0]),
+        json!(["40", 0]),
+    );
+    let p = prompt.as_object_mut().unwrap();
+    p.insert(
+        "43".into(),
+        json!({"class_type": "TripleCLIPLoader", "inputs": {
+            "clip_name1": "sd3_clip_l.safetensors", "clip_name2": "tiny_clip_g.safetensors",
+            "clip_name3": "t5xxl_wide.safetensors"}}),
+    );
+    p["16"]["inputs"]["clip"] = json!(["43", 0]);
+    p["40"]["inputs"]["clip"] = json!(["43", 0]);
+    let (out, latents) = run(&env, &prompt);
+    out.unwrap();
+    let r = rel(&latents[0], &g["case.triple"]);
+    assert!(r < 1e-4, "triple: max |Δ| / max = {r}");
+    // The T5 tokens change the result: the checkpoint's CLIP alone gives another latent.
+    let mut ck_only = prompt.clone();
+    ck_only["16"]["inputs"]["clip"] = json!(["4", 1]);
+    ck_only["40"]["inputs"]["clip"] = json!(["4", 1]);
+    let (out, other) = run(&env, &ck_only);
+    out.unwrap();
+    assert!(rel(&other[0], &g["case.triple"]) > 1e-3);
 }

@@ -30,6 +30,10 @@ Writes tests/data/sd3/:
       * `sd3node.<case>`: `CLIPTextEncodeSD3` with empty / different prompts and both
         `empty_padding` values;
       * `layer-2`: CLIPSetLastLayer(-2);
+      * `triple.*` / `triple_node.*` / `g_t5.*`: TripleCLIPLoader's set (CLIP-L + CLIP-G +
+        T5-XXL) and CLIP-G + T5-XXL with a T5 of SD3's real width 4096 (1 block, 2048-token
+        vocabulary: fixture.rs `tiny_t5xxl_wide_bytes`, written through `cargo run --bin
+        gen_fixtures -- --sd3-wide-t5`), so its output concatenates after the CLIP tokens;
       * `only_l.*`, `only_g.*`, `only_t5.*`: `sd3_clip` with one member (CLIPLoader type sd3:
         the checkpoint's 3-layer CLIP-L, tiny_clip_g, tiny_t5xxl), the member's weights loaded
         into it directly (ComfyUI's file routing needs the real
@@ -40,11 +44,17 @@ Writes tests/data/sd3/:
       `template` (euler, sgm_uniform, 4 steps, cfg 4.01, seed 42), `shift5` (ModelSamplingSD3
       shift 5, dpmpp_2m, simple, 3 steps, cfg 3, seed 7), `zero_neg` (the SD3 template's
       negative: ConditioningZeroOut for 10%..100% combined with the encoded negative for
-      0..10%, euler, sgm_uniform, 4 steps, cfg 4.5, seed 3).
+      0..10%, euler, sgm_uniform, 4 steps, cfg 4.5, seed 3), `triple` (prompts encoded by
+      the TripleCLIPLoader set with the wide T5, euler, sgm_uniform, 3 steps, cfg 5.45,
+      seed 11).
 """
+import atexit
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
 REPO = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.getcwd()
 OUT_DIR = os.path.join(REPO, "tests", "data", "sd3")
@@ -76,7 +86,20 @@ TE_OPTS = {
     "t5xxl_model_config": {"d_ff": 64, "d_kv": 8, "d_model": 32, "num_heads": 4,
                            "num_layers": 2},
 }
+WIDE_T5 = {"d_ff": 32, "d_kv": 8, "d_model": 4096, "num_heads": 2, "num_layers": 1,
+           "vocab_size": 2048}
 VARIANTS = ["sd3_medium", "sd35_large", "sd35_medium"]
+
+
+def wide_t5_file():
+    """The uncommitted 4096-wide tiny T5 (fixture.rs `tiny_t5xxl_wide_bytes`), written by
+    the project's own generator."""
+    tmp = tempfile.mkdtemp(prefix="sd3_goldens_")
+    atexit.register(shutil.rmtree, tmp, True)
+    path = os.path.join(tmp, "tiny_t5xxl_wide.safetensors")
+    subprocess.run(["cargo", "run", "--quiet", "--bin", "gen_fixtures", "--", "--sd3-wide-t5",
+                    path], cwd=REPO, check=True)
+    return path
 
 
 def json_safe(cfg):
@@ -140,31 +163,60 @@ def load_checkpoint(output_model=True):
     return model, clip
 
 
-def one_member_clip(member):
-    """sd3_clip with one member, its fixture file loaded into that member."""
-    class Target:
-        pass
-    target = Target()
-    target.params = {}
-    kw = {"clip_l": member == "l", "clip_g": member == "g", "t5": member == "t5"}
-    if member == "t5":
-        kw["dtype_t5"] = torch.float16
-    target.clip = sd3_clip.sd3_clip(**kw)
-    target.tokenizer = sd3_clip.SD3Tokenizer
-    clip = comfy.sd.CLIP(target, model_options=TE_OPTS)
+def member_sd(member, wide_t5=None):
     if member == "l":
         # The checkpoint's 3-layer CLIP-L (tiny_clip_l has 2, too few for a penultimate
         # layer in ComfyUI's SDClipModel).
         pre = "text_encoders.clip_l.transformer."
         ck = load_file(os.path.join(FIX, "checkpoints", "tiny_sd35_medium.safetensors"))
         sd = {k[len(pre):]: v for k, v in ck.items() if k.startswith(pre)}
+    elif member == "t5" and wide_t5 is not None:
+        sd = load_file(wide_t5)
     else:
         f = {"g": "tiny_clip_g", "t5": "tiny_t5xxl"}[member]
         sd = load_file(os.path.join(FIX, "text_encoders", f"{f}.safetensors"))
-    m = {"l": "clip_l", "g": "clip_g", "t5": "t5xxl"}[member]
-    missing, _ = getattr(clip.cond_stage_model, m).load_sd(sd)
-    assert not [k for k in missing if "text_projection" not in k and "position_ids" not in k], missing
+    return sd
+
+
+def members_clip(members, wide_t5=None):
+    """sd3_clip with the given members (CLIPLoader / DualCLIPLoader / TripleCLIPLoader type
+    sd3), each fixture file loaded into its member."""
+    class Target:
+        pass
+    target = Target()
+    target.params = {}
+    kw = {"clip_l": "l" in members, "clip_g": "g" in members, "t5": "t5" in members}
+    if "t5" in members:
+        kw["dtype_t5"] = torch.float16
+    target.clip = sd3_clip.sd3_clip(**kw)
+    target.tokenizer = sd3_clip.SD3Tokenizer
+    opts = dict(TE_OPTS)
+    if wide_t5 is not None:
+        opts["t5xxl_model_config"] = WIDE_T5
+    clip = comfy.sd.CLIP(target, model_options=opts)
+    for member in members:
+        m = {"l": "clip_l", "g": "clip_g", "t5": "t5xxl"}[member]
+        missing, _ = getattr(clip.cond_stage_model, m).load_sd(member_sd(member, wide_t5))
+        assert not [k for k in missing if "text_projection" not in k and "position_ids" not in k], missing
     return clip
+
+
+def one_member_clip(member):
+    return members_clip([member])
+
+
+TRIPLE_PROMPTS = ["a lighthouse at dusk", "", "(a lighthouse:1.2) at dusk, word word"]
+TRIPLE_NODE_CASES = [
+    ("t5_split", "a lighthouse", "a lighthouse at dusk", "word word word", "none"),
+    ("t5_empty_none", "a lighthouse", "a lighthouse", "", "none"),
+    ("t5_empty_pad", "a lighthouse", "a lighthouse", "", "empty_prompt"),
+]
+
+
+def check_vocab(clip, texts):
+    for t in texts:
+        ids = [tok[0] for tok in clip.tokenize(t)["t5xxl"][0]]
+        assert max(ids) < WIDE_T5["vocab_size"], (t, ids)
 
 
 TEXT_PROMPTS = [
@@ -241,6 +293,24 @@ def text_goldens():
             key = f"only_{member}.{i}"
             out[key + ".cond"], out[key + ".pooled"] = cond, pooled
             cases.append({"key": key, "kind": f"only_{member}", "prompt": p})
+    # TripleCLIPLoader: CLIP-L + CLIP-G + the 4096-wide T5; and CLIP-G + T5 (DualCLIPLoader).
+    wide = wide_t5_file()
+    for tag, members in [("triple", ["l", "g", "t5"]), ("g_t5", ["g", "t5"])]:
+        tclip = members_clip(members, wide)
+        check_vocab(tclip, TRIPLE_PROMPTS + [c[3] for c in TRIPLE_NODE_CASES])
+        for i, p in enumerate(TRIPLE_PROMPTS):
+            cond, pooled = tclip.encode_from_tokens(tclip.tokenize(p), return_pooled=True)
+            key = f"{tag}.{i}"
+            out[key + ".cond"], out[key + ".pooled"] = cond, pooled
+            cases.append({"key": key, "kind": tag, "prompt": p})
+        if tag == "triple":
+            for name, l, g, t5, pad in TRIPLE_NODE_CASES:
+                res = CLIPTextEncodeSD3.execute(tclip, l, g, t5, pad)
+                c = res.args[0] if hasattr(res, "args") else res[0]
+                key = f"triple_node.{name}"
+                out[key + ".cond"], out[key + ".pooled"] = c[0][0], c[0][1]["pooled_output"]
+                cases.append({"key": key, "kind": "triple_node", "clip_l": l, "clip_g": g,
+                              "t5xxl": t5, "empty_padding": pad})
     save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(OUT_DIR, "text.safetensors"))
     with open(os.path.join(OUT_DIR, "text.json"), "w") as f:
         json.dump({"head": HEAD, "cases": cases, "conds": cond_meta}, f, ensure_ascii=False,
@@ -271,6 +341,12 @@ def sampling_goldens():
     b = nodes.ConditioningSetTimestepRange().set_range(neg, 0.0, 0.1)[0]
     zneg = nodes.ConditioningCombine().combine(a, b)[0]
     run("zero_neg", model, 3, 4, 4.5, "euler", "sgm_uniform", pos, zneg)
+    # TripleCLIPLoader's conditioning (T5 tokens after the CLIP tokens) on the same model.
+    tclip = members_clip(["l", "g", "t5"], wide_t5_file())
+    tpos = enc.encode(tclip, "a lighthouse at dusk")[0]
+    tneg = enc.encode(tclip, "")[0]
+    meta["triple_positive"], meta["triple_negative"] = "a lighthouse at dusk", ""
+    run("triple", model, 11, 3, 5.45, "euler", "sgm_uniform", tpos, tneg)
     save_file({k: v.contiguous() for k, v in out.items()},
               os.path.join(OUT_DIR, "sampling.safetensors"))
     with open(os.path.join(OUT_DIR, "sampling.json"), "w") as f:

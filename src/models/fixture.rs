@@ -570,9 +570,13 @@ pub const TINY_T5XXL_FP8_SCALED_PATH: &str =
 pub const TINY_T5: (usize, usize, usize, usize, usize) = (32, 4, 8, 64, 2);
 
 fn tiny_t5(l: &mut Layout) {
-    let (d, heads, d_kv, d_ff, blocks) = TINY_T5;
+    tiny_t5_sized(l, TINY_T5, 32128)
+}
+
+fn tiny_t5_sized(l: &mut Layout, sizes: (usize, usize, usize, usize, usize), vocab: usize) {
+    let (d, heads, d_kv, d_ff, blocks) = sizes;
     let inner = heads * d_kv;
-    add(l, "shared.weight".into(), &[32128, d]);
+    add(l, "shared.weight".into(), &[vocab, d]);
     for i in 0..blocks {
         let b = format!("encoder.block.{i}.layer");
         for n in ["q", "k", "v"] {
@@ -926,4 +930,21 @@ pub fn tiny_sd35_checkpoint_bytes() -> Vec<u8> {
         buffers,
         "tiny_sd35_medium checkpoint v1 (src/models/fixture.rs)",
     )
+}
+
+// A T5-XXL-layout encoder at SD3's real width 4096 (so its output concatenates with the
+// CLIP context, as in SD3ClipModel) but otherwise tiny: 1 block, 2 heads of 8, feed-forward
+// 32, and only the first 2048 tokens of the vocabulary (prompts using higher ids fail). Not
+// committed (16 MB): tests write it, and `gen_fixtures --sd3-wide-t5 PATH` writes it for the
+// golden script.
+
+/// The wide T5's sizes: (d_model, heads, d_kv, d_ff, blocks), and its vocabulary size.
+pub const TINY_T5_WIDE: (usize, usize, usize, usize, usize) = (4096, 2, 8, 32, 1);
+pub const TINY_T5_WIDE_VOCAB: usize = 2048;
+
+/// The bytes of `tiny_t5xxl_wide.safetensors` (fp16).
+pub fn tiny_t5xxl_wide_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_t5_sized(&mut layout, TINY_T5_WIDE, TINY_T5_WIDE_VOCAB);
+    serialize(&layout, "tiny_t5xxl_wide v1 (src/models/fixture.rs)")
 }
