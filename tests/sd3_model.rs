@@ -251,3 +251,41 @@ fn one_step_matches_comfyui_model_base_sd3() {
         .unwrap();
     check("one step", &out, &expected, 2e-5);
 }
+
+#[test]
+fn scaled_fp8_file_matches_comfyui_and_stays_fp8() {
+    // The `sd3.5_large_fp8_scaled` layout through UNETLoader's loader: Linear weights stay
+    // e4m3fn in memory with their f32 scale_weight, ComfyUI's scaled-fp8 rule per Linear.
+    let g = goldens();
+    let file = load_diffusion_model(
+        &root().join(fx::TINY_SD35_LARGE_FP8_SCALED_PATH),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    assert_eq!(file.family, Family::Sd3);
+    let qkv = &file.weights["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"];
+    assert_eq!(qkv.dtype(), DType::F8E4M3);
+    let m = file.model.as_mmdit().unwrap();
+    assert_eq!(m.config().variant(), "SD3.5 large");
+    let out = m
+        .forward(&MmditInputs {
+            x: &g["x"],
+            timesteps: &g["t"],
+            context: &g["context"],
+            y: Some(&g["y"]),
+            skip_blocks: &[],
+        })
+        .unwrap();
+    check("fp8 scaled", &out, &g["sd35_large_fp8_scaled.out"], 1e-5);
+    // Quantisation is visible: not the fp16 file's output.
+    let d = (&out - &g["sd35_large.out"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d > 1e-3, "{d}");
+}

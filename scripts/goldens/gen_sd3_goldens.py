@@ -21,7 +21,9 @@ Writes tests/data/sd3/:
       timesteps [730, 210], context [2,9,4096], y [2,80]), `<v>.odd` (x [1,16,5,7]: circular
       padding, crop), `<v>.noy` (y None: no y_embedder term); and `step.denoised`:
       `model_base.SD3.apply_model` of the SD3.5-medium file at sigma 0.6 (ModelSamplingDiscrete
-      Flow shift 3, CONST prediction), through `extra_conds`.
+      Flow shift 3, CONST prediction), through `extra_conds`; `sd35_large_fp8_scaled.out`: the
+      scaled-fp8 copy of the SD3.5-large file loaded by `load_diffusion_model_state_dict`
+      (UNETLoader), same inputs as `<v>.out`.
   text.safetensors + text.json : SD3 conditioning (`encode_from_tokens`, cond and pooled;
       each cond stored as its channels 0..128 and 768..896, with its shape and the largest
       |value| of the other channels in text.json):
@@ -149,6 +151,16 @@ def module_goldens():
                     xs, sigma, c_crossattn=conds["c_crossattn"].cond, **kw)
             meta["step"] = {"sigma": 0.6, "shift": float(model.model_sampling.shift),
                             "multiplier": float(model.model_sampling.multiplier)}
+    # The scaled-fp8 file through UNETLoader's path (`load_diffusion_model_state_dict`:
+    # scaled_fp8 marker popped, scaled fp8 Linear ops).
+    sd = load_file(os.path.join(FIX, "diffusion_models", "tiny_sd35_large_fp8_scaled.safetensors"))
+    patcher = comfy.sd.load_diffusion_model_state_dict(sd)
+    dm = patcher.model.diffusion_model
+    lin = dm.joint_blocks[0].x_block.attn.qkv
+    meta["fp8_scaled"] = {"weight_dtype": str(lin.weight.dtype),
+                          "ops": type(lin).__module__ + "." + type(lin).__qualname__}
+    with torch.no_grad():
+        out["sd35_large_fp8_scaled.out"] = dm(x, t, context=ctx, y=y)
     save_file({k: v.contiguous() for k, v in out.items()},
               os.path.join(OUT_DIR, "module.safetensors"))
     with open(os.path.join(OUT_DIR, "module.json"), "w") as f:

@@ -48,6 +48,10 @@ fn main() -> anyhow::Result<()> {
         (fx::TINY_SD3_MEDIUM_PATH, fx::tiny_sd3_medium_bytes),
         (fx::TINY_SD35_MEDIUM_PATH, fx::tiny_sd35_medium_bytes),
         (fx::TINY_SD35_LARGE_PATH, fx::tiny_sd35_large_bytes),
+        (
+            fx::TINY_SD35_LARGE_FP8_SCALED_PATH,
+            fx::tiny_sd35_large_fp8_scaled_bytes,
+        ),
         (fx::TINY_CLIP_G_PATH, fx::tiny_clip_g_bytes),
         (fx::TINY_SD35_CKPT_PATH, fx::tiny_sd35_checkpoint_bytes),
         (up::TINY_RRDB_OLD_PATH, up::tiny_rrdb_old_bytes),

@@ -619,6 +619,7 @@ fn sd3_checkpoint(
             None => (k, v),
         })
         .collect();
+    mmdit::round_scaled_fp8_biases(&mut weights, UNET_PREFIX)?;
     let (family, model) = mmdit_from_weights(&weights, UNET_PREFIX, dtype, device)?
         .expect("the caller checked the MMDiT keys");
     let vae_key = format!("{VAE_PREFIX}decoder.conv_in.weight");

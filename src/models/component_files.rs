@@ -76,6 +76,7 @@ pub fn load_diffusion_model(
             prediction,
         });
     }
+    super::mmdit::round_scaled_fp8_biases(&mut weights, UNET_PREFIX)?;
     let mmdit = mmdit_from_weights(&weights, UNET_PREFIX, dtype, device).map_err(|e| match e {
         ModelError::NotSupported(m) if m.starts_with("ERROR: Could not detect") => undetected(
             m.split_once('\n')

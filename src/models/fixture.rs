@@ -886,6 +886,49 @@ pub fn tiny_sd35_large_bytes() -> Vec<u8> {
     tiny_mmdit_bytes(MmditVariant::Sd35Large)
 }
 
+/// Repository-relative path of the tiny SD3.5-large MMDiT in ComfyUI's scaled fp8 layout.
+pub const TINY_SD35_LARGE_FP8_SCALED_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_sd35_large_fp8_scaled.safetensors";
+
+/// The bytes of `tiny_sd35_large_fp8_scaled.safetensors` (the `sd3.5_large_fp8_scaled`
+/// layout): each Linear weight `w` (2-d, the fp16 values of [`tiny_sd35_large_bytes`]) is
+/// stored as `e4m3fn(w / s)` with `s = max|w| / 448` as its f32 `scale_weight`; the patch
+/// conv, position table, norms and biases stay fp16; an empty `scaled_fp8` marker.
+pub fn tiny_sd35_large_fp8_scaled_bytes() -> Vec<u8> {
+    use super::fp8::encode_e4m3fn;
+    let mut layout = Layout::new();
+    tiny_mmdit(&mut layout, MmditVariant::Sd35Large);
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (key, spec) in &layout {
+        let vals: Vec<f32> = values(key, &spec.shape)
+            .into_iter()
+            .map(|v| half::f16::from_f64(v).to_f32())
+            .collect();
+        if spec.shape.len() == 2 && key.ends_with(".weight") {
+            let max = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = max / 448.0;
+            let bytes = vals.iter().map(|v| encode_e4m3fn(v / scale)).collect();
+            buffers.push((key.clone(), Dtype::F8_E4M3, spec.shape.clone(), bytes));
+            let sk = format!(
+                "{}scale_weight",
+                key.strip_suffix("weight").expect("weight")
+            );
+            buffers.push((sk, Dtype::F32, vec![], scale.to_le_bytes().to_vec()));
+        } else {
+            let bytes = vals
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect();
+            buffers.push((key.clone(), Dtype::F16, spec.shape.clone(), bytes));
+        }
+    }
+    buffers.push(("scaled_fp8".into(), Dtype::F8_E4M3, vec![0], Vec::new()));
+    serialize_buffers(
+        buffers,
+        "tiny_sd35_large_fp8_scaled v1 (src/models/fixture.rs)",
+    )
+}
+
 /// The bytes of `tiny_clip_g.safetensors`.
 pub fn tiny_clip_g_bytes() -> Vec<u8> {
     let mut layout = Layout::new();

@@ -27,6 +27,40 @@ use crate::models::flux::pad_to_patch_size;
 use crate::models::nn::{conv, linear, Conv2d, Linear};
 use crate::models::unet::timestep_embedding;
 
+/// ComfyUI's scaled-fp8 MMDiTs (`sd3.5_large_fp8_scaled`: a `scaled_fp8` marker under
+/// `prefix`) build every Linear in the fp8 type, bias included, so a bias stored wider is
+/// rounded to e4m3fn when loaded (torch's `copy_`, round to nearest even). The same
+/// rounding for the biases of the layers carrying a `scale_weight`, in place; nothing
+/// without the marker.
+pub fn round_scaled_fp8_biases(
+    weights: &mut crate::models::checkpoint::WeightMap,
+    prefix: &str,
+) -> crate::models::Result<()> {
+    if !weights.contains_key(&format!("{prefix}scaled_fp8")) {
+        return Ok(());
+    }
+    let biases: Vec<String> = weights
+        .keys()
+        .filter(|k| k.starts_with(prefix))
+        .filter_map(|k| k.strip_suffix("scale_weight").map(|p| format!("{p}bias")))
+        .filter(|b| weights.get(b).is_some_and(|t| t.dtype() != DType::F8E4M3))
+        .collect();
+    for key in biases {
+        let t = &weights[&key];
+        let bytes: Vec<u8> = t
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(crate::models::fp8::encode_e4m3fn)
+            .collect();
+        let q = Tensor::from_raw_buffer(&bytes, DType::F8E4M3, t.dims(), &Device::Cpu)?
+            .to_device(t.device())?;
+        weights.insert(key, q);
+    }
+    Ok(())
+}
+
 /// ComfyUI's MMDiT `unet_config` as detected from a state dict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
