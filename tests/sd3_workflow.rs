@@ -171,8 +171,11 @@ fn ksampler_workflows_match_comfyui() {
     );
     let (_dir, env) = setup();
     let cases = meta["cases"].as_object().unwrap();
-    assert_eq!(cases.len(), 4);
-    for (name, case) in cases.iter().filter(|(n, _)| *n != "triple") {
+    assert_eq!(cases.len(), 5);
+    for (name, case) in cases
+        .iter()
+        .filter(|(n, _)| !["triple", "slg"].contains(&n.as_str()))
+    {
         let model = if name == "shift5" {
             json!(["41", 0])
         } else {
@@ -325,4 +328,48 @@ fn triple_clip_loader_workflow_matches_comfyui() {
     let (out, other) = run(&env, &ck_only);
     out.unwrap();
     assert!(rel(&other[0], &g["case.triple"]) > 1e-3);
+}
+
+#[test]
+fn skip_layer_guidance_sd3_matches_comfyui() {
+    let (g, meta) = sampling_golden();
+    let case = &meta["cases"]["slg"];
+    let (_dir, env) = setup();
+    let (pos, neg) = (
+        meta["positive"].as_str().unwrap(),
+        meta["negative"].as_str().unwrap(),
+    );
+    let mut prompt = graph(case, pos, neg, json!(["60", 0]), json!(["40", 0]));
+    let slg = &case["slg"];
+    prompt.as_object_mut().unwrap().insert(
+        "60".into(),
+        json!({"class_type": "SkipLayerGuidanceSD3", "inputs": {
+            "model": ["4", 0], "layers": slg["layers"], "scale": slg["scale"],
+            "start_percent": slg["start_percent"], "end_percent": slg["end_percent"]}}),
+    );
+    let (out, latents) = run(&env, &prompt);
+    out.unwrap();
+    let r = rel(&latents[0], &g["case.slg"]);
+    assert!(r < 1e-4, "slg: max |Δ| / max = {r}");
+    // It changes the result (the template case is the same run without it).
+    assert!(rel(&latents[0], &g["case.template"]) > 1e-3);
+    // Layers the model does not have: the skipped pass equals the cond pass, no change.
+    prompt["60"]["inputs"]["layers"] = json!("7, 8, 9");
+    let (out, none) = run(&env, &prompt);
+    out.unwrap();
+    assert!(rel(&none[0], &g["case.template"]) < 1e-4);
+    // No layer number at all: the model is returned unpatched.
+    prompt["60"]["inputs"]["layers"] = json!("none");
+    let (out, unpatched) = run(&env, &prompt);
+    out.unwrap();
+    assert!(rel(&unpatched[0], &g["case.template"]) < 1e-4);
+}
+
+#[test]
+fn skip_layer_guidance_layer_parsing() {
+    use comfyrs::nodes::sd3::parse_layers;
+    assert_eq!(parse_layers("7, 8, 9"), vec![7, 8, 9]);
+    assert_eq!(parse_layers("layer7;x12 3"), vec![7, 12, 3]);
+    assert_eq!(parse_layers(""), Vec::<usize>::new());
+    assert_eq!(parse_layers("1, 99999999999999999999999"), vec![1]);
 }

@@ -48,7 +48,7 @@ Writes tests/data/sd3/:
       negative: ConditioningZeroOut for 10%..100% combined with the encoded negative for
       0..10%, euler, sgm_uniform, 4 steps, cfg 4.5, seed 3), `triple` (prompts encoded by
       the TripleCLIPLoader set with the wide T5, euler, sgm_uniform, 3 steps, cfg 5.45,
-      seed 11).
+      seed 11), `slg` (the template with SkipLayerGuidanceSD3 layers "0", scale 3, 1%..50%).
 """
 import atexit
 import json
@@ -74,7 +74,7 @@ import comfy.sd  # noqa: E402
 import comfy.text_encoders.sd3_clip as sd3_clip  # noqa: E402
 import nodes  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3  # noqa: E402
-from comfy_extras.nodes_sd3 import CLIPTextEncodeSD3  # noqa: E402
+from comfy_extras.nodes_sd3 import CLIPTextEncodeSD3, SkipLayerGuidanceSD3  # noqa: E402
 
 assert attn.optimized_attention is attn.attention_sub_quad, attn.optimized_attention
 
@@ -353,6 +353,12 @@ def sampling_goldens():
     b = nodes.ConditioningSetTimestepRange().set_range(neg, 0.0, 0.1)[0]
     zneg = nodes.ConditioningCombine().combine(a, b)[0]
     run("zero_neg", model, 3, 4, 4.5, "euler", "sgm_uniform", pos, zneg)
+    # SkipLayerGuidanceSD3 on joint block 0 between 1% and 50% (sigmas 0.9966..0.75: the
+    # 2nd and 3rd of the 4 sgm_uniform steps).
+    res = SkipLayerGuidanceSD3.execute(model, "0", 3.0, 0.01, 0.5)
+    slg_model = res.args[0] if hasattr(res, "args") else res[0]
+    run("slg", slg_model, 42, 4, 4.01, "euler", "sgm_uniform", pos, neg,
+        slg={"layers": "0", "scale": 3.0, "start_percent": 0.01, "end_percent": 0.5})
     # TripleCLIPLoader's conditioning (T5 tokens after the CLIP tokens) on the same model.
     tclip = members_clip(["l", "g", "t5"], wide_t5_file())
     tpos = enc.encode(tclip, "a lighthouse at dusk")[0]

@@ -34,6 +34,9 @@ pub struct ModelInputs<'a> {
     pub ref_method: RefLatentsMethod,
     /// ControlNet residuals for this batch (ComfyUI's `control`), added by the UNet.
     pub control: Option<&'a ControlResiduals>,
+    /// DiT joint blocks replaced by the identity (skip-layer guidance's `double_block`
+    /// patches; MMDiT only, a UNet has no such blocks).
+    pub skip_blocks: &'a [usize],
 }
 
 /// A diffusion network of any family comfyrs runs.
@@ -81,6 +84,9 @@ impl DiffusionNet {
             DiffusionNet::Unet(u) => {
                 u.forward_with_control(i.x, i.timesteps, i.context, i.y, i.control)
             }
+            DiffusionNet::Flux(_) if !i.skip_blocks.is_empty() => Err(ModelError::NotSupported(
+                "skip-layer guidance on a Flux model is not supported by comfyrs yet".into(),
+            )),
             DiffusionNet::Flux(_) if i.control.is_some() => Err(ModelError::NotSupported(
                 "ControlNet residuals for a Flux model: comfyrs runs the SD1.x/SDXL (cldm) \
                  ControlNets only, which do not fit Flux"
@@ -108,7 +114,7 @@ impl DiffusionNet {
                     timesteps: i.timesteps,
                     context: i.context,
                     y: i.y,
-                    skip_blocks: &[],
+                    skip_blocks: i.skip_blocks,
                 })
                 .map_err(ModelError::from),
         }

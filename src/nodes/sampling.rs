@@ -65,7 +65,7 @@ pub(super) fn seed_input(name: &str) -> InputSpec {
 /// The diffusion network wrapped with its model sampling (ComfyUI's
 /// `BaseModel.apply_model`): scales the input, appends the concat channels, passes every
 /// model cond, returns denoised predictions.
-struct ModelApply<'a>(&'a SdModel);
+struct ModelApply<'a>(&'a SdModel, &'a [usize]);
 
 impl CondModel for ModelApply<'_> {
     fn apply(
@@ -131,6 +131,7 @@ impl CondModel for ModelApply<'_> {
                 ref_latents: c.ref_latents,
                 ref_method: c.ref_method,
                 control: control.as_ref(),
+                skip_blocks: self.1,
             })
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .to_dtype(DType::F32)?;
@@ -170,14 +171,24 @@ impl CfgDenoiser<'_> {
         } else {
             None
         };
-        let out = calc_cond_batch(&ModelApply(self.model), &[positive, negative], x, sigma)?;
+        let out = calc_cond_batch(
+            &ModelApply(self.model, &[]),
+            &[positive, negative],
+            x,
+            sigma,
+        )?;
         let (cond, uncond) = (&out[0], &out[1]);
         // cfg_function: the plain combine, or the MODEL's patched one (RescaleCFG) and its
         // post-CFG functions (CFGNorm).
-        let combined = self
-            .model
-            .cfg_patches
-            .combine(cond, uncond, self.cfg, x, sigma)?;
+        let combined =
+            self.model
+                .cfg_patches
+                .combine_with(cond, uncond, self.cfg, x, sigma, &|layers| {
+                    // SkipLayerGuidance: the positive conds again, these blocks skipped.
+                    let out =
+                        calc_cond_batch(&ModelApply(self.model, layers), &[positive], x, sigma)?;
+                    Ok(out[0].clone())
+                })?;
         Ok((combined, uncond.clone()))
     }
 

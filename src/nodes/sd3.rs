@@ -1,14 +1,16 @@
 //! The SD3 / SD3.5 nodes of comfy_extras/nodes_sd3.py that are not loaders or latents
 //! (TripleCLIPLoader lives with the loaders, EmptySD3LatentImage with the latents,
 //! ModelSamplingSD3 with the model-sampling nodes): CLIPTextEncodeSD3, separate prompts
-//! for SD3's CLIP-L, CLIP-G and T5-XXL.
+//! for SD3's CLIP-L, CLIP-G and T5-XXL, and SkipLayerGuidanceSD3, a post-CFG patch that
+//! evaluates the positive prompt again with some joint blocks skipped.
 
-use super::sd_types::{CondEntry, Conditioning, SdClip};
+use super::sd_types::{CondEntry, Conditioning, SdClip, SdModel};
 use crate::models::conditioner::Conditioner;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
+use crate::sampling::cfg_patches::PostCfg;
 
 fn prompt(name: &str) -> InputSpec {
     InputSpec::string(name)
@@ -80,7 +82,77 @@ impl Node for ClipTextEncodeSd3 {
     }
 }
 
+/// The layer numbers in `text` (`re.findall(r'\d+', layers)`); numbers too large for a
+/// block index can never match a block and are dropped.
+pub fn parse_layers(text: &str) -> Vec<usize> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .filter_map(|t| t.parse::<usize>().ok())
+        .collect()
+}
+
+struct SkipLayerGuidanceSd3;
+impl Node for SkipLayerGuidanceSd3 {
+    fn schema(&self) -> NodeSchema {
+        let percent = |name: &str, default: f64| {
+            InputSpec::float(name)
+                .default(default)
+                .min(0.0)
+                .max(1.0)
+                .step(0.001)
+        };
+        NodeSchema::new("SkipLayerGuidanceSD3")
+            .v3()
+            .experimental()
+            .module("comfy_extras.nodes_sd3")
+            .category("advanced/guidance")
+            .description(
+                "Generic version of SkipLayerGuidance node that can be used on every DiT model.",
+            )
+            .input(InputSpec::of("model", "MODEL"))
+            .input(
+                InputSpec::string("layers")
+                    .default("7, 8, 9")
+                    .multiline(false),
+            )
+            .input(
+                InputSpec::float("scale")
+                    .default(3.0)
+                    .min(0.0)
+                    .max(10.0)
+                    .step(0.1),
+            )
+            .input(percent("start_percent", 0.01))
+            .input(percent("end_percent", 0.15))
+            .output(OutputSpec::new("MODEL"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let model = i.object::<SdModel>("model")?;
+        let layers = parse_layers(i.string("layers")?);
+        if layers.is_empty() {
+            return Ok(NodeOutput::one(Value::object((*model).clone())));
+        }
+        let percent = |name: &str| -> Result<f64, NodeError> {
+            let v = i.float(name)?;
+            if (0.0..=1.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(NodeError::input(name, format!("{v} is outside 0..=1")))
+            }
+        };
+        let mut m = (*model).clone();
+        m.cfg_patches.post_cfg.push(PostCfg::SkipLayerGuidance {
+            layers,
+            scale: i.float("scale")?,
+            sigma_start: m.sampling.percent_to_sigma(percent("start_percent")?),
+            sigma_end: m.sampling.percent_to_sigma(percent("end_percent")?),
+        });
+        Ok(NodeOutput::one(Value::object(m)))
+    }
+}
+
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(ClipTextEncodeSd3)?;
+    r.register(SkipLayerGuidanceSd3)?;
     Ok(())
 }

@@ -22,7 +22,7 @@ pub enum CfgFunction {
 }
 
 /// A `sampler_post_cfg_function` (run in the order they were added).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PostCfg {
     /// CFGNorm (`comfy_extras/nodes_cfg.py`): scales the result per pixel so its channel
     /// norm does not exceed the conditional prediction's, times `strength`.
@@ -30,6 +30,16 @@ pub enum PostCfg {
     /// CFGZeroStar (`comfy_extras/nodes_cfg.py`, CFG-Zero*): corrects the result with the
     /// per-sample optimal scale of the uncond (`optimized_scale`).
     CfgZeroStar,
+    /// SkipLayerGuidanceSD3 / SkipLayerGuidanceDiT (`comfy_extras/nodes_slg.py`): for
+    /// `sigma_end ≤ σ ≤ sigma_start`, the positive conds are evaluated again with the DiT's
+    /// joint (double) blocks `layers` skipped and the result moves by
+    /// `(cond − skipped)·scale`.
+    SkipLayerGuidance {
+        layers: Vec<usize>,
+        scale: f64,
+        sigma_start: f64,
+        sigma_end: f64,
+    },
 }
 
 /// The CFG patches of a MODEL.
@@ -59,7 +69,9 @@ impl CfgPatches {
 
     /// `cfg_function(model, cond_pred, uncond_pred, cond_scale, x, σ)` with these patches:
     /// the CFG combine (or the patched one), then every post-CFG function. `uncond` is
-    /// zeros when the uncond pass was skipped (cfg 1 without a CFG++ sampler).
+    /// zeros when the uncond pass was skipped (cfg 1 without a CFG++ sampler). Patches
+    /// that evaluate the model again (skip-layer guidance) are an error here: use
+    /// [`Self::combine_with`].
     pub fn combine(
         &self,
         cond: &Tensor,
@@ -67,6 +79,22 @@ impl CfgPatches {
         cfg: f64,
         x: &Tensor,
         sigma: f64,
+    ) -> Result<Tensor> {
+        self.combine_with(cond, uncond, cfg, x, sigma, &|_| {
+            candle_core::bail!("skip-layer guidance needs the model")
+        })
+    }
+
+    /// [`Self::combine`] with `skipped(layers)`: the positive conds' prediction
+    /// (`calc_cond_batch(model, [cond], x, σ)`) with those joint blocks skipped.
+    pub fn combine_with(
+        &self,
+        cond: &Tensor,
+        uncond: &Tensor,
+        cfg: f64,
+        x: &Tensor,
+        sigma: f64,
+        skipped: &dyn Fn(&[usize]) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let dims = cond.dims().to_vec();
         let mut out = match self.cfg_function {
@@ -85,8 +113,8 @@ impl CfgPatches {
             }
         };
         for p in &self.post_cfg {
-            out = match *p {
-                PostCfg::CfgNorm { strength } => {
+            out = match p {
+                &PostCfg::CfgNorm { strength } => {
                     let v = cfg_norm(&flat(cond)?, &flat(&out)?, &dims, strength);
                     Tensor::from_vec(v, dims.as_slice(), cond.device())?
                 }
@@ -100,6 +128,21 @@ impl CfgPatches {
                         dims[0],
                     );
                     Tensor::from_vec(v, dims.as_slice(), cond.device())?
+                }
+                PostCfg::SkipLayerGuidance {
+                    layers,
+                    scale,
+                    sigma_start,
+                    sigma_end,
+                } => {
+                    // `sigma[0].item()` against Python floats.
+                    let s = sigma as f32 as f64;
+                    if *scale > 0.0 && s >= *sigma_end && s <= *sigma_start {
+                        let slg = skipped(layers)?;
+                        (&out + ((cond - slg)? * (*scale as f32 as f64))?)?
+                    } else {
+                        out
+                    }
                 }
             };
         }
