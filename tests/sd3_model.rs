@@ -289,3 +289,26 @@ fn scaled_fp8_file_matches_comfyui_and_stays_fp8() {
         .unwrap();
     assert!(d > 1e-3, "{d}");
 }
+
+#[test]
+fn generator_reproduces_committed_sd3_fixtures() {
+    type Writer = fn() -> Vec<u8>;
+    let files: [(&str, Writer); 6] = [
+        (fx::TINY_SD3_MEDIUM_PATH, fx::tiny_sd3_medium_bytes),
+        (fx::TINY_SD35_MEDIUM_PATH, fx::tiny_sd35_medium_bytes),
+        (fx::TINY_SD35_LARGE_PATH, fx::tiny_sd35_large_bytes),
+        (
+            fx::TINY_SD35_LARGE_FP8_SCALED_PATH,
+            fx::tiny_sd35_large_fp8_scaled_bytes,
+        ),
+        (fx::TINY_CLIP_G_PATH, fx::tiny_clip_g_bytes),
+        (fx::TINY_SD35_CKPT_PATH, fx::tiny_sd35_checkpoint_bytes),
+    ];
+    for (path, bytes) in files {
+        let committed = std::fs::read(root().join(path)).unwrap();
+        assert!(
+            committed == bytes(),
+            "{path} differs from the generator's output"
+        );
+    }
+}
