@@ -5,7 +5,9 @@
 //! the shorter token count) and uses bigG's projected pooled output; the refiner has bigG
 //! alone; Flux's conditioning is T5-XXL's output (one sequence of at least 256 tokens) and
 //! its pooled output CLIP-L's, unprojected, of the first 77-token window; SD3's
-//! (`SD3ClipModel`, any of CLIP-L, CLIP-G, T5-XXL) is in [`crate::models::mmdit::text`].
+//! (`SD3ClipModel`, any of CLIP-L, CLIP-G, T5-XXL) is in [`sd3`].
+
+pub mod sd3;
 
 use candle_core::Tensor;
 
@@ -46,7 +48,7 @@ pub enum Conditioner {
     },
     /// SD3/SD3.5: any subset of CLIP-L, CLIP-G and T5-XXL (missing members give zeros, as
     /// in ComfyUI). LoRA patches apply to the CLIP members.
-    Sd3(crate::models::mmdit::text::Sd3Encoders),
+    Sd3(crate::models::conditioner::sd3::Sd3Encoders),
 }
 
 impl Conditioner {

@@ -195,7 +195,7 @@ pub fn clip_payload(text: &TextEncoders, weights: &Arc<crate::models::WeightMap>
             t5xxl: t5.clone(),
         },
         TextEncoders::Sd3 { l, g, t5 } => {
-            Conditioner::Sd3(crate::models::mmdit::text::Sd3Encoders::new(
+            Conditioner::Sd3(crate::models::conditioner::sd3::Sd3Encoders::new(
                 l.as_ref().map(patched),
                 g.as_ref().map(patched),
                 t5.clone(),

@@ -11,13 +11,12 @@
 //! * [`Mmdit::forward`]: circular padding to the patch size, the patch conv plus the
 //!   centre-cropped position table, `c = t_embedder(timestep) + y_embedder(pooled)`, the
 //!   joint blocks, the final layer, unpatchify and crop.
-//! * [`blocks`]: the blocks; [`text`]: SD3's text conditioning (CLIP-L + CLIP-G + T5-XXL).
+//! * [`blocks`]: the blocks. SD3's text conditioning is `crate::models::conditioner::sd3`.
 //!
 //! Weights stay in the file's dtype (fp16, bf16, fp8, scaled fp8 with `scale_weight`) and
 //! are widened per operation by the shared layers.
 
 pub mod blocks;
-pub mod text;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
