@@ -221,6 +221,8 @@ pub fn read_text_encoder_file(path: &Path, device: &Device, dtype: DType) -> Res
     // Files saved from a model's state dict keep its prefix.
     for prefix in [
         "cond_stage_model.transformer.",
+        "text_encoders.clip_l.transformer.",
+        "text_encoders.clip_g.transformer.",
         "clip_l.transformer.",
         "clip_g.transformer.",
         "transformer.",

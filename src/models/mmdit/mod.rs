@@ -373,3 +373,50 @@ impl Mmdit {
             .narrow(3, 0, w)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// The shapes of a minimal MMDiT state dict (depth `depth`, hidden `hidden`).
+    fn shapes(hidden: usize, blocks: usize) -> HashMap<String, Vec<usize>> {
+        let mut m = HashMap::new();
+        m.insert("x_embedder.proj.weight".into(), vec![hidden, 16, 2, 2]);
+        m.insert("pos_embed".into(), vec![1, 64, hidden]);
+        m.insert("final_layer.linear.weight".into(), vec![64, hidden]);
+        m.insert("context_embedder.weight".into(), vec![hidden, 4096]);
+        for i in 0..blocks {
+            m.insert(
+                format!("joint_blocks.{i}.context_block.attn.qkv.weight"),
+                vec![3 * hidden, hidden],
+            );
+        }
+        m
+    }
+
+    fn detect(m: &HashMap<String, Vec<usize>>) -> std::result::Result<Config, String> {
+        Config::detect(|k| m.get(k).cloned(), &mut m.keys().map(|k| k.as_str()), "")
+    }
+
+    #[test]
+    fn comfyuis_rule_and_its_errors() {
+        let cfg = detect(&shapes(128, 2)).unwrap();
+        assert_eq!((cfg.depth, cfg.num_heads(), cfg.hidden_size()), (2, 2, 128));
+        assert_eq!((cfg.pos_embed_max_size, cfg.context_in), (8, Some(4096)));
+        assert_eq!(cfg.adm_in_channels, None);
+        assert!(!cfg.qk_norm && cfg.x_block_self_attn_layers.is_empty());
+        let e = detect(&shapes(100, 2)).unwrap_err();
+        assert!(e.contains("not a multiple of 64"), "{e}");
+        let e = detect(&shapes(128, 3)).unwrap_err();
+        assert!(e.contains("3 joint blocks") && e.contains("depth 2"), "{e}");
+        let mut m = shapes(128, 2);
+        m.insert("pos_embed".into(), vec![1, 60, 128]);
+        assert!(detect(&m).unwrap_err().contains("not a square"));
+        m.remove("pos_embed");
+        assert!(detect(&m).unwrap_err().contains("no pos_embed"));
+        let mut m = shapes(128, 2);
+        m.insert("context_processor.layers.0.attn.qkv.weight".into(), vec![1]);
+        assert!(detect(&m).unwrap_err().contains("context_processor"));
+    }
+}
