@@ -373,3 +373,23 @@ fn skip_layer_guidance_layer_parsing() {
     assert_eq!(parse_layers(""), Vec::<usize>::new());
     assert_eq!(parse_layers("1, 99999999999999999999999"), vec![1]);
 }
+
+#[test]
+fn object_info_matches_comfyui() {
+    // tests/data/sd3/object_info_sd3.json: GET /object_info/<class> of ComfyUI a125cd84 (no
+    // model files), made by scripts/goldens/gen_object_info.py.
+    let p = root().join("tests/data/sd3/object_info_sd3.json");
+    let want: Json = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let reg = Registry::with_builtin_nodes();
+    let dir = tempfile::tempdir().unwrap();
+    let env = Environment::new(Paths::under(dir.path()));
+    let classes = want.as_object().unwrap();
+    assert_eq!(classes.len(), 5);
+    for (class, info) in classes {
+        let ours = reg
+            .schema(class)
+            .unwrap_or_else(|| panic!("{class} is not registered"))
+            .object_info(&env);
+        assert_eq!(&ours, info, "{class}");
+    }
+}
