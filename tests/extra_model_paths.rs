@@ -76,6 +76,7 @@ fn object_info_lists_files_from_extra_folders_given_by_flag() {
         vec![
             "tiny_flux_dev_fp8.safetensors",
             "tiny_sd15.safetensors",
+            "tiny_sd35_medium.safetensors",
             "tiny_sdxl.safetensors",
             "tiny_sdxl_refiner.safetensors"
         ]
@@ -248,6 +249,7 @@ fn serve_reads_the_flag_and_lists_the_extra_checkpoints() {
         vec![
             "tiny_flux_dev_fp8.safetensors",
             "tiny_sd15.safetensors",
+            "tiny_sd35_medium.safetensors",
             "tiny_sdxl.safetensors",
             "tiny_sdxl_refiner.safetensors"
         ]
@@ -258,6 +260,7 @@ fn serve_reads_the_flag_and_lists_the_extra_checkpoints() {
         serde_json::json!([
             "tiny_flux_dev_fp8.safetensors",
             "tiny_sd15.safetensors",
+            "tiny_sd35_medium.safetensors",
             "tiny_sdxl.safetensors",
             "tiny_sdxl_refiner.safetensors"
         ])

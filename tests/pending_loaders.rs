@@ -58,17 +58,17 @@ fn the_frontends_loader_classes_are_all_registered() {
         assert!(registry.schema(class).is_some(), "{class} missing");
     }
     // The SDXL-era loaders main implements are real, not pending.
-    for class in [
-        "UNETLoader",
-        "CLIPLoader",
-        "DualCLIPLoader",
-        "TripleCLIPLoader",
-    ] {
+    for class in ["UNETLoader", "CLIPLoader", "DualCLIPLoader"] {
         assert!(
             registry.schema(class).unwrap().python_module == "nodes",
             "{class}"
         );
     }
+    // TripleCLIPLoader is comfy_extras.nodes_sd3's, as in ComfyUI (tests/sd3_workflow.rs).
+    assert_eq!(
+        registry.schema("TripleCLIPLoader").unwrap().python_module,
+        "comfy_extras.nodes_sd3"
+    );
 }
 
 #[test]

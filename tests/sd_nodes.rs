@@ -215,7 +215,7 @@ fn object_info_matches_comfyui() {
     assert_eq!(
         ck,
         json!({
-            "input": {"required": {"ckpt_name": [["tiny_flux_dev_fp8.safetensors", "tiny_sd15.safetensors", "tiny_sdxl.safetensors", "tiny_sdxl_refiner.safetensors"], {"tooltip": "The name of the checkpoint (model) to load."}]}},
+            "input": {"required": {"ckpt_name": [["tiny_flux_dev_fp8.safetensors", "tiny_sd15.safetensors", "tiny_sd35_medium.safetensors", "tiny_sdxl.safetensors", "tiny_sdxl_refiner.safetensors"], {"tooltip": "The name of the checkpoint (model) to load."}]}},
             "input_order": {"required": ["ckpt_name"]},
             "output": ["MODEL", "CLIP", "VAE"],
             "output_is_list": [false, false, false],

@@ -300,7 +300,12 @@ fn unsupported_loader_types_are_errors_naming_them() {
         ),
     )
     .unwrap_err();
-    assert!(err.contains("type 'sd3'"), "{err}");
+    // SD3's text encoders run (tests/sd3_text.rs), one file of each kind.
+    assert!(
+        err.contains("type sd3 takes at most one file of each kind")
+            && err.contains("CLIP-L and CLIP-G and CLIP-L"),
+        "{err}"
+    );
     let err = run(
         &env,
         &with(

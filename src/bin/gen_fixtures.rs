@@ -1,10 +1,21 @@
 //! Writes the deterministic test fixtures (see fixtures/README.md).
 //!
-//! Usage: `cargo run --bin gen_fixtures [REPO_ROOT]` (default: the current dir).
+//! Usage: `cargo run --bin gen_fixtures [REPO_ROOT]` (default: the current dir), or
+//! `cargo run --bin gen_fixtures -- --sd3-wide-t5 PATH` to write the uncommitted 4096-wide
+//! tiny T5 (`fixture::tiny_t5xxl_wide_bytes`) that scripts/goldens/gen_sd3_goldens.py reads.
 
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--sd3-wide-t5") {
+        let path = args
+            .get(2)
+            .ok_or_else(|| anyhow::anyhow!("--sd3-wide-t5 needs an output path"))?;
+        std::fs::write(path, comfyrs::models::fixture::tiny_t5xxl_wide_bytes())?;
+        println!("wrote {path}");
+        return Ok(());
+    }
     let root = std::env::args()
         .nth(1)
         .map(PathBuf::from)
@@ -34,6 +45,15 @@ fn main() -> anyhow::Result<()> {
             fx::TINY_CONTROLNET_SDXL_PATH,
             fx::tiny_controlnet_sdxl_bytes,
         ),
+        (fx::TINY_SD3_MEDIUM_PATH, fx::tiny_sd3_medium_bytes),
+        (fx::TINY_SD35_MEDIUM_PATH, fx::tiny_sd35_medium_bytes),
+        (fx::TINY_SD35_LARGE_PATH, fx::tiny_sd35_large_bytes),
+        (
+            fx::TINY_SD35_LARGE_FP8_SCALED_PATH,
+            fx::tiny_sd35_large_fp8_scaled_bytes,
+        ),
+        (fx::TINY_CLIP_G_PATH, fx::tiny_clip_g_bytes),
+        (fx::TINY_SD35_CKPT_PATH, fx::tiny_sd35_checkpoint_bytes),
         (up::TINY_RRDB_OLD_PATH, up::tiny_rrdb_old_bytes),
         (up::TINY_RRDB_NEW_PATH, up::tiny_rrdb_new_bytes),
         (up::TINY_SRVGG_PATH, up::tiny_srvgg_bytes),

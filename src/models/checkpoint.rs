@@ -26,6 +26,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::models::diffusion::DiffusionNet;
 use crate::models::family::Family;
 use crate::models::flux;
+use crate::models::mmdit;
 use crate::models::text::clip::{open_clip, ClipRole, ClipTextEncoder, SD1_CLIP_PREFIX};
 use crate::models::text::t5::T5XXL_PREFIX;
 use crate::models::unet::{Unet, UnetConfig, UNET_PREFIX};
@@ -230,6 +231,14 @@ pub enum TextEncoders {
         l: ClipTextEncoder,
         t5: crate::models::text::t5::T5Encoder,
     },
+    /// SD3/SD3.5: any of CLIP-L (under [`SDXL_CLIP_L_PREFIX`]), CLIP-G (under
+    /// [`SDXL_CLIP_G_PREFIX`]) and T5-XXL (under [`T5XXL_PREFIX`]); none for a checkpoint
+    /// without text encoders (ComfyUI's CLIP output is then None).
+    Sd3 {
+        l: Option<ClipTextEncoder>,
+        g: Option<ClipTextEncoder>,
+        t5: Option<crate::models::text::t5::T5Encoder>,
+    },
 }
 
 impl TextEncoders {
@@ -240,6 +249,7 @@ impl TextEncoders {
             TextEncoders::Sdxl { l, g } => vec![l, g],
             TextEncoders::SdxlRefiner(g) => vec![g],
             TextEncoders::Flux { l, .. } => vec![l],
+            TextEncoders::Sd3 { l, g, .. } => l.iter().chain(g.iter()).collect(),
         }
     }
 }
@@ -356,6 +366,9 @@ pub fn checkpoint_from_weights(
     if flux::Config::is_flux(|k| weights.contains_key(k), UNET_PREFIX) {
         return flux_checkpoint(weights, device, dtype, options);
     }
+    if mmdit::Config::is_mmdit(|k| weights.contains_key(k), UNET_PREFIX) {
+        return sd3_checkpoint(weights, device, dtype, options);
+    }
     if !weights.contains_key(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
         return Err(ModelError::NotSupported(format!(
             "no {UNET_PREFIX}input_blocks.0.0.weight (not an LDM UNet nor a Flux transformer); {}",
@@ -382,7 +395,9 @@ pub fn checkpoint_from_weights(
             ("CLIP-G text encoder", SDXL_CLIP_G_PREFIX),
         ],
         Family::SdxlRefiner => &[("CLIP-G text encoder", SDXL_CLIP_G_PREFIX)],
-        Family::Flux | Family::FluxSchnell => unreachable!("Flux is detected by its keys above"),
+        Family::Flux | Family::FluxSchnell | Family::Sd3 => {
+            unreachable!("DiTs are detected by their keys above")
+        }
     };
     for (what, prefix) in text_prefixes
         .iter()
@@ -426,7 +441,9 @@ pub fn checkpoint_from_weights(
         Family::SdxlRefiner => {
             TextEncoders::SdxlRefiner(clip(SDXL_CLIP_G_PREFIX, ClipRole::SDXL_G)?)
         }
-        Family::Flux | Family::FluxSchnell => unreachable!("Flux is detected by its keys above"),
+        Family::Flux | Family::FluxSchnell | Family::Sd3 => {
+            unreachable!("DiTs are detected by their keys above")
+        }
     };
     let vae_dtype = options.vae_dtype.unwrap_or(dtype);
     let vae = Vae::from_weights(&weights, VAE_PREFIX, vae_dtype, device)?;
@@ -531,6 +548,94 @@ fn flux_checkpoint(
         })?;
     }
     let text = crate::models::component_files::flux_text_encoders(
+        &weights,
+        dtype,
+        device,
+        options.embedding_directories.clone(),
+    )?;
+    let vae_dtype = options.vae_dtype.unwrap_or(dtype);
+    let vae = Vae::from_weights(&weights, VAE_PREFIX, vae_dtype, device)?;
+    Ok(Checkpoint {
+        family,
+        weights: Arc::new(weights),
+        model,
+        text,
+        vae,
+        prediction: Prediction::Eps,
+        dtype,
+        device: device.clone(),
+    })
+}
+
+/// The MMDiT under `prefix` of `weights` (SD3, SD3.5 medium/large): the family and the
+/// network computing in `dtype` over the stored weights. `Ok(None)` when the keys are not an
+/// MMDiT's; an error when they are one comfyrs cannot build (ComfyUI's `SD3` config needs
+/// 16 input channels).
+pub fn mmdit_from_weights(
+    weights: &WeightMap,
+    prefix: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<Option<(Family, DiffusionNet)>> {
+    if !mmdit::Config::is_mmdit(|k| weights.contains_key(k), prefix) {
+        return Ok(None);
+    }
+    let undetected = |why: String| {
+        ModelError::NotSupported(format!("ERROR: Could not detect model type\n{why}"))
+    };
+    let cfg = mmdit::Config::detect(
+        |k| weights.get(k).map(|t| t.dims().to_vec()),
+        &mut weights.keys().map(|k| k.as_str()),
+        prefix,
+    )
+    .map_err(|e| undetected(format!("an MMDiT (SD3) comfyrs cannot build: {e}")))?;
+    if cfg.in_channels != 16 {
+        return Err(undetected(format!(
+            "an MMDiT with {} input channels: comfyrs runs the SD3 family (16 channels)",
+            cfg.in_channels
+        )));
+    }
+    let vb = crate::models::nn::weights_vb(weights.clone(), dtype, device);
+    let net = mmdit::Mmdit::new(vb.pp(prefix.trim_end_matches('.')), &cfg)?;
+    Ok(Some((Family::Sd3, DiffusionNet::from(net))))
+}
+
+/// An SD3/SD3.5 single-file checkpoint (ComfyUI's `SD3` model config): the MMDiT under
+/// [`UNET_PREFIX`], the VAE under [`VAE_PREFIX`], and any of CLIP-L, CLIP-G and T5-XXL under
+/// `text_encoders.{clip_l,clip_g,t5xxl}.transformer.` (moved to ComfyUI's model keys), or
+/// none (`sd3.5_large.safetensors` ships without them). Weights keep their stored dtype
+/// (scaled fp8 included); text-encoder weights wider than f16 are kept as f16 for f32
+/// compute, like the split files.
+fn sd3_checkpoint(
+    weights: WeightMap,
+    device: &Device,
+    dtype: DType,
+    options: &LoadOptions,
+) -> Result<Checkpoint> {
+    let mut weights: WeightMap = weights
+        .into_iter()
+        .map(|(k, v)| match k.strip_prefix(FLUX_TEXT_PREFIX) {
+            Some(rest) => (rest.to_string(), v),
+            None => (k, v),
+        })
+        .collect();
+    mmdit::round_scaled_fp8_biases(&mut weights, UNET_PREFIX)?;
+    let (family, model) = mmdit_from_weights(&weights, UNET_PREFIX, dtype, device)?
+        .expect("the caller checked the MMDiT keys");
+    let vae_key = format!("{VAE_PREFIX}decoder.conv_in.weight");
+    if !weights.contains_key(&vae_key) {
+        return Err(ModelError::NotSupported(format!(
+            "SD3 checkpoint without a VAE (missing {vae_key}); {}",
+            describe_prefixes(&weights)
+        )));
+    }
+    if options.clip_fp16_round && dtype == DType::F32 {
+        store_as_f16(&mut weights, |k| {
+            (k.starts_with("clip_l.") || k.starts_with("clip_g.") || k.starts_with(T5XXL_PREFIX))
+                && !crate::models::component_files::is_fp8_scale_key(k)
+        })?;
+    }
+    let text = crate::models::component_files::sd3_text_encoders(
         &weights,
         dtype,
         device,

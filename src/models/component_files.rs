@@ -11,13 +11,13 @@ use std::path::Path;
 use candle_core::{DType, Device};
 
 use super::checkpoint::{
-    describe_prefixes, flux_from_weights, load_safetensors, store_as_f16, unet_prefix, Prediction,
-    TextEncoders, WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
+    describe_prefixes, flux_from_weights, load_safetensors, mmdit_from_weights, store_as_f16,
+    unet_prefix, Prediction, TextEncoders, WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
 };
 use super::diffusion::DiffusionNet;
 use super::family::Family;
 use super::text::clip::{open_clip, ClipRole, ClipTextEncoder};
-use super::text::t5::{T5Encoder, FLUX_MIN_LENGTH, T5XXL_PREFIX};
+use super::text::t5::{T5Encoder, FLUX_MIN_LENGTH, SD3_MIN_LENGTH, T5XXL_PREFIX};
 use super::unet::{Unet, UnetConfig, UNET_PREFIX};
 use super::{ModelError, Result};
 use std::sync::Arc;
@@ -76,15 +76,34 @@ pub fn load_diffusion_model(
             prediction,
         });
     }
+    super::mmdit::round_scaled_fp8_biases(&mut weights, UNET_PREFIX)?;
+    let mmdit = mmdit_from_weights(&weights, UNET_PREFIX, dtype, device).map_err(|e| match e {
+        ModelError::NotSupported(m) if m.starts_with("ERROR: Could not detect") => undetected(
+            m.split_once('\n')
+                .map_or(m.clone(), |(_, why)| why.to_string()),
+        ),
+        e => e,
+    })?;
+    if let Some((family, model)) = mmdit {
+        return Ok(DiffusionModelFile {
+            family,
+            model,
+            weights: Arc::new(weights),
+            prediction,
+        });
+    }
     if !weights.contains_key(&format!("{UNET_PREFIX}input_blocks.0.0.weight")) {
-        let hint = if raw.contains_key("joint_blocks.0.context_block.attn.qkv.weight") {
-            "this is an SD3 diffusion transformer, which comfyrs does not run yet".into()
+        let hint = if raw.keys().any(|k| k.starts_with("transformer_blocks.")) {
+            "diffusers-format transformers (transformer_blocks.*) are not supported; use \
+             ComfyUI's single-file layout"
+                .into()
         } else if raw.keys().any(|k| k.starts_with("down_blocks.")) {
             "diffusers-format UNets (down_blocks.*) are not supported; use the LDM layout".into()
         } else {
             format!(
-                "no LDM UNet keys (input_blocks.0.0.weight) and no Flux keys \
-                 (double_blocks.0.img_attn.norm.key_norm.scale, img_in.weight); {}",
+                "no LDM UNet keys (input_blocks.0.0.weight), no Flux keys \
+                 (double_blocks.0.img_attn.norm.key_norm.scale, img_in.weight) and no MMDiT \
+                 keys (joint_blocks.0.context_block.attn.qkv.weight); {}",
                 describe_prefixes(&raw)
             )
         };
@@ -202,6 +221,8 @@ pub fn read_text_encoder_file(path: &Path, device: &Device, dtype: DType) -> Res
     // Files saved from a model's state dict keep its prefix.
     for prefix in [
         "cond_stage_model.transformer.",
+        "text_encoders.clip_l.transformer.",
+        "text_encoders.clip_g.transformer.",
         "clip_l.transformer.",
         "clip_g.transformer.",
         "transformer.",
@@ -257,6 +278,48 @@ pub fn flux_text_encoders(
     Ok(TextEncoders::Flux { l, t5 })
 }
 
+/// SD3's text encoders (ComfyUI's `SD3ClipModel`) over a weight map with ComfyUI's model
+/// keys: each of CLIP-L (`clip_l.transformer.text_model.`), CLIP-G
+/// (`clip_g.transformer.text_model.`) and T5-XXL ([`T5XXL_PREFIX`]) that is present, found
+/// by its final norm as `SD3.clip_target` does. CLIPs compute in `dtype`, T5 in f32, over
+/// the weights as stored (see [`flux_text_encoders`]).
+pub fn sd3_text_encoders(
+    weights: &WeightMap,
+    dtype: DType,
+    device: &Device,
+    embedding_directories: Vec<std::path::PathBuf>,
+) -> Result<TextEncoders> {
+    let has = |k: String| weights.contains_key(&k);
+    let clip = |prefix: &str, role: ClipRole| -> Result<Option<ClipTextEncoder>> {
+        if !has(format!("{prefix}final_layer_norm.weight")) {
+            return Ok(None);
+        }
+        ClipTextEncoder::from_weights(
+            weights,
+            prefix,
+            role,
+            dtype,
+            device,
+            embedding_directories.clone(),
+        )
+        .map(Some)
+    };
+    let l = clip(SDXL_CLIP_L_PREFIX, ClipRole::SDXL_L)?;
+    let g = clip(SDXL_CLIP_G_PREFIX, ClipRole::SDXL_G)?;
+    let t5 = if has(format!("{T5XXL_PREFIX}encoder.final_layer_norm.weight")) {
+        Some(T5Encoder::from_weights(
+            weights,
+            T5XXL_PREFIX,
+            SD3_MIN_LENGTH,
+            device,
+            embedding_directories,
+        )?)
+    } else {
+        None
+    };
+    Ok(TextEncoders::Sd3 { l, g, t5 })
+}
+
 /// An error about the file at `path`, naming it.
 fn in_file(path: &Path, e: ModelError) -> ModelError {
     match e {
@@ -305,15 +368,17 @@ pub fn load_text_encoders(
     let kinds: Vec<&str> = files.iter().map(|f| f.2.name()).collect();
     let unsupported = |what: String| ModelError::NotSupported(what);
     let supported_types: &[&str] = match files.len() {
-        1 => &["stable_diffusion"],
-        2 => &["sdxl", "flux"],
+        1 => &["stable_diffusion", "sd3"],
+        2 => &["sdxl", "flux", "sd3"],
+        3 => &["sd3"],
         _ => &[],
     };
     if !supported_types.contains(&clip_type) {
         return Err(unsupported(format!(
             "text encoder type '{clip_type}' with {} is not supported by comfyrs yet (it runs \
              type stable_diffusion with one CLIP-L or CLIP-G file, type sdxl with a CLIP-L \
-             and a CLIP-G file, and type flux with a CLIP-L and a T5-XXL file)",
+             and a CLIP-G file, type flux with a CLIP-L and a T5-XXL file, and type sd3 with \
+             one, two or three of CLIP-L, CLIP-G and T5-XXL)",
             kinds.join(" + ")
         )));
     }
@@ -397,6 +462,54 @@ pub fn load_text_encoders(
                         _ => false,
                     };
                     in_file(if clip_side { l_path } else { t5_path }, e)
+                },
+            )?
+        }
+        (files, "sd3") => {
+            // SD3ClipModel: each file goes to the member of its kind (load_sd routes by keys).
+            let mut seen: Vec<TextEncoderKind> = Vec::new();
+            for (path, w, kind) in files.iter_mut() {
+                let root = match kind {
+                    TextEncoderKind::ClipL => "clip_l.transformer.",
+                    TextEncoderKind::ClipG => "clip_g.transformer.",
+                    TextEncoderKind::T5Xxl => T5XXL_PREFIX,
+                    k => {
+                        return Err(in_file(
+                            path,
+                            unsupported(format!(
+                                "type sd3 takes CLIP-L, CLIP-G and T5-XXL files; this one is {}",
+                                k.name()
+                            )),
+                        ))
+                    }
+                };
+                if seen.contains(kind) {
+                    return Err(unsupported(format!(
+                        "type sd3 takes at most one file of each kind (CLIP-L, CLIP-G, \
+                         T5-XXL); these are {}",
+                        kinds.join(" and ")
+                    )));
+                }
+                seen.push(*kind);
+                move_under(&mut weights, std::mem::take(w), root);
+            }
+            let paths: Vec<(&Path, TextEncoderKind)> =
+                files.iter().map(|(p, _, k)| (**p, *k)).collect();
+            sd3_text_encoders(&weights, dtype, device, embedding_directories.clone()).map_err(
+                |e| {
+                    let which = match &e {
+                        ModelError::MissingKey(k) if k.starts_with("clip_l.") => {
+                            TextEncoderKind::ClipL
+                        }
+                        ModelError::MissingKey(k) if k.starts_with("clip_g.") => {
+                            TextEncoderKind::ClipG
+                        }
+                        _ => TextEncoderKind::T5Xxl,
+                    };
+                    match paths.iter().find(|(_, k)| *k == which) {
+                        Some((p, _)) => in_file(p, e),
+                        None => e,
+                    }
                 },
             )?
         }

@@ -4,7 +4,10 @@
 //! CLIP-L and bigG separately, concatenates their hidden states along the channels (cut to
 //! the shorter token count) and uses bigG's projected pooled output; the refiner has bigG
 //! alone; Flux's conditioning is T5-XXL's output (one sequence of at least 256 tokens) and
-//! its pooled output CLIP-L's, unprojected, of the first 77-token window.
+//! its pooled output CLIP-L's, unprojected, of the first 77-token window; SD3's
+//! (`SD3ClipModel`, any of CLIP-L, CLIP-G, T5-XXL) is in [`sd3`].
+
+pub mod sd3;
 
 use candle_core::Tensor;
 
@@ -43,6 +46,9 @@ pub enum Conditioner {
         clip_l: PatchedClip,
         t5xxl: T5Encoder,
     },
+    /// SD3/SD3.5: any subset of CLIP-L, CLIP-G and T5-XXL (missing members give zeros, as
+    /// in ComfyUI). LoRA patches apply to the CLIP members.
+    Sd3(crate::models::conditioner::sd3::Sd3Encoders),
 }
 
 impl Conditioner {
@@ -53,6 +59,7 @@ impl Conditioner {
             Conditioner::Sdxl { .. } => "SDXL (CLIP-L + CLIP-G)",
             Conditioner::SdxlRefiner { .. } => "SDXL refiner (CLIP-G)",
             Conditioner::Flux { .. } => "Flux (CLIP-L + T5-XXL)",
+            Conditioner::Sd3(e) => e.kind(),
         }
     }
 
@@ -63,6 +70,7 @@ impl Conditioner {
             Conditioner::Sdxl { l, g } => vec![l, g],
             Conditioner::SdxlRefiner { g } => vec![g],
             Conditioner::Flux { clip_l, .. } => vec![clip_l],
+            Conditioner::Sd3(e) => e.members(),
         }
     }
 
@@ -75,6 +83,7 @@ impl Conditioner {
                 clip_l: f(clip_l),
                 t5xxl: t5xxl.clone(),
             },
+            Conditioner::Sd3(e) => Conditioner::Sd3(e.map_clips(f)),
         }
     }
 
@@ -90,6 +99,7 @@ impl Conditioner {
                 clip_l,
                 t5xxl: t5xxl.with_embedding_directories(dirs),
             },
+            Conditioner::Sd3(e) => Conditioner::Sd3(e.with_t5_embedding_directories(dirs)),
             other => other,
         }
     }
@@ -115,6 +125,7 @@ impl Conditioner {
                 t5xxl: Some(t5xxl.tokenize(text).map_err(|e| e.to_string())),
                 ..Tokens::default()
             },
+            Conditioner::Sd3(e) => e.tokenize(text),
         }
     }
 
@@ -204,6 +215,7 @@ impl Conditioner {
                 let (_, pooled) = clip_l.encode(&first, clip_layer)?;
                 Ok((cond, pooled))
             }
+            Conditioner::Sd3(e) => e.encode(tokens, clip_layer),
         }
     }
 }

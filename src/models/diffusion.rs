@@ -1,5 +1,5 @@
 //! The family-neutral diffusion network behind a MODEL: the LDM UNet (SD1.x, SDXL) or the
-//! Flux transformer, with one input struct holding every model input ComfyUI's
+//! Flux transformer or SD3's MMDiT, with one input struct holding every model input ComfyUI's
 //! `apply_model` passes (`c_crossattn`, `y`, `guidance`, `ref_latents`, ...). The sampler,
 //! LoRA patching and the executor only see [`DiffusionNet`]; a new family adds a variant
 //! here and its own module.
@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use super::checkpoint::WeightMap;
 use super::controlnet::ControlResiduals;
 use super::flux::{Flux, FluxInputs, RefLatentsMethod};
+use super::mmdit::{Mmdit, MmditInputs};
 use super::unet::Unet;
 use super::{ModelError, Result};
 
@@ -36,6 +37,9 @@ pub struct ModelInputs<'a> {
     /// Patches of a UNet's internals (FreeU, PAG); a Flux network has no such blocks and
     /// ignores them, as ComfyUI's does.
     pub unet: crate::models::unet::UnetOptions<'a>,
+    /// DiT joint blocks replaced by the identity (skip-layer guidance's `double_block`
+    /// patches; MMDiT only, a UNet has no such blocks).
+    pub skip_blocks: &'a [usize],
 }
 
 /// A diffusion network of any family comfyrs runs.
@@ -44,6 +48,8 @@ pub enum DiffusionNet {
     Unet(Unet),
     /// Shared: the blocks are built once, a MODEL clone is a pointer copy.
     Flux(Arc<Flux>),
+    /// SD3 / SD3.5's MMDiT, shared like Flux.
+    Mmdit(Arc<Mmdit>),
 }
 
 impl std::fmt::Debug for DiffusionNet {
@@ -51,6 +57,7 @@ impl std::fmt::Debug for DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => write!(f, "Unet({:?})", u.config()),
             DiffusionNet::Flux(x) => write!(f, "Flux({:?})", x.config()),
+            DiffusionNet::Mmdit(m) => write!(f, "Mmdit({:?})", m.config()),
         }
     }
 }
@@ -67,6 +74,12 @@ impl From<Flux> for DiffusionNet {
     }
 }
 
+impl From<Mmdit> for DiffusionNet {
+    fn from(m: Mmdit) -> Self {
+        DiffusionNet::Mmdit(Arc::new(m))
+    }
+}
+
 impl DiffusionNet {
     /// The network's prediction for one batch.
     pub fn forward(&self, i: &ModelInputs) -> Result<Tensor> {
@@ -74,6 +87,9 @@ impl DiffusionNet {
             DiffusionNet::Unet(u) => {
                 u.forward_patched(i.x, i.timesteps, i.context, i.y, i.control, i.unet)
             }
+            DiffusionNet::Flux(_) if !i.skip_blocks.is_empty() => Err(ModelError::NotSupported(
+                "skip-layer guidance on a Flux model is not supported by comfyrs yet".into(),
+            )),
             DiffusionNet::Flux(_) if i.control.is_some() => Err(ModelError::NotSupported(
                 "ControlNet residuals for a Flux model: comfyrs runs the SD1.x/SDXL (cldm) \
                  ControlNets only, which do not fit Flux"
@@ -88,6 +104,20 @@ impl DiffusionNet {
                     guidance: i.guidance,
                     ref_latents: i.ref_latents,
                     ref_method: i.ref_method,
+                })
+                .map_err(ModelError::from),
+            DiffusionNet::Mmdit(_) if i.control.is_some() => Err(ModelError::NotSupported(
+                "ControlNet residuals for an SD3 model: comfyrs runs the SD1.x/SDXL (cldm) \
+                 ControlNets only, which do not fit SD3's MMDiT"
+                    .into(),
+            )),
+            DiffusionNet::Mmdit(m) => m
+                .forward(&MmditInputs {
+                    x: i.x,
+                    timesteps: i.timesteps,
+                    context: i.context,
+                    y: i.y,
+                    skip_blocks: i.skip_blocks,
                 })
                 .map_err(ModelError::from),
         }
@@ -107,6 +137,13 @@ impl DiffusionNet {
                     f.config(),
                 )?))
             }
+            DiffusionNet::Mmdit(m) => {
+                let vb = crate::models::nn::weights_vb(weights.clone(), m.dtype(), m.device());
+                DiffusionNet::Mmdit(Arc::new(Mmdit::new(
+                    vb.pp(prefix.trim_end_matches('.')),
+                    m.config(),
+                )?))
+            }
         })
     }
 
@@ -115,6 +152,7 @@ impl DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => u.config().in_channels,
             DiffusionNet::Flux(f) => f.config().in_channels,
+            DiffusionNet::Mmdit(m) => m.config().in_channels,
         }
     }
 
@@ -123,6 +161,7 @@ impl DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => u.config().out_channels,
             DiffusionNet::Flux(f) => f.config().out_channels,
+            DiffusionNet::Mmdit(m) => m.config().out_channels,
         }
     }
 
@@ -130,6 +169,7 @@ impl DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => u.dtype(),
             DiffusionNet::Flux(f) => f.dtype(),
+            DiffusionNet::Mmdit(m) => m.dtype(),
         }
     }
 
@@ -137,12 +177,20 @@ impl DiffusionNet {
         match self {
             DiffusionNet::Unet(u) => u.device(),
             DiffusionNet::Flux(f) => f.device(),
+            DiffusionNet::Mmdit(m) => m.device(),
         }
     }
 
     pub fn as_unet(&self) -> Option<&Unet> {
         match self {
             DiffusionNet::Unet(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn as_mmdit(&self) -> Option<&Mmdit> {
+        match self {
+            DiffusionNet::Mmdit(m) => Some(m),
             _ => None,
         }
     }

@@ -1,6 +1,9 @@
 //! The diffusion-model families comfyrs runs, and how a UNet is recognised as one
 //! (ComfyUI's `supported_models` configs matched by `model_detection`).
 //!
+//! SD3/SD3.5 files are MMDiTs (`joint_blocks.0.context_block.attn.qkv.weight`), all one
+//! family (`SD3`, matched on 16 input channels).
+//!
 //! Flux files are told apart by keys (`Family::detect_flux` on a [`super::flux::Config`]):
 //! with `guidance_in` = `Flux` (dev and its variants), without = `FluxSchnell`.
 //!
@@ -39,6 +42,9 @@ pub enum Family {
     /// Flux.1 without guidance embedding (`FluxSchnell`): discrete flow, shift 1,
     /// multiplier 1.
     FluxSchnell,
+    /// SD3 medium, SD3.5 medium and large (`SD3`): an MMDiT, discrete flow with shift 3,
+    /// multiplier 1000.
+    Sd3,
 }
 
 /// What a family's `extra_conds` needs of one cond (ComfyUI's `encode_model_conds`
@@ -68,6 +74,7 @@ impl Family {
             Family::SdxlRefiner => "SDXLRefiner",
             Family::Flux => "Flux",
             Family::FluxSchnell => "FluxSchnell",
+            Family::Sd3 => "SD3",
         }
     }
 
@@ -76,12 +83,19 @@ impl Family {
             Family::Sd15 => LatentFormat::sd15(),
             Family::Sdxl | Family::SdxlRefiner => LatentFormat::sdxl(),
             Family::Flux | Family::FluxSchnell => LatentFormat::flux(),
+            Family::Sd3 => LatentFormat::sd3(),
         }
     }
 
     /// Whether the family is a Flux transformer.
     pub fn is_flux(self) -> bool {
         matches!(self, Family::Flux | Family::FluxSchnell)
+    }
+
+    /// Whether the family's network is a DiT whose text tokens are a `CONDRegular` (Flux,
+    /// SD3): conds of different token counts are never batched together.
+    pub fn regular_cross_attn(self) -> bool {
+        matches!(self, Family::Flux | Family::FluxSchnell | Family::Sd3)
     }
 
     /// The family of a Flux config (ComfyUI's `FluxInpaint`/`Flux`/`FluxSchnell` match on
@@ -136,6 +150,10 @@ impl Family {
     pub fn extra_y(self, p: &CondParams) -> Result<Option<Tensor>> {
         if self == Family::Sd15 {
             return Ok(None);
+        }
+        if self == Family::Sd3 {
+            // model_base.SD3.encode_adm: the pooled output, or no `y` at all.
+            return Ok(p.pooled.cloned());
         }
         let pooled = p.pooled.ok_or_else(|| {
             ModelError::BadInput(format!(

@@ -357,7 +357,13 @@ fn tiny_open_clip(l: &mut Layout, p: &str) {
 }
 
 fn tiny_clip(l: &mut Layout, p: &str) {
-    let (w, layers, mlp) = (TINY_L_WIDTH, 2usize, 128usize);
+    tiny_clip_layers(l, p, 2)
+}
+
+/// The tiny CLIP-L with `layers` layers (SD3's uses 3: ComfyUI takes its penultimate layer
+/// and asserts more than 2 layers).
+fn tiny_clip_layers(l: &mut Layout, p: &str, layers: usize) {
+    let (w, mlp) = (TINY_L_WIDTH, 128usize);
     add(
         l,
         format!("{p}.embeddings.token_embedding.weight"),
@@ -420,6 +426,9 @@ fn values(key: &str, shape: &[usize]) -> Vec<f64> {
     let (mean, std) =
         if key.ends_with("token_embedding.weight") || key.ends_with("position_embedding.weight") {
             (0.0, 0.02)
+        } else if key.ends_with("pos_embed") {
+            // MMDiT's position table (sin-cos in real files): values of order 1.
+            (0.0, 0.5)
         } else if key.ends_with("positional_embedding") || key.ends_with("in_proj_bias") {
             (0.0, if key.ends_with("bias") { 0.01 } else { 0.02 })
         } else if key.ends_with(".bias") {
@@ -561,9 +570,13 @@ pub const TINY_T5XXL_FP8_SCALED_PATH: &str =
 pub const TINY_T5: (usize, usize, usize, usize, usize) = (32, 4, 8, 64, 2);
 
 fn tiny_t5(l: &mut Layout) {
-    let (d, heads, d_kv, d_ff, blocks) = TINY_T5;
+    tiny_t5_sized(l, TINY_T5, 32128)
+}
+
+fn tiny_t5_sized(l: &mut Layout, sizes: (usize, usize, usize, usize, usize), vocab: usize) {
+    let (d, heads, d_kv, d_ff, blocks) = sizes;
     let inner = heads * d_kv;
-    add(l, "shared.weight".into(), &[32128, d]);
+    add(l, "shared.weight".into(), &[vocab, d]);
     for i in 0..blocks {
         let b = format!("encoder.block.{i}.layer");
         for n in ["q", "k", "v"] {
@@ -727,4 +740,254 @@ fn tiny_flux_checkpoint_fp8(guidance: bool, name: &str) -> Vec<u8> {
         }
     }
     serialize_buffers(buffers, name)
+}
+
+// ---------------------------------------------------------------------------------------
+// SD3 / SD3.5 (MMDiT). The tiny MMDiTs have depth 2, i.e. ComfyUI's own rule gives hidden
+// 128 = 64·depth and 2 heads of 64, so ComfyUI detects them as its `SD3` config as they
+// are; 16 latent channels, patch 2, a 16×16 position table (latents up to 32×32, 256²
+// pixels), pooled width 80 = the tiny CLIP-L's 32 + the tiny CLIP-G's projection 48, and
+// SD3's real context width 4096 (the CLIP outputs are padded to it). Variants:
+// `tiny_sd3_medium` (no QK-norm), `tiny_sd35_large` (RMS QK-norm `ln_q`/`ln_k` in every
+// attention) and `tiny_sd35_medium` (QK-norm and MMDiT-X's `x_block.attn2` in block 0), in
+// ComfyUI's bare diffusion-model layout. `tiny_clip_g` is a CLIP-G in HF names (width 48,
+// 3 layers, `text_projection.weight`), as `clip_g.safetensors` ships. The all-in-one
+// `tiny_sd35_medium` checkpoint holds the SD3.5-medium MMDiT under `model.diffusion_model.`,
+// the tiny CLIP-L and CLIP-G under `text_encoders.clip_{l,g}.transformer.` and the 16-channel
+// VAE (no quant convs) under `first_stage_model.`, all fp16 (values as the split files; its
+// CLIP-L has a third layer, as ComfyUI's SD3 CLIP-L takes the penultimate of more than 2).
+
+/// Repository-relative paths of the tiny MMDiTs (UNETLoader).
+pub const TINY_SD3_MEDIUM_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_sd3_medium.safetensors";
+pub const TINY_SD35_MEDIUM_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_sd35_medium.safetensors";
+pub const TINY_SD35_LARGE_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_sd35_large.safetensors";
+/// Repository-relative path of the tiny CLIP-G text encoder file (HF layout).
+pub const TINY_CLIP_G_PATH: &str = "fixtures/models/text_encoders/tiny_clip_g.safetensors";
+/// Repository-relative path of the tiny all-in-one SD3.5-medium checkpoint.
+pub const TINY_SD35_CKPT_PATH: &str = "fixtures/models/checkpoints/tiny_sd35_medium.safetensors";
+
+/// The tiny MMDiT's depth (hidden 64·depth, depth heads).
+pub const TINY_MMDIT_DEPTH: usize = 2;
+/// Side of the tiny MMDiT's position table.
+pub const TINY_MMDIT_POS: usize = 16;
+
+/// The MMDiT variants of the fixtures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmditVariant {
+    Sd3Medium,
+    Sd35Medium,
+    Sd35Large,
+}
+
+fn tiny_mmdit(l: &mut Layout, v: MmditVariant) {
+    let depth = TINY_MMDIT_DEPTH;
+    let h = 64 * depth;
+    let head = 64;
+    let qk = v != MmditVariant::Sd3Medium;
+    conv(l, "x_embedder.proj", h, 16, 2);
+    add(
+        l,
+        "pos_embed".into(),
+        &[1, TINY_MMDIT_POS * TINY_MMDIT_POS, h],
+    );
+    lin(l, "t_embedder.mlp.0", h, 256, true);
+    lin(l, "t_embedder.mlp.2", h, h, true);
+    lin(l, "y_embedder.mlp.0", h, TINY_L_WIDTH + TINY_G_WIDTH, true);
+    lin(l, "y_embedder.mlp.2", h, h, true);
+    lin(l, "context_embedder", h, 4096, true);
+    let attn = |l: &mut Layout, p: &str, pre_only: bool| {
+        lin(l, &format!("{p}.qkv"), 3 * h, h, true);
+        if !pre_only {
+            lin(l, &format!("{p}.proj"), h, h, true);
+        }
+        if qk {
+            add(l, format!("{p}.ln_q.weight"), &[head]);
+            add(l, format!("{p}.ln_k.weight"), &[head]);
+        }
+    };
+    for i in 0..depth {
+        for side in ["context_block", "x_block"] {
+            let p = format!("joint_blocks.{i}.{side}");
+            let pre_only = side == "context_block" && i + 1 == depth;
+            let x_attn2 = side == "x_block" && i == 0 && v == MmditVariant::Sd35Medium;
+            attn(l, &format!("{p}.attn"), pre_only);
+            if x_attn2 {
+                attn(l, &format!("{p}.attn2"), false);
+            }
+            let mods = if pre_only {
+                2
+            } else if x_attn2 {
+                9
+            } else {
+                6
+            };
+            lin(l, &format!("{p}.adaLN_modulation.1"), mods * h, h, true);
+            if !pre_only {
+                lin(l, &format!("{p}.mlp.fc1"), 4 * h, h, true);
+                lin(l, &format!("{p}.mlp.fc2"), h, 4 * h, true);
+            }
+        }
+    }
+    lin(l, "final_layer.adaLN_modulation.1", 2 * h, h, true);
+    lin(l, "final_layer.linear", 4 * 16, h, true);
+}
+
+/// A tiny CLIP-G in HF names under `p` (ending in `text_model`), plus `text_projection`
+/// beside it.
+fn tiny_clip_g_hf(l: &mut Layout, root: &str) {
+    let (w, layers, mlp) = (TINY_G_WIDTH, 3usize, 4 * TINY_G_WIDTH);
+    let p = format!("{root}text_model");
+    add(
+        l,
+        format!("{p}.embeddings.token_embedding.weight"),
+        &[49408, w],
+    );
+    add(
+        l,
+        format!("{p}.embeddings.position_embedding.weight"),
+        &[77, w],
+    );
+    for i in 0..layers {
+        let q = format!("{p}.encoder.layers.{i}");
+        norm(l, &format!("{q}.layer_norm1"), w);
+        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            lin(l, &format!("{q}.self_attn.{n}"), w, w, true);
+        }
+        norm(l, &format!("{q}.layer_norm2"), w);
+        lin(l, &format!("{q}.mlp.fc1"), mlp, w, true);
+        lin(l, &format!("{q}.mlp.fc2"), w, mlp, true);
+    }
+    norm(l, &format!("{p}.final_layer_norm"), w);
+    lin(l, &format!("{root}text_projection"), w, w, false);
+}
+
+/// The bytes of a tiny MMDiT file (bare ComfyUI keys).
+pub fn tiny_mmdit_bytes(v: MmditVariant) -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_mmdit(&mut layout, v);
+    serialize(
+        &layout,
+        &format!("tiny_mmdit {v:?} v1 (src/models/fixture.rs)"),
+    )
+}
+
+pub fn tiny_sd3_medium_bytes() -> Vec<u8> {
+    tiny_mmdit_bytes(MmditVariant::Sd3Medium)
+}
+
+pub fn tiny_sd35_medium_bytes() -> Vec<u8> {
+    tiny_mmdit_bytes(MmditVariant::Sd35Medium)
+}
+
+pub fn tiny_sd35_large_bytes() -> Vec<u8> {
+    tiny_mmdit_bytes(MmditVariant::Sd35Large)
+}
+
+/// Repository-relative path of the tiny SD3.5-large MMDiT in ComfyUI's scaled fp8 layout.
+pub const TINY_SD35_LARGE_FP8_SCALED_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_sd35_large_fp8_scaled.safetensors";
+
+/// The bytes of `tiny_sd35_large_fp8_scaled.safetensors` (the `sd3.5_large_fp8_scaled`
+/// layout): each Linear weight `w` (2-d, the fp16 values of [`tiny_sd35_large_bytes`]) is
+/// stored as `e4m3fn(w / s)` with `s = max|w| / 448` as its f32 `scale_weight`; the patch
+/// conv, position table, norms and biases stay fp16; an empty `scaled_fp8` marker.
+pub fn tiny_sd35_large_fp8_scaled_bytes() -> Vec<u8> {
+    use super::fp8::encode_e4m3fn;
+    let mut layout = Layout::new();
+    tiny_mmdit(&mut layout, MmditVariant::Sd35Large);
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (key, spec) in &layout {
+        let vals: Vec<f32> = values(key, &spec.shape)
+            .into_iter()
+            .map(|v| half::f16::from_f64(v).to_f32())
+            .collect();
+        if spec.shape.len() == 2 && key.ends_with(".weight") {
+            let max = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = max / 448.0;
+            let bytes = vals.iter().map(|v| encode_e4m3fn(v / scale)).collect();
+            buffers.push((key.clone(), Dtype::F8_E4M3, spec.shape.clone(), bytes));
+            let sk = format!(
+                "{}scale_weight",
+                key.strip_suffix("weight").expect("weight")
+            );
+            buffers.push((sk, Dtype::F32, vec![], scale.to_le_bytes().to_vec()));
+        } else {
+            let bytes = vals
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect();
+            buffers.push((key.clone(), Dtype::F16, spec.shape.clone(), bytes));
+        }
+    }
+    buffers.push(("scaled_fp8".into(), Dtype::F8_E4M3, vec![0], Vec::new()));
+    serialize_buffers(
+        buffers,
+        "tiny_sd35_large_fp8_scaled v1 (src/models/fixture.rs)",
+    )
+}
+
+/// The bytes of `tiny_clip_g.safetensors`.
+pub fn tiny_clip_g_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_clip_g_hf(&mut layout, "");
+    serialize(&layout, "tiny_clip_g v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of the tiny all-in-one SD3.5-medium checkpoint (see above). Each tensor has
+/// the values of the split file holding it (its key without the checkpoint prefix).
+pub fn tiny_sd35_checkpoint_bytes() -> Vec<u8> {
+    let mut parts: Vec<(&str, Layout)> = Vec::new();
+    let mut m = Layout::new();
+    tiny_mmdit(&mut m, MmditVariant::Sd35Medium);
+    parts.push(("model.diffusion_model.", m));
+    let mut cl = Layout::new();
+    tiny_clip_layers(&mut cl, "text_model", 3);
+    parts.push(("text_encoders.clip_l.transformer.", cl));
+    let mut cg = Layout::new();
+    tiny_clip_g_hf(&mut cg, "");
+    parts.push(("text_encoders.clip_g.transformer.", cg));
+    let mut vae = Layout::new();
+    tiny_vae_with(&mut vae, "", 16, false);
+    parts.push(("first_stage_model.", vae));
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (prefix, layout) in parts {
+        for (key, spec) in &layout {
+            let full = format!("{prefix}{key}");
+            if spec.int_arange {
+                let n: usize = spec.shape.iter().product();
+                let bytes = (0..n as i64).flat_map(|i| i.to_le_bytes()).collect();
+                buffers.push((full, Dtype::I64, spec.shape.clone(), bytes));
+                continue;
+            }
+            let bytes = values(key, &spec.shape)
+                .into_iter()
+                .flat_map(|v| half::f16::from_f64(v).to_le_bytes())
+                .collect();
+            buffers.push((full, Dtype::F16, spec.shape.clone(), bytes));
+        }
+    }
+    serialize_buffers(
+        buffers,
+        "tiny_sd35_medium checkpoint v1 (src/models/fixture.rs)",
+    )
+}
+
+// A T5-XXL-layout encoder at SD3's real width 4096 (so its output concatenates with the
+// CLIP context, as in SD3ClipModel) but otherwise tiny: 1 block, 2 heads of 8, feed-forward
+// 32, and only the first 2048 tokens of the vocabulary (prompts using higher ids fail). Not
+// committed (16 MB): tests write it, and `gen_fixtures --sd3-wide-t5 PATH` writes it for the
+// golden script.
+
+/// The wide T5's sizes: (d_model, heads, d_kv, d_ff, blocks), and its vocabulary size.
+pub const TINY_T5_WIDE: (usize, usize, usize, usize, usize) = (4096, 2, 8, 32, 1);
+pub const TINY_T5_WIDE_VOCAB: usize = 2048;
+
+/// The bytes of `tiny_t5xxl_wide.safetensors` (fp16).
+pub fn tiny_t5xxl_wide_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_t5_sized(&mut layout, TINY_T5_WIDE, TINY_T5_WIDE_VOCAB);
+    serialize(&layout, "tiny_t5xxl_wide v1 (src/models/fixture.rs)")
 }

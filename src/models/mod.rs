@@ -13,6 +13,7 @@
 //! * [`unet`]: the openaimodel UNet (LDM key names; SD1.x and SDXL), config detected from
 //!   keys, and SDXL's ADM vector ([`unet::adm`]).
 //! * [`flux`]: the Flux.1 transformer (dev, schnell, Fill/Canny/Depth/Kontext inputs).
+//! * [`mmdit`]: the SD3 / SD3.5 transformer (MMDiT, MMDiT-X, RMS QK-norm).
 //! * [`diffusion`]: the family-neutral network a MODEL holds ([`diffusion::DiffusionNet`]).
 //! * [`vae`]: the AutoencoderKL encoder/decoder, with ComfyUI's image conversions.
 //! * [`lora`]: LoRA/LyCORIS files, ComfyUI's key map and patch math, lazily patched models.
@@ -34,6 +35,7 @@ pub mod flux;
 pub mod fp8;
 pub mod latent_format;
 pub mod lora;
+pub mod mmdit;
 pub mod nn;
 pub mod text;
 pub mod unet;

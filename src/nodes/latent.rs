@@ -32,6 +32,8 @@ impl Node for EmptySd3LatentImage {
                 .step(16)
         };
         NodeSchema::new("EmptySD3LatentImage")
+            .v3()
+            .module("comfy_extras.nodes_sd3")
             .category("latent/sd3")
             .input(size("width"))
             .input(size("height"))

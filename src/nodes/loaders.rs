@@ -245,6 +245,8 @@ struct TripleClipLoader;
 impl Node for TripleClipLoader {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("TripleCLIPLoader")
+            .v3()
+            .module("comfy_extras.nodes_sd3")
             .category("advanced/loaders")
             .description("[Recipes]\n\nsd3: clip-l, clip-g, t5")
             .input(text_encoder_input("clip_name1"))

@@ -27,6 +27,7 @@ pub mod model_sampling;
 mod primitives;
 pub mod sampling;
 pub mod save_image_websocket;
+pub mod sd3;
 pub mod sd_types;
 mod strings;
 pub mod upscale_model;
@@ -61,6 +62,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     model_sampling::register(r)?;
     sampling::register(r)?;
     save_image_websocket::register(r)?;
+    sd3::register(r)?;
     vae::register(r)?;
     primitives::register(r)?;
     strings::register(r)?;

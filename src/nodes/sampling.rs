@@ -12,7 +12,7 @@ use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
-use crate::sampling::cfg_patches::{DualCfg, DualCond};
+use crate::sampling::cfg_patches::{CondPass, DualCfg, DualCond};
 use crate::sampling::conds::{
     calc_cond_batch, flux_concat, prepare as prepare_conds, BatchConds, CondInput, CondModel,
     ExtraCondInput, Guidance, ModelConds, PrepareContext, PreparedConds,
@@ -70,9 +70,10 @@ pub(super) fn seed_input(name: &str) -> InputSpec {
 
 /// The diffusion network wrapped with its model sampling (ComfyUI's
 /// `BaseModel.apply_model`): scales the input, appends the concat channels, passes every
-/// model cond, returns denoised predictions. The flag is PerturbedAttentionGuidance's
-/// perturbed pass (the middle block's self-attention maps replaced by the identity).
-struct ModelApply<'a>(&'a SdModel, bool);
+/// model cond, returns denoised predictions. The pass, when set, is the re-evaluation a
+/// post-CFG patch asks for: PerturbedAttentionGuidance's perturbed pass (the middle block's
+/// self-attention maps replaced by the identity) or skip-layer guidance's skipped blocks.
+struct ModelApply<'a>(&'a SdModel, Option<CondPass<'a>>);
 
 impl CondModel for ModelApply<'_> {
     fn apply(
@@ -141,7 +142,11 @@ impl CondModel for ModelApply<'_> {
                 unet: UnetOptions {
                     output_block_patch: (!self.0.unet_patches.is_empty())
                         .then_some(&self.0.unet_patches as _),
-                    perturb_middle_attn1: self.1,
+                    perturb_middle_attn1: matches!(self.1, Some(CondPass::Perturbed)),
+                },
+                skip_blocks: match self.1 {
+                    Some(CondPass::SkipBlocks(layers)) => layers,
+                    _ => &[],
                 },
             })
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
@@ -182,7 +187,7 @@ impl CfgDenoiser<'_> {
             let pick = |k: usize, skip: bool| (!skip).then(|| l[k].as_slice());
             // Guider_DualCFG's calc_cond_batch order: [negative, cond2, cond1].
             let out = calc_cond_batch(
-                &ModelApply(self.model, false),
+                &ModelApply(self.model, None),
                 &[pick(1, skip_neg), pick(2, skip_mid), Some(l[0].as_slice())],
                 x,
                 sigma,
@@ -195,13 +200,13 @@ impl CfgDenoiser<'_> {
                 &out[2],
                 x,
                 sigma,
-                &mut |which| {
+                &mut |which, pass| {
                     let list = match which {
                         DualCond::Cond1 => &l[0],
                         DualCond::Cond2 => &l[2],
                     };
                     let out = calc_cond_batch(
-                        &ModelApply(model, true),
+                        &ModelApply(model, Some(pass)),
                         &[Some(list.as_slice())],
                         x,
                         sigma,
@@ -219,7 +224,7 @@ impl CfgDenoiser<'_> {
             None
         };
         let out = calc_cond_batch(
-            &ModelApply(self.model, false),
+            &ModelApply(self.model, None),
             &[positive, negative],
             x,
             sigma,
@@ -228,15 +233,19 @@ impl CfgDenoiser<'_> {
         let cond = &self.model.cfg_patches.pre_cfg(&out[0], &out[1])?;
         let uncond = &out[1];
         // cfg_function: the plain combine, or the MODEL's patched one (RescaleCFG) and its
-        // post-CFG functions (CFGNorm).
-        // PerturbedAttentionGuidance re-evaluates the positive with the middle block's
-        // self-attention perturbed (`calc_cond_batch(model, [cond], ...)`).
+        // post-CFG functions (CFGNorm). PerturbedAttentionGuidance and skip-layer guidance
+        // re-evaluate the positive (`calc_cond_batch(model, [cond], ...)`) with the middle
+        // block's self-attention perturbed, resp. the listed blocks skipped.
         let combined =
             self.model
                 .cfg_patches
-                .combine_with(cond, uncond, self.cfg, x, sigma, &mut || {
-                    let out =
-                        calc_cond_batch(&ModelApply(self.model, true), &[positive], x, sigma)?;
+                .combine_with(cond, uncond, self.cfg, x, sigma, &mut |pass| {
+                    let out = calc_cond_batch(
+                        &ModelApply(self.model, Some(pass)),
+                        &[positive],
+                        x,
+                        sigma,
+                    )?;
                     Ok(out[0].clone())
                 })?;
         Ok((combined, uncond.clone()))
@@ -344,11 +353,12 @@ fn extra_conds(model: &SdModel, c: &ExtraCondInput) -> candle_core::Result<Model
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mut out = ModelConds {
         y,
+        // Flux and SD3 take their text tokens as a CONDRegular (never padded to batch).
+        regular_cross_attn: model.family.regular_cross_attn(),
         ..ModelConds::default()
     };
     if model.family.is_flux() {
         let format = model.latent_format();
-        out.regular_cross_attn = true;
         out.guidance = match o.guidance {
             None => Some(DEFAULT_GUIDANCE as f32),
             Some(Guidance::Value(g)) => Some(g as f32),

@@ -198,6 +198,13 @@ pub fn clip_payload(text: &TextEncoders, weights: &Arc<crate::models::WeightMap>
             clip_l: patched(l),
             t5xxl: t5.clone(),
         },
+        TextEncoders::Sd3 { l, g, t5 } => {
+            Conditioner::Sd3(crate::models::conditioner::sd3::Sd3Encoders::new(
+                l.as_ref().map(patched),
+                g.as_ref().map(patched),
+                t5.clone(),
+            ))
+        }
     };
     SdClip {
         encoder,
@@ -221,6 +228,8 @@ pub fn family_sampling(family: Family, prediction: CkptPrediction) -> ModelSampl
         Family::Flux => ModelSampling::flux_dev(),
         // ModelType FLOW, shift 1, multiplier 1.
         Family::FluxSchnell => ModelSampling::flux_schnell(),
+        // ModelType FLOW with SD3's sampling_settings: shift 3, multiplier 1000.
+        Family::Sd3 => ModelSampling::sd3(),
     }
 }
 

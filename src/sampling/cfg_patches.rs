@@ -22,7 +22,7 @@ pub enum CfgFunction {
 }
 
 /// A `sampler_post_cfg_function` (run in the order they were added).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PostCfg {
     /// CFGNorm (`comfy_extras/nodes_cfg.py`): scales the result per pixel so its channel
     /// norm does not exceed the conditional prediction's, times `strength`.
@@ -34,6 +34,25 @@ pub enum PostCfg {
     /// `(cond − perturbed)·scale`, `perturbed` the conditional prediction with the middle
     /// block's self-attention maps replaced by the identity (a second model pass).
     Pag { scale: f64 },
+    /// SkipLayerGuidanceSD3 / SkipLayerGuidanceDiT (`comfy_extras/nodes_slg.py`): for
+    /// `sigma_end ≤ σ ≤ sigma_start`, the positive conds are evaluated again with the DiT's
+    /// joint (double) blocks `layers` skipped and the result moves by
+    /// `(cond − skipped)·scale`.
+    SkipLayerGuidance {
+        layers: Vec<usize>,
+        scale: f64,
+        sigma_start: f64,
+        sigma_end: f64,
+    },
+}
+
+/// A second evaluation of the conditional prediction that a post-CFG patch asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CondPass<'a> {
+    /// PAG: the middle block's self-attention replaced by the identity.
+    Perturbed,
+    /// Skip-layer guidance: these DiT joint blocks replaced by the identity.
+    SkipBlocks(&'a [usize]),
 }
 
 /// DualCFGGuider's weights and style (`Guider_DualCFG` of
@@ -179,19 +198,23 @@ impl CfgPatches {
         cond1: &Tensor,
         x: &Tensor,
         sigma: f64,
-        perturbed: &mut dyn FnMut(DualCond) -> Result<Tensor>,
+        again: &mut dyn FnMut(DualCond, CondPass<'_>) -> Result<Tensor>,
     ) -> Result<(Tensor, Tensor)> {
         if d.nested {
-            let text = self.combine_with(cond1, cond2, d.cfg_conds, x, sigma, &mut || {
-                perturbed(DualCond::Cond1)
+            let text = self.combine_with(cond1, cond2, d.cfg_conds, x, sigma, &mut |pass| {
+                again(DualCond::Cond1, pass)
             })?;
             let out = (negative + ((text - negative)? * d.cfg_cond2_negative)?)?;
             Ok((out, cond2.clone()))
         } else {
-            let first =
-                self.combine_with(cond2, negative, d.cfg_cond2_negative, x, sigma, &mut || {
-                    perturbed(DualCond::Cond2)
-                })?;
+            let first = self.combine_with(
+                cond2,
+                negative,
+                d.cfg_cond2_negative,
+                x,
+                sigma,
+                &mut |pass| again(DualCond::Cond2, pass),
+            )?;
             let out = (first + ((cond1 - cond2)? * d.cfg_conds)?)?;
             Ok((out, negative.clone()))
         }
@@ -199,7 +222,9 @@ impl CfgPatches {
 
     /// `cfg_function(model, cond_pred, uncond_pred, cond_scale, x, σ)` with these patches:
     /// the CFG combine (or the patched one), then every post-CFG function. `uncond` is
-    /// zeros when the uncond pass was skipped (cfg 1 without a CFG++ sampler).
+    /// zeros when the uncond pass was skipped (cfg 1 without a CFG++ sampler). Patches
+    /// that evaluate the model again (skip-layer guidance) are an error here: use
+    /// [`Self::combine_with`].
     pub fn combine(
         &self,
         cond: &Tensor,
@@ -208,13 +233,14 @@ impl CfgPatches {
         x: &Tensor,
         sigma: f64,
     ) -> Result<Tensor> {
-        self.combine_with(cond, uncond, cfg, x, sigma, &mut || {
-            candle_core::bail!("PerturbedAttentionGuidance needs the model's perturbed pass")
+        self.combine_with(cond, uncond, cfg, x, sigma, &mut |pass| {
+            candle_core::bail!("{pass:?} needs the model: use combine_with")
         })
     }
 
-    /// [`Self::combine`] with `perturbed` evaluating the conditional prediction's PAG pass
-    /// (called only when a PAG patch with a nonzero scale is present).
+    /// [`Self::combine`] with `again` evaluating the conditional prediction once more the
+    /// way a post-CFG patch asks (PAG's perturbed pass, skip-layer guidance's skipped
+    /// blocks); called only when such a patch is active.
     pub fn combine_with(
         &self,
         cond: &Tensor,
@@ -222,7 +248,7 @@ impl CfgPatches {
         cfg: f64,
         x: &Tensor,
         sigma: f64,
-        perturbed: &mut dyn FnMut() -> Result<Tensor>,
+        again: &mut dyn FnMut(CondPass<'_>) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let dims = cond.dims().to_vec();
         let mut out = match self.cfg_function {
@@ -241,8 +267,8 @@ impl CfgPatches {
             }
         };
         for p in &self.post_cfg {
-            out = match *p {
-                PostCfg::CfgNorm { strength } => {
+            out = match p {
+                &PostCfg::CfgNorm { strength } => {
                     let v = cfg_norm(&flat(cond)?, &flat(&out)?, &dims, strength);
                     Tensor::from_vec(v, dims.as_slice(), cond.device())?
                 }
@@ -257,12 +283,27 @@ impl CfgPatches {
                     );
                     Tensor::from_vec(v, dims.as_slice(), cond.device())?
                 }
-                PostCfg::Pag { scale } => {
+                &PostCfg::Pag { scale } => {
                     if scale == 0.0 {
                         out
                     } else {
-                        let pag = perturbed()?;
+                        let pag = again(CondPass::Perturbed)?;
                         (out + ((cond - pag)? * scale)?)?
+                    }
+                }
+                PostCfg::SkipLayerGuidance {
+                    layers,
+                    scale,
+                    sigma_start,
+                    sigma_end,
+                } => {
+                    // `sigma[0].item()` against Python floats.
+                    let s = sigma as f32 as f64;
+                    if *scale > 0.0 && s >= *sigma_end && s <= *sigma_start {
+                        let slg = again(CondPass::SkipBlocks(layers))?;
+                        (&out + ((cond - slg)? * (*scale as f32 as f64))?)?
+                    } else {
+                        out
                     }
                 }
             };
