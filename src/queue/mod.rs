@@ -14,7 +14,7 @@ use crate::exec::{now_ms, Event, Executor, Interrupt, RunStatus};
 use crate::node::Registry;
 use crate::prompt::{prepare, PromptError};
 use crate::store::{
-    Completion, JobRecord, JobStatus, JobStore, NewJob, StoreError, SHUTDOWN_REASON,
+    Completion, JobRecord, JobStatus, JobStore, Needs, NewJob, StoreError, SHUTDOWN_REASON,
 };
 use crate::workflow::{workflow_from_json, Overrides};
 use serde_json::{json, Map, Value as Json};
@@ -247,16 +247,24 @@ impl JobQueue {
             extra.insert("client_id".into(), json!(c));
         }
         extra.insert("create_time".into(), json!(now_ms()));
+        let prompt = valid.prompt.into_json();
+        // What a cluster node must have to run it (a single process runs everything).
+        let needs = if self.store.backend() == "sqlite" {
+            Needs::default()
+        } else {
+            crate::cluster::caps::job_needs(&prompt, &self.env)
+        };
         let number = self.store.enqueue(&NewJob {
             id: id.clone(),
             number: sub.number,
             front: sub.front,
-            prompt: valid.prompt.into_json(),
+            prompt,
             extra_data: Json::Object(extra),
             outputs_to_execute: valid.outputs.clone(),
             client_id: sub.client_id,
             owner: sub.owner,
             source: sub.source,
+            needs,
         })?;
         self.broadcast_status();
         self.wake.notify_one();

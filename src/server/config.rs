@@ -2,7 +2,7 @@
 
 use crate::env::{Environment, Paths};
 use crate::queue::ShutdownMode;
-use crate::store::{JobStore, StoreError};
+use crate::store::{JobStore, SqliteStore, StoreError};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
@@ -90,7 +90,7 @@ impl DataDir {
     }
 
     /// Creates the folders and opens the store (recovering jobs a crash left running).
-    pub fn open(&self) -> Result<(Environment, JobStore), StoreError> {
+    pub fn open(&self) -> Result<(Environment, SqliteStore), StoreError> {
         for d in [
             &self.root,
             &self.paths.input,

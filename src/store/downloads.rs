@@ -5,7 +5,7 @@
 //! One row per file name (the catalog's `file`); a finished download's row is deleted (the file
 //! on disk is then the record).
 
-use super::{now_ms, JobStore, Result};
+use super::{now_ms, DownloadQueue, SqliteStore, Result};
 use rusqlite::{params, OptionalExtension};
 use std::path::PathBuf;
 
@@ -42,10 +42,10 @@ pub enum StoredDownloadState {
     Failed(String),
 }
 
-impl JobStore {
+impl DownloadQueue for SqliteStore {
     /// Queues a download behind the others. False (and nothing changes) when the file is
     /// already queued or downloading; a failed one is queued again.
-    pub fn enqueue_download(&self, job: &DownloadJob) -> Result<bool> {
+    fn enqueue_download(&self, job: &DownloadJob) -> Result<bool> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let busy: Option<String> = tx
@@ -80,7 +80,7 @@ impl JobStore {
 
     /// The next download to run, marked `downloading`: one a restart interrupted first, then
     /// the queue in request order.
-    pub fn claim_download(&self) -> Result<Option<DownloadJob>> {
+    fn claim_download(&self) -> Result<Option<DownloadJob>> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let job = tx
@@ -110,7 +110,7 @@ impl JobStore {
     }
 
     /// A download ended: its row goes (`Ok`), or records the reason (`Err`).
-    pub fn download_finished(
+    fn download_finished(
         &self,
         file: &str,
         outcome: std::result::Result<(), &str>,
@@ -127,7 +127,7 @@ impl JobStore {
     }
 
     /// The stored state of `file`'s download, if any.
-    pub fn download_state(&self, file: &str) -> Result<Option<StoredDownloadState>> {
+    fn download_state(&self, file: &str) -> Result<Option<StoredDownloadState>> {
         Ok(self
             .conn()
             .query_row(
@@ -144,7 +144,7 @@ impl JobStore {
     }
 
     /// Drops `file`'s row unless it is `downloading` (a running download ends on its own).
-    pub fn forget_download(&self, file: &str) -> Result<()> {
+    fn forget_download(&self, file: &str) -> Result<()> {
         self.conn().execute(
             "DELETE FROM downloads WHERE file = ?1 AND state != 'downloading'",
             [file],
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn queue_order_resume_first_and_outcomes() {
-        let s = JobStore::in_memory().unwrap();
+        let s = SqliteStore::in_memory().unwrap();
         assert!(s.enqueue_download(&job("a")).unwrap());
         assert!(s.enqueue_download(&job("b")).unwrap());
         assert!(!s.enqueue_download(&job("a")).unwrap());

@@ -1,7 +1,7 @@
 //! Retention of finished requests: their outputs leave the store (and the caller deletes the
 //! files), a tombstone remains so lookups can say the results expired.
 
-use super::{now_ms, JobStore, OutputFile, Result};
+use super::{now_ms, Jobs, OutputFile, Result, Retention, SqliteStore};
 use rusqlite::{params, OptionalExtension};
 
 pub(super) const SCHEMA: &str = r#"
@@ -11,11 +11,11 @@ CREATE TABLE IF NOT EXISTS expired_jobs (
 );
 "#;
 
-impl JobStore {
+impl Retention for SqliteStore {
     /// Expires finished jobs of `sources` that finished before `finished_before_ms`: their
     /// outputs, output-file index, history entry and webhook rows are dropped and a tombstone
     /// is kept. Returns each expired job with the files it had (to delete).
-    pub fn expire_finished(
+    fn expire_finished(
         &self,
         sources: &[&str],
         finished_before_ms: i64,
@@ -63,7 +63,7 @@ impl JobStore {
     }
 
     /// When a job's results were expired, if they were.
-    pub fn expired_at(&self, id: &str) -> Result<Option<i64>> {
+    fn expired_at(&self, id: &str) -> Result<Option<i64>> {
         Ok(self
             .conn()
             .query_row(
