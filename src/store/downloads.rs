@@ -168,7 +168,13 @@ mod tests {
 
     #[test]
     fn queue_order_resume_first_and_outcomes() {
-        let s = SqliteStore::in_memory().unwrap();
+        for (name, s) in crate::store::test_backends() {
+            eprintln!("backend {name}");
+            queue_order_resume_first_and_outcomes_on(&*s);
+        }
+    }
+
+    fn queue_order_resume_first_and_outcomes_on(s: &crate::store::JobStore) {
         assert!(s.enqueue_download(&job("a")).unwrap());
         assert!(s.enqueue_download(&job("b")).unwrap());
         assert!(!s.enqueue_download(&job("a")).unwrap());

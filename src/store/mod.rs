@@ -709,6 +709,23 @@ pub(crate) fn output_files_in(job_id: &str, outputs: &Json) -> Vec<OutputFile> {
     files
 }
 
+/// Test support: each store backend, fresh (PostgreSQL on the shared test server, a new
+/// database per call).
+#[cfg(test)]
+pub(crate) fn test_backends() -> Vec<(&'static str, Arc<JobStore>)> {
+    vec![
+        ("sqlite", Arc::new(SqliteStore::in_memory().unwrap())),
+        ("postgres", Arc::new(test_pg(postgres::PgOptions::default()))),
+    ]
+}
+
+#[cfg(test)]
+pub(crate) fn test_pg(opts: postgres::PgOptions) -> postgres::PgStore {
+    let server = postgres::testing::shared();
+    let db = format!("t_{}", uuid::Uuid::new_v4().simple());
+    postgres::PgStore::connect(&server.create_db(&db), opts).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,7 +747,13 @@ mod tests {
 
     #[test]
     fn queue_order_counter_and_front() {
-        let s = JobStore::in_memory().unwrap();
+        for (name, s) in test_backends() {
+            eprintln!("backend {name}");
+            queue_order_counter_and_front_on(&*s);
+        }
+    }
+
+    fn queue_order_counter_and_front_on(s: &JobStore) {
         assert_eq!(s.enqueue(&job("a", None, false)).unwrap(), json!(0));
         assert_eq!(s.enqueue(&job("b", None, false)).unwrap(), json!(1));
         assert_eq!(s.enqueue(&job("c", None, true)).unwrap(), json!(-2));
@@ -745,7 +768,13 @@ mod tests {
 
     #[test]
     fn history_and_outputs_index() {
-        let s = JobStore::in_memory().unwrap();
+        for (name, s) in test_backends() {
+            eprintln!("backend {name}");
+            history_and_outputs_index_on(&*s);
+        }
+    }
+
+    fn history_and_outputs_index_on(s: &JobStore) {
         for id in ["a", "b", "c"] {
             s.enqueue(&job(id, None, false)).unwrap();
             let j = s.claim_next().unwrap().unwrap();

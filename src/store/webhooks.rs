@@ -193,7 +193,13 @@ mod tests {
 
     #[test]
     fn deliveries_are_idempotent_and_scheduled() {
-        let s = SqliteStore::in_memory().unwrap();
+        for (name, s) in crate::store::test_backends() {
+            eprintln!("backend {name}");
+            deliveries_are_idempotent_and_scheduled_on(&*s);
+        }
+    }
+
+    fn deliveries_are_idempotent_and_scheduled_on(s: &crate::store::JobStore) {
         assert!(s
             .add_delivery("msg_a", "r1", "http://x", "{}", false)
             .unwrap());

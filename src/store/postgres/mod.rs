@@ -89,8 +89,20 @@ impl Drop for PgStore {
     }
 }
 
-fn pg(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Postgres(e.to_string())
+/// A driver error with its causes (tokio-postgres says only "db error" at the top).
+fn pg<E: std::error::Error>(e: E) -> StoreError {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    StoreError::Postgres(text)
+}
+
+fn pgm(msg: impl Into<String>) -> StoreError {
+    StoreError::Postgres(msg.into())
 }
 
 /// `host-pid-xxxx`: unique per process, readable in the cluster view.
@@ -241,7 +253,7 @@ impl PgStore {
     pub fn connect(url: &str, opts: PgOptions) -> Result<PgStore> {
         let config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| pg(format!("bad --store URL {url:?}: {e}")))?;
+            .map_err(|e| pgm(format!("bad --store URL {url:?}: {e}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("comfyrs-pg")
@@ -295,12 +307,12 @@ impl PgStore {
         rt.spawn(async move {
             let r = match pool.get().await {
                 Ok(c) => f(c).await,
-                Err(e) => Err(pg(format!("no database connection: {e}"))),
+                Err(e) => Err(pgm(format!("no database connection: {e}"))),
             };
             let _ = tx.send(r);
         });
         rx.recv()
-            .map_err(|_| pg("the store's runtime stopped"))?
+            .map_err(|_| pgm("the store's runtime stopped"))?
     }
 
     /// Applies the migrations not yet recorded, in order.
@@ -330,7 +342,7 @@ impl PgStore {
                 }
                 tx.batch_execute(sql)
                     .await
-                    .map_err(|e| pg(format!("migration {version}: {e}")))?;
+                    .map_err(|e| pgm(format!("migration {version}: {}", pg(e))))?;
                 tx.execute(
                     "INSERT INTO schema_migrations(version, applied_at) VALUES ($1, $2)",
                     &[version, &now_ms()],
@@ -492,7 +504,7 @@ impl Jobs for PgStore {
                 .query_opt(
                     &format!(
                         "UPDATE jobs SET status = 'running', started_at = $1, node_id = $2,
-                             lease_until = $1 + $3, attempts = attempts + 1
+                             lease_until = $1::bigint + $3::bigint, attempts = attempts + 1
                          WHERE seq = (
                              SELECT j.seq FROM jobs j
                              WHERE j.status = 'pending'
@@ -500,11 +512,11 @@ impl Jobs for PgStore {
                                     AND j.needs_models <@ $5::jsonb))
                                AND (j.needs_models = '[]'::jsonb
                                     OR j.needs_models <@ $6::jsonb
-                                    OR j.created_at < $1 - $7
+                                    OR j.created_at < $1::bigint - $7::bigint
                                     OR NOT EXISTS (
                                         SELECT 1 FROM nodes n
                                         WHERE n.id <> $2 AND n.running IS NULL
-                                          AND n.heartbeat_at > $1 - $8
+                                          AND n.heartbeat_at > $1::bigint - $8::bigint
                                           AND j.needs_models <@ n.warm))
                              ORDER BY j.priority, j.id
                              LIMIT 1
@@ -537,7 +549,7 @@ impl Jobs for PgStore {
         self.with(move |c| async move {
             let n = c
                 .execute(
-                    "UPDATE jobs SET lease_until = $3 + $4
+                    "UPDATE jobs SET lease_until = $3::bigint + $4::bigint
                      WHERE id = $1 AND status = 'running' AND node_id = $2",
                     &[&id, &node, &now_ms(), &lease],
                 )
@@ -995,7 +1007,7 @@ impl DownloadQueue for PgStore {
                          WHERE d.state = 'queued'
                             OR (d.state = 'downloading' AND (d.node_id = $1 OR d.node_id IS NULL
                                 OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = d.node_id
-                                               AND n.heartbeat_at > $2 - $3)))
+                                               AND n.heartbeat_at > $2::bigint - $3::bigint)))
                          ORDER BY d.state = 'downloading' DESC, d.seq
                          LIMIT 1
                          FOR UPDATE SKIP LOCKED)
@@ -1215,5 +1227,239 @@ impl Nodes for PgStore {
                 .map_err(pg)?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{test_pg, Needs};
+    use std::sync::Arc;
+
+    fn job(id: &str, source: &str, needs: Needs) -> NewJob {
+        NewJob {
+            id: id.into(),
+            number: None,
+            front: false,
+            prompt: json!({"1": {"class_type": "X", "inputs": {}}}),
+            extra_data: json!({}),
+            outputs_to_execute: vec!["1".into()],
+            client_id: None,
+            owner: None,
+            source: source.into(),
+            needs,
+        }
+    }
+
+    fn node(url: &str, id: &str, opts: &PgOptions) -> PgStore {
+        PgStore::connect(
+            url,
+            PgOptions {
+                node_id: Some(id.into()),
+                ..opts.clone()
+            },
+        )
+        .unwrap()
+    }
+
+    fn done() -> Completion {
+        Completion {
+            status: JobStatus::Success,
+            outputs: json!({}),
+            messages: vec![],
+            error: None,
+        }
+    }
+
+    /// A second store on the same database, as another process would open it.
+    fn peer(s: &PgStore, id: &str) -> PgStore {
+        let url = s.with(|c| async move {
+            Ok(c.query_one("SELECT current_database()", &[])
+                .await
+                .map_err(pg)?
+                .get::<_, String>(0))
+        });
+        let server = testing::shared();
+        node(&server.url(&url.unwrap()), id, s.options())
+    }
+
+    #[test]
+    fn migrations_are_versioned_and_run_once() {
+        let a = test_pg(PgOptions::default());
+        let b = peer(&a, "b");
+        let last = schema::MIGRATIONS.last().unwrap().0;
+        assert_eq!(a.schema_version().unwrap(), last);
+        assert_eq!(b.schema_version().unwrap(), last);
+        let n: i64 = a
+            .with(|c| async move {
+                Ok(c.query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+                    .await
+                    .map_err(pg)?
+                    .get(0))
+            })
+            .unwrap();
+        assert_eq!(n as usize, schema::MIGRATIONS.len());
+    }
+
+    #[test]
+    fn concurrent_claims_take_each_job_once() {
+        let a = Arc::new(test_pg(PgOptions::default()));
+        for i in 0..120 {
+            a.enqueue(&job(&format!("j{i:03}"), "comfyui", Needs::default()))
+                .unwrap();
+        }
+        let stores: Vec<Arc<PgStore>> = (0..4)
+            .map(|i| Arc::new(peer(&a, &format!("w{i}"))))
+            .collect();
+        let handles: Vec<_> = stores
+            .iter()
+            .cloned()
+            .map(|s| {
+                std::thread::spawn(move || {
+                    let mut got = vec![];
+                    while let Some(j) = s.claim_next().unwrap() {
+                        s.complete(&j.id, &done()).unwrap();
+                        got.push(j.id);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut all: Vec<String> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort();
+        let want: Vec<String> = (0..120).map(|i| format!("j{i:03}")).collect();
+        assert_eq!(all, want, "every job claimed exactly once");
+        assert_eq!(a.history(None, None).unwrap().len(), 120);
+    }
+
+    #[test]
+    fn expired_lease_fails_or_requeues_once_and_the_old_holder_cannot_complete() {
+        let opts = PgOptions {
+            lease: Duration::ZERO,
+            requeue_sources: vec!["deployments".into()],
+            ..Default::default()
+        };
+        let w = test_pg(PgOptions {
+            node_id: Some("w".into()),
+            ..opts.clone()
+        });
+        let reaper = peer(&w, "r");
+        w.enqueue(&job("c", "comfyui", Needs::default())).unwrap();
+        w.enqueue(&job("d", "deployments", Needs::default())).unwrap();
+        let reap_all = |n: usize| {
+            // Leases of zero length expire on the next millisecond tick.
+            let mut got = vec![];
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while got.len() < n && std::time::Instant::now() < deadline {
+                got.extend(reaper.reap_expired().unwrap());
+            }
+            got
+        };
+        assert_eq!(w.claim_next().unwrap().unwrap().id, "c");
+        assert_eq!(w.claim_next().unwrap().unwrap().id, "d");
+        let mut r = reap_all(2);
+        r.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(
+            r,
+            vec![
+                Reaped { id: "c".into(), node: "w".into(), requeued: false },
+                Reaped { id: "d".into(), node: "w".into(), requeued: true },
+            ]
+        );
+        let c = w.get("c").unwrap().unwrap();
+        assert_eq!(c.status, JobStatus::Failed);
+        assert!(c.error.as_deref().unwrap().starts_with(LEASE_REASON), "{:?}", c.error);
+        assert_eq!(c.exec_status["status_str"], "error");
+        assert_eq!(c.exec_status["messages"][0][1]["exception_type"], "WorkerLost");
+        assert!(matches!(w.complete("c", &done()), Err(StoreError::LeaseLost(_))));
+        assert!(!w.renew_lease("c").unwrap());
+        assert_eq!(w.get("c").unwrap().unwrap().status, JobStatus::Failed);
+        // The serverless job is pending again; lost a second time, it fails.
+        assert_eq!(w.get("d").unwrap().unwrap().status, JobStatus::Pending);
+        assert_eq!(w.claim_next().unwrap().unwrap().id, "d");
+        assert_eq!(reap_all(1), vec![Reaped { id: "d".into(), node: "w".into(), requeued: false }]);
+        assert_eq!(w.get("d").unwrap().unwrap().status, JobStatus::Failed);
+        assert_eq!(w.running_count().unwrap(), 0);
+        assert_eq!(w.history(None, None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn renewed_lease_holds() {
+        let w = test_pg(PgOptions {
+            lease: Duration::from_secs(60),
+            ..Default::default()
+        });
+        w.enqueue(&job("a", "comfyui", Needs::default())).unwrap();
+        w.claim_next().unwrap().unwrap();
+        assert!(w.renew_lease("a").unwrap());
+        assert!(w.reap_expired().unwrap().is_empty());
+        w.complete("a", &done()).unwrap();
+        assert!(!w.renew_lease("a").unwrap(), "a finished job has no lease");
+    }
+
+    fn info(role: &str, classes: &[&str], models: &[&str], warm: &[&str]) -> NodeInfo {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect();
+        NodeInfo {
+            role: role.into(),
+            node_classes: v(classes),
+            models: v(models),
+            warm: v(warm),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn workers_claim_only_what_they_can_run() {
+        let a = test_pg(PgOptions {
+            node_id: Some("a".into()),
+            ..Default::default()
+        });
+        let b = peer(&a, "b");
+        a.heartbeat(&info("worker", &["X"], &["checkpoints/m1"], &[])).unwrap();
+        b.heartbeat(&info("worker", &["X", "Y"], &[], &[])).unwrap();
+        let needs = |c: &[&str], m: &[&str]| Needs {
+            node_classes: c.iter().map(|s| s.to_string()).collect(),
+            models: m.iter().map(|s| s.to_string()).collect(),
+        };
+        a.enqueue(&job("needs_y", "comfyui", needs(&["Y"], &[]))).unwrap();
+        a.enqueue(&job("needs_m1", "comfyui", needs(&["X"], &["checkpoints/m1"])))
+            .unwrap();
+        // b lacks m1; a lacks Y.
+        assert_eq!(b.claim_next().unwrap().unwrap().id, "needs_y");
+        assert!(b.claim_next().unwrap().is_none());
+        assert_eq!(a.claim_next().unwrap().unwrap().id, "needs_m1");
+        let nodes = a.live_nodes().unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].id, "a");
+        assert_eq!(nodes[0].running.as_deref(), Some("needs_m1"));
+        assert_eq!(nodes[1].running.as_deref(), Some("needs_y"));
+    }
+
+    #[test]
+    fn a_job_waits_briefly_for_the_idle_worker_holding_its_models() {
+        let warm = test_pg(PgOptions {
+            node_id: Some("warm".into()),
+            affinity_wait: Duration::from_secs(3600),
+            ..Default::default()
+        });
+        let cold = peer(&warm, "cold");
+        let m = &["checkpoints/m1"];
+        warm.heartbeat(&info("worker", &["X"], m, m)).unwrap();
+        cold.heartbeat(&info("worker", &["X"], m, &[])).unwrap();
+        let needs = Needs {
+            node_classes: vec!["X".into()],
+            models: vec!["checkpoints/m1".into()],
+        };
+        cold.enqueue(&job("a", "comfyui", needs.clone())).unwrap();
+        cold.enqueue(&job("free", "comfyui", Needs::default())).unwrap();
+        // The cold worker skips the job the warm one should take and runs the next one.
+        assert_eq!(cold.claim_next().unwrap().unwrap().id, "free");
+        assert_eq!(warm.claim_next().unwrap().unwrap().id, "a");
+        // With the warm worker busy, the cold one takes such a job at once.
+        cold.enqueue(&job("b", "comfyui", needs.clone())).unwrap();
+        assert_eq!(cold.claim_next().unwrap().unwrap().id, "b");
     }
 }

@@ -172,16 +172,10 @@ impl TempPostgres {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                let ok = Command::new(find_bin_dir().unwrap().join("psql"))
-                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                    .args(["-U", "postgres", "-d", "postgres", "-Atc", "SELECT 1"])
-                    .output()
-                    .map(|o| o.status.success())
-                    .unwrap_or(false);
-                if ok {
-                    return;
-                }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.try_sql("postgres", "SELECT 1").is_ok()
+            {
+                return;
             }
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
@@ -193,17 +187,7 @@ impl TempPostgres {
 
     /// A new empty database on this server; returns its URL.
     pub fn create_db(&self, name: &str) -> String {
-        let out = Command::new(find_bin_dir().unwrap().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", "postgres", "-Atc"])
-            .arg(format!("CREATE DATABASE \"{name}\""))
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "CREATE DATABASE {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
         self.url(name)
     }
 
@@ -211,19 +195,32 @@ impl TempPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
-    /// Runs one SQL statement with psql and returns its unaligned output.
+    /// Runs SQL (simple protocol) and returns the first column of its rows, one a line.
+    /// Callable outside async code only.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(find_bin_dir().unwrap().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", db, "-Atc", sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.try_sql(db, sql)
+            .unwrap_or_else(|e| panic!("SQL {sql:?} on {db}: {e}"))
+    }
+
+    fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let msgs = client.simple_query(sql).await.map_err(|e| e.to_string())?;
+            let mut lines = vec![];
+            for m in msgs {
+                if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                    lines.push(r.get(0).unwrap_or("").to_string());
+                }
+            }
+            Ok(lines.join("\n"))
+        })
     }
 }
 
