@@ -155,6 +155,32 @@ struct ServeArgs {
     serverless: ServerlessArgs,
     #[command(flatten)]
     compute: ComputeArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Many processes over one PostgreSQL store (docs/scale-out.md).
+#[derive(Args)]
+struct ClusterArgs {
+    /// The job store: a SQLite file (default DATA_DIR/comfyrs.db) or a PostgreSQL URL
+    /// (postgres://user:pass@host/db) shared by every node of a cluster (also COMFYRS_STORE).
+    #[arg(long, value_name = "PATH|postgres://...")]
+    store: Option<String>,
+    /// What this process does with a PostgreSQL store: api (take requests, run nothing),
+    /// worker (run jobs) or all.
+    #[arg(long, default_value = "all", value_parser = comfyrs::cluster::Role::parse)]
+    role: comfyrs::cluster::Role,
+    /// This node's id in the cluster view (default: host-pid-random).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Seconds a worker's claim on a job holds without renewal (renewed every third): a
+    /// worker silent for longer loses the job.
+    #[arg(long, default_value_t = 30.0)]
+    lease_secs: f64,
+    /// Re-queue (once) serverless jobs whose worker was lost, instead of failing them.
+    /// ComfyUI-route jobs always fail with the reason.
+    #[arg(long)]
+    requeue_lost: bool,
 }
 
 /// The serverless APIs (docs/serverless.md).
@@ -497,15 +523,46 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
     let compute = args.compute.open()?;
     let mut data = DataDir::new(&args.data_dir, args.models_dir.as_deref());
     args.extra.apply(&mut data.paths, &args.data_dir)?;
-    let (env, store) = data.open().map_err(|e| {
+    let store_spec = args.cluster.store.clone().or_else(|| {
+        std::env::var("COMFYRS_STORE")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let shared = store_spec
+        .as_deref()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"));
+    if !shared && args.cluster.role != comfyrs::cluster::Role::All {
+        return Err(fatal(
+            2,
+            "--role api|worker needs a shared store: --store postgres://...".to_string(),
+        ));
+    }
+    let env = data.open_env();
+    let spec = store_spec.unwrap_or_else(|| data.db_path().display().to_string());
+    let pg_options = comfyrs::store::postgres::PgOptions {
+        node_id: args.cluster.node_id.clone(),
+        lease: std::time::Duration::from_secs_f64(args.cluster.lease_secs.max(0.5)),
+        requeue_sources: if args.cluster.requeue_lost {
+            ["deployments", "models", "inference"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    };
+    let store = comfyrs::store::JobStore::connect(&spec, pg_options).map_err(|e| {
         fatal(
             2,
-            format!(
-                "cannot open the job store {}: {e}",
-                data.db_path().display()
-            ),
+            format!("cannot open the job store {}: {e}", redact_url(&spec)),
         )
     })?;
+    let cluster = comfyrs::cluster::ClusterConfig {
+        role: args.cluster.role,
+        url: shared.then(|| spec.clone()),
+        device: args.compute.device.to_string(),
+    };
     let frontend = frontend_config(&args)?;
     let serverless = args.serverless.config(&args.data_dir)?;
     let models_at: Vec<String> = env
@@ -537,6 +594,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             OnShutdown::Interrupt => ShutdownMode::Interrupt,
             OnShutdown::Finish => ShutdownMode::Finish,
         },
+        cluster,
     };
     config.check_security().map_err(|e| fatal(2, e))?;
     let mut env = env.with_compute(compute);
@@ -547,7 +605,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
     let app = App::new(
         Arc::new(registry),
         Arc::new(env),
-        Arc::new(store),
+        store,
         ExecutorConfig {
             cache: policy,
             workers: args.workers,
@@ -560,6 +618,17 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         .map_err(|e| fatal(1, format!("cannot start the runtime: {e}")))?;
     rt.block_on(comfyrs::server::serve_until_signal(app, config))
         .map_err(|e| fatal(1, format!("server: {e}")))
+}
+
+/// A store URL without its password, for messages.
+fn redact_url(spec: &str) -> String {
+    match url::Url::parse(spec) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => spec.to_string(),
+    }
 }
 
 /// Where the editor's files are (printed at startup), and the user-data folder.

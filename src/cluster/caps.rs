@@ -107,7 +107,10 @@ impl WarmSet {
     }
 
     pub fn clear(&self) {
-        self.recent.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     pub fn models(&self) -> Vec<String> {

@@ -42,3 +42,95 @@ impl Role {
         self != Role::Api
     }
 }
+
+use crate::queue::JobQueue;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How this process takes part in a cluster (`comfyrs serve --store postgres://... --role`).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterConfig {
+    pub role: Role,
+    /// The PostgreSQL URL of the shared store; `None`: a single process.
+    pub url: Option<String>,
+    /// The device jobs run on, as advertised (`cpu`, `cuda:0`).
+    pub device: String,
+}
+
+/// How often a node advertises itself (and sees whether others are alive).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// Starts this node's cluster duties: the event bridge, the heartbeat that advertises its
+/// capabilities, and the reaper of expired leases. Runs until `stop`; the node then leaves
+/// the cluster view.
+pub fn spawn_node(
+    config: &ClusterConfig,
+    queue: Arc<JobQueue>,
+    stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let url = config.url.clone()?;
+    let node = queue.store().node_id().to_string();
+    let bridge = events::spawn(url, node, queue.clone(), stop.clone());
+    let (role, device) = (config.role, config.device.clone());
+    let lease = queue.store().lease().unwrap_or(Duration::from_secs(30));
+    let duties = tokio::spawn(async move {
+        let mut stop = stop;
+        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut reap = tokio::time::interval(
+            (lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(5)),
+        );
+        loop {
+            tokio::select! {
+                _ = async { let _ = stop.wait_for(|v| *v).await; } => break,
+                _ = beat.tick() => {
+                    let q = queue.clone();
+                    let device = device.clone();
+                    let res = tokio::task::spawn_blocking(move || {
+                        let info = caps::node_info(
+                            role.as_str(),
+                            &device,
+                            q.registry(),
+                            q.env(),
+                            q.warm.models(),
+                            q.running().map(|r| r.id),
+                        );
+                        q.store().heartbeat(&info)
+                    })
+                    .await;
+                    if let Ok(Err(e)) = res {
+                        tracing::warn!("cluster heartbeat: {e}");
+                    }
+                }
+                _ = reap.tick() => {
+                    let q = queue.clone();
+                    let res = tokio::task::spawn_blocking(move || {
+                        let reaped = q.store().reap_expired()?;
+                        for r in &reaped {
+                            if r.requeued {
+                                tracing::warn!(job = %r.id, node = %r.node, "worker lost: job re-queued");
+                                q.wake_worker();
+                            } else {
+                                tracing::warn!(job = %r.id, node = %r.node, "worker lost: job failed");
+                                if let Some(job) = q.store().get(&r.id)? {
+                                    q.announce_lost(&job);
+                                }
+                            }
+                        }
+                        Ok::<_, crate::store::StoreError>(())
+                    })
+                    .await;
+                    if let Ok(Err(e)) = res {
+                        tracing::warn!("cluster reaper: {e}");
+                    }
+                }
+            }
+        }
+        let q = queue.clone();
+        let _ = tokio::task::spawn_blocking(move || q.store().leave()).await;
+    });
+    Some(tokio::spawn(async move {
+        let _ = duties.await;
+        let _ = bridge.await;
+    }))
+}

@@ -45,6 +45,9 @@ pub struct Outbound {
     pub to: Option<String>,
     pub prompt_id: Option<String>,
     pub payload: WsPayload,
+    /// The cluster node it came from; `None` for this process's own events (only those are
+    /// forwarded to the other nodes).
+    pub origin: Option<Arc<str>>,
 }
 
 /// A prompt to queue, as any route family hands it over.
@@ -126,8 +129,16 @@ pub struct JobQueue {
     stopping: AtomicBool,
     /// Set when a shutdown interrupts the running job.
     shutdown_interrupt: AtomicBool,
+    /// Sends control messages to the other nodes of a cluster.
+    cluster_control: Mutex<Option<Box<dyn Fn(Json) + Send + Sync>>>,
+    /// How often the running job's lease is renewed (cluster stores); `None`: no leases.
+    lease_renewal: Option<std::time::Duration>,
     /// `--max-memory`: submissions and job starts above it are refused.
     pub memory: memory::MemoryCeiling,
+    /// Model files the loaders hold (the last jobs' models): this worker's affinity.
+    pub warm: crate::cluster::caps::WarmSet,
+    /// Set when the running job's lease was lost (another node ended or re-queued it).
+    lease_lost: AtomicBool,
 }
 
 #[derive(Default)]
@@ -139,6 +150,7 @@ struct FreeFlags {
 impl JobQueue {
     pub fn new(store: Arc<JobStore>, executor: Arc<Executor>) -> Arc<JobQueue> {
         let (events, _) = broadcast::channel(4096);
+        let lease_renewal = store.lease().map(|l| l / 3);
         Arc::new(JobQueue {
             registry: executor.registry().clone(),
             env: executor.env().clone(),
@@ -151,7 +163,11 @@ impl JobQueue {
             free: Mutex::new(FreeFlags::default()),
             stopping: AtomicBool::new(false),
             shutdown_interrupt: AtomicBool::new(false),
+            lease_renewal,
+            cluster_control: Mutex::new(None),
             memory: Default::default(),
+            warm: Default::default(),
+            lease_lost: AtomicBool::new(false),
         })
     }
 
@@ -178,9 +194,19 @@ impl JobQueue {
             .clone()
     }
 
-    /// Pending plus running jobs (ComfyUI's `queue_remaining`).
+    /// Pending plus running jobs (ComfyUI's `queue_remaining`); in a cluster, every node's.
     pub fn queue_remaining(&self) -> usize {
-        self.store.pending_count().unwrap_or(0) + usize::from(self.running().is_some())
+        let running = if self.store.backend() == "sqlite" {
+            usize::from(self.running().is_some())
+        } else {
+            self.store.running_count().unwrap_or(0)
+        };
+        self.store.pending_count().unwrap_or(0) + running
+    }
+
+    /// Puts an event another cluster node published on this node's channel.
+    pub fn inject_remote(&self, out: Outbound) {
+        let _ = self.events.send(out);
     }
 
     /// `{"exec_info": {"queue_remaining": N}}`.
@@ -204,6 +230,7 @@ impl JobQueue {
             to,
             prompt_id,
             payload: WsPayload::Text(msg.to_string().into()),
+            origin: None,
         });
     }
 
@@ -276,8 +303,76 @@ impl JobQueue {
     }
 
     /// Interrupts the running job: any job when `prompt_id` is `None`, else only that one.
-    /// Returns whether a running job was interrupted.
+    /// Returns whether a running job was interrupted. In a cluster the interrupt also goes to
+    /// the other nodes (a job runs on one of them; `None` interrupts every node's job).
     pub fn interrupt(&self, prompt_id: Option<&str>) -> bool {
+        let local = self.interrupt_local(prompt_id);
+        let hook = self
+            .cluster_control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(send) = hook.as_ref() else {
+            return local;
+        };
+        if local && prompt_id.is_some() {
+            return true;
+        }
+        send(json!({"type": "interrupt", "prompt_id": prompt_id}));
+        match prompt_id {
+            None => self.store.running_count().unwrap_or(0) > 0,
+            Some(p) => {
+                local
+                    || self
+                        .store
+                        .get(p)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|j| j.status == JobStatus::Running)
+            }
+        }
+    }
+
+    /// Sends cluster control messages (set by the cluster's event bridge).
+    pub fn set_cluster_control(&self, send: Box<dyn Fn(Json) + Send + Sync>) {
+        *self
+            .cluster_control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(send);
+    }
+
+    /// Wakes the worker loop (a job was queued on another node).
+    pub fn wake_worker(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Announces to its client that a job ended without its worker (lease expired): the
+    /// error and the end of execution, as the worker would have sent them.
+    pub fn announce_lost(&self, job: &JobRecord) {
+        if let Some(data) = job.exec_status["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m[0] == "execution_error"))
+            .map(|m| m[1].clone())
+        {
+            self.route_event(
+                &job.client_id,
+                &Event::ExecutionError {
+                    prompt_id: job.id.clone(),
+                    data,
+                },
+            );
+        }
+        if let Some(c) = &job.client_id {
+            let done = Event::Executing {
+                prompt_id: job.id.clone(),
+                node: None,
+            };
+            self.publish(Some(c.clone()), Some(job.id.clone()), done.to_message());
+        }
+        self.broadcast_status();
+    }
+
+    /// Interrupts this process's running job only.
+    pub fn interrupt_local(&self, prompt_id: Option<&str>) -> bool {
         let running = self.running();
         match (prompt_id, &running) {
             (None, _) => {
@@ -342,6 +437,7 @@ impl JobQueue {
         let flags = std::mem::take(&mut *self.free.lock().unwrap_or_else(|e| e.into_inner()));
         if flags.unload_models {
             self.env.resources.clear();
+            self.warm.clear();
         }
         if flags.free_memory {
             self.executor.clear_cache();
@@ -387,6 +483,7 @@ impl JobQueue {
     async fn run_one(self: &Arc<Self>, job: JobRecord) {
         let id = job.id.clone();
         let client = job.client_id.clone();
+        let prompt = job.prompt.clone();
         self.interrupt.reset();
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
             id: id.clone(),
@@ -396,18 +493,35 @@ impl JobQueue {
         });
         self.broadcast_status();
         let started = std::time::Instant::now();
+        self.lease_lost.store(false, Ordering::SeqCst);
+        let renewer = self.spawn_lease_renewal(&id);
         let this = self.clone();
         let res = tokio::task::spawn_blocking(move || {
             catch_unwind(AssertUnwindSafe(|| this.execute(&job)))
         })
         .await;
+        if let Some(r) = renewer {
+            r.abort();
+        }
         let completion = match res {
             Ok(Ok(c)) => c,
             Ok(Err(panic)) => self.panicked(&id, &client, panic_text(&panic)),
             Err(e) => self.panicked(&id, &client, e.to_string()),
         };
-        if let Err(e) = self.store.complete(&id, &completion) {
-            tracing::error!(job = %id, "cannot record the job's outcome: {e}");
+        if self.store.backend() != "sqlite" && completion.status == JobStatus::Success {
+            self.warm
+                .ran(crate::cluster::caps::job_needs(&prompt, &self.env).models);
+        }
+        let store = self.store.clone();
+        let (cid, done) = (id.clone(), completion.clone());
+        let recorded = tokio::task::spawn_blocking(move || store.complete(&cid, &done)).await;
+        match recorded {
+            Ok(Ok(())) => {}
+            Ok(Err(StoreError::LeaseLost(_))) => {
+                tracing::warn!(job = %id, "lost the job's lease while running it: its outcome here is dropped (another node ended or re-queued it)");
+            }
+            Ok(Err(e)) => tracing::error!(job = %id, "cannot record the job's outcome: {e}"),
+            Err(e) => tracing::error!(job = %id, "cannot record the job's outcome: {e}"),
         }
         tracing::info!(
             job = %id,
@@ -424,6 +538,31 @@ impl JobQueue {
             };
             self.publish(Some(c), Some(id), done.to_message());
         }
+    }
+
+    /// Renews the running job's lease every third of the lease (cluster stores only); when
+    /// the lease is lost the job is interrupted, since another node has ended or re-queued it.
+    fn spawn_lease_renewal(self: &Arc<Self>, id: &str) -> Option<tokio::task::JoinHandle<()>> {
+        let every = self.lease_renewal?;
+        let (this, id) = (self.clone(), id.to_string());
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let (store, jid) = (this.store.clone(), id.clone());
+                match tokio::task::spawn_blocking(move || store.renew_lease(&jid)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        tracing::warn!(job = %id, "lost the job's lease: interrupting it");
+                        this.lease_lost.store(true, Ordering::SeqCst);
+                        this.interrupt.trigger();
+                        return;
+                    }
+                    // A database hiccup: retry; the lease outlives a few missed renewals.
+                    Ok(Err(e)) => tracing::warn!(job = %id, "cannot renew the job's lease: {e}"),
+                    Err(_) => return,
+                }
+            }
+        }))
     }
 
     /// A panic outside the nodes (the executor contains node panics): the job fails, the
@@ -577,6 +716,7 @@ impl JobQueue {
                     metadata: crate::nodes::utils::py_json_dumps(&e.data()).into(),
                     image: image.clone(),
                 },
+                origin: None,
             });
             return;
         }

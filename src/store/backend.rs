@@ -91,7 +91,12 @@ pub trait WebhookLog: Send + Sync {
     /// Takes up to `limit` due deliveries and holds them until `lease_until` (if the taker
     /// dies mid-attempt, they are retried after that). Atomic across the nodes of a cluster:
     /// two nodes never take the same delivery.
-    fn claim_due_deliveries(&self, now: i64, limit: usize, lease_until: i64) -> Result<Vec<Delivery>> {
+    fn claim_due_deliveries(
+        &self,
+        now: i64,
+        limit: usize,
+        lease_until: i64,
+    ) -> Result<Vec<Delivery>> {
         let due = self.due_deliveries(now, limit)?;
         for d in &due {
             self.lease_delivery(&d.id, lease_until)?;
@@ -126,8 +131,7 @@ pub trait DownloadQueue: Send + Sync {
     /// the queue in request order.
     fn claim_download(&self) -> Result<Option<DownloadJob>>;
     /// A download ended: its row goes (`Ok`), or records the reason (`Err`).
-    fn download_finished(&self, file: &str, outcome: std::result::Result<(), &str>)
-        -> Result<()>;
+    fn download_finished(&self, file: &str, outcome: std::result::Result<(), &str>) -> Result<()>;
     /// The stored state of `file`'s download, if any.
     fn download_state(&self, file: &str) -> Result<Option<StoredDownloadState>>;
     /// Drops `file`'s row unless it is `downloading`.
@@ -176,6 +180,11 @@ pub trait Nodes: Send + Sync {
     fn backend(&self) -> &'static str;
     /// This process's node id (claims and leases are taken in its name).
     fn node_id(&self) -> &str;
+    /// How long a claim holds without renewal; `None` when the store has no leases (one
+    /// process: a crash is recovered on the next start).
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Publishes this node's capabilities and state; what [`Jobs::claim_next`] matches jobs
     /// against. A no-op for a single-process store.
     fn heartbeat(&self, _info: &NodeInfo) -> Result<()> {

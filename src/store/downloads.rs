@@ -5,7 +5,7 @@
 //! One row per file name (the catalog's `file`); a finished download's row is deleted (the file
 //! on disk is then the record).
 
-use super::{now_ms, DownloadQueue, SqliteStore, Result};
+use super::{now_ms, DownloadQueue, Result, SqliteStore};
 use rusqlite::{params, OptionalExtension};
 use std::path::PathBuf;
 
@@ -110,11 +110,7 @@ impl DownloadQueue for SqliteStore {
     }
 
     /// A download ended: its row goes (`Ok`), or records the reason (`Err`).
-    fn download_finished(
-        &self,
-        file: &str,
-        outcome: std::result::Result<(), &str>,
-    ) -> Result<()> {
+    fn download_finished(&self, file: &str, outcome: std::result::Result<(), &str>) -> Result<()> {
         let c = self.conn();
         match outcome {
             Ok(()) => c.execute("DELETE FROM downloads WHERE file = ?1", [file])?,

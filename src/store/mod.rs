@@ -23,9 +23,7 @@ mod downloads;
 pub mod postgres;
 mod retention;
 mod webhooks;
-pub use backend::{
-    DownloadQueue, Jobs, NodeInfo, Nodes, Reaped, Retention, Store, WebhookLog,
-};
+pub use backend::{DownloadQueue, Jobs, NodeInfo, Nodes, Reaped, Retention, Store, WebhookLog};
 pub use downloads::{DownloadJob, StoredDownloadState};
 pub use webhooks::{Delivery, DeliveryState};
 
@@ -55,7 +53,9 @@ pub enum StoreError {
     #[error("job store (postgres): {0}")]
     Postgres(String),
     /// This node no longer holds the job's lease: another node failed or re-queued it.
-    #[error("job store: this node lost the lease of job {0} (it was ended or re-queued elsewhere)")]
+    #[error(
+        "job store: this node lost the lease of job {0} (it was ended or re-queued elsewhere)"
+    )]
     LeaseLost(String),
 }
 
@@ -715,7 +715,10 @@ pub(crate) fn output_files_in(job_id: &str, outputs: &Json) -> Vec<OutputFile> {
 pub(crate) fn test_backends() -> Vec<(&'static str, Arc<JobStore>)> {
     vec![
         ("sqlite", Arc::new(SqliteStore::in_memory().unwrap())),
-        ("postgres", Arc::new(test_pg(postgres::PgOptions::default()))),
+        (
+            "postgres",
+            Arc::new(test_pg(postgres::PgOptions::default())),
+        ),
     ]
 }
 

@@ -3,7 +3,7 @@
 //! One row per event: its `id` is the Standard Webhooks `webhook-id`, stable across retries
 //! (`INSERT OR IGNORE` makes recording an event idempotent).
 
-use super::{now_ms, WebhookLog, SqliteStore, Result};
+use super::{now_ms, Result, SqliteStore, WebhookLog};
 use rusqlite::{params, OptionalExtension};
 
 pub(super) const SCHEMA: &str = r#"

@@ -303,7 +303,10 @@ impl PgStore {
     {
         let pool = self.pool.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let rt = self.rt.as_ref().expect("runtime lives as long as the store");
+        let rt = self
+            .rt
+            .as_ref()
+            .expect("runtime lives as long as the store");
         rt.spawn(async move {
             let r = match pool.get().await {
                 Ok(c) => f(c).await,
@@ -311,8 +314,7 @@ impl PgStore {
             };
             let _ = tx.send(r);
         });
-        rx.recv()
-            .map_err(|_| pgm("the store's runtime stopped"))?
+        rx.recv().map_err(|_| pgm("the store's runtime stopped"))?
     }
 
     /// Applies the migrations not yet recorded, in order.
@@ -359,56 +361,13 @@ impl PgStore {
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<i32> {
         self.with(|c| async move {
-            Ok(c.query_one("SELECT MAX(version) FROM schema_migrations", &[])
-                .await
-                .map_err(pg)?
-                .get::<_, Option<i32>>(0)
-                .unwrap_or(0))
-        })
-    }
-
-    /// Publishes a cluster event: `NOTIFY channel` with `payload`, or, when it is too large
-    /// for a notification, the payload in the `events` table and its id (`@<id>`) notified.
-    pub fn notify(&self, channel: &'static str, payload: String) -> Result<()> {
-        self.with(move |c| async move {
-            let text = if payload.len() < 7000 {
-                payload
-            } else {
-                let id: i64 = c
-                    .query_one(
-                        "INSERT INTO events(created_at, payload) VALUES ($1, $2) RETURNING id",
-                        &[&now_ms(), &payload],
-                    )
+            Ok(
+                c.query_one("SELECT MAX(version) FROM schema_migrations", &[])
                     .await
                     .map_err(pg)?
-                    .get(0);
-                format!("@{id}")
-            };
-            c.execute("SELECT pg_notify($1, $2)", &[&channel, &text])
-                .await
-                .map_err(pg)?;
-            Ok(())
-        })
-    }
-
-    /// The payload of a large event stored by [`PgStore::notify`].
-    pub fn event_payload(&self, id: i64) -> Result<Option<String>> {
-        self.with(move |c| async move {
-            Ok(c.query_opt("SELECT payload FROM events WHERE id = $1", &[&id])
-                .await
-                .map_err(pg)?
-                .map(|r| r.get(0)))
-        })
-    }
-
-    /// Drops stored large events older than `age`.
-    pub fn prune_events(&self, age: Duration) -> Result<()> {
-        let before = now_ms() - age.as_millis() as i64;
-        self.with(move |c| async move {
-            c.execute("DELETE FROM events WHERE created_at < $1", &[&before])
-                .await
-                .map_err(pg)?;
-            Ok(())
+                    .get::<_, Option<i32>>(0)
+                    .unwrap_or(0),
+            )
         })
     }
 
@@ -470,6 +429,10 @@ impl Jobs for PgStore {
             )
             .await
             .map_err(pg)?;
+            // Idle workers wake on it (delivered at commit).
+            tx.execute("SELECT pg_notify('comfyrs_jobs', $1)", &[&job.id])
+                .await
+                .map_err(pg)?;
             tx.commit().await.map_err(pg)?;
             Ok(number_json)
         })
@@ -593,6 +556,9 @@ impl Jobs for PgStore {
                     )
                     .await
                     .map_err(pg)?;
+                    tx.execute("SELECT pg_notify('comfyrs_jobs', $1)", &[&id])
+                        .await
+                        .map_err(pg)?;
                 } else {
                     write_completion(&tx, &id, &lost_completion(&id, &node)).await?;
                 }
@@ -643,11 +609,14 @@ impl Jobs for PgStore {
     fn get(&self, id: &str) -> Result<Option<JobRecord>> {
         let id = id.to_string();
         self.with(move |c| async move {
-            c.query_opt(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"), &[&id])
-                .await
-                .map_err(pg)?
-                .map(|r| row_to_job(&r))
-                .transpose()
+            c.query_opt(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| row_to_job(&r))
+            .transpose()
         })
     }
 
@@ -784,10 +753,12 @@ impl Jobs for PgStore {
 impl PgStore {
     fn count(&self, status: &'static str) -> Result<usize> {
         self.with(move |c| async move {
-            Ok(c.query_one("SELECT COUNT(*) FROM jobs WHERE status = $1", &[&status])
-                .await
-                .map_err(pg)?
-                .get::<_, i64>(0) as usize)
+            Ok(
+                c.query_one("SELECT COUNT(*) FROM jobs WHERE status = $1", &[&status])
+                    .await
+                    .map_err(pg)?
+                    .get::<_, i64>(0) as usize,
+            )
         })
     }
 }
@@ -1029,7 +1000,10 @@ impl DownloadQueue for PgStore {
         let (file, err) = (file.to_string(), outcome.err().map(str::to_string));
         self.with(move |c| async move {
             match err {
-                None => c.execute("DELETE FROM downloads WHERE file = $1", &[&file]).await,
+                None => {
+                    c.execute("DELETE FROM downloads WHERE file = $1", &[&file])
+                        .await
+                }
                 Some(e) => {
                     c.execute(
                         "UPDATE downloads SET state = 'failed', error = $2, updated_at = $3
@@ -1141,10 +1115,12 @@ impl Retention for PgStore {
     fn expired_at(&self, id: &str) -> Result<Option<i64>> {
         let id = id.to_string();
         self.with(move |c| async move {
-            Ok(c.query_opt("SELECT expired_at FROM expired_jobs WHERE id = $1", &[&id])
-                .await
-                .map_err(pg)?
-                .map(|r| r.get(0)))
+            Ok(
+                c.query_opt("SELECT expired_at FROM expired_jobs WHERE id = $1", &[&id])
+                    .await
+                    .map_err(pg)?
+                    .map(|r| r.get(0)),
+            )
         })
     }
 }
@@ -1156,6 +1132,10 @@ impl Nodes for PgStore {
 
     fn node_id(&self) -> &str {
         &self.node
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.opts.lease)
     }
 
     fn heartbeat(&self, info: &NodeInfo) -> Result<()> {
@@ -1348,7 +1328,8 @@ mod tests {
         });
         let reaper = peer(&w, "r");
         w.enqueue(&job("c", "comfyui", Needs::default())).unwrap();
-        w.enqueue(&job("d", "deployments", Needs::default())).unwrap();
+        w.enqueue(&job("d", "deployments", Needs::default()))
+            .unwrap();
         let reap_all = |n: usize| {
             // Leases of zero length expire on the next millisecond tick.
             let mut got = vec![];
@@ -1365,22 +1346,47 @@ mod tests {
         assert_eq!(
             r,
             vec![
-                Reaped { id: "c".into(), node: "w".into(), requeued: false },
-                Reaped { id: "d".into(), node: "w".into(), requeued: true },
+                Reaped {
+                    id: "c".into(),
+                    node: "w".into(),
+                    requeued: false
+                },
+                Reaped {
+                    id: "d".into(),
+                    node: "w".into(),
+                    requeued: true
+                },
             ]
         );
         let c = w.get("c").unwrap().unwrap();
         assert_eq!(c.status, JobStatus::Failed);
-        assert!(c.error.as_deref().unwrap().starts_with(LEASE_REASON), "{:?}", c.error);
+        assert!(
+            c.error.as_deref().unwrap().starts_with(LEASE_REASON),
+            "{:?}",
+            c.error
+        );
         assert_eq!(c.exec_status["status_str"], "error");
-        assert_eq!(c.exec_status["messages"][0][1]["exception_type"], "WorkerLost");
-        assert!(matches!(w.complete("c", &done()), Err(StoreError::LeaseLost(_))));
+        assert_eq!(
+            c.exec_status["messages"][0][1]["exception_type"],
+            "WorkerLost"
+        );
+        assert!(matches!(
+            w.complete("c", &done()),
+            Err(StoreError::LeaseLost(_))
+        ));
         assert!(!w.renew_lease("c").unwrap());
         assert_eq!(w.get("c").unwrap().unwrap().status, JobStatus::Failed);
         // The serverless job is pending again; lost a second time, it fails.
         assert_eq!(w.get("d").unwrap().unwrap().status, JobStatus::Pending);
         assert_eq!(w.claim_next().unwrap().unwrap().id, "d");
-        assert_eq!(reap_all(1), vec![Reaped { id: "d".into(), node: "w".into(), requeued: false }]);
+        assert_eq!(
+            reap_all(1),
+            vec![Reaped {
+                id: "d".into(),
+                node: "w".into(),
+                requeued: false
+            }]
+        );
         assert_eq!(w.get("d").unwrap().unwrap().status, JobStatus::Failed);
         assert_eq!(w.running_count().unwrap(), 0);
         assert_eq!(w.history(None, None).unwrap().len(), 2);
@@ -1418,15 +1424,21 @@ mod tests {
             ..Default::default()
         });
         let b = peer(&a, "b");
-        a.heartbeat(&info("worker", &["X"], &["checkpoints/m1"], &[])).unwrap();
+        a.heartbeat(&info("worker", &["X"], &["checkpoints/m1"], &[]))
+            .unwrap();
         b.heartbeat(&info("worker", &["X", "Y"], &[], &[])).unwrap();
         let needs = |c: &[&str], m: &[&str]| Needs {
             node_classes: c.iter().map(|s| s.to_string()).collect(),
             models: m.iter().map(|s| s.to_string()).collect(),
         };
-        a.enqueue(&job("needs_y", "comfyui", needs(&["Y"], &[]))).unwrap();
-        a.enqueue(&job("needs_m1", "comfyui", needs(&["X"], &["checkpoints/m1"])))
+        a.enqueue(&job("needs_y", "comfyui", needs(&["Y"], &[])))
             .unwrap();
+        a.enqueue(&job(
+            "needs_m1",
+            "comfyui",
+            needs(&["X"], &["checkpoints/m1"]),
+        ))
+        .unwrap();
         // b lacks m1; a lacks Y.
         assert_eq!(b.claim_next().unwrap().unwrap().id, "needs_y");
         assert!(b.claim_next().unwrap().is_none());
@@ -1454,7 +1466,8 @@ mod tests {
             models: vec!["checkpoints/m1".into()],
         };
         cold.enqueue(&job("a", "comfyui", needs.clone())).unwrap();
-        cold.enqueue(&job("free", "comfyui", Needs::default())).unwrap();
+        cold.enqueue(&job("free", "comfyui", Needs::default()))
+            .unwrap();
         // The cold worker skips the job the warm one should take and runs the next one.
         assert_eq!(cold.claim_next().unwrap().unwrap().id, "free");
         assert_eq!(warm.claim_next().unwrap().unwrap().id, "a");

@@ -128,7 +128,13 @@ impl TempPostgres {
         }
         let data = dir.join("data");
         let out = command(&bin, "initdb", owner)
-            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust"])
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+            ])
             .args(["-E", "UTF8", "--no-sync"])
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.join("initdb").display()));
