@@ -18,6 +18,7 @@ pub mod image_ops;
 pub mod models;
 pub mod node;
 pub mod nodes;
+pub mod objects;
 pub mod parity;
 pub mod prompt;
 pub mod queue;

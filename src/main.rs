@@ -181,6 +181,15 @@ struct ClusterArgs {
     /// ComfyUI-route jobs always fail with the reason.
     #[arg(long)]
     requeue_lost: bool,
+    /// Keep output files (and copies of uploads) on S3-compatible storage: s3://bucket/prefix.
+    /// Credentials, region and endpoint come from the AWS environment (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL; AWS_ALLOW_HTTP=true for http).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    outputs: Option<String>,
+    /// /view and hosted file URLs redirect to presigned URLs valid this many seconds,
+    /// instead of passing the bytes through (needs --outputs).
+    #[arg(long, value_name = "SECS", requires = "outputs")]
+    outputs_presign_secs: Option<u64>,
 }
 
 /// The serverless APIs (docs/serverless.md).
@@ -611,6 +620,17 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             workers: args.workers,
         },
     );
+    if let Some(url) = &args.cluster.outputs {
+        let objects = comfyrs::objects::ObjectFiles::from_url(
+            url,
+            args.cluster
+                .outputs_presign_secs
+                .map(std::time::Duration::from_secs),
+        )
+        .map_err(|e| fatal(2, e))?;
+        eprintln!("outputs: {}", objects.describe());
+        app.queue.set_objects(Arc::new(objects));
+    }
     comfyrs::queue::memory::limit_allocator_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -139,6 +139,8 @@ pub struct JobQueue {
     pub warm: crate::cluster::caps::WarmSet,
     /// Set when the running job's lease was lost (another node ended or re-queued it).
     lease_lost: AtomicBool,
+    /// `--outputs s3://...`: where output files go and input files come from.
+    objects: std::sync::OnceLock<Arc<crate::objects::ObjectFiles>>,
 }
 
 #[derive(Default)]
@@ -168,6 +170,7 @@ impl JobQueue {
             memory: Default::default(),
             warm: Default::default(),
             lease_lost: AtomicBool::new(false),
+            objects: std::sync::OnceLock::new(),
         })
     }
 
@@ -202,6 +205,99 @@ impl JobQueue {
             self.store.running_count().unwrap_or(0)
         };
         self.store.pending_count().unwrap_or(0) + running
+    }
+
+    /// Keeps output files in object storage (`--outputs s3://...`); set once, at start.
+    pub fn set_objects(&self, objects: Arc<crate::objects::ObjectFiles>) {
+        let _ = self.objects.set(objects);
+    }
+
+    /// The object storage, when configured.
+    pub fn objects(&self) -> Option<&Arc<crate::objects::ObjectFiles>> {
+        self.objects.get()
+    }
+
+    /// Uploads a successful job's output files to object storage (removing the local copies);
+    /// the job fails, with the reason, when they cannot be stored.
+    async fn store_outputs(&self, id: &str, done: Completion) -> Completion {
+        let Some(objects) = self.objects.get() else {
+            return done;
+        };
+        if done.status != JobStatus::Success {
+            return done;
+        }
+        for f in crate::store::output_files_in(id, &done.outputs) {
+            let base = match f.folder_type.as_str() {
+                "output" => &self.env.paths.output,
+                "temp" => &self.env.paths.temp,
+                _ => continue,
+            };
+            let Some(key) = objects.key(&f.folder_type, &f.subfolder, &f.filename) else {
+                continue;
+            };
+            let local = base.join(&f.subfolder).join(&f.filename);
+            let res = match tokio::fs::read(&local).await {
+                Ok(bytes) => objects.put(&key, bytes).await,
+                Err(e) => Err(format!("cannot read {}: {e}", local.display())),
+            };
+            if let Err(e) = res {
+                let msg = format!("the job's outputs could not be stored: {e}");
+                tracing::error!(job = %id, "{msg}");
+                return Completion {
+                    status: JobStatus::Failed,
+                    outputs: done.outputs,
+                    messages: vec![(
+                        "execution_error".into(),
+                        error_data(id, &msg, "OutputStorage"),
+                    )],
+                    error: Some(msg),
+                };
+            }
+            let _ = tokio::fs::remove_file(&local).await;
+        }
+        done
+    }
+
+    /// Fetches the job's input files this node lacks from object storage (uploads that
+    /// landed through another node): every string input naming an object under `input/`.
+    async fn fetch_inputs(&self, job: &JobRecord) {
+        let Some(objects) = self.objects.get() else {
+            return;
+        };
+        let Some(nodes) = job.prompt.as_object() else {
+            return;
+        };
+        for node in nodes.values() {
+            let Some(inputs) = node["inputs"].as_object() else {
+                continue;
+            };
+            for v in inputs.values() {
+                let Some(name) = v.as_str() else { continue };
+                let name = name.strip_suffix(" [input]").unwrap_or(name).trim();
+                if !name.contains('.') || !crate::env::is_safe_relative(name) {
+                    continue;
+                }
+                let local = self.env.paths.input.join(name);
+                if local.exists() {
+                    continue;
+                }
+                let Some(key) = objects.key("input", "", name) else {
+                    continue;
+                };
+                match objects.get(&key).await {
+                    Ok(Some(bytes)) => {
+                        if let Some(dir) = local.parent() {
+                            let _ = tokio::fs::create_dir_all(dir).await;
+                        }
+                        if let Err(e) = tokio::fs::write(&local, bytes).await {
+                            tracing::warn!(job = %job.id, "cannot write input {}: {e}", local.display());
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(job = %job.id, "{e}"),
+                }
+            }
+        }
     }
 
     /// Puts an event another cluster node published on this node's channel.
@@ -495,6 +591,7 @@ impl JobQueue {
         let started = std::time::Instant::now();
         self.lease_lost.store(false, Ordering::SeqCst);
         let renewer = self.spawn_lease_renewal(&id);
+        self.fetch_inputs(&job).await;
         let this = self.clone();
         let res = tokio::task::spawn_blocking(move || {
             catch_unwind(AssertUnwindSafe(|| this.execute(&job)))
@@ -508,6 +605,7 @@ impl JobQueue {
             Ok(Err(panic)) => self.panicked(&id, &client, panic_text(&panic)),
             Err(e) => self.panicked(&id, &client, e.to_string()),
         };
+        let completion = self.store_outputs(&id, completion).await;
         if self.store.backend() != "sqlite" && completion.status == JobStatus::Success {
             self.warm
                 .ran(crate::cluster::caps::job_needs(&prompt, &self.env).models);
