@@ -89,6 +89,48 @@ struct Row {
     finished: i64,
 }
 
+/// Idle-queue latency: one job at a time, each submitted when the last finished; returns
+/// the submit→start times (ms) from the store.
+async fn one_at_a_time(
+    api: SocketAddr,
+    n: usize,
+    started_ms: impl Fn(&str) -> Option<(i64, i64)>,
+) -> Vec<i64> {
+    let http = reqwest::Client::new();
+    let mut out = vec![];
+    for i in 0..n {
+        let wf = json!({
+            "1": {"class_type": "PrimitiveString", "inputs": {"value": format!("idle {i}")}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
+        });
+        let r = http
+            .post(format!("http://{api}/prompt"))
+            .header("content-type", "application/json")
+            .body(json!({"prompt": wf}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let id = v["prompt_id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((c, s)) = started_ms(&id) {
+                out.push(s - c);
+                break;
+            }
+            assert!(Instant::now() < deadline, "idle job did not finish");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    out.sort();
+    out
+}
+
+fn idle_line(name: &str, lat: &[i64]) {
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
+    println!("| {name} | {} | {} | {} |", lat.len(), pct(0.5), pct(0.99));
+}
+
 fn summarize(name: &str, rows: &[Row], submit: Duration) {
     let mut lat: Vec<i64> = rows.iter().map(|r| r.started - r.created).collect();
     lat.sort();
@@ -150,6 +192,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let mut idle: Vec<(String, Vec<i64>)> = vec![];
     println!("| store | jobs | submit (s) | jobs/s | p50 submit→start (ms) | p99 (ms) | wall per job (ms) | run (ms) |");
     println!("|---|---|---|---|---|---|---|---|");
 
@@ -189,6 +232,16 @@ fn main() {
             std::thread::sleep(Duration::from_millis(100));
         };
         summarize("SQLite, 1 process", &rows, submit);
+        let lat = rt.block_on(one_at_a_time(addr, 50, |id| {
+            let c = rusqlite::Connection::open(&db).ok()?;
+            c.query_row(
+                "SELECT created_at, started_at FROM jobs WHERE id = ?1 AND status = 'success'",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok()
+        }));
+        idle.push(("SQLite, 1 process".to_string(), lat));
     }
 
     for w in workers {
@@ -212,21 +265,44 @@ fn main() {
                 .0
             })
             .collect();
-        let rows = rt.block_on(async {
+        let name = format!(
+            "PostgreSQL, 1 API + {w} worker{}",
+            if w > 1 { "s" } else { "" }
+        );
+        let (rows, submit, lat) = rt.block_on(async {
             let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
                 .unwrap();
             tokio::spawn(conn);
             let submit = submit_all(addr, jobs).await;
-            (wait_done_pg(&db, jobs).await, submit)
+            let rows = wait_done_pg(&db, jobs).await;
+            let db = std::sync::Arc::new(db);
+            let handle = tokio::runtime::Handle::current();
+            let lat = one_at_a_time(addr, 50, move |id| {
+                let (db, id) = (db.clone(), id.to_string());
+                tokio::task::block_in_place(|| {
+                    handle.block_on(async move {
+                        db.query_opt(
+                            "SELECT created_at, started_at FROM jobs WHERE id = $1 AND status = 'success'",
+                            &[&id],
+                        )
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|r| (r.get(0), r.get(1)))
+                    })
+                })
+            })
+            .await;
+            (rows, submit, lat)
         });
-        summarize(
-            &format!(
-                "PostgreSQL, 1 API + {w} worker{}",
-                if w > 1 { "s" } else { "" }
-            ),
-            &rows.0,
-            rows.1,
-        );
+        summarize(&name, &rows, submit);
+        idle.push((name, lat));
+    }
+    println!();
+    println!("| one job at a time | jobs | p50 submit→start (ms) | p99 (ms) |");
+    println!("|---|---|---|---|");
+    for (name, lat) in &idle {
+        idle_line(name, lat);
     }
 }

@@ -57,7 +57,7 @@ enum Command {
         dirs: DirArgs,
     },
     /// Serve ComfyUI's HTTP + WebSocket API (POST /prompt, /ws, /history, /view, ...).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Full-size parity with ComfyUI: run the SD1.5 / SDXL parity workflows on full-size
     /// checkpoints and compare each saved PNG with ComfyUI's reference (mean/max |Δ|, PSNR,
     /// pass/fail).
@@ -695,7 +695,7 @@ fn frontend_config(args: &ServeArgs) -> Result<comfyrs::server::frontend::Fronte
 
 fn run_cli(cli: Cli) -> Result<(), Fatal> {
     let cli = match cli.command {
-        Command::Serve(args) => return run_serve(args),
+        Command::Serve(args) => return run_serve(*args),
         Command::Parity(args) => return run_parity(args),
         command => Cli { command },
     };

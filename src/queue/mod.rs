@@ -116,6 +116,9 @@ pub enum ShutdownMode {
     Interrupt,
 }
 
+/// Sends a control message (an interrupt) to the other nodes of a cluster.
+pub type ControlSender = Box<dyn Fn(Json) + Send + Sync>;
+
 pub struct JobQueue {
     store: Arc<JobStore>,
     executor: Arc<Executor>,
@@ -130,7 +133,7 @@ pub struct JobQueue {
     /// Set when a shutdown interrupts the running job.
     shutdown_interrupt: AtomicBool,
     /// Sends control messages to the other nodes of a cluster.
-    cluster_control: Mutex<Option<Box<dyn Fn(Json) + Send + Sync>>>,
+    cluster_control: Mutex<Option<ControlSender>>,
     /// How often the running job's lease is renewed (cluster stores); `None`: no leases.
     lease_renewal: Option<std::time::Duration>,
     /// `--max-memory`: submissions and job starts above it are refused.
@@ -139,6 +142,8 @@ pub struct JobQueue {
     pub warm: crate::cluster::caps::WarmSet,
     /// Set when the running job's lease was lost (another node ended or re-queued it).
     lease_lost: AtomicBool,
+    /// Jobs running on other cluster nodes, as their events tell.
+    remote: Mutex<std::collections::HashMap<String, Running>>,
     /// `--outputs s3://...`: where output files go and input files come from.
     objects: std::sync::OnceLock<Arc<crate::objects::ObjectFiles>>,
 }
@@ -171,6 +176,7 @@ impl JobQueue {
             warm: Default::default(),
             lease_lost: AtomicBool::new(false),
             objects: std::sync::OnceLock::new(),
+            remote: Mutex::new(Default::default()),
         })
     }
 
@@ -300,9 +306,50 @@ impl JobQueue {
         }
     }
 
-    /// Puts an event another cluster node published on this node's channel.
+    /// Puts an event another cluster node published on this node's channel, and follows
+    /// the progress of jobs running elsewhere (for [`JobQueue::running_job`]).
     pub fn inject_remote(&self, out: Outbound) {
+        if let (Some(id), WsPayload::Text(t)) = (&out.prompt_id, &out.payload) {
+            if t.starts_with(r#"{"type":"executing""#) || t.starts_with(r#"{"type":"progress""#) {
+                if let Ok(m) = serde_json::from_str::<Json>(t) {
+                    let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+                    let r = remote.entry(id.clone()).or_insert_with(|| Running {
+                        id: id.clone(),
+                        client_id: out.to.clone(),
+                        node: None,
+                        progress: None,
+                    });
+                    if m["type"] == "executing" {
+                        r.node = m["data"]["node"].as_str().map(str::to_string);
+                        r.progress = None;
+                        if m["data"]["node"].is_null() {
+                            remote.remove(id);
+                        }
+                    } else if let (Some(v), Some(max)) =
+                        (m["data"]["value"].as_u64(), m["data"]["max"].as_u64())
+                    {
+                        r.progress = Some((v, max));
+                    }
+                    // Jobs whose end this node missed do not pile up.
+                    if remote.len() > 1024 {
+                        remote.clear();
+                    }
+                }
+            }
+        }
         let _ = self.events.send(out);
+    }
+
+    /// The job `id` if it is running here or, in a cluster, on a node whose events reach this
+    /// one: its current node and progress.
+    pub fn running_job(&self, id: &str) -> Option<Running> {
+        self.running().filter(|r| r.id == id).or_else(|| {
+            self.remote
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+                .cloned()
+        })
     }
 
     /// `{"exec_info": {"queue_remaining": N}}`.
@@ -429,7 +476,7 @@ impl JobQueue {
     }
 
     /// Sends cluster control messages (set by the cluster's event bridge).
-    pub fn set_cluster_control(&self, send: Box<dyn Fn(Json) + Send + Sync>) {
+    pub fn set_cluster_control(&self, send: ControlSender) {
         *self
             .cluster_control
             .lock()

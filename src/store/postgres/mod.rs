@@ -546,7 +546,7 @@ impl Jobs for PgStore {
             for r in rows {
                 let (id, node, source, attempts): (String, String, String, i32) =
                     (r.get(0), r.get(1), r.get(2), r.get(3));
-                let requeued = attempts < 2 && requeue.iter().any(|s| *s == source);
+                let requeued = attempts < 2 && requeue.contains(&source);
                 if requeued {
                     tx.execute(
                         "UPDATE jobs SET status = 'pending', started_at = NULL, node_id = NULL,

@@ -6,7 +6,7 @@
 pub const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
 
 /// The lock key of `pg_advisory_xact_lock` while migrating ("comfyrs" in ASCII).
-pub const LOCK_KEY: i64 = 0x636f_6d66_7972_73;
+pub const LOCK_KEY: i64 = 0x0063_6f6d_6679_7273;
 
 const V1: &str = r#"
 CREATE TABLE jobs (
