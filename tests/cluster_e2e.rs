@@ -240,7 +240,40 @@ async fn run(url: String, data: PathBuf, sc: Scenario) -> Report {
     .await
     .expect("ws job accepted");
 
-    let mut accepted: Vec<String> = vec![ws_job.clone()];
+    // A deployment created through one API node is served by the other (the store holds it).
+    let r = http
+        .post(format!("http://{}/prod/v1/deployments", api(&nodes, 0)))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(
+            json!({"name": "made-on-api0",
+                   "workflow_api_json": {"1": {"class_type": "DevSleep", "inputs": {"ms": 50, "text": "made"}}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let dep = created["deployment_id"].as_str().unwrap().to_string();
+    let r = http
+        .post(format!(
+            "http://{}/prod/v1/deployments/{dep}/inference",
+            api(&nodes, 1)
+        ))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({"overrides": {}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the other API node knows the deployment");
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+
+    let mut accepted: Vec<String> = vec![
+        ws_job.clone(),
+        v["request_id"].as_str().unwrap().to_string(),
+    ];
     let mut hook_ids: Vec<String> = vec![];
     let mut worker_kills = 0;
     let mut api_kills = 0;

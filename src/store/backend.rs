@@ -200,6 +200,27 @@ pub trait Nodes: Send + Sync {
     }
 }
 
+/// Deployments created through the API, shared by every node of a cluster (a single process
+/// keeps them as files in its deployments folder and does not use this).
+pub trait DeploymentTable: Send + Sync {
+    /// Saves a deployment (its JSON); false when the id exists.
+    fn save_deployment(&self, _id: &str, _json: &str) -> Result<bool> {
+        Ok(false)
+    }
+    /// One deployment's JSON.
+    fn deployment(&self, _id: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// Every deployment's JSON, oldest first.
+    fn deployments(&self) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+    /// False when there was none.
+    fn delete_deployment(&self, _id: &str) -> Result<bool> {
+        Ok(false)
+    }
+}
+
 /// Every part of a store.
-pub trait Store: Jobs + WebhookLog + DownloadQueue + Retention + Nodes {}
-impl<T: Jobs + WebhookLog + DownloadQueue + Retention + Nodes> Store for T {}
+pub trait Store: Jobs + WebhookLog + DownloadQueue + Retention + Nodes + DeploymentTable {}
+impl<T: Jobs + WebhookLog + DownloadQueue + Retention + Nodes + DeploymentTable> Store for T {}

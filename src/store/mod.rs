@@ -23,7 +23,9 @@ mod downloads;
 pub mod postgres;
 mod retention;
 mod webhooks;
-pub use backend::{DownloadQueue, Jobs, NodeInfo, Nodes, Reaped, Retention, Store, WebhookLog};
+pub use backend::{
+    DeploymentTable, DownloadQueue, Jobs, NodeInfo, Nodes, Reaped, Retention, Store, WebhookLog,
+};
 pub use downloads::{DownloadJob, StoredDownloadState};
 pub use webhooks::{Delivery, DeliveryState};
 
@@ -362,6 +364,9 @@ impl SqliteStore {
         Ok(out)
     }
 }
+
+/// A single process keeps API-created deployments as files.
+impl DeploymentTable for SqliteStore {}
 
 impl Nodes for SqliteStore {
     fn backend(&self) -> &'static str {

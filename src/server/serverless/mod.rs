@@ -83,7 +83,10 @@ impl Serverless {
             });
             admins.push(SERVER_TOKEN_OWNER.into());
         }
-        let deployments = deployments::DeploymentStore::load(&config.deployments_dir);
+        let mut deployments = deployments::DeploymentStore::load(&config.deployments_dir);
+        if queue.store().backend() != "sqlite" {
+            deployments = deployments.shared_in(queue.store().clone());
+        }
         let webhooks = Arc::new(webhooks::Webhooks::new(
             config.webhooks.clone(),
             queue.clone(),

@@ -19,9 +19,9 @@ pub mod schema;
 pub mod testing;
 
 use super::{
-    now_ms, output_files_in, Completion, Delivery, DeliveryState, DownloadJob, DownloadQueue,
-    JobRecord, JobStatus, Jobs, NewJob, NodeInfo, Nodes, OutputFile, Reaped, Result, Retention,
-    StoreError, StoredDownloadState, WebhookLog, HISTORY_CAP, LEASE_REASON,
+    now_ms, output_files_in, Completion, Delivery, DeliveryState, DeploymentTable, DownloadJob,
+    DownloadQueue, JobRecord, JobStatus, Jobs, NewJob, NodeInfo, Nodes, OutputFile, Reaped, Result,
+    Retention, StoreError, StoredDownloadState, WebhookLog, HISTORY_CAP, LEASE_REASON,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use serde_json::{json, Value as Json};
@@ -1125,6 +1125,55 @@ impl Retention for PgStore {
     }
 }
 
+impl DeploymentTable for PgStore {
+    fn save_deployment(&self, id: &str, json: &str) -> Result<bool> {
+        let (id, json) = (id.to_string(), json.to_string());
+        self.with(move |c| async move {
+            Ok(c.execute(
+                "INSERT INTO deployments(id, body, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id, &json, &now_ms()],
+            )
+            .await
+            .map_err(pg)?
+                == 1)
+        })
+    }
+
+    fn deployment(&self, id: &str) -> Result<Option<String>> {
+        let id = id.to_string();
+        self.with(move |c| async move {
+            Ok(
+                c.query_opt("SELECT body FROM deployments WHERE id = $1", &[&id])
+                    .await
+                    .map_err(pg)?
+                    .map(|r| r.get(0)),
+            )
+        })
+    }
+
+    fn deployments(&self) -> Result<Vec<String>> {
+        self.with(move |c| async move {
+            Ok(c.query("SELECT body FROM deployments ORDER BY seq", &[])
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+    }
+
+    fn delete_deployment(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.with(move |c| async move {
+            Ok(c.execute("DELETE FROM deployments WHERE id = $1", &[&id])
+                .await
+                .map_err(pg)?
+                == 1)
+        })
+    }
+}
+
 impl Nodes for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -1390,6 +1439,22 @@ mod tests {
         assert_eq!(w.get("d").unwrap().unwrap().status, JobStatus::Failed);
         assert_eq!(w.running_count().unwrap(), 0);
         assert_eq!(w.history(None, None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn deployments_are_shared() {
+        let a = test_pg(PgOptions::default());
+        let b = peer(&a, "b");
+        assert!(a.save_deployment("d1", r#"{"id":"d1"}"#).unwrap());
+        assert!(!b.save_deployment("d1", "{}").unwrap(), "ids are unique");
+        assert_eq!(
+            b.deployment("d1").unwrap().as_deref(),
+            Some(r#"{"id":"d1"}"#)
+        );
+        assert_eq!(b.deployments().unwrap().len(), 1);
+        assert!(b.delete_deployment("d1").unwrap());
+        assert!(!a.delete_deployment("d1").unwrap());
+        assert_eq!(a.deployment("d1").unwrap(), None);
     }
 
     #[test]

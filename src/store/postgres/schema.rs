@@ -3,7 +3,7 @@
 //! recorded in `schema_migrations`. A new version is appended here; applied ones never change.
 
 /// (version, SQL). Versions are consecutive from 1.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// The lock key of `pg_advisory_xact_lock` while migrating ("comfyrs" in ASCII).
 pub const LOCK_KEY: i64 = 0x0063_6f6d_6679_7273;
@@ -97,5 +97,15 @@ CREATE TABLE events (
     id         BIGSERIAL PRIMARY KEY,
     created_at BIGINT NOT NULL,
     payload    TEXT NOT NULL
+);
+"#;
+
+/// Deployments created through the API, shared by every API node.
+const V2: &str = r#"
+CREATE TABLE deployments (
+    seq        BIGSERIAL,
+    id         TEXT PRIMARY KEY,
+    body       TEXT NOT NULL,
+    created_at BIGINT NOT NULL
 );
 "#;
