@@ -7,6 +7,8 @@
 //! The queue holds no job data of its own: a restart loses nothing but the running job, which
 //! the store records as failed.
 
+mod cluster;
+mod files;
 pub mod memory;
 
 use crate::env::Environment;
@@ -213,145 +215,6 @@ impl JobQueue {
         self.store.pending_count().unwrap_or(0) + running
     }
 
-    /// Keeps output files in object storage (`--outputs s3://...`); set once, at start.
-    pub fn set_objects(&self, objects: Arc<crate::objects::ObjectFiles>) {
-        let _ = self.objects.set(objects);
-    }
-
-    /// The object storage, when configured.
-    pub fn objects(&self) -> Option<&Arc<crate::objects::ObjectFiles>> {
-        self.objects.get()
-    }
-
-    /// Uploads a successful job's output files to object storage (removing the local copies);
-    /// the job fails, with the reason, when they cannot be stored.
-    async fn store_outputs(&self, id: &str, done: Completion) -> Completion {
-        let Some(objects) = self.objects.get() else {
-            return done;
-        };
-        if done.status != JobStatus::Success {
-            return done;
-        }
-        for f in crate::store::output_files_in(id, &done.outputs) {
-            let base = match f.folder_type.as_str() {
-                "output" => &self.env.paths.output,
-                "temp" => &self.env.paths.temp,
-                _ => continue,
-            };
-            let Some(key) = objects.key(&f.folder_type, &f.subfolder, &f.filename) else {
-                continue;
-            };
-            let local = base.join(&f.subfolder).join(&f.filename);
-            let res = match tokio::fs::read(&local).await {
-                Ok(bytes) => objects.put(&key, bytes).await,
-                Err(e) => Err(format!("cannot read {}: {e}", local.display())),
-            };
-            if let Err(e) = res {
-                let msg = format!("the job's outputs could not be stored: {e}");
-                tracing::error!(job = %id, "{msg}");
-                return Completion {
-                    status: JobStatus::Failed,
-                    outputs: done.outputs,
-                    messages: vec![(
-                        "execution_error".into(),
-                        error_data(id, &msg, "OutputStorage"),
-                    )],
-                    error: Some(msg),
-                };
-            }
-            let _ = tokio::fs::remove_file(&local).await;
-        }
-        done
-    }
-
-    /// Fetches the job's input files this node lacks from object storage (uploads that
-    /// landed through another node): every string input naming an object under `input/`.
-    async fn fetch_inputs(&self, job: &JobRecord) {
-        let Some(objects) = self.objects.get() else {
-            return;
-        };
-        let Some(nodes) = job.prompt.as_object() else {
-            return;
-        };
-        for node in nodes.values() {
-            let Some(inputs) = node["inputs"].as_object() else {
-                continue;
-            };
-            for v in inputs.values() {
-                let Some(name) = v.as_str() else { continue };
-                let name = name.strip_suffix(" [input]").unwrap_or(name).trim();
-                if !name.contains('.') || !crate::env::is_safe_relative(name) {
-                    continue;
-                }
-                let local = self.env.paths.input.join(name);
-                if local.exists() {
-                    continue;
-                }
-                let Some(key) = objects.key("input", "", name) else {
-                    continue;
-                };
-                match objects.get(&key).await {
-                    Ok(Some(bytes)) => {
-                        if let Some(dir) = local.parent() {
-                            let _ = tokio::fs::create_dir_all(dir).await;
-                        }
-                        if let Err(e) = tokio::fs::write(&local, bytes).await {
-                            tracing::warn!(job = %job.id, "cannot write input {}: {e}", local.display());
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(job = %job.id, "{e}"),
-                }
-            }
-        }
-    }
-
-    /// Puts an event another cluster node published on this node's channel, and follows
-    /// the progress of jobs running elsewhere (for [`JobQueue::running_job`]).
-    pub fn inject_remote(&self, out: Outbound) {
-        if let (Some(id), WsPayload::Text(t)) = (&out.prompt_id, &out.payload) {
-            if t.starts_with(r#"{"type":"executing""#) || t.starts_with(r#"{"type":"progress""#) {
-                if let Ok(m) = serde_json::from_str::<Json>(t) {
-                    let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
-                    let r = remote.entry(id.clone()).or_insert_with(|| Running {
-                        id: id.clone(),
-                        client_id: out.to.clone(),
-                        node: None,
-                        progress: None,
-                    });
-                    if m["type"] == "executing" {
-                        r.node = m["data"]["node"].as_str().map(str::to_string);
-                        r.progress = None;
-                        if m["data"]["node"].is_null() {
-                            remote.remove(id);
-                        }
-                    } else if let (Some(v), Some(max)) =
-                        (m["data"]["value"].as_u64(), m["data"]["max"].as_u64())
-                    {
-                        r.progress = Some((v, max));
-                    }
-                    // Jobs whose end this node missed do not pile up.
-                    if remote.len() > 1024 {
-                        remote.clear();
-                    }
-                }
-            }
-        }
-        let _ = self.events.send(out);
-    }
-
-    /// The job `id` if it is running here or, in a cluster, on a node whose events reach this
-    /// one: its current node and progress.
-    pub fn running_job(&self, id: &str) -> Option<Running> {
-        self.running().filter(|r| r.id == id).or_else(|| {
-            self.remote
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(id)
-                .cloned()
-        })
-    }
-
     /// `{"exec_info": {"queue_remaining": N}}`.
     pub fn status_json(&self) -> Json {
         json!({"exec_info": {"queue_remaining": self.queue_remaining()}})
@@ -473,45 +336,6 @@ impl JobQueue {
                         .is_some_and(|j| j.status == JobStatus::Running)
             }
         }
-    }
-
-    /// Sends cluster control messages (set by the cluster's event bridge).
-    pub fn set_cluster_control(&self, send: ControlSender) {
-        *self
-            .cluster_control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(send);
-    }
-
-    /// Wakes the worker loop (a job was queued on another node).
-    pub fn wake_worker(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Announces to its client that a job ended without its worker (lease expired): the
-    /// error and the end of execution, as the worker would have sent them.
-    pub fn announce_lost(&self, job: &JobRecord) {
-        if let Some(data) = job.exec_status["messages"]
-            .as_array()
-            .and_then(|m| m.iter().find(|m| m[0] == "execution_error"))
-            .map(|m| m[1].clone())
-        {
-            self.route_event(
-                &job.client_id,
-                &Event::ExecutionError {
-                    prompt_id: job.id.clone(),
-                    data,
-                },
-            );
-        }
-        if let Some(c) = &job.client_id {
-            let done = Event::Executing {
-                prompt_id: job.id.clone(),
-                node: None,
-            };
-            self.publish(Some(c.clone()), Some(job.id.clone()), done.to_message());
-        }
-        self.broadcast_status();
     }
 
     /// Interrupts this process's running job only.
@@ -683,31 +507,6 @@ impl JobQueue {
             };
             self.publish(Some(c), Some(id), done.to_message());
         }
-    }
-
-    /// Renews the running job's lease every third of the lease (cluster stores only); when
-    /// the lease is lost the job is interrupted, since another node has ended or re-queued it.
-    fn spawn_lease_renewal(self: &Arc<Self>, id: &str) -> Option<tokio::task::JoinHandle<()>> {
-        let every = self.lease_renewal?;
-        let (this, id) = (self.clone(), id.to_string());
-        Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let (store, jid) = (this.store.clone(), id.clone());
-                match tokio::task::spawn_blocking(move || store.renew_lease(&jid)).await {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => {
-                        tracing::warn!(job = %id, "lost the job's lease: interrupting it");
-                        this.lease_lost.store(true, Ordering::SeqCst);
-                        this.interrupt.trigger();
-                        return;
-                    }
-                    // A database hiccup: retry; the lease outlives a few missed renewals.
-                    Ok(Err(e)) => tracing::warn!(job = %id, "cannot renew the job's lease: {e}"),
-                    Err(_) => return,
-                }
-            }
-        }))
     }
 
     /// A panic outside the nodes (the executor contains node panics): the job fails, the
