@@ -5,6 +5,9 @@
 //! once, every output be readable from any API node, every webhook be delivered, and a
 //! WebSocket client get its job's events from a node that did not run it.
 //!
+//! `cluster_without_shared_disk_uses_object_storage` runs nodes with their own data folders
+//! and the files in moto's S3 server (`pip install 'moto[server]'`).
+//!
 //! `cluster_end_to_end` is the CI size (well under a minute). The soak
 //! (`cargo test --test cluster_e2e -- --ignored soak`) runs 1,000 jobs with 10 kills of each
 //! kind; BENCHMARKS.md records its result.
@@ -49,6 +52,17 @@ impl Drop for Node {
 }
 
 fn spawn_node(url: &str, data: &Path, role: &'static str, name: &str) -> Node {
+    spawn_node_with(url, data, role, name, &[], &[])
+}
+
+fn spawn_node_with(
+    url: &str,
+    data: &Path,
+    role: &'static str,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_comfyrs"))
         .args(["serve", "--port", "0", "--dev-nodes", "--data-dir"])
         .arg(data)
@@ -57,6 +71,8 @@ fn spawn_node(url: &str, data: &Path, role: &'static str, name: &str) -> Node {
         .args(["--api-token", &format!("e2e:{TOKEN}"), "--admin", "e2e"])
         .arg("--serverless-config")
         .arg(data.join("serverless.json"))
+        .args(extra)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -618,4 +634,161 @@ fn soak_1000_jobs_10_kills_each() {
         deadline: Duration::from_secs(600),
     });
     assert!(r.succeeded >= 1000, "{r:?}");
+}
+
+/// moto's S3 server (`pip install 'moto[server]'`) on a free port, with a bucket.
+fn start_moto() -> (Node, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start moto_server ({e}): `pip install 'moto[server]'` (.ci/run does)")
+        });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let node = Node {
+        name: "moto".into(),
+        role: "s3",
+        child,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    (node, format!("http://127.0.0.1:{port}"))
+}
+
+/// API node and workers with their own data folders and the files in a bucket: outputs are
+/// read back through the API node, an upload to the API node is fetched by the worker that
+/// runs the job naming it.
+#[test]
+fn cluster_without_shared_disk_uses_object_storage() {
+    let server = TempPostgres::start();
+    let url = server.create_db("objects");
+    let (_moto, endpoint) = start_moto();
+    let env: Vec<(&str, &str)> = vec![
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let extra = ["--outputs", "s3://cluster-files/e2e"];
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| data_dir()).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let r = http.put(format!("{endpoint}/cluster-files")).send().await.unwrap();
+        assert!(r.status().is_success(), "create bucket");
+        let api = spawn_node_with(&url, dirs[0].path(), "api", "api", &extra, &env);
+        let _w: Vec<Node> = (1..3)
+            .map(|i| {
+                spawn_node_with(&url, dirs[i].path(), "worker", &format!("w{i}"), &extra, &env)
+            })
+            .collect();
+        let send = |path: String, body: Value| {
+            let http = http.clone();
+            async move {
+                let r = http
+                    .post(format!("http://{}{path}", api.addr))
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{path}");
+                serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()
+            }
+        };
+        // An upload to the API node: stored in the bucket (and in the API node's input/).
+        let png = {
+            let img = image::RgbImage::from_pixel(4, 4, image::Rgb([10, 200, 30]));
+            let mut out = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+            out.into_inner()
+        };
+        let boundary = "b0undary";
+        let mut form = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"green.png\"\r\nContent-Type: image/png\r\n\r\n"
+        )
+        .into_bytes();
+        form.extend_from_slice(&png);
+        form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let r = http
+            .post(format!("http://{}/upload/image", api.addr))
+            .bearer_auth(TOKEN)
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut ids = vec![];
+        for i in 0..6 {
+            let wf = json!({
+                "1": {"class_type": "LoadImage", "inputs": {"image": "green.png"}},
+                "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": format!("obj_{i}")}}
+            });
+            let v = send("/prompt".into(), json!({"prompt": wf})).await;
+            ids.push(v["prompt_id"].as_str().unwrap().to_string());
+        }
+        let db = pg(&url).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let open: i64 = db
+                .query_one("SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if open == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "jobs still open");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut ran_on = HashSet::new();
+        for id in &ids {
+            let r = db
+                .query_one("SELECT status, outputs, node_id, error FROM jobs WHERE id = $1", &[id])
+                .await
+                .unwrap();
+            let (status, outputs, node, error): (String, String, String, Option<String>) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            assert_eq!(status, "success", "{id}: {error:?}");
+            ran_on.insert(node);
+            let outputs: Value = serde_json::from_str(&outputs).unwrap();
+            let name = outputs["2"]["images"][0]["filename"].as_str().unwrap().to_string();
+            // Not on any node's disk, served by the API node from the bucket.
+            for d in &dirs {
+                assert!(!d.path().join("output").join(&name).exists());
+            }
+            let r = http
+                .get(format!("http://{}/view?filename={name}&type=output", api.addr))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{name}");
+            let img = image::load_from_memory(&r.bytes().await.unwrap()).unwrap().to_rgb8();
+            assert_eq!(img.get_pixel(1, 1).0, [10, 200, 30], "the uploaded image, via the worker");
+        }
+        // The workers fetched the upload from the bucket into their own input folders.
+        let fetched = dirs[1..]
+            .iter()
+            .filter(|d| d.path().join("input/green.png").exists())
+            .count();
+        assert_eq!(fetched, ran_on.len(), "{ran_on:?}");
+    });
 }
