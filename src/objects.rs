@@ -38,6 +38,23 @@ impl std::fmt::Debug for ObjectFiles {
 impl ObjectFiles {
     /// Parses `s3://bucket[/prefix]` and reads the AWS environment.
     pub fn from_url(url: &str, presign: Option<Duration>) -> Result<ObjectFiles, String> {
+        Self::build(url, None, presign)
+    }
+
+    /// [`ObjectFiles::from_url`] with the endpoint given (instead of `AWS_ENDPOINT_URL`).
+    pub fn from_url_at(
+        url: &str,
+        endpoint: &str,
+        presign: Option<Duration>,
+    ) -> Result<ObjectFiles, String> {
+        Self::build(url, Some(endpoint), presign)
+    }
+
+    fn build(
+        url: &str,
+        endpoint: Option<&str>,
+        presign: Option<Duration>,
+    ) -> Result<ObjectFiles, String> {
         let rest = url
             .strip_prefix("s3://")
             .ok_or_else(|| format!("--outputs {url:?}: expected s3://bucket/prefix"))?;
@@ -47,10 +64,11 @@ impl ObjectFiles {
         }
         let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
         // AWS_ENDPOINT_URL is the AWS SDKs' name; object_store reads AWS_ENDPOINT.
-        if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
-            if !e.is_empty() {
-                b = b.with_endpoint(e);
-            }
+        let from_env = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|e| !e.is_empty());
+        if let Some(e) = endpoint.map(str::to_string).or(from_env) {
+            b = b.with_endpoint(e);
         }
         if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
             b = b.with_region("us-east-1");

@@ -6,6 +6,8 @@
 //! finished; `/view` serves them from there (or redirects to a presigned URL); uploads are
 //! stored there too.
 
+mod server_common;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -83,6 +85,21 @@ fn serve(data: &Path, endpoint: &str, extra: &[&str]) -> (Proc, SocketAddr) {
     (Proc(child), addr.parse().unwrap())
 }
 
+/// The bucket as a server configured with `url` and moto's endpoint sees it.
+fn objects_at(endpoint: &str, url: &str) -> comfyrs::objects::ObjectFiles {
+    // Every test of this binary sets the same values (only the endpoint's port differs, and
+    // each test passes its own endpoint below), so concurrent tests agree.
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+    ] {
+        std::env::set_var(k, v);
+    }
+    comfyrs::objects::ObjectFiles::from_url_at(url, endpoint, None).unwrap()
+}
+
 async fn body(r: reqwest::Response) -> Vec<u8> {
     r.bytes().await.unwrap().to_vec()
 }
@@ -103,16 +120,7 @@ async fn outputs_and_uploads_live_in_the_bucket() {
     assert!(r.status().is_success(), "create bucket: {}", r.status());
 
     // The test reads the bucket as the server does (moto refuses anonymous reads).
-    for (k, v) in [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ] {
-        std::env::set_var(k, v);
-    }
-    let bucket = comfyrs::objects::ObjectFiles::from_url("s3://comfy-out/runs", None).unwrap();
+    let bucket = objects_at(&endpoint, "s3://comfy-out/runs");
     let read = |ty: &'static str, name: String| {
         let key = bucket.key(ty, "", &name).unwrap();
         let b = &bucket;
@@ -230,4 +238,84 @@ async fn outputs_and_uploads_live_in_the_bucket() {
     let signed = http.get(&loc).send().await.unwrap();
     assert_eq!(signed.status(), 200);
     assert_eq!(body(signed).await, object);
+}
+
+/// Retention of serverless requests deletes their objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_objects() {
+    use comfyrs::server::serverless::{ApiToken, ServerlessConfig};
+    let (_moto, endpoint) = start_moto();
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{endpoint}/ret-bucket"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let dir = tempfile::tempdir().unwrap();
+    let deps = dir.path().join("deployments");
+    std::fs::create_dir_all(&deps).unwrap();
+    std::fs::write(
+        deps.join("saver.json"),
+        json!({"id": "saver", "name": "saver",
+               "workflow": {"1": {"class_type": "TestSavePng", "inputs": {"prefix": "ret"}}}})
+        .to_string(),
+    )
+    .unwrap();
+    let cfg = comfyrs::server::ServerConfig {
+        serverless: ServerlessConfig {
+            tokens: vec![ApiToken {
+                name: "t".into(),
+                token: "tok".into(),
+            }],
+            deployments_dir: deps,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let s = server_common::start_in(dir, None, cfg).await;
+    let objects = std::sync::Arc::new(objects_at(&endpoint, "s3://ret-bucket/r"));
+    s.server.queue.set_objects(objects.clone());
+    let r = server_common::request(
+        s.addr,
+        "POST",
+        "/prod/v1/deployments/saver/inference",
+        &[
+            ("Authorization", "Bearer tok"),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let id = r.json()["request_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let j = s.server.queue.store().get(&id).unwrap().unwrap();
+        if j.status.is_finished() {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "request did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        job.status,
+        comfyrs::store::JobStatus::Success,
+        "{:?}",
+        job.error
+    );
+    let name = job.outputs["1"]["images"][0]["filename"].as_str().unwrap();
+    let key = objects.key("output", "", name).unwrap();
+    assert!(objects.get(&key).await.unwrap().is_some(), "stored");
+    assert!(!s.dir.path().join("output").join(name).exists());
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(s.server.serverless.expire_before(now + 8 * 86_400_000), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while objects.get(&key).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the expired object is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
