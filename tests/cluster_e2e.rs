@@ -185,6 +185,8 @@ struct Report {
     requeued_succeeded: usize,
     webhooks: usize,
     webhook_redeliveries: usize,
+    /// Jobs other workers finished while the slow job ran.
+    passed_slow: usize,
     elapsed: Duration,
 }
 
@@ -245,6 +247,15 @@ async fn run(url: String, data: PathBuf, sc: Scenario) -> Report {
         .build()
         .unwrap();
 
+    // A slow job first: it must not hold up the jobs other workers can take.
+    let slow = submit(
+        &http,
+        api(&nodes, 0),
+        &json!({"prompt": workflow(sc.job_ms * 20, "slow")}),
+    )
+    .await
+    .expect("slow job accepted");
+
     // A WebSocket client on api1 whose job runs on some worker.
     let ws_addr = api(&nodes, 1);
     let mut ws = ws_connect(ws_addr, &format!("clientId=e2e-ws&token={TOKEN}")).await;
@@ -287,6 +298,7 @@ async fn run(url: String, data: PathBuf, sc: Scenario) -> Report {
     let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
 
     let mut accepted: Vec<String> = vec![
+        slow.clone(),
         ws_job.clone(),
         v["request_id"].as_str().unwrap().to_string(),
     ];
@@ -469,6 +481,7 @@ async fn run(url: String, data: PathBuf, sc: Scenario) -> Report {
         requeued_succeeded: 0,
         webhooks: 0,
         webhook_redeliveries: 0,
+        passed_slow: 0,
         elapsed: Duration::ZERO,
     };
     for (id, (status, source, attempts, exec, _)) in &by_id {
@@ -499,6 +512,25 @@ async fn run(url: String, data: PathBuf, sc: Scenario) -> Report {
         lost_jobs.iter().collect::<HashSet<_>>().len(),
         "every killed worker's job was failed or re-queued"
     );
+
+    // While the slow job ran, the other workers went on with the rest.
+    if by_id[&slow].0 == "success" {
+        let passed: i64 = db
+            .query_one(
+                "SELECT COUNT(*) FROM jobs j, jobs s
+                 WHERE s.id = $1 AND j.id <> s.id AND j.node_id <> s.node_id
+                   AND j.finished_at BETWEEN s.started_at AND s.finished_at",
+                &[&slow],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            passed >= 5,
+            "only {passed} jobs finished while the slow one ran"
+        );
+        report.passed_slow = passed as usize;
+    }
 
     // Outputs are readable from any API node (the data folder is shared).
     let reader = api(&nodes, 0);
