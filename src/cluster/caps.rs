@@ -125,7 +125,7 @@ pub fn node_info(
     role: &str,
     device: &str,
     registry: &Registry,
-    env: &Environment,
+    models: Vec<String>,
     warm: Vec<String>,
     running: Option<String>,
 ) -> NodeInfo {
@@ -141,7 +141,7 @@ pub fn node_info(
         ),
         device: device.to_string(),
         node_classes: local_classes(registry),
-        models: local_models(env),
+        models,
         warm,
         running,
         heartbeat_at: 0,

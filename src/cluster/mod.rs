@@ -60,6 +60,9 @@ pub struct ClusterConfig {
 
 /// How often a node advertises itself (and sees whether others are alive).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// Every how many heartbeats the model folders are listed again (models added to a worker's
+/// folders are advertised within this many heartbeats).
+const MODELS_EVERY: u64 = 10;
 
 /// Starts this node's cluster duties: the event bridge, the heartbeat that advertises its
 /// capabilities, and the reaper of expired leases. Runs until `stop`; the node then leaves
@@ -77,6 +80,8 @@ pub fn spawn_node(
     let duties = tokio::spawn(async move {
         let mut stop = stop;
         let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut beats: u64 = 0;
+        let mut models: Option<Vec<String>> = None;
         let mut reap = tokio::time::interval(
             (lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(5)),
         );
@@ -86,20 +91,26 @@ pub fn spawn_node(
                 _ = beat.tick() => {
                     let q = queue.clone();
                     let device = device.clone();
+                    // The model folders are listed every MODELS_EVERY beats, not every beat.
+                    let cached = (!beats.is_multiple_of(MODELS_EVERY)).then(|| models.clone()).flatten();
+                    beats += 1;
                     let res = tokio::task::spawn_blocking(move || {
+                        let listed = cached.unwrap_or_else(|| caps::local_models(q.env()));
                         let info = caps::node_info(
                             role.as_str(),
                             &device,
                             q.registry(),
-                            q.env(),
+                            listed.clone(),
                             q.warm.models(),
                             q.running().map(|r| r.id),
                         );
-                        q.store().heartbeat(&info)
+                        q.store().heartbeat(&info).map(|()| listed)
                     })
                     .await;
-                    if let Ok(Err(e)) = res {
-                        tracing::warn!("cluster heartbeat: {e}");
+                    match res {
+                        Ok(Ok(listed)) => models = Some(listed),
+                        Ok(Err(e)) => tracing::warn!("cluster heartbeat: {e}"),
+                        Err(_) => {}
                     }
                 }
                 _ = reap.tick() => {

@@ -16,6 +16,7 @@
 //! workers), each call waiting on a channel for its query.
 
 pub mod schema;
+#[doc(hidden)]
 pub mod testing;
 
 use super::{
@@ -310,7 +311,10 @@ impl PgStore {
         rt.spawn(async move {
             let r = match pool.get().await {
                 Ok(c) => f(c).await,
-                Err(e) => Err(pgm(format!("no database connection: {e}"))),
+                Err(e) => Err(match pg(e) {
+                    StoreError::Postgres(t) => pgm(format!("no database connection: {t}")),
+                    other => other,
+                }),
             };
             let _ = tx.send(r);
         });
