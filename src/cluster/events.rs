@@ -218,7 +218,10 @@ async fn listen_loop(
             .await
         {
             tracing::warn!("cluster events: LISTEN failed: {e}");
-            continue;
+            tokio::select! {
+                _ = stop.wait_for(|v| *v) => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+            }
         }
         // Jobs queued while we were not listening.
         queue.wake_worker();
