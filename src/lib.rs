@@ -6,6 +6,7 @@
 //! candle networks and [`sampling`] ComfyUI's noise, schedulers and samplers. [`server`]
 //! translates HTTP requests into jobs on the one [`queue`], recorded in the [`store`].
 
+pub mod cluster;
 pub mod compute;
 pub mod coverage;
 pub mod env;
@@ -17,6 +18,7 @@ pub mod image_ops;
 pub mod models;
 pub mod node;
 pub mod nodes;
+pub mod objects;
 pub mod parity;
 pub mod prompt;
 pub mod queue;

@@ -57,7 +57,7 @@ enum Command {
         dirs: DirArgs,
     },
     /// Serve ComfyUI's HTTP + WebSocket API (POST /prompt, /ws, /history, /view, ...).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Full-size parity with ComfyUI: run the SD1.5 / SDXL parity workflows on full-size
     /// checkpoints and compare each saved PNG with ComfyUI's reference (mean/max |Δ|, PSNR,
     /// pass/fail).
@@ -155,6 +155,41 @@ struct ServeArgs {
     serverless: ServerlessArgs,
     #[command(flatten)]
     compute: ComputeArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Many processes over one PostgreSQL store (docs/scale-out.md).
+#[derive(Args)]
+struct ClusterArgs {
+    /// The job store: a SQLite file (default DATA_DIR/comfyrs.db) or a PostgreSQL URL
+    /// (postgres://user:pass@host/db) shared by every node of a cluster (also COMFYRS_STORE).
+    #[arg(long, value_name = "PATH|postgres://...")]
+    store: Option<String>,
+    /// What this process does with a PostgreSQL store: api (take requests, run nothing),
+    /// worker (run jobs) or all.
+    #[arg(long, default_value = "all", value_parser = comfyrs::cluster::Role::parse)]
+    role: comfyrs::cluster::Role,
+    /// This node's id in the cluster view (default: host-pid-random).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Seconds a worker's claim on a job holds without renewal (renewed every third): a
+    /// worker silent for longer loses the job.
+    #[arg(long, default_value_t = 30.0)]
+    lease_secs: f64,
+    /// Re-queue (once) serverless jobs whose worker was lost, instead of failing them.
+    /// ComfyUI-route jobs always fail with the reason.
+    #[arg(long)]
+    requeue_lost: bool,
+    /// Keep output files (and copies of uploads) on S3-compatible storage: s3://bucket/prefix.
+    /// Credentials, region and endpoint come from the AWS environment (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL; AWS_ALLOW_HTTP=true for http).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    outputs: Option<String>,
+    /// /view and hosted file URLs redirect to presigned URLs valid this many seconds,
+    /// instead of passing the bytes through (needs --outputs).
+    #[arg(long, value_name = "SECS", requires = "outputs")]
+    outputs_presign_secs: Option<u64>,
 }
 
 /// The serverless APIs (docs/serverless.md).
@@ -497,15 +532,46 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
     let compute = args.compute.open()?;
     let mut data = DataDir::new(&args.data_dir, args.models_dir.as_deref());
     args.extra.apply(&mut data.paths, &args.data_dir)?;
-    let (env, store) = data.open().map_err(|e| {
+    let store_spec = args.cluster.store.clone().or_else(|| {
+        std::env::var("COMFYRS_STORE")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let shared = store_spec
+        .as_deref()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"));
+    if !shared && args.cluster.role != comfyrs::cluster::Role::All {
+        return Err(fatal(
+            2,
+            "--role api|worker needs a shared store: --store postgres://...".to_string(),
+        ));
+    }
+    let env = data.open_env();
+    let spec = store_spec.unwrap_or_else(|| data.db_path().display().to_string());
+    let pg_options = comfyrs::store::postgres::PgOptions {
+        node_id: args.cluster.node_id.clone(),
+        lease: std::time::Duration::from_secs_f64(args.cluster.lease_secs.max(0.5)),
+        requeue_sources: if args.cluster.requeue_lost {
+            ["deployments", "models", "inference"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    };
+    let store = comfyrs::store::JobStore::connect(&spec, pg_options).map_err(|e| {
         fatal(
             2,
-            format!(
-                "cannot open the job store {}: {e}",
-                data.db_path().display()
-            ),
+            format!("cannot open the job store {}: {e}", redact_url(&spec)),
         )
     })?;
+    let cluster = comfyrs::cluster::ClusterConfig {
+        role: args.cluster.role,
+        url: shared.then(|| spec.clone()),
+        device: args.compute.device.to_string(),
+    };
     let frontend = frontend_config(&args)?;
     let serverless = args.serverless.config(&args.data_dir)?;
     let models_at: Vec<String> = env
@@ -537,6 +603,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             OnShutdown::Interrupt => ShutdownMode::Interrupt,
             OnShutdown::Finish => ShutdownMode::Finish,
         },
+        cluster,
     };
     config.check_security().map_err(|e| fatal(2, e))?;
     let mut env = env.with_compute(compute);
@@ -547,12 +614,23 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
     let app = App::new(
         Arc::new(registry),
         Arc::new(env),
-        Arc::new(store),
+        store,
         ExecutorConfig {
             cache: policy,
             workers: args.workers,
         },
     );
+    if let Some(url) = &args.cluster.outputs {
+        let objects = comfyrs::objects::ObjectFiles::from_url(
+            url,
+            args.cluster
+                .outputs_presign_secs
+                .map(std::time::Duration::from_secs),
+        )
+        .map_err(|e| fatal(2, e))?;
+        eprintln!("outputs: {}", objects.describe());
+        app.queue.set_objects(Arc::new(objects));
+    }
     comfyrs::queue::memory::limit_allocator_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -560,6 +638,17 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         .map_err(|e| fatal(1, format!("cannot start the runtime: {e}")))?;
     rt.block_on(comfyrs::server::serve_until_signal(app, config))
         .map_err(|e| fatal(1, format!("server: {e}")))
+}
+
+/// A store URL without its password, for messages.
+fn redact_url(spec: &str) -> String {
+    match url::Url::parse(spec) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => spec.to_string(),
+    }
 }
 
 /// Where the editor's files are (printed at startup), and the user-data folder.
@@ -606,7 +695,7 @@ fn frontend_config(args: &ServeArgs) -> Result<comfyrs::server::frontend::Fronte
 
 fn run_cli(cli: Cli) -> Result<(), Fatal> {
     let cli = match cli.command {
-        Command::Serve(args) => return run_serve(args),
+        Command::Serve(args) => return run_serve(*args),
         Command::Parity(args) => return run_parity(args),
         command => Cli { command },
     };

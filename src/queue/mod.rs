@@ -7,6 +7,8 @@
 //! The queue holds no job data of its own: a restart loses nothing but the running job, which
 //! the store records as failed.
 
+mod cluster;
+mod files;
 pub mod memory;
 
 use crate::env::Environment;
@@ -14,7 +16,7 @@ use crate::exec::{now_ms, Event, Executor, Interrupt, RunStatus};
 use crate::node::Registry;
 use crate::prompt::{prepare, PromptError};
 use crate::store::{
-    Completion, JobRecord, JobStatus, JobStore, NewJob, StoreError, SHUTDOWN_REASON,
+    Completion, JobRecord, JobStatus, JobStore, Needs, NewJob, StoreError, SHUTDOWN_REASON,
 };
 use crate::workflow::{workflow_from_json, Overrides};
 use serde_json::{json, Map, Value as Json};
@@ -45,6 +47,9 @@ pub struct Outbound {
     pub to: Option<String>,
     pub prompt_id: Option<String>,
     pub payload: WsPayload,
+    /// The cluster node it came from; `None` for this process's own events (only those are
+    /// forwarded to the other nodes).
+    pub origin: Option<Arc<str>>,
 }
 
 /// A prompt to queue, as any route family hands it over.
@@ -113,6 +118,9 @@ pub enum ShutdownMode {
     Interrupt,
 }
 
+/// Sends a control message (an interrupt) to the other nodes of a cluster.
+pub type ControlSender = Box<dyn Fn(Json) + Send + Sync>;
+
 pub struct JobQueue {
     store: Arc<JobStore>,
     executor: Arc<Executor>,
@@ -126,8 +134,20 @@ pub struct JobQueue {
     stopping: AtomicBool,
     /// Set when a shutdown interrupts the running job.
     shutdown_interrupt: AtomicBool,
+    /// Sends control messages to the other nodes of a cluster.
+    cluster_control: Mutex<Option<ControlSender>>,
+    /// How often the running job's lease is renewed (cluster stores); `None`: no leases.
+    lease_renewal: Option<std::time::Duration>,
     /// `--max-memory`: submissions and job starts above it are refused.
     pub memory: memory::MemoryCeiling,
+    /// Model files the loaders hold (the last jobs' models): this worker's affinity.
+    pub warm: crate::cluster::caps::WarmSet,
+    /// Set when the running job's lease was lost (another node ended or re-queued it).
+    lease_lost: AtomicBool,
+    /// Jobs running on other cluster nodes, as their events tell.
+    remote: Mutex<std::collections::HashMap<String, Running>>,
+    /// `--outputs s3://...`: where output files go and input files come from.
+    objects: std::sync::OnceLock<Arc<crate::objects::ObjectFiles>>,
 }
 
 #[derive(Default)]
@@ -139,6 +159,7 @@ struct FreeFlags {
 impl JobQueue {
     pub fn new(store: Arc<JobStore>, executor: Arc<Executor>) -> Arc<JobQueue> {
         let (events, _) = broadcast::channel(4096);
+        let lease_renewal = store.lease().map(|l| l / 3);
         Arc::new(JobQueue {
             registry: executor.registry().clone(),
             env: executor.env().clone(),
@@ -151,7 +172,13 @@ impl JobQueue {
             free: Mutex::new(FreeFlags::default()),
             stopping: AtomicBool::new(false),
             shutdown_interrupt: AtomicBool::new(false),
+            lease_renewal,
+            cluster_control: Mutex::new(None),
             memory: Default::default(),
+            warm: Default::default(),
+            lease_lost: AtomicBool::new(false),
+            objects: std::sync::OnceLock::new(),
+            remote: Mutex::new(Default::default()),
         })
     }
 
@@ -178,9 +205,14 @@ impl JobQueue {
             .clone()
     }
 
-    /// Pending plus running jobs (ComfyUI's `queue_remaining`).
+    /// Pending plus running jobs (ComfyUI's `queue_remaining`); in a cluster, every node's.
     pub fn queue_remaining(&self) -> usize {
-        self.store.pending_count().unwrap_or(0) + usize::from(self.running().is_some())
+        let running = if self.store.backend() == "sqlite" {
+            usize::from(self.running().is_some())
+        } else {
+            self.store.running_count().unwrap_or(0)
+        };
+        self.store.pending_count().unwrap_or(0) + running
     }
 
     /// `{"exec_info": {"queue_remaining": N}}`.
@@ -204,6 +236,7 @@ impl JobQueue {
             to,
             prompt_id,
             payload: WsPayload::Text(msg.to_string().into()),
+            origin: None,
         });
     }
 
@@ -247,16 +280,24 @@ impl JobQueue {
             extra.insert("client_id".into(), json!(c));
         }
         extra.insert("create_time".into(), json!(now_ms()));
+        let prompt = valid.prompt.into_json();
+        // What a cluster node must have to run it (a single process runs everything).
+        let needs = if self.store.backend() == "sqlite" {
+            Needs::default()
+        } else {
+            crate::cluster::caps::job_needs(&prompt, &self.env)
+        };
         let number = self.store.enqueue(&NewJob {
             id: id.clone(),
             number: sub.number,
             front: sub.front,
-            prompt: valid.prompt.into_json(),
+            prompt,
             extra_data: Json::Object(extra),
             outputs_to_execute: valid.outputs.clone(),
             client_id: sub.client_id,
             owner: sub.owner,
             source: sub.source,
+            needs,
         })?;
         self.broadcast_status();
         self.wake.notify_one();
@@ -268,8 +309,37 @@ impl JobQueue {
     }
 
     /// Interrupts the running job: any job when `prompt_id` is `None`, else only that one.
-    /// Returns whether a running job was interrupted.
+    /// Returns whether a running job was interrupted. In a cluster the interrupt also goes to
+    /// the other nodes (a job runs on one of them; `None` interrupts every node's job).
     pub fn interrupt(&self, prompt_id: Option<&str>) -> bool {
+        let local = self.interrupt_local(prompt_id);
+        let hook = self
+            .cluster_control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(send) = hook.as_ref() else {
+            return local;
+        };
+        if local && prompt_id.is_some() {
+            return true;
+        }
+        send(json!({"type": "interrupt", "prompt_id": prompt_id}));
+        match prompt_id {
+            None => self.store.running_count().unwrap_or(0) > 0,
+            Some(p) => {
+                local
+                    || self
+                        .store
+                        .get(p)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|j| j.status == JobStatus::Running)
+            }
+        }
+    }
+
+    /// Interrupts this process's running job only.
+    pub fn interrupt_local(&self, prompt_id: Option<&str>) -> bool {
         let running = self.running();
         match (prompt_id, &running) {
             (None, _) => {
@@ -334,6 +404,7 @@ impl JobQueue {
         let flags = std::mem::take(&mut *self.free.lock().unwrap_or_else(|e| e.into_inner()));
         if flags.unload_models {
             self.env.resources.clear();
+            self.warm.clear();
         }
         if flags.free_memory {
             self.executor.clear_cache();
@@ -379,6 +450,7 @@ impl JobQueue {
     async fn run_one(self: &Arc<Self>, job: JobRecord) {
         let id = job.id.clone();
         let client = job.client_id.clone();
+        let prompt = job.prompt.clone();
         self.interrupt.reset();
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
             id: id.clone(),
@@ -388,18 +460,37 @@ impl JobQueue {
         });
         self.broadcast_status();
         let started = std::time::Instant::now();
+        self.lease_lost.store(false, Ordering::SeqCst);
+        let renewer = self.spawn_lease_renewal(&id);
+        self.fetch_inputs(&job).await;
         let this = self.clone();
         let res = tokio::task::spawn_blocking(move || {
             catch_unwind(AssertUnwindSafe(|| this.execute(&job)))
         })
         .await;
+        if let Some(r) = renewer {
+            r.abort();
+        }
         let completion = match res {
             Ok(Ok(c)) => c,
             Ok(Err(panic)) => self.panicked(&id, &client, panic_text(&panic)),
             Err(e) => self.panicked(&id, &client, e.to_string()),
         };
-        if let Err(e) = self.store.complete(&id, &completion) {
-            tracing::error!(job = %id, "cannot record the job's outcome: {e}");
+        let completion = self.store_outputs(&id, completion).await;
+        if self.store.backend() != "sqlite" && completion.status == JobStatus::Success {
+            self.warm
+                .ran(crate::cluster::caps::job_needs(&prompt, &self.env).models);
+        }
+        let store = self.store.clone();
+        let (cid, done) = (id.clone(), completion.clone());
+        let recorded = tokio::task::spawn_blocking(move || store.complete(&cid, &done)).await;
+        match recorded {
+            Ok(Ok(())) => {}
+            Ok(Err(StoreError::LeaseLost(_))) => {
+                tracing::warn!(job = %id, "lost the job's lease while running it: its outcome here is dropped (another node ended or re-queued it)");
+            }
+            Ok(Err(e)) => tracing::error!(job = %id, "cannot record the job's outcome: {e}"),
+            Err(e) => tracing::error!(job = %id, "cannot record the job's outcome: {e}"),
         }
         tracing::info!(
             job = %id,
@@ -569,6 +660,7 @@ impl JobQueue {
                     metadata: crate::nodes::utils::py_json_dumps(&e.data()).into(),
                     image: image.clone(),
                 },
+                origin: None,
             });
             return;
         }

@@ -2,7 +2,7 @@
 
 use crate::env::{Environment, Paths};
 use crate::queue::ShutdownMode;
-use crate::store::{JobStore, StoreError};
+use crate::store::{JobStore, SqliteStore, StoreError};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub frontend: crate::server::frontend::FrontendConfig,
     /// `--max-memory`: the resident size above which work is refused (bytes).
     pub max_memory: Option<u64>,
+    /// `--role` and the shared store of a cluster (docs/scale-out.md).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +44,7 @@ impl Default for ServerConfig {
             serverless: Default::default(),
             frontend: Default::default(),
             max_memory: None,
+            cluster: Default::default(),
         }
     }
 }
@@ -90,7 +93,14 @@ impl DataDir {
     }
 
     /// Creates the folders and opens the store (recovering jobs a crash left running).
-    pub fn open(&self) -> Result<(Environment, JobStore), StoreError> {
+    pub fn open(&self) -> Result<(Environment, SqliteStore), StoreError> {
+        let env = self.open_env();
+        let store = JobStore::open(&self.db_path())?;
+        Ok((env, store))
+    }
+
+    /// Creates the folders; the environment over them (the store is opened elsewhere).
+    pub fn open_env(&self) -> Environment {
         for d in [
             &self.root,
             &self.paths.input,
@@ -101,7 +111,6 @@ impl DataDir {
                 tracing::warn!("cannot create {}: {e}", d.display());
             }
         }
-        let store = JobStore::open(&self.db_path())?;
-        Ok((Environment::new(self.paths.clone()), store))
+        Environment::new(self.paths.clone())
     }
 }

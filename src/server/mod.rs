@@ -161,7 +161,14 @@ pub async fn start(app: App, config: ServerConfig) -> std::io::Result<RunningSer
     let queue = app.queue.clone();
     // Webhooks listen before the worker runs anything, so no event is missed.
     let hooks = serverless.spawn(stop_rx.clone());
-    let worker = tokio::spawn(queue.clone().run_worker());
+    // A cluster node forwards and receives events before its worker runs anything.
+    let cluster = crate::cluster::spawn_node(&state.config.cluster, queue.clone(), stop_rx.clone());
+    let worker = state
+        .config
+        .cluster
+        .role
+        .runs_jobs()
+        .then(|| tokio::spawn(queue.clone().run_worker()));
     tokio::spawn(logs::forward(queue.clone(), stop_rx.clone()));
     let app_router = router(state);
     let task = tokio::spawn(async move {
@@ -181,8 +188,13 @@ pub async fn start(app: App, config: ServerConfig) -> std::io::Result<RunningSer
             tracing::error!("server error: {e}");
         }
         queue.shutdown(mode);
-        let _ = worker.await;
+        if let Some(w) = worker {
+            let _ = w.await;
+        }
         let _ = hooks.await;
+        if let Some(c) = cluster {
+            let _ = c.await;
+        }
     });
     Ok(RunningServer {
         addr,

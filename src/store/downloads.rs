@@ -5,7 +5,7 @@
 //! One row per file name (the catalog's `file`); a finished download's row is deleted (the file
 //! on disk is then the record).
 
-use super::{now_ms, JobStore, Result};
+use super::{now_ms, DownloadQueue, Result, SqliteStore};
 use rusqlite::{params, OptionalExtension};
 use std::path::PathBuf;
 
@@ -42,10 +42,10 @@ pub enum StoredDownloadState {
     Failed(String),
 }
 
-impl JobStore {
+impl DownloadQueue for SqliteStore {
     /// Queues a download behind the others. False (and nothing changes) when the file is
     /// already queued or downloading; a failed one is queued again.
-    pub fn enqueue_download(&self, job: &DownloadJob) -> Result<bool> {
+    fn enqueue_download(&self, job: &DownloadJob) -> Result<bool> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let busy: Option<String> = tx
@@ -80,7 +80,7 @@ impl JobStore {
 
     /// The next download to run, marked `downloading`: one a restart interrupted first, then
     /// the queue in request order.
-    pub fn claim_download(&self) -> Result<Option<DownloadJob>> {
+    fn claim_download(&self) -> Result<Option<DownloadJob>> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let job = tx
@@ -110,11 +110,7 @@ impl JobStore {
     }
 
     /// A download ended: its row goes (`Ok`), or records the reason (`Err`).
-    pub fn download_finished(
-        &self,
-        file: &str,
-        outcome: std::result::Result<(), &str>,
-    ) -> Result<()> {
+    fn download_finished(&self, file: &str, outcome: std::result::Result<(), &str>) -> Result<()> {
         let c = self.conn();
         match outcome {
             Ok(()) => c.execute("DELETE FROM downloads WHERE file = ?1", [file])?,
@@ -127,7 +123,7 @@ impl JobStore {
     }
 
     /// The stored state of `file`'s download, if any.
-    pub fn download_state(&self, file: &str) -> Result<Option<StoredDownloadState>> {
+    fn download_state(&self, file: &str) -> Result<Option<StoredDownloadState>> {
         Ok(self
             .conn()
             .query_row(
@@ -144,7 +140,7 @@ impl JobStore {
     }
 
     /// Drops `file`'s row unless it is `downloading` (a running download ends on its own).
-    pub fn forget_download(&self, file: &str) -> Result<()> {
+    fn forget_download(&self, file: &str) -> Result<()> {
         self.conn().execute(
             "DELETE FROM downloads WHERE file = ?1 AND state != 'downloading'",
             [file],
@@ -168,7 +164,13 @@ mod tests {
 
     #[test]
     fn queue_order_resume_first_and_outcomes() {
-        let s = JobStore::in_memory().unwrap();
+        for (name, s) in crate::store::test_backends() {
+            eprintln!("backend {name}");
+            queue_order_resume_first_and_outcomes_on(&*s);
+        }
+    }
+
+    fn queue_order_resume_first_and_outcomes_on(s: &crate::store::JobStore) {
         assert!(s.enqueue_download(&job("a")).unwrap());
         assert!(s.enqueue_download(&job("b")).unwrap());
         assert!(!s.enqueue_download(&job("a")).unwrap());

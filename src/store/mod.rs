@@ -8,15 +8,24 @@
 //!
 //! The API is route-agnostic so every route family (ComfyUI's, the serverless ones) submits to
 //! and reads from the same queue: see [`NewJob`] and [`JobRecord`].
+//!
+//! The interface is the [`Store`] trait ([`backend`]); this file holds the embedded SQLite
+//! backend ([`SqliteStore`], the default) and [`postgres`] the shared one many processes use
+//! (`comfyrs serve --store postgres://...`).
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value as Json};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+pub mod backend;
 mod downloads;
+pub mod postgres;
 mod retention;
 mod webhooks;
+pub use backend::{
+    DeploymentTable, DownloadQueue, Jobs, NodeInfo, Nodes, Reaped, Retention, Store, WebhookLog,
+};
 pub use downloads::{DownloadJob, StoredDownloadState};
 pub use webhooks::{Delivery, DeliveryState};
 
@@ -32,12 +41,24 @@ pub const CRASH_REASON: &str =
 pub const SHUTDOWN_REASON: &str =
     "the server shut down while this job was running; it was interrupted and did not finish (submit it again)";
 
+/// The message a job gets when the node running it stopped renewing its lease (killed,
+/// lost its network) and the job was not re-queued.
+pub const LEASE_REASON: &str =
+    "the worker running this job stopped responding (its lease expired: killed, crashed or cut off); the job did not finish";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("job store: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("job store: bad JSON in column: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("job store (postgres): {0}")]
+    Postgres(String),
+    /// This node no longer holds the job's lease: another node failed or re-queued it.
+    #[error(
+        "job store: this node lost the lease of job {0} (it was ended or re-queued elsewhere)"
+    )]
+    LeaseLost(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -101,6 +122,17 @@ pub struct NewJob {
     pub owner: Option<String>,
     /// Which route family submitted it ("comfyui", "deployments", ...).
     pub source: String,
+    /// What a node needs to run it (matched by cluster stores; ignored by SQLite).
+    pub needs: Needs,
+}
+
+/// What a node must have to run a job: the node classes it uses and the model files its
+/// loaders read (`folder/name`, also the job's model-affinity key). A cluster node claims only
+/// jobs whose needs it covers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Needs {
+    pub node_classes: Vec<String>,
+    pub models: Vec<String>,
 }
 
 /// One job as stored.
@@ -182,7 +214,32 @@ pub struct OutputFile {
     pub folder_type: String,
 }
 
-pub struct JobStore {
+/// The store every part of the program holds: a backend behind the [`Store`] interface.
+pub type JobStore = dyn Store;
+
+impl dyn Store {
+    /// Opens (creating) the SQLite database at `path` (see [`SqliteStore::open`]).
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        SqliteStore::open(path)
+    }
+
+    /// A SQLite store in memory.
+    pub fn in_memory() -> Result<SqliteStore> {
+        SqliteStore::in_memory()
+    }
+
+    /// Opens the store a `--store` value names: a SQLite file path, or a `postgres://` URL.
+    pub fn connect(spec: &str, options: postgres::PgOptions) -> Result<Arc<JobStore>> {
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            Ok(Arc::new(postgres::PgStore::connect(spec, options)?))
+        } else {
+            Ok(Arc::new(SqliteStore::open(Path::new(spec))?))
+        }
+    }
+}
+
+/// The embedded backend: one SQLite database, one process.
+pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
@@ -225,13 +282,13 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 "#;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-impl JobStore {
+impl SqliteStore {
     /// Opens (creating) the database at `path` and recovers jobs a dead process left running.
-    pub fn open(path: &Path) -> Result<JobStore> {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -240,16 +297,16 @@ impl JobStore {
     }
 
     /// A store that lives in memory only (tests, `--data-dir` off).
-    pub fn in_memory() -> Result<JobStore> {
+    pub fn in_memory() -> Result<SqliteStore> {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<JobStore> {
+    fn init(conn: Connection) -> Result<SqliteStore> {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(webhooks::SCHEMA)?;
         conn.execute_batch(downloads::SCHEMA)?;
         conn.execute_batch(retention::SCHEMA)?;
-        let store = JobStore {
+        let store = SqliteStore {
             conn: Mutex::new(conn),
         };
         store.recover()?;
@@ -296,8 +353,32 @@ impl JobStore {
         Ok(ids)
     }
 
-    /// Adds a job to the queue; returns its number (priority as the client sees it).
-    pub fn enqueue(&self, job: &NewJob) -> Result<Json> {
+    fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<JobRecord>> {
+        let c = self.conn();
+        let mut st = c.prepare(sql)?;
+        let rows = st.query_map(p, row_to_job)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+}
+
+/// A single process keeps API-created deployments as files.
+impl DeploymentTable for SqliteStore {}
+
+impl Nodes for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+    fn node_id(&self) -> &str {
+        "local"
+    }
+}
+
+impl Jobs for SqliteStore {
+    fn enqueue(&self, job: &NewJob) -> Result<Json> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let (priority, number_json) = match job.number {
@@ -340,7 +421,7 @@ impl JobStore {
     }
 
     /// Whether a job with this id exists (any status).
-    pub fn exists(&self, id: &str) -> Result<bool> {
+    fn exists(&self, id: &str) -> Result<bool> {
         Ok(self
             .conn()
             .query_row("SELECT 1 FROM jobs WHERE id = ?1", [id], |_| Ok(()))
@@ -349,7 +430,7 @@ impl JobStore {
     }
 
     /// Takes the next pending job (smallest priority, then id) and marks it running.
-    pub fn claim_next(&self) -> Result<Option<JobRecord>> {
+    fn claim_next(&self) -> Result<Option<JobRecord>> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let id: Option<String> = tx
@@ -372,7 +453,7 @@ impl JobStore {
     }
 
     /// Records how a job ended and puts it in history (capped at [`HISTORY_CAP`]).
-    pub fn complete(&self, id: &str, done: &Completion) -> Result<()> {
+    fn complete(&self, id: &str, done: &Completion) -> Result<()> {
         let (status_str, completed) = match done.status {
             JobStatus::Success => ("success", true),
             _ => ("error", false),
@@ -380,7 +461,7 @@ impl JobStore {
         let messages: Vec<Json> = done.messages.iter().map(|(k, v)| json!([k, v])).collect();
         let exec_status =
             json!({"status_str": status_str, "completed": completed, "messages": messages});
-        let files = output_files(id, &done.outputs);
+        let files = output_files_in(id, &done.outputs);
         let mut c = self.conn();
         let tx = c.transaction()?;
         let hseq: i64 = tx.query_row(
@@ -428,7 +509,7 @@ impl JobStore {
     }
 
     /// One job, any status.
-    pub fn get(&self, id: &str) -> Result<Option<JobRecord>> {
+    fn get(&self, id: &str) -> Result<Option<JobRecord>> {
         let c = self.conn();
         let r = c
             .query_row(&format!("{SELECT} WHERE id = ?1"), [id], row_to_job)
@@ -437,7 +518,7 @@ impl JobStore {
     }
 
     /// Jobs with a status in `statuses`, in queue order for pending ones.
-    pub fn list(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
+    fn list(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
         let list = statuses
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
@@ -449,13 +530,8 @@ impl JobStore {
         )
     }
 
-    /// The pending queue, smallest priority first.
-    pub fn pending(&self) -> Result<Vec<JobRecord>> {
-        self.list(&[JobStatus::Pending])
-    }
-
     /// How many pending jobs run before `id` (0 = next); `None` when it is not pending.
-    pub fn queue_position(&self, id: &str) -> Result<Option<usize>> {
+    fn queue_position(&self, id: &str) -> Result<Option<usize>> {
         let n: Option<i64> = self
             .conn()
             .query_row(
@@ -469,7 +545,16 @@ impl JobStore {
         Ok(n.map(|n| n as usize))
     }
 
-    pub fn pending_count(&self) -> Result<usize> {
+    fn running_count(&self) -> Result<usize> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'running'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
+    fn pending_count(&self) -> Result<usize> {
         let n: i64 = self.conn().query_row(
             "SELECT COUNT(*) FROM jobs WHERE status = 'pending'",
             [],
@@ -480,7 +565,7 @@ impl JobStore {
 
     /// Removes a pending job from the queue (it is kept as `cancelled`, outside history).
     /// False when the job is not pending.
-    pub fn cancel_pending(&self, id: &str) -> Result<bool> {
+    fn cancel_pending(&self, id: &str) -> Result<bool> {
         let n = self.conn().execute(
             "UPDATE jobs SET status = 'cancelled', finished_at = ?2
              WHERE id = ?1 AND status = 'pending'",
@@ -490,7 +575,7 @@ impl JobStore {
     }
 
     /// Cancels every pending job; returns how many.
-    pub fn clear_pending(&self) -> Result<usize> {
+    fn clear_pending(&self) -> Result<usize> {
         Ok(self.conn().execute(
             "UPDATE jobs SET status = 'cancelled', finished_at = ?1 WHERE status = 'pending'",
             params![now_ms()],
@@ -498,7 +583,7 @@ impl JobStore {
     }
 
     /// History, oldest first, with ComfyUI's max_items/offset rules.
-    pub fn history(&self, max_items: Option<usize>, offset: Option<i64>) -> Result<Vec<JobRecord>> {
+    fn history(&self, max_items: Option<usize>, offset: Option<i64>) -> Result<Vec<JobRecord>> {
         let base = format!("{SELECT} WHERE in_history = 1");
         match (max_items, offset) {
             (_, Some(off)) if off >= 0 => {
@@ -521,7 +606,7 @@ impl JobStore {
     }
 
     /// Every job in history or in the queue (the jobs API's view).
-    pub fn all_jobs(&self) -> Result<Vec<JobRecord>> {
+    fn all_jobs(&self) -> Result<Vec<JobRecord>> {
         self.query(
             &format!(
                 "{SELECT} WHERE in_history = 1 OR status IN ('pending','running') ORDER BY seq"
@@ -531,20 +616,20 @@ impl JobStore {
     }
 
     /// Drops a job from history (the job row stays, for the job APIs).
-    pub fn delete_history(&self, id: &str) -> Result<()> {
+    fn delete_history(&self, id: &str) -> Result<()> {
         self.conn()
             .execute("UPDATE jobs SET in_history = 0 WHERE id = ?1", [id])?;
         Ok(())
     }
 
-    pub fn clear_history(&self) -> Result<()> {
+    fn clear_history(&self) -> Result<()> {
         self.conn()
             .execute("UPDATE jobs SET in_history = 0 WHERE in_history = 1", [])?;
         Ok(())
     }
 
     /// The files a job produced.
-    pub fn output_files(&self, id: &str) -> Result<Vec<OutputFile>> {
+    fn output_files(&self, id: &str) -> Result<Vec<OutputFile>> {
         let c = self.conn();
         let mut st = c.prepare(
             "SELECT job_id, node_id, kind, filename, subfolder, folder_type FROM outputs
@@ -561,17 +646,6 @@ impl JobStore {
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-
-    fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<JobRecord>> {
-        let c = self.conn();
-        let mut st = c.prepare(sql)?;
-        let rows = st.query_map(p, row_to_job)?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(r??);
-        }
-        Ok(out)
     }
 }
 
@@ -612,7 +686,7 @@ fn row_to_job(r: &Row<'_>) -> rusqlite::Result<Result<JobRecord>> {
 }
 
 /// File entries (`{filename, subfolder, type}`) in a job's outputs.
-fn output_files(job_id: &str, outputs: &Json) -> Vec<OutputFile> {
+pub(crate) fn output_files_in(job_id: &str, outputs: &Json) -> Vec<OutputFile> {
     let mut files = Vec::new();
     let Some(nodes) = outputs.as_object() else {
         return files;
@@ -640,6 +714,26 @@ fn output_files(job_id: &str, outputs: &Json) -> Vec<OutputFile> {
     files
 }
 
+/// Test support: each store backend, fresh (PostgreSQL on the shared test server, a new
+/// database per call).
+#[cfg(test)]
+pub(crate) fn test_backends() -> Vec<(&'static str, Arc<JobStore>)> {
+    vec![
+        ("sqlite", Arc::new(SqliteStore::in_memory().unwrap())),
+        (
+            "postgres",
+            Arc::new(test_pg(postgres::PgOptions::default())),
+        ),
+    ]
+}
+
+#[cfg(test)]
+pub(crate) fn test_pg(opts: postgres::PgOptions) -> postgres::PgStore {
+    let server = postgres::testing::shared();
+    let db = format!("t_{}", uuid::Uuid::new_v4().simple());
+    postgres::PgStore::connect(&server.create_db(&db), opts).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,12 +749,19 @@ mod tests {
             client_id: None,
             owner: None,
             source: "test".into(),
+            needs: Needs::default(),
         }
     }
 
     #[test]
     fn queue_order_counter_and_front() {
-        let s = JobStore::in_memory().unwrap();
+        for (name, s) in test_backends() {
+            eprintln!("backend {name}");
+            queue_order_counter_and_front_on(&*s);
+        }
+    }
+
+    fn queue_order_counter_and_front_on(s: &JobStore) {
         assert_eq!(s.enqueue(&job("a", None, false)).unwrap(), json!(0));
         assert_eq!(s.enqueue(&job("b", None, false)).unwrap(), json!(1));
         assert_eq!(s.enqueue(&job("c", None, true)).unwrap(), json!(-2));
@@ -675,7 +776,13 @@ mod tests {
 
     #[test]
     fn history_and_outputs_index() {
-        let s = JobStore::in_memory().unwrap();
+        for (name, s) in test_backends() {
+            eprintln!("backend {name}");
+            history_and_outputs_index_on(&*s);
+        }
+    }
+
+    fn history_and_outputs_index_on(s: &JobStore) {
         for id in ["a", "b", "c"] {
             s.enqueue(&job(id, None, false)).unwrap();
             let j = s.claim_next().unwrap().unwrap();

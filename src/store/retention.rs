@@ -1,7 +1,7 @@
 //! Retention of finished requests: their outputs leave the store (and the caller deletes the
 //! files), a tombstone remains so lookups can say the results expired.
 
-use super::{now_ms, JobStore, OutputFile, Result};
+use super::{now_ms, Jobs, OutputFile, Result, Retention, SqliteStore};
 use rusqlite::{params, OptionalExtension};
 
 pub(super) const SCHEMA: &str = r#"
@@ -11,11 +11,11 @@ CREATE TABLE IF NOT EXISTS expired_jobs (
 );
 "#;
 
-impl JobStore {
+impl Retention for SqliteStore {
     /// Expires finished jobs of `sources` that finished before `finished_before_ms`: their
     /// outputs, output-file index, history entry and webhook rows are dropped and a tombstone
     /// is kept. Returns each expired job with the files it had (to delete).
-    pub fn expire_finished(
+    fn expire_finished(
         &self,
         sources: &[&str],
         finished_before_ms: i64,
@@ -63,7 +63,7 @@ impl JobStore {
     }
 
     /// When a job's results were expired, if they were.
-    pub fn expired_at(&self, id: &str) -> Result<Option<i64>> {
+    fn expired_at(&self, id: &str) -> Result<Option<i64>> {
         Ok(self
             .conn()
             .query_row(
@@ -72,5 +72,68 @@ impl JobStore {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{test_backends, Completion, JobStatus, JobStore, Needs, NewJob};
+    use serde_json::json;
+
+    fn expire_on(s: &JobStore) {
+        for (id, source) in [("old", "deployments"), ("comfy", "comfyui")] {
+            s.enqueue(&NewJob {
+                id: id.into(),
+                number: None,
+                front: false,
+                prompt: json!({}),
+                extra_data: json!({}),
+                outputs_to_execute: vec!["9".into()],
+                client_id: None,
+                owner: None,
+                source: source.into(),
+                needs: Needs::default(),
+            })
+            .unwrap();
+            let j = s.claim_next().unwrap().unwrap();
+            s.complete(
+                &j.id,
+                &Completion {
+                    status: JobStatus::Success,
+                    outputs: json!({"9": {"images": [{"filename": format!("{id}.png"), "subfolder": "", "type": "output"}]}}),
+                    messages: vec![],
+                    error: None,
+                },
+            )
+            .unwrap();
+        }
+        let later = crate::store::now_ms() + 1000;
+        let expired = s.expire_finished(&["deployments"], later).unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].0, "old");
+        assert_eq!(expired[0].1[0].filename, "old.png");
+        assert!(s.expired_at("old").unwrap().is_some());
+        assert!(s.expired_at("comfy").unwrap().is_none());
+        assert!(s.output_files("old").unwrap().is_empty());
+        assert_eq!(s.get("old").unwrap().unwrap().outputs, json!({}));
+        let history: Vec<String> = s
+            .history(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(history, ["comfy"]);
+        assert!(s
+            .expire_finished(&["deployments"], later)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn expiry_drops_outputs_and_keeps_a_tombstone() {
+        for (name, s) in test_backends() {
+            eprintln!("backend {name}");
+            expire_on(&*s);
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! One row per event: its `id` is the Standard Webhooks `webhook-id`, stable across retries
 //! (`INSERT OR IGNORE` makes recording an event idempotent).
 
-use super::{now_ms, JobStore, Result};
+use super::{now_ms, Result, SqliteStore, WebhookLog};
 use rusqlite::{params, OptionalExtension};
 
 pub(super) const SCHEMA: &str = r#"
@@ -34,14 +34,14 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Failed => "failed",
         }
     }
-    fn parse(s: &str) -> DeliveryState {
+    pub(crate) fn parse(s: &str) -> DeliveryState {
         match s {
             "delivered" => DeliveryState::Delivered,
             "failed" => DeliveryState::Failed,
@@ -86,9 +86,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
-impl JobStore {
+impl WebhookLog for SqliteStore {
     /// Records an event to deliver now. False when this event id was already recorded.
-    pub fn add_delivery(
+    fn add_delivery(
         &self,
         id: &str,
         request_id: &str,
@@ -106,7 +106,7 @@ impl JobStore {
     }
 
     /// Pending deliveries due at `now_ms`, oldest first.
-    pub fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<Delivery>> {
+    fn due_deliveries(&self, now: i64, limit: usize) -> Result<Vec<Delivery>> {
         let c = self.conn();
         let mut st = c.prepare(&format!(
             "{SELECT} WHERE state = 'pending' AND next_attempt_at <= ?1
@@ -117,7 +117,7 @@ impl JobStore {
     }
 
     /// When the next pending delivery is due, if any.
-    pub fn next_delivery_at(&self) -> Result<Option<i64>> {
+    fn next_delivery_at(&self) -> Result<Option<i64>> {
         Ok(self
             .conn()
             .query_row(
@@ -131,7 +131,7 @@ impl JobStore {
 
     /// Holds a pending delivery back until `until_ms` while an attempt is in flight (if the
     /// process dies mid-attempt, it is retried after that).
-    pub fn lease_delivery(&self, id: &str, until_ms: i64) -> Result<()> {
+    fn lease_delivery(&self, id: &str, until_ms: i64) -> Result<()> {
         self.conn().execute(
             "UPDATE webhook_deliveries SET next_attempt_at = ?2 WHERE id = ?1",
             params![id, until_ms],
@@ -140,7 +140,7 @@ impl JobStore {
     }
 
     /// Every delivery of a request, in creation order.
-    pub fn deliveries_of(&self, request_id: &str) -> Result<Vec<Delivery>> {
+    fn deliveries_of(&self, request_id: &str) -> Result<Vec<Delivery>> {
         let c = self.conn();
         let mut st = c.prepare(&format!(
             "{SELECT} WHERE request_id = ?1 ORDER BY created_at, rowid"
@@ -150,7 +150,7 @@ impl JobStore {
     }
 
     /// Records one attempt: delivered, retry at `next_at`, or given up.
-    pub fn delivery_attempted(
+    fn delivery_attempted(
         &self,
         id: &str,
         state: DeliveryState,
@@ -171,7 +171,7 @@ impl JobStore {
     /// Finished jobs that asked for a webhook (`extra_data.serverless.webhook`) but have no
     /// final event recorded, finished after `since_ms`: events a crash or a lagging listener
     /// missed.
-    pub fn finished_without_final_webhook(&self, since_ms: i64) -> Result<Vec<String>> {
+    fn finished_without_final_webhook(&self, since_ms: i64) -> Result<Vec<String>> {
         let c = self.conn();
         let mut st = c.prepare(
             "SELECT id FROM jobs
@@ -193,7 +193,13 @@ mod tests {
 
     #[test]
     fn deliveries_are_idempotent_and_scheduled() {
-        let s = JobStore::in_memory().unwrap();
+        for (name, s) in crate::store::test_backends() {
+            eprintln!("backend {name}");
+            deliveries_are_idempotent_and_scheduled_on(&*s);
+        }
+    }
+
+    fn deliveries_are_idempotent_and_scheduled_on(s: &crate::store::JobStore) {
         assert!(s
             .add_delivery("msg_a", "r1", "http://x", "{}", false)
             .unwrap());

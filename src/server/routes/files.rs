@@ -131,14 +131,42 @@ async fn view(
         return Err(ApiError::bad_request(format!("unknown type '{ty}'")));
     };
     let sub = q.get("subfolder").map(String::as_str).unwrap_or("");
-    let path = resolve_existing_file(&dir, sub, name).map_err(view_error)?;
+    let local = resolve_existing_file(&dir, sub, name);
+    // With --outputs s3://..., files not on this node's disk come from object storage.
+    let stored = match (local.as_ref(), s.queue.objects()) {
+        (Err(PathError::NotFound), Some(o)) => {
+            let Some(key) = o.key(ty, sub, name) else {
+                return Err(ApiError::not_found("file not found"));
+            };
+            let plain = !q.contains_key("preview") && !q.contains_key("channel");
+            if plain && o.presigns() {
+                if let Some(url) = o.presigned(&key).await {
+                    let url = url.map_err(ApiError::internal)?;
+                    return Ok(axum::response::Redirect::temporary(&url).into_response());
+                }
+            }
+            match o.get(&key).await.map_err(ApiError::internal)? {
+                Some(b) => Some(b),
+                None => return Err(ApiError::not_found("file not found")),
+            }
+        }
+        _ => None,
+    };
+    let path = match stored {
+        Some(_) => None,
+        None => Some(local.map_err(view_error)?),
+    };
     let file_name = basename(name).to_string();
     let preview = q.get("preview").cloned();
     // The preview branch looks at the raw parameter (absent = ""), the others default to rgba.
     let raw_channel = q.get("channel").cloned().unwrap_or_default();
     let channel = q.get("channel").cloned().unwrap_or_else(|| "rgba".into());
     tokio::task::spawn_blocking(move || -> ApiResult<Response> {
-        let bytes = std::fs::read(&path).map_err(ApiError::internal)?;
+        let bytes = match (stored, path) {
+            (Some(b), _) => b,
+            (None, Some(p)) => std::fs::read(&p).map_err(ApiError::internal)?,
+            (None, None) => return Err(ApiError::not_found("file not found")),
+        };
         if preview.is_none() && channel == "rgba" {
             // A stored file as it is: `Range` gets 206, as ComfyUI answers it.
             return Ok(crate::server::range::apply(&headers, bytes, |b| {
@@ -330,7 +358,22 @@ async fn upload_image(State(s): State<AppState>, mp: Multipart) -> ApiResult<Jso
             .await
             .map_err(ApiError::internal)?;
     }
+    store_upload(&s, &f, &name, data).await?;
     Ok(upload_response(&name, &f))
+}
+
+/// With --outputs s3://..., an upload is also stored as an object, so a worker on another
+/// machine fetches it before running a job that names it (this node validates against its
+/// own copy).
+async fn store_upload(s: &AppState, f: &UploadForm, name: &str, data: &[u8]) -> ApiResult<()> {
+    let Some(o) = s.queue.objects() else {
+        return Ok(());
+    };
+    let ty = f.ty.as_deref().unwrap_or("input");
+    let Some(key) = o.key(ty, &f.subfolder, name) else {
+        return Ok(());
+    };
+    o.put(&key, data.to_vec()).await.map_err(ApiError::internal)
 }
 
 async fn upload_mask(State(s): State<AppState>, mp: Multipart) -> ApiResult<Json<Value>> {
@@ -383,6 +426,7 @@ async fn upload_mask(State(s): State<AppState>, mp: Multipart) -> ApiResult<Json
             .await
             .map_err(ApiError::internal)?;
     }
+    store_upload(&s, &f, &name, &png).await?;
     let _ = StatusCode::OK;
     Ok(upload_response(&name, &f))
 }

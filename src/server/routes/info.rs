@@ -84,10 +84,43 @@ fn ram() -> (u64, u64) {
     (field("MemTotal:"), field("MemAvailable:"))
 }
 
-async fn system_stats() -> Json<Value> {
+async fn system_stats(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let mut stats = local_system_stats();
+    // A cluster node adds every live node (role, device, models held, running job) and the
+    // queue depth all of them share.
+    if s.queue.store().backend() != "sqlite" {
+        let q = s.queue.clone();
+        let cluster = crate::server::blocking(move || {
+            let store = q.store();
+            Ok::<_, ApiError>(json!({
+                "backend": store.backend(),
+                "this_node": store.node_id(),
+                "role": s.config.cluster.role.as_str(),
+                "queue_pending": store.pending_count()?,
+                "queue_running": store.running_count()?,
+                "nodes": store.live_nodes()?.into_iter().map(|n| json!({
+                    "id": n.id,
+                    "role": n.role,
+                    "host": n.host,
+                    "device": n.device,
+                    "models": n.models.len(),
+                    "node_classes": n.node_classes.len(),
+                    "warm": n.warm,
+                    "running": n.running,
+                    "heartbeat_at": n.heartbeat_at,
+                })).collect::<Vec<_>>(),
+            }))
+        })
+        .await?;
+        stats["cluster"] = cluster;
+    }
+    Ok(Json(stats))
+}
+
+fn local_system_stats() -> Value {
     let (total, free) = ram();
     let os = if cfg!(windows) { "nt" } else { "posix" };
-    Json(json!({
+    json!({
         "system": {
             "os": os,
             "ram_total": total,
@@ -111,7 +144,7 @@ async fn system_stats() -> Json<Value> {
             "torch_vram_total": 0,
             "torch_vram_free": 0,
         }]
-    }))
+    })
 }
 
 async fn models() -> Json<Value> {

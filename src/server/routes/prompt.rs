@@ -155,14 +155,24 @@ async fn get_queue(State(s): State<AppState>) -> ApiResult<Json<Value>> {
 }
 
 fn queue_json(s: &AppState) -> ApiResult<Value> {
-    let running: Vec<Value> = match s.queue.running() {
-        Some(r) => s
-            .queue
-            .store()
-            .get(&r.id)?
-            .map(|j| vec![j.queue_tuple()])
-            .unwrap_or_default(),
-        None => vec![],
+    let store = s.queue.store();
+    // A cluster: every node's running jobs.
+    let running: Vec<Value> = if store.backend() != "sqlite" {
+        store
+            .list(&[crate::store::JobStatus::Running])?
+            .iter()
+            .map(|j| j.queue_tuple())
+            .collect()
+    } else {
+        match s.queue.running() {
+            Some(r) => s
+                .queue
+                .store()
+                .get(&r.id)?
+                .map(|j| vec![j.queue_tuple()])
+                .unwrap_or_default(),
+            None => vec![],
+        }
     };
     let pending: Vec<Value> = s
         .queue

@@ -67,12 +67,15 @@ struct Entry {
     file: PathBuf,
 }
 
-/// The deployments in force, loaded from (and saved to) the deployments folder.
+/// The deployments in force, loaded from (and saved to) the deployments folder; with a
+/// cluster store, API-created deployments live in the store instead, so every API node sees
+/// them (folder files are still read, by each node).
 pub struct DeploymentStore {
     dir: PathBuf,
     entries: RwLock<IndexMap<String, Entry>>,
     /// Why files of the folder were skipped at load, each naming the file.
     problems: Vec<String>,
+    shared: Option<std::sync::Arc<crate::store::JobStore>>,
 }
 
 impl DeploymentStore {
@@ -123,7 +126,20 @@ impl DeploymentStore {
             dir: dir.to_path_buf(),
             entries: RwLock::new(entries),
             problems,
+            shared: None,
         }
+    }
+
+    /// Keeps API-created deployments in `store` (a cluster's shared store).
+    pub fn shared_in(mut self, store: std::sync::Arc<crate::store::JobStore>) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
+    fn from_store(text: &str) -> Option<Deployment> {
+        serde_json::from_str(text)
+            .map_err(|e| tracing::warn!("a stored deployment does not parse: {e}"))
+            .ok()
     }
 
     /// Why files were skipped at load (`<file>: <reason>`), in file-name order.
@@ -132,17 +148,49 @@ impl DeploymentStore {
     }
 
     pub fn get(&self, id: &str) -> Option<Deployment> {
-        let e = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        e.get(id).map(|e| e.deployment.clone())
+        let found = {
+            let e = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            e.get(id).map(|e| e.deployment.clone())
+        };
+        found.or_else(|| {
+            let text = self.shared.as_ref()?.deployment(id).ok()??;
+            Self::from_store(&text)
+        })
     }
 
     pub fn list(&self) -> Vec<Deployment> {
-        let e = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        e.values().map(|e| e.deployment.clone()).collect()
+        let mut all: Vec<Deployment> = {
+            let e = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            e.values().map(|e| e.deployment.clone()).collect()
+        };
+        if let Some(store) = &self.shared {
+            match store.deployments() {
+                Ok(rows) => {
+                    for d in rows.iter().filter_map(|t| Self::from_store(t)) {
+                        if !all.iter().any(|x| x.id == d.id) {
+                            all.push(d);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("cannot list stored deployments: {e}"),
+            }
+        }
+        all
     }
 
-    /// Saves a new deployment as `{dir}/{id}.json`.
+    /// Saves a new deployment as `{dir}/{id}.json` (in the shared store, in a cluster).
     pub fn create(&self, d: Deployment) -> std::io::Result<()> {
+        if let Some(store) = &self.shared {
+            let text = serde_json::to_string(&d).map_err(std::io::Error::other)?;
+            return match store.save_deployment(&d.id, &text) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(std::io::Error::other(format!(
+                    "deployment id {:?} exists",
+                    d.id
+                ))),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+        }
         std::fs::create_dir_all(&self.dir)?;
         let file = self.dir.join(format!("{}.json", d.id));
         let text = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
@@ -164,7 +212,12 @@ impl DeploymentStore {
     pub fn delete(&self, id: &str) -> std::io::Result<bool> {
         let mut e = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = e.get(id) else {
-            return Ok(false);
+            return match &self.shared {
+                Some(store) => store
+                    .delete_deployment(id)
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+                None => Ok(false),
+            };
         };
         match std::fs::remove_file(&entry.file) {
             Ok(()) => {}

@@ -83,7 +83,10 @@ impl Serverless {
             });
             admins.push(SERVER_TOKEN_OWNER.into());
         }
-        let deployments = deployments::DeploymentStore::load(&config.deployments_dir);
+        let mut deployments = deployments::DeploymentStore::load(&config.deployments_dir);
+        if queue.store().backend() != "sqlite" {
+            deployments = deployments.shared_in(queue.store().clone());
+        }
         let webhooks = Arc::new(webhooks::Webhooks::new(
             config.webhooks.clone(),
             queue.clone(),
@@ -143,6 +146,23 @@ impl Serverless {
             }
         };
         let env = self.queue.env();
+        if let Some(o) = self.queue.objects().cloned() {
+            // With --outputs s3://..., the files are objects.
+            let keys: Vec<_> = expired
+                .iter()
+                .flat_map(|(_, files)| files)
+                .filter_map(|f| o.key(&f.folder_type, &f.subfolder, &f.filename))
+                .collect();
+            if !keys.is_empty() {
+                tokio::spawn(async move {
+                    for k in keys {
+                        if let Err(e) = o.delete(&k).await {
+                            tracing::warn!("retention: {e}");
+                        }
+                    }
+                });
+            }
+        }
         for (id, files) in &expired {
             for f in files {
                 let Some(dir) = crate::server::paths::type_dir(env, &f.folder_type) else {

@@ -58,7 +58,26 @@ async fn serve_file(
     };
     let path = match resolve_existing_file(&dir, &f.subfolder, &f.filename) {
         Ok(p) => p,
-        Err(_) => return missing().into_response(),
+        // With --outputs s3://..., the file is in object storage.
+        Err(_) => {
+            let Some(o) = state.queue.objects() else {
+                return missing().into_response();
+            };
+            let Some(key) = o.key(&f.folder_type, &f.subfolder, &f.filename) else {
+                return missing().into_response();
+            };
+            if let Some(Ok(url)) = o.presigned(&key).await {
+                return axum::response::Redirect::temporary(&url).into_response();
+            }
+            return match o.get(&key).await {
+                Ok(Some(bytes)) => file_response(bytes, content_type(&f.filename), &f.filename),
+                Ok(None) => missing().into_response(),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    missing().into_response()
+                }
+            };
+        }
     };
     match tokio::fs::read(&path).await {
         Ok(bytes) => file_response(bytes, content_type(&f.filename), &f.filename),

@@ -237,7 +237,7 @@ pub fn status_body(state: &AppState, base: &str, job: &JobRecord, meta: &Request
             b.insert("queue_position".into(), json!(pos));
         }
         JobStatus::Running => {
-            if let Some(r) = state.queue.running().filter(|r| r.id == job.id) {
+            if let Some(r) = state.queue.running_job(&job.id) {
                 let (value, max) = r.progress.unwrap_or((0, 0));
                 b.insert(
                     "progress".into(),

@@ -256,24 +256,30 @@ impl Webhooks {
                 last_reconcile = tokio::time::Instant::now();
             }
             let now = chrono::Utc::now().timestamp_millis();
-            let due = self
-                .queue
-                .store()
-                .due_deliveries(now, 64)
-                .unwrap_or_else(|e| {
-                    tracing::error!("webhook queue: {e}");
-                    vec![]
-                });
+            // Claimed with a lease: if we die mid-attempt, the row is retried after the
+            // timeout, and no other node of a cluster takes it meanwhile.
+            let lease = now + self.policy.timeout.as_millis() as i64 + 1000;
+            let free = permits.available_permits().min(64);
+            let due = if free == 0 {
+                vec![]
+            } else {
+                self.queue
+                    .store()
+                    .claim_due_deliveries(now, free, lease)
+                    .unwrap_or_else(|e| {
+                        tracing::error!("webhook queue: {e}");
+                        vec![]
+                    })
+            };
             for d in due {
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    break;
+                    // Not sent now: due again at once.
+                    let _ = self.queue.store().lease_delivery(&d.id, now);
+                    continue;
                 };
                 if !self.lock_in_flight().insert(d.id.clone()) {
                     continue;
                 }
-                // Lease: if we die mid-attempt, the row is retried after the timeout.
-                let lease = now + self.policy.timeout.as_millis() as i64 + 1000;
-                let _ = self.queue.store().lease_delivery(&d.id, lease);
                 let this = self.clone();
                 tokio::spawn(async move {
                     this.attempt(&d).await;
