@@ -20,6 +20,7 @@ pub mod nodes;
 pub mod parity;
 pub mod prompt;
 pub mod queue;
+pub mod remote;
 pub mod sampling;
 pub mod server;
 pub mod store;
