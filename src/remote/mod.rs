@@ -13,6 +13,7 @@
 //! - [`comfyui`]: the host configuration for a ComfyUI `custom_nodes` folder, and its packs'
 //!   web assets.
 
+pub mod args;
 pub mod comfyui;
 pub mod host;
 pub mod node;
@@ -49,6 +50,8 @@ pub struct HostReport {
     pub nodes: Vec<String>,
     /// Classes the host has but cannot run through the protocol, with the reason.
     pub unavailable: Vec<(String, String)>,
+    /// Web folders of the host's packs (`{name: path}`, ComfyUI's `EXTENSION_WEB_DIRS`).
+    pub web_dirs: Json,
 }
 
 /// The started hosts. Dropping the last reference (and every [`RemoteNode`]) stops them.
@@ -131,6 +134,7 @@ fn register_nodes(
         hello,
         nodes: Vec::new(),
         unavailable: Vec::new(),
+        web_dirs: reply.get("web_dirs").cloned().unwrap_or(json!({})),
     };
     if let Some(un) = reply["unavailable"].as_object() {
         for (class, why) in un {

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub frontend: crate::server::frontend::FrontendConfig,
     /// `--max-memory`: the resident size above which work is refused (bytes).
     pub max_memory: Option<u64>,
+    /// Node packs' web assets and the node hosts' report.
+    pub custom_nodes: crate::server::pack_web::PackWeb,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +44,7 @@ impl Default for ServerConfig {
             serverless: Default::default(),
             frontend: Default::default(),
             max_memory: None,
+            custom_nodes: Default::default(),
         }
     }
 }

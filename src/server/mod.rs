@@ -6,6 +6,7 @@
 //! - [`auth`]: bearer token, ComfyUI's origin check or CORS, body size limit.
 //! - [`paths`]: safe resolution of user-given file names (/view, /upload).
 //! - [`dev_nodes`]: test-only nodes (`--dev-nodes`).
+//! - [`pack_web`]: node packs' web assets, locales and example workflows.
 //! - [`serverless`]: the hosted services' APIs (deployments, webhooks, ...) on the same queue.
 //!
 //! Handlers translate HTTP to calls on the one [`JobQueue`]; they never execute. Tests start
@@ -19,6 +20,7 @@ pub mod frontend;
 pub mod internal;
 pub mod logs;
 pub mod model_library;
+pub mod pack_web;
 pub mod paths;
 pub mod range;
 pub mod routes;
