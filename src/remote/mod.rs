@@ -146,10 +146,19 @@ fn register_nodes(
         .as_object()
         .expect("checked by start_and_list");
     for (class, info) in nodes {
-        let mut schema: NodeSchema = object_info::schema_from_object_info(class, info, &module)
-            .map_err(|e| {
-                format!("node host '{name}' declares '{class}' in a form comfyrs cannot read: {e}")
-            })?;
+        // One unreadable declaration must not keep the host's other nodes away.
+        let mut schema: NodeSchema =
+            match object_info::schema_from_object_info(class, info, &module) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("node host '{name}': '{class}' is not usable: {e}");
+                    report.unavailable.push((
+                        class.clone(),
+                        format!("its declaration cannot be read: {e}"),
+                    ));
+                    continue;
+                }
+            };
         let extra = &reply["extra"][class.as_str()];
         schema.input_is_list = extra["input_is_list"].as_bool().unwrap_or(false);
         schema.not_idempotent = extra["not_idempotent"].as_bool().unwrap_or(false);

@@ -105,11 +105,12 @@ pub fn schema_from_object_info(
 }
 
 /// One input entry: `["INT", {opts}]`, `[["a", "b"], {opts}]`, or V3's
-/// `["COMBO", {"options": [...], "multiselect": false}]`.
+/// `["COMBO", {"options": [...], "multiselect": false}]`. Elements after the options (some
+/// packs put a tooltip there; ComfyUI ignores them) are dropped.
 fn input_spec(name: &str, entry: &Json) -> Result<InputSpec, String> {
     let arr = entry
         .as_array()
-        .filter(|a| !a.is_empty() && a.len() <= 2)
+        .filter(|a| !a.is_empty())
         .ok_or("expected [type] or [type, options]")?;
     let mut options = match arr.get(1) {
         None => Map::new(),
@@ -133,7 +134,7 @@ fn input_spec(name: &str, entry: &Json) -> Result<InputSpec, String> {
         InputType::Combo(c) => InputSpec::combo(name, &c),
         InputType::DynamicCombo(_) => unreachable!("not produced here"),
     };
-    spec.always_options = arr.len() == 2;
+    spec.always_options = arr.len() >= 2;
     spec.options = options;
     Ok(spec)
 }
