@@ -54,11 +54,22 @@ fn f32_bytes(t: &Tensor) -> candle_core::Result<(Vec<usize>, Vec<u8>)> {
     let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
     let shape = t.dims().to_vec();
     let data = t.flatten_all()?.to_vec1::<f32>()?;
-    let mut bytes = Vec::with_capacity(data.len() * 4);
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
+    Ok((shape, le_bytes(&data)))
+}
+
+/// f32 values as little-endian bytes (one copy; safetensors data is little-endian).
+fn le_bytes(data: &[f32]) -> Vec<u8> {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: any f32 bit pattern is valid bytes; the slice covers exactly `data`.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), data.len() * 4) };
+        bytes.to_vec()
     }
-    Ok((shape, bytes))
+    #[cfg(not(target_endian = "little"))]
+    {
+        data.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
 }
 
 fn write(

@@ -19,6 +19,12 @@ def scale(ctx, image, factor):
     return (Tensor(image.shape, [v * factor for v in image.data]),)
 
 
+@pack.node("PyIdentityImage", inputs={"required": {"image": ("IMAGE",)}}, outputs=[("IMAGE", "IMAGE")], category="test")
+def identity(ctx, image):
+    """Returns its input: what crossing the boundary costs, with no work (node_host_bench)."""
+    return (image,)
+
+
 @pack.node("PyImageToMask", inputs={"required": {"image": ("IMAGE",), "channel": (["red", "green", "blue"],)}},
            outputs=[("MASK", "MASK")], category="test")
 def to_mask(ctx, image, channel):
