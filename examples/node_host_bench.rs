@@ -52,6 +52,29 @@ fn main() {
     let mut registry = Registry::with_builtin_nodes();
     let _hosts = NodeHosts::start(&mut registry, &env, vec![py, js], OnClash::Error)
         .unwrap_or_else(|e| panic!("{e}"));
+    // With a ComfyUI environment: the ComfyUI host (torch + safetensors) on the test pack.
+    let comfy = match (
+        std::env::var_os("COMFYRS_COMFYUI_ROOT"),
+        std::env::var_os("COMFYRS_COMFYUI_PYTHON"),
+    ) {
+        (Some(r), Some(p)) => {
+            let cfg = comfyrs::remote::comfyui::host_config(
+                &root.join("tests/node_hosts/custom_nodes"),
+                std::path::Path::new(&p),
+                std::path::Path::new(&r),
+                comfyrs::remote::SandboxMode::Off,
+            )
+            .unwrap();
+            Some(
+                NodeHosts::start(&mut registry, &env, vec![cfg], OnClash::Skip)
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+        }
+        _ => {
+            println!("(set COMFYRS_COMFYUI_ROOT and COMFYRS_COMFYUI_PYTHON to include the ComfyUI host)");
+            None
+        }
+    };
     let registry = Arc::new(registry);
     let env = Arc::new(env);
     let ex = Executor::new(
@@ -154,5 +177,16 @@ fn main() {
         py_img - base,
         js_img - base
     );
+    if comfy.is_some() {
+        let c = time(
+            "1024² IMAGE through ComfyUI host DemoBrighten (amount 0)",
+            image(Some(("DemoBrighten", json!({"amount": 0.0})))),
+            image_runs,
+        );
+        println!(
+            "1024² IMAGE to the ComfyUI host and back (torch, plus the node's add/clamp/luma): {:.2} ms",
+            c - base
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
