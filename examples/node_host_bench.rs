@@ -71,7 +71,9 @@ fn main() {
             )
         }
         _ => {
-            println!("(set COMFYRS_COMFYUI_ROOT and COMFYRS_COMFYUI_PYTHON to include the ComfyUI host)");
+            println!(
+                "(set COMFYRS_COMFYUI_ROOT and COMFYRS_COMFYUI_PYTHON to include the ComfyUI host)"
+            );
             None
         }
     };

@@ -220,6 +220,17 @@ mod tests {
     }
 
     #[test]
+    fn elements_after_the_options_are_ignored() {
+        // KJNodes writes a tooltip string as a third element; ComfyUI ignores it.
+        let info = json!({"input": {"required": {"p": ["STRING", {"default": "x"}, "a tooltip"]}}});
+        let s = schema_from_object_info("N", &info, "m").unwrap();
+        assert_eq!(
+            s.object_info(&env())["input"]["required"]["p"],
+            json!(["STRING", {"default": "x"}])
+        );
+    }
+
+    #[test]
     fn v3_combo_keeps_choices() {
         let info = json!({
             "input": {"required": {"m": ["COMBO", {"multiselect": false, "options": ["a", "b"]}]}},
