@@ -152,7 +152,7 @@ struct ServeArgs {
     #[arg(long, hide = true)]
     dev_nodes: bool,
     #[command(flatten)]
-    node_hosts: comfyrs::remote::args::NodeHostArgs,
+    node_hosts: Box<comfyrs::remote::args::NodeHostArgs>,
     #[command(flatten)]
     serverless: ServerlessArgs,
     #[command(flatten)]
