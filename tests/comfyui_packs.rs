@@ -40,12 +40,16 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_in(SandboxMode::Off)
+}
+
+fn harness_in(sandbox: SandboxMode) -> Harness {
     let root = need("COMFYRS_COMFYUI_ROOT");
     let python = need("COMFYRS_COMFYUI_PYTHON");
     let dir = tempfile::tempdir().unwrap();
     let env = Environment::new(Paths::under(dir.path()));
     let mut registry = Registry::with_builtin_nodes();
-    let cfg = host_config(&packs(), &python, &root, SandboxMode::Off).unwrap();
+    let cfg = host_config(&packs(), &python, &root, sandbox).unwrap();
     let hosts = NodeHosts::start(&mut registry, &env, vec![cfg], OnClash::Skip).unwrap();
     let registry = Arc::new(registry);
     let env = Arc::new(env);
@@ -225,4 +229,25 @@ fn comfyui_packs_run_inside_comfyrs_workflows() {
 
 fn report_web(h: &Harness) -> Json {
     h.hosts.reports[0].web_dirs.clone()
+}
+
+#[test]
+#[ignore = "needs ComfyUI and torch: COMFYRS_COMFYUI_ROOT, COMFYRS_COMFYUI_PYTHON"]
+fn comfyui_packs_run_in_the_sandbox() {
+    let h = harness_in(SandboxMode::On);
+    let o = h.run(json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 255}},
+        "2": {"class_type": "DemoBrighten", "inputs": {"image": ["1", 0], "amount": 0.5}},
+        "3": {"class_type": "DemoSplitWords", "inputs": {"text": "x y"}},
+        "4": {"class_type": "DemoShowText", "inputs": {"text": ["3", 0]}},
+        "5": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 1]}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "sb"}},
+    }));
+    assert!(o.is_success(), "{:?}", o.status);
+    assert_eq!(o.outputs["4"]["text"], json!(["x|y"]));
+    // Luma of (0.5, 0.5, 1.0) = 0.557, saved by comfyrs' SaveImage.
+    let img = image::open(h.env.paths.output.join("sb_00001_.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(img.get_pixel(0, 0).0[0], (0.557f64 * 255.0).round() as u8);
 }

@@ -437,3 +437,38 @@ fn a_host_that_cannot_start_is_a_clear_startup_error() {
          directory (os error 2)"
     );
 }
+
+#[test]
+fn serve_flags_start_hosts_with_the_shipped_sdk_in_the_sandbox() {
+    use comfyrs::remote::args::NodeHostArgs;
+    let dir = tempfile::tempdir().unwrap();
+    let env = Environment::new(Paths::under(dir.path()));
+    let mut registry = Registry::with_builtin_nodes();
+    let pack = root().join("tests/node_hosts/py_pack.py");
+    let args = NodeHostArgs {
+        // No PYTHONPATH from the test: the SDK comes from comfyrs itself (written under /tmp,
+        // which the sandbox hides unless it is bound in).
+        node_host: vec![format!("pyt=python3 {}", pack.display())],
+        sandbox: "on".into(),
+        node_timeout: 30.0,
+        ..Default::default()
+    };
+    let started = args.start(&mut registry, &env).unwrap();
+    assert_eq!(started.hosts.reports[0].name, "pyt");
+    assert_eq!(
+        registry.schema("PyConcat").unwrap().python_module,
+        "custom_nodes.pyt"
+    );
+    let bad = NodeHostArgs {
+        node_host: vec!["no command".into()],
+        ..Default::default()
+    };
+    let e = bad.start(&mut registry, &env).err().unwrap();
+    assert_eq!(e, "--node-host \"no command\": expected NAME=COMMAND");
+    let bad = NodeHostArgs {
+        node_timeout: 0.0,
+        ..Default::default()
+    };
+    let e = bad.start(&mut registry, &env).err().unwrap();
+    assert_eq!(e, "--node-timeout 0: expected a positive number of seconds");
+}

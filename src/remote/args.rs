@@ -8,7 +8,7 @@ use crate::node::Registry;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct NodeHostArgs {
     /// Run an out-of-process node pack: NAME=COMMAND (split on spaces; repeatable). Its nodes
     /// appear as custom_nodes.NAME (docs/node-protocol.md). The host gets a clean
@@ -25,13 +25,27 @@ pub struct NodeHostArgs {
     /// A ComfyUI custom_nodes folder whose packs run in a Python host (with --comfyui-python).
     #[arg(long = "comfyui-packs", value_name = "DIR")]
     pub comfyui_packs: Option<PathBuf>,
-    /// The Python of the ComfyUI environment the packs need (default: python3).
+    /// The Python of the ComfyUI environment the packs need.
     #[arg(long = "comfyui-python", value_name = "PY", default_value = "python3")]
     pub comfyui_python: PathBuf,
     /// The ComfyUI checkout whose modules packs import (default: the parent of
     /// --comfyui-packs).
     #[arg(long = "comfyui-root", value_name = "DIR")]
     pub comfyui_root: Option<PathBuf>,
+}
+
+impl Default for NodeHostArgs {
+    /// The same as no flags on the command line.
+    fn default() -> Self {
+        NodeHostArgs {
+            node_host: Vec::new(),
+            sandbox: "off".into(),
+            node_timeout: 600.0,
+            comfyui_packs: None,
+            comfyui_python: PathBuf::from("python3"),
+            comfyui_root: None,
+        }
+    }
 }
 
 /// Started hosts plus the ComfyUI packs' web assets, if any.
@@ -78,7 +92,9 @@ impl NodeHostArgs {
             let mut c = HostConfig::new(name, argv);
             c.sandbox = sandbox;
             c.call_timeout = timeout;
-            c.env.push(("PYTHONPATH".into(), sdk()?));
+            let sdk = sdk()?;
+            c.ro_binds.push(PathBuf::from(&sdk));
+            c.env.push(("PYTHONPATH".into(), sdk));
             configs.push(c);
         }
         let mut hosts = NodeHosts::start(registry, env, configs, OnClash::Error)?;

@@ -27,6 +27,8 @@ pub struct HostConfig {
     pub workdir: Option<PathBuf>,
     /// Extra environment variables (the rest of comfyrs' environment is not passed).
     pub env: Vec<(String, String)>,
+    /// Folders the sandbox must show even where it hides the host's view (under /tmp).
+    pub ro_binds: Vec<PathBuf>,
     pub sandbox: SandboxMode,
     /// Longest a node may run before its host is killed and the node fails.
     pub call_timeout: Duration,
@@ -43,6 +45,7 @@ impl HostConfig {
             command,
             workdir: None,
             env: Vec::new(),
+            ro_binds: Vec::new(),
             sandbox: SandboxMode::Off,
             call_timeout: Duration::from_secs(600),
             start_timeout: Duration::from_secs(60),
@@ -203,6 +206,7 @@ impl Host {
             &workdir,
             &cfg.env,
             &self.exchange,
+            &cfg.ro_binds,
             bwrap.as_deref(),
         );
         cmd.stdin(Stdio::piped())

@@ -57,12 +57,14 @@ const PASSED_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "T
 
 /// The command that starts a host: `argv` run in `workdir` with a clean environment plus
 /// `env`, inside bubblewrap when `bwrap` is given (then `exchange` is the one writable
-/// folder besides a private /tmp).
+/// folder besides a private /tmp; `workdir` and `ro_binds` stay visible, read-only, even
+/// under /tmp).
 pub fn command(
     argv: &[String],
     workdir: &Path,
     env: &[(String, String)],
     exchange: &Path,
+    ro_binds: &[PathBuf],
     bwrap: Option<&Path>,
 ) -> Command {
     let mut cmd = match bwrap {
@@ -78,8 +80,12 @@ pub fn command(
             let wd = workdir.to_string_lossy().into_owned();
             c.args(["--unshare-all", "--die-with-parent", "--new-session"])
                 .args(["--ro-bind", "/", "/"])
-                .args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"])
-                .args(["--bind", &ex, &ex])
+                .args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
+            for p in ro_binds.iter().map(PathBuf::as_path).chain([workdir]) {
+                let p = p.to_string_lossy();
+                c.args(["--ro-bind", &p, &p]);
+            }
+            c.args(["--bind", &ex, &ex])
                 .args(["--chdir", &wd, "--"])
                 .args(argv);
             c
@@ -119,6 +125,7 @@ mod tests {
             Path::new("/"),
             &[("A".into(), "1".into())],
             Path::new("/tmp"),
+            &[],
             None,
         );
         let out = {
