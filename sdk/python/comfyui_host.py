@@ -357,6 +357,9 @@ def main():
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     _Host(a.comfyui, a.packs).run()
+    # comfyrs closed stdin: leave now, whatever threads ComfyUI or the packs started.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
