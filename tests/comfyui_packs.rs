@@ -217,6 +217,23 @@ fn comfyui_packs_run_inside_comfyrs_workflows() {
     );
     assert_eq!(sink.1.lock().unwrap()[0], (1, 100000));
 
+    // IS_CHANGED decides reuse: NaN runs the node every time, a stable value reuses it.
+    let counter = |mode: &str| {
+        let o = h.run(json!({
+            "1": {"class_type": "DemoCounter", "inputs": {"mode": mode}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+        }));
+        o.outputs["2"]["text"][0].as_str().unwrap().to_string()
+    };
+    assert_eq!(counter("always"), "1");
+    assert_eq!(counter("always"), "2");
+    assert_eq!(counter("stable"), "3");
+    assert_eq!(
+        counter("stable"),
+        "3",
+        "cached while IS_CHANGED gives the same value"
+    );
+
     // Web assets as ComfyUI serves them.
     let assets = PackAssets::new(&packs(), &report_web(&h));
     assert_eq!(assets.extensions(), vec!["/extensions/demo_pack/demo.js"]);

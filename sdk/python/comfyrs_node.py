@@ -199,6 +199,12 @@ class Host:
         """The declared output types of a class (to know what to turn into handles)."""
         return []
 
+    def fingerprint(self, class_type, inputs):
+        """ComfyUI's IS_CHANGED for classes declared with ``"fingerprint": true`` in
+        ``extra``: a JSON value (outputs are reused while it stays the same), or
+        ``float("nan")`` for "always run again"."""
+        return None
+
     def on_hello(self, msg):
         pass
 
@@ -318,6 +324,14 @@ class Host:
                     "exception_type": type(e).__name__,
                     "traceback": traceback.format_exc(),
                 }
+        if kind == "fingerprint":
+            try:
+                value = self.fingerprint(msg["class"], msg.get("inputs") or {})
+            except Exception as e:
+                return {"type": "error", "id": rid, "message": str(e), "exception_type": type(e).__name__}
+            if isinstance(value, float) and value != value:
+                return {"type": "fingerprint", "id": rid, "always": True}
+            return {"type": "fingerprint", "id": rid, "value": json.loads(json.dumps(value, default=str))}
         if kind == "shutdown":
             raise SystemExit(0)
         return {"type": "error", "id": rid, "message": f"unknown request type {kind!r}",

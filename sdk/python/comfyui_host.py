@@ -157,6 +157,7 @@ class ComfyUIHost(Host):
             extra[name] = {
                 "input_is_list": bool(getattr(cls, "INPUT_IS_LIST", False)),
                 "not_idempotent": bool(getattr(cls, "NOT_IDEMPOTENT", False)),
+                "fingerprint": self._is_changed_name(cls) is not None,
             }
         web = {k: os.path.abspath(v) for k, v in nodes.EXTENSION_WEB_DIRS.items()}
         return {"nodes": out, "unavailable": unavailable, "extra": extra, "web_dirs": web}
@@ -204,6 +205,42 @@ class ComfyUIHost(Host):
                     return (f"output {i} is {n}; only primitives, IMAGE, MASK and LATENT cross "
                             "between comfyrs and ComfyUI packs (not yet runnable)")
         return None
+
+    @staticmethod
+    def _is_changed_name(cls):
+        """The class's IS_CHANGED method, found as ComfyUI's IsChangedCache finds it."""
+        from comfy_api.internal import _ComfyNodeInternal, first_real_override
+
+        if issubclass(cls, _ComfyNodeInternal) and first_real_override(cls, "fingerprint_inputs") is not None:
+            return "fingerprint_inputs"
+        if hasattr(cls, "IS_CHANGED"):
+            return "IS_CHANGED"
+        return None
+
+    def fingerprint(self, class_type, inputs):
+        import execution
+
+        cls, info = self.classes[class_type]
+        data = {k: [v] for k, v in inputs.items()}
+        # Linked inputs reach IS_CHANGED as None in ComfyUI.
+        for section in ("required", "optional"):
+            for name in (info.get("input", {}).get(section) or {}):
+                if name not in data and section == "required":
+                    data[name] = [None]
+
+        async def run():
+            r = await execution._async_map_node_over_list(None, None, cls, data, self._is_changed_name(cls))
+            return await execution.resolve_map_node_over_list_results(r)
+
+        try:
+            values = self.loop.run_until_complete(run())
+        except Exception as e:
+            logging.warning("WARNING: {}".format(e))
+            return float("nan")
+        # NaN never equals itself: ComfyUI runs such a node every time.
+        if any(isinstance(v, float) and v != v for v in values):
+            return float("nan")
+        return values
 
     # --- values ----------------------------------------------------------------------------
 

@@ -114,6 +114,7 @@ fn exchange_dir(name: &str) -> std::io::Result<PathBuf> {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
+    remove_stale(&base);
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
     let dir = base.join(format!("comfyrs-{}-{safe}-{n}", std::process::id()));
@@ -123,6 +124,28 @@ fn exchange_dir(name: &str) -> std::io::Result<PathBuf> {
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(&dir)?;
     Ok(dir)
+}
+
+/// Exchange folders left by comfyrs processes that no longer run (killed mid-call: the
+/// folder lives in memory under /dev/shm until removed).
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("comfyrs-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 impl Host {

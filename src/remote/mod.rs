@@ -184,6 +184,7 @@ fn register_nodes(
         let node = RemoteNode {
             host: Arc::clone(host),
             schema,
+            fingerprint: extra["fingerprint"].as_bool().unwrap_or(false),
         };
         registry
             .register_arc(Arc::new(node))

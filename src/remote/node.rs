@@ -5,9 +5,11 @@
 
 use super::host::{short, Host, HostFailure, Reply};
 use super::tensors::{self, TensorKind};
+use crate::env::Environment;
 use crate::node::types::{Image, Latent, Mask};
 use crate::node::{
-    Hidden, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, Payload, Value,
+    Fingerprint, Hidden, Inputs, LiteralInputs, Node, NodeContext, NodeError, NodeOutput,
+    NodeSchema, Payload, Value,
 };
 use serde_json::{json, Map, Value as Json};
 use std::path::{Path, PathBuf};
@@ -48,6 +50,8 @@ impl Drop for RemoteHandle {
 pub struct RemoteNode {
     pub host: Arc<Host>,
     pub schema: NodeSchema,
+    /// The class has ComfyUI's IS_CHANGED: ask the host before reusing cached outputs.
+    pub fingerprint: bool,
 }
 
 impl RemoteNode {
@@ -77,6 +81,46 @@ impl Drop for CallFiles {
 impl Node for RemoteNode {
     fn schema(&self) -> NodeSchema {
         self.schema.clone()
+    }
+
+    /// ComfyUI's IS_CHANGED, asked of the host with the literal inputs (linked ones are
+    /// absent, as ComfyUI passes them as None). A failure means "changed", as in ComfyUI.
+    fn fingerprint(&self, _env: &Environment, inputs: &LiteralInputs) -> Fingerprint {
+        if !self.fingerprint {
+            return Fingerprint::Stable;
+        }
+        let literals: Map<String, Json> = inputs
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.to_json()?)))
+            .collect();
+        let request = json!({"type": "fingerprint", "class": self.schema.name, "inputs": literals});
+        match self.host.call(request, &mut |_| {}, &|| false) {
+            Reply::Done(m) if m["type"] == "fingerprint" => {
+                if m["always"].as_bool() == Some(true) {
+                    Fingerprint::Always
+                } else {
+                    Fingerprint::Token(m["value"].to_string())
+                }
+            }
+            Reply::Done(m) => {
+                tracing::warn!(
+                    "node host '{}': IS_CHANGED of {} failed: {}",
+                    self.host.name(),
+                    self.schema.name,
+                    m["message"].as_str().unwrap_or("(no message)")
+                );
+                Fingerprint::Always
+            }
+            Reply::Failure(f) => {
+                tracing::warn!(
+                    "node host '{}': IS_CHANGED of {}: {f}",
+                    self.host.name(),
+                    self.schema.name
+                );
+                Fingerprint::Always
+            }
+            Reply::Interrupted => Fingerprint::Always,
+        }
     }
 
     fn execute(&self, ctx: &mut NodeContext, inputs: &Inputs) -> Result<NodeOutput, NodeError> {

@@ -118,6 +118,29 @@ class DemoSteps:
         return (steps,)
 
 
+class DemoCounter:
+    """Counts its own runs; IS_CHANGED says "always" (NaN) or gives the mode back."""
+
+    def __init__(self):
+        self.runs = 0
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mode": (["always", "stable"],)}}
+
+    @classmethod
+    def IS_CHANGED(cls, mode):
+        return float("nan") if mode == "always" else mode
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+    CATEGORY = "demo"
+
+    def run(self, mode):
+        self.runs += 1
+        return (self.runs,)
+
+
 class DemoModelPatch:
     @classmethod
     def INPUT_TYPES(cls):
@@ -151,6 +174,7 @@ NODE_CLASS_MAPPINGS = {
     "DemoLatentScale": DemoLatentScale,
     "DemoLatentInfo": DemoLatentInfo,
     "DemoSteps": DemoSteps,
+    "DemoCounter": DemoCounter,
     "DemoModelPatch": DemoModelPatch,
     "DemoFails": DemoFails,
     # A core name: ComfyUI keeps its own class.
