@@ -301,6 +301,32 @@ fn a_crashed_host_fails_its_node_and_is_restarted() {
 }
 
 #[test]
+fn a_host_that_dies_while_idle_is_replaced_before_the_next_call() {
+    let h = harness(vec![py_host("pytest_pack")]);
+    let before = pid(&h, 1);
+    // Killed from outside between prompts (OOM killer, an operator).
+    let rc = unsafe { libc::kill(before as i32, libc::SIGKILL) };
+    assert_eq!(rc, 0);
+    // Wait until the process is gone (a zombie until comfyrs reaps it counts as gone).
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{before}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+    };
+    let t = std::time::Instant::now();
+    while !gone() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the host did not die"
+        );
+        std::thread::yield_now();
+    }
+    let o = h.one("PyConcat", json!({"a": "still ", "b": "here"}));
+    assert_eq!(text(&o, "2"), "still here");
+    assert_ne!(before, pid(&h, 2));
+}
+
+#[test]
 fn a_hung_host_times_out_and_is_restarted() {
     let mut cfg = py_host("pytest_pack");
     cfg.call_timeout = Duration::from_millis(1500);

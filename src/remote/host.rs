@@ -373,6 +373,19 @@ impl Host {
         interrupted: &dyn Fn() -> bool,
     ) -> Reply {
         let mut slot = self.lock();
+        // A host that died while idle is replaced before the call: no node fails for it.
+        if let Some(run) = slot.as_mut() {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                tracing::warn!(
+                    "node host '{}' exited while idle ({}){}",
+                    self.config.name,
+                    describe_status(status),
+                    stderr_note(run)
+                );
+                let mut run = slot.take().expect("checked");
+                kill(&mut run);
+            }
+        }
         if let Err(f) = self.ensure_started(&mut slot) {
             return Reply::Failure(f);
         }
