@@ -78,6 +78,7 @@ before(async () => {
 after(async () => {
   await browser?.close()
   server?.proc.kill()
+  if (server) fs.rmSync(server.dataDir, { recursive: true, force: true })
 })
 
 test('pack classes are in the node library with their pack as source', async () => {

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import traceback
 
 from comfyrs_node import Host, Interrupted
@@ -61,7 +60,10 @@ class ComfyUIHost(Host):
         except ImportError:
             pass
         # The packs' web assets are served by comfyrs; ComfyUI's frontend is not needed here.
-        argv += ["--front-end-root", tempfile.mkdtemp(prefix="comfyrs-no-frontend-")]
+        # An empty folder inside the exchange folder (removed with it).
+        no_frontend = os.path.join(self.exchange_dir, "no-frontend")
+        os.makedirs(no_frontend, exist_ok=True)
+        argv += ["--front-end-root", no_frontend]
         sys.argv = argv
         import comfy.options
 
