@@ -103,6 +103,14 @@ impl NodeHostArgs {
             let root = comfyui::comfyui_root(packs, self.comfyui_root.as_deref())?;
             let mut c = comfyui::host_config(packs, &self.comfyui_python, &root, sandbox)?;
             c.call_timeout = timeout;
+            // In the sandbox, ComfyUI nodes see comfyrs' folders as they see ComfyUI's: input
+            // and models to read, output and temp to write (even where they sit under /tmp).
+            let existing = |p: &PathBuf| p.is_dir().then(|| p.clone());
+            c.ro_binds.extend(existing(&env.paths.input));
+            c.ro_binds
+                .extend(env.paths.model_roots.iter().filter_map(existing));
+            c.rw_binds.extend(existing(&env.paths.output));
+            c.rw_binds.extend(existing(&env.paths.temp));
             // ComfyUI's rule: a pack cannot take a name that is already registered.
             let more = NodeHosts::start(registry, env, vec![c], OnClash::Skip)?;
             let web = more.reports[0].web_dirs.clone();

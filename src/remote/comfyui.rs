@@ -81,9 +81,10 @@ pub fn host_config(
     cfg.env
         .push(("PYTHONPATH".into(), sdk.display().to_string()));
     cfg.env.push(("PYTHONUNBUFFERED".into(), "1".into()));
-    // Visible inside the sandbox (its /tmp is private), as are the packs.
+    // Visible inside the sandbox (its /tmp is private). Packs keep settings in their own
+    // folders (Custom-Scripts writes pysssss.json at import): the packs folder stays writable.
     cfg.ro_binds.push(sdk.clone());
-    cfg.ro_binds.push(PathBuf::from(abs(packs)?));
+    cfg.rw_binds.push(PathBuf::from(abs(packs)?));
     cfg.sandbox = sandbox;
     // Packs import torch and friends at load; give them time.
     cfg.start_timeout = Duration::from_secs(600);

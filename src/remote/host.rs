@@ -29,6 +29,8 @@ pub struct HostConfig {
     pub env: Vec<(String, String)>,
     /// Folders the sandbox must show even where it hides the host's view (under /tmp).
     pub ro_binds: Vec<PathBuf>,
+    /// Folders the sandboxed host may write besides its exchange folder.
+    pub rw_binds: Vec<PathBuf>,
     pub sandbox: SandboxMode,
     /// Longest a node may run before its host is killed and the node fails.
     pub call_timeout: Duration,
@@ -46,6 +48,7 @@ impl HostConfig {
             workdir: None,
             env: Vec::new(),
             ro_binds: Vec::new(),
+            rw_binds: Vec::new(),
             sandbox: SandboxMode::Off,
             call_timeout: Duration::from_secs(600),
             start_timeout: Duration::from_secs(60),
@@ -230,6 +233,7 @@ impl Host {
             &cfg.env,
             &self.exchange,
             &cfg.ro_binds,
+            &cfg.rw_binds,
             bwrap.as_deref(),
         );
         cmd.stdin(Stdio::piped())
@@ -276,7 +280,9 @@ impl Host {
                 let _done = done_tx;
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { return };
-                    tracing::info!(target: "comfyrs::node_host", "[{name}] {line}");
+                    // Straight to comfyrs' console, as ComfyUI shows packs' output (import
+                    // errors included) whatever the log level.
+                    eprintln!("[{name}] {line}");
                     let mut t = tail2.lock().unwrap_or_else(|e| e.into_inner());
                     if t.len() == 20 {
                         t.pop_front();
@@ -570,9 +576,9 @@ fn stderr_note(run: &Running) -> String {
 fn log_message(host: &str, msg: &Json) {
     let text = msg["message"].as_str().unwrap_or("");
     match msg["level"].as_str() {
-        Some("error") => tracing::error!(target: "comfyrs::node_host", "[{host}] {text}"),
-        Some("warning") => tracing::warn!(target: "comfyrs::node_host", "[{host}] {text}"),
-        _ => tracing::info!(target: "comfyrs::node_host", "[{host}] {text}"),
+        Some("error") => eprintln!("[{host}] error: {text}"),
+        Some("warning") => eprintln!("[{host}] warning: {text}"),
+        _ => eprintln!("[{host}] {text}"),
     }
 }
 

@@ -81,7 +81,7 @@ impl NodeHosts {
                 .start_and_list()
                 .map_err(|f| format!("node host '{name}' did not start: {f}"))?;
             let report = register_nodes(registry, &host, hello, &reply, on_clash)?;
-            tracing::info!(
+            eprintln!(
                 "node host '{name}': {} node(s){}",
                 report.nodes.len(),
                 if report.unavailable.is_empty() {
@@ -92,6 +92,9 @@ impl NodeHosts {
             );
             for (class, why) in &report.unavailable {
                 tracing::info!("node host '{name}': '{class}' is not runnable: {why}");
+            }
+            if !report.unavailable.is_empty() {
+                eprintln!("  (the reasons: GET /comfyrs/node_hosts, or RUST_LOG=info)");
             }
             out.hosts.push(host);
             out.reports.push(report);

@@ -57,14 +57,15 @@ const PASSED_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "T
 
 /// The command that starts a host: `argv` run in `workdir` with a clean environment plus
 /// `env`, inside bubblewrap when `bwrap` is given (then `exchange` is the one writable
-/// folder besides a private /tmp; `workdir` and `ro_binds` stay visible, read-only, even
-/// under /tmp).
+/// folder besides a private /tmp and `rw_binds`; `workdir` and `ro_binds` stay visible,
+/// read-only, even under /tmp).
 pub fn command(
     argv: &[String],
     workdir: &Path,
     env: &[(String, String)],
     exchange: &Path,
     ro_binds: &[PathBuf],
+    rw_binds: &[PathBuf],
     bwrap: Option<&Path>,
 ) -> Command {
     let mut cmd = match bwrap {
@@ -84,6 +85,10 @@ pub fn command(
             for p in ro_binds.iter().map(PathBuf::as_path).chain([workdir]) {
                 let p = p.to_string_lossy();
                 c.args(["--ro-bind", &p, &p]);
+            }
+            for p in rw_binds {
+                let p = p.to_string_lossy();
+                c.args(["--bind", &p, &p]);
             }
             c.args(["--bind", &ex, &ex])
                 .args(["--chdir", &wd, "--"])
@@ -125,6 +130,7 @@ mod tests {
             Path::new("/"),
             &[("A".into(), "1".into())],
             Path::new("/tmp"),
+            &[],
             &[],
             None,
         );
