@@ -22,6 +22,7 @@ pub mod objects;
 pub mod parity;
 pub mod prompt;
 pub mod queue;
+pub mod remote;
 pub mod sampling;
 pub mod server;
 pub mod store;

@@ -152,6 +152,8 @@ struct ServeArgs {
     #[arg(long, hide = true)]
     dev_nodes: bool,
     #[command(flatten)]
+    node_hosts: Box<comfyrs::remote::args::NodeHostArgs>,
+    #[command(flatten)]
     serverless: ServerlessArgs,
     #[command(flatten)]
     compute: ComputeArgs,
@@ -586,7 +588,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         })
         .collect();
     eprintln!("models folder: {}", models_at.join(", "));
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         frontend,
         serverless,
         listen: args.listen,
@@ -597,6 +599,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             .filter(|t| !t.is_empty()),
         allow_no_auth: args.no_auth,
         max_memory: args.max_memory,
+        custom_nodes: Default::default(),
         max_upload_bytes: (args.max_upload_size * 1024.0 * 1024.0).round() as usize,
         cors_origin: args.enable_cors_header,
         shutdown_mode: match args.on_shutdown {
@@ -611,6 +614,12 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         method: args.preview_method,
         max_size: args.preview_size,
     };
+    let started = args
+        .node_hosts
+        .start(&mut registry, &env)
+        .map_err(|e| fatal(2, e))?;
+    config.custom_nodes.hosts = started.hosts.to_json();
+    config.custom_nodes.assets = started.assets.map(Arc::new);
     let app = App::new(
         Arc::new(registry),
         Arc::new(env),

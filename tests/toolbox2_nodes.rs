@@ -324,7 +324,7 @@ fn dual_cfg_combine_matches_comfyui() {
                 &pos,
                 &x,
                 sigma,
-                &mut |_| unreachable!("no PAG patch"),
+                &mut |_, _| unreachable!("no PAG patch"),
             )
             .unwrap();
         let got = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();

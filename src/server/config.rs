@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub max_memory: Option<u64>,
     /// `--role` and the shared store of a cluster (docs/scale-out.md).
     pub cluster: crate::cluster::ClusterConfig,
+    /// Node packs' web assets and the node hosts' report.
+    pub custom_nodes: crate::server::pack_web::PackWeb,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
             frontend: Default::default(),
             max_memory: None,
             cluster: Default::default(),
+            custom_nodes: Default::default(),
         }
     }
 }

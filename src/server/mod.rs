@@ -6,6 +6,7 @@
 //! - [`auth`]: bearer token, ComfyUI's origin check or CORS, body size limit.
 //! - [`paths`]: safe resolution of user-given file names (/view, /upload).
 //! - [`dev_nodes`]: test-only nodes (`--dev-nodes`).
+//! - [`pack_web`]: node packs' web assets, locales and example workflows.
 //! - [`serverless`]: the hosted services' APIs (deployments, webhooks, ...) on the same queue.
 //!
 //! Handlers translate HTTP to calls on the one [`JobQueue`]; they never execute. Tests start
@@ -19,6 +20,7 @@ pub mod frontend;
 pub mod internal;
 pub mod logs;
 pub mod model_library;
+pub mod pack_web;
 pub mod paths;
 pub mod range;
 pub mod routes;
@@ -207,33 +209,43 @@ pub async fn start(app: App, config: ServerConfig) -> std::io::Result<RunningSer
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully (what `comfyrs serve` does).
 pub async fn serve_until_signal(app: App, config: ServerConfig) -> std::io::Result<()> {
+    // Handlers first: a SIGTERM right after "listening" must not find the default action.
+    let signalled = wait_for_signal();
     let server = start(app, config).await?;
     tracing::info!("listening on http://{}", server.addr);
     eprintln!("comfyrs: listening on http://{}", server.addr);
-    wait_for_signal().await;
+    signalled.await;
     eprintln!("comfyrs: shutting down");
     server.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGINT/SIGTERM handlers now (not when first polled) and returns a future that
+/// completes on the first of them.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -40,10 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/models", get(models))
         .route("/models/{folder}", get(models_in))
         .route("/embeddings", get(embeddings))
-        .route("/extensions", get(|| async { Json(json!([])) }))
         .route("/features", get(features))
-        .route("/i18n", get(|| async { Json(json!({})) }))
-        .route("/workflow_templates", get(|| async { Json(json!({})) }))
         .route("/global_subgraphs", get(|| async { Json(json!({})) }))
         .route("/node_replacements", get(|| async { Json(json!({})) }))
 }

@@ -16,6 +16,7 @@ pub fn comfy_routes() -> Router<AppState> {
         .merge(prompt::routes())
         .merge(info::routes())
         .merge(files::routes())
+        .merge(super::pack_web::routes())
         .route("/ws", axum::routing::get(super::ws::handler))
 }
 

@@ -1,0 +1,1 @@
+raise ImportError("this pack needs a module that is not installed")
