@@ -4,8 +4,12 @@
 //! DAG, the plan) -> [`exec`] (cache, scheduling, events) -> outputs. Nodes implement
 //! [`node::Node`] and live in [`nodes`]; [`env`] says where files are. [`models`] holds the
 //! candle networks and [`sampling`] ComfyUI's noise, schedulers and samplers. [`server`]
-//! translates HTTP requests into jobs on the one [`queue`], recorded in the [`store`].
+//! translates HTTP requests into jobs on the one [`queue`], recorded in the [`store`]; [`cli`] is
+//! the command line (`comfyrs::cli::main_with(&[packs])`). The last four are the `server`
+//! feature (on by default); node packs depend on comfyrs without it.
 
+#[cfg(feature = "server")]
+pub mod cli;
 pub mod compute;
 pub mod coverage;
 pub mod env;
@@ -19,8 +23,12 @@ pub mod node;
 pub mod nodes;
 pub mod parity;
 pub mod prompt;
+#[cfg(feature = "server")]
 pub mod queue;
 pub mod sampling;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod store;
+pub mod testing;
 pub mod workflow;

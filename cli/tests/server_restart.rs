@@ -1,5 +1,6 @@
 //! The real `comfyrs serve` binary: a restart in the middle of a queue, and graceful shutdown.
 
+#[path = "../../tests/server_common/mod.rs"]
 mod server_common;
 
 use serde_json::json;

@@ -1,15 +1,17 @@
 //! The `comfyrs` command line: run, validate, convert and check workflows, list nodes, serve.
+//!
+//! It lives in the library so that a distribution is one line:
+//! `fn main() -> ExitCode { comfyrs::cli::main_with(&[my_pack::register]) }`. The shipped
+//! binary (`cli/` in the workspace) is exactly that, with every pack under `nodes/`.
 
+use crate::compute::{Compute, DeviceSpec, DtypeSpec};
+use crate::env::{Environment, Paths};
+use crate::exec::{CachePolicy, Event, Executor, ExecutorConfig, Interrupt, RunStatus};
+use crate::node::{RegisterFn, Registry};
+use crate::prompt::{prepare, PromptError};
+use crate::sampling::preview::{PreviewMethod, PreviewSettings};
+use crate::workflow::{overrides_from_json, parse_set_arg, source, workflow_from_json, Overrides};
 use clap::{Args, Parser, Subcommand};
-use comfyrs::compute::{Compute, DeviceSpec, DtypeSpec};
-use comfyrs::env::{Environment, Paths};
-use comfyrs::exec::{CachePolicy, Event, Executor, ExecutorConfig, Interrupt, RunStatus};
-use comfyrs::node::Registry;
-use comfyrs::prompt::{prepare, PromptError};
-use comfyrs::sampling::preview::{PreviewMethod, PreviewSettings};
-use comfyrs::workflow::{
-    overrides_from_json, parse_set_arg, source, workflow_from_json, Overrides,
-};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -125,7 +127,7 @@ struct ServeArgs {
     /// Memory ceiling (e.g. 8G, 512M): requests and jobs that would take the process's
     /// resident size over it are refused with a clear error (503) instead of the kernel
     /// killing the server; caches are dropped first. Off by default.
-    #[arg(long, value_name = "SIZE", value_parser = comfyrs::queue::memory::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::queue::memory::parse_size)]
     max_memory: Option<u64>,
     /// Send CORS headers for ORIGIN (bare flag: *) instead of refusing cross-site requests.
     #[arg(long, value_name = "ORIGIN", num_args = 0..=1, default_missing_value = "*")]
@@ -194,8 +196,8 @@ impl ServerlessArgs {
     fn config(
         self,
         data_dir: &std::path::Path,
-    ) -> Result<comfyrs::server::serverless::ServerlessConfig, Fatal> {
-        use comfyrs::server::serverless::{config::ServerlessFile, ServerlessConfig};
+    ) -> Result<crate::server::serverless::ServerlessConfig, Fatal> {
+        use crate::server::serverless::{config::ServerlessFile, ServerlessConfig};
         let mut c = ServerlessConfig {
             deployments_dir: data_dir.join("deployments"),
             catalogs_dir: data_dir.join("catalogs"),
@@ -340,7 +342,7 @@ struct ExtraPathsArgs {
 
 impl ExtraPathsArgs {
     fn apply(&self, paths: &mut Paths, base_dir: &std::path::Path) -> Result<(), Fatal> {
-        comfyrs::extra_model_paths::configure(paths, base_dir, &self.files)
+        crate::extra_model_paths::configure(paths, base_dir, &self.files)
             .map_err(|e| fatal(2, e.to_string()))
     }
 }
@@ -380,7 +382,7 @@ fn load_prompt(
     args: &PromptArgs,
     registry: &Registry,
     env: &Environment,
-) -> Result<comfyrs::graph::ValidPrompt, Fatal> {
+) -> Result<crate::graph::ValidPrompt, Fatal> {
     let invalid = |e: PromptError| {
         fatal(
             2,
@@ -429,7 +431,7 @@ fn load_api_json(
             column,
             message,
         } => {
-            let e = PromptError::from(comfyrs::workflow::WorkflowError::InvalidJson {
+            let e = PromptError::from(crate::workflow::WorkflowError::InvalidJson {
                 line,
                 column,
                 message,
@@ -454,7 +456,9 @@ fn load_api_json(
     Ok(conversion.prompt)
 }
 
-fn main() -> ExitCode {
+/// Runs the command line with the built-in nodes plus `packs` (each a pack's register
+/// function, loaded in this order; a class-name clash is a start-up error naming both sides).
+pub fn main_with(packs: &[RegisterFn]) -> ExitCode {
     {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
@@ -466,7 +470,7 @@ fn main() -> ExitCode {
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
             );
         // The editor's terminal panel shows comfyrs's own info lines and above.
-        let capture = comfyrs::server::logs::CaptureLayer.with_filter(
+        let capture = crate::server::logs::CaptureLayer.with_filter(
             tracing_subscriber::filter::Targets::new()
                 .with_target("comfyrs", tracing::Level::INFO)
                 .with_default(tracing::Level::WARN),
@@ -477,7 +481,7 @@ fn main() -> ExitCode {
             .init();
     }
     let cli = Cli::parse();
-    match run_cli(cli) {
+    match run_cli(cli, packs) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("{}", f.message);
@@ -486,12 +490,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
-    use comfyrs::queue::ShutdownMode;
-    use comfyrs::server::{App, DataDir, ServerConfig};
-    let mut registry = Registry::with_builtin_nodes();
+/// The built-in nodes, then the packs.
+fn load_registry(packs: &[RegisterFn]) -> Result<Registry, Fatal> {
+    Registry::load(crate::nodes::register_builtin, packs)
+        .map_err(|e| fatal(2, format!("node packs: {e}")))
+}
+
+fn run_serve(args: ServeArgs, packs: &[RegisterFn]) -> Result<(), Fatal> {
+    use crate::queue::ShutdownMode;
+    use crate::server::{App, DataDir, ServerConfig};
+    let mut registry = load_registry(packs)?;
     if args.dev_nodes {
-        comfyrs::server::dev_nodes::register(&mut registry).map_err(|e| fatal(2, e.to_string()))?;
+        crate::server::dev_nodes::register(&mut registry).map_err(|e| fatal(2, e.to_string()))?;
     }
     let policy = CachePolicy::parse(&args.cache).map_err(|e| fatal(2, e))?;
     let compute = args.compute.open()?;
@@ -553,18 +563,18 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
             workers: args.workers,
         },
     );
-    comfyrs::queue::memory::limit_allocator_arenas();
+    crate::queue::memory::limit_allocator_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| fatal(1, format!("cannot start the runtime: {e}")))?;
-    rt.block_on(comfyrs::server::serve_until_signal(app, config))
+    rt.block_on(crate::server::serve_until_signal(app, config))
         .map_err(|e| fatal(1, format!("server: {e}")))
 }
 
 /// Where the editor's files are (printed at startup), and the user-data folder.
-fn frontend_config(args: &ServeArgs) -> Result<comfyrs::server::frontend::FrontendConfig, Fatal> {
-    use comfyrs::server::frontend;
+fn frontend_config(args: &ServeArgs) -> Result<crate::server::frontend::FrontendConfig, Fatal> {
+    use crate::server::frontend;
     let explicit = args
         .front_end_root
         .clone()
@@ -604,13 +614,13 @@ fn frontend_config(args: &ServeArgs) -> Result<comfyrs::server::frontend::Fronte
     Ok(cfg)
 }
 
-fn run_cli(cli: Cli) -> Result<(), Fatal> {
+fn run_cli(cli: Cli, packs: &[RegisterFn]) -> Result<(), Fatal> {
     let cli = match cli.command {
-        Command::Serve(args) => return run_serve(args),
+        Command::Serve(args) => return run_serve(args, packs),
         Command::Parity(args) => return run_parity(args),
         command => Cli { command },
     };
-    let registry = Arc::new(Registry::with_builtin_nodes());
+    let registry = Arc::new(load_registry(packs)?);
     match cli.command {
         Command::Serve(_) | Command::Parity(_) => unreachable!("handled above"),
         Command::Nodes { json, dirs } => {
@@ -668,7 +678,7 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
             title,
         } => {
             let report =
-                comfyrs::coverage::check_paths(&paths, &registry).map_err(|e| fatal(2, e))?;
+                crate::coverage::check_paths(&paths, &registry).map_err(|e| fatal(2, e))?;
             print!("{}", report.to_text());
             if let Some(md) = markdown {
                 std::fs::write(&md, report.to_markdown(title.as_deref()))
@@ -756,7 +766,7 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
 /// `comfyrs parity`: cases on the same checkpoint share one executor (one load); exit 1 when
 /// a case fails the bar or cannot run.
 fn run_parity(args: ParityArgs) -> Result<(), Fatal> {
-    use comfyrs::parity::{format_result, write_test_image, ParityRunner, BUILTIN_CASES, SUITES};
+    use crate::parity::{format_result, write_test_image, ParityRunner, BUILTIN_CASES, SUITES};
     let mut suites: Vec<&str> = Vec::new();
     for s in &args.suites {
         match s.as_str() {
@@ -880,8 +890,8 @@ fn run_parity(args: ParityArgs) -> Result<(), Fatal> {
     }
     println!(
         "bar: mean |Δ| <= {} and max |Δ| <= {} levels; {} of {} case(s) passed",
-        comfyrs::parity::MAX_MEAN_ABS_DIFF,
-        comfyrs::parity::MAX_ABS_DIFF,
+        crate::parity::MAX_MEAN_ABS_DIFF,
+        crate::parity::MAX_ABS_DIFF,
         cases.len() - failed,
         cases.len()
     );
@@ -950,7 +960,7 @@ struct ProgressBars {
     step: ProgressBar,
 }
 
-impl comfyrs::exec::EventSink for ProgressBars {
+impl crate::exec::EventSink for ProgressBars {
     fn emit(&self, event: Event) {
         self.handle(&event);
     }

@@ -1,0 +1,42 @@
+//! Nodes of cubiq's ComfyUI_essentials, re-implemented from their schemas and observed
+//! behaviour (none of the pack's code is used).
+
+use comfyrs::node::types::Image;
+use comfyrs::node::{
+    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
+    RegistryError, Value,
+};
+
+/// The pack's folder name in ComfyUI's `custom_nodes` (its `python_module` suffix).
+pub const PACK: &str = "ComfyUI_essentials";
+
+pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.pack(PACK).register(GetImageSize)
+}
+
+struct GetImageSize;
+impl Node for GetImageSize {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("GetImageSize+")
+            .display("\u{1f527} Get Image Size")
+            .category("essentials/image utils")
+            .input(InputSpec::of("image", "IMAGE"))
+            .output(OutputSpec::new("INT").named("width"))
+            .output(OutputSpec::new("INT").named("height"))
+            .output(OutputSpec::new("INT").named("count"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let image = i.object::<Image>("image")?;
+        match image.0.dims() {
+            [b, h, w, _] => Ok(NodeOutput::values(vec![
+                Value::Int(*w as i128),
+                Value::Int(*h as i128),
+                Value::Int(*b as i128),
+            ])),
+            dims => Err(NodeError::input(
+                "image",
+                format!("expected an IMAGE [batch, height, width, channels], got shape {dims:?}"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! `Text Concatenate (JPS)` of JPS-GER's ComfyUI_JPS-Nodes, re-implemented from its schema and
+//! observed behaviour (none of the pack's code is used).
+
+use comfyrs::node::{
+    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
+    RegistryError, Value,
+};
+
+/// The pack's folder name in ComfyUI's `custom_nodes` (its `python_module` suffix).
+pub const PACK: &str = "ComfyUI_JPS-Nodes";
+
+pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
+    r.pack(PACK).register(TextConcatenate)
+}
+
+const TEXTS: [&str; 5] = ["text1", "text2", "text3", "text4", "text5"];
+
+struct TextConcatenate;
+impl Node for TextConcatenate {
+    fn schema(&self) -> NodeSchema {
+        let mut s = NodeSchema::new("Text Concatenate (JPS)")
+            .category("JPS Nodes/Text")
+            .input(InputSpec::combo("delimiter", &["none", "space", "comma"]));
+        for t in TEXTS {
+            s = s.input(InputSpec::string(t).opt("forceInput", true).optional());
+        }
+        s.output(OutputSpec::new("STRING").named("text"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let delim = match i.string("delimiter")? {
+            "space" => " ",
+            "comma" => ", ",
+            _ => "",
+        };
+        // Absent and empty texts are skipped; the rest are joined by the delimiter.
+        let mut parts = Vec::new();
+        for t in TEXTS {
+            if i.get(t).is_some() {
+                let s = i.string(t)?;
+                if !s.is_empty() {
+                    parts.push(s);
+                }
+            }
+        }
+        Ok(NodeOutput::one(Value::String(parts.join(delim))))
+    }
+}
