@@ -22,7 +22,9 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// KJNodes' constants allow ±(2^64 - 1).
+/// KJNodes' constants allow ±(2^64 - 1). The maximum is exact (u64::MAX); the minimum has no
+/// exact JSON number here and goes out as the nearest f64 (-1.8446744073709552e19), which is
+/// what a JSON reader (the editor's JavaScript included) makes of ComfyUI's exact integer.
 const BIG: f64 = 18446744073709551615.0;
 
 struct IntConstant;
@@ -31,7 +33,7 @@ impl Node for IntConstant {
         NodeSchema::new("INTConstant")
             .display("INT Constant")
             .category("KJNodes/constants")
-            .input(InputSpec::int("value").default(0).min(-BIG).max(BIG))
+            .input(InputSpec::int("value").default(0).min(-BIG).max(u64::MAX))
             .output(OutputSpec::new("INT").named("value"))
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
@@ -49,7 +51,7 @@ impl Node for FloatConstant {
                 InputSpec::float("value")
                     .default(0.0)
                     .min(-BIG)
-                    .max(BIG)
+                    .max(u64::MAX)
                     .step(1e-05),
             )
             .output(OutputSpec::new("FLOAT").named("value"))
@@ -150,16 +152,17 @@ impl Node for GetImageSizeAndCount {
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
         let image = i.object::<Image>("image")?;
-        let (count, height, width) =
-            match image.0.dims() {
-                [b, h, w, _] => (*b, *h, *w),
-                dims => return Err(NodeError::input(
+        let (count, height, width) = match image.0.dims() {
+            [b, h, w, _] => (*b, *h, *w),
+            dims => {
+                return Err(NodeError::input(
                     "image",
                     format!(
                         "expected an IMAGE [batch, height, width, channels], got shape {dims:?}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let mut ui = Map::new();
         ui.insert("text".into(), json!([format!("{count}x{width}x{height}")]));
         Ok(NodeOutput::values(vec![

@@ -1,0 +1,189 @@
+//! The packs under nodes/ against the original ComfyUI packs.
+//!
+//! tests/data/packs/reference.json is written by scripts/packs/gen_pack_refs.py, which loads
+//! the original packs in ComfyUI 0.3.64 and records each class's `/object_info` entry and the
+//! results of its execute() on fixed inputs. Here every class is loaded as the shipped binary
+//! loads it (built-ins, then `comfyrs_cli::PACKS`) and compared field by field, through the
+//! public harness a pack author uses (`comfyrs::testing::NodeHarness`).
+
+use candle_core::{DType, Device, Tensor};
+use comfyrs::node::types::Image;
+use comfyrs::node::{NodeError, Value};
+use comfyrs::testing::NodeHarness;
+use serde_json::{json, Value as Json};
+
+fn reference() -> Json {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/packs/reference.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn harness() -> NodeHarness {
+    NodeHarness::new(comfyrs_cli::PACKS).expect("the shipped packs load without clashes")
+}
+
+#[test]
+fn object_info_matches_the_original_packs_field_by_field() {
+    let reference = reference();
+    let h = harness();
+    let classes = reference["object_info"].as_object().unwrap();
+    // Every pack class has a reference.
+    for name in h.registry.names() {
+        let origin = &h.registry.get(name).unwrap().origin;
+        if *origin != comfyrs::node::Origin::Core {
+            assert!(classes.contains_key(name), "{name} has no reference entry");
+        }
+    }
+    for (class, theirs) in classes {
+        let ours = h
+            .object_info(class)
+            .unwrap_or_else(|| panic!("{class} is not registered"));
+        let (theirs, ours) = (theirs.as_object().unwrap(), ours.as_object().unwrap());
+        for key in theirs.keys().chain(ours.keys()) {
+            assert_eq!(
+                ours.get(key),
+                theirs.get(key),
+                "{class}: field '{key}' differs (ours, then ComfyUI's)"
+            );
+        }
+    }
+}
+
+fn value(j: &Json) -> Value {
+    match j {
+        Json::String(s) => Value::String(s.clone()),
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) if n.is_i64() => Value::Int(n.as_i64().unwrap() as i128),
+        Json::Number(n) => Value::Float(n.as_f64().unwrap()),
+        Json::Object(o) if o.contains_key("image") => {
+            let shape: Vec<usize> = o["image"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            Value::object(Image(
+                Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap(),
+            ))
+        }
+        other => Value::Json(other.clone()),
+    }
+}
+
+fn output_json(v: &Value) -> Json {
+    match v {
+        Value::Int(i) => json!(*i as i64),
+        Value::Float(f) => json!(f),
+        Value::String(s) => json!(s),
+        Value::Bool(b) => json!(b),
+        Value::Json(j) => j.clone(),
+        Value::List(items) => Json::Array(items.iter().map(output_json).collect()),
+        Value::Object(_) => match v.downcast::<Image>() {
+            Some(img) => json!({"shape": img.0.dims()}),
+            None => panic!("unexpected payload {v:?}"),
+        },
+    }
+}
+
+#[test]
+fn execute_matches_the_original_packs() {
+    let reference = reference();
+    let mut h = harness();
+    let cases = reference["cases"].as_array().unwrap();
+    for case in cases {
+        let class = case["class"].as_str().unwrap();
+        let list_input = h.registry.schema(class).unwrap().input_is_list;
+        let inputs: Vec<(&str, Value)> = case["inputs"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let v = match (list_input, v) {
+                    (true, Json::Array(items)) => Value::List(items.iter().map(value).collect()),
+                    _ => value(v),
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        let expected = &case["output"];
+        let got = h.run(class, inputs);
+        let what = format!("{class} on {}", case["inputs"]);
+        match (expected.get("error"), got) {
+            (Some(kind), Err(NodeError::Failed { exception_type, .. })) => {
+                assert_eq!(Some(exception_type.as_str()), kind.as_str(), "{what}")
+            }
+            (Some(kind), other) => panic!("{what}: expected a {kind} error, got {other:?}"),
+            (None, Err(e)) => panic!("{what}: {e}"),
+            (None, Ok(out)) => {
+                let values: Vec<Json> = out.values.iter().map(output_json).collect();
+                assert_eq!(&Json::Array(values), &expected["result"], "{what}: result");
+                let ui = out.ui.map(Json::Object).unwrap_or(Json::Null);
+                assert_eq!(&ui, expected.get("ui").unwrap_or(&Json::Null), "{what}: ui");
+            }
+        }
+    }
+}
+
+#[test]
+fn pack_classes_cannot_take_core_names_or_each_others() {
+    use comfyrs::node::{Registry, RegistryError};
+    fn clash_with_core(r: &mut Registry) -> Result<(), RegistryError> {
+        // A pack that re-registers the built-in PrimitiveInt under its own name.
+        let core = Registry::with_builtin_nodes();
+        let node = core.get("PrimitiveInt").unwrap().node.clone();
+        r.pack("my-pack").register_arc(node)
+    }
+    let err = Registry::load(comfyrs::nodes::register_builtin, &[clash_with_core])
+        .err()
+        .expect("a core name is refused");
+    assert_eq!(
+        err.to_string(),
+        "node pack 'my-pack' registers 'PrimitiveInt', a core node class; core classes cannot be overridden"
+    );
+
+    fn second_kj(r: &mut Registry) -> Result<(), RegistryError> {
+        let h = NodeHarness::new(comfyrs_cli::PACKS).unwrap();
+        let node = h.registry.get("INTConstant").unwrap().node.clone();
+        r.pack("another-pack").register_arc(node)
+    }
+    let mut packs = comfyrs_cli::PACKS.to_vec();
+    packs.push(second_kj);
+    let err = Registry::load(comfyrs::nodes::register_builtin, &packs)
+        .err()
+        .expect("a clash between packs is refused");
+    assert_eq!(
+        err.to_string(),
+        "node class 'INTConstant' is registered by both pack 'ComfyUI-KJNodes' and pack 'another-pack'"
+    );
+
+    fn unnamed(r: &mut Registry) -> Result<(), RegistryError> {
+        // Registering without Registry::pack from a pack function is refused.
+        let core = Registry::with_builtin_nodes();
+        r.register_arc(core.get("PrimitiveInt").unwrap().node.clone())
+    }
+    let err = Registry::load(comfyrs::nodes::register_builtin, &[unnamed])
+        .err()
+        .expect("an unnamed registration is refused");
+    assert!(matches!(err, RegistryError::Unnamed { .. }), "{err}");
+}
+
+#[test]
+fn the_binary_lists_pack_nodes_with_their_pack_module() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_comfyrs"))
+        .args(["nodes", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        info["ShowText|pysssss"]["python_module"],
+        "custom_nodes.ComfyUI-Custom-Scripts"
+    );
+    assert_eq!(info["KSampler"]["python_module"], "nodes");
+}

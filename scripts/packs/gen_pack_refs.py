@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Writes tests/data/packs/reference.json: ComfyUI's own `/object_info` entries and execute()
+results of the custom-node classes comfyrs re-implements under nodes/, made by loading the
+original packs in ComfyUI 0.3.64. cli/tests/packs_reference.rs compares comfyrs with it field by
+field.
+
+Set-up (nothing of this goes into the repository; the packs are GPL-3.0/MIT/Apache-2.0 code):
+  * a ComfyUI 0.3.64 checkout and its venv (see /work/ref/README.txt);
+  * BASE/custom_nodes/<pack> for each pack, cloned from its public repository under its usual
+    folder name (ComfyUI-Custom-Scripts, ComfyUI-KJNodes, ComfyUI_essentials, rgthree-comfy,
+    was-node-suite-comfyui, ComfyUI_Comfyroll_CustomNodes, ComfyUI_JPS-Nodes,
+    comfy-image-saver, ComfyMath, ComfyUI-mxToolkit, cg-use-everywhere);
+  * the packs' Python dependencies missing from ComfyUI's venv, e.g.
+    `pip install --target DEPS numba piexif opencv-python-headless` and PYTHONPATH=DEPS.
+
+Usage:
+  PYTHONPATH=DEPS VENV/bin/python scripts/packs/gen_pack_refs.py COMFYUI_DIR BASE OUT.json
+
+Inputs: strings, numbers and booleans are passed as they are; {"image": [B, H, W, C]} is a
+zero IMAGE of that shape. Results: primitives as JSON, tensors as {"shape": [...]}, an exception
+as {"error": "<ExceptionType>"}.
+"""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+IMG = {"image": [2, 5, 7, 3]}
+
+CASES = [
+    ("ShowText|pysssss", {"text": ["hello", "world"]}),
+    ("StringFunction|pysssss", {"action": "append", "tidy_tags": "yes", "text_a": "a,  b", "text_b": "", "text_c": "c ,, d"}),
+    ("StringFunction|pysssss", {"action": "append", "tidy_tags": "no", "text_a": "x", "text_b": "y", "text_c": "z"}),
+    ("StringFunction|pysssss", {"action": "replace", "tidy_tags": "no", "text_a": "the cat sat", "text_b": "cat", "text_c": "dog"}),
+    ("StringFunction|pysssss", {"action": "replace", "tidy_tags": "no", "text_a": "a1b22c333", "text_b": "/([0-9]+)/", "text_c": "<\\1>"}),
+    ("StringFunction|pysssss", {"action": "replace", "tidy_tags": "yes", "text_a": "red,  blue ,, green  ", "text_b": "blue", "text_c": ""}),
+    ("MathExpression|pysssss", {"expression": "1 + 2 * 3"}),
+    ("MathExpression|pysssss", {"expression": "a / b", "a": 7, "b": 2}),
+    ("MathExpression|pysssss", {"expression": "a // b + a % b", "a": -7, "b": 2}),
+    ("MathExpression|pysssss", {"expression": "round(2.5) + round(3.5) + ceil(1.2) + floor(-1.2)"}),
+    ("MathExpression|pysssss", {"expression": "round(a, 2)", "a": 3.14159}),
+    ("MathExpression|pysssss", {"expression": "2 ** 10 - (1 << 3) ^ 5"}),
+    ("MathExpression|pysssss", {"expression": "iif(a > b, a, b) + max(1, 9, 4) - min(3, 2.5)", "a": 4, "b": 6}),
+    ("MathExpression|pysssss", {"expression": "a.width * 10 + a.height", "a": IMG}),
+    ("MathExpression|pysssss", {"expression": "sqrt(a) + int(7.9) + (1 < 2) + (not 0) + (1 and 0)", "a": 16}),
+    ("MathExpression|pysssss", {"expression": "-a * 1.5", "a": 3}),
+    ("MathExpression|pysssss", {"expression": "a / 0", "a": 1}),
+    ("MathExpression|pysssss", {"expression": "x + 1"}),
+    ("Text Concatenate", {"delimiter": ", ", "clean_whitespace": "true", "text_a": " a ", "text_b": "", "text_c": "c", "text_d": "   "}),
+    ("Text Concatenate", {"delimiter": "\\n", "clean_whitespace": "false", "text_a": " a ", "text_c": "  "}),
+    ("Text Multiline", {"text": "line one\n# a comment\n  #indented comment\nline two\n"}),
+    ("Text String", {"text": "a", "text_b": "b", "text_c": "", "text_d": "d"}),
+    ("CR Prompt Text", {"prompt": "a photo of a cat"}),
+    ("CR Text", {"text": "some text"}),
+    ("Text Concatenate (JPS)", {"delimiter": "comma", "text1": "a", "text2": "", "text3": "c", "text5": "e"}),
+    ("Text Concatenate (JPS)", {"delimiter": "space", "text2": "x", "text4": "y"}),
+    ("Text Concatenate (JPS)", {"delimiter": "none", "text1": "p", "text2": "q"}),
+    ("String Literal", {"string": "literal\ntext"}),
+    ("Int Literal", {"int": 42}),
+    ("CM_FloatBinaryOperation", {"op": "Mod", "a": -7.5, "b": 2.0}),
+    ("CM_FloatBinaryOperation", {"op": "FloorDiv", "a": -7.5, "b": 2.0}),
+    ("CM_FloatBinaryOperation", {"op": "Pow", "a": 2.0, "b": 0.5}),
+    ("CM_FloatBinaryOperation", {"op": "Log", "a": 8.0, "b": 2.0}),
+    ("CM_FloatBinaryOperation", {"op": "Atan2", "a": 1.0, "b": -1.0}),
+    ("CM_FloatBinaryOperation", {"op": "Div", "a": 1.0, "b": 0.0}),
+    ("CM_IntBinaryOperation", {"op": "Div", "a": -7, "b": 2}),
+    ("CM_IntBinaryOperation", {"op": "Mod", "a": 7, "b": -2}),
+    ("CM_IntBinaryOperation", {"op": "Nand", "a": 12, "b": 10}),
+    ("CM_IntBinaryOperation", {"op": "Xnor", "a": 12, "b": 10}),
+    ("CM_IntBinaryOperation", {"op": "Shl", "a": 3, "b": 4}),
+    ("CM_IntBinaryOperation", {"op": "Pow", "a": 3, "b": 5}),
+    ("CM_NumberBinaryOperation", {"op": "Add", "a": 2, "b": 0.25}),
+    ("CM_NumberBinaryOperation", {"op": "Max", "a": 3, "b": 7}),
+    ("INTConstant", {"value": -12}),
+    ("FloatConstant", {"value": 0.125}),
+    ("StringConstant", {"string": "const"}),
+    ("StringConstantMultiline", {"string": " one\ntwo \nthree\n", "strip_newlines": True}),
+    ("StringConstantMultiline", {"string": " one\ntwo \n", "strip_newlines": False}),
+    ("JoinStrings", {"delimiter": "-", "string1": "left", "string2": "right"}),
+    ("JoinStrings", {"delimiter": " ", "string1": "only"}),
+    ("GetImageSizeAndCount", {"image": IMG}),
+    ("GetImageSize+", {"image": IMG}),
+    ("mxSlider", {"Xi": 7, "Xf": 2.5, "isfloatX": 0}),
+    ("mxSlider", {"Xi": 7, "Xf": 2.5, "isfloatX": 1}),
+    ("Seed (rgthree)", {"seed": 123456789}),
+    ("Display Any (rgthree)", {"source": "text"}),
+    ("Display Any (rgthree)", {"source": 3.0}),
+    ("Display Any (rgthree)", {"source": True}),
+    ("Display Any (rgthree)", {"source": [1, "two", 3.5, None, {"k": "v\u00e9"}]}),
+]
+
+
+def make_input(v):
+    import torch
+    if isinstance(v, dict) and set(v) == {"image"}:
+        return torch.zeros(v["image"])
+    return v
+
+
+def to_json(v):
+    import torch
+    if isinstance(v, torch.Tensor):
+        return {"shape": list(v.shape)}
+    if isinstance(v, (list, tuple)):
+        return [to_json(x) for x in v]
+    if isinstance(v, dict):
+        return {k: to_json(x) for k, x in v.items()}
+    return v
+
+
+def run_case(nodes, cls_name, inputs):
+    cls = nodes.NODE_CLASS_MAPPINGS[cls_name]
+    kwargs = {k: make_input(v) for k, v in inputs.items()}
+    if getattr(cls, "INPUT_IS_LIST", False):
+        kwargs = {k: (v if isinstance(v, list) else [v]) for k, v in kwargs.items()}
+    if cls_name == "MathExpression|pysssss":
+        kwargs.setdefault("prompt", {})
+    fn = getattr(cls(), cls.FUNCTION)
+    try:
+        out = fn(**kwargs)
+    except Exception as e:  # the node's own error, compared by type
+        return {"error": type(e).__name__}
+    if isinstance(out, dict):
+        return {"result": to_json(list(out.get("result", ()))), "ui": to_json(out.get("ui"))}
+    return {"result": to_json(list(out))}
+
+
+def main():
+    comfyui, base, out_path = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3])
+    import comfyui_packs
+    nodes, object_info = comfyui_packs.load(comfyui, base)
+    classes = sorted({c for c, _ in CASES} | {"Anything Everywhere"})
+    ref = {
+        "comfyui": "0.3.64 (a125cd84)",
+        "object_info": {c: object_info(c) for c in classes},
+        "cases": [
+            {"class": c, "inputs": i, "output": run_case(nodes, c, i)} for c, i in CASES
+        ],
+    }
+    with open(out_path, "w") as f:
+        json.dump(ref, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
