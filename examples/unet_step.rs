@@ -38,7 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<candle_core::Result<_>>()?;
         Unet::from_weights(&w, UNET_PREFIX, DType::F32, &dev)?
     } else {
-        ck.unet.clone()
+        ck.model
+            .as_unet()
+            .ok_or("the checkpoint's diffusion model is not a UNet")?
+            .clone()
     };
     println!("load: {:.2} s", t.elapsed().as_secs_f64());
     let cfg = unet.config().clone();

@@ -31,4 +31,5 @@ pub mod server;
 #[cfg(feature = "server")]
 pub mod store;
 pub mod testing;
+pub mod torch_rng;
 pub mod workflow;

@@ -68,10 +68,34 @@ pub const BUILTIN_CASES: &[Case] = &[
         suite: "sdxl",
         workflow: include_str!("../workflows/sdxl/sdxl_refiner_only.json"),
     },
+    // sd15_random + `controlnet/controlnet_sd15_random.safetensors`
+    // (scripts/parity/gen_controlnet.py), the hint from the img2img test image.
+    Case {
+        name: "cnet_sd15_apply",
+        suite: "controlnet",
+        workflow: include_str!("../workflows/controlnet/cnet_sd15_apply.json"),
+    },
+    Case {
+        name: "cnet_sd15_advanced",
+        suite: "controlnet",
+        workflow: include_str!("../workflows/controlnet/cnet_sd15_advanced.json"),
+    },
+    Case {
+        name: "cnet_sd15_mix",
+        suite: "controlnet",
+        workflow: include_str!("../workflows/controlnet/cnet_sd15_mix.json"),
+    },
+    // sdxl_random + the diffusers-layout SDXL "small" ControlNet (gen_controlnet.py
+    // --preset sdxl_small).
+    Case {
+        name: "cnet_sdxl_small",
+        suite: "controlnet",
+        workflow: include_str!("../workflows/controlnet/cnet_sdxl_small.json"),
+    },
 ];
 
 /// The suites, for `--suite`.
-pub const SUITES: &[&str] = &["sd15", "sdxl"];
+pub const SUITES: &[&str] = &["sd15", "sdxl", "controlnet"];
 
 /// The img2img input of the parity workflows (`comfyrs_test_256.png` in their `LoadImage`):
 /// the image of `../shared/parity/gen_test_image.py` (red/green gradient, a blue disc, a
@@ -357,7 +381,8 @@ mod tests {
             assert!(SUITES.contains(&case.suite), "{}", case.name);
             let mut wf = parse_workflow(case.workflow).unwrap();
             let want = match (case.suite, case.name) {
-                ("sd15", _) => "sd15_random.safetensors",
+                ("controlnet", "cnet_sdxl_small") => "sdxl_random.safetensors",
+                ("sd15" | "controlnet", _) => "sd15_random.safetensors",
                 ("sdxl", "sdxl_refiner_only") => "sdxl_refiner_random.safetensors",
                 ("sdxl", _) => "sdxl_random.safetensors",
                 _ => unreachable!(),

@@ -34,7 +34,7 @@ fn schemas_match_comfyui() {
         // object_info key order), everything else must be equal.
         assert_eq!(&got, entry, "{name}");
     }
-    assert_eq!(want.as_object().unwrap().len(), 15);
+    assert_eq!(want.as_object().unwrap().len(), 14);
 }
 
 /// The ten loader classes the frontend 1.27.10 registers widgets for by name: all present
@@ -78,7 +78,7 @@ fn combos_list_the_folder_files_and_running_fails_clearly() {
     for (folder, file) in [
         ("controlnet", "canny.safetensors"),
         ("t2i_adapter", "t2i_depth.pth"),
-        ("upscale_models", "4x.pth"),
+        ("style_models", "style.safetensors"),
         ("configs", "v1.yaml"),
         ("clip_vision", "vit.safetensors"),
     ] {
@@ -95,8 +95,8 @@ fn combos_list_the_folder_files_and_running_fails_clearly() {
         json!([["canny.safetensors", "t2i_depth.pth"]])
     );
     assert_eq!(
-        info("UpscaleModelLoader")["input"]["required"]["model_name"],
-        json!(["COMBO", {"multiselect": false, "options": ["4x.pth"]}])
+        info("StyleModelLoader")["input"]["required"]["style_model_name"],
+        json!([["style.safetensors"]])
     );
     assert_eq!(
         info("CheckpointLoader")["input"]["required"]["config_name"],
@@ -109,7 +109,7 @@ fn combos_list_the_folder_files_and_running_fails_clearly() {
 
     let prompt = json!({
         "1": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "vit.safetensors"}},
-        "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}},
+        "2": {"class_type": "StyleModelLoader", "inputs": {"style_model_name": "style.safetensors"}},
         "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}
     });
     let wf = workflow_from_json(prompt).unwrap();
@@ -119,10 +119,10 @@ fn combos_list_the_folder_files_and_running_fails_clearly() {
     let RunStatus::Error(e) = out.status else {
         panic!("expected an error")
     };
-    assert_eq!(e["node_type"], "UpscaleModelLoader");
+    assert_eq!(e["node_type"], "StyleModelLoader");
     assert_eq!(e["exception_type"], "NotImplementedError");
     assert!(e["exception_message"]
         .as_str()
         .unwrap()
-        .starts_with("UpscaleModelLoader: comfyrs cannot run upscale models"));
+        .starts_with("StyleModelLoader: comfyrs cannot run style models"));
 }

@@ -134,9 +134,6 @@ fn progress_and_cancel() {
     let mut den = toy;
     let err = sample(SamplerKind::Heun, &mut den, &noise, &sigmas, &mut opts).unwrap_err();
     assert!(matches!(err, SamplingError::Interrupted));
-    let mut opts = SampleOptions::new(0);
-    let err = sample(SamplerKind::DpmFast, &mut den, &noise, &sigmas, &mut opts).unwrap_err();
-    assert!(matches!(err, SamplingError::Unsupported("dpm_fast")));
 }
 
 #[test]

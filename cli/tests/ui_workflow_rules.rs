@@ -366,7 +366,7 @@ fn cli_check_reports_conversion_validation_and_what_is_missing() {
     std::fs::write(wfs.join("c_custom.json"), ui.to_string()).unwrap();
     // A listed-but-not-implemented loader: converts and validates, does not run.
     let pending = json!({
-        "1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}},
+        "1": {"class_type": "StyleModelLoader", "inputs": {"style_model_name": "style.safetensors"}},
         "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
     });
     std::fs::write(wfs.join("d_pending.json"), pending.to_string()).unwrap();
@@ -397,7 +397,7 @@ fn cli_check_reports_conversion_validation_and_what_is_missing() {
     );
     assert!(
         lines[3].starts_with("d_pending.json")
-            && lines[3].ends_with("loaders not implemented yet: UpscaleModelLoader"),
+            && lines[3].ends_with("loaders not implemented yet: StyleModelLoader"),
         "{text}"
     );
     assert!(
@@ -410,7 +410,7 @@ fn cli_check_reports_conversion_validation_and_what_is_missing() {
     );
     let md = std::fs::read_to_string(md).unwrap();
     assert!(md.contains("| 4 | 3 | 3 | 2 |"), "{md}");
-    assert!(md.contains("| 1 | `UpscaleModelLoader` |"), "{md}");
+    assert!(md.contains("| 1 | `StyleModelLoader` |"), "{md}");
     assert!(
         md.contains("| 1 | `VHS_LoadVideo` | comfyui-videohelpersuite |"),
         "{md}"

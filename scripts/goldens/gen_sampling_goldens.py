@@ -13,6 +13,10 @@
   noise = comfy.sample.prepare_noise(latent, 0), extra_args {"seed": 0}, run through
   KSAMPLER.sample (noise_scaling with max_denoise at the start, inverse_noise_scaling at the end),
   scheduler "simple", 10 steps, KSampler's sigma selection per sampler.
+* tests/data/samplers_toy_extra_golden.json -- the samplers added for issue 15 (CFG++ variants,
+  heunpp2, dpm_fast / dpm_adaptive, res_multistep*, gradient_estimation*, er_sde, seeds_2/3,
+  sa_solver*) the same way on an EPS (karras), a v-prediction (normal) and two CONST (simple)
+  model samplings; the CFG++ samplers get a toy model with a distinct uncond (see ToyCfgWrap).
 
 Usage (ComfyUI v0.3.64 source and torch are NOT part of this repository; see /work/ref/README.txt):
     cd /path/to/ComfyUI && /path/to/venv/bin/python /path/to/comfyrs/scripts/goldens/gen_sampling_goldens.py [OUT_DIR]
@@ -26,8 +30,8 @@ import struct
 import sys
 
 sys.path.insert(0, os.environ.get("COMFYUI", os.getcwd()))
-sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a.startswith("--")] + ["--cpu"]
 _ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a.startswith("--")] + ["--cpu"]
 import comfy.options  # noqa: E402
 
 comfy.options.enable_args_parsing()
@@ -314,6 +318,62 @@ def const_goldens():
     }
 
 
+# ---- the samplers added in issue 15: eps, v and flow tables ----
+
+EXTRA = ["euler_cfg_pp", "euler_ancestral_cfg_pp", "heunpp2", "dpm_fast", "dpm_adaptive",
+         "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp", "res_multistep", "res_multistep_cfg_pp",
+         "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
+         "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece"]
+
+# The CFG++ samplers read the unconditional prediction through a `sampler_post_cfg_function`:
+# their toy model has a cond x / (1 + sigma^2), an uncond x / (2 + sigma^2) and this CFG scale,
+# combined by ComfyUI's own `cfg_function` (which runs the post-CFG functions).
+TOY_CFG = 1.5
+
+
+class ToyCfgWrap(ToyWrap):
+    def __call__(self, x, sigma, model_options={}, seed=None, **kw):
+        s = sigma.reshape(sigma.shape[:1] + (1,) * (x.ndim - 1))
+        cond = x / (1 + s * s)
+        uncond = x / (2 + s * s)
+        return comfy.samplers.cfg_function(self, cond, uncond, TOY_CFG, x, sigma, model_options=model_options)
+
+
+def extra_table(ms, scheduler, steps):
+    model = FakePatcher(ms)
+    res = {"scheduler": scheduler, "steps": steps, "cfg_pp_scale": TOY_CFG}
+    latent = torch.zeros([1, 4, 4, 4])
+    for sampler in EXTRA:
+        k = comfy.samplers.KSampler(model, steps, "cpu", sampler=sampler, scheduler=scheduler, denoise=1.0)
+        noise = comfy.sample.prepare_noise(latent, 0)
+        wrap = ToyCfgWrap(ms) if "cfg_pp" in sampler else ToyWrap(ms)
+        s = comfy.samplers.sampler_object(sampler)
+        out = s.sample(wrap, k.sigmas.clone(), {"seed": 0, "model_options": {}}, None, noise, latent, None, True)
+        flat = out.flatten().tolist()
+        res["noise_hex"] = [f32hex(v) for v in noise.flatten().tolist()]
+        res[sampler] = {
+            "sigmas": floats(k.sigmas),
+            "sum": float(out.double().sum()),
+            "first4": flat[:4],
+            "hex": [f32hex(v) for v in flat],
+        }
+    return res
+
+
+def extra_goldens():
+    ks = kinds()
+    return {
+        "machine": machine(),
+        "setup": "toy denoiser x/(1+sigma^2) (CFG++ samplers: cond x/(1+sigma^2), uncond x/(2+sigma^2), "
+                 "cfg_function at cfg_pp_scale), latent zeros [1,4,4,4], prepare_noise seed 0, extra_args "
+                 "seed 0, KSAMPLER.sample (noise_scaling / inverse_noise_scaling), KSampler sigmas, denoise 1.0",
+        "discrete_eps": extra_table(ks["discrete_eps"], "karras", 10),
+        "discrete_v": extra_table(ks["discrete_v"], "normal", 10),
+        "flux_1.15": extra_table(ks["flux_1.15"], "simple", 10),
+        "flow_shift3_mult1000": extra_table(ks["flow_shift3_mult1000"], "simple", 10),
+    }
+
+
 def check_eps():
     path = os.path.join(REPO, "tests", "data", "samplers_toy_golden.json")
     old = json.load(open(path))
@@ -334,6 +394,9 @@ def main():
         f.write("\n")
     with open(os.path.join(out_dir, "samplers_toy_const_golden.json"), "w") as f:
         json.dump(finite(const_goldens()), f, indent=0, allow_nan=False)
+        f.write("\n")
+    with open(os.path.join(out_dir, "samplers_toy_extra_golden.json"), "w") as f:
+        json.dump(finite(extra_goldens()), f, indent=0, allow_nan=False)
         f.write("\n")
     if "--check-eps" in sys.argv or os.environ.get("CHECK_EPS"):
         check_eps()

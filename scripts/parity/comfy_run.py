@@ -63,7 +63,7 @@ def main():
                     os.path.join(work, "input", "comfyrs_test_256.png")], check=True)
     emp = os.path.join(work, "extra_model_paths.yaml")
     with open(emp, "w") as f:
-        f.write("sdxlparity:\n    base_path: %s\n    checkpoints: checkpoints\n" % os.path.abspath(opts.models_dir))
+        f.write("sdxlparity:\n    base_path: %s\n    checkpoints: checkpoints\n    controlnet: controlnet\n" % os.path.abspath(opts.models_dir))
     cmd = [opts.python, "main.py", "--cpu", "--force-fp32", "--fp32-text-enc", "--listen", "127.0.0.1",
            "--port", str(opts.port), "--disable-auto-launch", "--disable-api-nodes", "--disable-all-custom-nodes",
            "--extra-model-paths-config", emp, "--input-directory", os.path.join(work, "input"),

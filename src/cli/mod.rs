@@ -252,7 +252,7 @@ struct ParityArgs {
     /// sdxl_refiner_random.safetensors.
     #[arg(long, value_name = "DIR", conflicts_with = "checkpoint")]
     models_dir: Option<PathBuf>,
-    /// Built-in suite to run: sd15, sdxl or all (repeatable; default sd15).
+    /// Built-in suite to run: sd15, sdxl, controlnet or all (repeatable; default sd15).
     #[arg(long = "suite", value_name = "NAME")]
     suites: Vec<String>,
     /// Run only the built-in cases of this name (repeatable).
@@ -858,6 +858,8 @@ fn run_parity(args: ParityArgs) -> Result<(), Fatal> {
             }
             paths.add_model_folder("checkpoints", dir.join("checkpoints"), false);
             paths.add_model_folder("checkpoints", dir.clone(), false);
+            // The ControlNet cases' files (scripts/parity/gen_controlnet.py).
+            paths.add_model_folder("controlnet", dir.join("controlnet"), false);
             None
         }
         (None, None) => return Err(fatal(2, "give --checkpoint FILE or --models-dir DIR")),

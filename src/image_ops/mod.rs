@@ -11,6 +11,7 @@
 //! IMAGE (`[B, H, W, C]`), MASK (`[B, H, W]`) and LATENT (`[B, C, H, W]`) tensors to and from it.
 
 mod bislerp;
+pub mod canny;
 mod interpolate;
 mod lanczos;
 mod planes;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use super::checkpoint::WeightMap;
+use super::controlnet::ControlResiduals;
 use super::flux::{Flux, FluxInputs, RefLatentsMethod};
 use super::unet::Unet;
 use super::{ModelError, Result};
@@ -30,6 +31,8 @@ pub struct ModelInputs<'a> {
     /// Flux Kontext's reference latents (model space).
     pub ref_latents: &'a [Tensor],
     pub ref_method: RefLatentsMethod,
+    /// ControlNet residuals for this batch (ComfyUI's `control`), added by the UNet.
+    pub control: Option<&'a ControlResiduals>,
 }
 
 /// A diffusion network of any family comfyrs runs.
@@ -65,7 +68,14 @@ impl DiffusionNet {
     /// The network's prediction for one batch.
     pub fn forward(&self, i: &ModelInputs) -> Result<Tensor> {
         match self {
-            DiffusionNet::Unet(u) => u.forward(i.x, i.timesteps, i.context, i.y),
+            DiffusionNet::Unet(u) => {
+                u.forward_with_control(i.x, i.timesteps, i.context, i.y, i.control)
+            }
+            DiffusionNet::Flux(_) if i.control.is_some() => Err(ModelError::NotSupported(
+                "ControlNet residuals for a Flux model: comfyrs runs the SD1.x/SDXL (cldm) \
+                 ControlNets only, which do not fit Flux"
+                    .into(),
+            )),
             DiffusionNet::Flux(f) => f
                 .forward(&FluxInputs {
                     x: i.x,

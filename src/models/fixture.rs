@@ -216,6 +216,71 @@ fn tiny_vae_with(l: &mut Layout, root: &str, z: usize, quant: bool) {
     }
 }
 
+/// A tiny cldm ControlNet matching [`tiny_unet`]'s encoder (same widths, context `ctx`,
+/// ADM `adm`) under `p` (`"control_model."` for the `.pth` layout, or `""`): the hint
+/// encoder 3→16→16→32→32→96→96→256→32 (strides 2 at convs 2, 4, 6), a zero conv after each
+/// of the 4 input blocks and after the middle block (random here, zero in a fresh
+/// ControlNet, so the residuals are not zero).
+fn tiny_controlnet(l: &mut Layout, p: &str, ctx: usize, adm: Option<usize>) {
+    let mc = 32;
+    let emb = 4 * mc;
+    let linear = adm.is_some();
+    lin(l, &format!("{p}time_embed.0"), emb, mc, true);
+    lin(l, &format!("{p}time_embed.2"), emb, emb, true);
+    if let Some(adm) = adm {
+        lin(l, &format!("{p}label_emb.0.0"), emb, adm, true);
+        lin(l, &format!("{p}label_emb.0.2"), emb, emb, true);
+    }
+    let hint = [3, 16, 16, 32, 32, 96, 96, 256, mc];
+    for i in 0..8 {
+        conv(
+            l,
+            &format!("{p}input_hint_block.{}", 2 * i),
+            hint[i + 1],
+            hint[i],
+            3,
+        );
+    }
+    conv(l, &format!("{p}input_blocks.0.0"), mc, 4, 3);
+    unet_res(l, &format!("{p}input_blocks.1.0"), mc, mc, emb);
+    conv(l, &format!("{p}input_blocks.2.0.op"), mc, mc, 3);
+    unet_res(l, &format!("{p}input_blocks.3.0"), mc, 2 * mc, emb);
+    unet_st(l, &format!("{p}input_blocks.3.1"), 2 * mc, ctx, linear);
+    unet_res(l, &format!("{p}middle_block.0"), 2 * mc, 2 * mc, emb);
+    unet_st(l, &format!("{p}middle_block.1"), 2 * mc, ctx, linear);
+    unet_res(l, &format!("{p}middle_block.2"), 2 * mc, 2 * mc, emb);
+    for (i, c) in [mc, mc, mc, 2 * mc].into_iter().enumerate() {
+        conv(l, &format!("{p}zero_convs.{i}.0"), c, c, 1);
+    }
+    conv(l, &format!("{p}middle_block_out.0"), 2 * mc, 2 * mc, 1);
+}
+
+/// Repository-relative path of the tiny SD1.5 ControlNet (`control_model.*` layout).
+pub const TINY_CONTROLNET_SD15_PATH: &str =
+    "fixtures/models/controlnet/tiny_controlnet_sd15.safetensors";
+/// Repository-relative path of the tiny SDXL ControlNet (bare LDM names).
+pub const TINY_CONTROLNET_SDXL_PATH: &str =
+    "fixtures/models/controlnet/tiny_controlnet_sdxl.safetensors";
+
+/// The bytes of `tiny_controlnet_sd15.safetensors`: [`tiny_controlnet`] for `tiny_sd15`.
+pub fn tiny_controlnet_sd15_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_controlnet(&mut layout, "control_model.", TINY_L_WIDTH, None);
+    serialize(&layout, "tiny_controlnet_sd15 v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of `tiny_controlnet_sdxl.safetensors`: [`tiny_controlnet`] for `tiny_sdxl`.
+pub fn tiny_controlnet_sdxl_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_controlnet(
+        &mut layout,
+        "",
+        TINY_L_WIDTH + TINY_G_WIDTH,
+        Some(TINY_G_WIDTH + 6 * 256),
+    );
+    serialize(&layout, "tiny_controlnet_sdxl v1 (src/models/fixture.rs)")
+}
+
 /// Hidden width of the tiny Flux (4 heads of 16, rotary axes [4, 6, 6]).
 pub const TINY_FLUX_HIDDEN: usize = 64;
 /// Text-token width (`txt_in` input) of the tiny Flux: a tiny T5's d_model.

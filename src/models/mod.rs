@@ -18,12 +18,15 @@
 //! * [`lora`]: LoRA/LyCORIS files, ComfyUI's key map and patch math, lazily patched models.
 //! * [`nn`]: layers shared by every network, with the f32 CPU kernels behind them.
 //! * [`fp8`]: bit-exact fp8 (e4m3fn, e5m2) decode and encode, as torch converts.
+//! * [`upscale`]: image upscale models (ESRGAN/RRDBNet, Real-ESRGAN Compact) and ComfyUI's
+//!   tiled inference.
 //! * [`fixture`]: the deterministic tiny random-weight checkpoints used by the tests
 //!   (written by `src/bin/gen_fixtures.rs`).
 
 pub mod checkpoint;
 pub mod component_files;
 pub mod conditioner;
+pub mod controlnet;
 pub mod diffusion;
 pub mod family;
 pub mod fixture;
@@ -34,6 +37,7 @@ pub mod lora;
 pub mod nn;
 pub mod text;
 pub mod unet;
+pub mod upscale;
 pub mod vae;
 
 pub use checkpoint::{

@@ -122,6 +122,9 @@ pub struct InputSpec {
     /// Render `[type, {}]` in V1 `/object_info` even with no options (as a node written
     /// `(type, {})` in Python shows).
     pub always_options: bool,
+    /// A classic node's combo declared as `(IO.COMBO, {"options": [...]})`: rendered
+    /// `["COMBO", {"options": [...], ...}]` in V1 `/object_info` too.
+    pub combo_as_type: bool,
 }
 
 impl InputSpec {
@@ -132,6 +135,7 @@ impl InputSpec {
             section: Section::Required,
             options: Map::new(),
             always_options: false,
+            combo_as_type: false,
         }
     }
     pub fn always_options(mut self) -> Self {
@@ -159,6 +163,12 @@ impl InputSpec {
             name,
             InputType::Combo(choices.iter().map(|c| c.as_ref().to_string()).collect()),
         )
+    }
+    /// A combo written `(IO.COMBO, {"options": choices})` in a classic node.
+    pub fn combo_typed<S: AsRef<str>>(name: &str, choices: &[S]) -> Self {
+        let mut s = Self::combo(name, choices);
+        s.combo_as_type = true;
+        s
     }
     pub fn combo_fn(
         name: &str,
@@ -292,6 +302,10 @@ impl NodeSchema {
         self.python_module = m.to_string();
         self
     }
+    pub fn experimental(mut self) -> Self {
+        self.experimental = true;
+        self
+    }
     pub fn v3(mut self) -> Self {
         self.style = SchemaStyle::V3;
         self
@@ -327,6 +341,12 @@ impl NodeSchema {
 
     /// `[declared_type, options]` as ComfyUI puts it in `input_config` of error objects.
     pub fn input_config(&self, spec: &InputSpec, env: &Environment) -> Json {
+        if self.style == SchemaStyle::V1 && spec.combo_as_type {
+            let mut opts = Map::new();
+            opts.insert("options".into(), json!(spec.ty.choices(env)));
+            opts.extend(spec.options.clone());
+            return json!(["COMBO", opts]);
+        }
         let ty = match spec.ty.choices(env) {
             Some(choices) if self.style == SchemaStyle::V1 => json!(choices),
             Some(_) => json!("COMBO"),
@@ -369,6 +389,7 @@ impl NodeSchema {
                 let entry = if self.style == SchemaStyle::V1
                     && spec.options.is_empty()
                     && !spec.always_options
+                    && !spec.combo_as_type
                 {
                     json!([config[0]])
                 } else {

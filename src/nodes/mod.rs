@@ -5,11 +5,16 @@ pub mod clip_flux;
 pub mod clip_sdxl;
 pub mod conditioning;
 pub mod conditioning_transform;
+pub mod controlnet;
+pub mod custom_sampling;
 pub mod flux;
+pub mod guidance;
+pub mod image_edit;
 pub mod image_io;
 pub mod image_transform;
 pub mod inpaint;
 pub mod latent;
+pub mod latent_ops;
 pub mod latent_transform;
 pub mod loaders;
 pub mod lora;
@@ -21,6 +26,7 @@ pub mod sampling;
 pub mod save_image_websocket;
 pub mod sd_types;
 mod strings;
+pub mod upscale_model;
 pub mod utils;
 pub mod vae;
 
@@ -33,11 +39,16 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     clip_sdxl::register(r)?;
     conditioning::register(r)?;
     conditioning_transform::register(r)?;
+    custom_sampling::register(r)?;
+    controlnet::register(r)?;
     flux::register(r)?;
+    guidance::register(r)?;
     inpaint::register(r)?;
+    image_edit::register(r)?;
     image_io::register(r)?;
     image_transform::register(r)?;
     latent::register(r)?;
+    latent_ops::register(r)?;
     latent_transform::register(r)?;
     loaders::register(r)?;
     lora::register(r)?;
@@ -48,6 +59,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     vae::register(r)?;
     primitives::register(r)?;
     strings::register(r)?;
+    upscale_model::register(r)?;
     utils::register(r)?;
     // Loaders for model kinds not implemented yet (a class registered above is a Duplicate
     // error here: its pending entry must go when the family lands).

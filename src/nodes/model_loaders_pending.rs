@@ -1,5 +1,5 @@
-//! The loader classes of ComfyUI 0.3.64 for model kinds comfyrs cannot run yet (ControlNet,
-//! upscale models, CLIP vision, style models, GLIGEN, hypernetworks, PhotoMaker, ...).
+//! The loader classes of ComfyUI 0.3.64 for model kinds comfyrs cannot run yet (CLIP vision,
+//! style models, GLIGEN, hypernetworks, PhotoMaker, ...).
 //!
 //! They exist so that `/object_info` matches ComfyUI's (the frontend registers loader widgets
 //! by class name and breaks when one is missing) and their combos list the files in their
@@ -93,15 +93,6 @@ fn diffusers_dirs(env: &Environment) -> Vec<String> {
     out
 }
 
-/// ControlNet files: `controlnet` and its legacy alias `t2i_adapter`.
-fn controlnets(env: &Environment) -> Vec<String> {
-    let mut v = env.paths.list_models("controlnet");
-    v.extend(env.paths.list_models("t2i_adapter"));
-    v.sort();
-    v.dedup();
-    v
-}
-
 fn models(kind: &'static str) -> impl Fn(&Environment) -> Vec<String> + Send + Sync + 'static {
     move |env| env.paths.list_models(kind)
 }
@@ -138,23 +129,6 @@ fn unclip_checkpoint_loader() -> NodeSchema {
         .output(OutputSpec::new("CLIP"))
         .output(OutputSpec::new("VAE"))
         .output(OutputSpec::new("CLIP_VISION"))
-}
-
-fn controlnet_loader() -> NodeSchema {
-    NodeSchema::new("ControlNetLoader")
-        .display("Load ControlNet Model")
-        .category("loaders")
-        .input(InputSpec::combo_fn("control_net_name", controlnets))
-        .output(OutputSpec::new("CONTROL_NET"))
-}
-
-fn diff_controlnet_loader() -> NodeSchema {
-    NodeSchema::new("DiffControlNetLoader")
-        .display("Load ControlNet Model (diff)")
-        .category("loaders")
-        .input(InputSpec::of("model", "MODEL"))
-        .input(InputSpec::combo_fn("control_net_name", controlnets))
-        .output(OutputSpec::new("CONTROL_NET"))
 }
 
 fn clip_vision_loader() -> NodeSchema {
@@ -211,16 +185,6 @@ fn image_only_checkpoint_loader() -> NodeSchema {
         .output(OutputSpec::new("MODEL"))
         .output(OutputSpec::new("CLIP_VISION"))
         .output(OutputSpec::new("VAE"))
-}
-
-fn upscale_model_loader() -> NodeSchema {
-    NodeSchema::new("UpscaleModelLoader")
-        .display("Load Upscale Model")
-        .category("loaders")
-        .module("comfy_extras.nodes_upscale_model")
-        .v3()
-        .input(InputSpec::combo_fn("model_name", models("upscale_models")))
-        .output(OutputSpec::new("UPSCALE_MODEL"))
 }
 
 fn photomaker_loader() -> NodeSchema {
@@ -282,8 +246,6 @@ const PENDING: &[PendingEntry] = &[
     ),
     (diffusers_loader, "diffusers-format model folders"),
     (unclip_checkpoint_loader, "unCLIP checkpoints (CLIP vision)"),
-    (controlnet_loader, "ControlNet / T2I-Adapter models"),
-    (diff_controlnet_loader, "ControlNet / T2I-Adapter models"),
     (clip_vision_loader, "CLIP vision models"),
     (style_model_loader, "style models"),
     (gligen_loader, "GLIGEN models"),
@@ -291,10 +253,6 @@ const PENDING: &[PendingEntry] = &[
     (
         image_only_checkpoint_loader,
         "image-to-video (SVD) checkpoints",
-    ),
-    (
-        upscale_model_loader,
-        "upscale models (ESRGAN and other spandrel architectures)",
     ),
     (photomaker_loader, "PhotoMaker models"),
     (quadruple_clip_loader, "HiDream's four text encoders"),

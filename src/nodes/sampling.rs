@@ -2,6 +2,7 @@
 //! comfy_extras/nodes_custom_sampler.py), on the sampling numerics of `crate::sampling`.
 
 use super::sd_types::{Conditioning, GuiderPayload, NoisePayload, SamplerPayload, SdModel, Sigmas};
+use crate::models::controlnet::ControlStep;
 use crate::models::diffusion::ModelInputs;
 use crate::models::family::CondParams;
 use crate::models::flux::DEFAULT_GUIDANCE;
@@ -17,8 +18,8 @@ use crate::sampling::conds::{
 use crate::sampling::masks::reshape_mask;
 use crate::sampling::noise::prepare_noise;
 use crate::sampling::samplers::{
-    finish_latent, initial_latent, inpaint_noise, sample, Denoiser, SampleOptions, SamplerKind,
-    SamplingError,
+    finish_latent, initial_latent, inpaint_noise, sample, Denoiser, SampleOptions, SamplerExtra,
+    SamplerKind, SamplingError,
 };
 use crate::sampling::schedulers::{
     calculate_sigmas, ksampler_sigmas, select_steps, Scheduler, StepSelection,
@@ -51,7 +52,7 @@ fn cfg_input() -> InputSpec {
         .opt("round", 0.01)
 }
 
-fn seed_input(name: &str) -> InputSpec {
+pub(super) fn seed_input(name: &str) -> InputSpec {
     InputSpec::int(name)
         .default(0)
         .min(0)
@@ -85,6 +86,8 @@ impl CondModel for ModelApply<'_> {
                 guidance: None,
                 ref_latents: &[],
                 ref_method: Default::default(),
+                control: None,
+                batched_number: 1,
             },
         )
     }
@@ -99,6 +102,23 @@ impl CondModel for ModelApply<'_> {
         };
         let t = ms.timestep(sigma as f32);
         let ts = Tensor::from_vec(vec![t; n], n, x.device())?;
+        // The batch's ControlNet residuals (`c['control'] = control.get_control(...)`), from
+        // the latent without concat channels.
+        let control = match c.control {
+            Some(link) => link
+                .get_control(&ControlStep {
+                    x_noisy: x,
+                    x_in: &ms.calculate_input(sigma, x)?,
+                    sigma,
+                    timestep: t,
+                    context: c.context,
+                    y: c.y,
+                    batched_number: c.batched_number,
+                    percent_to_sigma: &|p| ms.percent_to_sigma(p),
+                })
+                .map_err(|e| candle_core::Error::Msg(format!("ControlNet: {e}")))?,
+            None => None,
+        };
         let out = self
             .0
             .diffusion
@@ -110,6 +130,7 @@ impl CondModel for ModelApply<'_> {
                 guidance: c.guidance,
                 ref_latents: c.ref_latents,
                 ref_method: c.ref_method,
+                control: control.as_ref(),
             })
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .to_dtype(DType::F32)?;
@@ -132,9 +153,17 @@ struct CfgDenoiser<'a> {
 }
 
 impl CfgDenoiser<'_> {
-    fn guided(&self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+    /// (CFG result, uncond prediction). `force_uncond` is ComfyUI's
+    /// `disable_cfg1_optimization` (the CFG++ samplers set it): the negative is evaluated
+    /// even at cfg 1.
+    fn guided(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        force_uncond: bool,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         // math.isclose(cfg, 1.0)
-        let skip_uncond = (self.cfg - 1.0).abs() <= 1e-9 * self.cfg.abs().max(1.0);
+        let skip_uncond = !force_uncond && (self.cfg - 1.0).abs() <= 1e-9 * self.cfg.abs().max(1.0);
         let positive = Some(self.conds.lists[0].as_slice());
         let negative = if self.has_negative && !skip_uncond {
             Some(self.conds.lists[1].as_slice())
@@ -143,14 +172,26 @@ impl CfgDenoiser<'_> {
         };
         let out = calc_cond_batch(&ModelApply(self.model), &[positive, negative], x, sigma)?;
         let (cond, uncond) = (&out[0], &out[1]);
-        uncond + ((cond - uncond)? * self.cfg)?
+        // cfg_function: the plain combine, or the MODEL's patched one (RescaleCFG) and its
+        // post-CFG functions (CFGNorm).
+        let combined = self
+            .model
+            .cfg_patches
+            .combine(cond, uncond, self.cfg, x, sigma)?;
+        Ok((combined, uncond.clone()))
     }
-}
 
-impl Denoiser for CfgDenoiser<'_> {
-    fn denoise(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
-        let out = match &self.inpaint {
-            None => self.guided(x, sigma)?,
+    /// `KSamplerX0Inpaint` around [`Self::guided`]: with a noise mask the input is blended
+    /// with the noised latent and the output with the latent (the uncond is returned as the
+    /// model gave it, as ComfyUI's post-CFG hook sees it).
+    fn run(
+        &mut self,
+        x: &Tensor,
+        sigma: f64,
+        force_uncond: bool,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let (out, uncond) = match &self.inpaint {
+            None => self.guided(x, sigma, force_uncond)?,
             Some((m, noise, latent)) => {
                 let inv = m.affine(-1.0, 1.0)?;
                 let noised = self
@@ -158,12 +199,26 @@ impl Denoiser for CfgDenoiser<'_> {
                     .sampling
                     .noise_scaling(sigma, noise, latent, false)?;
                 let xi = ((x * m)? + (noised * &inv)?)?;
-                let out = self.guided(&xi, sigma)?;
-                ((out * m)? + (latent * &inv)?)?
+                let (out, uncond) = self.guided(&xi, sigma, force_uncond)?;
+                (((out * m)? + (latent * &inv)?)?, uncond)
             }
         };
         self.last_denoised = Some(out.clone());
-        Ok(out)
+        Ok((out, uncond))
+    }
+}
+
+impl Denoiser for CfgDenoiser<'_> {
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor> {
+        Ok(self.run(x, sigma, false)?.0)
+    }
+
+    fn denoise_with_uncond(
+        &mut self,
+        x: &Tensor,
+        sigma: f64,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        self.run(x, sigma, true)
     }
 }
 
@@ -299,6 +354,36 @@ pub fn run_sampler(
     noise: &Tensor,
     seed: u64,
 ) -> Result<(Tensor, Tensor), NodeError> {
+    run_sampler_with(
+        ctx,
+        model,
+        positive,
+        negative,
+        cfg,
+        kind,
+        SamplerExtra::default(),
+        sigmas,
+        latent,
+        noise,
+        seed,
+    )
+}
+
+/// [`run_sampler`] with the sampler's extra options (a custom-sampling sampler node's).
+#[allow(clippy::too_many_arguments)]
+pub fn run_sampler_with(
+    ctx: Option<&NodeContext>,
+    model: &SdModel,
+    positive: &Conditioning,
+    negative: Option<&Conditioning>,
+    cfg: f64,
+    kind: SamplerKind,
+    sampler_extra: SamplerExtra,
+    sigmas: &[f32],
+    latent: &Latent,
+    noise: &Tensor,
+    seed: u64,
+) -> Result<(Tensor, Tensor), NodeError> {
     let samples = latent.samples.to_dtype(DType::F32)?;
     if sigmas.is_empty() {
         return Ok((samples.clone(), samples));
@@ -363,6 +448,7 @@ pub fn run_sampler(
     let stopped = Cell::new(false);
     let err: RefCell<Option<NodeError>> = RefCell::new(None);
     let mut opts = SampleOptions::new(seed).with_model_sampling(ms);
+    opts.extra = sampler_extra;
     if let Some(ctx) = ctx {
         opts.keep_denoised = ctx.env.previews.enabled();
         opts.callback = Some(Box::new(|done, total, x0| {
@@ -577,7 +663,7 @@ impl Node for KSamplerAdvanced {
 
 // ---- custom sampling ----
 
-fn custom(class: &str, category: &str) -> NodeSchema {
+pub(super) fn custom(class: &str, category: &str) -> NodeSchema {
     NodeSchema::new(class)
         .category(category)
         .module("comfy_extras.nodes_custom_sampler")
@@ -595,7 +681,10 @@ impl Node for KSamplerSelect {
             .string("sampler_name")?
             .parse()
             .map_err(|e: String| NodeError::input("sampler_name", e))?;
-        Ok(NodeOutput::one(Value::object(SamplerPayload(kind))))
+        Ok(NodeOutput::one(Value::object(SamplerPayload(
+            kind,
+            SamplerExtra::default(),
+        ))))
     }
 }
 
@@ -711,7 +800,7 @@ fn custom_sample(
     guider: &GuiderPayload,
     noise: NoisePayload,
     seed: u64,
-    kind: SamplerKind,
+    sampler: &SamplerPayload,
     sigmas: &[f32],
     latent: &Latent,
 ) -> Result<NodeOutput, NodeError> {
@@ -721,13 +810,14 @@ fn custom_sample(
         NoisePayload::Random(s) => prepare_noise(&shape, s, latent.batch_index.as_deref())?,
         NoisePayload::Disabled => Tensor::zeros(shape.as_slice(), DType::F32, &Device::Cpu)?,
     };
-    let (out, denoised) = run_sampler(
+    let (out, denoised) = run_sampler_with(
         Some(ctx),
         &guider.model,
         &guider.positive,
         guider.negative.as_ref(),
         guider.cfg,
-        kind,
+        sampler.0,
+        sampler.1,
         sigmas,
         latent,
         &noise_t,
@@ -772,7 +862,7 @@ impl Node for SamplerCustom {
         let sigmas = i.object::<Sigmas>("sigmas")?;
         let latent = i.object::<Latent>("latent_image")?;
         // The sampler seed is noise_seed even with add_noise off.
-        custom_sample(ctx, &guider, noise, seed, sampler.0, &sigmas.0, &latent)
+        custom_sample(ctx, &guider, noise, seed, &sampler, &sigmas.0, &latent)
     }
 }
 
@@ -798,7 +888,7 @@ impl Node for SamplerCustomAdvanced {
             NoisePayload::Random(s) => s,
             NoisePayload::Disabled => 0,
         };
-        custom_sample(ctx, &guider, *noise, seed, sampler.0, &sigmas.0, &latent)
+        custom_sample(ctx, &guider, *noise, seed, &sampler, &sigmas.0, &latent)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::models::{Checkpoint, Family, LatentFormat, TextEncoders, Vae};
 use crate::node::{NodeError, Payload};
 use crate::sampling::conds::CondOptions;
 use crate::sampling::model_sampling::{ModelSampling, Prediction};
-use crate::sampling::samplers::SamplerKind;
+use crate::sampling::samplers::{SamplerExtra, SamplerKind};
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ pub struct SdModel {
     pub diffusion: PatchedModel,
     pub sampling: Arc<ModelSampling>,
     pub family: Family,
+    /// Patches of the CFG combine (RescaleCFG, CFGNorm); empty by default.
+    pub cfg_patches: crate::sampling::cfg_patches::CfgPatches,
 }
 
 impl SdModel {
@@ -140,9 +142,10 @@ impl Payload for Conditioning {
     }
 }
 
-/// SAMPLER (KSamplerSelect).
+/// SAMPLER: the sampler and its extra options (KSamplerSelect: the defaults; the
+/// custom-sampling sampler nodes set them).
 #[derive(Debug, Clone, Copy)]
-pub struct SamplerPayload(pub SamplerKind);
+pub struct SamplerPayload(pub SamplerKind, pub SamplerExtra);
 impl Payload for SamplerPayload {}
 
 /// SIGMAS: a 1-d float32 schedule.
@@ -228,6 +231,7 @@ pub fn model_payload(
         diffusion: PatchedModel::new(net, weights.clone()),
         sampling: Arc::new(family_sampling(family, prediction)),
         family,
+        cfg_patches: Default::default(),
     }
 }
 

@@ -2,8 +2,8 @@
 //! `tol=1e-6`, `pool_size=24`, no Lévy area) as ComfyUI's SDE samplers use it on
 //! CPU (numerics.md §2.4). Values are bit-exact with torchsde 0.2.6.
 
-use super::rng::TorchGenerator;
 use super::seed_sequence::SeedSequence;
+use crate::torch_rng::TorchGenerator;
 
 const POOL_SIZE: usize = 24;
 

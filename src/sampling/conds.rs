@@ -11,6 +11,11 @@
 //!    inpainting UNet the 5 concat channels) are built, and every area cond gets an
 //!    "opposite" entry with the same area in the other list.
 //! 2. [`calc_cond_batch`] at every model evaluation.
+//!
+//! ControlNets ride on the conds (ComfyUI's `control` key): a cond's [`ControlLink`] is
+//! run for each batch it is in (`get_control`, by the model's [`CondModel::apply_conds`]),
+//! conds batch only with conds holding the same link, and [`prepare`] gives negative conds
+//! the positive's links for `ControlNetApply` (`control_apply_to_uncond`).
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -19,7 +24,9 @@ use super::masks::{
 };
 use super::model_sampling::ModelSampling;
 use crate::image_ops::bilinear_nchw;
+use crate::models::controlnet::ControlLink;
 use crate::models::flux::RefLatentsMethod;
+use std::sync::Arc;
 
 /// Where a cond applies (`"area"`), as ConditioningSetArea / ...Percentage set it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,6 +79,11 @@ pub struct CondOptions {
     /// and `reference_latents_method` (FluxKontextMultiReferenceLatentMethod).
     pub reference_latents: Vec<Tensor>,
     pub reference_latents_method: Option<RefLatentsMethod>,
+    /// `control`: the ControlNet (chain) applied to this entry (ControlNetApply*).
+    pub control: Option<Arc<ControlLink>>,
+    /// `control_apply_to_uncond`: ControlNetApply sets it (negative conds without a
+    /// ControlNet get the positive's), ControlNetApplyAdvanced clears it.
+    pub control_apply_to_uncond: Option<bool>,
 }
 
 /// The `guidance` key of a Flux conditioning: a strength, or explicitly none
@@ -146,6 +158,8 @@ pub struct PreparedCond {
     mask_strength: f64,
     sigma_start: Option<f64>,
     sigma_end: Option<f64>,
+    control: Option<Arc<ControlLink>>,
+    control_apply_to_uncond: bool,
 }
 
 /// What [`prepare`] needs to know about the run.
@@ -179,6 +193,10 @@ pub struct BatchConds<'a> {
     /// Flux Kontext reference latents, each [n, C, h, w].
     pub ref_latents: &'a [Tensor],
     pub ref_method: RefLatentsMethod,
+    /// The batch's ControlNet (every cond of a batch holds the same one).
+    pub control: Option<&'a ControlLink>,
+    /// How many conds were batched (`len(cond_or_uncond)`; the batch is this many chunks).
+    pub batched_number: usize,
 }
 
 /// The model as calc_cond_batch sees it: `apply_model` returning denoised predictions.
@@ -405,6 +423,8 @@ pub fn prepare(lists: &[Vec<CondInput>], ctx: &PrepareContext) -> Result<Prepare
                 mask_strength: opts.mask_strength.unwrap_or(1.0),
                 sigma_start: opts.start_percent.map(|p| sampling.percent_to_sigma(p)),
                 sigma_end: opts.end_percent.map(|p| sampling.percent_to_sigma(p)),
+                control: opts.control.clone(),
+                control_apply_to_uncond: opts.control_apply_to_uncond == Some(true),
             });
         }
         out.push(prepared);
@@ -422,7 +442,47 @@ pub fn prepare(lists: &[Vec<CondInput>], ctx: &PrepareContext) -> Result<Prepare
             i += 1;
         }
     }
+    // ControlNetApply: negative conds without a ControlNet get the positive's.
+    if out.len() > 1 {
+        let positive: Vec<PreparedCond> = out[0]
+            .iter()
+            .filter(|c| c.control_apply_to_uncond)
+            .cloned()
+            .collect();
+        for other in out.iter_mut().skip(1) {
+            fill_control_to_uncond(&positive, other);
+        }
+    }
     Ok(PreparedConds { lists: out })
+}
+
+/// `apply_empty_x_to_equal_area(positive_with_apply_to_uncond, uncond, 'control', ...)`:
+/// unless an area-less uncond already has a ControlNet, the i-th area-less positive
+/// ControlNet goes to area-less uncond `i % n`.
+fn fill_control_to_uncond(conds: &[PreparedCond], uncond: &mut [PreparedCond]) {
+    let cond_cnets: Vec<&Arc<ControlLink>> = conds
+        .iter()
+        .filter(|c| c.area.is_none())
+        .filter_map(|c| c.control.as_ref())
+        .collect();
+    if uncond
+        .iter()
+        .any(|u| u.area.is_none() && u.control.is_some())
+    {
+        return;
+    }
+    let uncond_other: Vec<usize> = (0..uncond.len())
+        .filter(|&i| uncond[i].area.is_none() && uncond[i].control.is_none())
+        .collect();
+    if uncond_other.is_empty() {
+        return;
+    }
+    // ComfyUI tests the snapshot taken before the loop (never holding a ControlNet), so a
+    // later ControlNet replaces an earlier one on the same uncond.
+    for (x, cnet) in cond_cnets.into_iter().enumerate() {
+        let t = uncond_other[x % uncond_other.len()];
+        uncond[t].control = Some(cnet.clone());
+    }
 }
 
 /// `area_inside(a, cmp)`: a lies within cmp.
@@ -485,6 +545,7 @@ struct CondRun {
     ref_latents: Vec<Tensor>,
     ref_method: RefLatentsMethod,
     regular_cross_attn: bool,
+    control: Option<Arc<ControlLink>>,
     /// (h, w, y, x) clamped to the latent, or the whole latent.
     area: [usize; 4],
     list: usize,
@@ -594,6 +655,7 @@ fn area_and_mult(c: &PreparedCond, x: &Tensor, sigma: f64, list: usize) -> Resul
             .collect::<Result<_>>()?,
         ref_method: c.model.ref_method,
         regular_cross_attn: c.model.regular_cross_attn,
+        control: c.control.clone(),
         area,
         list,
     }))
@@ -616,6 +678,12 @@ fn lcm(a: usize, b: usize) -> usize {
 fn can_concat(a: &CondRun, b: &CondRun) -> bool {
     if a.input_x.dims() != b.input_x.dims() {
         return false;
+    }
+    // `objects_concatable(c1.control, c2.control)`: the same ControlNet object or none.
+    match (&a.control, &b.control) {
+        (None, None) => {}
+        (Some(p), Some(q)) if Arc::ptr_eq(p, q) => {}
+        _ => return false,
     }
     let (s1, s2) = (a.cross_attn.dims(), b.cross_attn.dims());
     if s1 != s2 {
@@ -735,6 +803,8 @@ pub fn calc_cond_batch(
                 guidance: guidance.as_ref(),
                 ref_latents: &ref_latents,
                 ref_method: batch[0].ref_method,
+                control: batch[0].control.as_deref(),
+                batched_number: batch.len(),
             },
         )?;
         for (k, r) in batch.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! ComfyUI's sampling numerics, model-free (`/work/shared/spec/numerics.md` §0–§5).
 //!
-//! * [`rng`] — bit-exact `torch.manual_seed` + `torch.randn` on CPU ([`rng::torch_randn`],
-//!   [`rng::TorchGenerator`]).
+//! * [`rng`] — re-export of [`crate::torch_rng`]: bit-exact `torch.manual_seed` + `torch.randn`
+//!   on CPU, shared with the model layer (LoRA fp8 rounding draws from the same generator).
 //! * [`seed_sequence`] — numpy `SeedSequence`, for the Brownian tree's per-node seeds.
 //! * [`brownian`] — torchsde's Brownian tree (the SDE samplers' noise).
 //! * [`noise`] — `prepare_noise`, the [`noise::NoiseSampler`] trait, the default and
@@ -10,6 +10,7 @@
 //!   prediction classes (EPS, V, EDM, CONST, …): sigma table, σ ↔ t, input/denoised/noise
 //!   scaling.
 //! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling.
+//! * [`cfg_patches`] — model patches of the CFG combine (RescaleCFG, CFGNorm).
 //! * [`samplers`] — the [`samplers::Denoiser`] trait, [`samplers::SamplerKind`],
 //!   [`samplers::sample`], and the start/end-of-sampling helpers.
 //! * [`conds`] — sampling-time conditioning: areas, masks, strengths, timestep ranges,
@@ -19,12 +20,13 @@
 //! * [`preview`] — latent previews (latent2rgb) while a sampler runs.
 
 pub mod brownian;
+pub mod cfg_patches;
 pub mod conds;
 pub mod masks;
 pub mod model_sampling;
 pub mod noise;
 pub mod preview;
-pub mod rng;
+pub use crate::torch_rng as rng;
 pub mod samplers;
 pub mod schedulers;
 pub mod seed_sequence;

@@ -4,8 +4,8 @@
 use candle_core::{Device, Result, Tensor};
 
 use super::brownian::BrownianTree;
-use super::rng::TorchGenerator;
 use super::torch_math;
+use crate::torch_rng::TorchGenerator;
 
 /// `comfy.sample.prepare_noise(latent, seed, noise_inds)` (§2.1): CPU float32 noise of
 /// `shape` ([B, C, H, W] or any rank with the batch first).

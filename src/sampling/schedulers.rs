@@ -573,3 +573,263 @@ mod tests {
         assert!("bogus".parse::<Scheduler>().is_err());
     }
 }
+
+// ---- the scheduler nodes' model-free schedules (comfy/k_diffusion/sampling.py) ----
+
+/// `get_sigmas_polyexponential` (ρ = 1 by default), float32 like torch.
+pub fn polyexponential(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f32> {
+    let (lmin, lmax) = (sigma_min.ln(), sigma_max.ln());
+    let (diff, lmin, rho) = ((lmax - lmin) as f32, lmin as f32, rho as f32);
+    let mut out: Vec<f32> = linspace_f32(1.0, 0.0, n)
+        .into_iter()
+        .map(|r| {
+            let ramp = (r as f64).powf(rho as f64) as f32;
+            ((ramp * diff + lmin) as f64).exp() as f32
+        })
+        .collect();
+    out.push(0.0);
+    out
+}
+
+/// `get_sigmas_vp`: `sqrt(expm1(β_d·t²/2 + β_min·t))` for t from 1 to ε_s, float32.
+pub fn vp(n: usize, beta_d: f64, beta_min: f64, eps_s: f64) -> Vec<f32> {
+    let (bd, bm) = (beta_d as f32, beta_min as f32);
+    let mut out: Vec<f32> = linspace_f32(1.0, eps_s, n)
+        .into_iter()
+        .map(|t| {
+            let v = bd * (t * t) / 2.0 + bm * t;
+            ((v as f64).exp_m1() as f32 as f64).sqrt() as f32
+        })
+        .collect();
+    out.push(0.0);
+    out
+}
+
+/// `get_sigmas_laplace` (no trailing zero, as in ComfyUI), float32.
+pub fn laplace(n: usize, sigma_min: f64, sigma_max: f64, mu: f64, beta: f64) -> Vec<f32> {
+    let (mu, beta, lo, hi) = (mu as f32, beta as f32, sigma_min as f32, sigma_max as f32);
+    linspace_f32(0.0, 1.0, n)
+        .into_iter()
+        .map(|x| {
+            let c = 0.5 - x;
+            let sign = if c > 0.0 {
+                1.0
+            } else if c < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+            let l = ((1.0 - 2.0 * c.abs() + 1e-5f32) as f64).ln() as f32;
+            let lmb = mu - (beta * sign) * l;
+            let s = (lmb as f64).exp() as f32;
+            // torch.clamp(min, max): max wins when min > max.
+            s.max(lo).min(hi)
+        })
+        .collect()
+}
+
+/// AlignYourStepsScheduler's noise levels (NVIDIA's published tables, 10 steps).
+pub fn ays_levels(model_type: &str) -> Option<&'static [f64]> {
+    const SD1: [f64; 11] = [
+        14.6146412293,
+        6.4745760956,
+        3.8636745985,
+        2.6946151520,
+        1.8841921177,
+        1.3943805092,
+        0.9642583904,
+        0.6523686016,
+        0.3977456272,
+        0.1515232662,
+        0.0291671582,
+    ];
+    const SDXL: [f64; 11] = [
+        14.6146412293,
+        6.3184485287,
+        3.7681790315,
+        2.1811480769,
+        1.3405244945,
+        0.8620721141,
+        0.5550693289,
+        0.3798540708,
+        0.2332364134,
+        0.1114188177,
+        0.0291671582,
+    ];
+    const SVD: [f64; 11] = [
+        700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002,
+    ];
+    match model_type {
+        "SD1" => Some(&SD1),
+        "SDXL" => Some(&SDXL),
+        "SVD" => Some(&SVD),
+        _ => None,
+    }
+}
+
+/// OptimalStepsScheduler's noise levels (the OptimalSteps paper's tables).
+pub fn optimal_steps_levels(model_type: &str) -> Option<&'static [f64]> {
+    const FLUX: [f64; 11] = [
+        0.9968, 0.9886, 0.9819, 0.975, 0.966, 0.9471, 0.9158, 0.8287, 0.5512, 0.2808, 0.001,
+    ];
+    const WAN: [f64; 21] = [
+        1.0, 0.997, 0.995, 0.993, 0.991, 0.989, 0.987, 0.985, 0.98, 0.975, 0.973, 0.968, 0.96,
+        0.946, 0.927, 0.902, 0.864, 0.776, 0.539, 0.208, 0.001,
+    ];
+    const CHROMA: [f64; 41] = [
+        0.992, 0.99, 0.988, 0.985, 0.982, 0.978, 0.973, 0.968, 0.961, 0.953, 0.943, 0.931, 0.917,
+        0.9, 0.881, 0.858, 0.832, 0.802, 0.769, 0.731, 0.69, 0.646, 0.599, 0.55, 0.501, 0.451,
+        0.402, 0.355, 0.311, 0.27, 0.232, 0.199, 0.169, 0.143, 0.12, 0.101, 0.084, 0.07, 0.058,
+        0.048, 0.001,
+    ];
+    match model_type {
+        "FLUX" => Some(&FLUX),
+        "Wan" => Some(&WAN),
+        "Chroma" => Some(&CHROMA),
+        _ => None,
+    }
+}
+
+/// numpy's `linspace(0, 1, n)` (f64: `i·step + start`, last = stop).
+fn np_linspace01(n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![0.0];
+    }
+    let step = 1.0 / (n - 1) as f64;
+    let mut v: Vec<f64> = (0..n).map(|i| i as f64 * step).collect();
+    v[n - 1] = 1.0;
+    v
+}
+
+/// numpy's `interp(x, xp, fp)` for increasing `xp`.
+fn np_interp(x: f64, xp: &[f64], fp: &[f64]) -> f64 {
+    let last = xp.len() - 1;
+    if x >= xp[last] {
+        return fp[last];
+    }
+    if x <= xp[0] {
+        return fp[0];
+    }
+    let j = xp.partition_point(|&v| v <= x) - 1;
+    let slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]);
+    slope * (x - xp[j]) + fp[j]
+}
+
+/// `loglinear_interp` of the AYS / OptimalSteps nodes: log-linear resampling of a
+/// decreasing table to `n` points (numpy, f64).
+fn loglinear_interp(levels: &[f64], n: usize) -> Vec<f64> {
+    let xs = np_linspace01(levels.len());
+    let ys: Vec<f64> = levels.iter().rev().map(|v| v.ln()).collect();
+    let mut out: Vec<f64> = np_linspace01(n)
+        .into_iter()
+        .map(|x| np_interp(x, &xs, &ys).exp())
+        .collect();
+    out.reverse();
+    out
+}
+
+/// AlignYourStepsScheduler / OptimalStepsScheduler: the table resampled to `steps + 1`
+/// levels, the last `round(steps·denoise) + 1` kept, the final one set to 0.
+pub fn noise_level_table(levels: &[f64], steps: usize, denoise: f64) -> Vec<f32> {
+    let mut total = steps;
+    if denoise < 1.0 {
+        if denoise <= 0.0 {
+            return Vec::new();
+        }
+        total = (steps as f64 * denoise).round_ties_even() as usize;
+    }
+    let sig: Vec<f64> = if steps + 1 != levels.len() {
+        loglinear_interp(levels, steps + 1)
+    } else {
+        levels.to_vec()
+    };
+    let keep = (total + 1).min(sig.len());
+    let mut out: Vec<f32> = sig[sig.len() - keep..].iter().map(|&v| v as f32).collect();
+    if let Some(l) = out.last_mut() {
+        *l = 0.0;
+    }
+    out
+}
+
+// ---- sigma edits (SplitSigmas, SplitSigmasDenoise, ExtendIntermediateSigmas) ----
+
+/// Python's `a[:k]` / `a[-k:]` for k ≥ 0.
+fn head(s: &[f32], k: usize) -> Vec<f32> {
+    s[..k.min(s.len())].to_vec()
+}
+fn tail(s: &[f32], k: usize) -> Vec<f32> {
+    s[s.len() - k.min(s.len())..].to_vec()
+}
+
+/// SplitSigmas: (`sigmas[:step + 1]`, `sigmas[step:]`).
+pub fn split_sigmas(s: &[f32], step: usize) -> (Vec<f32>, Vec<f32>) {
+    (head(s, step + 1), s[step.min(s.len())..].to_vec())
+}
+
+/// SplitSigmasDenoise: with `t = round(steps·denoise)`, (`sigmas[:-t]`, `sigmas[-(t+1):]`);
+/// `sigmas[:-0]` is empty, as in Python.
+pub fn split_sigmas_denoise(s: &[f32], denoise: f64) -> (Vec<f32>, Vec<f32>) {
+    let steps = s.len().saturating_sub(1);
+    let total = (steps as f64 * denoise).round_ties_even() as usize;
+    let high = if total == 0 {
+        Vec::new()
+    } else {
+        head(s, s.len().saturating_sub(total))
+    };
+    (high, tail(s, total + 1))
+}
+
+/// ExtendIntermediateSigmas' spacing function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spacing {
+    Linear,
+    Cosine,
+    Sine,
+}
+
+/// ExtendIntermediateSigmas: `steps − 1` extra sigmas between each pair whose first lies in
+/// [end_at_sigma, start_at_sigma] (start < 0: no upper bound), float32 like torch.
+pub fn extend_intermediate_sigmas(
+    s: &[f32],
+    steps: usize,
+    start_at_sigma: f64,
+    end_at_sigma: f64,
+    spacing: Spacing,
+) -> Vec<f32> {
+    let start = if start_at_sigma < 0.0 {
+        f32::INFINITY
+    } else {
+        start_at_sigma as f32
+    };
+    let end = end_at_sigma as f32;
+    let lin = linspace_f32(0.0, 1.0, steps + 1);
+    let inner = if lin.len() > 2 {
+        &lin[1..lin.len() - 1]
+    } else {
+        &[][..]
+    };
+    let pi = std::f32::consts::PI;
+    let spaced: Vec<f32> = inner
+        .iter()
+        .map(|&x| {
+            let a = x * pi / 2.0;
+            match spacing {
+                Spacing::Linear => x,
+                Spacing::Cosine => (a as f64).sin() as f32,
+                Spacing::Sine => 1.0 - (a as f64).cos() as f32,
+            }
+        })
+        .collect();
+    let mut out = Vec::new();
+    for w in s.windows(2) {
+        let (cur, next) = (w[0], w[1]);
+        out.push(cur);
+        if end <= cur && cur <= start {
+            out.extend(spaced.iter().map(|&k| k * (next - cur) + cur));
+        }
+    }
+    if let Some(&l) = s.last() {
+        out.push(l);
+    }
+    out
+}

@@ -11,7 +11,8 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("."));
     use comfyrs::models::fixture as fx;
     type Writer = fn() -> Vec<u8>;
-    let files: [(&str, Writer); 10] = [
+    use comfyrs::models::upscale::fixture as up;
+    let files: &[(&str, Writer)] = &[
         (fx::TINY_SD15_PATH, fx::tiny_sd15_bytes),
         (fx::TINY_SDXL_PATH, fx::tiny_sdxl_bytes),
         (fx::TINY_SDXL_REFINER_PATH, fx::tiny_sdxl_refiner_bytes),
@@ -25,8 +26,19 @@ fn main() -> anyhow::Result<()> {
             fx::tiny_t5xxl_fp8_scaled_bytes,
         ),
         (fx::TINY_FLUX_DEV_FP8_PATH, fx::tiny_flux_dev_fp8_bytes),
+        (
+            fx::TINY_CONTROLNET_SD15_PATH,
+            fx::tiny_controlnet_sd15_bytes,
+        ),
+        (
+            fx::TINY_CONTROLNET_SDXL_PATH,
+            fx::tiny_controlnet_sdxl_bytes,
+        ),
+        (up::TINY_RRDB_OLD_PATH, up::tiny_rrdb_old_bytes),
+        (up::TINY_RRDB_NEW_PATH, up::tiny_rrdb_new_bytes),
+        (up::TINY_SRVGG_PATH, up::tiny_srvgg_bytes),
     ];
-    for (rel, bytes) in files {
+    for &(rel, bytes) in files {
         let path = root.join(rel);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

@@ -14,7 +14,7 @@ use half::f16;
 
 use crate::models::fp8::encode_e4m3fn;
 use crate::models::Result;
-use crate::sampling::rng::Mt19937;
+use crate::torch_rng::Mt19937;
 
 /// ComfyUI's `string_to_seed`: the CRC-32 (reflected, polynomial 0xEDB88320) of the key's
 /// characters (code points, as Python's `ord`).

@@ -36,7 +36,7 @@ const CLIP_MODULES: &[(&str, &str)] = &[
 ];
 
 /// Resnet module renames (LDM → diffusers).
-const RESNET: &[(&str, &str)] = &[
+pub(crate) const RESNET: &[(&str, &str)] = &[
     ("in_layers.2", "conv1"),
     ("emb_layers.1", "time_emb_proj"),
     ("out_layers.3", "conv2"),
@@ -46,10 +46,10 @@ const RESNET: &[(&str, &str)] = &[
 ];
 
 /// SpatialTransformer modules (same name in both layouts).
-const ATTENTION: &[&str] = &["proj_in", "proj_out", "norm"];
+pub(crate) const ATTENTION: &[&str] = &["proj_in", "proj_out", "norm"];
 
 /// BasicTransformerBlock modules (same name in both layouts).
-const TRANSFORMER_BLOCK: &[&str] = &[
+pub(crate) const TRANSFORMER_BLOCK: &[&str] = &[
     "norm1",
     "norm2",
     "norm3",
@@ -66,7 +66,7 @@ const TRANSFORMER_BLOCK: &[&str] = &[
 ];
 
 /// Top-level modules (diffusers, LDM).
-const BASIC: &[(&str, &str)] = &[
+pub(crate) const BASIC: &[(&str, &str)] = &[
     ("conv_in", "input_blocks.0.0"),
     ("conv_norm_out", "out.0"),
     ("conv_out", "out.2"),

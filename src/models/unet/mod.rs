@@ -22,6 +22,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
+use crate::models::controlnet::ControlResiduals;
 use crate::models::nn::activations::geglu;
 use crate::models::nn::linear::{linear, Linear};
 use crate::models::nn::{conv, group_norm, has, silu, Conv2d, GroupNorm};
@@ -59,14 +60,27 @@ pub struct UnetConfig {
 impl UnetConfig {
     /// Detects the config from weights whose UNet keys start with `prefix`.
     pub fn detect(w: &HashMap<String, Tensor>, prefix: &str) -> Result<Self> {
+        Self::detect_with(w, prefix, true)
+    }
+
+    /// [`UnetConfig::detect`] for a UNet encoder half without `out.*` (a ControlNet's
+    /// `control_model.*`): `out_channels` is then the input's channels.
+    pub fn detect_encoder(w: &HashMap<String, Tensor>, prefix: &str) -> Result<Self> {
+        Self::detect_with(w, prefix, false)
+    }
+
+    fn detect_with(w: &HashMap<String, Tensor>, prefix: &str, require_out: bool) -> Result<Self> {
         let key = |k: &str| format!("{prefix}{k}");
         let dims = |k: &str| w.get(&key(k)).map(|t| t.dims().to_vec());
         let first = dims("input_blocks.0.0.weight")
             .ok_or_else(|| ModelError::MissingKey(key("input_blocks.0.0.weight")))?;
         let model_channels = first[0];
         let in_channels = first[1];
-        let out_channels =
-            dims("out.2.weight").ok_or_else(|| ModelError::MissingKey(key("out.2.weight")))?[0];
+        let out_channels = match dims("out.2.weight") {
+            Some(d) => d[0],
+            None if !require_out => in_channels,
+            None => return Err(ModelError::MissingKey(key("out.2.weight"))),
+        };
         let adm_in_channels = dims("label_emb.0.0.weight").map(|d| d[1]);
         let count = |p: &str| {
             let mut n = 0;
@@ -367,10 +381,11 @@ enum Layer {
     Up(Conv2d),
 }
 
-struct Block(Vec<Layer>);
+/// One `TimestepEmbedSequential` of the UNet (shared with the ControlNet's encoder).
+pub(crate) struct Block(Vec<Layer>);
 
 impl Block {
-    fn new(vb: &VarBuilder, cfg: &UnetConfig) -> candle_core::Result<Self> {
+    pub(crate) fn new(vb: &VarBuilder, cfg: &UnetConfig) -> candle_core::Result<Self> {
         let mut layers = Vec::new();
         let mut j = 0;
         loop {
@@ -397,7 +412,7 @@ impl Block {
         Ok(Block(layers))
     }
 
-    fn forward(
+    pub(crate) fn forward(
         &self,
         x: &Tensor,
         emb: &Tensor,
@@ -419,6 +434,27 @@ impl Block {
         }
         Ok(x)
     }
+}
+
+/// `apply_control(h, control, name)`: pops the list's last residual and adds it to `h`.
+fn apply_control(
+    h: Tensor,
+    list: Option<&mut Vec<Option<Tensor>>>,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
+    let Some(Some(ctrl)) = list.and_then(|l| l.pop()) else {
+        return Ok(h);
+    };
+    if ctrl.dims() != h.dims() {
+        tracing::warn!(
+            "warning control could not be applied {:?} {:?}",
+            h.dims(),
+            ctrl.dims()
+        );
+        return Ok(h);
+    }
+    let ctrl = ctrl.to_device(h.device())?.to_dtype(dtype)?;
+    h + ctrl
 }
 
 struct UnetInner {
@@ -520,6 +556,23 @@ impl Unet {
         context: &Tensor,
         y: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.forward_with_control(x, timesteps, context, y, None)
+    }
+
+    /// [`Unet::forward`] with ControlNet residuals added where ComfyUI's `apply_control`
+    /// adds them (`openaimodel.py`): `input` after each input block, `middle` after the
+    /// middle block, `output` on each skip connection as it is popped; every list is
+    /// consumed from its end. A residual whose shape does not match is skipped, as
+    /// ComfyUI does (it logs "control could not be applied").
+    pub fn forward_with_control(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        y: Option<&Tensor>,
+        control: Option<&ControlResiduals>,
+    ) -> Result<Tensor> {
+        let mut control = control.cloned();
         let m = &self.0;
         let (in_dtype, in_device) = (x.dtype(), x.device().clone());
         let (b, _, _, _) = x.dims4()?;
@@ -573,11 +626,14 @@ impl Unet {
         let mut h = x;
         for blk in &m.input_blocks {
             h = blk.forward(&h, &emb, &context, None)?;
+            h = apply_control(h, control.as_mut().map(|c| &mut c.input), m.dtype)?;
             hs.push(h.clone());
         }
         h = m.middle.forward(&h, &emb, &context, None)?;
+        h = apply_control(h, control.as_mut().map(|c| &mut c.middle), m.dtype)?;
         for blk in &m.output_blocks {
             let skip = hs.pop().expect("as many skips as output blocks");
+            let skip = apply_control(skip, control.as_mut().map(|c| &mut c.output), m.dtype)?;
             h = Tensor::cat(&[&h, &skip], 1)?;
             let out_shape = match hs.last() {
                 Some(s) => {

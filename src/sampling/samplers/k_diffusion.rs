@@ -35,6 +35,27 @@ fn add_noise(x: &[f32], noise: &[f32], up: f32) -> Vec<f32> {
         .collect()
 }
 
+/// `get_ancestral_step(σ_from, σ_to, η)` → (σ_down, σ_up); η = 0 gives (σ_to, 0).
+pub(super) fn ancestral_step_eta(from: f32, to: f32, eta: f32) -> (f32, f32) {
+    if eta == 0.0 {
+        return (to, 0.0);
+    }
+    let inner = (to * to) * (from * from - to * to) / (from * from);
+    let up_c = eta * inner.torch_sqrt();
+    let up = if up_c < to { up_c } else { to };
+    let down = (to * to - up * up).torch_sqrt();
+    (down, up)
+}
+
+/// `torch.lerp(a, b, w)` of float32 scalars (weight as float32).
+pub(super) fn lerp(a: f32, b: f32, w: f32) -> f32 {
+    if w.abs() < 0.5 {
+        a + w * (b - a)
+    } else {
+        b - (b - a) * (1.0 - w)
+    }
+}
+
 /// `get_ancestral_step(σ_from, σ_to, η = 1)` → (σ_down, σ_up).
 pub(super) fn ancestral_step(from: f32, to: f32) -> (f32, f32) {
     let inner = (to * to) * (from * from - to * to) / (from * from);
@@ -57,14 +78,14 @@ pub(super) struct HalfLogSnr {
 }
 
 impl HalfLogSnr {
-    fn lambda(self, sigma: f32) -> f32 {
+    pub(super) fn lambda(self, sigma: f32) -> f32 {
         if self.is_const {
             -torch_math::logit(sigma)
         } else {
             -sigma.torch_ln()
         }
     }
-    fn sigma(self, lambda: f32) -> f32 {
+    pub(super) fn sigma(self, lambda: f32) -> f32 {
         if self.is_const {
             torch_math::sigmoid(-lambda)
         } else {
@@ -73,9 +94,9 @@ impl HalfLogSnr {
     }
 }
 
-/// The RF ancestral step of a CONST model with η = 1: (σ_down, α_{i+1}/α_down, renoise).
-fn rf_step(from: f32, to: f32) -> (f32, f32, f32) {
-    let ratio = 1.0 + (to / from - 1.0) * 1.0;
+/// The RF ancestral step of a CONST model: (σ_down, α_{i+1}/α_down, renoise).
+fn rf_step(from: f32, to: f32, eta: f32) -> (f32, f32, f32) {
+    let ratio = 1.0 + (to / from - 1.0) * eta;
     let down = to * ratio;
     let a_next = 1.0 - to;
     let a_down = 1.0 - down;
@@ -90,10 +111,10 @@ fn blend(r: f32, x: &[f32], den: &[f32]) -> Vec<f32> {
 }
 
 /// `k·x + ε·s_noise·renoise`
-fn renoise(k: f32, x: &[f32], noise: &[f32], c: f32) -> Vec<f32> {
+fn renoise(k: f32, x: &[f32], noise: &[f32], s_noise: f32, c: f32) -> Vec<f32> {
     x.iter()
         .zip(noise)
-        .map(|(a, e)| k * a + (e * 1.0) * c)
+        .map(|(a, e)| k * a + (e * s_noise) * c)
         .collect()
 }
 
@@ -108,11 +129,18 @@ pub(super) fn euler(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
     Ok(x)
 }
 
-pub(super) fn euler_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+/// `sample_euler_ancestral` (η, s_noise from SamplerEulerAncestral; 1, 1 by default).
+pub(super) fn euler_ancestral(
+    ctx: &mut Ctx,
+    mut x: Vec<f32>,
+    s: &[f32],
+    eta: f64,
+    s_noise: f32,
+) -> R {
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
-        let (down, up) = ancestral_step(s[i], s[i + 1]);
+        let (down, up) = ancestral_step_eta(s[i], s[i + 1], eta as f32);
         if down == 0.0 {
             x = den;
         } else {
@@ -123,7 +151,7 @@ pub(super) fn euler_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
                 .iter()
                 .zip(&d)
                 .zip(&n)
-                .map(|((a, b), e)| (a + b * dt) + (e * 1.0) * up)
+                .map(|((a, b), e)| (a + b * dt) + (e * s_noise) * up)
                 .collect();
         }
         ctx.end(i);
@@ -132,17 +160,25 @@ pub(super) fn euler_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
 }
 
 /// `sample_euler_ancestral_RF` (CONST models).
-pub(super) fn euler_ancestral_rf(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+pub(super) fn euler_ancestral_rf(
+    ctx: &mut Ctx,
+    mut x: Vec<f32>,
+    s: &[f32],
+    eta: f64,
+    s_noise: f32,
+) -> R {
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
         if s[i + 1] == 0.0 {
             x = den;
         } else {
-            let (down, k, c) = rf_step(s[i], s[i + 1]);
+            let (down, k, c) = rf_step(s[i], s[i + 1], eta as f32);
             x = blend(down / s[i], &x, &den);
-            let n = ctx.noise(s[i], s[i + 1])?;
-            x = renoise(k, &x, &n, c);
+            if eta > 0.0 {
+                let n = ctx.noise(s[i], s[i + 1])?;
+                x = renoise(k, &x, &n, s_noise, c);
+            }
         }
         ctx.end(i);
     }
@@ -162,6 +198,53 @@ pub(super) fn heun(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
             let den2 = ctx.model(&x2, s[i + 1])?;
             let d2 = to_d(&x2, s[i + 1], &den2);
             let dp: Vec<f32> = d.iter().zip(&d2).map(|(a, b)| (a + b) / 2.0).collect();
+            x = axpy(&x, &dp, dt);
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}
+
+/// `sample_heunpp2` (s_churn = 0): Euler on the last step, Heun with weights
+/// `σ_{i+1} / 2σ_0` on the one before, Heun++ (three evaluations) elsewhere.
+pub(super) fn heunpp2(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+    let s_end = s[s.len() - 1];
+    for i in 0..s.len() - 1 {
+        ctx.begin(i)?;
+        // sigma_hat = sigmas[i] * (gamma + 1) with gamma = 0
+        let sh = s[i] * 1.0;
+        let den = ctx.model(&x, sh)?;
+        let d = to_d(&x, sh, &den);
+        let dt = s[i + 1] - sh;
+        if s[i + 1] == s_end {
+            x = axpy(&x, &d, dt);
+        } else if s[i + 2] == s_end {
+            let x2 = axpy(&x, &d, dt);
+            let den2 = ctx.model(&x2, s[i + 1])?;
+            let d2 = to_d(&x2, s[i + 1], &den2);
+            let w = 2.0 * s[0];
+            let w2 = s[i + 1] / w;
+            let w1 = 1.0 - w2;
+            let dp: Vec<f32> = d.iter().zip(&d2).map(|(a, b)| a * w1 + b * w2).collect();
+            x = axpy(&x, &dp, dt);
+        } else {
+            let x2 = axpy(&x, &d, dt);
+            let den2 = ctx.model(&x2, s[i + 1])?;
+            let d2 = to_d(&x2, s[i + 1], &den2);
+            let dt2 = s[i + 2] - s[i + 1];
+            let x3 = axpy(&x2, &d2, dt2);
+            let den3 = ctx.model(&x3, s[i + 2])?;
+            let d3 = to_d(&x3, s[i + 2], &den3);
+            let w = 3.0 * s[0];
+            let w2 = s[i + 1] / w;
+            let w3 = s[i + 2] / w;
+            let w1 = 1.0 - w2 - w3;
+            let dp: Vec<f32> = d
+                .iter()
+                .zip(&d2)
+                .zip(&d3)
+                .map(|((a, b), c)| (w1 * a + w2 * b) + w3 * c)
+                .collect();
             x = axpy(&x, &dp, dt);
         }
         ctx.end(i);
@@ -215,7 +298,7 @@ pub(super) fn dpm_2_ancestral_rf(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
-        let (down, k, c) = rf_step(s[i], s[i + 1]);
+        let (down, k, c) = rf_step(s[i], s[i + 1], 1.0);
         let d = to_d(&x, s[i], &den);
         if down == 0.0 {
             x = axpy(&x, &d, down - s[i]);
@@ -226,7 +309,7 @@ pub(super) fn dpm_2_ancestral_rf(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R
             let d2 = to_d(&x2, mid, &den2);
             x = axpy(&x, &d2, down - s[i]);
             let n = ctx.noise(s[i], s[i + 1])?;
-            x = renoise(k, &x, &n, c);
+            x = renoise(k, &x, &n, 1.0, c);
         }
         ctx.end(i);
     }
@@ -234,13 +317,19 @@ pub(super) fn dpm_2_ancestral_rf(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R
 }
 
 /// `sample_dpmpp_2s_ancestral_RF` (CONST models).
-pub(super) fn dpmpp_2s_ancestral_rf(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+pub(super) fn dpmpp_2s_ancestral_rf(
+    ctx: &mut Ctx,
+    mut x: Vec<f32>,
+    s: &[f32],
+    eta: f64,
+    s_noise: f32,
+) -> R {
     let sigma_fn = |l: f32| 1.0 / (l.torch_exp() + 1.0);
     let lambda_fn = |sig: f32| ((1.0 - sig) / sig).torch_ln();
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
-        let (down, k, c) = rf_step(s[i], s[i + 1]);
+        let (down, k, c) = rf_step(s[i], s[i + 1], eta as f32);
         if s[i + 1] == 0.0 {
             let d = to_d(&x, s[i], &den);
             x = axpy(&x, &d, down - s[i]);
@@ -259,22 +348,28 @@ pub(super) fn dpmpp_2s_ancestral_rf(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -
             let den2 = ctx.model(&u, sigma_s)?;
             x = blend(down / s[i], &x, &den2);
         }
-        if s[i + 1] > 0.0 {
+        if s[i + 1] > 0.0 && eta > 0.0 {
             let n = ctx.noise(s[i], s[i + 1])?;
-            x = renoise(k, &x, &n, c);
+            x = renoise(k, &x, &n, s_noise, c);
         }
         ctx.end(i);
     }
     Ok(x)
 }
 
-pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
+pub(super) fn dpmpp_2s_ancestral(
+    ctx: &mut Ctx,
+    mut x: Vec<f32>,
+    s: &[f32],
+    eta: f64,
+    s_noise: f32,
+) -> R {
     let t_fn = |sig: f32| -sig.torch_ln();
     let sigma_fn = |t: f32| (-t).torch_exp();
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
-        let (down, up) = ancestral_step(s[i], s[i + 1]);
+        let (down, up) = ancestral_step_eta(s[i], s[i + 1], eta as f32);
         if down == 0.0 {
             let d = to_d(&x, s[i], &den);
             x = axpy(&x, &d, down - s[i]);
@@ -293,7 +388,11 @@ pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R
         }
         if s[i + 1] > 0.0 {
             let n = ctx.noise(s[i], s[i + 1])?;
-            x = add_noise(&x, &n, up);
+            x = x
+                .iter()
+                .zip(&n)
+                .map(|(a, e)| a + (e * s_noise) * up)
+                .collect();
         }
         ctx.end(i);
     }
@@ -301,7 +400,25 @@ pub(super) fn dpmpp_2s_ancestral(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R
 }
 
 /// `sample_dpmpp_sde`; `s` has had `offset_first_sigma_for_snr` applied.
-pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfLogSnr) -> R {
+/// The stochastic-sampler options of SamplerDPMPP_* nodes (η, s_noise; dpmpp_sde's r).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sde {
+    pub(super) eta: f64,
+    pub(super) s_noise: f32,
+    pub(super) r: f64,
+}
+
+impl Sde {
+    fn noisy(self) -> bool {
+        self.eta > 0.0 && self.s_noise > 0.0
+    }
+}
+
+pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfLogSnr, o: Sde) -> R {
+    let (eta, sn) = (o.eta as f32, o.s_noise);
+    let rf = o.r as f32;
+    let fac = 1.0 / (2.0 * o.r);
+    let (c_den, c_den2) = ((1.0 - fac) as f32, fac as f32);
     let lambda_fn = |sig: f32| snr.lambda(sig);
     let sigma_fn = |l: f32| snr.sigma(l);
     for i in 0..s.len() - 1 {
@@ -312,13 +429,13 @@ pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfLogS
         } else {
             let (ls, lt) = (lambda_fn(s[i]), lambda_fn(s[i + 1]));
             let h = lt - ls;
-            let ls1 = ls + 0.5 * h;
+            let ls1 = ls + rf * h;
             let s1 = sigma_fn(ls1);
             let alpha_s = s[i] * ls.torch_exp();
             let alpha_s1 = s1 * ls1.torch_exp();
             let alpha_t = s[i + 1] * lt.torch_exp();
 
-            let (sd, su) = ancestral_step((-ls).torch_exp(), (-ls1).torch_exp());
+            let (sd, su) = ancestral_step_eta((-ls).torch_exp(), (-ls1).torch_exp(), eta);
             let h_ = -sd.torch_ln() - ls;
             let x2 = lin2(
                 (alpha_s1 / alpha_s) * (-h_).torch_exp(),
@@ -326,20 +443,23 @@ pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfLogS
                 alpha_s1 * (-h_).torch_exp_m1(),
                 &den,
             );
-            let n = ctx.noise(s[i], s1)?;
-            let x2: Vec<f32> = x2
-                .iter()
-                .zip(&n)
-                .map(|(a, e)| a + ((alpha_s1 * e) * 1.0) * su)
-                .collect();
+            let x2: Vec<f32> = if o.noisy() {
+                let n = ctx.noise(s[i], s1)?;
+                x2.iter()
+                    .zip(&n)
+                    .map(|(a, e)| a + ((alpha_s1 * e) * sn) * su)
+                    .collect()
+            } else {
+                x2
+            };
             let den2 = ctx.model(&x2, s1)?;
 
-            let (sd, su) = ancestral_step((-ls).torch_exp(), (-lt).torch_exp());
+            let (sd, su) = ancestral_step_eta((-ls).torch_exp(), (-lt).torch_exp(), eta);
             let h_ = -sd.torch_ln() - ls;
             let dd: Vec<f32> = den
                 .iter()
                 .zip(&den2)
-                .map(|(a, b)| 0.0 * a + 1.0 * b)
+                .map(|(a, b)| c_den * a + c_den2 * b)
                 .collect();
             let xn = lin2(
                 (alpha_t / alpha_s) * (-h_).torch_exp(),
@@ -347,12 +467,15 @@ pub(super) fn dpmpp_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfLogS
                 alpha_t * (-h_).torch_exp_m1(),
                 &dd,
             );
-            let n = ctx.noise(s[i], s[i + 1])?;
-            x = xn
-                .iter()
-                .zip(&n)
-                .map(|(a, e)| a + ((alpha_t * e) * 1.0) * su)
-                .collect();
+            x = if o.noisy() {
+                let n = ctx.noise(s[i], s[i + 1])?;
+                xn.iter()
+                    .zip(&n)
+                    .map(|(a, e)| a + ((alpha_t * e) * sn) * su)
+                    .collect()
+            } else {
+                xn
+            };
         }
         ctx.end(i);
     }
@@ -394,7 +517,10 @@ pub(super) fn dpmpp_2m_sde(
     s: &[f32],
     heun: bool,
     snr: HalfLogSnr,
+    o: Sde,
 ) -> R {
+    let eta = o.eta as f32;
+    let eta1 = (o.eta + 1.0) as f32;
     let lambda_fn = |sig: f32| snr.lambda(sig);
     let mut old: Option<Vec<f32>> = None;
     let mut h = f32::NAN;
@@ -407,10 +533,10 @@ pub(super) fn dpmpp_2m_sde(
         } else {
             let (ls, lt) = (lambda_fn(s[i]), lambda_fn(s[i + 1]));
             h = lt - ls;
-            let h_eta = h * 2.0;
+            let h_eta = h * eta1;
             let alpha_t = s[i + 1] * lt.torch_exp();
             let nem = -(-h_eta).torch_exp_m1();
-            let a = s[i + 1] / s[i] * (-h).torch_exp();
+            let a = s[i + 1] / s[i] * (-h * eta).torch_exp();
             let b = alpha_t * nem;
             x = x.iter().zip(&den).map(|(p, q)| a * p + b * q).collect();
             if let Some(od) = &old {
@@ -426,14 +552,16 @@ pub(super) fn dpmpp_2m_sde(
                     .map(|(p, (d, o))| p + c * (d - o))
                     .collect();
             }
-            let n = ctx.noise(s[i], s[i + 1])?;
-            let k = (-(-2.0 * h).torch_exp_m1()).torch_sqrt();
-            let sn = s[i + 1];
-            x = x
-                .iter()
-                .zip(&n)
-                .map(|(p, e)| p + ((e * sn) * k) * 1.0)
-                .collect();
+            if o.noisy() {
+                let n = ctx.noise(s[i], s[i + 1])?;
+                let k = (-(-2.0 * h * eta).torch_exp_m1()).torch_sqrt();
+                let (sn, s_noise) = (s[i + 1], o.s_noise);
+                x = x
+                    .iter()
+                    .zip(&n)
+                    .map(|(p, e)| p + ((e * sn) * k) * s_noise)
+                    .collect();
+            }
         }
         old = Some(den);
         h_last = h;
@@ -443,7 +571,15 @@ pub(super) fn dpmpp_2m_sde(
 }
 
 /// `sample_dpmpp_3m_sde`; `s` has had `offset_first_sigma_for_snr` applied.
-pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfLogSnr) -> R {
+pub(super) fn dpmpp_3m_sde(
+    ctx: &mut Ctx,
+    mut x: Vec<f32>,
+    s: &[f32],
+    snr: HalfLogSnr,
+    o: Sde,
+) -> R {
+    let eta = o.eta as f32;
+    let eta1 = (o.eta + 1.0) as f32;
     let lambda_fn = |sig: f32| snr.lambda(sig);
     let (mut d1, mut d2): (Option<Vec<f32>>, Option<Vec<f32>>) = (None, None);
     let (mut h, mut h1, mut h2): (Option<f32>, Option<f32>, Option<f32>) = (None, None, None);
@@ -456,9 +592,9 @@ pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfL
             let (ls, lt) = (lambda_fn(s[i]), lambda_fn(s[i + 1]));
             let hh = lt - ls;
             h = Some(hh);
-            let h_eta = hh * 2.0;
+            let h_eta = hh * eta1;
             let alpha_t = s[i + 1] * lt.torch_exp();
-            let a = s[i + 1] / s[i] * (-hh).torch_exp();
+            let a = s[i + 1] / s[i] * (-hh * eta).torch_exp();
             let b = alpha_t * -(-h_eta).torch_exp_m1();
             x = x.iter().zip(&den).map(|(p, q)| a * p + b * q).collect();
             if let (Some(hv2), Some(hv1), Some(dn1), Some(dn2)) = (h2, h1, &d1, &d2) {
@@ -489,14 +625,16 @@ pub(super) fn dpmpp_3m_sde(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], snr: HalfL
                     .map(|(p, (d, o))| p + c2 * ((d - o) / r))
                     .collect();
             }
-            let n = ctx.noise(s[i], s[i + 1])?;
-            let k = (-(-2.0 * hh).torch_exp_m1()).torch_sqrt();
-            let sn = s[i + 1];
-            x = x
-                .iter()
-                .zip(&n)
-                .map(|(p, e)| p + ((e * sn) * k) * 1.0)
-                .collect();
+            if o.noisy() {
+                let n = ctx.noise(s[i], s[i + 1])?;
+                let k = (-(-2.0 * hh * eta).torch_exp_m1()).torch_sqrt();
+                let (sn, s_noise) = (s[i + 1], o.s_noise);
+                x = x
+                    .iter()
+                    .zip(&n)
+                    .map(|(p, e)| p + ((e * sn) * k) * s_noise)
+                    .collect();
+            }
         }
         d2 = d1.take();
         d1 = Some(den);

@@ -10,8 +10,13 @@
 //! `percent_to_sigma(1e-4)` (`offset_first_sigma_for_snr`), and `lcm` re-noises with the
 //! model's `noise_scaling`.
 
+mod cfg_pp;
+mod dpm_solver;
 mod k_diffusion;
 mod multistep;
+mod res_multistep;
+mod sa_solver;
+mod seeds;
 mod uni_pc;
 
 use std::str::FromStr;
@@ -21,11 +26,68 @@ use candle_core::{DType, Device, Tensor};
 use super::model_sampling::ModelSampling;
 use super::noise::{BrownianTreeNoiseSampler, DefaultNoiseSampler, NoiseSampler};
 
+pub use dpm_solver::AdaptiveOptions;
+pub use sa_solver::SaSolverOptions;
+pub use seeds::ErSdeOptions;
+
+/// A sampler's extra options: what ComfyUI's custom-sampling sampler nodes pass to
+/// `comfy.samplers.ksampler(name, extra_options)`. [`Default`] is ComfyUI's defaults, what
+/// KSampler runs. Each field is read only by the samplers that take it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplerExtra {
+    /// η of the ancestral / SDE samplers (euler_ancestral(_cfg_pp), dpmpp_2s_ancestral,
+    /// dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde).
+    pub eta: f64,
+    /// s_noise of the same samplers.
+    pub s_noise: f32,
+    /// dpmpp_sde's `r`.
+    pub r: f64,
+    /// dpmpp_2m_sde's `solver_type`: `Some(true)` heun, `Some(false)` midpoint, `None` the
+    /// sampler name's own.
+    pub heun: Option<bool>,
+    /// lms's `order`.
+    pub lms_order: usize,
+    /// SamplerEulerCFG++ "alternative": `euler_cfg_pp` runs `sample_euler_pp` of
+    /// `comfy_extras/nodes_advanced_samplers.py` instead.
+    pub euler_pp_alternative: bool,
+    pub dpm_adaptive: AdaptiveOptions,
+    pub er_sde: ErSdeOptions,
+    pub sa_solver: SaSolverOptions,
+}
+
+impl Default for SamplerExtra {
+    fn default() -> Self {
+        SamplerExtra {
+            eta: 1.0,
+            s_noise: 1.0,
+            r: 0.5,
+            heun: None,
+            lms_order: 4,
+            euler_pp_alternative: false,
+            dpm_adaptive: AdaptiveOptions::default(),
+            er_sde: ErSdeOptions::default(),
+            sa_solver: SaSolverOptions::default(),
+        }
+    }
+}
+
 /// The x0 prediction of the (CFG-combined) model: ComfyUI's `model(x, σ·ones(B))`.
 pub trait Denoiser {
     /// Denoised prediction for `x` at noise level `sigma` (the same for every batch element;
     /// the f64 value of a float32 sigma).
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> candle_core::Result<Tensor>;
+
+    /// The CFG++ samplers' model call: (denoised, the unconditional prediction), what
+    /// ComfyUI's samplers read through a `sampler_post_cfg_function` with the cfg-1
+    /// optimization disabled (the uncond is evaluated even at cfg 1; without a negative
+    /// it is zeros). A denoiser without a separate unconditional prediction cannot run them.
+    fn denoise_with_uncond(
+        &mut self,
+        _x: &Tensor,
+        _sigma: f64,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        candle_core::bail!("this model has no unconditional prediction for a CFG++ sampler")
+    }
 }
 
 impl<F: FnMut(&Tensor, f64) -> candle_core::Result<Tensor>> Denoiser for F {
@@ -43,6 +105,9 @@ pub enum SamplingError {
     /// The sampler name is known to ComfyUI but not implemented here.
     #[error("sampler {0} is not supported")]
     Unsupported(&'static str),
+    /// The sampler cannot run on these sigmas / this model (ComfyUI raises a ValueError).
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -79,6 +144,8 @@ pub struct SampleOptions<'a> {
     /// The model's sampling (ComfyUI's `model_sampling` object the samplers inspect). `None`
     /// behaves as a non-CONST (EPS / v-prediction) model.
     pub model_sampling: Option<&'a ModelSampling>,
+    /// The sampler's extra options (a custom-sampling sampler node's inputs).
+    pub extra: SamplerExtra,
 }
 
 impl<'a> SampleOptions<'a> {
@@ -90,6 +157,7 @@ impl<'a> SampleOptions<'a> {
             keep_denoised: false,
             cancel: None,
             model_sampling: None,
+            extra: SamplerExtra::default(),
         }
     }
 
@@ -134,35 +202,24 @@ sampler_kinds! {
 }
 
 impl SamplerKind {
-    /// Whether [`sample`] implements this sampler.
+    /// Whether [`sample`] implements this sampler (every ComfyUI sampler name).
     pub fn is_supported(self) -> bool {
+        true
+    }
+
+    /// The CFG++ samplers, which need the unconditional prediction
+    /// ([`Denoiser::denoise_with_uncond`]).
+    pub fn is_cfg_pp(self) -> bool {
         use SamplerKind::*;
         matches!(
             self,
-            Euler
-                | EulerAncestral
-                | Heun
-                | Dpm2
-                | Dpm2Ancestral
-                | Lms
-                | Dpmpp2sAncestral
-                | DpmppSde
-                | DpmppSdeGpu
-                | Dpmpp2m
-                | Dpmpp2mSde
-                | Dpmpp2mSdeGpu
-                | Dpmpp2mSdeHeun
-                | Dpmpp2mSdeHeunGpu
-                | Dpmpp3mSde
-                | Dpmpp3mSdeGpu
-                | Ddpm
-                | Lcm
-                | Ipndm
-                | IpndmV
-                | Deis
-                | Ddim
-                | UniPc
-                | UniPcBh2
+            EulerCfgPp
+                | EulerAncestralCfgPp
+                | Dpmpp2sAncestralCfgPp
+                | Dpmpp2mCfgPp
+                | ResMultistepCfgPp
+                | ResMultistepAncestralCfgPp
+                | GradientEstimationCfgPp
         )
     }
 
@@ -238,6 +295,23 @@ impl Ctx<'_, '_, '_> {
         Ok(out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     }
 
+    /// The CFG++ model call: (denoised, uncond denoised) on flat buffers.
+    pub(crate) fn model_uncond(
+        &mut self,
+        x: &[f32],
+        sigma: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>), SamplingError> {
+        let t = Tensor::from_slice(x, self.shape.as_slice(), &self.device)?;
+        let (out, uncond) = self.den.denoise_with_uncond(&t, sigma as f64)?;
+        if self.opts.keep_denoised && self.step_denoised.is_none() {
+            self.step_denoised = Some(out.clone());
+        }
+        let flat = |t: Tensor| -> Result<Vec<f32>, SamplingError> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        Ok((flat(out)?, flat(uncond)?))
+    }
+
     /// `noise_sampler(σ, σ_next)` on a flat buffer.
     pub(crate) fn noise(&mut self, sigma: f32, sigma_next: f32) -> Result<Vec<f32>, SamplingError> {
         let ns = self
@@ -259,9 +333,11 @@ impl Ctx<'_, '_, '_> {
         Ok(())
     }
 
-    /// Progress after step `i`.
+    /// Progress after step `i` (clamped to the total: dpm_adaptive takes as many steps as
+    /// its error control needs).
     pub(crate) fn end(&mut self, i: usize) {
         let total = self.total;
+        let i = i.min(total.saturating_sub(1));
         let x0 = self.step_denoised.take();
         if let Some(cb) = &mut self.opts.callback {
             cb(i + 1, total, x0.as_ref());
@@ -278,9 +354,6 @@ pub fn sample(
     sigmas: &[f32],
     opts: &mut SampleOptions<'_>,
 ) -> Result<Tensor, SamplingError> {
-    if !kind.is_supported() {
-        return Err(SamplingError::Unsupported(kind.name()));
-    }
     let shape = x.dims().to_vec();
     let device = x.device().clone();
     let xv = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
@@ -290,6 +363,7 @@ pub fn sample(
     let choice = std::mem::replace(&mut opts.noise, NoiseChoice::Auto);
     let opts_model_sampling = opts.model_sampling;
     let seed = opts.seed;
+    let extra = opts.extra;
     let make_brownian = || -> Box<dyn NoiseSampler> {
         let smin = sigmas
             .iter()
@@ -338,25 +412,39 @@ pub fn sample(
     // was built from the sigmas before it, as in ComfyUI).
     let s_snr = offset_first_sigma_for_snr(s, ms);
     let s_snr = s_snr.as_slice();
+    let sde = k_diffusion::Sde {
+        eta: extra.eta,
+        s_noise: extra.s_noise,
+        r: extra.r,
+    };
+    let (eta, s_noise) = (extra.eta, extra.s_noise);
     use SamplerKind::*;
     let out = match kind {
         Euler | Ddim => k_diffusion::euler(&mut ctx, xv, s)?,
-        EulerAncestral if is_const => k_diffusion::euler_ancestral_rf(&mut ctx, xv, s)?,
-        EulerAncestral => k_diffusion::euler_ancestral(&mut ctx, xv, s)?,
+        EulerAncestral if is_const => {
+            k_diffusion::euler_ancestral_rf(&mut ctx, xv, s, eta, s_noise)?
+        }
+        EulerAncestral => k_diffusion::euler_ancestral(&mut ctx, xv, s, eta, s_noise)?,
         Heun => k_diffusion::heun(&mut ctx, xv, s)?,
         Dpm2 => k_diffusion::dpm_2(&mut ctx, xv, s)?,
         Dpm2Ancestral if is_const => k_diffusion::dpm_2_ancestral_rf(&mut ctx, xv, s)?,
         Dpm2Ancestral => k_diffusion::dpm_2_ancestral(&mut ctx, xv, s)?,
-        Lms => multistep::lms(&mut ctx, xv, s)?,
-        Dpmpp2sAncestral if is_const => k_diffusion::dpmpp_2s_ancestral_rf(&mut ctx, xv, s)?,
-        Dpmpp2sAncestral => k_diffusion::dpmpp_2s_ancestral(&mut ctx, xv, s)?,
-        DpmppSde | DpmppSdeGpu => k_diffusion::dpmpp_sde(&mut ctx, xv, s_snr, snr)?,
-        Dpmpp2m => k_diffusion::dpmpp_2m(&mut ctx, xv, s)?,
-        Dpmpp2mSde | Dpmpp2mSdeGpu => k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s_snr, false, snr)?,
-        Dpmpp2mSdeHeun | Dpmpp2mSdeHeunGpu => {
-            k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s_snr, true, snr)?
+        Lms => multistep::lms(&mut ctx, xv, s, extra.lms_order)?,
+        Dpmpp2sAncestral if is_const => {
+            k_diffusion::dpmpp_2s_ancestral_rf(&mut ctx, xv, s, eta, s_noise)?
         }
-        Dpmpp3mSde | Dpmpp3mSdeGpu => k_diffusion::dpmpp_3m_sde(&mut ctx, xv, s_snr, snr)?,
+        Dpmpp2sAncestral => k_diffusion::dpmpp_2s_ancestral(&mut ctx, xv, s, eta, s_noise)?,
+        DpmppSde | DpmppSdeGpu => k_diffusion::dpmpp_sde(&mut ctx, xv, s_snr, snr, sde)?,
+        Dpmpp2m => k_diffusion::dpmpp_2m(&mut ctx, xv, s)?,
+        Dpmpp2mSde | Dpmpp2mSdeGpu => {
+            let heun = extra.heun.unwrap_or(false);
+            k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s_snr, heun, snr, sde)?
+        }
+        Dpmpp2mSdeHeun | Dpmpp2mSdeHeunGpu => {
+            let heun = extra.heun.unwrap_or(true);
+            k_diffusion::dpmpp_2m_sde(&mut ctx, xv, s_snr, heun, snr, sde)?
+        }
+        Dpmpp3mSde | Dpmpp3mSdeGpu => k_diffusion::dpmpp_3m_sde(&mut ctx, xv, s_snr, snr, sde)?,
         Ddpm => k_diffusion::ddpm(&mut ctx, xv, s)?,
         Lcm => k_diffusion::lcm(&mut ctx, xv, s)?,
         Ipndm => multistep::ipndm(&mut ctx, xv, s)?,
@@ -364,7 +452,33 @@ pub fn sample(
         Deis => multistep::deis(&mut ctx, xv, s)?,
         UniPc => uni_pc::uni_pc(&mut ctx, xv, s, false)?,
         UniPcBh2 => uni_pc::uni_pc(&mut ctx, xv, s, true)?,
-        _ => return Err(SamplingError::Unsupported(kind.name())),
+        Heunpp2 => k_diffusion::heunpp2(&mut ctx, xv, s)?,
+        EulerCfgPp if extra.euler_pp_alternative => cfg_pp::euler_pp(&mut ctx, xv, s)?,
+        EulerCfgPp => cfg_pp::euler_ancestral_cfg_pp(&mut ctx, xv, s, 0.0, 0.0, snr)?,
+        EulerAncestralCfgPp => {
+            cfg_pp::euler_ancestral_cfg_pp(&mut ctx, xv, s, eta as f32, s_noise, snr)?
+        }
+        Dpmpp2sAncestralCfgPp => cfg_pp::dpmpp_2s_ancestral_cfg_pp(&mut ctx, xv, s)?,
+        Dpmpp2mCfgPp => cfg_pp::dpmpp_2m_cfg_pp(&mut ctx, xv, s)?,
+        DpmFast => dpm_solver::dpm_fast(&mut ctx, xv, s)?,
+        DpmAdaptive => dpm_solver::dpm_adaptive(&mut ctx, xv, s, &extra.dpm_adaptive)?,
+        ResMultistep => res_multistep::res_multistep(&mut ctx, xv, s, 0.0, false)?,
+        ResMultistepCfgPp => res_multistep::res_multistep(&mut ctx, xv, s, 0.0, true)?,
+        ResMultistepAncestral => res_multistep::res_multistep(&mut ctx, xv, s, 1.0, false)?,
+        ResMultistepAncestralCfgPp => res_multistep::res_multistep(&mut ctx, xv, s, 1.0, true)?,
+        GradientEstimation => res_multistep::gradient_estimation(&mut ctx, xv, s, false)?,
+        GradientEstimationCfgPp => res_multistep::gradient_estimation(&mut ctx, xv, s, true)?,
+        ErSde => seeds::er_sde(&mut ctx, xv, s_snr, snr, &extra.er_sde)?,
+        Seeds2 => seeds::seeds_2(&mut ctx, xv, s_snr, snr)?,
+        Seeds3 => seeds::seeds_3(&mut ctx, xv, s_snr, snr)?,
+        SaSolver => sa_solver::sa_solver(&mut ctx, xv, s_snr, snr, &extra.sa_solver)?,
+        SaSolverPece => {
+            let o = SaSolverOptions {
+                use_pece: true,
+                ..extra.sa_solver
+            };
+            sa_solver::sa_solver(&mut ctx, xv, s_snr, snr, &o)?
+        }
     };
     let out = Tensor::from_vec(out, shape, &device)?;
     // ComfyUI's UniPC writes 0.001 over the last sigma *of the caller's tensor*
@@ -430,7 +544,7 @@ pub fn inpaint_noise(
     noise: &Tensor,
 ) -> candle_core::Result<Tensor> {
     if kind == SamplerKind::Ddim {
-        let v = super::rng::torch_randn(seed.wrapping_add(1), shape);
+        let v = crate::torch_rng::torch_randn(seed.wrapping_add(1), shape);
         Tensor::from_vec(v, shape, noise.device())
     } else {
         Ok(noise.clone())

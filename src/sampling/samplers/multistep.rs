@@ -67,20 +67,21 @@ fn lms_coeff(order: usize, t: &[f32], i: usize, j: usize) -> f64 {
     qk21(f, t[i] as f64, t[i + 1] as f64)
 }
 
-pub(super) fn lms(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
-    const ORDER: usize = 4;
+/// `sample_lms` (order 4 unless SamplerLMS sets it).
+pub(super) fn lms(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32], order: usize) -> R {
+    let order = order.max(1);
     let mut ds: Vec<Vec<f32>> = Vec::new();
     for i in 0..s.len() - 1 {
         ctx.begin(i)?;
         let den = ctx.model(&x, s[i])?;
         ds.push(to_d(&x, s[i], &den));
-        if ds.len() > ORDER {
+        if ds.len() > order {
             ds.remove(0);
         }
         if s[i + 1] == 0.0 {
             x = den;
         } else {
-            let cur = (i + 1).min(ORDER);
+            let cur = (i + 1).min(order);
             let coeffs: Vec<f32> = (0..cur).map(|j| lms_coeff(cur, s, i, j) as f32).collect();
             let mut acc: Option<Vec<f32>> = None;
             for (c, d) in coeffs.iter().zip(ds.iter().rev()) {

@@ -21,8 +21,8 @@ fn marginal_lambda(s: f32) -> f32 {
     l - 0.5 * (1.0 - (2.0 * l).torch_exp()).torch_ln()
 }
 
-/// Solve `a · x = b` (n ≤ 3) by LU with partial pivoting in f32 (LAPACK `sgesv` order).
-fn solve(mut a: Vec<Vec<f32>>, mut b: Vec<f32>) -> Vec<f32> {
+/// Solve `a · x = b` (small n) by LU with partial pivoting in f32 (LAPACK `sgesv` order).
+pub(super) fn solve(mut a: Vec<Vec<f32>>, mut b: Vec<f32>) -> Vec<f32> {
     let n = b.len();
     for j in 0..n {
         let mut p = j;
