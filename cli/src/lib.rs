@@ -14,6 +14,7 @@ pub const PACKS: &[RegisterFn] = &[
     comfyrs_pack_kjnodes::register,
     comfyrs_pack_mxtoolkit::register,
     comfyrs_pack_rgthree::register,
+    comfyrs_pack_sdxl_prompt_styler::register,
     comfyrs_pack_use_everywhere::register,
     comfyrs_pack_was::register,
 ];

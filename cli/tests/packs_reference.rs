@@ -7,7 +7,7 @@
 //! public harness a pack author uses (`comfyrs::testing::NodeHarness`).
 
 use candle_core::{DType, Device, Tensor};
-use comfyrs::node::types::Image;
+use comfyrs::node::types::{Image, Mask};
 use comfyrs::node::{NodeError, Value};
 use comfyrs::testing::NodeHarness;
 use serde_json::{json, Value as Json};
@@ -56,17 +56,31 @@ fn value(j: &Json) -> Value {
         Json::String(s) => Value::String(s.clone()),
         Json::Bool(b) => Value::Bool(*b),
         Json::Number(n) if n.is_i64() => Value::Int(n.as_i64().unwrap() as i128),
+        Json::Number(n) if n.is_u64() => Value::Int(n.as_u64().unwrap() as i128),
         Json::Number(n) => Value::Float(n.as_f64().unwrap()),
-        Json::Object(o) if o.contains_key("image") => {
-            let shape: Vec<usize> = o["image"]
+        Json::Object(o) if o.contains_key("image") || o.contains_key("mask") => {
+            let dims = o.get("image").or(o.get("mask")).unwrap();
+            let shape: Vec<usize> = dims
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|d| d.as_u64().unwrap() as usize)
                 .collect();
-            Value::object(Image(
-                Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap(),
-            ))
+            // The script's pattern: value i is ((i * 37) % 101) / 100 in float32.
+            let n: usize = shape.iter().product();
+            let t = if o.get("pattern") == Some(&json!(true)) {
+                let data: Vec<f32> = (0..n)
+                    .map(|i| (((i * 37) % 101) as f64 / 100.0) as f32)
+                    .collect();
+                Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+            } else {
+                Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap()
+            };
+            if o.contains_key("image") {
+                Value::object(Image(t))
+            } else {
+                Value::object(Mask(t))
+            }
         }
         other => Value::Json(other.clone()),
     }
@@ -74,23 +88,75 @@ fn value(j: &Json) -> Value {
 
 fn output_json(v: &Value) -> Json {
     match v {
-        Value::Int(i) => json!(*i as i64),
+        Value::Int(i) => match i64::try_from(*i) {
+            Ok(v) => json!(v),
+            Err(_) => json!(*i as u64),
+        },
         Value::Float(f) => json!(f),
         Value::String(s) => json!(s),
         Value::Bool(b) => json!(b),
         Value::Json(j) => j.clone(),
         Value::List(items) => Json::Array(items.iter().map(output_json).collect()),
         Value::Object(_) => match v.downcast::<Image>() {
-            Some(img) => json!({"shape": img.0.dims()}),
+            Some(img) => tensor_json(&img.0),
             None => panic!("unexpected payload {v:?}"),
         },
     }
+}
+
+fn tensor_json(t: &Tensor) -> Json {
+    let data = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let hex: String = data
+        .iter()
+        .map(|x| format!("{:08x}", x.to_bits()))
+        .collect();
+    json!({"shape": t.dims(), "hex": hex})
+}
+
+/// A saved image's UI entry as the reference records it: the entry plus the decoded file's
+/// size, mode and RGB sha256. The file name's random part is checked by shape, not value.
+fn saved_image_json(env: &comfyrs::env::Environment, entry: &Json) -> Json {
+    use sha2::{Digest, Sha256};
+    let name = entry["filename"].as_str().unwrap();
+    let dir = match entry["type"].as_str().unwrap() {
+        "temp" => &env.paths.temp,
+        _ => &env.paths.output,
+    };
+    let path = dir.join(entry["subfolder"].as_str().unwrap()).join(name);
+    let decoded = image::open(&path).unwrap();
+    let mode = match decoded.color() {
+        image::ColorType::Rgb8 => "RGB",
+        image::ColorType::Rgba8 => "RGBA",
+        image::ColorType::L8 => "L",
+        other => panic!("{other:?}"),
+    };
+    let rgb = decoded.to_rgb8();
+    let mut e = entry.as_object().unwrap().clone();
+    e.insert("size".into(), json!([rgb.width(), rgb.height()]));
+    e.insert("mode".into(), json!(mode));
+    e.insert(
+        "rgb_sha256".into(),
+        json!(format!("{:x}", Sha256::digest(rgb.as_raw()))),
+    );
+    Json::Object(e)
+}
+
+/// `ComfyUI_temp_` + five letters + `_NNNNN_.png` (the letters are random per node).
+fn same_temp_name(ours: &str, theirs: &str) -> bool {
+    let (o, t) = (ours.as_bytes(), theirs.as_bytes());
+    o.len() == t.len()
+        && o[..13] == t[..13]
+        && o[13..18].iter().all(u8::is_ascii_lowercase)
+        && o[18..] == t[18..]
 }
 
 #[test]
 fn execute_matches_the_original_packs() {
     let reference = reference();
     let mut h = harness();
+    let dir = tempfile::tempdir().unwrap();
+    h.env = comfyrs::env::Environment::new(comfyrs::env::Paths::under(dir.path()));
+    std::fs::create_dir_all(&h.env.paths.temp).unwrap();
     let cases = reference["cases"].as_array().unwrap();
     for case in cases {
         let class = case["class"].as_str().unwrap();
@@ -119,7 +185,19 @@ fn execute_matches_the_original_packs() {
             (None, Ok(out)) => {
                 let values: Vec<Json> = out.values.iter().map(output_json).collect();
                 assert_eq!(&Json::Array(values), &expected["result"], "{what}: result");
-                let ui = out.ui.map(Json::Object).unwrap_or(Json::Null);
+                let mut ui = out.ui.map(Json::Object).unwrap_or(Json::Null);
+                if let Some(Json::Array(images)) = ui.get_mut("images") {
+                    let theirs = expected["ui"]["images"].as_array().unwrap();
+                    for (k, entry) in images.iter_mut().enumerate() {
+                        *entry = saved_image_json(&h.env, entry);
+                        let (o, t) = (
+                            entry["filename"].as_str().unwrap().to_string(),
+                            theirs[k]["filename"].as_str().unwrap(),
+                        );
+                        assert!(same_temp_name(&o, t), "{what}: file name {o} vs {t}");
+                        entry["filename"] = json!(t);
+                    }
+                }
                 assert_eq!(&ui, expected.get("ui").unwrap_or(&Json::Null), "{what}: ui");
             }
         }

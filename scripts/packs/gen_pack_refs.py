@@ -16,9 +16,12 @@ Set-up (nothing of this goes into the repository; the packs are GPL-3.0/MIT/Apac
 Usage:
   PYTHONPATH=DEPS VENV/bin/python scripts/packs/gen_pack_refs.py COMFYUI_DIR BASE OUT.json
 
-Inputs: strings, numbers and booleans are passed as they are; {"image": [B, H, W, C]} is a
-zero IMAGE of that shape. Results: primitives as JSON, tensors as {"shape": [...]}, an exception
-as {"error": "<ExceptionType>"}.
+Inputs: strings, numbers and booleans are passed as they are; {"image": [B, H, W, C]} is an
+IMAGE of that shape and {"mask": [B, H, W]} a MASK, zero unless "pattern" is true, then value i
+(in memory order) is ((i * 37) % 101) / 100 in float32. Results: primitives as JSON, tensors as
+{"shape": [...], "hex": "<float32 bits, 8 hex digits each>"}, an exception as
+{"error": "<ExceptionType>"}; images a node saved (ui "images") as their file name, subfolder,
+type and the sha256 of their decoded RGB bytes.
 """
 import json
 import os
@@ -28,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 IMG = {"image": [2, 5, 7, 3]}
+PAT = {"image": [1, 6, 9, 3], "pattern": True}
 
 CASES = [
     ("ShowText|pysssss", {"text": ["hello", "world"]}),
@@ -54,6 +58,12 @@ CASES = [
     ("Text String", {"text": "a", "text_b": "b", "text_c": "", "text_d": "d"}),
     ("CR Prompt Text", {"prompt": "a photo of a cat"}),
     ("CR Text", {"text": "some text"}),
+    ("CR Seed", {"seed": 18446744073709551615}),
+    ("CR Integer To String", {"int_": 1234567890123}),
+    ("CR Float To String", {"float_": 0.1}),
+    ("CR Float To String", {"float_": 3.0}),
+    ("CR Float To String", {"float_": 123456.789}),
+    ("CR Float To Integer", {"_float": -2.75}),
     ("Text Concatenate (JPS)", {"delimiter": "comma", "text1": "a", "text2": "", "text3": "c", "text5": "e"}),
     ("Text Concatenate (JPS)", {"delimiter": "space", "text2": "x", "text4": "y"}),
     ("Text Concatenate (JPS)", {"delimiter": "none", "text1": "p", "text2": "q"}),
@@ -90,24 +100,64 @@ CASES = [
     ("Display Any (rgthree)", {"source": True}),
     ("Display Any (rgthree)", {"source": [1, "two", 3.5, None, {"k": "v\u00e9"}]}),
 ]
+for interp in ["nearest", "bilinear", "bicubic", "area", "nearest-exact", "lanczos"]:
+    CASES.append(("ImageResize+", {"image": PAT, "width": 13, "height": 4, "interpolation": interp,
+                                   "method": "stretch", "condition": "always", "multiple_of": 0}))
+for method, w, h, mult in [("keep proportion", 12, 12, 0), ("keep proportion", 0, 10, 0),
+                           ("fill / crop", 8, 8, 0), ("pad", 12, 11, 0), ("stretch", 14, 10, 4),
+                           ("pad", 0, 0, 0)]:
+    CASES.append(("ImageResize+", {"image": PAT, "width": w, "height": h, "interpolation": "bilinear",
+                                   "method": method, "condition": "always", "multiple_of": mult}))
+for cond, w, h in [("downscale if bigger", 20, 20), ("downscale if bigger", 4, 4),
+                   ("upscale if smaller", 4, 4), ("if bigger area", 10, 3), ("if smaller area", 10, 3)]:
+    CASES.append(("ImageResize+", {"image": PAT, "width": w, "height": h, "interpolation": "area",
+                                   "method": "stretch", "condition": cond, "multiple_of": 0}))
+for style, sp, sn in [("sai-cinematic", True, True), ("base", True, True), ("sai-anime", False, True),
+                      ("ads-advertising", True, False), ("no such style", True, True)]:
+    CASES.append(("SDXLPromptStyler", {"text_positive": "a red fox", "text_negative": "blurry",
+                                       "style": style, "log_prompt": False,
+                                       "style_positive": sp, "style_negative": sn}))
+CASES.append(("SDXLPromptStyler", {"text_positive": "a red fox", "text_negative": "",
+                                   "style": "sai-3d-model", "log_prompt": False,
+                                   "style_positive": True, "style_negative": True}))
+CASES.append(("MaskPreview+", {"mask": {"mask": [2, 5, 6], "pattern": True}}))
 
 
 def make_input(v):
     import torch
-    if isinstance(v, dict) and set(v) == {"image"}:
-        return torch.zeros(v["image"])
+    if isinstance(v, dict) and ("image" in v or "mask" in v):
+        shape = v.get("image") or v.get("mask")
+        if not v.get("pattern"):
+            return torch.zeros(shape)
+        n = 1
+        for d in shape:
+            n *= d
+        return torch.tensor([((i * 37) % 101) / 100 for i in range(n)], dtype=torch.float32).reshape(shape)
     return v
 
 
 def to_json(v):
     import torch
     if isinstance(v, torch.Tensor):
-        return {"shape": list(v.shape)}
+        data = v.detach().to(torch.float32).contiguous().flatten().tolist()
+        import struct
+        return {"shape": list(v.shape), "hex": "".join(struct.pack(">f", x).hex() for x in data)}
     if isinstance(v, (list, tuple)):
         return [to_json(x) for x in v]
     if isinstance(v, dict):
         return {k: to_json(x) for k, x in v.items()}
     return v
+
+
+def saved_image(entry):
+    import hashlib
+    import folder_paths
+    from PIL import Image
+    base = folder_paths.get_directory_by_type(entry["type"])
+    img = Image.open(os.path.join(base, entry["subfolder"], entry["filename"]))
+    rgb = img.convert("RGB")
+    return dict(entry, size=list(rgb.size), mode=img.mode,
+                rgb_sha256=hashlib.sha256(rgb.tobytes()).hexdigest())
 
 
 def run_case(nodes, cls_name, inputs):
@@ -123,7 +173,10 @@ def run_case(nodes, cls_name, inputs):
     except Exception as e:  # the node's own error, compared by type
         return {"error": type(e).__name__}
     if isinstance(out, dict):
-        return {"result": to_json(list(out.get("result", ()))), "ui": to_json(out.get("ui"))}
+        ui = to_json(out.get("ui"))
+        if ui and "images" in ui:
+            ui["images"] = [saved_image(x) for x in ui["images"]]
+        return {"result": to_json(list(out.get("result", ()))), "ui": ui}
     return {"result": to_json(list(out))}
 
 

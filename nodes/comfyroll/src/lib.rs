@@ -3,8 +3,8 @@
 //! help URL (`show_help`), as the originals do.
 
 use comfyrs::node::{
-    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
-    RegistryError, Value,
+    py_float_repr, InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema,
+    OutputSpec, Registry, RegistryError, Value,
 };
 
 /// The pack's folder name in ComfyUI's `custom_nodes` (its `python_module` suffix).
@@ -16,7 +16,116 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     let mut p = r.pack(PACK);
     p.register(PromptText)?;
     p.register(Text)?;
+    p.register(Seed)?;
+    p.register(IntegerToString)?;
+    p.register(FloatToString)?;
+    p.register(FloatToInteger)?;
     Ok(())
+}
+
+const CORE: &str = "\u{1f9e9} Comfyroll Studio/\u{2728} Essential/\u{1f4e6} Core";
+const CONVERSION: &str = "\u{1f9e9} Comfyroll Studio/\u{1f6e0}\u{fe0f} Utils/\u{1f527} Conversion";
+
+fn help(page: &str) -> Value {
+    Value::String(format!("{WIKI}{page}"))
+}
+
+struct Seed;
+impl Node for Seed {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("CR Seed")
+            .display("\u{1f331} CR Seed")
+            .category(CORE)
+            .input(InputSpec::int("seed").default(0).min(0).max(u64::MAX))
+            .output(OutputSpec::new("INT").named("seed"))
+            .output(OutputSpec::new("STRING").named("show_help"))
+            .output_node()
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::values(vec![
+            Value::Int(i.int("seed")?),
+            help("Core-Nodes#cr-seed"),
+        ]))
+    }
+}
+
+struct IntegerToString;
+impl Node for IntegerToString {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("CR Integer To String")
+            .display("\u{1f527} CR Integer To String")
+            .category(CONVERSION)
+            .input(
+                InputSpec::int("int_")
+                    .default(0)
+                    .min(0)
+                    .max(u64::MAX)
+                    .opt("forceInput", true),
+            )
+            .output(OutputSpec::new("STRING"))
+            .output(OutputSpec::new("STRING").named("show_help"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::values(vec![
+            Value::String(i.int("int_")?.to_string()),
+            help("Conversion-Nodes#cr-integer-to-string"),
+        ]))
+    }
+}
+
+struct FloatToString;
+impl Node for FloatToString {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("CR Float To String")
+            .display("\u{1f527} CR Float To String")
+            .category(CONVERSION)
+            .input(
+                InputSpec::float("float_")
+                    .default(0.0)
+                    .min(0.0)
+                    .max(1000000.0)
+                    .opt("forceInput", true),
+            )
+            .output(OutputSpec::new("STRING"))
+            .output(OutputSpec::new("STRING").named("show_help"))
+    }
+    /// Python's `str()` of the float (shortest round-trip repr, `1.0`, `1e+16`).
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::values(vec![
+            Value::String(py_float_repr(i.float("float_")?)),
+            help("Conversion-Nodes#cr-float-to-string"),
+        ]))
+    }
+}
+
+struct FloatToInteger;
+impl Node for FloatToInteger {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("CR Float To Integer")
+            .display("\u{1f527} CR Float To Integer")
+            .category(CONVERSION)
+            .input(
+                InputSpec::float("_float")
+                    .default(0.0)
+                    .opt("forceInput", true),
+            )
+            .output(OutputSpec::new("INT"))
+            .output(OutputSpec::new("STRING").named("show_help"))
+    }
+    /// Python's `int()`: truncation toward zero.
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let f = i.float("_float")?;
+        if !f.is_finite() {
+            return Err(NodeError::input(
+                "_float",
+                format!("cannot convert {f} to an integer"),
+            ));
+        }
+        Ok(NodeOutput::values(vec![
+            Value::Int(f.trunc() as i128),
+            help("Conversion-Nodes#cr-float-to-integer"),
+        ]))
+    }
 }
 
 struct PromptText;

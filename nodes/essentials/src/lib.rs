@@ -1,6 +1,9 @@
 //! Nodes of cubiq's ComfyUI_essentials, re-implemented from their schemas and observed
 //! behaviour (none of the pack's code is used).
 
+mod mask_preview;
+mod resize;
+
 use comfyrs::node::types::Image;
 use comfyrs::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
@@ -11,7 +14,11 @@ use comfyrs::node::{
 pub const PACK: &str = "ComfyUI_essentials";
 
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
-    r.pack(PACK).register(GetImageSize)
+    let mut p = r.pack(PACK);
+    p.register(resize::ImageResize)?;
+    p.register(mask_preview::MaskPreview)?;
+    p.register(GetImageSize)?;
+    Ok(())
 }
 
 struct GetImageSize;
