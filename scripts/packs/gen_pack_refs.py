@@ -120,6 +120,13 @@ for style, sp, sn in [("sai-cinematic", True, True), ("base", True, True), ("sai
 CASES.append(("SDXLPromptStyler", {"text_positive": "a red fox", "text_negative": "",
                                    "style": "sai-3d-model", "log_prompt": False,
                                    "style_positive": True, "style_negative": True}))
+for value, inputs in [("a*2+b", {"a": 3, "b": 0.5}), ("a[2] / 2", {"a": IMG}), ("a > b > 0", {"a": 5, "b": 3}),
+                      ("a > b > 4", {"a": 5, "b": 3}), ("max(a, b, 7) - min(a, b)", {"a": 3, "b": 9}),
+                      ("round(a / 3, 2)", {"a": 10}), ("a and b", {"a": 0, "b": 9}), ("a or b", {"a": 0, "b": 9}),
+                      ("len(a) + sum(a)", {"a": IMG}), ("a", {"a": "2.5"}), ("0/0", {}), ("x", {}),
+                      ("a ** 0.5", {"a": 2}), ("-a // 4", {"a": 7}), ("not a", {"a": 0}), ("min(a)", {"a": 4}),
+                      ("a * 1.5", {}), ("a.shape", {"a": 2}), ("a % -3", {"a": 7.5}), ("round(2.5) + round(3.5)", {})]:
+    CASES.append(("SimpleMath+", dict(value=value, **inputs)))
 CASES.append(("MaskPreview+", {"mask": {"mask": [2, 5, 6], "pattern": True}}))
 
 

@@ -12,15 +12,15 @@ use comfyrs::node::{
     Fingerprint, Hidden, InputSpec, Inputs, LiteralInputs, Node, NodeContext, NodeError,
     NodeOutput, NodeSchema, OutputSpec, Value,
 };
+use comfyrs_pyexpr::{round_half_even, Expr, Num};
 use serde_json::{json, Map, Value as Json};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Num {
-    Int(i128),
-    Float(f64),
+trait NumExt {
+    fn f(self) -> f64;
+    fn truthy(self) -> bool;
 }
 
-impl Num {
+impl NumExt for Num {
     fn f(self) -> f64 {
         match self {
             Num::Int(i) => i as f64,
@@ -39,244 +39,11 @@ fn err(msg: impl Into<String>) -> NodeError {
     NodeError::input("expression", msg.into())
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Num(Num),
-    Name(String),
-    Op(&'static str),
-}
-
-const OPS: [&str; 26] = [
-    "**", "//", "<<", ">>", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "^", "&", "|", "~",
-    "<", ">", "(", ")", ",", ".", "=", "[", "]",
-];
-
-fn lex(s: &str) -> Result<Vec<Tok>, NodeError> {
-    let b: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    let mut out = Vec::new();
-    while i < b.len() {
-        let c = b[i];
-        if c.is_whitespace() {
-            i += 1;
-        } else if c.is_ascii_digit()
-            || (c == '.' && b.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
-        {
-            let start = i;
-            while i < b.len() && (b[i].is_ascii_digit() || b[i] == '.' || b[i] == '_') {
-                i += 1;
-            }
-            if i < b.len() && (b[i] == 'e' || b[i] == 'E') {
-                i += 1;
-                if i < b.len() && (b[i] == '+' || b[i] == '-') {
-                    i += 1;
-                }
-                while i < b.len() && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-            }
-            let text: String = b[start..i].iter().filter(|&&c| c != '_').collect();
-            let n = if text.contains(['.', 'e', 'E']) {
-                Num::Float(
-                    text.parse()
-                        .map_err(|_| err(format!("invalid number '{text}'")))?,
-                )
-            } else {
-                Num::Int(
-                    text.parse()
-                        .map_err(|_| err(format!("invalid number '{text}'")))?,
-                )
-            };
-            out.push(Tok::Num(n));
-        } else if c.is_alphabetic() || c == '_' {
-            let start = i;
-            while i < b.len() && (b[i].is_alphanumeric() || b[i] == '_') {
-                i += 1;
-            }
-            out.push(Tok::Name(b[start..i].iter().collect()));
-        } else {
-            let rest: String = b[i..b.len().min(i + 2)].iter().collect();
-            let op = OPS
-                .iter()
-                .find(|op| rest.starts_with(*op))
-                .ok_or_else(|| err(format!("invalid syntax at '{c}'")))?;
-            i += op.chars().count();
-            out.push(Tok::Op(op));
-        }
-    }
-    Ok(out)
-}
-
-/// The parsed expression.
-#[derive(Debug)]
-enum Expr {
-    Num(Num),
-    Name(String),
-    Attr(String, String),
-    Unary(&'static str, Box<Expr>),
-    Bin(&'static str, Box<Expr>, Box<Expr>),
-    Call(String, Vec<Expr>),
-}
-
-struct Parser {
-    toks: Vec<Tok>,
-    pos: usize,
-}
-
-impl Parser {
-    fn peek_op(&self) -> Option<&'static str> {
-        match self.toks.get(self.pos) {
-            Some(Tok::Op(o)) => Some(o),
-            _ => None,
-        }
-    }
-    fn peek_name(&self, n: &str) -> bool {
-        matches!(self.toks.get(self.pos), Some(Tok::Name(x)) if x == n)
-    }
-    fn eat(&mut self, op: &str) -> bool {
-        if self.peek_op() == Some(op) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-    fn or(&mut self) -> Result<Expr, NodeError> {
-        let mut l = self.and()?;
-        while self.peek_name("or") {
-            self.pos += 1;
-            l = Expr::Bin("or", Box::new(l), Box::new(self.and()?));
-        }
-        Ok(l)
-    }
-    fn and(&mut self) -> Result<Expr, NodeError> {
-        let mut l = self.not()?;
-        while self.peek_name("and") {
-            self.pos += 1;
-            l = Expr::Bin("and", Box::new(l), Box::new(self.not()?));
-        }
-        Ok(l)
-    }
-    fn not(&mut self) -> Result<Expr, NodeError> {
-        if self.peek_name("not") {
-            self.pos += 1;
-            return Ok(Expr::Unary("not", Box::new(self.not()?)));
-        }
-        self.cmp()
-    }
-    fn cmp(&mut self) -> Result<Expr, NodeError> {
-        let l = self.level(0)?;
-        if let Some(op @ ("==" | "!=" | "<" | "<=" | ">" | ">=")) = self.peek_op() {
-            self.pos += 1;
-            let r = self.level(0)?;
-            // Only the first comparison of a chain counts, as in the pack.
-            while let Some("==" | "!=" | "<" | "<=" | ">" | ">=") = self.peek_op() {
-                self.pos += 1;
-                self.level(0)?;
-            }
-            return Ok(Expr::Bin(op, Box::new(l), Box::new(r)));
-        }
-        Ok(l)
-    }
-    /// Binary levels from loosest to tightest: `|`, `^`, `&`, shifts, `+ -`, `* / // %`.
-    fn level(&mut self, k: usize) -> Result<Expr, NodeError> {
-        const LEVELS: [&[&str]; 6] = [
-            &["|"],
-            &["^"],
-            &["&"],
-            &["<<", ">>"],
-            &["+", "-"],
-            &["*", "/", "//", "%"],
-        ];
-        if k == LEVELS.len() {
-            return self.unary();
-        }
-        let mut l = self.level(k + 1)?;
-        while let Some(op) = self.peek_op().filter(|o| LEVELS[k].contains(o)) {
-            self.pos += 1;
-            l = Expr::Bin(op, Box::new(l), Box::new(self.level(k + 1)?));
-        }
-        Ok(l)
-    }
-    fn unary(&mut self) -> Result<Expr, NodeError> {
-        if let Some(op @ ("-" | "+" | "~")) = self.peek_op() {
-            self.pos += 1;
-            return Ok(Expr::Unary(op, Box::new(self.unary()?)));
-        }
-        self.power()
-    }
-    fn power(&mut self) -> Result<Expr, NodeError> {
-        let base = self.atom()?;
-        if self.eat("**") {
-            return Ok(Expr::Bin("**", Box::new(base), Box::new(self.unary()?)));
-        }
-        Ok(base)
-    }
-    fn atom(&mut self) -> Result<Expr, NodeError> {
-        let t = self.toks.get(self.pos).cloned();
-        self.pos += 1;
-        match t {
-            Some(Tok::Num(n)) => Ok(Expr::Num(n)),
-            Some(Tok::Op("(")) => {
-                let e = self.or()?;
-                if !self.eat(")") {
-                    return Err(err("invalid syntax: '(' was never closed"));
-                }
-                Ok(e)
-            }
-            Some(Tok::Name(n)) => {
-                if self.eat("(") {
-                    let mut args = Vec::new();
-                    if !self.eat(")") {
-                        loop {
-                            args.push(self.or()?);
-                            if self.eat(")") {
-                                break;
-                            }
-                            if !self.eat(",") {
-                                return Err(err("invalid syntax in a function call"));
-                            }
-                        }
-                    }
-                    Ok(Expr::Call(n, args))
-                } else if self.eat(".") {
-                    match self.toks.get(self.pos).cloned() {
-                        Some(Tok::Name(attr)) => {
-                            self.pos += 1;
-                            Ok(Expr::Attr(n, attr))
-                        }
-                        _ => Err(err("invalid syntax after '.'")),
-                    }
-                } else {
-                    Ok(Expr::Name(n))
-                }
-            }
-            Some(t) => Err(err(format!("invalid syntax at {t:?}"))),
-            None => Err(err("invalid syntax: unexpected end of expression")),
-        }
-    }
-}
-
 fn parse(s: &str) -> Result<Expr, NodeError> {
-    let mut p = Parser {
-        toks: lex(s)?,
-        pos: 0,
-    };
-    let e = p.or()?;
-    if p.pos != p.toks.len() {
-        return Err(err("invalid syntax: unexpected trailing input"));
-    }
-    Ok(e)
-}
-
-/// Python's round-half-to-even.
-fn round_half_even(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
-    }
+    comfyrs_pyexpr::parse(s).map_err(|e| NodeError::Failed {
+        message: e.0,
+        exception_type: "SyntaxError".into(),
+    })
 }
 
 fn to_int(f: f64) -> Result<i128, NodeError> {
@@ -497,13 +264,34 @@ impl Scope<'_> {
                 message: format!("Name not found: {n}"),
                 exception_type: "NameError".into(),
             }),
-            Expr::Attr(n, attr) => {
+            Expr::Attr(target, attr) => {
+                let Expr::Name(n) = target.as_ref() else {
+                    return Err(NodeError::Failed {
+                        message: "only NAME.attribute is supported".into(),
+                        exception_type: "AttributeError".into(),
+                    });
+                };
                 if ["a", "b", "c"].contains(&n.as_str()) && (attr == "width" || attr == "height") {
                     self.size(n, attr)
                 } else {
                     self.widget(n, attr)
                 }
             }
+            // The pack evaluates `and`/`or` on their first two operands only, and a
+            // comparison chain on its first comparison only.
+            Expr::Bool(op, values) => {
+                let (l, r) = (self.eval(&values[0])?, self.eval(&values[1])?);
+                binop(op, l, r)
+            }
+            Expr::Compare(l, rest) => {
+                let (op, r) = &rest[0];
+                let (l, r) = (self.eval(l)?, self.eval(r)?);
+                binop(op, l, r)
+            }
+            Expr::Str(_) | Expr::Subscript(..) => Err(NodeError::Failed {
+                message: format!("{e:?}"),
+                exception_type: "TypeError".into(),
+            }),
             Expr::Unary(op, x) => {
                 let v = self.eval(x)?;
                 Ok(match (*op, v) {

@@ -3,6 +3,7 @@
 
 mod mask_preview;
 mod resize;
+mod simple_math;
 
 use comfyrs::node::types::Image;
 use comfyrs::node::{
@@ -18,6 +19,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(resize::ImageResize)?;
     p.register(mask_preview::MaskPreview)?;
     p.register(GetImageSize)?;
+    p.register(simple_math::SimpleMath)?;
     Ok(())
 }
 
