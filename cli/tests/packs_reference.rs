@@ -265,3 +265,81 @@ fn the_binary_lists_pack_nodes_with_their_pack_module() {
     );
     assert_eq!(info["KSampler"]["python_module"], "nodes");
 }
+
+/// Pack nodes in a real workflow through the binary: literal validation (combos, forceInput
+/// links), scheduling and the UI output, with a frontend-driven node (`Anything Everywhere`)
+/// that is in the prompt but never runs. The expected texts are ComfyUI's, from the reference.
+#[test]
+fn a_workflow_mixing_pack_nodes_runs_through_the_binary() {
+    let reference = reference();
+    let styled = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "SDXLPromptStyler" && c["inputs"]["style"] == "sai-cinematic")
+        .unwrap()["output"]["result"]
+        .clone();
+    let wf = json!({
+        "1": {"class_type": "StringConstant", "inputs": {"string": "a red fox"}},
+        "2": {"class_type": "SDXLPromptStyler", "inputs": {
+            "text_positive": ["1", 0], "text_negative": "blurry", "style": "sai-cinematic",
+            "log_prompt": false, "style_positive": true, "style_negative": true}},
+        "3": {"class_type": "Text Concatenate", "inputs": {
+            "delimiter": " | ", "clean_whitespace": "true", "text_a": ["2", 0], "text_b": ["2", 1]}},
+        "4": {"class_type": "ShowText|pysssss", "inputs": {"text": ["3", 0]}},
+        "5": {"class_type": "Anything Everywhere", "inputs": {"anything": ["1", 0]}},
+        "6": {"class_type": "INTConstant", "inputs": {"value": 41}},
+        "7": {"class_type": "MathExpression|pysssss", "inputs": {"expression": "a + 1", "a": ["6", 0]}},
+        "8": {"class_type": "Display Any (rgthree)", "inputs": {"source": ["7", 1]}}
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wf.json");
+    std::fs::write(&path, wf.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_comfyrs"))
+        .arg("run")
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = format!(
+        "{}: {} | {}",
+        4,
+        styled[0].as_str().unwrap(),
+        styled[1].as_str().unwrap()
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.contains(&expected.as_str()), "{stdout}");
+    assert!(lines.contains(&"8: 42.0"), "{stdout}");
+    assert!(
+        !stdout.contains("5:"),
+        "Anything Everywhere never runs: {stdout}"
+    );
+
+    // A bad combo value on a pack node is a validation error naming the node and input.
+    // (Only that output: with another valid output, the prompt would run without it, as in
+    // ComfyUI.)
+    let mut bad = wf.clone();
+    bad["3"]["inputs"]["clean_whitespace"] = json!("maybe");
+    for id in ["5", "6", "7", "8"] {
+        bad.as_object_mut().unwrap().remove(id);
+    }
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_comfyrs"))
+        .arg("run")
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("value_not_in_list") && err.contains("clean_whitespace"),
+        "{err}"
+    );
+}
