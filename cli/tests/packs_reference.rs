@@ -290,7 +290,9 @@ fn a_workflow_mixing_pack_nodes_runs_through_the_binary() {
         "5": {"class_type": "Anything Everywhere", "inputs": {"anything": ["1", 0]}},
         "6": {"class_type": "INTConstant", "inputs": {"value": 41}},
         "7": {"class_type": "MathExpression|pysssss", "inputs": {"expression": "a + 1", "a": ["6", 0]}},
-        "8": {"class_type": "Display Any (rgthree)", "inputs": {"source": ["7", 1]}}
+        "8": {"class_type": "Display Any (rgthree)", "inputs": {"source": ["7", 1]}},
+        "9": {"class_type": "Any Switch (rgthree)", "inputs": {"any_01": ["1", 0], "any_02": ["6", 0]}},
+        "10": {"class_type": "Display Any (rgthree)", "inputs": {"source": ["9", 0]}}
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wf.json");
@@ -316,6 +318,8 @@ fn a_workflow_mixing_pack_nodes_runs_through_the_binary() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines.contains(&expected.as_str()), "{stdout}");
     assert!(lines.contains(&"8: 42.0"), "{stdout}");
+    // Any Switch's dynamic inputs pass validation and reach the node.
+    assert!(lines.contains(&"10: a red fox"), "{stdout}");
     assert!(
         !stdout.contains("5:"),
         "Anything Everywhere never runs: {stdout}"
@@ -326,7 +330,7 @@ fn a_workflow_mixing_pack_nodes_runs_through_the_binary() {
     // ComfyUI.)
     let mut bad = wf.clone();
     bad["3"]["inputs"]["clean_whitespace"] = json!("maybe");
-    for id in ["5", "6", "7", "8"] {
+    for id in ["5", "6", "7", "8", "9", "10"] {
         bad.as_object_mut().unwrap().remove(id);
     }
     std::fs::write(&path, bad.to_string()).unwrap();

@@ -14,8 +14,8 @@ pub use context::{
 };
 pub use registry::{NodeClass, Origin, PackRegistrar, RegisterFn, Registry, RegistryError};
 pub use schema::{
-    ChoicesFn, Hidden, InputSpec, InputType, NodeSchema, OutputSpec, Primitive, SchemaStyle,
-    Section,
+    ChoicesFn, DynamicInputs, Hidden, InputSpec, InputType, NodeSchema, OutputSpec, Primitive,
+    SchemaStyle, Section,
 };
 pub use value::{py_float_repr, Payload, PayloadAny, Value};
 

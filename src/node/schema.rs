@@ -265,6 +265,17 @@ pub struct NodeSchema {
     pub deprecated: bool,
     pub experimental: bool,
     pub style: SchemaStyle,
+    /// Optional inputs a prompt may add beyond the declared ones (packs' "flexible" inputs,
+    /// e.g. rgthree's Any Switch `any_01`, `any_02`, ...). `/object_info` does not list them.
+    pub dynamic_inputs: Option<DynamicInputs>,
+}
+
+/// Undeclared inputs a node accepts: every name starting with `prefix`, of type `ty`,
+/// optional. Validation adds them to that node's schema (see [`NodeSchema::for_inputs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicInputs {
+    pub prefix: String,
+    pub ty: String,
 }
 
 impl NodeSchema {
@@ -284,7 +295,33 @@ impl NodeSchema {
             deprecated: false,
             experimental: false,
             style: SchemaStyle::V1,
+            dynamic_inputs: None,
         }
+    }
+    /// Accepts undeclared optional inputs named `prefix...` of type `ty` (see
+    /// [`DynamicInputs`]).
+    pub fn dynamic_inputs(mut self, prefix: &str, ty: &str) -> Self {
+        self.dynamic_inputs = Some(DynamicInputs {
+            prefix: prefix.to_string(),
+            ty: ty.to_string(),
+        });
+        self
+    }
+
+    /// This schema extended with the dynamic inputs among `names` (a prompt node's input
+    /// names), or `None` when there are none to add.
+    pub fn for_inputs<'a>(&self, names: impl Iterator<Item = &'a str>) -> Option<NodeSchema> {
+        let dynamic = self.dynamic_inputs.as_ref()?;
+        let extra: Vec<InputSpec> = names
+            .filter(|n| n.starts_with(&dynamic.prefix) && self.input_spec(n).is_none())
+            .map(|n| InputSpec::of(n, &dynamic.ty).optional())
+            .collect();
+        if extra.is_empty() {
+            return None;
+        }
+        let mut schema = self.clone();
+        schema.inputs.extend(extra);
+        Some(schema)
     }
     pub fn display(mut self, d: &str) -> Self {
         self.display_name = Some(d.to_string());
@@ -379,7 +416,9 @@ impl NodeSchema {
                 .iter()
                 .filter(|i| i.section == section)
                 .collect();
-            if specs.is_empty() && !(section == Section::Required) {
+            // An empty optional section is left out, unless the node takes dynamic inputs
+            // (ComfyUI shows a pack's flexible optional dict as `{}`).
+            if specs.is_empty() && section == Section::Optional && self.dynamic_inputs.is_none() {
                 continue;
             }
             let mut m = Map::new();

@@ -17,6 +17,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     let mut p = r.pack(PACK);
     p.register(Seed)?;
     p.register(DisplayAny)?;
+    p.register(AnySwitch)?;
     Ok(())
 }
 
@@ -179,5 +180,26 @@ impl Node for DisplayAny {
         let mut ui = Map::new();
         ui.insert("text".into(), json!([text]));
         Ok(NodeOutput::ui(ui))
+    }
+}
+
+/// `Any Switch (rgthree)`: the first connected `any_NN` input (in the prompt's input order)
+/// whose value is not None. Its inputs are dynamic: the pack's frontend adds `any_01`,
+/// `any_02`, ... as links are made, and `/object_info` lists none.
+struct AnySwitch;
+impl Node for AnySwitch {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("Any Switch (rgthree)")
+            .category("rgthree")
+            .dynamic_inputs("any_", "*")
+            .output(OutputSpec::new("*").named("*"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let chosen = i
+            .iter()
+            .find(|(k, v)| k.starts_with("any_") && !matches!(v, Value::Json(Json::Null)))
+            .map(|(_, v)| v.clone())
+            .unwrap_or(Value::Json(Json::Null));
+        Ok(NodeOutput::one(chosen))
     }
 }
