@@ -10,6 +10,7 @@ pub const PACKS: &[RegisterFn] = &[
     comfyrs_pack_custom_scripts::register,
     comfyrs_pack_essentials::register,
     comfyrs_pack_image_saver::register,
+    comfyrs_pack_impact::register,
     comfyrs_pack_jps::register,
     comfyrs_pack_kjnodes::register,
     comfyrs_pack_mxtoolkit::register,

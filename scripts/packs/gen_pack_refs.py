@@ -131,11 +131,55 @@ for value, inputs in [("a*2+b", {"a": 3, "b": 0.5}), ("a[2] / 2", {"a": IMG}), (
                       ("a ** 0.5", {"a": 2}), ("-a // 4", {"a": 7}), ("not a", {"a": 0}), ("min(a)", {"a": 4}),
                       ("a * 1.5", {}), ("a.shape", {"a": 2}), ("a % -3", {"a": 7.5}), ("round(2.5) + round(3.5)", {})]:
     CASES.append(("SimpleMath+", dict(value=value, **inputs)))
+PAT2 = {"image": [2, 3, 4, 3], "pattern": True}
+SMALL = {"image": [1, 4, 5, 3], "pattern": True}
+CASES += [
+    ("CR Text Input Switch", {"Input": 2, "text1": "a", "text2": "b"}),
+    ("CR Text Input Switch", {"Input": 1, "text2": "b"}),
+    ("CR Text Input Switch (4 way)", {"Input": 3, "text1": "a", "text2": "b", "text3": "c", "text4": "d"}),
+    ("CR Text Input Switch (4 way)", {"Input": 4, "text4": "d"}),
+    ("CR Image Input Switch", {"Input": 2, "image1": IMG, "image2": PAT}),
+    ("CM_IntToNumber", {"a": 5}),
+    ("CM_FloatToNumber", {"a": 2.5}),
+    ("CM_NumberToInt", {"a": -3.7}),
+    ("CM_NumberToInt", {"a": 4}),
+    ("CM_NumberToFloat", {"a": 3}),
+    ("Logic Boolean", {"boolean": 0.5}),
+    ("Logic Boolean", {"boolean": 0.51}),
+    ("Logic Boolean", {"boolean": 1.0}),
+    ("Logic Boolean", {"boolean": 0.0}),
+    ("ImpactInt", {"value": 7}),
+    ("Number to Text", {"number": 3}),
+    ("Number to Text", {"number": 2.5}),
+    ("Number to Text", {"number": 1e20}),
+    ("Text to Number", {"text": "42"}),
+    ("Text to Number", {"text": "3.25"}),
+    ("Text to Number", {"text": " 7 "}),
+    ("Text to Number", {"text": "1_000"}),
+    ("Text to Number", {"text": "abc"}),
+    ("Number to Int", {"number": -2.5}),
+    ("Number to Float", {"number": 3}),
+    ("Cfg Literal", {"float": 7.5}),
+    ("Seed Generator", {"seed": 12345}),
+    ("Image Size to Number", {"image": {"image": [1, 5, 7, 3]}}),
+    ("Image Size to Number", {"image": {"image": [2, 5, 7, 3]}}),
+    ("Text Prompt (JPS)", {"text": "hello"}),
+    ("Text Find and Replace", {"text": "a cat and a cat", "find": "cat", "replace": "dog"}),
+    ("Text Find and Replace", {"text": "a cat and a dog", "find": "(a) (\\w+)", "replace": "\\2-\\1"}),
+    ("Text Find and Replace", {"text": "abc", "find": "", "replace": "-"}),
+    ("Seed Everywhere", {"seed": 99}),
+    ("ReroutePrimitive|pysssss", {"value": 5}),
+    ("ImpactImageBatchToImageList", {"image": PAT2}),
+    ("ImageListToImageBatch", {"images": [PAT, SMALL]}),
+    ("ImageListToImageBatch", {"images": [PAT, PAT]}),
+]
 CASES.append(("MaskPreview+", {"mask": {"mask": [2, 5, 6], "pattern": True}}))
 
 
 def make_input(v):
     import torch
+    if isinstance(v, list):
+        return [make_input(x) for x in v]
     if isinstance(v, dict) and ("image" in v or "mask" in v):
         shape = v.get("image") or v.get("mask")
         if not v.get("pattern"):
@@ -178,6 +222,9 @@ def run_case(nodes, cls_name, inputs):
         kwargs = {k: (v if isinstance(v, list) else [v]) for k, v in kwargs.items()}
     if cls_name == "MathExpression|pysssss":
         kwargs.setdefault("prompt", {})
+    if hasattr(cls, "execute") and not hasattr(cls, "FUNCTION"):  # a V3 node
+        out = cls.execute(**kwargs)
+        return {"result": to_json(list(out.args))}
     fn = getattr(cls(), cls.FUNCTION)
     try:
         out = fn(**kwargs)

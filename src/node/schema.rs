@@ -339,6 +339,10 @@ impl NodeSchema {
         self.python_module = m.to_string();
         self
     }
+    pub fn deprecated(mut self) -> Self {
+        self.deprecated = true;
+        self
+    }
     pub fn experimental(mut self) -> Self {
         self.experimental = true;
         self

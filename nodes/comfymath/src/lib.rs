@@ -17,6 +17,10 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(FloatBinaryOperation)?;
     p.register(IntBinaryOperation)?;
     p.register(NumberBinaryOperation)?;
+    p.register(IntToNumber)?;
+    p.register(FloatToNumber)?;
+    p.register(NumberToInt)?;
+    p.register(NumberToFloat)?;
     Ok(())
 }
 
@@ -264,5 +268,74 @@ impl Node for NumberBinaryOperation {
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
         let r = float_op(i.string("op")?, number(i, "a")?, number(i, "b")?)?;
         Ok(NodeOutput::one(Value::Float(r)))
+    }
+}
+
+fn conversion(name: &str, display: &str) -> NodeSchema {
+    NodeSchema::new(name)
+        .display(display)
+        .category("math/conversion")
+}
+
+struct IntToNumber;
+impl Node for IntToNumber {
+    fn schema(&self) -> NodeSchema {
+        conversion("CM_IntToNumber", "IntToNumber")
+            .input(InputSpec::int("a").default(0))
+            .output(OutputSpec::new("NUMBER"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(Value::Int(i.int("a")?)))
+    }
+}
+
+struct FloatToNumber;
+impl Node for FloatToNumber {
+    fn schema(&self) -> NodeSchema {
+        conversion("CM_FloatToNumber", "FloatToNumber")
+            .input(InputSpec::float("a").default(0.0).opt("round", false))
+            .output(OutputSpec::new("NUMBER"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(Value::Float(i.float("a")?)))
+    }
+}
+
+struct NumberToInt;
+impl Node for NumberToInt {
+    fn schema(&self) -> NodeSchema {
+        conversion("CM_NumberToInt", "NumberToInt")
+            .input(InputSpec::of("a", "NUMBER").default(0.0))
+            .output(OutputSpec::new("INT"))
+    }
+    /// Python's `int()`: an INT as it is, a FLOAT truncated toward zero.
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let v = match i.require("a")? {
+            Value::Int(v) => *v,
+            Value::Bool(b) => *b as i128,
+            _ => {
+                let f = number(i, "a")?;
+                if !f.is_finite() {
+                    return Err(NodeError::input(
+                        "a",
+                        format!("cannot convert {f} to an integer"),
+                    ));
+                }
+                f.trunc() as i128
+            }
+        };
+        Ok(NodeOutput::one(Value::Int(v)))
+    }
+}
+
+struct NumberToFloat;
+impl Node for NumberToFloat {
+    fn schema(&self) -> NodeSchema {
+        conversion("CM_NumberToFloat", "NumberToFloat")
+            .input(InputSpec::of("a", "NUMBER").default(0.0))
+            .output(OutputSpec::new("FLOAT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(Value::Float(number(i, "a")?)))
     }
 }

@@ -20,6 +20,9 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(IntegerToString)?;
     p.register(FloatToString)?;
     p.register(FloatToInteger)?;
+    p.register(TextInputSwitch)?;
+    p.register(TextInputSwitch4)?;
+    p.register(ImageInputSwitch)?;
     Ok(())
 }
 
@@ -165,5 +168,84 @@ impl Node for Text {
             Value::String(i.string("text")?.into()),
             Value::String(format!("{WIKI}Other-Nodes#cr-text")),
         ]))
+    }
+}
+
+const LOGIC: &str = "\u{1f9e9} Comfyroll Studio/\u{1f6e0}\u{fe0f} Utils/\u{1f500} Logic";
+
+/// The switches return the chosen input (`None`, shown as a JSON null, when it is not
+/// connected; the pack does the same) and the help URL. Every connected input is computed.
+fn switch_schema(name: &str, max: i64, ty: &str, inputs: &[&str]) -> NodeSchema {
+    let mut s = NodeSchema::new(name)
+        .display(&format!("\u{1f500} {name}"))
+        .category(LOGIC)
+        .input(InputSpec::int("Input").default(1).min(1).max(max));
+    for n in inputs {
+        let spec = InputSpec::of(n, ty).optional();
+        s = s.input(if ty == "STRING" {
+            spec.opt("forceInput", true)
+        } else {
+            spec
+        });
+    }
+    s.output(OutputSpec::new(ty))
+        .output(OutputSpec::new("STRING").named("show_help"))
+}
+
+/// Input `k` (1-based; anything past the last picks the last, as the pack's `else`).
+fn pick(i: &Inputs, names: &[&str], page: &str) -> Result<NodeOutput, NodeError> {
+    let k = i.int("Input")?;
+    let name = names
+        .iter()
+        .enumerate()
+        .find(|(n, _)| (*n as i128) + 1 == k)
+        .map_or(names[names.len() - 1], |(_, n)| n);
+    let v = i
+        .get(name)
+        .cloned()
+        .unwrap_or(Value::Json(serde_json::Value::Null));
+    Ok(NodeOutput::values(vec![v, help(page)]))
+}
+
+struct TextInputSwitch;
+impl Node for TextInputSwitch {
+    fn schema(&self) -> NodeSchema {
+        switch_schema("CR Text Input Switch", 2, "STRING", &["text1", "text2"])
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        pick(i, &["text1", "text2"], "Logic-Nodes#cr-text-input-switch")
+    }
+}
+
+struct TextInputSwitch4;
+impl Node for TextInputSwitch4 {
+    fn schema(&self) -> NodeSchema {
+        switch_schema(
+            "CR Text Input Switch (4 way)",
+            4,
+            "STRING",
+            &["text1", "text2", "text3", "text4"],
+        )
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        pick(
+            i,
+            &["text1", "text2", "text3", "text4"],
+            "Logic-Nodes#cr-text-input-switch-4-way",
+        )
+    }
+}
+
+struct ImageInputSwitch;
+impl Node for ImageInputSwitch {
+    fn schema(&self) -> NodeSchema {
+        switch_schema("CR Image Input Switch", 2, "IMAGE", &["image1", "image2"])
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        pick(
+            i,
+            &["image1", "image2"],
+            "Logic-Nodes#cr-image-input-switch",
+        )
     }
 }

@@ -17,6 +17,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(ShowText)?;
     p.register(StringFunction)?;
     p.register(expr::MathExpression)?;
+    p.register(ReroutePrimitive)?;
     Ok(())
 }
 
@@ -94,7 +95,8 @@ impl Node for StringFunction {
             let re = regex::Regex::new(&b[1..b.len() - 1]).map_err(|e| {
                 NodeError::input("text_b", format!("invalid regular expression: {e}"))
             })?;
-            re.replace_all(a, py_replacement(c).as_str()).into_owned()
+            re.replace_all(a, comfyrs_pyexpr::re_replacement(c).as_str())
+                .into_owned()
         } else if b.is_empty() {
             // Python's str.replace with an empty pattern inserts at every position.
             let mut s = String::from(c);
@@ -124,52 +126,18 @@ impl Node for StringFunction {
     }
 }
 
-/// A Python `re.sub` replacement string in the `regex` crate's syntax: `\1`/`\g<1>`/`\g<name>`
-/// become group references, `$` is literal, `\n`/`\t`/`\\` are escapes.
-fn py_replacement(c: &str) -> String {
-    let mut out = String::new();
-    let mut chars = c.chars().peekable();
-    while let Some(ch) = chars.next() {
-        match ch {
-            '$' => out.push_str("$$"),
-            '\\' => match chars.peek().copied() {
-                Some(d) if d.is_ascii_digit() => {
-                    let mut num = String::new();
-                    while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
-                        if num.len() == 2 {
-                            break;
-                        }
-                        num.push(d);
-                        chars.next();
-                    }
-                    out.push_str(&format!("${{{num}}}"));
-                }
-                Some('g') => {
-                    chars.next();
-                    if chars.peek() == Some(&'<') {
-                        chars.next();
-                        let name: String = chars.by_ref().take_while(|&x| x != '>').collect();
-                        out.push_str(&format!("${{{name}}}"));
-                    } else {
-                        out.push_str("\\g");
-                    }
-                }
-                Some('n') => {
-                    chars.next();
-                    out.push('\n');
-                }
-                Some('t') => {
-                    chars.next();
-                    out.push('\t');
-                }
-                Some('\\') => {
-                    chars.next();
-                    out.push('\\');
-                }
-                _ => out.push('\\'),
-            },
-            ch => out.push(ch),
-        }
+/// `ReroutePrimitive|pysssss`: passes its value through (the pack's frontend uses it to
+/// reroute widget values; the class is hidden from the node menu).
+struct ReroutePrimitive;
+impl Node for ReroutePrimitive {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ReroutePrimitive|pysssss")
+            .display("Reroute Primitive \u{1f40d}")
+            .category("__hidden__")
+            .input(InputSpec::of("value", "*"))
+            .output(OutputSpec::new("*"))
     }
-    out
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(i.require("value")?.clone()))
+    }
 }

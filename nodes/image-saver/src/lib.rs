@@ -13,6 +13,8 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     let mut p = r.pack(PACK);
     p.register(StringLiteral)?;
     p.register(IntLiteral)?;
+    p.register(CfgLiteral)?;
+    p.register(SeedGenerator)?;
     Ok(())
 }
 
@@ -39,5 +41,31 @@ impl Node for IntLiteral {
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
         Ok(NodeOutput::one(Value::Int(i.int("int")?)))
+    }
+}
+
+struct CfgLiteral;
+impl Node for CfgLiteral {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("Cfg Literal")
+            .category("ImageSaverTools/utils")
+            .input(InputSpec::float("float").default(8.0).min(0.0).max(100.0))
+            .output(OutputSpec::new("FLOAT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(Value::Float(i.float("float")?)))
+    }
+}
+
+struct SeedGenerator;
+impl Node for SeedGenerator {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("Seed Generator")
+            .category("ImageSaverTools/utils")
+            .input(InputSpec::int("seed").default(0).min(0).max(u64::MAX))
+            .output(OutputSpec::new("INT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(Value::Int(i.int("seed")?)))
     }
 }

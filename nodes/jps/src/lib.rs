@@ -10,7 +10,27 @@ use comfyrs::node::{
 pub const PACK: &str = "ComfyUI_JPS-Nodes";
 
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
-    r.pack(PACK).register(TextConcatenate)
+    let mut p = r.pack(PACK);
+    p.register(TextConcatenate)?;
+    p.register(TextPrompt)?;
+    Ok(())
+}
+
+struct TextPrompt;
+impl Node for TextPrompt {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("Text Prompt (JPS)")
+            .category("JPS Nodes/Text")
+            .input(
+                InputSpec::string("text")
+                    .multiline(true)
+                    .opt("placeholder", "Prompt Text"),
+            )
+            .output(OutputSpec::new("STRING").named("text"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(Value::String(i.string("text")?.into())))
+    }
 }
 
 const TEXTS: [&str; 5] = ["text1", "text2", "text3", "text4", "text5"];

@@ -3,7 +3,7 @@
 //! (`a[0]`), calls, unary `- + ~ not`, binary `** * / // % + - << >> & ^ |`, comparisons and
 //! `and`/`or`, with Python's precedence. Each node pack evaluates the tree with its own
 //! semantics (the packs differ: one turns comparisons into 1/0 and keeps only the first, the
-//! other chains them).
+//! other chains them). Also Python's `re` replacement syntax in the `regex` crate's terms.
 
 /// A number literal as Python reads it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -319,6 +319,56 @@ pub fn parse(s: &str) -> Result<Expr, SyntaxError> {
     Ok(e)
 }
 
+/// A Python `re.sub` replacement string in the `regex` crate's syntax: `\1`/`\g<1>`/`\g<name>`
+/// become group references, `$` is literal, `\n`/`\t`/`\\` are escapes.
+pub fn re_replacement(py: &str) -> String {
+    let mut out = String::new();
+    let mut chars = py.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '$' => out.push_str("$$"),
+            '\\' => match chars.peek().copied() {
+                Some(d) if d.is_ascii_digit() => {
+                    let mut num = String::new();
+                    while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                        if num.len() == 2 {
+                            break;
+                        }
+                        num.push(d);
+                        chars.next();
+                    }
+                    out.push_str(&format!("${{{num}}}"));
+                }
+                Some('g') => {
+                    chars.next();
+                    if chars.peek() == Some(&'<') {
+                        chars.next();
+                        let name: String = chars.by_ref().take_while(|&x| x != '>').collect();
+                        out.push_str(&format!("${{{name}}}"));
+                    } else {
+                        out.push_str("\\g");
+                    }
+                }
+                Some('n') => {
+                    chars.next();
+                    out.push('\n');
+                }
+                Some('t') => {
+                    chars.next();
+                    out.push('\t');
+                }
+                Some('\\') => {
+                    chars.next();
+                    out.push('\\');
+                }
+                _ => out.push('\\'),
+            },
+            ch => out.push(ch),
+        }
+    }
+    out
+}
+
 /// Python's `round()` of a float to an integer value: to nearest, ties to even.
 pub fn round_half_even(x: f64) -> f64 {
     x.round_ties_even()
@@ -337,6 +387,12 @@ mod tests {
         assert!(matches!(e, Expr::Unary("-", _)));
         let e = parse("a[0] < b.width <= 3 and not c or d").unwrap();
         assert!(matches!(e, Expr::Bool("or", ref v) if v.len() == 2));
+    }
+
+    #[test]
+    fn replacement_strings_translate() {
+        assert_eq!(re_replacement("<\\1>"), "<${1}>");
+        assert_eq!(re_replacement("\\g<name>$"), "${name}$$");
     }
 
     #[test]

@@ -10,15 +10,37 @@
 //! shows the node as missing and the prompt fails validation.
 
 use comfyrs::node::{
-    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, Registry,
-    RegistryError,
+    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
+    RegistryError, Value,
 };
 
 /// The pack's folder name in ComfyUI's `custom_nodes` (its `python_module` suffix).
 pub const PACK: &str = "cg-use-everywhere";
 
 pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
-    r.pack(PACK).register(AnythingEverywhere)
+    let mut p = r.pack(PACK);
+    p.register(AnythingEverywhere)?;
+    p.register(SeedEverywhere)?;
+    Ok(())
+}
+
+/// `Seed Everywhere` (deprecated in the pack; its frontend replaces it): a seed widget whose
+/// INT output the pack's JavaScript links to every unconnected seed input.
+struct SeedEverywhere;
+impl Node for SeedEverywhere {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("Seed Everywhere")
+            .v3()
+            .display("Seed Everywhere")
+            .category("everywhere/deprecated")
+            .description("Deprecated - should automatically be replaced")
+            .deprecated()
+            .input(InputSpec::int("seed").default(0).min(0).max(u64::MAX))
+            .output(OutputSpec::new("INT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(Value::Int(i.int("seed")?)))
+    }
 }
 
 struct AnythingEverywhere;

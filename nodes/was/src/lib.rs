@@ -5,6 +5,8 @@
 //! (strftime of local time), `[hostname]`, `[user]`, `[cuda_device]`, `[cuda_name]`. Custom
 //! tokens live in the pack's own database file, which comfyrs does not read.
 
+mod numbers;
+
 use comfyrs::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
@@ -18,6 +20,13 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(TextMultiline)?;
     p.register(TextString)?;
     p.register(TextConcatenate)?;
+    p.register(numbers::NumberToText)?;
+    p.register(numbers::TextToNumber)?;
+    p.register(numbers::NumberToInt)?;
+    p.register(numbers::NumberToFloat)?;
+    p.register(numbers::LogicBoolean)?;
+    p.register(numbers::ImageSizeToNumber)?;
+    p.register(numbers::FindAndReplace)?;
     Ok(())
 }
 
