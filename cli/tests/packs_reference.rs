@@ -7,7 +7,7 @@
 //! public harness a pack author uses (`comfyrs::testing::NodeHarness`).
 
 use candle_core::{DType, Device, Tensor};
-use comfyrs::node::types::{Image, Mask};
+use comfyrs::node::types::{Image, Latent, Mask};
 use comfyrs::node::{NodeError, Value};
 use comfyrs::testing::NodeHarness;
 use serde_json::{json, Value as Json};
@@ -97,20 +97,32 @@ fn output_json(v: &Value) -> Json {
         Value::Bool(b) => json!(b),
         Value::Json(j) => j.clone(),
         Value::List(items) => Json::Array(items.iter().map(output_json).collect()),
-        Value::Object(_) => match v.downcast::<Image>() {
-            Some(img) => tensor_json(&img.0),
-            None => panic!("unexpected payload {v:?}"),
-        },
+        Value::Object(_) => {
+            if let Some(img) = v.downcast::<Image>() {
+                tensor_json(&img.0)
+            } else if let Some(l) = v.downcast::<Latent>() {
+                json!({"samples": tensor_json(&l.samples)})
+            } else {
+                panic!("unexpected payload {v:?}")
+            }
+        }
     }
 }
 
+/// As the script writes tensors: float32 bits in hex, or their sha256 past 4096 values.
 fn tensor_json(t: &Tensor) -> Json {
+    use sha2::{Digest, Sha256};
     let data = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let hex: String = data
-        .iter()
-        .map(|x| format!("{:08x}", x.to_bits()))
-        .collect();
-    json!({"shape": t.dims(), "hex": hex})
+    if data.len() <= 4096 {
+        let hex: String = data
+            .iter()
+            .map(|x| format!("{:08x}", x.to_bits()))
+            .collect();
+        json!({"shape": t.dims(), "hex": hex})
+    } else {
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_be_bytes()).collect();
+        json!({"shape": t.dims(), "sha256": format!("{:x}", Sha256::digest(&bytes))})
+    }
 }
 
 /// A saved image's UI entry as the reference records it: the entry plus the decoded file's

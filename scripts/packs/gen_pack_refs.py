@@ -19,7 +19,8 @@ Usage:
 Inputs: strings, numbers and booleans are passed as they are; {"image": [B, H, W, C]} is an
 IMAGE of that shape and {"mask": [B, H, W]} a MASK, zero unless "pattern" is true, then value i
 (in memory order) is ((i * 37) % 101) / 100 in float32. Results: primitives as JSON, tensors as
-{"shape": [...], "hex": "<float32 bits, 8 hex digits each>"}, an exception as
+{"shape": [...], "hex": "<float32 bits, 8 hex digits each>"} (over 4096 values: the sha256
+of those bytes instead of "hex"), an exception as
 {"error": "<ExceptionType>"}; images a node saved (ui "images") as their file name, subfolder,
 type and the sha256 of their decoded RGB bytes.
 """
@@ -173,6 +174,47 @@ CASES += [
     ("ImageListToImageBatch", {"images": [PAT, SMALL]}),
     ("ImageListToImageBatch", {"images": [PAT, PAT]}),
 ]
+for pos in ["top-left", "top-center", "top-right", "right-center", "bottom-right", "bottom-center",
+            "bottom-left", "left-center", "center"]:
+    CASES.append(("ImageCrop+", {"image": PAT, "width": 4, "height": 3, "position": pos,
+                                 "x_offset": 0, "y_offset": 0}))
+CASES += [
+    ("ImageCrop+", {"image": PAT, "width": 5, "height": 4, "position": "center", "x_offset": -4, "y_offset": 3}),
+    ("ImageCrop+", {"image": PAT, "width": 64, "height": 64, "position": "top-left", "x_offset": 2, "y_offset": 0}),
+    ("SDXLEmptyLatentSizePicker+", {"resolution": "832x1216 (0.68)", "batch_size": 2, "width_override": 0, "height_override": 0}),
+    ("SDXLEmptyLatentSizePicker+", {"resolution": "1024x1024 (1.0)", "batch_size": 1, "width_override": 520, "height_override": 0}),
+    ("CM_FloatToInt", {"a": -7.9}),
+    ("CM_IntToFloat", {"a": 7}),
+    ("CM_SDXLResolution", {"resolution": "1216x832"}),
+    ("CM_NearestSDXLResolution", {"image": {"image": [1, 600, 1000, 3]}}),
+    ("CM_NearestSDXLResolution", {"image": {"image": [1, 8, 8, 3]}}),
+    ("Number Operation", {"number_a": 7, "number_b": 2, "operation": "division"}),
+    ("Number Operation", {"number_a": -7, "number_b": 2, "operation": "floor division"}),
+    ("Number Operation", {"number_a": 7.5, "number_b": -2, "operation": "modulus"}),
+    ("Number Operation", {"number_a": 2, "number_b": 10, "operation": "exponentiation"}),
+    ("Number Operation", {"number_a": 2, "number_b": -1, "operation": "exponentiation"}),
+    ("Number Operation", {"number_a": 3, "number_b": 3.0, "operation": "equals"}),
+    ("Number Operation", {"number_a": 3, "number_b": 2.5, "operation": "less-than or equals"}),
+    ("Number Operation", {"number_a": 1.5, "number_b": 2, "operation": "multiplication"}),
+    ("Number Operation", {"number_a": 1, "number_b": 0, "operation": "division"}),
+    ("String to Text", {"string": "as is"}),
+    ("Constant Number", {"number_type": "integer", "number": 3.7}),
+    ("Constant Number", {"number_type": "float", "number": -2.25}),
+    ("Constant Number", {"number_type": "bool", "number": 0.6}),
+    ("Constant Number", {"number_type": "integer", "number": 0.0, "number_as_text": "42"}),
+    ("Constant Number", {"number_type": "float", "number": 0.0, "number_as_text": "1e3"}),
+    ("Constant Number", {"number_type": "bool", "number": 0.0, "number_as_text": "x"}),
+    ("CR Latent Input Switch", {"Input": 1, "latent2": "unused"}),
+    ("CR Image Input Switch (4 way)", {"Input": 4, "image4": PAT, "image1": IMG}),
+    ("SomethingToString", {"input": 3.5, "prefix": "<", "suffix": ">"}),
+    ("SomethingToString", {"input": [1, "a", 2.0, True]}),
+    ("SomethingToString", {"input": False}),
+    ("ImpactMakeImageBatch", {"image1": PAT, "image2": SMALL, "image3": PAT}),
+    ("ImpactImageInfo", {"value": IMG}),
+    ("Integer Switch (JPS)", {"select": 3, "int_1": 10, "int_3": 30}),
+    ("Integer Switch (JPS)", {"select": 9, "int_1": 10}),
+    ("Integer Switch (JPS)", {"select": 2, "int_1": 10}),
+]
 CASES.append(("MaskPreview+", {"mask": {"mask": [2, 5, 6], "pattern": True}}))
 
 
@@ -194,9 +236,13 @@ def make_input(v):
 def to_json(v):
     import torch
     if isinstance(v, torch.Tensor):
-        data = v.detach().to(torch.float32).contiguous().flatten().tolist()
+        import hashlib
         import struct
-        return {"shape": list(v.shape), "hex": "".join(struct.pack(">f", x).hex() for x in data)}
+        data = v.detach().to(torch.float32).contiguous().flatten().tolist()
+        raw = b"".join(struct.pack(">f", x) for x in data)
+        if len(data) <= 4096:
+            return {"shape": list(v.shape), "hex": raw.hex()}
+        return {"shape": list(v.shape), "sha256": hashlib.sha256(raw).hexdigest()}
     if isinstance(v, (list, tuple)):
         return [to_json(x) for x in v]
     if isinstance(v, dict):

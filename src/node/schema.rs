@@ -272,10 +272,14 @@ pub struct NodeSchema {
 
 /// Undeclared inputs a node accepts: every name starting with `prefix`, of type `ty`,
 /// optional. Validation adds them to that node's schema (see [`NodeSchema::for_inputs`]).
+/// ComfyUI passes such inputs when they are links (a pack's frontend adds the slots, e.g.
+/// Impact's `image2`, `image3`, ...), and packs that declare a "flexible" optional dict also
+/// show an empty `optional` section in `/object_info` (`listed_empty`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DynamicInputs {
     pub prefix: String,
     pub ty: String,
+    pub listed_empty: bool,
 }
 
 impl NodeSchema {
@@ -304,6 +308,17 @@ impl NodeSchema {
         self.dynamic_inputs = Some(DynamicInputs {
             prefix: prefix.to_string(),
             ty: ty.to_string(),
+            listed_empty: false,
+        });
+        self
+    }
+    /// [`NodeSchema::dynamic_inputs`] declared as a pack's flexible optional dict: the
+    /// `optional` section of `/object_info` shows, empty (rgthree's FlexibleOptionalInputType).
+    pub fn flexible_optional_inputs(mut self, prefix: &str, ty: &str) -> Self {
+        self.dynamic_inputs = Some(DynamicInputs {
+            prefix: prefix.to_string(),
+            ty: ty.to_string(),
+            listed_empty: true,
         });
         self
     }
@@ -420,9 +435,10 @@ impl NodeSchema {
                 .iter()
                 .filter(|i| i.section == section)
                 .collect();
-            // An empty optional section is left out, unless the node takes dynamic inputs
-            // (ComfyUI shows a pack's flexible optional dict as `{}`).
-            if specs.is_empty() && section == Section::Optional && self.dynamic_inputs.is_none() {
+            // An empty optional section is left out, unless the node declares a flexible
+            // optional dict (ComfyUI shows it as `{}`).
+            let listed_empty = self.dynamic_inputs.as_ref().is_some_and(|d| d.listed_empty);
+            if specs.is_empty() && section == Section::Optional && !listed_empty {
                 continue;
             }
             let mut m = Map::new();

@@ -21,6 +21,10 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(FloatToNumber)?;
     p.register(NumberToInt)?;
     p.register(NumberToFloat)?;
+    p.register(FloatToInt)?;
+    p.register(IntToFloat)?;
+    p.register(SdxlResolution)?;
+    p.register(NearestSdxlResolution)?;
     Ok(())
 }
 
@@ -337,5 +341,115 @@ impl Node for NumberToFloat {
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
         Ok(NodeOutput::one(Value::Float(number(i, "a")?)))
+    }
+}
+
+struct FloatToInt;
+impl Node for FloatToInt {
+    fn schema(&self) -> NodeSchema {
+        conversion("CM_FloatToInt", "FloatToInt")
+            .input(InputSpec::float("a").default(0.0).opt("round", false))
+            .output(OutputSpec::new("INT"))
+    }
+    /// Python's `int()`: truncation toward zero.
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let f = i.float("a")?;
+        if !f.is_finite() {
+            return Err(NodeError::input(
+                "a",
+                format!("cannot convert {f} to an integer"),
+            ));
+        }
+        Ok(NodeOutput::one(Value::Int(f.trunc() as i128)))
+    }
+}
+
+struct IntToFloat;
+impl Node for IntToFloat {
+    fn schema(&self) -> NodeSchema {
+        conversion("CM_IntToFloat", "IntToFloat")
+            .input(InputSpec::int("a").default(0))
+            .output(OutputSpec::new("FLOAT"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(Value::Float(i.int("a")? as f64)))
+    }
+}
+
+/// SDXL's trained resolutions: width, height and the pack's aspect ratio value.
+const SDXL_RESOLUTIONS: [(i128, i128, f64); 9] = [
+    (1024, 1024, 1.0),
+    (1152, 896, 1.2857142857142858),
+    (896, 1152, 0.7777777777777778),
+    (1216, 832, 1.4615384615384615),
+    (832, 1216, 0.6842105263157895),
+    (1344, 768, 1.75),
+    (768, 1344, 0.5714285714285714),
+    (1536, 640, 2.4),
+    (640, 1536, 0.4166666666666667),
+];
+
+fn graphics(name: &str, display: &str) -> NodeSchema {
+    NodeSchema::new(name)
+        .display(display)
+        .category("math/graphics")
+}
+
+struct SdxlResolution;
+impl Node for SdxlResolution {
+    fn schema(&self) -> NodeSchema {
+        let names: Vec<String> = SDXL_RESOLUTIONS
+            .iter()
+            .map(|(w, h, _)| format!("{w}x{h}"))
+            .collect();
+        graphics("CM_SDXLResolution", "SDXLResolution")
+            .input(InputSpec::combo("resolution", &names))
+            .output(OutputSpec::new("INT").named("width"))
+            .output(OutputSpec::new("INT").named("height"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let r = i.string("resolution")?;
+        let mut parts = r.split('x').map(|p| p.trim().parse::<i128>());
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(w)), Some(Ok(h)), None) => {
+                Ok(NodeOutput::values(vec![Value::Int(w), Value::Int(h)]))
+            }
+            _ => Err(NodeError::input(
+                "resolution",
+                format!("'{r}' is not WIDTHxHEIGHT"),
+            )),
+        }
+    }
+}
+
+struct NearestSdxlResolution;
+impl Node for NearestSdxlResolution {
+    fn schema(&self) -> NodeSchema {
+        graphics("CM_NearestSDXLResolution", "NearestSDXLResolution")
+            .input(InputSpec::of("image", "IMAGE"))
+            .output(OutputSpec::new("INT").named("width"))
+            .output(OutputSpec::new("INT").named("height"))
+    }
+    /// The SDXL resolution whose aspect ratio is closest to the image's (the first on ties).
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let image = i.object::<comfyrs::node::types::Image>("image")?;
+        let d = image.0.dims();
+        if d.len() != 4 || d[1] == 0 {
+            return Err(NodeError::input(
+                "image",
+                format!("expected a non-empty IMAGE, got shape {d:?}"),
+            ));
+        }
+        let ratio = d[2] as f64 / d[1] as f64;
+        let mut best = SDXL_RESOLUTIONS[0];
+        for r in SDXL_RESOLUTIONS {
+            if (ratio - r.2).abs() < (ratio - best.2).abs() {
+                best = r;
+            }
+        }
+        Ok(NodeOutput::values(vec![
+            Value::Int(best.0),
+            Value::Int(best.1),
+        ]))
     }
 }

@@ -23,6 +23,8 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(TextInputSwitch)?;
     p.register(TextInputSwitch4)?;
     p.register(ImageInputSwitch)?;
+    p.register(ImageInputSwitch4)?;
+    p.register(LatentInputSwitch)?;
     Ok(())
 }
 
@@ -246,6 +248,45 @@ impl Node for ImageInputSwitch {
             i,
             &["image1", "image2"],
             "Logic-Nodes#cr-image-input-switch",
+        )
+    }
+}
+
+struct ImageInputSwitch4;
+impl Node for ImageInputSwitch4 {
+    fn schema(&self) -> NodeSchema {
+        switch_schema(
+            "CR Image Input Switch (4 way)",
+            4,
+            "IMAGE",
+            &["image1", "image2", "image3", "image4"],
+        )
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        pick(
+            i,
+            &["image1", "image2", "image3", "image4"],
+            // The pack links the text switch's page here.
+            "Logic-Nodes#cr-text-input-switch-4-way",
+        )
+    }
+}
+
+struct LatentInputSwitch;
+impl Node for LatentInputSwitch {
+    fn schema(&self) -> NodeSchema {
+        switch_schema(
+            "CR Latent Input Switch",
+            2,
+            "LATENT",
+            &["latent1", "latent2"],
+        )
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        pick(
+            i,
+            &["latent1", "latent2"],
+            "Logic-Nodes#cr-latent-input-switch",
         )
     }
 }

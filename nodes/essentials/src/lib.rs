@@ -1,6 +1,7 @@
 //! Nodes of cubiq's ComfyUI_essentials, re-implemented from their schemas and observed
 //! behaviour (none of the pack's code is used).
 
+mod crop_latent;
 mod mask_preview;
 mod resize;
 mod simple_math;
@@ -18,6 +19,8 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     let mut p = r.pack(PACK);
     p.register(resize::ImageResize)?;
     p.register(mask_preview::MaskPreview)?;
+    p.register(crop_latent::ImageCrop)?;
+    p.register(crop_latent::SdxlEmptyLatentSizePicker)?;
     p.register(GetImageSize)?;
     p.register(simple_math::SimpleMath)?;
     Ok(())

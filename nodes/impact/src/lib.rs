@@ -20,6 +20,8 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(ImpactInt)?;
     p.register(BatchToList)?;
     p.register(ListToBatch)?;
+    p.register(MakeImageBatch)?;
+    p.register(ImageInfo)?;
     Ok(())
 }
 
@@ -87,32 +89,89 @@ impl Node for ListToBatch {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let Some(first) = images.first() else {
-            return Err(NodeError::input("images", "the list is empty"));
-        };
-        let dims = first.0.dims().to_vec();
-        let (h, w) = (dims[1], dims[2]);
-        let mut parts = vec![first.0.clone()];
-        for img in &images[1..] {
-            let t = if img.0.dims()[1..] != dims[1..] {
-                let planes = Planes::from_nhwc(&img.0)?;
-                let resized = common_upscale(
-                    &planes,
-                    w,
-                    h,
-                    UpscaleMethod::Lanczos,
-                    Crop::Center,
-                    TorchLayout::ChannelsLast,
-                )
-                .map_err(|e| NodeError::input("images", e))?;
-                resized.to_nhwc()?
-            } else {
-                img.0.clone()
-            };
-            parts.push(t);
-        }
-        Ok(NodeOutput::one(Value::object(Image(Tensor::cat(
-            &parts, 0,
+        Ok(NodeOutput::one(Value::object(Image(concat_resized(
+            &images, "images",
         )?))))
+    }
+}
+
+/// The images concatenated into one batch, each resized to the first's size (lanczos, centre
+/// crop) when it differs.
+fn concat_resized(images: &[Arc<Image>], input: &str) -> Result<Tensor, NodeError> {
+    let Some(first) = images.first() else {
+        return Err(NodeError::input(input, "there are no images"));
+    };
+    let dims = first.0.dims().to_vec();
+    let (h, w) = (dims[1], dims[2]);
+    let mut parts = vec![first.0.clone()];
+    for img in &images[1..] {
+        let t = if img.0.dims()[1..] != dims[1..] {
+            let planes = Planes::from_nhwc(&img.0)?;
+            let resized = common_upscale(
+                &planes,
+                w,
+                h,
+                UpscaleMethod::Lanczos,
+                Crop::Center,
+                TorchLayout::ChannelsLast,
+            )
+            .map_err(|e| NodeError::input(input, e))?;
+            resized.to_nhwc()?
+        } else {
+            img.0.clone()
+        };
+        parts.push(t);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// `ImpactMakeImageBatch`: `image1` plus the `image2`, `image3`, ... the pack's frontend adds
+/// (dynamic inputs), in the prompt's order, concatenated like ImageListToImageBatch.
+struct MakeImageBatch;
+impl Node for MakeImageBatch {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ImpactMakeImageBatch")
+            .display("Make Image Batch")
+            .category("ImpactPack/Util")
+            .input(InputSpec::of("image1", "IMAGE"))
+            .dynamic_inputs("image", "IMAGE")
+            .output(OutputSpec::new("IMAGE"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let mut images = vec![i.object::<Image>("image1")?];
+        for (name, _) in i.iter().filter(|(n, _)| n.as_str() != "image1") {
+            images.push(i.object::<Image>(name)?);
+        }
+        Ok(NodeOutput::one(Value::object(Image(concat_resized(
+            &images, "image1",
+        )?))))
+    }
+}
+
+struct ImageInfo;
+impl Node for ImageInfo {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ImpactImageInfo")
+            .category("ImpactPack/Logic/_for_test")
+            .input(InputSpec::of("value", "IMAGE"))
+            .output(OutputSpec::new("INT").named("batch"))
+            .output(OutputSpec::new("INT").named("height"))
+            .output(OutputSpec::new("INT").named("width"))
+            .output(OutputSpec::new("INT").named("channel"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let image = i.object::<Image>("value")?;
+        match image.0.dims() {
+            [b, h, w, c] => Ok(NodeOutput::values(
+                [b, h, w, c]
+                    .iter()
+                    .map(|&&d| Value::Int(d as i128))
+                    .collect(),
+            )),
+            d => Err(NodeError::input(
+                "value",
+                format!("expected an IMAGE [B, H, W, C], got shape {d:?}"),
+            )),
+        }
     }
 }

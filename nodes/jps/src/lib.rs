@@ -13,6 +13,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     let mut p = r.pack(PACK);
     p.register(TextConcatenate)?;
     p.register(TextPrompt)?;
+    p.register(IntegerSwitch)?;
     Ok(())
 }
 
@@ -63,5 +64,35 @@ impl Node for TextConcatenate {
             }
         }
         Ok(NodeOutput::one(Value::String(parts.join(delim))))
+    }
+}
+
+const INTS: [&str; 5] = ["int_1", "int_2", "int_3", "int_4", "int_5"];
+
+/// `Integer Switch (JPS)`: `int_N` for select N in 2..=5, otherwise `int_1`; an unconnected
+/// choice gives None (a JSON null), as in the pack.
+struct IntegerSwitch;
+impl Node for IntegerSwitch {
+    fn schema(&self) -> NodeSchema {
+        let mut s = NodeSchema::new("Integer Switch (JPS)")
+            .category("JPS Nodes/Switches")
+            .input(InputSpec::int("select").always_options());
+        for n in INTS {
+            s = s.input(InputSpec::int(n).always_options().optional());
+        }
+        s.output(OutputSpec::new("INT").named("int_out"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let k = i.int("select")?;
+        let name = if (2..=5).contains(&k) {
+            INTS[k as usize - 1]
+        } else {
+            INTS[0]
+        };
+        let v = i
+            .get(name)
+            .cloned()
+            .unwrap_or(Value::Json(serde_json::Value::Null));
+        Ok(NodeOutput::one(v))
     }
 }

@@ -19,6 +19,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(StringConstantMultiline)?;
     p.register(JoinStrings)?;
     p.register(GetImageSizeAndCount)?;
+    p.register(SomethingToString)?;
     Ok(())
 }
 
@@ -172,5 +173,72 @@ impl Node for GetImageSizeAndCount {
             Value::Int(count as i128),
         ])
         .with_ui(ui))
+    }
+}
+
+/// Python's `str()` of a primitive value (`None` for a JSON null).
+fn py_str(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::String(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => comfyrs::node::py_float_repr(*f),
+        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+        Value::Json(serde_json::Value::Null) => "None".to_string(),
+        _ => return None,
+    })
+}
+
+struct SomethingToString;
+impl Node for SomethingToString {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("SomethingToString")
+            .display("Something To String")
+            .category("KJNodes/text")
+            .description("\nConverts any type to a string.\n")
+            .input(InputSpec::of("input", "*"))
+            .input(InputSpec::string("prefix").default("").optional())
+            .input(InputSpec::string("suffix").default("").optional())
+            .output(OutputSpec::new("STRING"))
+    }
+    /// A number, boolean or string as Python's `str()`, a list as its items' `str()` joined
+    /// with `", "`, with the prefix and suffix; anything else passes through unchanged (as
+    /// the pack returns it).
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let input = i.require("input")?;
+        let text = match input {
+            Value::List(items) => items
+                .iter()
+                .map(|v| py_str(v).ok_or(()))
+                .collect::<Result<Vec<_>, ()>>()
+                .map(|v| v.join(", "))
+                .ok(),
+            Value::Json(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|j| match j {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Null => Some("None".into()),
+                    serde_json::Value::Bool(b) => Some(if *b { "True" } else { "False" }.into()),
+                    serde_json::Value::Number(n) if n.is_f64() => {
+                        n.as_f64().map(comfyrs::node::py_float_repr)
+                    }
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(", ")),
+            Value::Json(serde_json::Value::Null) => None,
+            v => py_str(v),
+        };
+        let Some(mut text) = text else {
+            return Ok(NodeOutput::one(input.clone()));
+        };
+        let opt = |n: &str| -> Result<String, NodeError> {
+            match i.get(n) {
+                None => Ok(String::new()),
+                Some(_) => i.string(n).map(str::to_string),
+            }
+        };
+        text = format!("{}{text}{}", opt("prefix")?, opt("suffix")?);
+        Ok(NodeOutput::one(Value::String(text)))
     }
 }

@@ -191,7 +191,7 @@ impl Node for AnySwitch {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("Any Switch (rgthree)")
             .category("rgthree")
-            .dynamic_inputs("any_", "*")
+            .flexible_optional_inputs("any_", "*")
             .output(OutputSpec::new("*").named("*"))
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {

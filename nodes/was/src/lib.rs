@@ -27,6 +27,9 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(numbers::LogicBoolean)?;
     p.register(numbers::ImageSizeToNumber)?;
     p.register(numbers::FindAndReplace)?;
+    p.register(numbers::NumberOperation)?;
+    p.register(numbers::StringToText)?;
+    p.register(numbers::ConstantNumber)?;
     Ok(())
 }
 

@@ -263,3 +263,257 @@ impl Node for FindAndReplace {
         ]))
     }
 }
+
+fn zero_division(message: &str) -> NodeError {
+    NodeError::Failed {
+        message: message.into(),
+        exception_type: "ZeroDivisionError".into(),
+    }
+}
+
+/// Python's `a // b` and `a % b` on ints (floor rounding).
+fn int_floor_div_mod(a: i128, b: i128) -> Result<(i128, i128), NodeError> {
+    if b == 0 {
+        return Err(zero_division("integer division or modulo by zero"));
+    }
+    let (q, r) = (a / b, a % b);
+    Ok(if r != 0 && ((r < 0) != (b < 0)) {
+        (q - 1, r + b)
+    } else {
+        (q, r)
+    })
+}
+
+fn as_f64(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(f) => *f,
+        _ => unreachable!("numbers only"),
+    }
+}
+
+/// Python's `int()` of an int or float result.
+fn py_int_of(v: &Value) -> Result<i128, NodeError> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::Float(f) if f.is_finite() => Ok(f.trunc() as i128),
+        Value::Float(f) => Err(NodeError::Failed {
+            message: format!("cannot convert float {} to integer", py_float_repr(*f)),
+            exception_type: if f.is_nan() {
+                "ValueError"
+            } else {
+                "OverflowError"
+            }
+            .into(),
+        }),
+        _ => unreachable!("numbers only"),
+    }
+}
+
+const OPERATIONS: [&str; 13] = [
+    "addition",
+    "subtraction",
+    "division",
+    "floor division",
+    "multiplication",
+    "exponentiation",
+    "modulus",
+    "greater-than",
+    "greater-than or equals",
+    "less-than",
+    "less-than or equals",
+    "equals",
+    "does not equal",
+];
+
+/// `a op b` with Python's number semantics (ints stay ints except under `/`).
+fn operate(op: &str, a: &Value, b: &Value) -> Result<Value, NodeError> {
+    let overflow = || NodeError::Failed {
+        message: "integer result does not fit in 128 bits".into(),
+        exception_type: "OverflowError".into(),
+    };
+    let ints = match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Some((*x, *y)),
+        _ => None,
+    };
+    let (x, y) = (as_f64(a), as_f64(b));
+    let flag = |t: bool| Value::Int(t as i128);
+    Ok(match op {
+        "addition" => match ints {
+            Some((p, q)) => Value::Int(p.checked_add(q).ok_or_else(overflow)?),
+            None => Value::Float(x + y),
+        },
+        "subtraction" => match ints {
+            Some((p, q)) => Value::Int(p.checked_sub(q).ok_or_else(overflow)?),
+            None => Value::Float(x - y),
+        },
+        "multiplication" => match ints {
+            Some((p, q)) => Value::Int(p.checked_mul(q).ok_or_else(overflow)?),
+            None => Value::Float(x * y),
+        },
+        "division" => {
+            if y == 0.0 {
+                return Err(zero_division("division by zero"));
+            }
+            Value::Float(x / y)
+        }
+        "floor division" => match ints {
+            Some((p, q)) => Value::Int(int_floor_div_mod(p, q)?.0),
+            None => {
+                if y == 0.0 {
+                    return Err(zero_division("float floor division by zero"));
+                }
+                Value::Float((x / y).floor())
+            }
+        },
+        "modulus" => match ints {
+            Some((p, q)) => Value::Int(int_floor_div_mod(p, q)?.1),
+            None => {
+                if y == 0.0 {
+                    return Err(zero_division("float modulo"));
+                }
+                let m = x % y;
+                Value::Float(if m != 0.0 && ((m < 0.0) != (y < 0.0)) {
+                    m + y
+                } else {
+                    m
+                })
+            }
+        },
+        "exponentiation" => match ints {
+            Some((p, q)) if q >= 0 => Value::Int(
+                p.checked_pow(u32::try_from(q).map_err(|_| overflow())?)
+                    .ok_or_else(overflow)?,
+            ),
+            _ => {
+                if x == 0.0 && y < 0.0 {
+                    return Err(zero_division("0.0 cannot be raised to a negative power"));
+                }
+                let r = x.powf(y);
+                if r.is_nan() && !x.is_nan() && !y.is_nan() {
+                    return Err(NodeError::Failed {
+                        message: "a negative number to a fractional power is complex".into(),
+                        exception_type: "TypeError".into(),
+                    });
+                }
+                Value::Float(r)
+            }
+        },
+        "greater-than" => flag(x > y),
+        "greater-than or equals" => flag(x >= y),
+        "less-than" => flag(x < y),
+        "less-than or equals" => flag(x <= y),
+        "equals" => flag(match ints {
+            Some((p, q)) => p == q,
+            None => x == y,
+        }),
+        "does not equal" => flag(match ints {
+            Some((p, q)) => p != q,
+            None => x != y,
+        }),
+        // The pack logs an error and returns the first number.
+        _ => a.clone(),
+    })
+}
+
+pub(crate) struct NumberOperation;
+impl Node for NumberOperation {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("Number Operation")
+            .category(NUMBER_OPS)
+            .input(InputSpec::of("number_a", "NUMBER"))
+            .input(InputSpec::of("number_b", "NUMBER"))
+            .input(InputSpec::combo("operation", &OPERATIONS))
+            .output(OutputSpec::new("NUMBER"))
+            .output(OutputSpec::new("FLOAT"))
+            .output(OutputSpec::new("INT"))
+    }
+    /// The result as NUMBER and on the FLOAT output as it is (an int stays an int, as in
+    /// the pack), and `int()` of it.
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let (a, b) = (number(i, "number_a")?, number(i, "number_b")?);
+        let r = operate(i.string("operation")?, &a, &b)?;
+        let int = py_int_of(&r)?;
+        Ok(NodeOutput::values(vec![r.clone(), r, Value::Int(int)]))
+    }
+}
+
+pub(crate) struct StringToText;
+impl Node for StringToText {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("String to Text")
+            .category("WAS Suite/Text/Operations")
+            .input(InputSpec::string("string").always_options())
+            .output(OutputSpec::new("STRING"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        Ok(NodeOutput::one(Value::String(i.string("string")?.into())))
+    }
+}
+
+const BIG: f64 = 18446744073709551615.0;
+
+pub(crate) struct ConstantNumber;
+impl Node for ConstantNumber {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("Constant Number")
+            .category("WAS Suite/Number")
+            .input(InputSpec::combo(
+                "number_type",
+                &["integer", "float", "bool"],
+            ))
+            .input(
+                InputSpec::float("number")
+                    .default(0)
+                    .min(-BIG)
+                    .max(u64::MAX)
+                    .step(0.01),
+            )
+            .input(
+                InputSpec::string("number_as_text")
+                    .opt("forceInput", true)
+                    .optional(),
+            )
+            .output(OutputSpec::new("NUMBER"))
+            .output(OutputSpec::new("FLOAT"))
+            .output(OutputSpec::new("INT"))
+    }
+    /// The number (or `number_as_text` parsed as the chosen type, when connected and not
+    /// empty) as NUMBER, FLOAT and INT; `bool` gives 1 above 0.5, else 0.
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let kind = i.string("number_type")?;
+        let mut number = match i.require("number")? {
+            Value::Int(v) => Value::Int(*v),
+            _ => Value::Float(i.float("number")?),
+        };
+        if let Some(Value::String(text)) = i.get("number_as_text") {
+            if !text.is_empty() {
+                number = match kind {
+                    "integer" => Value::Int(py_int(text).ok_or_else(|| {
+                        value_error(format!("invalid literal for int() with base 10: '{text}'"))
+                    })?),
+                    "float" => Value::Float(py_float(text).ok_or_else(|| {
+                        value_error(format!("could not convert string to float: '{text}'"))
+                    })?),
+                    _ => Value::Int(1),
+                };
+            }
+        }
+        let (a, f, n) = match kind {
+            "integer" => {
+                let v = py_int_of(&number)?;
+                (Value::Int(v), Value::Float(as_f64(&number)), Value::Int(v))
+            }
+            "float" => (
+                Value::Float(as_f64(&number)),
+                Value::Float(as_f64(&number)),
+                Value::Int(py_int_of(&number)?),
+            ),
+            _ => {
+                let b = (as_f64(&number) > 0.5) as i128;
+                (Value::Int(b), Value::Float(b as f64), Value::Int(b))
+            }
+        };
+        Ok(NodeOutput::values(vec![a, f, n]))
+    }
+}
