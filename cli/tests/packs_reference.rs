@@ -359,3 +359,32 @@ fn a_workflow_mixing_pack_nodes_runs_through_the_binary() {
         "{err}"
     );
 }
+
+/// Every pack crate under nodes/ (a crate with a `register` function) is in the shipped
+/// binary: a dependency of this package and an entry of `comfyrs_cli::PACKS`.
+#[test]
+fn the_shipped_binary_lists_every_pack_under_nodes() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let manifest = std::fs::read_to_string(root.join("cli/Cargo.toml")).unwrap();
+    let list = std::fs::read_to_string(root.join("cli/src/lib.rs")).unwrap();
+    let mut packs = 0;
+    for entry in std::fs::read_dir(root.join("nodes")).unwrap() {
+        let dir = entry.unwrap().path();
+        let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap_or_default();
+        if !lib.contains("pub fn register(r: &mut Registry)") {
+            continue; // a helper library (nodes/pyexpr), not a pack
+        }
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let krate = format!("comfyrs_pack_{}", name.replace('-', "_"));
+        assert!(
+            manifest.contains(&format!("path = \"../nodes/{name}\"")),
+            "nodes/{name} is not a dependency of cli/Cargo.toml"
+        );
+        assert!(
+            list.contains(&format!("{krate}::register")),
+            "nodes/{name} is not in comfyrs_cli::PACKS"
+        );
+        packs += 1;
+    }
+    assert_eq!(packs, comfyrs_cli::PACKS.len());
+}
