@@ -304,7 +304,12 @@ fn a_workflow_mixing_pack_nodes_runs_through_the_binary() {
         "7": {"class_type": "MathExpression|pysssss", "inputs": {"expression": "a + 1", "a": ["6", 0]}},
         "8": {"class_type": "Display Any (rgthree)", "inputs": {"source": ["7", 1]}},
         "9": {"class_type": "Any Switch (rgthree)", "inputs": {"any_01": ["1", 0], "any_02": ["6", 0]}},
-        "10": {"class_type": "Display Any (rgthree)", "inputs": {"source": ["9", 0]}}
+        "10": {"class_type": "Display Any (rgthree)", "inputs": {"source": ["9", 0]}},
+        "11": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 0}},
+        "12": {"class_type": "ImageResizeKJ", "inputs": {
+            "image": ["11", 0], "width": 8, "height": 0, "upscale_method": "bilinear",
+            "keep_proportion": true, "divisible_by": 2, "crop": 0}},
+        "13": {"class_type": "Display Any (rgthree)", "inputs": {"source": ["12", 2]}}
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wf.json");
@@ -332,6 +337,8 @@ fn a_workflow_mixing_pack_nodes_runs_through_the_binary() {
     assert!(lines.contains(&"8: 42.0"), "{stdout}");
     // Any Switch's dynamic inputs pass validation and reach the node.
     assert!(lines.contains(&"10: a red fox"), "{stdout}");
+    // A mixed combo (ImageResizeKJ's crop holds the number 0) takes the number literal.
+    assert!(lines.contains(&"13: 4"), "{stdout}");
     assert!(
         !stdout.contains("5:"),
         "Anything Everywhere never runs: {stdout}"
@@ -342,7 +349,7 @@ fn a_workflow_mixing_pack_nodes_runs_through_the_binary() {
     // ComfyUI.)
     let mut bad = wf.clone();
     bad["3"]["inputs"]["clean_whitespace"] = json!("maybe");
-    for id in ["5", "6", "7", "8", "9", "10"] {
+    for id in ["5", "6", "7", "8", "9", "10", "11", "12", "13"] {
         bad.as_object_mut().unwrap().remove(id);
     }
     std::fs::write(&path, bad.to_string()).unwrap();
@@ -356,6 +363,26 @@ fn a_workflow_mixing_pack_nodes_runs_through_the_binary() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("value_not_in_list") && err.contains("clean_whitespace"),
+        "{err}"
+    );
+
+    // A number that is not among a mixed combo's choices is refused too.
+    let mut bad = json!({});
+    for id in ["11", "12", "13"] {
+        bad[id] = wf[id].clone();
+    }
+    bad["12"]["inputs"]["crop"] = json!(1);
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_comfyrs"))
+        .arg("run")
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("value_not_in_list") && err.contains("crop"),
         "{err}"
     );
 }

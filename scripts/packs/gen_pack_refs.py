@@ -215,6 +215,15 @@ CASES += [
     ("Integer Switch (JPS)", {"select": 9, "int_1": 10}),
     ("Integer Switch (JPS)", {"select": 2, "int_1": 10}),
 ]
+for kw in [dict(width=12, height=5, upscale_method="bilinear", keep_proportion=False, divisible_by=2),
+           dict(width=13, height=0, upscale_method="bicubic", keep_proportion=True, divisible_by=0),
+           dict(width=0, height=4, upscale_method="area", keep_proportion=True, divisible_by=2),
+           dict(width=8, height=8, upscale_method="lanczos", keep_proportion=True, divisible_by=2),
+           dict(width=8, height=8, upscale_method="nearest-exact", keep_proportion=False, divisible_by=2, crop=0),
+           dict(width=10, height=4, upscale_method="bilinear", keep_proportion=False, divisible_by=2, crop="center"),
+           dict(width=10, height=4, upscale_method="area", keep_proportion=False, divisible_by=2, crop="disabled"),
+           dict(width=1, height=1, upscale_method="bilinear", keep_proportion=False, divisible_by=1, get_image_size=SMALL)]:
+    CASES.append(("ImageResizeKJ", dict(image=PAT, **kw)))
 CASES.append(("MaskPreview+", {"mask": {"mask": [2, 5, 6], "pattern": True}}))
 
 

@@ -611,7 +611,7 @@ fn bounded<S: AsRef<str>>(items: impl Iterator<Item = S>, max: usize) -> Vec<S> 
 fn type_name(ty: &InputType) -> &str {
     match ty {
         InputType::Named(n) => n,
-        InputType::Combo(_) | InputType::DynamicCombo(_) => "COMBO",
+        InputType::Combo(_) | InputType::DynamicCombo(_) | InputType::MixedCombo(_) => "COMBO",
     }
 }
 
@@ -741,7 +741,12 @@ fn check_range_and_choices(
     }
     let accepted = match value {
         Value::String(s) => spec.ty.has_choice(env, s),
-        _ => matches!(spec.ty, InputType::Combo(_) | InputType::DynamicCombo(_)).then_some(false),
+        // A non-string literal can only match a mixed combo's non-string choices.
+        other => other
+            .to_json()
+            .map_or(spec.ty.has_value(&Json::Null).map(|_| false), |j| {
+                spec.ty.has_value(&j)
+            }),
     };
     if accepted == Some(false) {
         let choices = spec.ty.choices(env).unwrap_or_default();

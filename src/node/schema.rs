@@ -18,6 +18,8 @@ pub enum InputType {
     Combo(Vec<String>),
     /// Choices computed at request time.
     DynamicCombo(ChoicesFn),
+    /// Fixed choices that are not all strings (a pack's `["disabled", "center", 0]`).
+    MixedCombo(Vec<Json>),
 }
 
 impl fmt::Debug for InputType {
@@ -26,6 +28,7 @@ impl fmt::Debug for InputType {
             InputType::Named(n) => write!(f, "{n}"),
             InputType::Combo(c) => write!(f, "{c:?}"),
             InputType::DynamicCombo(_) => write!(f, "<dynamic combo>"),
+            InputType::MixedCombo(c) => write!(f, "{c:?}"),
         }
     }
 }
@@ -36,6 +39,34 @@ impl InputType {
             InputType::Named(_) => None,
             InputType::Combo(c) => Some(c.clone()),
             InputType::DynamicCombo(f) => Some(f(env)),
+            InputType::MixedCombo(c) => Some(
+                c.iter()
+                    .map(|j| match j {
+                        Json::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The choices as `/object_info` shows them (strings, or mixed values).
+    pub fn choices_json(&self, env: &Environment) -> Option<Vec<Json>> {
+        match self {
+            InputType::MixedCombo(c) => Some(c.clone()),
+            other => other
+                .choices(env)
+                .map(|c| c.into_iter().map(Json::String).collect()),
+        }
+    }
+
+    /// Whether a non-string literal is one of a mixed combo's choices (`None` for inputs
+    /// that are not combos; `Some(false)` for string-only combos).
+    pub fn has_value(&self, value: &Json) -> Option<bool> {
+        match self {
+            InputType::Named(_) => None,
+            InputType::MixedCombo(c) => Some(c.contains(value)),
+            InputType::Combo(_) | InputType::DynamicCombo(_) => Some(false),
         }
     }
 
@@ -46,6 +77,7 @@ impl InputType {
             InputType::Named(_) => None,
             InputType::Combo(c) => Some(c.iter().any(|x| x == value)),
             InputType::DynamicCombo(f) => Some(f(env).iter().any(|x| x == value)),
+            InputType::MixedCombo(c) => Some(c.iter().any(|x| x.as_str() == Some(value))),
         }
     }
 
@@ -60,7 +92,9 @@ impl InputType {
                 "*" => Some(Primitive::Any),
                 _ => None,
             },
-            InputType::Combo(_) | InputType::DynamicCombo(_) => Some(Primitive::Combo),
+            InputType::Combo(_) | InputType::DynamicCombo(_) | InputType::MixedCombo(_) => {
+                Some(Primitive::Combo)
+            }
         }
     }
 }
@@ -163,6 +197,10 @@ impl InputSpec {
             name,
             InputType::Combo(choices.iter().map(|c| c.as_ref().to_string()).collect()),
         )
+    }
+    /// A combo whose choices are not all strings (see [`InputType::MixedCombo`]).
+    pub fn combo_values(name: &str, choices: Vec<Json>) -> Self {
+        Self::new(name, InputType::MixedCombo(choices))
     }
     /// A combo written `(IO.COMBO, {"options": choices})` in a classic node.
     pub fn combo_typed<S: AsRef<str>>(name: &str, choices: &[S]) -> Self {
@@ -403,7 +441,7 @@ impl NodeSchema {
             opts.extend(spec.options.clone());
             return json!(["COMBO", opts]);
         }
-        let ty = match spec.ty.choices(env) {
+        let ty = match spec.ty.choices_json(env) {
             Some(choices) if self.style == SchemaStyle::V1 => json!(choices),
             Some(_) => json!("COMBO"),
             None => match &spec.ty {
@@ -413,7 +451,7 @@ impl NodeSchema {
         };
         let mut opts = spec.options.clone();
         if self.style == SchemaStyle::V3 {
-            if let Some(choices) = spec.ty.choices(env) {
+            if let Some(choices) = spec.ty.choices_json(env) {
                 opts.insert("multiselect".into(), json!(false));
                 opts.insert("options".into(), json!(choices));
             }

@@ -20,6 +20,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(JoinStrings)?;
     p.register(GetImageSizeAndCount)?;
     p.register(SomethingToString)?;
+    p.register(ImageResizeKj)?;
     Ok(())
 }
 
@@ -240,5 +241,138 @@ impl Node for SomethingToString {
         };
         text = format!("{}{text}{}", opt("prefix")?, opt("suffix")?);
         Ok(NodeOutput::one(Value::String(text)))
+    }
+}
+
+const UPSCALE_METHODS: [&str; 5] = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"];
+
+/// `ImageResizeKJ` (deprecated in the pack, kept for old workflows): ComfyUI's
+/// `common_upscale` to the given size, the size of `get_image_size`, or one keeping the
+/// proportion; sides rounded down to a multiple of `divisible_by`. Its `crop` combo holds the
+/// number 0 next to the strings (old workflows send 0, meaning "center").
+struct ImageResizeKj;
+impl Node for ImageResizeKj {
+    fn schema(&self) -> NodeSchema {
+        let size = |n: &str| InputSpec::int(n).default(512).min(0).max(16384).step(1);
+        NodeSchema::new("ImageResizeKJ")
+            .display("Resize Image (deprecated)")
+            .category("KJNodes/image")
+            .description("\nDEPRECATED!\n\nDue to ComfyUI frontend changes, this node should no longer be used, please check the   \nv2 of the node. This node is only kept to not completely break older workflows.  \n\n")
+            .deprecated()
+            .input(InputSpec::of("image", "IMAGE"))
+            .input(size("width"))
+            .input(size("height"))
+            .input(InputSpec::combo("upscale_method", &UPSCALE_METHODS))
+            .input(InputSpec::boolean("keep_proportion").default(false))
+            .input(
+                InputSpec::int("divisible_by")
+                    .default(2)
+                    .min(0)
+                    .max(512)
+                    .step(1),
+            )
+            .input(InputSpec::of("get_image_size", "IMAGE").optional())
+            .input(
+                InputSpec::combo_values("crop", vec![json!("disabled"), json!("center"), json!(0)])
+                    .tooltip("0 will do the default center crop, this is a workaround for the widget order changing with the new frontend, as in old workflows the value of this widget becomes 0 automatically")
+                    .optional(),
+            )
+            .output(OutputSpec::new("IMAGE"))
+            .output(OutputSpec::new("INT").named("width"))
+            .output(OutputSpec::new("INT").named("height"))
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        use comfyrs::image_ops::{
+            common_upscale, py_round, Crop, Planes, TorchLayout, UpscaleMethod,
+        };
+        let image = i.object::<Image>("image")?;
+        let src = Planes::from_nhwc(&image.0)?;
+        let (h0, w0) = (src.h as i128, src.w as i128);
+        let (mut width, mut height) = (i.int("width")?, i.int("height")?);
+        let sized = match i.get("get_image_size") {
+            Some(_) => Some(i.object::<Image>("get_image_size")?),
+            None => None,
+        };
+        if let Some(other) = &sized {
+            let d = other.0.dims();
+            if d.len() != 4 {
+                return Err(NodeError::input(
+                    "get_image_size",
+                    format!("expected an IMAGE, got shape {d:?}"),
+                ));
+            }
+            (height, width) = (d[1] as i128, d[2] as i128);
+        }
+        if i.boolean("keep_proportion")? && sized.is_none() {
+            if width == 0 && height != 0 {
+                width = py_round(w0 as f64 * (height as f64 / h0 as f64)) as i128;
+            } else if height == 0 && width != 0 {
+                height = py_round(h0 as f64 * (width as f64 / w0 as f64)) as i128;
+            } else if width != 0 && height != 0 {
+                let ratio = (width as f64 / w0 as f64).min(height as f64 / h0 as f64);
+                width = py_round(w0 as f64 * ratio) as i128;
+                height = py_round(h0 as f64 * ratio) as i128;
+            }
+        } else {
+            if width == 0 {
+                width = w0;
+            }
+            if height == 0 {
+                height = h0;
+            }
+        }
+        let divisible_by = i.int("divisible_by")?;
+        if divisible_by > 1 && sized.is_none() {
+            width -= width % divisible_by;
+            height -= height % divisible_by;
+        }
+        let crop = match i.get("crop") {
+            None => Crop::Disabled,
+            Some(Value::Int(0)) => Crop::Center,
+            Some(Value::String(s)) => Crop::from_name(s).ok_or_else(|| {
+                NodeError::input("crop", format!("'{s}' is not one of disabled, center, 0"))
+            })?,
+            Some(other) => {
+                return Err(NodeError::input(
+                    "crop",
+                    format!("expected disabled, center or 0, got {}", other.kind()),
+                ))
+            }
+        };
+        let method_name = i.string("upscale_method")?;
+        let method = UpscaleMethod::from_name(method_name)
+            .filter(|_| UPSCALE_METHODS.contains(&method_name))
+            .ok_or_else(|| {
+                NodeError::input(
+                    "upscale_method",
+                    format!(
+                        "'{method_name}' is not one of {}",
+                        UPSCALE_METHODS.join(", ")
+                    ),
+                )
+            })?;
+        if width <= 0 || height <= 0 {
+            return Err(NodeError::input(
+                "width",
+                format!(
+                    "the resized image would be {width}x{height}; both sides must be at least 1"
+                ),
+            ));
+        }
+        let out = common_upscale(
+            &src,
+            width as usize,
+            height as usize,
+            method,
+            crop,
+            TorchLayout::ChannelsLast,
+        )
+        .map_err(|e| NodeError::input("image", e))?;
+        let (w, h) = (out.w as i128, out.h as i128);
+        Ok(NodeOutput::values(vec![
+            Value::object(Image(out.to_nhwc()?)),
+            Value::Int(w),
+            Value::Int(h),
+        ]))
     }
 }
