@@ -110,17 +110,17 @@ impl NodeHarness {
             .states
             .entry(format!("{node_id}\u{0}{class}"))
             .or_default();
-        let mut ctx = NodeContext {
+        let mut ctx = NodeContext::new(
             node_id,
-            class_type: class,
-            prompt_id: "test",
-            env: &self.env,
-            prompt: &self.prompt,
-            extra_pnginfo: self.extra_pnginfo.as_ref(),
+            class,
+            "test",
+            &self.env,
+            &self.prompt,
+            self.extra_pnginfo.as_ref(),
             state,
-            interrupt: &self.interrupt,
-            progress: &self.progress,
-        };
+            &self.interrupt,
+            &self.progress,
+        );
         let out = nc.node.execute(&mut ctx, &Inputs::new(values))?;
         if out.values.len() != nc.schema.outputs.len() {
             return Err(NodeError::msg(format!(
