@@ -171,6 +171,17 @@ test('the node library lists comfyrs nodes', async () => {
   await page.getByRole('button', { name: 'Node Library (n)' }).click()
 })
 
+test('the editor accepts every pack class (nodes/) the server lists', async () => {
+  const result = await page.evaluate(async () => {
+    const info = await (await fetch('object_info')).json()
+    const packs = Object.keys(info).filter((k) => info[k].python_module.startsWith('custom_nodes.'))
+    const registered = window.LiteGraph.registered_node_types
+    return { packs, missing: packs.filter((k) => !registered[k]) }
+  })
+  assert.ok(result.packs.length >= 70, `${result.packs.length} pack classes`)
+  assert.deepEqual(result.missing, [])
+})
+
 test('a workflow is loaded, queued, and its image appears', async () => {
   await page.evaluate((wf) => window.app.loadGraphData(wf), workflow)
   await shot('03-workflow-loaded')

@@ -185,6 +185,8 @@ impl<F: Fn(Event) + Send + Sync> EventSink for F {
     }
 }
 
+// The server's queue forwards events over a tokio channel (the `server` feature).
+#[cfg(feature = "server")]
 impl EventSink for tokio::sync::mpsc::UnboundedSender<Event> {
     fn emit(&self, event: Event) {
         // A closed receiver means nobody listens any more; the run goes on.

@@ -9,6 +9,7 @@ use crate::workflow::{InputRef, PromptRecord, Workflow};
 use indexmap::{IndexMap, IndexSet};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{json, Map, Value as Json};
+use std::borrow::Cow;
 
 /// A rejected prompt: ComfyUI's 400 body.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +90,9 @@ pub fn validate(
     targets: Option<&[String]>,
 ) -> Result<ValidPrompt, ValidationFailure> {
     // Step 1: every class must exist (the first unknown one rejects the prompt).
-    let mut classes: Vec<&NodeClass> = Vec::with_capacity(workflow.nodes.len());
+    // A class with dynamic inputs gets, for a node that uses some, its schema extended with
+    // them (an owned copy); every other node borrows the registered class.
+    let mut classes: Vec<Cow<NodeClass>> = Vec::with_capacity(workflow.nodes.len());
     let mut outputs: Vec<usize> = Vec::new();
     for (i, (id, node)) in workflow.nodes.iter().enumerate() {
         let Some(class) = registry.get(&node.class_type) else {
@@ -106,6 +109,16 @@ pub fn validate(
         if class.schema.output_node && targets.is_none_or(|t| t.iter().any(|x| x == id)) {
             outputs.push(i);
         }
+        let class = match class
+            .schema
+            .for_inputs(node.inputs.keys().map(String::as_str))
+        {
+            None => Cow::Borrowed(class),
+            Some(schema) => Cow::Owned(NodeClass {
+                schema: std::sync::Arc::new(schema),
+                ..class.clone()
+            }),
+        };
         classes.push(class);
     }
     // Step 2: something must be an output.
@@ -140,7 +153,7 @@ pub fn validate(
         converted.open(i);
         deps.open(i);
         let node = &workflow.nodes[i];
-        let class = classes[i];
+        let class: &NodeClass = &classes[i];
         let schema = class.schema.as_ref();
         let custom: &[&str] = class.node.custom_validated_inputs();
         // Literal inputs for VALIDATE_INPUTS; only nodes that declare it need them.
@@ -432,7 +445,7 @@ pub fn validate(
     for k in (0..n).filter(|&k| needed_mark[k]) {
         ix_of[k] = graph.add_node(GraphNode {
             id: id_of(k).to_string(),
-            class: classes[k].clone(),
+            class: classes[k].as_ref().clone(),
             inputs: Vec::new(),
         });
     }
@@ -598,7 +611,7 @@ fn bounded<S: AsRef<str>>(items: impl Iterator<Item = S>, max: usize) -> Vec<S> 
 fn type_name(ty: &InputType) -> &str {
     match ty {
         InputType::Named(n) => n,
-        InputType::Combo(_) | InputType::DynamicCombo(_) => "COMBO",
+        InputType::Combo(_) | InputType::DynamicCombo(_) | InputType::MixedCombo(_) => "COMBO",
     }
 }
 
@@ -728,7 +741,12 @@ fn check_range_and_choices(
     }
     let accepted = match value {
         Value::String(s) => spec.ty.has_choice(env, s),
-        _ => matches!(spec.ty, InputType::Combo(_) | InputType::DynamicCombo(_)).then_some(false),
+        // A non-string literal can only match a mixed combo's non-string choices.
+        other => other
+            .to_json()
+            .map_or(spec.ty.has_value(&Json::Null).map(|_| false), |j| {
+                spec.ty.has_value(&j)
+            }),
     };
     if accepted == Some(false) {
         let choices = spec.ty.choices(env).unwrap_or_default();

@@ -22,7 +22,7 @@
 //! * [`upscale`]: image upscale models (ESRGAN/RRDBNet, Real-ESRGAN Compact) and ComfyUI's
 //!   tiled inference.
 //! * [`fixture`]: the deterministic tiny random-weight checkpoints used by the tests
-//!   (written by `src/bin/gen_fixtures.rs`).
+//!   (written by `cli/src/bin/gen_fixtures.rs`, `cargo run --bin gen_fixtures`).
 
 pub mod checkpoint;
 pub mod component_files;

@@ -273,6 +273,36 @@ pub struct NodeContext<'a> {
     pub(crate) progress: &'a dyn ProgressSink,
 }
 
+impl<'a> NodeContext<'a> {
+    /// A context for calling a node outside comfyrs' executor (a pack's tests, a host that
+    /// runs nodes itself); [`crate::testing::NodeHarness`] is the ready-made one. `interrupt`
+    /// is polled by [`NodeContext::check_interrupt`]; `progress` receives progress reports.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_id: &'a str,
+        class_type: &'a str,
+        prompt_id: &'a str,
+        env: &'a Environment,
+        prompt: &'a PromptRecord,
+        extra_pnginfo: Option<&'a Json>,
+        state: &'a mut Option<Box<dyn Any + Send>>,
+        interrupt: &'a AtomicBool,
+        progress: &'a dyn ProgressSink,
+    ) -> Self {
+        NodeContext {
+            node_id,
+            class_type,
+            prompt_id,
+            env,
+            prompt,
+            extra_pnginfo,
+            state,
+            interrupt,
+            progress,
+        }
+    }
+}
+
 impl NodeContext<'_> {
     /// Returns `Err(Interrupted)` once the run has been asked to stop. Long-running nodes call
     /// this between steps.

@@ -12,10 +12,10 @@ pub use context::{
     Inputs, LiteralInputs, NodeContext, NodeError, NodeOutput, PreviewFormat, PreviewImage,
     ProgressSink,
 };
-pub use registry::{NodeClass, Registry, RegistryError};
+pub use registry::{NodeClass, Origin, PackRegistrar, RegisterFn, Registry, RegistryError};
 pub use schema::{
-    ChoicesFn, Hidden, InputSpec, InputType, NodeSchema, OutputSpec, Primitive, SchemaStyle,
-    Section,
+    ChoicesFn, DynamicInputs, Hidden, InputSpec, InputType, NodeSchema, OutputSpec, Primitive,
+    SchemaStyle, Section,
 };
 pub use value::{py_float_repr, Payload, PayloadAny, Value};
 

@@ -18,6 +18,8 @@ pub enum InputType {
     Combo(Vec<String>),
     /// Choices computed at request time.
     DynamicCombo(ChoicesFn),
+    /// Fixed choices that are not all strings (a pack's `["disabled", "center", 0]`).
+    MixedCombo(Vec<Json>),
 }
 
 impl fmt::Debug for InputType {
@@ -26,6 +28,7 @@ impl fmt::Debug for InputType {
             InputType::Named(n) => write!(f, "{n}"),
             InputType::Combo(c) => write!(f, "{c:?}"),
             InputType::DynamicCombo(_) => write!(f, "<dynamic combo>"),
+            InputType::MixedCombo(c) => write!(f, "{c:?}"),
         }
     }
 }
@@ -36,6 +39,34 @@ impl InputType {
             InputType::Named(_) => None,
             InputType::Combo(c) => Some(c.clone()),
             InputType::DynamicCombo(f) => Some(f(env)),
+            InputType::MixedCombo(c) => Some(
+                c.iter()
+                    .map(|j| match j {
+                        Json::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The choices as `/object_info` shows them (strings, or mixed values).
+    pub fn choices_json(&self, env: &Environment) -> Option<Vec<Json>> {
+        match self {
+            InputType::MixedCombo(c) => Some(c.clone()),
+            other => other
+                .choices(env)
+                .map(|c| c.into_iter().map(Json::String).collect()),
+        }
+    }
+
+    /// Whether a non-string literal is one of a mixed combo's choices (`None` for inputs
+    /// that are not combos; `Some(false)` for string-only combos).
+    pub fn has_value(&self, value: &Json) -> Option<bool> {
+        match self {
+            InputType::Named(_) => None,
+            InputType::MixedCombo(c) => Some(c.contains(value)),
+            InputType::Combo(_) | InputType::DynamicCombo(_) => Some(false),
         }
     }
 
@@ -46,6 +77,7 @@ impl InputType {
             InputType::Named(_) => None,
             InputType::Combo(c) => Some(c.iter().any(|x| x == value)),
             InputType::DynamicCombo(f) => Some(f(env).iter().any(|x| x == value)),
+            InputType::MixedCombo(c) => Some(c.iter().any(|x| x.as_str() == Some(value))),
         }
     }
 
@@ -60,7 +92,9 @@ impl InputType {
                 "*" => Some(Primitive::Any),
                 _ => None,
             },
-            InputType::Combo(_) | InputType::DynamicCombo(_) => Some(Primitive::Combo),
+            InputType::Combo(_) | InputType::DynamicCombo(_) | InputType::MixedCombo(_) => {
+                Some(Primitive::Combo)
+            }
         }
     }
 }
@@ -164,6 +198,10 @@ impl InputSpec {
             InputType::Combo(choices.iter().map(|c| c.as_ref().to_string()).collect()),
         )
     }
+    /// A combo whose choices are not all strings (see [`InputType::MixedCombo`]).
+    pub fn combo_values(name: &str, choices: Vec<Json>) -> Self {
+        Self::new(name, InputType::MixedCombo(choices))
+    }
     /// A combo written `(IO.COMBO, {"options": choices})` in a classic node.
     pub fn combo_typed<S: AsRef<str>>(name: &str, choices: &[S]) -> Self {
         let mut s = Self::combo(name, choices);
@@ -265,6 +303,21 @@ pub struct NodeSchema {
     pub deprecated: bool,
     pub experimental: bool,
     pub style: SchemaStyle,
+    /// Optional inputs a prompt may add beyond the declared ones (packs' "flexible" inputs,
+    /// e.g. rgthree's Any Switch `any_01`, `any_02`, ...). `/object_info` does not list them.
+    pub dynamic_inputs: Option<DynamicInputs>,
+}
+
+/// Undeclared inputs a node accepts: every name starting with `prefix`, of type `ty`,
+/// optional. Validation adds them to that node's schema (see [`NodeSchema::for_inputs`]).
+/// ComfyUI passes such inputs when they are links (a pack's frontend adds the slots, e.g.
+/// Impact's `image2`, `image3`, ...), and packs that declare a "flexible" optional dict also
+/// show an empty `optional` section in `/object_info` (`listed_empty`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicInputs {
+    pub prefix: String,
+    pub ty: String,
+    pub listed_empty: bool,
 }
 
 impl NodeSchema {
@@ -284,7 +337,44 @@ impl NodeSchema {
             deprecated: false,
             experimental: false,
             style: SchemaStyle::V1,
+            dynamic_inputs: None,
         }
+    }
+    /// Accepts undeclared optional inputs named `prefix...` of type `ty` (see
+    /// [`DynamicInputs`]).
+    pub fn dynamic_inputs(mut self, prefix: &str, ty: &str) -> Self {
+        self.dynamic_inputs = Some(DynamicInputs {
+            prefix: prefix.to_string(),
+            ty: ty.to_string(),
+            listed_empty: false,
+        });
+        self
+    }
+    /// [`NodeSchema::dynamic_inputs`] declared as a pack's flexible optional dict: the
+    /// `optional` section of `/object_info` shows, empty (rgthree's FlexibleOptionalInputType).
+    pub fn flexible_optional_inputs(mut self, prefix: &str, ty: &str) -> Self {
+        self.dynamic_inputs = Some(DynamicInputs {
+            prefix: prefix.to_string(),
+            ty: ty.to_string(),
+            listed_empty: true,
+        });
+        self
+    }
+
+    /// This schema extended with the dynamic inputs among `names` (a prompt node's input
+    /// names), or `None` when there are none to add.
+    pub fn for_inputs<'a>(&self, names: impl Iterator<Item = &'a str>) -> Option<NodeSchema> {
+        let dynamic = self.dynamic_inputs.as_ref()?;
+        let extra: Vec<InputSpec> = names
+            .filter(|n| n.starts_with(&dynamic.prefix) && self.input_spec(n).is_none())
+            .map(|n| InputSpec::of(n, &dynamic.ty).optional())
+            .collect();
+        if extra.is_empty() {
+            return None;
+        }
+        let mut schema = self.clone();
+        schema.inputs.extend(extra);
+        Some(schema)
     }
     pub fn display(mut self, d: &str) -> Self {
         self.display_name = Some(d.to_string());
@@ -300,6 +390,10 @@ impl NodeSchema {
     }
     pub fn module(mut self, m: &str) -> Self {
         self.python_module = m.to_string();
+        self
+    }
+    pub fn deprecated(mut self) -> Self {
+        self.deprecated = true;
         self
     }
     pub fn experimental(mut self) -> Self {
@@ -347,7 +441,7 @@ impl NodeSchema {
             opts.extend(spec.options.clone());
             return json!(["COMBO", opts]);
         }
-        let ty = match spec.ty.choices(env) {
+        let ty = match spec.ty.choices_json(env) {
             Some(choices) if self.style == SchemaStyle::V1 => json!(choices),
             Some(_) => json!("COMBO"),
             None => match &spec.ty {
@@ -357,7 +451,7 @@ impl NodeSchema {
         };
         let mut opts = spec.options.clone();
         if self.style == SchemaStyle::V3 {
-            if let Some(choices) = spec.ty.choices(env) {
+            if let Some(choices) = spec.ty.choices_json(env) {
                 opts.insert("multiselect".into(), json!(false));
                 opts.insert("options".into(), json!(choices));
             }
@@ -379,7 +473,10 @@ impl NodeSchema {
                 .iter()
                 .filter(|i| i.section == section)
                 .collect();
-            if specs.is_empty() && !(section == Section::Required) {
+            // An empty optional section is left out, unless the node declares a flexible
+            // optional dict (ComfyUI shows it as `{}`).
+            let listed_empty = self.dynamic_inputs.as_ref().is_some_and(|d| d.listed_empty);
+            if specs.is_empty() && section == Section::Optional && !listed_empty {
                 continue;
             }
             let mut m = Map::new();

@@ -36,7 +36,8 @@ pub mod vae;
 
 use crate::node::{Registry, RegistryError};
 
-/// Registers every built-in node.
+/// Registers every built-in node: the core set's register function, the same
+/// [`crate::node::RegisterFn`] shape a pack exports.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     alpha_masks::register(r)?;
     clip_flux::register(r)?;
@@ -72,4 +73,14 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     // error here: its pending entry must go when the family lands).
     model_loaders_pending::register(r)?;
     Ok(())
+}
+
+impl Registry {
+    /// A registry holding every built-in node (no packs). Defined here, not in the node API,
+    /// so that the API does not depend on the built-ins.
+    pub fn with_builtin_nodes() -> Self {
+        let mut r = Registry::new();
+        register_builtin(&mut r).expect("built-in node schemas are valid");
+        r
+    }
 }

@@ -126,12 +126,16 @@ fn input_spec(name: &str, entry: &Json) -> Result<InputSpec, String> {
             InputType::Combo(choices)
         }
         Json::String(t) => InputType::Named(t.clone()),
+        // A pack's combo may mix numbers and strings (`["disabled", "center", 0]`): kept as
+        // given so `/object_info` shows it unchanged.
+        Json::Array(c) if !c.iter().all(Json::is_string) => InputType::MixedCombo(c.clone()),
         Json::Array(_) => InputType::Combo(strings(&arr[0])?),
         other => return Err(format!("type must be a string or a list, got {other}")),
     };
     let mut spec = match ty {
         InputType::Named(t) => InputSpec::of(name, &t),
         InputType::Combo(c) => InputSpec::combo(name, &c),
+        InputType::MixedCombo(c) => InputSpec::combo_values(name, c),
         InputType::DynamicCombo(_) => unreachable!("not produced here"),
     };
     spec.always_options = arr.len() >= 2;

@@ -1,5 +1,6 @@
 //! The real `comfyrs serve` binary: a restart in the middle of a queue, and graceful shutdown.
 
+#[path = "../../tests/server_common/mod.rs"]
 mod server_common;
 
 use serde_json::json;
@@ -190,4 +191,27 @@ fn non_loopback_without_token_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+}
+
+/// The shipped binary's server lists the packs' classes in `/object_info` with
+/// `python_module: "custom_nodes.<pack>"`, next to the core classes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_object_info_has_the_pack_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_server(dir.path(), &[]);
+    let one = get(addr, "/object_info/MathExpression%7Cpysssss")
+        .await
+        .json();
+    assert_eq!(
+        one["MathExpression|pysssss"]["python_module"],
+        "custom_nodes.ComfyUI-Custom-Scripts"
+    );
+    let all = get(addr, "/object_info").await.json();
+    assert_eq!(
+        all["ImageResize+"]["python_module"],
+        "custom_nodes.ComfyUI_essentials"
+    );
+    assert_eq!(all["KSampler"]["python_module"], "nodes");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -18,7 +18,7 @@ fn comfyrs(args: &[&str], dir: &Path) -> Output {
 }
 
 fn fixture_models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("fixtures/models")
 }
 
 /// A yaml whose section puts the fixture checkpoints folder under `base_path`, and `vae` (an
@@ -95,7 +95,8 @@ fn run_loads_the_checkpoint_through_the_auto_loaded_yaml() {
         yaml_for_fixtures(&dir.path().join("none")),
     )
     .unwrap();
-    let wf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows/tiny_txt2img.json");
+    let wf = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .join("workflows/tiny_txt2img.json");
     let out = comfyrs(
         &[
             "run",
@@ -134,7 +135,8 @@ fn run_loads_the_checkpoint_through_the_auto_loaded_yaml() {
 #[test]
 fn malformed_yaml_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let wf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows/tiny_txt2img.json");
+    let wf = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .join("workflows/tiny_txt2img.json");
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "comfyui:\n  base_path: [unclosed\n").unwrap();
     let out = comfyrs(

@@ -1,15 +1,17 @@
 //! The `comfyrs` command line: run, validate, convert and check workflows, list nodes, serve.
+//!
+//! It lives in the library so that a distribution is one line:
+//! `fn main() -> ExitCode { crate::cli::main_with(&[my_pack::register]) }`. The shipped
+//! binary (`cli/` in the workspace) is exactly that, with every pack under `nodes/`.
 
+use crate::compute::{Compute, DeviceSpec, DtypeSpec};
+use crate::env::{Environment, Paths};
+use crate::exec::{CachePolicy, Event, Executor, ExecutorConfig, Interrupt, RunStatus};
+use crate::node::{RegisterFn, Registry};
+use crate::prompt::{prepare, PromptError};
+use crate::sampling::preview::{PreviewMethod, PreviewSettings};
+use crate::workflow::{overrides_from_json, parse_set_arg, source, workflow_from_json, Overrides};
 use clap::{Args, Parser, Subcommand};
-use comfyrs::compute::{Compute, DeviceSpec, DtypeSpec};
-use comfyrs::env::{Environment, Paths};
-use comfyrs::exec::{CachePolicy, Event, Executor, ExecutorConfig, Interrupt, RunStatus};
-use comfyrs::node::Registry;
-use comfyrs::prompt::{prepare, PromptError};
-use comfyrs::sampling::preview::{PreviewMethod, PreviewSettings};
-use comfyrs::workflow::{
-    overrides_from_json, parse_set_arg, source, workflow_from_json, Overrides,
-};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -125,7 +127,7 @@ struct ServeArgs {
     /// Memory ceiling (e.g. 8G, 512M): requests and jobs that would take the process's
     /// resident size over it are refused with a clear error (503) instead of the kernel
     /// killing the server; caches are dropped first. Off by default.
-    #[arg(long, value_name = "SIZE", value_parser = comfyrs::queue::memory::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::queue::memory::parse_size)]
     max_memory: Option<u64>,
     /// Send CORS headers for ORIGIN (bare flag: *) instead of refusing cross-site requests.
     #[arg(long, value_name = "ORIGIN", num_args = 0..=1, default_missing_value = "*")]
@@ -152,7 +154,7 @@ struct ServeArgs {
     #[arg(long, hide = true)]
     dev_nodes: bool,
     #[command(flatten)]
-    node_hosts: Box<comfyrs::remote::args::NodeHostArgs>,
+    node_hosts: Box<crate::remote::args::NodeHostArgs>,
     #[command(flatten)]
     serverless: ServerlessArgs,
     #[command(flatten)]
@@ -170,8 +172,8 @@ struct ClusterArgs {
     store: Option<String>,
     /// What this process does with a PostgreSQL store: api (take requests, run nothing),
     /// worker (run jobs) or all.
-    #[arg(long, default_value = "all", value_parser = comfyrs::cluster::Role::parse)]
-    role: comfyrs::cluster::Role,
+    #[arg(long, default_value = "all", value_parser = crate::cluster::Role::parse)]
+    role: crate::cluster::Role,
     /// This node's id in the cluster view (default: host-pid-random).
     #[arg(long)]
     node_id: Option<String>,
@@ -231,8 +233,8 @@ impl ServerlessArgs {
     fn config(
         self,
         data_dir: &std::path::Path,
-    ) -> Result<comfyrs::server::serverless::ServerlessConfig, Fatal> {
-        use comfyrs::server::serverless::{config::ServerlessFile, ServerlessConfig};
+    ) -> Result<crate::server::serverless::ServerlessConfig, Fatal> {
+        use crate::server::serverless::{config::ServerlessFile, ServerlessConfig};
         let mut c = ServerlessConfig {
             deployments_dir: data_dir.join("deployments"),
             catalogs_dir: data_dir.join("catalogs"),
@@ -377,7 +379,7 @@ struct ExtraPathsArgs {
 
 impl ExtraPathsArgs {
     fn apply(&self, paths: &mut Paths, base_dir: &std::path::Path) -> Result<(), Fatal> {
-        comfyrs::extra_model_paths::configure(paths, base_dir, &self.files)
+        crate::extra_model_paths::configure(paths, base_dir, &self.files)
             .map_err(|e| fatal(2, e.to_string()))
     }
 }
@@ -417,7 +419,7 @@ fn load_prompt(
     args: &PromptArgs,
     registry: &Registry,
     env: &Environment,
-) -> Result<comfyrs::graph::ValidPrompt, Fatal> {
+) -> Result<crate::graph::ValidPrompt, Fatal> {
     let invalid = |e: PromptError| {
         fatal(
             2,
@@ -466,7 +468,7 @@ fn load_api_json(
             column,
             message,
         } => {
-            let e = PromptError::from(comfyrs::workflow::WorkflowError::InvalidJson {
+            let e = PromptError::from(crate::workflow::WorkflowError::InvalidJson {
                 line,
                 column,
                 message,
@@ -491,7 +493,9 @@ fn load_api_json(
     Ok(conversion.prompt)
 }
 
-fn main() -> ExitCode {
+/// Runs the command line with the built-in nodes plus `packs` (each a pack's register
+/// function, loaded in this order; a class-name clash is a start-up error naming both sides).
+pub fn main_with(packs: &[RegisterFn]) -> ExitCode {
     {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
@@ -503,7 +507,7 @@ fn main() -> ExitCode {
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
             );
         // The editor's terminal panel shows comfyrs's own info lines and above.
-        let capture = comfyrs::server::logs::CaptureLayer.with_filter(
+        let capture = crate::server::logs::CaptureLayer.with_filter(
             tracing_subscriber::filter::Targets::new()
                 .with_target("comfyrs", tracing::Level::INFO)
                 .with_default(tracing::Level::WARN),
@@ -514,7 +518,7 @@ fn main() -> ExitCode {
             .init();
     }
     let cli = Cli::parse();
-    match run_cli(cli) {
+    match run_cli(cli, packs) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("{}", f.message);
@@ -523,12 +527,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
-    use comfyrs::queue::ShutdownMode;
-    use comfyrs::server::{App, DataDir, ServerConfig};
-    let mut registry = Registry::with_builtin_nodes();
+/// The built-in nodes, then the packs.
+fn load_registry(packs: &[RegisterFn]) -> Result<Registry, Fatal> {
+    Registry::load(crate::nodes::register_builtin, packs)
+        .map_err(|e| fatal(2, format!("node packs: {e}")))
+}
+
+fn run_serve(args: ServeArgs, packs: &[RegisterFn]) -> Result<(), Fatal> {
+    use crate::queue::ShutdownMode;
+    use crate::server::{App, DataDir, ServerConfig};
+    let mut registry = load_registry(packs)?;
     if args.dev_nodes {
-        comfyrs::server::dev_nodes::register(&mut registry).map_err(|e| fatal(2, e.to_string()))?;
+        crate::server::dev_nodes::register(&mut registry).map_err(|e| fatal(2, e.to_string()))?;
     }
     let policy = CachePolicy::parse(&args.cache).map_err(|e| fatal(2, e))?;
     let compute = args.compute.open()?;
@@ -542,7 +552,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
     let shared = store_spec
         .as_deref()
         .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"));
-    if !shared && args.cluster.role != comfyrs::cluster::Role::All {
+    if !shared && args.cluster.role != crate::cluster::Role::All {
         return Err(fatal(
             2,
             "--role api|worker needs a shared store: --store postgres://...".to_string(),
@@ -550,7 +560,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
     }
     let env = data.open_env();
     let spec = store_spec.unwrap_or_else(|| data.db_path().display().to_string());
-    let pg_options = comfyrs::store::postgres::PgOptions {
+    let pg_options = crate::store::postgres::PgOptions {
         node_id: args.cluster.node_id.clone(),
         lease: std::time::Duration::from_secs_f64(args.cluster.lease_secs.max(0.5)),
         requeue_sources: if args.cluster.requeue_lost {
@@ -563,13 +573,13 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         },
         ..Default::default()
     };
-    let store = comfyrs::store::JobStore::connect(&spec, pg_options).map_err(|e| {
+    let store = crate::store::JobStore::connect(&spec, pg_options).map_err(|e| {
         fatal(
             2,
             format!("cannot open the job store {}: {e}", redact_url(&spec)),
         )
     })?;
-    let cluster = comfyrs::cluster::ClusterConfig {
+    let cluster = crate::cluster::ClusterConfig {
         role: args.cluster.role,
         url: shared.then(|| spec.clone()),
         device: args.compute.device.to_string(),
@@ -630,7 +640,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         },
     );
     if let Some(url) = &args.cluster.outputs {
-        let objects = comfyrs::objects::ObjectFiles::from_url(
+        let objects = crate::objects::ObjectFiles::from_url(
             url,
             args.cluster
                 .outputs_presign_secs
@@ -640,12 +650,12 @@ fn run_serve(args: ServeArgs) -> Result<(), Fatal> {
         eprintln!("outputs: {}", objects.describe());
         app.queue.set_objects(Arc::new(objects));
     }
-    comfyrs::queue::memory::limit_allocator_arenas();
+    crate::queue::memory::limit_allocator_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| fatal(1, format!("cannot start the runtime: {e}")))?;
-    rt.block_on(comfyrs::server::serve_until_signal(app, config))
+    rt.block_on(crate::server::serve_until_signal(app, config))
         .map_err(|e| fatal(1, format!("server: {e}")))
 }
 
@@ -661,8 +671,8 @@ fn redact_url(spec: &str) -> String {
 }
 
 /// Where the editor's files are (printed at startup), and the user-data folder.
-fn frontend_config(args: &ServeArgs) -> Result<comfyrs::server::frontend::FrontendConfig, Fatal> {
-    use comfyrs::server::frontend;
+fn frontend_config(args: &ServeArgs) -> Result<crate::server::frontend::FrontendConfig, Fatal> {
+    use crate::server::frontend;
     let explicit = args
         .front_end_root
         .clone()
@@ -702,13 +712,13 @@ fn frontend_config(args: &ServeArgs) -> Result<comfyrs::server::frontend::Fronte
     Ok(cfg)
 }
 
-fn run_cli(cli: Cli) -> Result<(), Fatal> {
+fn run_cli(cli: Cli, packs: &[RegisterFn]) -> Result<(), Fatal> {
     let cli = match cli.command {
-        Command::Serve(args) => return run_serve(*args),
+        Command::Serve(args) => return run_serve(*args, packs),
         Command::Parity(args) => return run_parity(args),
         command => Cli { command },
     };
-    let registry = Arc::new(Registry::with_builtin_nodes());
+    let registry = Arc::new(load_registry(packs)?);
     match cli.command {
         Command::Serve(_) | Command::Parity(_) => unreachable!("handled above"),
         Command::Nodes { json, dirs } => {
@@ -766,7 +776,7 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
             title,
         } => {
             let report =
-                comfyrs::coverage::check_paths(&paths, &registry).map_err(|e| fatal(2, e))?;
+                crate::coverage::check_paths(&paths, &registry).map_err(|e| fatal(2, e))?;
             print!("{}", report.to_text());
             if let Some(md) = markdown {
                 std::fs::write(&md, report.to_markdown(title.as_deref()))
@@ -854,7 +864,7 @@ fn run_cli(cli: Cli) -> Result<(), Fatal> {
 /// `comfyrs parity`: cases on the same checkpoint share one executor (one load); exit 1 when
 /// a case fails the bar or cannot run.
 fn run_parity(args: ParityArgs) -> Result<(), Fatal> {
-    use comfyrs::parity::{format_result, write_test_image, ParityRunner, BUILTIN_CASES, SUITES};
+    use crate::parity::{format_result, write_test_image, ParityRunner, BUILTIN_CASES, SUITES};
     let mut suites: Vec<&str> = Vec::new();
     for s in &args.suites {
         match s.as_str() {
@@ -980,8 +990,8 @@ fn run_parity(args: ParityArgs) -> Result<(), Fatal> {
     }
     println!(
         "bar: mean |Δ| <= {} and max |Δ| <= {} levels; {} of {} case(s) passed",
-        comfyrs::parity::MAX_MEAN_ABS_DIFF,
-        comfyrs::parity::MAX_ABS_DIFF,
+        crate::parity::MAX_MEAN_ABS_DIFF,
+        crate::parity::MAX_ABS_DIFF,
         cases.len() - failed,
         cases.len()
     );
@@ -1050,7 +1060,7 @@ struct ProgressBars {
     step: ProgressBar,
 }
 
-impl comfyrs::exec::EventSink for ProgressBars {
+impl crate::exec::EventSink for ProgressBars {
     fn emit(&self, event: Event) {
         self.handle(&event);
     }

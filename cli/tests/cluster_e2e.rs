@@ -12,6 +12,7 @@
 //! (`cargo test --test cluster_e2e -- --ignored soak`) runs 1,000 jobs with 10 kills of each
 //! kind; BENCHMARKS.md records its result.
 
+#[path = "../../tests/server_common/mod.rs"]
 mod server_common;
 
 use axum::extract::State;

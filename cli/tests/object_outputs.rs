@@ -6,6 +6,7 @@
 //! finished; `/view` serves them from there (or redirects to a presigned URL); uploads are
 //! stored there too.
 
+#[path = "../../tests/server_common/mod.rs"]
 mod server_common;
 
 use serde_json::{json, Value};

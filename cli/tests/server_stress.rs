@@ -7,6 +7,7 @@
 //!   restarted, 10 times (30 in the long form). Afterwards nothing acknowledged is lost (every acknowledged
 //!   id is in history), nothing is left running, and every output history lists exists.
 
+#[path = "../../tests/server_common/mod.rs"]
 mod server_common;
 
 use serde_json::{json, Value};

@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 fn repo(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(rel)
 }
 
 fn environment(dir: &Path, compute: Compute) -> Arc<Environment> {

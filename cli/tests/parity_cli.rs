@@ -14,7 +14,7 @@ fn comfyrs(args: &[&str], dir: &Path) -> Output {
 
 #[test]
 fn parity_passes_against_itself_and_fails_past_the_bar() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let ckpt = root.join("fixtures/models/checkpoints/tiny_sd15.safetensors");
     let wf = root.join("workflows/tiny_txt2img.json");
     let dir = tempfile::tempdir().unwrap();
