@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Model families comfyrs runs today; anything else a workflow loads is reported missing.
-pub const SUPPORTED_FAMILIES: &[&str] = &["SD1.x", "SDXL", "SD3.x"];
+pub const SUPPORTED_FAMILIES: &[&str] = &["SD1.x", "SDXL", "SD3.x", "Flux"];
 
 /// Image files LoadImage-style inputs name.
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"];
