@@ -307,11 +307,18 @@ fn a_host_that_dies_while_idle_is_replaced_before_the_next_call() {
     // Killed from outside between prompts (OOM killer, an operator).
     let rc = unsafe { libc::kill(before as i32, libc::SIGKILL) };
     assert_eq!(rc, 0);
-    // Wait until the process is gone (a zombie until comfyrs reaps it counts as gone).
+    // Wait until the process is gone: a zombie until comfyrs reaps it counts as gone, but
+    // only once its last thread has exited too. The leader of a killed multi-threaded process
+    // shows as a zombie while its other threads are still exiting, and `waitpid` cannot reap
+    // it until they have (CI saw exactly that race).
     let gone = || {
-        std::fs::read_to_string(format!("/proc/{before}/stat"))
+        let zombie = std::fs::read_to_string(format!("/proc/{before}/stat"))
             .map(|s| s.contains(") Z "))
-            .unwrap_or(true)
+            .unwrap_or(true);
+        let threads = std::fs::read_dir(format!("/proc/{before}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        zombie && threads <= 1
     };
     let t = std::time::Instant::now();
     while !gone() {
