@@ -179,6 +179,36 @@ fn duplicate_class_names_are_a_startup_error_naming_both() {
 }
 
 #[test]
+fn lazy_inputs_run_only_what_the_host_class_asks_for() {
+    let h = harness(vec![py_host("pytest_pack")]);
+    let wf = |select: i64| {
+        json!({
+            "a": {"class_type": "PrimitiveString", "inputs": {"value": "A"}},
+            "a2": {"class_type": "StringConcatenate",
+                   "inputs": {"string_a": ["a", 0], "string_b": "!", "delimiter": ""}},
+            "b": {"class_type": "PrimitiveString", "inputs": {"value": "B"}},
+            "sw": {"class_type": "PyLazySwitch",
+                   "inputs": {"select": select, "a": ["a2", 0], "b": ["b", 0]}},
+            "out": {"class_type": "PreviewAny", "inputs": {"source": ["sw", 0]}},
+        })
+    };
+    let o = h.run(wf(1));
+    assert_eq!(text(&o, "out"), "A! (other: None)");
+    let mut ran = o.executed.clone();
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["a", "a2", "out", "sw"],
+        "the unchosen branch does not run"
+    );
+    // The other choice: 'b' runs now; 'a2' is in the cache from the first run, so it is
+    // passed although not asked for (ComfyUI reads lazy inputs from its output cache too).
+    let o = h.run(wf(2));
+    assert_eq!(text(&o, "out"), "B (other: 'A!')");
+    assert_eq!(o.executed, ["b", "sw", "out"]);
+}
+
+#[test]
 fn tensors_cross_both_ways_in_a_mixed_workflow() {
     let h = harness(vec![py_host("pytest_pack"), js_host()]);
     // 0x336699: r 0x33, g 0x66, b 0x99. EmptyImage (comfyrs) -> PyScaleImage (Python, x0.5)

@@ -12,12 +12,18 @@ use comfyrs::node::{NodeError, Value};
 use comfyrs::testing::NodeHarness;
 use serde_json::{json, Value as Json};
 
+/// reference.json, with the `/object_info` entries of lazy_reference.json (the classes with
+/// lazy inputs, made by scripts/packs/gen_lazy_refs.py) added.
 fn reference() -> Json {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/data/packs/reference.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    let read =
+        |p: &str| -> Json { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/packs/");
+    let mut r = read(&format!("{dir}reference.json"));
+    let lazy = read(&format!("{dir}lazy_reference.json"));
+    for (class, entry) in lazy["object_info"].as_object().unwrap() {
+        r["object_info"][class] = entry.clone();
+    }
+    r
 }
 
 fn harness() -> NodeHarness {

@@ -205,6 +205,13 @@ class Host:
         ``float("nan")`` for "always run again"."""
         return None
 
+    def check_lazy_status(self, ctx, class_type, inputs):
+        """ComfyUI's ``check_lazy_status`` for classes declared with
+        ``"check_lazy_status": true`` in ``extra``: called before ``execute`` with the inputs
+        available so far (a lazy input whose producer has not run is absent); returns the
+        names of the lazy inputs the node needs. comfyrs runs their producers and asks again."""
+        return []
+
     def on_hello(self, msg):
         pass
 
@@ -324,6 +331,20 @@ class Host:
                     "exception_type": type(e).__name__,
                     "traceback": traceback.format_exc(),
                 }
+        if kind == "check_lazy_status":
+            ctx = Context(self, msg)
+            try:
+                inputs = {k: self.decode(v) for k, v in (msg.get("inputs") or {}).items()}
+                needed = self.check_lazy_status(ctx, msg["class"], inputs) or []
+                return {"type": "lazy_status", "id": rid, "needed": [str(n) for n in needed]}
+            except Exception as e:  # reported as the node's failure, as in ComfyUI
+                return {
+                    "type": "error",
+                    "id": rid,
+                    "message": str(e),
+                    "exception_type": type(e).__name__,
+                    "traceback": traceback.format_exc(),
+                }
         if kind == "fingerprint":
             try:
                 value = self.fingerprint(msg["class"], msg.get("inputs") or {})
@@ -400,18 +421,24 @@ class Pack(Host):
         self.name = name
         self.version = version
         self._nodes = {}
+        self._lazy = {}
 
     def node(self, name, inputs=None, outputs=(), category="", display_name=None, description="",
-             output_node=False, output_is_list=None, input_is_list=False, not_idempotent=False):
+             output_node=False, output_is_list=None, input_is_list=False, not_idempotent=False,
+             check_lazy_status=None):
         """Declares a node. ``inputs`` is ComfyUI's INPUT_TYPES dict, e.g.
         ``{"required": {"n": ("INT", {"default": 1}), "mode": (["a", "b"],)}}``; ``outputs`` is
-        a list of ``(TYPE, name)`` pairs (or bare type names)."""
+        a list of ``(TYPE, name)`` pairs (or bare type names). Inputs declared with
+        ``{"lazy": True}`` run only when ``check_lazy_status(ctx, **inputs)`` names them."""
 
         def register(fn):
             info = _object_info(name, inputs, outputs, category, display_name, description,
                                 output_node, output_is_list)
-            extra = {"input_is_list": input_is_list, "not_idempotent": not_idempotent}
+            extra = {"input_is_list": input_is_list, "not_idempotent": not_idempotent,
+                     "check_lazy_status": check_lazy_status is not None}
             self._nodes[name] = (fn, info, extra)
+            if check_lazy_status is not None:
+                self._lazy[name] = check_lazy_status
             return fn
 
         return register
@@ -428,3 +455,7 @@ class Pack(Host):
     def execute(self, ctx, class_type, inputs):
         fn = self._nodes[class_type][0]
         return fn(ctx, **inputs)
+
+    def check_lazy_status(self, ctx, class_type, inputs):
+        fn = self._lazy.get(class_type)
+        return fn(ctx, **inputs) if fn else []

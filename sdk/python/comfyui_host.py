@@ -160,6 +160,7 @@ class ComfyUIHost(Host):
                 "input_is_list": bool(getattr(cls, "INPUT_IS_LIST", False)),
                 "not_idempotent": bool(getattr(cls, "NOT_IDEMPOTENT", False)),
                 "fingerprint": self._is_changed_name(cls) is not None,
+                "check_lazy_status": self._has_lazy_status(cls),
             }
         web = {k: os.path.abspath(v) for k, v in nodes.EXTENSION_WEB_DIRS.items()}
         return {"nodes": out, "unavailable": unavailable, "extra": extra, "web_dirs": web}
@@ -207,6 +208,15 @@ class ComfyUIHost(Host):
                     return (f"output {i} is {n}; only primitives, IMAGE, MASK and LATENT cross "
                             "between comfyrs and ComfyUI packs (not yet runnable)")
         return None
+
+    @staticmethod
+    def _has_lazy_status(cls):
+        """Whether ComfyUI's executor would call the class's check_lazy_status."""
+        from comfy_api.internal import _ComfyNodeInternal, first_real_override
+
+        if issubclass(cls, _ComfyNodeInternal):
+            return first_real_override(cls, "check_lazy_status") is not None
+        return getattr(cls, "check_lazy_status", None) is not None
 
     @staticmethod
     def _is_changed_name(cls):
@@ -293,9 +303,9 @@ class ComfyUIHost(Host):
 
     _ctx = None
 
-    def execute(self, ctx, class_type, inputs):
-        import comfy.model_management
-        import execution
+    def _call_data(self, ctx, class_type, inputs):
+        """The node instance (one per node id, as ComfyUI keeps them), its inputs as ComfyUI's
+        per-input lists with hidden values added, and V3 hidden inputs."""
         from comfy_api.internal import _ComfyNodeInternal
         from comfy_api.latest import io
         from comfy_execution.graph import DynamicPrompt
@@ -327,6 +337,34 @@ class ComfyUIHost(Host):
                     hidden_v3[hk] = value
             else:
                 data[name] = [value]
+        return obj, data, hidden_v3
+
+    def check_lazy_status(self, ctx, class_type, inputs):
+        import execution
+
+        # Linked lazy inputs that have not run arrive as None (comfyrs sends null), as
+        # ComfyUI passes them.
+        obj, data, hidden_v3 = self._call_data(ctx, class_type, inputs)
+
+        async def run():
+            r = await execution._async_map_node_over_list(
+                ctx.prompt_id, ctx.node_id, obj, data, "check_lazy_status", allow_interrupt=True,
+                hidden_inputs=hidden_v3)
+            return await execution.resolve_map_node_over_list_results(r)
+
+        results = self.loop.run_until_complete(run())
+        needed = []
+        for r in results:
+            if isinstance(r, list):
+                needed.extend(x for x in r if isinstance(x, str) and x not in needed)
+        return needed
+
+    def execute(self, ctx, class_type, inputs):
+        import comfy.model_management
+        import execution
+
+        info = self.classes[class_type][1]
+        obj, data, hidden_v3 = self._call_data(ctx, class_type, inputs)
 
         async def run():
             results = await execution._async_map_node_over_list(

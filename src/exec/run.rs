@@ -3,18 +3,19 @@
 //! One run: plan against the cache, replay `execution_cached`, then release nodes in
 //! dependency order (ties broken by ComfyUI's output-first heuristic) to `workers` threads.
 //! A node error or panic ends the run as `execution_error`; an interrupt as
-//! `execution_interrupted`. Nodes that finished keep their cache entries, so the next run
+//! `execution_interrupted`. A node with lazy inputs is asked which of them it needs before it
+//! runs (ComfyUI's `check_lazy_status`); their producers are scheduled then, so the branches
+//! it does not choose never run. Nodes that finished keep their cache entries, so the next run
 //! resumes from there.
 
 use super::cache::{CacheEntry, CachePolicy, NodeValues, OutputCache};
 use super::events::{now_ms, Event, EventSink};
 use super::progress_state::ProgressStates;
 use crate::env::Environment;
-use crate::graph::{plan, GraphInput, ValidPrompt};
+use crate::graph::{plan, strong_links, ExecGraph, GraphInput, ValidPrompt};
 use crate::node::{Inputs, NodeContext, NodeError, ProgressSink, Registry, Value};
 use indexmap::IndexMap;
 use petgraph::graph::NodeIndex;
-use petgraph::Direction;
 use serde_json::{json, Map, Value as Json};
 use std::any::Any;
 use std::cmp::Reverse;
@@ -116,8 +117,12 @@ struct Shared<'a> {
 
 struct SchedState {
     ready: BinaryHeap<Reverse<((u8, usize), usize)>>,
-    /// Scheduled producers each node still waits for.
+    /// Nodes this run executes or replays (the plan's, plus producers of lazy inputs asked for).
+    scheduled: Vec<bool>,
+    /// Producers each node still waits for.
     waiting: Vec<usize>,
+    /// The nodes each producer blocks (released when it finishes).
+    blocks: Vec<Vec<usize>>,
     values: Vec<Option<Arc<NodeValues>>>,
     remaining: usize,
     running: usize,
@@ -253,29 +258,29 @@ impl Executor {
             &mut messages,
         );
 
-        // Release order: scheduled nodes become ready when their scheduled producers finish.
+        // Release order: scheduled nodes become ready when the producers they need finish.
         let mut waiting = vec![0usize; n];
+        let mut blocks = vec![Vec::new(); n];
         let mut ready = BinaryHeap::new();
         for ix in plan.scheduled_nodes() {
-            let replay = cached_values[ix.index()].is_some();
-            if !replay {
-                let mut producers: Vec<NodeIndex> = g
-                    .neighbors_directed(ix, Direction::Incoming)
-                    .filter(|p| plan.scheduled[p.index()])
-                    .collect();
-                producers.sort_unstable();
-                producers.dedup();
-                waiting[ix.index()] = producers.len();
+            let i = ix.index();
+            if cached_values[i].is_none() {
+                for p in pending_producers(&prompt.graph, ix, &cached_values) {
+                    blocks[p].push(i);
+                    waiting[i] += 1;
+                }
             }
-            if waiting[ix.index()] == 0 {
-                ready.push(Reverse((plan.rank[ix.index()], ix.index())));
+            if waiting[i] == 0 {
+                ready.push(Reverse((plan.rank[i], i)));
             }
         }
         let remaining = plan.scheduled.iter().filter(|s| **s).count();
         let shared = Shared {
             state: Mutex::new(SchedState {
                 ready,
+                scheduled: plan.scheduled.clone(),
                 waiting,
+                blocks,
                 values: cached_values,
                 remaining,
                 running: 0,
@@ -294,13 +299,12 @@ impl Executor {
             progress: ProgressStates::new(prompt_id),
         };
         let replay_ui = cached_ui;
-        let scheduled = &plan.scheduled;
         if self.workers == 1 {
-            self.worker(&shared, &replay_ui, scheduled);
+            self.worker(&shared, &replay_ui);
         } else {
             std::thread::scope(|s| {
                 for _ in 0..self.workers {
-                    s.spawn(|| self.worker(&shared, &replay_ui, scheduled));
+                    s.spawn(|| self.worker(&shared, &replay_ui));
                 }
             });
         }
@@ -355,7 +359,7 @@ impl Executor {
 
     /// One worker: takes the best ready node, runs it, releases its consumers; until the run
     /// is done or has failed.
-    fn worker(&self, sh: &Shared, replay_ui: &[Option<Option<Json>>], scheduled: &[bool]) {
+    fn worker(&self, sh: &Shared, replay_ui: &[Option<Option<Json>>]) {
         let g = &sh.prompt.graph.graph;
         let mut guard = sh.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -387,17 +391,24 @@ impl Executor {
                 continue;
             }
 
-            // Gather input lists while holding the lock (cheap Arc clones).
+            // Gather input lists while holding the lock (cheap Arc clones). A lazy input whose
+            // producer has not run is left out.
             let mut lists: Vec<(String, Vec<Value>)> = Vec::with_capacity(node.inputs.len());
-            for (name, input) in node.named_inputs() {
+            let mut has_lazy = false;
+            for (decl, input) in &node.inputs {
+                let lazy = node.class.schema.inputs[*decl].is_lazy();
+                has_lazy |= lazy;
                 let list = match input {
                     GraphInput::Literal(v) => vec![v.clone()],
-                    GraphInput::Link { source, slot } => guard.values[source.index()]
-                        .as_ref()
-                        .and_then(|vals| vals.get(*slot).cloned())
-                        .unwrap_or_default(),
+                    GraphInput::Link { source, slot } => {
+                        match guard.values[source.index()].as_ref() {
+                            Some(vals) => vals.get(*slot).cloned().unwrap_or_default(),
+                            None if lazy => continue,
+                            None => Vec::new(),
+                        }
+                    }
                 };
-                lists.push((name.to_string(), list));
+                lists.push((node.input_name(*decl).to_string(), list));
             }
             guard.running += 1;
             drop(guard);
@@ -410,7 +421,34 @@ impl Executor {
                     prompt_id: sh.prompt_id.to_string(),
                     node: Some(node.id.clone()),
                 });
-                self.call_node(sh, ix, &lists)
+                if has_lazy {
+                    self.lazy_inputs_needed(sh, ix, &lists).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            // The node asked for lazy inputs that have not run: schedule their producers and
+            // wait for them; it is asked again once they are done.
+            let result = match result {
+                Ok(Some(needed)) if !needed.is_empty() => {
+                    guard = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+                    guard.running -= 1;
+                    for p in needed {
+                        if guard.values[p].is_some() {
+                            continue; // finished meanwhile
+                        }
+                        schedule_with_producers(&mut guard, &sh.prompt.graph, p, sh.rank);
+                        guard.blocks[p].push(i);
+                        guard.waiting[i] += 1;
+                    }
+                    if guard.waiting[i] == 0 {
+                        guard.ready.push(Reverse((sh.rank[i], i)));
+                    }
+                    sh.wake.notify_all();
+                    continue;
+                }
+                Ok(_) => self.call_node(sh, ix, &lists),
+                Err(e) => Err(e),
             };
 
             guard = sh.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -433,18 +471,10 @@ impl Executor {
                     guard.new_entries.push((i, entry));
                     guard.executed.push(node.id.clone());
                     guard.remaining -= 1;
-                    let mut consumers: Vec<NodeIndex> =
-                        g.neighbors_directed(ix, Direction::Outgoing).collect();
-                    consumers.sort_unstable();
-                    consumers.dedup();
-                    for c in consumers {
-                        let ci = c.index();
-                        if !scheduled[ci] || guard.values[ci].is_some() {
-                            continue;
-                        }
-                        guard.waiting[ci] -= 1;
-                        if guard.waiting[ci] == 0 {
-                            guard.ready.push(Reverse((sh.rank[ci], ci)));
+                    for c in std::mem::take(&mut guard.blocks[i]) {
+                        guard.waiting[c] -= 1;
+                        if guard.waiting[c] == 0 {
+                            guard.ready.push(Reverse((sh.rank[c], c)));
                         }
                     }
                 }
@@ -486,29 +516,7 @@ impl Executor {
             .remove(&key)
             .flatten();
 
-        let calls: Vec<Inputs> = if schema.input_is_list {
-            vec![Inputs::new(
-                lists
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::List(v.clone())))
-                    .collect(),
-            )]
-        } else {
-            if let Some((name, _)) = lists.iter().find(|(_, l)| l.is_empty()) {
-                return Err(NodeError::input(name, "the linked output is an empty list"));
-            }
-            let count = lists.iter().map(|(_, l)| l.len()).max().unwrap_or(1);
-            (0..count)
-                .map(|c| {
-                    Inputs::new(
-                        lists
-                            .iter()
-                            .map(|(k, l)| (k.clone(), l[c.min(l.len() - 1)].clone()))
-                            .collect(),
-                    )
-                })
-                .collect()
-        };
+        let calls = calls_over_lists(schema.input_is_list, lists)?;
 
         let progress = EventProgress {
             prompt_id: sh.prompt_id,
@@ -537,17 +545,7 @@ impl Executor {
             let out = catch_unwind(AssertUnwindSafe(|| {
                 node.class.node.execute(&mut ctx, inputs)
             }))
-            .unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(NodeError::Failed {
-                    message: format!("node panicked: {msg}"),
-                    exception_type: "Panic".into(),
-                })
-            });
+            .unwrap_or_else(|panic| Err(panic_error(panic)));
             let out = match out {
                 Ok(o) => o,
                 Err(e) => {
@@ -579,6 +577,171 @@ impl Executor {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, state);
         result.map(|_| (slots, ui))
+    }
+}
+
+impl Executor {
+    /// Asks a node with lazy inputs which of them it needs (once per list element, as
+    /// ComfyUI maps `check_lazy_status`) and returns the producers of those that have not run.
+    /// Names of inputs that are literals or already computed are dropped; a name the node
+    /// has no input for is an error, as in ComfyUI.
+    fn lazy_inputs_needed(
+        &self,
+        sh: &Shared,
+        ix: NodeIndex,
+        lists: &[(String, Vec<Value>)],
+    ) -> Result<Vec<usize>, NodeError> {
+        let node = &sh.prompt.graph.graph[ix];
+        let schema = &node.class.schema;
+        let key = (node.id.clone(), schema.name.clone());
+        let mut state: InstanceState = self
+            .instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+            .flatten();
+        let progress = EventProgress {
+            prompt_id: sh.prompt_id,
+            events: sh.events,
+            states: &sh.progress,
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut result = Ok(());
+        for inputs in &calls_over_lists(schema.input_is_list, lists)? {
+            let mut ctx = NodeContext {
+                node_id: &node.id,
+                class_type: &schema.name,
+                prompt_id: sh.prompt_id,
+                env: &self.env,
+                prompt: &sh.prompt.prompt,
+                extra_pnginfo: sh.extra_pnginfo,
+                state: &mut state,
+                interrupt: &sh.interrupt.0,
+                progress: &progress,
+            };
+            let asked = catch_unwind(AssertUnwindSafe(|| {
+                node.class.node.check_lazy_status(&mut ctx, inputs)
+            }))
+            .unwrap_or_else(|panic| Err(panic_error(panic)));
+            match asked {
+                Ok(asked) => names.extend(asked),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, state);
+        result?;
+
+        let guard = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut producers = Vec::new();
+        for name in names {
+            let Some((_, input)) = node.named_inputs().find(|(n, _)| *n == name) else {
+                return Err(NodeError::Failed {
+                    message: format!(
+                        "Node {} says it needs input {name}, but there is no input to that node \
+                         at all",
+                        node.id
+                    ),
+                    exception_type: "comfy_execution.graph.NodeInputError".into(),
+                });
+            };
+            if let GraphInput::Link { source, .. } = input {
+                let p = source.index();
+                if guard.values[p].is_none() && !producers.contains(&p) {
+                    producers.push(p);
+                }
+            }
+        }
+        Ok(producers)
+    }
+}
+
+/// The producers of `ix`'s non-lazy links whose values are not there yet, each once.
+fn pending_producers(
+    graph: &ExecGraph,
+    ix: NodeIndex,
+    values: &[Option<Arc<NodeValues>>],
+) -> Vec<usize> {
+    let mut producers: Vec<usize> = strong_links(&graph.graph[ix])
+        .map(|(source, _)| source.index())
+        .filter(|&p| values[p].is_none())
+        .collect();
+    producers.sort_unstable();
+    producers.dedup();
+    producers
+}
+
+/// Adds `start` and the producers it needs (transitively, stopping at nodes that already have
+/// values or are scheduled) to a running run: a lazy input was asked for.
+fn schedule_with_producers(
+    st: &mut SchedState,
+    graph: &ExecGraph,
+    start: usize,
+    rank: &[(u8, usize)],
+) {
+    let mut stack = vec![start];
+    while let Some(x) = stack.pop() {
+        if st.scheduled[x] || st.values[x].is_some() {
+            continue;
+        }
+        st.scheduled[x] = true;
+        st.remaining += 1;
+        for p in pending_producers(graph, NodeIndex::new(x), &st.values) {
+            st.blocks[p].push(x);
+            st.waiting[x] += 1;
+            stack.push(p);
+        }
+        if st.waiting[x] == 0 {
+            st.ready.push(Reverse((rank[x], x)));
+        }
+    }
+}
+
+/// The calls a node gets: once with whole lists (`input_is_list`), else once per element of
+/// the longest list, shorter lists repeating their last element (ComfyUI's mapping).
+fn calls_over_lists(
+    input_is_list: bool,
+    lists: &[(String, Vec<Value>)],
+) -> Result<Vec<Inputs>, NodeError> {
+    if input_is_list {
+        return Ok(vec![Inputs::new(
+            lists
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::List(v.clone())))
+                .collect(),
+        )]);
+    }
+    if let Some((name, _)) = lists.iter().find(|(_, l)| l.is_empty()) {
+        return Err(NodeError::input(name, "the linked output is an empty list"));
+    }
+    let count = lists.iter().map(|(_, l)| l.len()).max().unwrap_or(1);
+    Ok((0..count)
+        .map(|c| {
+            Inputs::new(
+                lists
+                    .iter()
+                    .map(|(k, l)| (k.clone(), l[c.min(l.len() - 1)].clone()))
+                    .collect(),
+            )
+        })
+        .collect())
+}
+
+/// A panic caught around node code, as a node error.
+fn panic_error(panic: Box<dyn Any + Send>) -> NodeError {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    NodeError::Failed {
+        message: format!("node panicked: {msg}"),
+        exception_type: "Panic".into(),
     }
 }
 

@@ -9,7 +9,7 @@ mod convert;
 mod plan;
 mod validate;
 
-pub use plan::{plan, Plan, Signature};
+pub use plan::{plan, strong_links, Plan, Signature};
 pub use validate::{validate, ValidationFailure};
 
 use crate::node::{NodeClass, Value};

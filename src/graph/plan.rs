@@ -1,5 +1,6 @@
 //! Planning a run: each node's cache signature, which nodes must execute, and in what order
-//! ties are broken.
+//! ties are broken. Producers reached only through lazy inputs are not planned: the executor
+//! schedules them when the node asks for them.
 //!
 //! Signature = hash(class, fingerprint (IS_CHANGED), node id if the node is not idempotent or
 //! asks for its UNIQUE_ID, each input in declaration order: its declaration's index, then the
@@ -7,7 +8,7 @@
 //! declaration index means, so equal signatures mean equal outputs, whatever the node ids and
 //! whatever order the JSON listed the inputs in.
 
-use super::{ExecGraph, GraphInput};
+use super::{ExecGraph, GraphInput, GraphNode};
 use crate::env::Environment;
 use crate::node::{Fingerprint, Hidden, Inputs, LiteralInputs, Value};
 use petgraph::graph::NodeIndex;
@@ -71,11 +72,9 @@ pub fn plan(graph: &ExecGraph, env: &Environment, is_cached: impl Fn(&Signature)
         if is_output && is_cached(&signatures[ix.index()]) {
             continue;
         }
-        for (_, input) in g[ix].inputs.iter().rev() {
-            if let GraphInput::Link { source, .. } = input {
-                if !scheduled[source.index()] {
-                    stack.push(*source);
-                }
+        for (source, _) in strong_links(&g[ix]).rev() {
+            if !scheduled[source.index()] {
+                stack.push(source);
             }
         }
     }
@@ -101,6 +100,17 @@ pub fn plan(graph: &ExecGraph, env: &Environment, is_cached: impl Fn(&Signature)
         scheduled,
         rank,
     }
+}
+
+/// A node's links that must run before it does: every link except those into lazy inputs
+/// (their producers run only when the node asks for them, ComfyUI's `check_lazy_status`).
+pub fn strong_links(node: &GraphNode) -> impl DoubleEndedIterator<Item = (NodeIndex, usize)> + '_ {
+    node.inputs.iter().filter_map(|(decl, input)| match input {
+        GraphInput::Link { source, slot } if !node.class.schema.inputs[*decl].is_lazy() => {
+            Some((*source, *slot))
+        }
+        _ => None,
+    })
 }
 
 /// Hashes one node's identity into `buf` and returns the digest: one BLAKE3 call per node

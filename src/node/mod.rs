@@ -59,4 +59,17 @@ pub trait Node: Send + Sync + 'static {
     fn validate_inputs(&self, _env: &Environment, _inputs: &Inputs) -> Result<(), String> {
         Ok(())
     }
+
+    /// ComfyUI's `check_lazy_status`, for nodes with lazy inputs (see [`InputSpec::lazy`]):
+    /// called before `execute` with every input available so far (a lazy input whose
+    /// producer has not run is absent) and returns the names of the lazy inputs it needs.
+    /// The executor runs their producers and asks again; the node executes once nothing
+    /// more is needed. The default needs none: lazy inputs that never ran stay absent.
+    fn check_lazy_status(
+        &self,
+        _ctx: &mut NodeContext,
+        _inputs: &Inputs,
+    ) -> Result<Vec<String>, NodeError> {
+        Ok(Vec::new())
+    }
 }

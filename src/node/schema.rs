@@ -241,6 +241,16 @@ impl InputSpec {
     pub fn multiline(self, v: bool) -> Self {
         self.opt("multiline", v)
     }
+    /// ComfyUI's `{"lazy": True}`: the producer of a linked value runs only when the node's
+    /// [`crate::node::Node::check_lazy_status`] asks for it (only the chosen branch of a
+    /// switch runs).
+    pub fn lazy(self) -> Self {
+        self.opt("lazy", true)
+    }
+    /// Whether the input is declared lazy.
+    pub fn is_lazy(&self) -> bool {
+        self.options.get("lazy") == Some(&Json::Bool(true))
+    }
 }
 
 /// One declared output.
@@ -318,6 +328,8 @@ pub struct DynamicInputs {
     pub prefix: String,
     pub ty: String,
     pub listed_empty: bool,
+    /// The added inputs are lazy (see [`InputSpec::lazy`]).
+    pub lazy: bool,
 }
 
 impl NodeSchema {
@@ -347,7 +359,15 @@ impl NodeSchema {
             prefix: prefix.to_string(),
             ty: ty.to_string(),
             listed_empty: false,
+            lazy: false,
         });
+        self
+    }
+    /// Makes the [`NodeSchema::dynamic_inputs`] lazy, as a switch's `input1`, `input2`, ...
+    pub fn lazy_dynamic_inputs(mut self) -> Self {
+        if let Some(d) = self.dynamic_inputs.as_mut() {
+            d.lazy = true;
+        }
         self
     }
     /// [`NodeSchema::dynamic_inputs`] declared as a pack's flexible optional dict: the
@@ -357,6 +377,7 @@ impl NodeSchema {
             prefix: prefix.to_string(),
             ty: ty.to_string(),
             listed_empty: true,
+            lazy: false,
         });
         self
     }
@@ -367,7 +388,14 @@ impl NodeSchema {
         let dynamic = self.dynamic_inputs.as_ref()?;
         let extra: Vec<InputSpec> = names
             .filter(|n| n.starts_with(&dynamic.prefix) && self.input_spec(n).is_none())
-            .map(|n| InputSpec::of(n, &dynamic.ty).optional())
+            .map(|n| {
+                let spec = InputSpec::of(n, &dynamic.ty).optional();
+                if dynamic.lazy {
+                    spec.lazy()
+                } else {
+                    spec
+                }
+            })
             .collect();
         if extra.is_empty() {
             return None;

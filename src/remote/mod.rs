@@ -188,6 +188,7 @@ fn register_nodes(
             host: Arc::clone(host),
             schema,
             fingerprint: extra["fingerprint"].as_bool().unwrap_or(false),
+            lazy_status: extra["check_lazy_status"].as_bool().unwrap_or(false),
         };
         registry
             .register_arc(Arc::new(node))

@@ -52,6 +52,8 @@ pub struct RemoteNode {
     pub schema: NodeSchema,
     /// The class has ComfyUI's IS_CHANGED: ask the host before reusing cached outputs.
     pub fingerprint: bool,
+    /// The class has ComfyUI's `check_lazy_status`: ask the host which lazy inputs it needs.
+    pub lazy_status: bool,
 }
 
 impl RemoteNode {
@@ -74,6 +76,118 @@ impl Drop for CallFiles {
     fn drop(&mut self) {
         for p in &self.0 {
             let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl RemoteNode {
+    /// Sends one `kind` request (execute, check_lazy_status) with the node's inputs and
+    /// hidden values and returns the host's answer; host failures and `error` answers become
+    /// node errors.
+    fn request(
+        &self,
+        ctx: &mut NodeContext,
+        kind: &str,
+        inputs: &Inputs,
+    ) -> Result<Json, NodeError> {
+        let call = self.host.next_id();
+        let mut files = CallFiles(Vec::new());
+        let mut encoded = Map::new();
+        for (name, value) in inputs.iter() {
+            let v = encode(&self.host, value, call, name, &mut files.0)
+                .map_err(|e| NodeError::input(name, e))?;
+            encoded.insert(name.clone(), v);
+        }
+        // A linked lazy input that has not run reaches the host as null, as ComfyUI passes
+        // it (None); an unconnected one stays absent.
+        let linked = &ctx.prompt.json()[ctx.node_id]["inputs"];
+        for spec in self.schema.inputs.iter().filter(|s| s.is_lazy()) {
+            if linked[&spec.name].is_array() && !encoded.contains_key(&spec.name) {
+                encoded.insert(spec.name.clone(), Json::Null);
+            }
+        }
+        let mut hidden = Map::new();
+        for h in &self.schema.hidden {
+            let v = match h {
+                Hidden::UniqueId => json!(ctx.node_id),
+                Hidden::Prompt | Hidden::DynPrompt => ctx.prompt.json().clone(),
+                Hidden::ExtraPngInfo => ctx.extra_pnginfo.cloned().unwrap_or(Json::Null),
+            };
+            hidden.insert(h.key().into(), v);
+        }
+        let request = json!({
+            "type": kind,
+            "class": self.schema.name,
+            "node_id": ctx.node_id,
+            "prompt_id": ctx.prompt_id,
+            "inputs": encoded,
+            "hidden": hidden,
+        });
+        let reply = {
+            let ctx_ref = &*ctx;
+            let mut on_message = |m: &Json| {
+                let value = m["value"].as_f64().unwrap_or(0.0).max(0.0) as u64;
+                let max = m["max"].as_f64().unwrap_or(0.0).max(0.0) as u64;
+                // Interrupts are handled by the call loop; this only reports.
+                let _ = ctx_ref.progress(value, max);
+            };
+            let interrupted = || ctx_ref.check_interrupt().is_err();
+            self.host.call(request, &mut on_message, &interrupted)
+        };
+        drop(files);
+        let msg = match reply {
+            Reply::Interrupted => return Err(NodeError::Interrupted),
+            Reply::Failure(HostFailure::Timeout(d)) => {
+                return Err(NodeError::Failed {
+                    message: format!(
+                        "node {} ({}) on node host '{}': no answer within {}s; the host was \
+                         stopped and starts again on its next call",
+                        ctx.node_id,
+                        self.schema.name,
+                        self.host.name(),
+                        d.as_secs_f64()
+                    ),
+                    exception_type: "TimeoutError".into(),
+                })
+            }
+            Reply::Failure(HostFailure::Crashed(how)) => {
+                return Err(self.fail(
+                    ctx,
+                    format!(
+                        "the host crashed while running it: {how}; it starts again on its \
+                         next call"
+                    ),
+                ))
+            }
+            Reply::Failure(HostFailure::Start(why)) => {
+                return Err(self.fail(ctx, format!("the host could not start: {why}")))
+            }
+            Reply::Done(msg) => msg,
+        };
+        match msg["type"].as_str() {
+            Some("error") => {
+                let message = msg["message"]
+                    .as_str()
+                    .unwrap_or("(no message)")
+                    .to_string();
+                let exception_type = msg["exception_type"]
+                    .as_str()
+                    .unwrap_or("RuntimeError")
+                    .to_string();
+                if let Some(tb) = msg["traceback"].as_str() {
+                    tracing::info!(
+                        "node {} ({}) on node host '{}' failed:\n{tb}",
+                        ctx.node_id,
+                        self.schema.name,
+                        self.host.name()
+                    );
+                }
+                Err(NodeError::Failed {
+                    message,
+                    exception_type,
+                })
+            }
+            _ => Ok(msg),
         }
     }
 }
@@ -123,106 +237,43 @@ impl Node for RemoteNode {
         }
     }
 
+    /// Asks the host which lazy inputs the node needs (`check_lazy_status` request), with the
+    /// inputs available so far.
+    fn check_lazy_status(
+        &self,
+        ctx: &mut NodeContext,
+        inputs: &Inputs,
+    ) -> Result<Vec<String>, NodeError> {
+        if !self.lazy_status {
+            return Ok(Vec::new());
+        }
+        let msg = self.request(ctx, "check_lazy_status", inputs)?;
+        match (msg["type"].as_str(), msg["needed"].as_array()) {
+            (Some("lazy_status"), Some(names)) => Ok(names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()),
+            _ => Err(self.fail(
+                ctx,
+                format!(
+                    "answered check_lazy_status with {}; expected lazy_status with a \
+                     'needed' list, or error",
+                    short(&msg)
+                ),
+            )),
+        }
+    }
+
     fn execute(&self, ctx: &mut NodeContext, inputs: &Inputs) -> Result<NodeOutput, NodeError> {
-        let call = self.host.next_id();
-        let mut files = CallFiles(Vec::new());
-        let mut encoded = Map::new();
-        for (name, value) in inputs.iter() {
-            let v = encode(&self.host, value, call, name, &mut files.0)
-                .map_err(|e| NodeError::input(name, e))?;
-            encoded.insert(name.clone(), v);
-        }
-        let mut hidden = Map::new();
-        for h in &self.schema.hidden {
-            let v = match h {
-                Hidden::UniqueId => json!(ctx.node_id),
-                Hidden::Prompt | Hidden::DynPrompt => ctx.prompt.json().clone(),
-                Hidden::ExtraPngInfo => ctx.extra_pnginfo.cloned().unwrap_or(Json::Null),
-            };
-            hidden.insert(h.key().into(), v);
-        }
-        let request = json!({
-            "type": "execute",
-            "class": self.schema.name,
-            "node_id": ctx.node_id,
-            "prompt_id": ctx.prompt_id,
-            "inputs": encoded,
-            "hidden": hidden,
-        });
-        let reply = {
-            let ctx_ref = &*ctx;
-            let mut on_message = |m: &Json| {
-                let value = m["value"].as_f64().unwrap_or(0.0).max(0.0) as u64;
-                let max = m["max"].as_f64().unwrap_or(0.0).max(0.0) as u64;
-                // Interrupts are handled by the call loop; this only reports.
-                let _ = ctx_ref.progress(value, max);
-            };
-            let interrupted = || ctx_ref.check_interrupt().is_err();
-            self.host.call(request, &mut on_message, &interrupted)
-        };
-        drop(files);
-        let msg = match reply {
-            Reply::Interrupted => return Err(NodeError::Interrupted),
-            Reply::Failure(HostFailure::Timeout(d)) => {
-                return Err(NodeError::Failed {
-                    message: format!(
-                        "node {} ({}) on node host '{}': no answer within {}s; the host was \
-                         stopped and starts again on its next call",
-                        ctx.node_id,
-                        self.schema.name,
-                        self.host.name(),
-                        d.as_secs_f64()
-                    ),
-                    exception_type: "TimeoutError".into(),
-                })
-            }
-            Reply::Failure(HostFailure::Crashed(how)) => {
-                return Err(self.fail(
-                    ctx,
-                    format!(
-                        "the host crashed while running it: {how}; it starts again on its \
-                         next call"
-                    ),
-                ))
-            }
-            Reply::Failure(HostFailure::Start(why)) => {
-                return Err(self.fail(ctx, format!("the host could not start: {why}")))
-            }
-            Reply::Done(msg) => msg,
-        };
-        match msg["type"].as_str() {
-            Some("result") => {}
-            Some("error") => {
-                let message = msg["message"]
-                    .as_str()
-                    .unwrap_or("(no message)")
-                    .to_string();
-                let exception_type = msg["exception_type"]
-                    .as_str()
-                    .unwrap_or("RuntimeError")
-                    .to_string();
-                if let Some(tb) = msg["traceback"].as_str() {
-                    tracing::info!(
-                        "node {} ({}) on node host '{}' failed:\n{tb}",
-                        ctx.node_id,
-                        self.schema.name,
-                        self.host.name()
-                    );
-                }
-                return Err(NodeError::Failed {
-                    message,
-                    exception_type,
-                });
-            }
-            _ => {
-                return Err(self.fail(
-                    ctx,
-                    format!(
-                        "answered execute with {}; expected result, error or interrupted",
-                        short(&msg)
-                    ),
-                ))
-            }
+        let msg = self.request(ctx, "execute", inputs)?;
+        if msg["type"].as_str() != Some("result") {
+            return Err(self.fail(
+                ctx,
+                format!(
+                    "answered execute with {}; expected result, error or interrupted",
+                    short(&msg)
+                ),
+            ));
         }
         let outputs = msg["outputs"].as_array().cloned().unwrap_or_default();
         if outputs.len() != self.schema.outputs.len() {

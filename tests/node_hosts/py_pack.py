@@ -148,5 +148,19 @@ def probe(ctx, target, port):
     return (" ".join(out),)
 
 
+def _switch_needs(ctx, select, a=None, b=None):
+    return ["a" if select == 1 else "b"]
+
+
+@pack.node("PyLazySwitch",
+           inputs={"required": {"select": ("INT", {"default": 1, "min": 1, "max": 2})},
+                   "optional": {"a": ("STRING", {"lazy": True}), "b": ("STRING", {"lazy": True})}},
+           outputs=[("STRING", "STRING")], category="test", check_lazy_status=_switch_needs)
+def lazy_switch(ctx, select, a=None, b=None):
+    """Only the chosen input's branch runs; the other arrives as None."""
+    chosen, other = (a, b) if select == 1 else (b, a)
+    return (f"{chosen} (other: {other!r})",)
+
+
 if __name__ == "__main__":
     pack.run()

@@ -1,14 +1,12 @@
 //! Utility nodes of ltdrdata's ComfyUI-Impact-Pack, re-implemented from their schemas and
-//! observed behaviour (the pack is GPL-3.0; none of its code is used). `ImpactSwitch` is not
-//! here: it relies on lazy inputs (only the selected branch runs), which comfyrs' executor
-//! does not have yet.
+//! observed behaviour (the pack is GPL-3.0; none of its code is used).
 
 use candle_core::Tensor;
 use comfyrs::image_ops::{common_upscale, Crop, Planes, TorchLayout, UpscaleMethod};
 use comfyrs::node::types::Image;
 use comfyrs::node::{
-    InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
-    RegistryError, Value,
+    Hidden, InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec,
+    Registry, RegistryError, Value,
 };
 use std::sync::Arc;
 
@@ -22,6 +20,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     p.register(ListToBatch)?;
     p.register(MakeImageBatch)?;
     p.register(ImageInfo)?;
+    p.register(Switch)?;
     Ok(())
 }
 
@@ -174,4 +173,112 @@ impl Node for ImageInfo {
             )),
         }
     }
+}
+
+/// `ImpactSwitch` ("Switch (Any)"): passes on `input{select}` and only that branch runs (its
+/// inputs are lazy). The pack's frontend adds `input2`, `input3`, ... as inputs get
+/// connected. The label is the slot's label in the frontend's workflow (extra_pnginfo), else
+/// the input's name. `sel_mode` only matters to the pack's prompt-time pruning in old ComfyUI
+/// versions; selection here always happens at execution, as the pack does on current ones.
+struct Switch;
+impl Switch {
+    fn input_name(i: &Inputs) -> Result<(i128, String), NodeError> {
+        let select = i.int("select")?;
+        Ok((select, format!("input{select}")))
+    }
+}
+impl Node for Switch {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ImpactSwitch")
+            .display("Switch (Any)")
+            .category("ImpactPack/Util")
+            .input(
+                InputSpec::int("select")
+                    .default(1)
+                    .min(1)
+                    .max(999999)
+                    .step(1)
+                    .tooltip("The input number you want to output among the inputs"),
+            )
+            .input(
+                InputSpec::boolean("sel_mode")
+                    .default(false)
+                    .opt("label_on", "select_on_prompt")
+                    .opt("label_off", "select_on_execution")
+                    .opt("forceInput", false)
+                    .tooltip(
+                        "In the case of 'select_on_execution', the selection is dynamically \
+                         determined at the time of workflow execution. 'select_on_prompt' is an \
+                         option that exists for older versions of ComfyUI, and it makes the \
+                         decision before the workflow execution.",
+                    ),
+            )
+            .input(
+                InputSpec::of("input1", "*")
+                    .optional()
+                    .lazy()
+                    .tooltip("Any input. When connected, one more input slot is added."),
+            )
+            .dynamic_inputs("input", "*")
+            .lazy_dynamic_inputs()
+            .hidden(Hidden::UniqueId)
+            .hidden(Hidden::ExtraPngInfo)
+            .output(
+                OutputSpec::new("*").named("selected_value").tooltip(
+                    "Output is generated only from the input chosen by the 'select' value.",
+                ),
+            )
+            .output(
+                OutputSpec::new("STRING")
+                    .named("selected_label")
+                    .tooltip("Slot label of the selected input slot"),
+            )
+            .output(
+                OutputSpec::new("INT")
+                    .named("selected_index")
+                    .tooltip("Outputs the select value as is"),
+            )
+    }
+
+    fn check_lazy_status(&self, _: &mut NodeContext, i: &Inputs) -> Result<Vec<String>, NodeError> {
+        Ok(vec![Self::input_name(i)?.1])
+    }
+
+    fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let (select, name) = Self::input_name(i)?;
+        let Some(value) = i.get(&name) else {
+            return Ok(NodeOutput::values(vec![
+                Value::Json(serde_json::Value::Null),
+                Value::String(String::new()),
+                Value::Int(select),
+            ]));
+        };
+        let label = slot_label(ctx, &name).unwrap_or(name);
+        Ok(NodeOutput::values(vec![
+            value.clone(),
+            Value::String(label),
+            Value::Int(select),
+        ]))
+    }
+}
+
+/// The label the frontend gave input `name` of this node, from the workflow in extra_pnginfo.
+fn slot_label(ctx: &NodeContext, name: &str) -> Option<String> {
+    let nodes = ctx
+        .extra_pnginfo?
+        .get("workflow")?
+        .get("nodes")?
+        .as_array()?;
+    let node = nodes.iter().find(|n| match n.get("id") {
+        Some(serde_json::Value::String(s)) => s == ctx.node_id,
+        Some(id) => id.as_i64().is_some() && id.as_i64() == ctx.node_id.parse::<i64>().ok(),
+        None => false,
+    })?;
+    node.get("inputs")?
+        .as_array()?
+        .iter()
+        .find(|slot| slot.get("name").and_then(|n| n.as_str()) == Some(name))?
+        .get("label")?
+        .as_str()
+        .map(str::to_string)
 }
