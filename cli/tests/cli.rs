@@ -152,3 +152,43 @@ fn nodes_json_is_object_info() {
         assert_eq!(info[class]["name"], class);
     }
 }
+
+#[test]
+fn run_and_validate_start_node_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/node_hosts/py_pack.py");
+    let host = format!("pytest_pack=python3 {}", pack.display());
+    let wf = write(
+        dir.path(),
+        "wf.json",
+        &json!({
+            "a": {"class_type": "PrimitiveString", "inputs": {"value": "A"}},
+            "b": {"class_type": "PrimitiveString", "inputs": {"value": "B"}},
+            "sw": {"class_type": "PyLazySwitch",
+                   "inputs": {"select": 2, "a": ["a", 0], "b": ["b", 0]}},
+            "out": {"class_type": "PreviewAny", "inputs": {"source": ["sw", 0]}}
+        }),
+    );
+    // Without the host the class does not exist.
+    let out = comfyrs(&["validate", &wf], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PyLazySwitch does not exist"));
+    let out = comfyrs(&["validate", &wf, "--node-host", &host], dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = comfyrs(&["run", &wf, "--node-host", &host], dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "out: B (other: None)"
+    );
+}

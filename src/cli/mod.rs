@@ -49,6 +49,8 @@ enum Command {
         json_events: bool,
         #[command(flatten)]
         compute: ComputeArgs,
+        #[command(flatten)]
+        node_hosts: Box<crate::remote::args::NodeHostArgs>,
     },
     /// Check a workflow (any format `run` takes) without running it; prints ComfyUI's error JSON if it is invalid.
     Validate {
@@ -57,6 +59,8 @@ enum Command {
         prompt: PromptArgs,
         #[command(flatten)]
         dirs: DirArgs,
+        #[command(flatten)]
+        node_hosts: Box<crate::remote::args::NodeHostArgs>,
     },
     /// Serve ComfyUI's HTTP + WebSocket API (POST /prompt, /ws, /history, /view, ...).
     Serve(Box<ServeArgs>),
@@ -718,7 +722,7 @@ fn run_cli(cli: Cli, packs: &[RegisterFn]) -> Result<(), Fatal> {
         Command::Parity(args) => return run_parity(args),
         command => Cli { command },
     };
-    let registry = Arc::new(load_registry(packs)?);
+    let mut registry = load_registry(packs)?;
     match cli.command {
         Command::Serve(_) | Command::Parity(_) => unreachable!("handled above"),
         Command::Nodes { json, dirs } => {
@@ -788,8 +792,13 @@ fn run_cli(cli: Cli, packs: &[RegisterFn]) -> Result<(), Fatal> {
             workflow,
             prompt,
             dirs,
+            node_hosts,
         } => {
             let env = dirs.environment()?;
+            // Hosts are started so that their classes validate (and stopped on return).
+            let _hosts = node_hosts
+                .start(&mut registry, &env)
+                .map_err(|e| fatal(2, e))?;
             let valid = load_prompt(&workflow, &prompt, &registry, &env)?;
             println!(
                 "valid: {} node(s) to run for output(s) {}",
@@ -806,8 +815,14 @@ fn run_cli(cli: Cli, packs: &[RegisterFn]) -> Result<(), Fatal> {
             workers,
             json_events,
             compute,
+            node_hosts,
         } => {
             let env = Arc::new(dirs.environment()?.with_compute(compute.open()?));
+            // Out-of-process packs, as `serve` starts them; stopped when the run ends.
+            let _hosts = node_hosts
+                .start(&mut registry, &env)
+                .map_err(|e| fatal(2, e))?;
+            let registry = Arc::new(registry);
             let policy = CachePolicy::parse(&cache).map_err(|e| fatal(2, e))?;
             let valid = load_prompt(&workflow, &prompt, &registry, &env)?;
             let executor = Executor::new(
