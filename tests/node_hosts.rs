@@ -209,6 +209,39 @@ fn lazy_inputs_run_only_what_the_host_class_asks_for() {
 }
 
 #[test]
+fn send_sync_messages_reach_the_event_stream() {
+    let h = harness(vec![py_host("pytest_pack")]);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let sink = |e: Event| {
+        if let Event::Custom {
+            event,
+            data,
+            broadcast,
+            ..
+        } = e
+        {
+            seen.lock().unwrap().push((event, data, broadcast));
+        }
+    };
+    let o = h.run_with(
+        json!({
+            "1": {"class_type": "PyNotify", "inputs": {"n": 21}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+        }),
+        &Interrupt::new(),
+        &sink,
+    );
+    assert!(o.is_success(), "{:?}", o.status);
+    assert_eq!(
+        seen.into_inner().unwrap(),
+        vec![
+            ("pytest.note".to_string(), json!({"n": 21, "node": "1"}), false),
+            ("pytest.all".to_string(), json!({"n": 42}), true),
+        ]
+    );
+}
+
+#[test]
 fn tensors_cross_both_ways_in_a_mixed_workflow() {
     let h = harness(vec![py_host("pytest_pack"), js_host()]);
     // 0x336699: r 0x33, g 0x66, b 0x99. EmptyImage (comfyrs) -> PyScaleImage (Python, x0.5)

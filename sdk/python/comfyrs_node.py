@@ -169,6 +169,13 @@ class Context:
         self._host.send({"type": "progress", "id": self._id, "value": value, "max": max})
         self.check_interrupt()
 
+    def send_sync(self, event, data, broadcast=False):
+        """A message for the frontend, ``{"type": event, "data": data}`` over comfyrs'
+        WebSocket: to the prompt's client, or to every client with ``broadcast``."""
+        self._host.send({"type": "send_sync", "id": self._id, "event": str(event),
+                         "data": json.loads(json.dumps(data, default=str)),
+                         "broadcast": bool(broadcast)})
+
 
 class Host:
     """The protocol loop. Subclasses (or :class:`Pack`) provide ``list_nodes()`` and

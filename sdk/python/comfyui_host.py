@@ -115,8 +115,17 @@ class ComfyUIHost(Host):
         host = self
 
         def send_sync(event, data, sid=None):
-            # Custom WebSocket messages are not relayed to comfyrs' clients yet.
-            logging.debug(f"send_sync {event} dropped")
+            # Node code's messages to its frontend extension go out on comfyrs' WebSocket,
+            # to every client without a sid (as ComfyUI does), else to the prompt's client.
+            # Outside a node call there is no prompt to attach them to: dropped.
+            ctx = host._ctx
+            if ctx is None:
+                logging.debug(f"send_sync {event} outside a node call dropped")
+                return
+            if isinstance(data, (bytes, bytearray)):
+                logging.debug(f"binary send_sync {event} dropped")
+                return
+            ctx.send_sync(event, data, broadcast=sid is None)
 
         prompt_server.send_sync = send_sync
         comfy.utils.set_progress_bar_global_hook(self._progress_hook)

@@ -67,11 +67,20 @@ pub enum Event {
         node: String,
         image: PreviewImage,
     },
+    /// A message a node sends its frontend extension (ComfyUI's
+    /// `PromptServer.instance.send_sync(event, data, sid)` from node code): `{"type": event,
+    /// "data": data}`, to the prompt's client, or to every client when `broadcast`.
+    Custom {
+        prompt_id: String,
+        event: String,
+        data: Json,
+        broadcast: bool,
+    },
 }
 
 impl Event {
     /// ComfyUI's `type` field.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
             Event::ExecutionStart { .. } => "execution_start",
             Event::ExecutionCached { .. } => "execution_cached",
@@ -83,6 +92,7 @@ impl Event {
             Event::ExecutionError { .. } => "execution_error",
             Event::ExecutionInterrupted { .. } => "execution_interrupted",
             Event::Preview { .. } => "preview_image",
+            Event::Custom { event, .. } => event,
         }
     }
 
@@ -97,7 +107,8 @@ impl Event {
             | Event::ExecutionSuccess { prompt_id, .. }
             | Event::ExecutionError { prompt_id, .. }
             | Event::ExecutionInterrupted { prompt_id, .. }
-            | Event::Preview { prompt_id, .. } => prompt_id,
+            | Event::Preview { prompt_id, .. }
+            | Event::Custom { prompt_id, .. } => prompt_id,
         }
     }
 
@@ -147,6 +158,7 @@ impl Event {
             } => json!({"node_id": node, "prompt_id": prompt_id, "display_node_id": node,
                         "parent_node_id": null, "real_node_id": node,
                         "image_type": image.format.mime()}),
+            Event::Custom { data, .. } => data.clone(),
         }
     }
 

@@ -145,6 +145,15 @@ struct EventProgress<'a> {
 }
 
 impl ProgressSink for EventProgress<'_> {
+    fn message(&self, _node_id: &str, event: &str, data: Json, broadcast: bool) {
+        self.events.emit(Event::Custom {
+            prompt_id: self.prompt_id.to_string(),
+            event: event.to_string(),
+            data,
+            broadcast,
+        });
+    }
+
     fn progress(
         &self,
         node_id: &str,

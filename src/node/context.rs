@@ -255,6 +255,9 @@ impl PreviewImage {
 /// optionally with an image of the work so far.
 pub trait ProgressSink: Send + Sync {
     fn progress(&self, node_id: &str, value: u64, max: u64, preview: Option<PreviewImage>);
+    /// A message for the frontend (ComfyUI's `send_sync` from node code). Dropped by sinks
+    /// with no clients.
+    fn message(&self, _node_id: &str, _event: &str, _data: Json, _broadcast: bool) {}
 }
 
 /// The running node's view of the run.
@@ -317,6 +320,13 @@ impl NodeContext<'_> {
     /// bar hook does.
     pub fn progress(&self, value: u64, max: u64) -> Result<(), NodeError> {
         self.progress_with_preview(value, max, None)
+    }
+
+    /// Sends `{"type": event, "data": data}` to the frontend, as node code calling ComfyUI's
+    /// `PromptServer.instance.send_sync(event, data, sid)` does: to the prompt's client, or
+    /// to every client when `broadcast` (no sid).
+    pub fn send_message(&self, event: &str, data: Json, broadcast: bool) {
+        self.progress.message(self.node_id, event, data, broadcast);
     }
 
     /// [`progress`](Self::progress) with an image for the clients watching the run, as

@@ -642,8 +642,16 @@ impl JobQueue {
     /// ComfyUI's addressing rule (spec §8.1): to the owner; without an owner, only
     /// interrupts, progress, progress_state and previews are broadcast, the rest is dropped.
     fn route_event(&self, client: &Option<String>, e: &Event) {
-        let to = match client {
-            Some(c) => Some(c.clone()),
+        let to = match (client, e) {
+            // A node's send_sync without a sid goes to every client, as in ComfyUI.
+            (_, Event::Custom {
+                broadcast: true, ..
+            }) => None,
+            (client, _) => client.clone(),
+        };
+        let to = match to {
+            Some(c) => Some(c),
+            None if matches!(e, Event::Custom { .. }) => None,
             None => match e {
                 Event::ExecutionInterrupted { .. }
                 | Event::Progress { .. }

@@ -369,8 +369,8 @@ impl Host {
         }
     }
 
-    /// Sends one request and waits for its answer, handing `progress`/`log` messages to
-    /// `on_message`. `interrupted` is polled while waiting: once it says yes, the host is sent
+    /// Sends one request and waits for its answer, handing its `progress` messages and any
+    /// `send_sync` message to `on_message` (`log` messages go to the log). `interrupted` is polled while waiting: once it says yes, the host is sent
     /// `interrupt` and given the grace period to stop.
     pub fn call(
         &self,
@@ -425,6 +425,9 @@ impl Host {
                     let ty = msg["type"].as_str().unwrap_or("");
                     if ty == "log" {
                         log_message(&self.config.name, &msg);
+                    } else if ty == "send_sync" {
+                        // Node code's frontend messages, whichever request they came with.
+                        on_message(&msg);
                     } else if msg["id"].as_u64() != Some(id) {
                         // An answer to an earlier, abandoned request: ignore.
                     } else if ty == "progress" {

@@ -126,6 +126,13 @@ impl RemoteNode {
         let reply = {
             let ctx_ref = &*ctx;
             let mut on_message = |m: &Json| {
+                if m["type"] == "send_sync" {
+                    if let Some(event) = m["event"].as_str() {
+                        let broadcast = m["broadcast"].as_bool().unwrap_or(true);
+                        ctx_ref.send_message(event, m["data"].clone(), broadcast);
+                    }
+                    return;
+                }
                 let value = m["value"].as_f64().unwrap_or(0.0).max(0.0) as u64;
                 let max = m["max"].as_f64().unwrap_or(0.0).max(0.0) as u64;
                 // Interrupts are handled by the call loop; this only reports.

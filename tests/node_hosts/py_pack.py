@@ -162,5 +162,14 @@ def lazy_switch(ctx, select, a=None, b=None):
     return (f"{chosen} (other: {other!r})",)
 
 
+@pack.node("PyNotify", inputs={"required": {"n": ("INT", {"default": 1})}}, outputs=[("INT", "INT")],
+           category="test")
+def notify(ctx, n):
+    """Talks to its frontend extension: one message to the prompt's client, one to all."""
+    ctx.send_sync("pytest.note", {"n": n, "node": ctx.node_id})
+    ctx.send_sync("pytest.all", {"n": n * 2}, broadcast=True)
+    return (n,)
+
+
 if __name__ == "__main__":
     pack.run()
