@@ -235,7 +235,11 @@ fn send_sync_messages_reach_the_event_stream() {
     assert_eq!(
         seen.into_inner().unwrap(),
         vec![
-            ("pytest.note".to_string(), json!({"n": 21, "node": "1"}), false),
+            (
+                "pytest.note".to_string(),
+                json!({"n": 21, "node": "1"}),
+                false
+            ),
             ("pytest.all".to_string(), json!({"n": 42}), true),
         ]
     );

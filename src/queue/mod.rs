@@ -644,9 +644,12 @@ impl JobQueue {
     fn route_event(&self, client: &Option<String>, e: &Event) {
         let to = match (client, e) {
             // A node's send_sync without a sid goes to every client, as in ComfyUI.
-            (_, Event::Custom {
-                broadcast: true, ..
-            }) => None,
+            (
+                _,
+                Event::Custom {
+                    broadcast: true, ..
+                },
+            ) => None,
             (client, _) => client.clone(),
         };
         let to = match to {
