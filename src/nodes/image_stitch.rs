@@ -234,6 +234,7 @@ struct ImageStitch;
 impl Node for ImageStitch {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("ImageStitch")
+            .display("Image Stitch")
             .category("image/transform")
             .module("comfy_extras.nodes_images")
             .description(
