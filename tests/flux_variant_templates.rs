@@ -6,6 +6,8 @@
 //! * `flux_fill_inpaint_example` / `flux_fill_outpaint_example`: UNETLoader of a 96-channel
 //!   Fill model, DifferentialDiffusion, InpaintModelConditioning (and ImagePadForOutpaint);
 //! * `flux_canny_model_example`: Canny → InstructPixToPixConditioning → a 32-channel model;
+//! * `flux_depth_lora_example`: the dev model with a BFL control LoRA (LoraLoaderModelOnly
+//!   widens img_in to 32 channels) and InstructPixToPixConditioning;
 //! * `flux_kontext_dev_basic`: LoadImageOutput → ImageStitch → FluxKontextImageScale →
 //!   VAEEncode → ReferenceLatent on the dev model.
 //!
@@ -55,6 +57,16 @@ fn setup() -> (tempfile::TempDir, Arc<Environment>) {
             "diffusion_models",
             TINY_FLUX_PATH,
             "flux1-dev-kontext_fp8_scaled.safetensors",
+        ),
+        (
+            "diffusion_models",
+            TINY_FLUX_PATH,
+            "flux1-dev-fp8.safetensors",
+        ),
+        (
+            "loras",
+            "tests/data/flux_variants/tiny_flux_depth_lora.safetensors",
+            "flux1-depth-dev-lora.safetensors",
         ),
         ("vae", TINY_FLUX_VAE_PATH, "ae.safetensors"),
         ("text_encoders", TINY_CLIP_L_PATH, "clip_l.safetensors"),
@@ -225,6 +237,24 @@ fn flux_canny_template_runs_and_follows_the_control_image() {
         mean_abs_diff(&a, &b) > 0.5,
         "the control image changed nothing"
     );
+}
+
+#[test]
+fn flux_depth_lora_template_runs_and_follows_the_depth_map() {
+    let (_d, env) = setup();
+    let input = env.paths.input.join("shark_depthmap.png");
+    picture(&input, 64, 40, 8, None);
+    let mut prompt = convert("flux_depth_lora_example");
+    assert_eq!(prompt["37"]["class_type"], "LoraLoaderModelOnly");
+    let (w, h, a) = saved(&env, &run(&env, &prompt).unwrap(), "9");
+    assert_eq!((w, h), (64, 40));
+    picture(&input, 64, 40, 3, Some((0, 0, 32, 40)));
+    let (_, _, b) = saved(&env, &run(&env, &prompt).unwrap(), "9");
+    assert!(mean_abs_diff(&a, &b) > 0.5, "the depth map changed nothing");
+    // Without the LoRA the dev model takes 16 channels and ignores the concat latent.
+    prompt["3"]["inputs"]["model"] = serde_json::json!(["31", 0]);
+    let (_, _, c) = saved(&env, &run(&env, &prompt).unwrap(), "9");
+    assert!(mean_abs_diff(&b, &c) > 0.5, "the LoRA changed nothing");
 }
 
 #[test]

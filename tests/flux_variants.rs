@@ -5,6 +5,8 @@
 //! * Fill (img_in over 96 channels): a 3-step euler run with InpaintModelConditioning's
 //!   conds and the noise mask, plain and with DifferentialDiffusion (strengths 1 and 0.5);
 //! * Canny/Depth (32 channels): InstructPixToPixConditioning's `concat_latent_image`;
+//! * a BFL control LoRA (Depth/Canny LoRA) on the dev model: `img_in` widened to 32 input
+//!   channels, the control latent concatenated as for the Canny model;
 //! * Kontext: reference latents through the sampling path, every placement method;
 //! * DifferentialDiffusion's per-step mask under Flux's and SD1.5's model samplings;
 //! * ImageStitch in every direction, spacing, colour, size-matching and padding case.
@@ -174,6 +176,52 @@ fn canny_depth_concat_latent_matches_comfyui() {
     let out = sample(&g, &m, &c, &latent);
     check("canny", &out, &g["canny.out"], EXP_TOL);
     check("canny crexp", &out, &g["canny_crexp.out"], EXACT_TOL);
+}
+
+#[test]
+fn bfl_control_lora_widens_img_in_and_matches_comfyui() {
+    use comfyrs::models::lora::{load_lora, read_lora, KeyMap, PatchCache, PatchEntry};
+    let g = goldens();
+    let base = model(TINY_FLUX_PATH);
+    let file = read_lora(&root().join("tests/data/flux_variants/tiny_flux_depth_lora.safetensors"))
+        .unwrap();
+    let weights = base.diffusion.base_weights().clone();
+    let map = KeyMap::for_weights(&weights, true, false).unwrap();
+    let loaded = load_lora(&file, &map, &weights).unwrap();
+    assert!(loaded.unmatched.is_empty(), "{:?}", loaded.unmatched);
+    assert!(
+        loaded.shape_mismatches.is_empty(),
+        "{:?}",
+        loaded.shape_mismatches
+    );
+    let mut m = base.clone();
+    m.diffusion = base.diffusion.with_patch(
+        PatchEntry {
+            lora: std::sync::Arc::new(loaded),
+            identity: "tiny_flux_depth_lora".into(),
+            strength: 1.0,
+        },
+        std::sync::Arc::new(PatchCache::default()),
+    );
+    assert_eq!(base.diffusion.get().unwrap().in_channels(), 16);
+    assert_eq!(m.diffusion.get().unwrap().in_channels(), 32);
+    let c = cond(
+        &g,
+        CondOptions {
+            concat_latent_image: Some(g["canny.concat"].clone()),
+            guidance: Some(Guidance::Value(10.0)),
+            ..Default::default()
+        },
+    );
+    let latent = Latent::new(Tensor::zeros((1, 16, 6, 8), DType::F32, &Device::Cpu).unwrap());
+    let out = sample(&g, &m, &c, &latent);
+    check("depth lora", &out, &g["depth_lora.out"], EXP_TOL);
+    check(
+        "depth lora crexp",
+        &out,
+        &g["depth_lora_crexp.out"],
+        EXACT_TOL,
+    );
 }
 
 #[test]

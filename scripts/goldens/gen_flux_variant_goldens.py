@@ -25,6 +25,13 @@ Writes tests/data/flux_variants/goldens.safetensors (+ goldens.json):
     float precision.
   * `canny.*`: the Canny/Depth model with InstructPixToPixConditioning's
     `concat_latent_image` (an all-zero latent, 3 euler steps).
+  * `depth_lora.*`: a BFL control LoRA (the layout of `flux1-depth-dev-lora.safetensors`:
+    bare keys, `lora_A`/`lora_B` pairs for every linear, `lora_B.bias` on img_in, the QK-norm
+    scales whole) for the tiny dev model, written to `tiny_flux_depth_lora.safetensors` here
+    with seeded random values, applied by `comfy.sd.load_lora_for_models` (its
+    `convert_lora_bfl_control`: img_in zero-padded to 32 input channels) and sampled like
+    Canny with `concat_latent_image` at FluxGuidance 10 (`depth_lora.out`, and
+    `depth_lora_crexp.out` as below).
   * `kontext.*`: the dev model with two `reference_latents` (offset and index methods).
   * `dd.*`: `DifferentialDiffusion.forward` for every sigma of a run, strengths 1, 0.5, 0 and
     0.25, under ModelSamplingFlux (shift 1.15) and SD1.5's ModelSamplingDiscrete (EPS), with
@@ -47,6 +54,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import comfy.model_patcher  # noqa: E402
+import comfy.sd  # noqa: E402
 import comfy.model_sampling  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.samplers  # noqa: E402
@@ -171,6 +179,33 @@ def main():
         t["fill_crexp.out"] = run(fill, sigmas, noise, latent, positive, noise_mask=mask)
         t["fill_dd_crexp.out"] = run(with_dd(fill, 1.0), sigmas, noise, latent, positive,
                                      noise_mask=mask)
+        restore()
+
+        # ---- BFL control LoRA (Depth/Canny LoRA) on the dev model ----
+        dev = model("tiny_flux.safetensors", 16)
+        lg = torch.Generator().manual_seed(77)
+        lora = {}
+        for k, v in dev.model.diffusion_model.state_dict().items():
+            if k.endswith("_norm.scale"):
+                lora[k] = (1.0 + 0.1 * torch.randn(v.shape, generator=lg)).to(torch.bfloat16)
+            elif k.endswith(".weight") and v.ndim == 2:
+                base = k[: -len(".weight")]
+                rows, cols = v.shape
+                if base == "img_in":
+                    cols = 2 * cols
+                lora[f"{base}.lora_A.weight"] = (
+                    0.1 * torch.randn(2, cols, generator=lg)).to(torch.bfloat16)
+                lora[f"{base}.lora_B.weight"] = (
+                    0.1 * torch.randn(rows, 2, generator=lg)).to(torch.bfloat16)
+        lora["img_in.lora_B.bias"] = (0.05 * torch.randn(64, generator=lg)).to(torch.bfloat16)
+        save_file(lora, os.path.join(OUT_DIR, "tiny_flux_depth_lora.safetensors"))
+        lora = load_file(os.path.join(OUT_DIR, "tiny_flux_depth_lora.safetensors"))
+        patched, _ = comfy.sd.load_lora_for_models(dev, None, lora, 1.0, 0.0)
+        positive = [[ctx, {"pooled_output": y, "concat_latent_image": control, "guidance": 10.0}]]
+        t["depth_lora.out"] = run(patched, sigmas, noise, torch.zeros(1, 16, h, w), positive)
+        restore = correctly_rounded_freqs()
+        t["depth_lora_crexp.out"] = run(patched, sigmas, noise, torch.zeros(1, 16, h, w),
+                                        positive)
         restore()
 
         # ---- Kontext ----

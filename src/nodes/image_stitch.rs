@@ -118,7 +118,7 @@ pub fn stitch(image1: &Tensor, image2: &Tensor, o: &StitchOptions) -> Result<Ten
     })?;
     for (name, im) in [("image1", image1), ("image2", image2)] {
         let d = im.dims();
-        if d.len() != 4 || d.iter().any(|&x| x == 0) {
+        if d.len() != 4 || d.contains(&0) {
             return Err(NodeError::input(
                 name,
                 format!("expected a non-empty IMAGE [B, H, W, C], got shape {d:?}"),

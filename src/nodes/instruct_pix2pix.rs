@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn crops_centered_to_multiples_of_8() {
-        let px = Tensor::arange(0f32, (1 * 13 * 19 * 3) as f32, &Device::Cpu)
+        let px = Tensor::arange(0f32, (13 * 19 * 3) as f32, &Device::Cpu)
             .unwrap()
             .reshape((1, 13, 19, 3))
             .unwrap();

@@ -381,7 +381,11 @@ fn extra_conds(model: &SdModel, c: &ExtraCondInput) -> candle_core::Result<Model
             .map(|r| format.process_in(&r.to_dtype(DType::F32)?))
             .collect::<candle_core::Result<_>>()?;
         out.ref_method = o.reference_latents_method.unwrap_or_default();
-        let net = model.diffusion.base();
+        // The evaluated (patched) network's input width: a Flux control LoRA widens it.
+        let net = model
+            .diffusion
+            .get()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         out.concat = flux_concat(
             o,
             net.in_channels(),
