@@ -188,7 +188,11 @@ fn file_literals(prompt: &Json) -> Vec<(String, String)> {
         if let Some(Json::Object(inputs)) = node.get("inputs") {
             for v in inputs.values() {
                 if let Json::String(s) = v {
-                    let ext = Path::new(s)
+                    // An annotated name (`x.png [output]`, LoadImageOutput) is a file too.
+                    let bare = [" [input]", " [output]", " [temp]"]
+                        .iter()
+                        .fold(s.as_str(), |n, tag| n.trim_end_matches(tag));
+                    let ext = Path::new(bare)
                         .extension()
                         .and_then(|e| e.to_str())
                         .map(|e| e.to_ascii_lowercase());

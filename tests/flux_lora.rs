@@ -367,20 +367,38 @@ fn an_sd_file_as_a_flux_lora_is_an_error_on_lora_name() {
 }
 
 #[test]
-fn a_bfl_control_lora_is_refused_with_its_name() {
+fn a_bfl_control_lora_is_converted_as_comfyui_does() {
+    // `convert_lora_bfl_control`: `diffusion_model.` keys, `.lora_B.bias` → `.diff_b`, norm
+    // scales → `.set_weight`, and img_in's `reshape_weight` [lora_B rows, lora_A columns].
+    // (Applying one is checked against ComfyUI in tests/flux_variants.rs.)
     let dir = tempfile::tempdir().unwrap();
     let z = |s: &[usize]| Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap();
     let t: HashMap<String, Tensor> = [
         ("img_in.lora_A.weight".to_string(), z(&[4, 128])),
         ("img_in.lora_B.weight".to_string(), z(&[64, 4])),
+        ("img_in.lora_B.bias".to_string(), z(&[64])),
         ("single_blocks.0.norm.key_norm.scale".to_string(), z(&[16])),
     ]
     .into();
     let p = dir.path().join("canny_lora.safetensors");
     candle_core::safetensors::save(&t, &p).unwrap();
-    let err = read_lora(&p).err().expect("refused").to_string();
-    assert!(
-        err.contains("BFL control LoRA (FLUX.1 Canny/Depth LoRA"),
-        "{err}"
+    let file = read_lora(&p).unwrap();
+    let mut keys: Vec<&str> = file.tensors.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "diffusion_model.img_in.diff_b",
+            "diffusion_model.img_in.lora_A.weight",
+            "diffusion_model.img_in.lora_B.weight",
+            "diffusion_model.img_in.reshape_weight",
+            "diffusion_model.single_blocks.0.norm.key_norm.scale.set_weight",
+        ]
     );
+    let r = file.tensors["diffusion_model.img_in.reshape_weight"]
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert_eq!(r, [64.0, 128.0]);
 }

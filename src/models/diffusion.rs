@@ -132,9 +132,16 @@ impl DiffusionNet {
             }
             DiffusionNet::Flux(f) => {
                 let vb = crate::models::nn::weights_vb(weights.clone(), f.dtype(), f.device());
+                // A Flux control LoRA widens img_in (more input channels, as ComfyUI's
+                // concat_cond reads them from the weight).
+                let mut config = f.config().clone();
+                if let Some(w) = weights.get(&format!("{prefix}img_in.weight")) {
+                    let p = config.patch_size * config.patch_size;
+                    config.in_channels = w.dim(1)? / p;
+                }
                 DiffusionNet::Flux(Arc::new(Flux::new(
                     vb.pp(prefix.trim_end_matches('.')),
-                    f.config(),
+                    &config,
                 )?))
             }
             DiffusionNet::Mmdit(m) => {

@@ -292,6 +292,13 @@ pub const TINY_FLUX_VEC: usize = TINY_L_WIDTH;
 /// channels, hidden [`TINY_FLUX_HIDDEN`], MLP ×4, 1 double and 1 single block, QKV biases,
 /// and `guidance_in` for dev.
 fn tiny_flux(l: &mut Layout, guidance: bool) {
+    tiny_flux_in(l, guidance, 16);
+}
+
+/// [`tiny_flux`] whose `img_in` takes `in_channels` latent channels (16 plain; 96 for Fill:
+/// latent + masked-image latent + the 8×8-folded mask; 32 for Canny/Depth: latent + control
+/// image latent), as the Flux Fill/Canny/Depth files differ from dev.
+fn tiny_flux_in(l: &mut Layout, guidance: bool, in_channels: usize) {
     let (hd, ctx, vec, mlp, head) = (
         TINY_FLUX_HIDDEN,
         TINY_FLUX_CONTEXT,
@@ -299,7 +306,7 @@ fn tiny_flux(l: &mut Layout, guidance: bool) {
         4 * TINY_FLUX_HIDDEN,
         16usize,
     );
-    lin(l, "img_in", hd, 16 * 4, true);
+    lin(l, "img_in", hd, in_channels * 4, true);
     lin(l, "txt_in", hd, ctx, true);
     let mut embedder = |p: &str, inp: usize| {
         lin(l, &format!("{p}.in_layer"), hd, inp, true);
@@ -510,6 +517,28 @@ pub fn tiny_flux_schnell_bytes() -> Vec<u8> {
     let mut layout = Layout::new();
     tiny_flux(&mut layout, false);
     serialize(&layout, "tiny_flux_schnell v1 (src/models/fixture.rs)")
+}
+
+/// Repository-relative path of the tiny Flux Fill model (`img_in` over 96 channels = 384
+/// inputs, as `flux1-fill-dev.safetensors`).
+pub const TINY_FLUX_FILL_PATH: &str = "fixtures/models/diffusion_models/tiny_flux_fill.safetensors";
+/// Repository-relative path of the tiny Flux Canny/Depth model (`img_in` over 32 channels =
+/// 128 inputs, as `flux1-canny-dev.safetensors` / `flux1-depth-dev.safetensors`).
+pub const TINY_FLUX_CANNY_PATH: &str =
+    "fixtures/models/diffusion_models/tiny_flux_canny.safetensors";
+
+/// The bytes of `tiny_flux_fill.safetensors` (dev with guidance, 96 input channels).
+pub fn tiny_flux_fill_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_flux_in(&mut layout, true, 96);
+    serialize(&layout, "tiny_flux_fill v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of `tiny_flux_canny.safetensors` (dev with guidance, 32 input channels).
+pub fn tiny_flux_canny_bytes() -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_flux_in(&mut layout, true, 32);
+    serialize(&layout, "tiny_flux_canny v1 (src/models/fixture.rs)")
 }
 
 /// The bytes of `tiny_flux_vae.safetensors`: the tiny VAE with 16 latent channels, no

@@ -90,6 +90,9 @@ impl InputType {
                 "STRING" => Some(Primitive::String),
                 "BOOLEAN" => Some(Primitive::Bool),
                 "*" => Some(Primitive::Any),
+                // A bare `("COMBO", {...})` without options (LoadImageOutput: the frontend
+                // fetches the choices); ComfyUI checks no list for it.
+                "COMBO" => Some(Primitive::Combo),
                 _ => None,
             },
             InputType::Combo(_) | InputType::DynamicCombo(_) | InputType::MixedCombo(_) => {

@@ -8,16 +8,20 @@ pub mod conditioning;
 pub mod conditioning_transform;
 pub mod controlnet;
 pub mod custom_sampling;
+pub mod differential_diffusion;
 pub mod flux;
 pub mod guidance;
 pub mod image_edit;
 pub mod image_io;
 pub mod image_postprocess;
+pub mod image_stitch;
 pub mod image_transform;
 pub mod inpaint;
+pub mod instruct_pix2pix;
 pub mod latent;
 pub mod latent_ops;
 pub mod latent_transform;
+pub mod load_image_output;
 pub mod loaders;
 pub mod lora;
 pub mod mask;
@@ -69,6 +73,10 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     strings::register(r)?;
     upscale_model::register(r)?;
     utils::register(r)?;
+    differential_diffusion::register(r)?;
+    image_stitch::register(r)?;
+    instruct_pix2pix::register(r)?;
+    load_image_output::register(r)?;
     // Loaders for model kinds not implemented yet (a class registered above is a Duplicate
     // error here: its pending entry must go when the family lands).
     model_loaders_pending::register(r)?;

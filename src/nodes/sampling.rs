@@ -168,6 +168,8 @@ struct CfgDenoiser<'a> {
     dual: Option<DualCfg>,
     /// (mask [B, C, h, w], noise, model-space latent) for masked denoising.
     inpaint: Option<(Tensor, Tensor, Tensor)>,
+    /// The run's sigmas (the MODEL's denoise-mask function reads them).
+    sigmas: Vec<f32>,
     last_denoised: Option<Tensor>,
 }
 
@@ -263,6 +265,15 @@ impl CfgDenoiser<'_> {
         let (out, uncond) = match &self.inpaint {
             None => self.guided(x, sigma, force_uncond)?,
             Some((m, noise, latent)) => {
+                // The MODEL's denoise_mask_function (DifferentialDiffusion) first.
+                let dd;
+                let m = match &self.model.denoise_mask_fn {
+                    Some(f) => {
+                        dd = f.apply(&self.model.sampling, &self.sigmas, sigma as f32, m)?;
+                        &dd
+                    }
+                    None => m,
+                };
                 let inv = m.affine(-1.0, 1.0)?;
                 let noised = self
                     .model
@@ -370,7 +381,11 @@ fn extra_conds(model: &SdModel, c: &ExtraCondInput) -> candle_core::Result<Model
             .map(|r| format.process_in(&r.to_dtype(DType::F32)?))
             .collect::<candle_core::Result<_>>()?;
         out.ref_method = o.reference_latents_method.unwrap_or_default();
-        let net = model.diffusion.base();
+        // The evaluated (patched) network's input width: a Flux control LoRA widens it.
+        let net = model
+            .diffusion
+            .get()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         out.concat = flux_concat(
             o,
             net.in_channels(),
@@ -559,6 +574,7 @@ fn run_guided(
         cfg,
         dual: dual.map(|(_, d)| d),
         inpaint,
+        sigmas: sigmas.to_vec(),
         last_denoised: None,
     };
     let stopped = Cell::new(false);

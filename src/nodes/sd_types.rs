@@ -39,6 +39,8 @@ pub struct SdModel {
     pub cfg_patches: crate::sampling::cfg_patches::CfgPatches,
     /// Patches of the UNet's skip connections (FreeU); empty by default.
     pub unet_patches: crate::sampling::unet_patches::UnetPatches,
+    /// The denoise-mask function of masked denoising (DifferentialDiffusion); None by default.
+    pub denoise_mask_fn: Option<crate::sampling::differential_diffusion::DifferentialDiffusion>,
 }
 
 impl SdModel {
@@ -246,6 +248,7 @@ pub fn model_payload(
         family,
         cfg_patches: Default::default(),
         unet_patches: Default::default(),
+        denoise_mask_fn: None,
     }
 }
 

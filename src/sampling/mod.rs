@@ -17,6 +17,8 @@
 //!   [`samplers::sample`], and the start/end-of-sampling helpers.
 //! * [`conds`] — sampling-time conditioning: areas, masks, strengths, timestep ranges,
 //!   the inpainting concat, and `calc_cond_batch`.
+//! * [`differential_diffusion`] — DifferentialDiffusion's per-step threshold of the denoise
+//!   mask.
 //! * [`masks`] — mask/batch resizing as `comfy.utils` does it.
 //! * [`torch_math`] — torch's float32 scalar sqrt / log / exp as the samplers see them.
 //! * [`preview`] — latent previews (latent2rgb) while a sampler runs.
@@ -24,6 +26,7 @@
 pub mod brownian;
 pub mod cfg_patches;
 pub mod conds;
+pub mod differential_diffusion;
 pub mod gits_levels;
 pub mod masks;
 pub mod model_sampling;

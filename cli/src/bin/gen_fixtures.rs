@@ -30,6 +30,8 @@ fn main() -> anyhow::Result<()> {
         (fx::TINY_FLUX_PATH, fx::tiny_flux_bytes),
         (fx::TINY_FLUX_SCHNELL_PATH, fx::tiny_flux_schnell_bytes),
         (fx::TINY_FLUX_VAE_PATH, fx::tiny_flux_vae_bytes),
+        (fx::TINY_FLUX_FILL_PATH, fx::tiny_flux_fill_bytes),
+        (fx::TINY_FLUX_CANNY_PATH, fx::tiny_flux_canny_bytes),
         (fx::TINY_CLIP_L_PATH, fx::tiny_clip_l_bytes),
         (fx::TINY_T5XXL_PATH, fx::tiny_t5xxl_bytes),
         (

@@ -55,6 +55,9 @@ pub struct Patch {
     pub adapter: Adapter,
     pub alpha: Option<f64>,
     pub dora_scale: Option<Tensor>,
+    /// `.reshape_weight` of a LoRA pair: the weight is zero-padded to this shape before the
+    /// delta is added (Flux control LoRAs widen `img_in` this way).
+    pub reshape: Option<Vec<usize>>,
 }
 
 fn f32t(t: &Tensor) -> Result<Tensor> {
@@ -274,12 +277,17 @@ impl Patch {
             adapter,
             alpha: self.alpha,
             dora_scale: self.dora_scale.clone(),
+            reshape: self.reshape.clone(),
         })
     }
 
     /// ComfyUI's `calculate_weight` for this patch: the new f32 weight from the current one.
     pub fn apply(&self, weight: &Tensor, strength: f64) -> Result<Tensor> {
         let weight = f32t(weight)?;
+        let weight = match &self.reshape {
+            Some(shape) => pad_to_shape(&weight, shape)?,
+            None => weight,
+        };
         let shape = weight.dims().to_vec();
         if let Adapter::Set(s) = &self.adapter {
             if s.dims() != shape.as_slice() {
@@ -433,6 +441,28 @@ pub fn weight_decompose(
     }
 }
 
+/// `pad_tensor_to_shape`: `w` in the top-left corner of zeros of `shape` (same rank, no
+/// dimension smaller).
+fn pad_to_shape(w: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let dims = w.dims();
+    if dims.len() != shape.len() || dims.iter().zip(shape).any(|(a, b)| a > b) {
+        return Err(ModelError::BadInput(format!(
+            "reshape_weight {shape:?} cannot hold a weight of shape {dims:?} (it must have the \
+             same rank and be at least as large in every dimension)"
+        )));
+    }
+    let mut out = w.clone();
+    for (d, (&have, &want)) in dims.to_vec().iter().zip(shape).enumerate() {
+        if want > have {
+            let mut zshape = out.dims().to_vec();
+            zshape[d] = want - have;
+            let z = Tensor::zeros(zshape.as_slice(), out.dtype(), out.device())?;
+            out = Tensor::cat(&[&out, &z], d)?;
+        }
+    }
+    Ok(out)
+}
+
 /// The parts of a LoRA file ComfyUI reads for one key prefix `x`: returns the patches it
 /// finds (target suffix "" = the weight, ".bias" = the matching bias) and marks the file
 /// keys it used in `used`.
@@ -461,6 +491,7 @@ pub fn parse_patches(
     };
     let dora_scale = take(format!("{x}.dora_scale"));
     let mut adapter = None;
+    let mut reshape: Option<Vec<usize>> = None;
     // LoRA pairs, tried in ComfyUI's order.
     let pairs: [(String, String, Option<String>); 7] = [
         (
@@ -501,9 +532,11 @@ pub fn parse_patches(
                 return Err(ModelError::BadInput(format!("{up} has no matching {down}")));
             };
             let mid = mid.and_then(&mut take);
-            // `.reshape_weight` (zero-padding the model weight) is only used by Flux control
-            // LoRAs; it is consumed like ComfyUI does but has no SD1 use.
-            take(format!("{x}.reshape_weight"));
+            // `.reshape_weight` (zero-padding the model weight): Flux control LoRAs.
+            if let Some(r) = take(format!("{x}.reshape_weight")) {
+                let r = r.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+                reshape = Some(r.iter().map(|&v| v as usize).collect());
+            }
             adapter = Some(Adapter::Lora {
                 up: u,
                 down: d,
@@ -564,28 +597,35 @@ pub fn parse_patches(
         });
     }
     let mut out = Vec::new();
-    let patch = |adapter| Patch {
+    let patch = |adapter, reshape: Option<Vec<usize>>| Patch {
         adapter,
         alpha,
         dora_scale: dora_scale.clone(),
+        reshape,
     };
     if let Some(w_norm) = take(format!("{x}.w_norm")) {
         adapter = Some(Adapter::Diff(w_norm));
         if let Some(b_norm) = take(format!("{x}.b_norm")) {
-            out.push((".bias", patch(Adapter::Diff(b_norm))));
+            out.push((".bias", patch(Adapter::Diff(b_norm), None)));
         }
     }
     if let Some(diff) = take(format!("{x}.diff")) {
         adapter = Some(Adapter::Diff(diff));
     }
     if let Some(diff_b) = take(format!("{x}.diff_b")) {
-        out.push((".bias", patch(Adapter::Diff(diff_b))));
+        out.push((".bias", patch(Adapter::Diff(diff_b), None)));
     }
     if let Some(set) = take(format!("{x}.set_weight")) {
         adapter = Some(Adapter::Set(set));
     }
     if let Some(a) = adapter {
-        out.insert(0, ("", patch(a)));
+        // The padding belongs to the LoRA pair (a later diff/set replaces it, as in ComfyUI).
+        let reshape = if matches!(a, Adapter::Lora { .. }) {
+            reshape
+        } else {
+            None
+        };
+        out.insert(0, ("", patch(a, reshape)));
     }
     Ok(out)
 }

@@ -106,6 +106,35 @@ pub fn convert_xlabs(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor
         .collect()
 }
 
+/// `convert_lora_bfl_control` (comfy/lora_convert.py): BFL's Flux control LoRAs (FLUX.1
+/// Canny/Depth LoRA) in ComfyUI's native names: `diffusion_model.` before every key,
+/// `.lora_B.bias` as `.diff_b`, the QK-norm scales as `.set_weight`, and `img_in` zero-padded
+/// to the LoRA's width (`reshape_weight` = [lora_B rows, lora_A columns]) so the model takes
+/// the control image's latent as extra input channels.
+fn convert_bfl_control(tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    let rows = tensors.get("img_in.lora_B.weight").map(|t| t.dim(0));
+    let cols = tensors["img_in.lora_A.weight"].dim(1)?;
+    let Some(rows) = rows else {
+        return Err(ModelError::BadInput(
+            "a BFL control LoRA with img_in.lora_A.weight but no img_in.lora_B.weight".into(),
+        ));
+    };
+    let mut out: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| {
+            let k = k
+                .replace(".lora_B.bias", ".diff_b")
+                .replace("_norm.scale", "_norm.scale.set_weight");
+            (format!("diffusion_model.{k}"), v)
+        })
+        .collect();
+    out.insert(
+        "diffusion_model.img_in.reshape_weight".into(),
+        Tensor::new(&[rows? as i64, cols as i64], &Device::Cpu)?,
+    );
+    Ok(out)
+}
+
 /// Reads a LoRA safetensors file (XLabs' Flux layout renamed, [`convert_xlabs`]); floating tensors become f32, others keep their dtype.
 /// A file that is not a LoRA is an error that says what it holds instead.
 pub fn read_lora(path: &Path) -> Result<LoraFile> {
@@ -113,14 +142,9 @@ pub fn read_lora(path: &Path) -> Result<LoraFile> {
     if tensors.contains_key("img_in.lora_A.weight")
         && tensors.contains_key("single_blocks.0.norm.key_norm.scale")
     {
-        // comfy/lora_convert.py `convert_lora_bfl_control`: these widen the model's input
-        // (`reshape_weight` on img_in) for InstructPixToPix-style control.
-        return Err(ModelError::NotSupported(
-            "a BFL control LoRA (FLUX.1 Canny/Depth LoRA: it widens the model's img_in for \
-             control-image channels), which comfyrs does not apply yet; use the full \
-             FLUX.1 Canny/Depth model with InstructPixToPixConditioning instead"
-                .into(),
-        ));
+        return Ok(LoraFile {
+            tensors: convert_bfl_control(tensors)?,
+        });
     }
     let file = LoraFile {
         tensors: convert_xlabs(tensors),

@@ -70,7 +70,11 @@ pub fn load_lora(file: &LoraFile, map: &KeyMap, base: &WeightMap) -> Result<Load
                     .push(format!("{x} (no model weight {})", target.key));
                 continue;
             };
-            let shape = target.delta_shape(w.dims());
+            // A `.reshape_weight` pads the weight first: the delta fits the padded shape.
+            let shape = match &patch.reshape {
+                Some(r) if target.slice.is_none() => r.clone(),
+                _ => target.delta_shape(w.dims()),
+            };
             let in_bounds = target
                 .slice
                 .is_none_or(|(dim, off, size)| w.dims().get(dim).is_some_and(|&n| off + size <= n));
