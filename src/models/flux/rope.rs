@@ -15,13 +15,8 @@ use candle_core::{DType, Device, Result, Tensor};
 pub fn timestep_embedding(t: &Tensor, dim: usize) -> Result<Tensor> {
     let t = (t.to_dtype(DType::F32)? * 1000.0)?;
     let half = dim / 2;
-    // -ln(10000) as torch rounds the Python scalar to f32, times arange, over `half`; exp
-    // correctly rounded (torch's vectorised f32 exp agrees on 125 of these 128 exponents and
-    // is one ulp off on the others).
-    let c = -(10000f64.ln()) as f32;
-    let freqs: Vec<f32> = (0..half)
-        .map(|i| (((c * i as f32) / half as f32) as f64).exp() as f32)
-        .collect();
+    // torch's values, to the ulp (see `sinusoid`).
+    let freqs = crate::models::nn::sinusoid::timestep_frequencies(half);
     let n = t.dim(0)?;
     let tv = t.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
     let mut out = Vec::with_capacity(n * dim);

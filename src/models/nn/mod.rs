@@ -7,6 +7,7 @@ pub mod conv;
 pub mod cpu_gemm;
 pub mod linear;
 pub mod norm;
+pub mod sinusoid;
 pub mod vecmath;
 
 use std::collections::HashMap;

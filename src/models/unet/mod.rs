@@ -196,10 +196,7 @@ impl UnetConfig {
 /// Timestep embedding, ComfyUI's `timestep_embedding` (cos first), f32.
 pub fn timestep_embedding(t: &[f32], dim: usize, device: &Device) -> candle_core::Result<Tensor> {
     let half = dim / 2;
-    let neg_ln = -(10000f64.ln()) as f32;
-    let freqs: Vec<f32> = (0..half)
-        .map(|k| ((neg_ln * k as f32) / half as f32).exp())
-        .collect();
+    let freqs = crate::models::nn::sinusoid::timestep_frequencies(half);
     let mut out = Vec::with_capacity(t.len() * dim);
     for &ti in t {
         let args: Vec<f32> = freqs.iter().map(|f| ti * f).collect();
