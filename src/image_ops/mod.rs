@@ -15,6 +15,7 @@ pub mod canny;
 mod interpolate;
 mod lanczos;
 mod planes;
+mod tiled;
 mod upscale;
 
 pub use bislerp::bislerp;
@@ -23,4 +24,5 @@ pub use interpolate::{
 };
 pub use lanczos::{lanczos, lanczos_vertical_first};
 pub use planes::Planes;
+pub use tiled::{tiled_scale, TiledError};
 pub use upscale::{center_crop, common_upscale, py_round, Crop, UpscaleMethod};

@@ -33,6 +33,7 @@ mod strings;
 pub mod upscale_model;
 pub mod utils;
 pub mod vae;
+pub mod vae_tiled;
 
 use crate::node::{Registry, RegistryError};
 
@@ -65,6 +66,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     save_image_websocket::register(r)?;
     sd3::register(r)?;
     vae::register(r)?;
+    vae_tiled::register(r)?;
     primitives::register(r)?;
     strings::register(r)?;
     upscale_model::register(r)?;

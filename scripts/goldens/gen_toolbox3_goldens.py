@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Writes tests/data/toolbox3_golden.json from ComfyUI's own code, run in-process:
+
+* "tiled_scale": comfy.utils.tiled_scale (tiled_scale_multidim) with exactly computable tile
+  functions (8x nearest upscale of an affine map; every 8th pixel, as a downscale) on fixed
+  random inputs: the tile positions, the feathered masks and the blend, bit for bit.
+* "vae_tiled": the VAE of tiny_sd15 (fixtures/models) as comfy.sd.VAE builds it (its ddconfig
+  set to the fixture's small widths), through the VAEDecodeTiled / VAEEncodeTiled node
+  functions for several tile sizes and overlaps, and the plain VAEDecode / VAEEncode.
+* "rebatch": RebatchLatents / RebatchImages (nodes_rebatch.py) on fixed latents with and
+  without noise masks and batch_index, and on image lists.
+
+Usage (ComfyUI v0.3.64 source and torch; see /work/ref/README.txt):
+    cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox3_goldens.py [OUT.json]
+"""
+import json
+import os
+import sys
+
+OUT = [a for a in sys.argv[1:] if not a.startswith("--")]
+sys.argv = [sys.argv[0]]
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import gen_sampling_goldens as g  # noqa: E402  (sets up ComfyUI's modules)
+import torch  # noqa: E402
+
+
+def hx(t):
+    return {"shape": list(t.shape), "data": [g.f32hex(v) for v in t.flatten().tolist()]}
+
+
+def tiled_scale():
+    """comfy.utils.tiled_scale on [2, 3, H, W] inputs. "up": the tile function is an 8x
+    nearest upscale of 1.75·a − 0.25; "down": every 8th pixel of 2·a − 1 (upscale_amount
+    1/8, as VAE encoding uses it). Tiles and overlaps include Python's round-half-even cases."""
+    import comfy.utils
+    gen = torch.Generator().manual_seed(31)
+    up_in = torch.rand([2, 3, 13, 11], generator=gen)
+    down_in = torch.rand([2, 3, 96, 80], generator=gen)
+
+    def up(a):
+        return (a * 1.75 - 0.25).repeat_interleave(8, 2).repeat_interleave(8, 3)
+
+    def down(a):
+        return (a * 2.0 - 1.0)[:, :, ::8, ::8]
+
+    res = {"inputs": {"up": hx(up_in), "down": hx(down_in)}, "cases": {}}
+    for tx, ty, ov in ((4, 8, 2), (8, 4, 3), (5, 5, 1), (16, 16, 2), (6, 7, 0)):
+        out = comfy.utils.tiled_scale(up_in.clone(), up, tx, ty, ov, upscale_amount=8, out_channels=3)
+        res["cases"][f"up/{tx}/{ty}/{ov}"] = hx(out)
+    for tx, ty, ov in ((64, 32, 20), (32, 64, 12), (48, 40, 4), (128, 128, 16), (40, 24, 0), (64, 32, 16),
+                       (32, 64, 8), (48, 40, 8), (36, 44, 4)):
+        try:
+            out = hx(comfy.utils.tiled_scale(down_in.clone(), down, tx, ty, ov, upscale_amount=1 / 8, out_channels=3))
+        except RuntimeError as e:  # a tile placed past the output's edge (torch's narrow)
+            out = {"error": str(e)}
+        res["cases"][f"down/{tx}/{ty}/{ov}"] = out
+    return res
+
+
+def tiny_vae():
+    """tiny_sd15's VAE through comfy.sd.VAE: its SD branch with the fixture's widths."""
+    from safetensors.torch import load_file
+    import comfy.sd
+    ckpt = load_file(os.path.join(g.REPO, "fixtures", "models", "checkpoints", "tiny_sd15.safetensors"))
+    p = "first_stage_model."
+    sd = {k[len(p):]: v for k, v in ckpt.items() if k.startswith(p)}
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    ch_mult, lvl = [], 0
+    while f"encoder.down.{lvl}.block.0.conv1.weight" in sd:
+        ch_mult.append(sd[f"encoder.down.{lvl}.block.0.conv1.weight"].shape[0] // ch)
+        lvl += 1
+    nrb = 0
+    while f"encoder.down.0.block.{nrb}.conv1.weight" in sd:
+        nrb += 1
+    real = comfy.sd.AutoencoderKL
+
+    def kl(**kw):
+        kw["ddconfig"] = dict(kw["ddconfig"], ch=ch, ch_mult=ch_mult, num_res_blocks=nrb)
+        return real(**kw)
+    assert "post_quant_conv.weight" in sd  # the AutoencoderKL branch of comfy.sd.VAE
+    comfy.sd.AutoencoderKL = kl
+    try:
+        vae = comfy.sd.VAE(sd=sd)
+    finally:
+        comfy.sd.AutoencoderKL = real
+    vae.first_stage_model.load_state_dict(sd, strict=True)  # every key used, none missing
+    return vae
+
+
+def vae_tiled():
+    import nodes
+    vae = tiny_vae()
+    gen = torch.Generator().manual_seed(37)
+    latent = torch.randn([2, 4, 12, 10], generator=gen)
+    image = torch.rand([2, 100, 86, 3], generator=gen)
+    res = {"inputs": {"latent": hx(latent), "image": hx(image)}, "decode": {}, "encode": {}}
+    res["decode"]["plain"] = hx(nodes.VAEDecode().decode(vae, {"samples": latent.clone()})[0])
+    for ts, ov in ((64, 16), (96, 64), (128, 32), (160, 0), (512, 64)):
+        out = nodes.VAEDecodeTiled().decode(vae, {"samples": latent.clone()}, ts, ov, 64, 8)[0]
+        res["decode"][f"{ts}/{ov}"] = hx(out)
+    res["encode"]["plain"] = hx(nodes.VAEEncode().encode(vae, image.clone())[0]["samples"])
+    for ts, ov in ((128, 32), (64, 0), (192, 64), (128, 20), (512, 64)):
+        try:
+            out = hx(nodes.VAEEncodeTiled().encode(vae, image.clone(), ts, ov, 64, 8)[0]["samples"])
+        except RuntimeError as e:
+            out = {"error": str(e)}
+        res["encode"][f"{ts}/{ov}"] = out
+    return res
+
+
+def main():
+    out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.json")
+    torch.set_num_threads(1)
+    with torch.inference_mode():  # as ComfyUI's executor runs nodes
+        data = {"machine": g.machine(), "tiled_scale": tiled_scale(), "vae_tiled": vae_tiled()}
+    with open(out, "w") as f:
+        json.dump(g.finite(data), f, indent=0, allow_nan=False)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
