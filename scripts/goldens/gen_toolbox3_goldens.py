@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Writes tests/data/toolbox3_golden.json from ComfyUI's own code, run in-process:
+"""Writes tests/data/toolbox3_golden.safetensors from ComfyUI's own code, run in-process (each
+tensor named "<section>/<case>"; the metadata's "errors" maps the cases where ComfyUI raises
+to its message, "machine" says where it was made):
 
 * "tiled_scale": comfy.utils.tiled_scale (tiled_scale_multidim) with exactly computable tile
   functions (8x nearest upscale of an affine map; every 8th pixel, as a downscale) on fixed
@@ -11,7 +13,7 @@
   without noise masks and batch_index, and on image lists.
 
 Usage (ComfyUI v0.3.64 source and torch; see /work/ref/README.txt):
-    cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox3_goldens.py [OUT.json]
+    cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox3_goldens.py [OUT.safetensors]
 """
 import json
 import os
@@ -25,8 +27,20 @@ import gen_sampling_goldens as g  # noqa: E402  (sets up ComfyUI's modules)
 import torch  # noqa: E402
 
 
-def hx(t):
-    return {"shape": list(t.shape), "data": [g.f32hex(v) for v in t.flatten().tolist()]}
+TENSORS = {}
+ERRORS = {}
+
+
+def put(name, t):
+    TENSORS[name] = t.detach().float().contiguous().clone()
+
+
+def attempt(name, f):
+    """Stores f()'s tensor as `name`, or ComfyUI's error message when it raises."""
+    try:
+        put(name, f())
+    except RuntimeError as e:
+        ERRORS[name] = str(e)
 
 
 def tiled_scale():
@@ -35,8 +49,8 @@ def tiled_scale():
     1/8, as VAE encoding uses it). Tiles and overlaps include Python's round-half-even cases."""
     import comfy.utils
     gen = torch.Generator().manual_seed(31)
-    up_in = torch.rand([2, 3, 13, 11], generator=gen)
-    down_in = torch.rand([2, 3, 96, 80], generator=gen)
+    up_in = torch.rand([2, 3, 9, 7], generator=gen)
+    down_in = torch.rand([1, 3, 96, 80], generator=gen)
 
     def up(a):
         return (a * 1.75 - 0.25).repeat_interleave(8, 2).repeat_interleave(8, 3)
@@ -44,18 +58,16 @@ def tiled_scale():
     def down(a):
         return (a * 2.0 - 1.0)[:, :, ::8, ::8]
 
-    res = {"inputs": {"up": hx(up_in), "down": hx(down_in)}, "cases": {}}
-    for tx, ty, ov in ((4, 8, 2), (8, 4, 3), (5, 5, 1), (16, 16, 2), (6, 7, 0)):
-        out = comfy.utils.tiled_scale(up_in.clone(), up, tx, ty, ov, upscale_amount=8, out_channels=3)
-        res["cases"][f"up/{tx}/{ty}/{ov}"] = hx(out)
+    put("tiled_scale/inputs/up", up_in)
+    put("tiled_scale/inputs/down", down_in)
+    for tx, ty, ov in ((4, 8, 2), (8, 4, 3), (5, 5, 1), (16, 16, 2), (3, 4, 0)):
+        attempt(f"tiled_scale/up/{tx}/{ty}/{ov}", lambda: comfy.utils.tiled_scale(
+            up_in.clone(), up, tx, ty, ov, upscale_amount=8, out_channels=3))
     for tx, ty, ov in ((64, 32, 20), (32, 64, 12), (48, 40, 4), (128, 128, 16), (40, 24, 0), (64, 32, 16),
                        (32, 64, 8), (48, 40, 8), (36, 44, 4)):
-        try:
-            out = hx(comfy.utils.tiled_scale(down_in.clone(), down, tx, ty, ov, upscale_amount=1 / 8, out_channels=3))
-        except RuntimeError as e:  # a tile placed past the output's edge (torch's narrow)
-            out = {"error": str(e)}
-        res["cases"][f"down/{tx}/{ty}/{ov}"] = out
-    return res
+        # some place a tile past the output's edge (an error of torch's narrow)
+        attempt(f"tiled_scale/down/{tx}/{ty}/{ov}", lambda: comfy.utils.tiled_scale(
+            down_in.clone(), down, tx, ty, ov, upscale_amount=1 / 8, out_channels=3))
 
 
 def tiny_vae():
@@ -92,31 +104,28 @@ def vae_tiled():
     import nodes
     vae = tiny_vae()
     gen = torch.Generator().manual_seed(37)
-    latent = torch.randn([2, 4, 12, 10], generator=gen)
+    latent = torch.randn([2, 4, 10, 9], generator=gen)
     image = torch.rand([2, 100, 86, 3], generator=gen)
-    res = {"inputs": {"latent": hx(latent), "image": hx(image)}, "decode": {}, "encode": {}}
-    res["decode"]["plain"] = hx(nodes.VAEDecode().decode(vae, {"samples": latent.clone()})[0])
+    put("vae_tiled/inputs/latent", latent)
+    put("vae_tiled/inputs/image", image)
+    put("vae_tiled/decode/plain", nodes.VAEDecode().decode(vae, {"samples": latent.clone()})[0])
     for ts, ov in ((64, 16), (96, 64), (128, 32), (160, 0), (512, 64)):
-        out = nodes.VAEDecodeTiled().decode(vae, {"samples": latent.clone()}, ts, ov, 64, 8)[0]
-        res["decode"][f"{ts}/{ov}"] = hx(out)
-    res["encode"]["plain"] = hx(nodes.VAEEncode().encode(vae, image.clone())[0]["samples"])
+        attempt(f"vae_tiled/decode/{ts}/{ov}", lambda: nodes.VAEDecodeTiled().decode(
+            vae, {"samples": latent.clone()}, ts, ov, 64, 8)[0])
+    put("vae_tiled/encode/plain", nodes.VAEEncode().encode(vae, image.clone())[0]["samples"])
     for ts, ov in ((128, 32), (64, 0), (192, 64), (128, 20), (512, 64)):
-        try:
-            out = hx(nodes.VAEEncodeTiled().encode(vae, image.clone(), ts, ov, 64, 8)[0]["samples"])
-        except RuntimeError as e:
-            out = {"error": str(e)}
-        res["encode"][f"{ts}/{ov}"] = out
-    return res
+        attempt(f"vae_tiled/encode/{ts}/{ov}", lambda: nodes.VAEEncodeTiled().encode(
+            vae, image.clone(), ts, ov, 64, 8)[0]["samples"])
 
 
 def main():
-    out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.json")
+    from safetensors.torch import save_file
+    out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.safetensors")
     torch.set_num_threads(1)
     with torch.inference_mode():  # as ComfyUI's executor runs nodes
-        data = {"machine": g.machine(), "tiled_scale": tiled_scale(), "vae_tiled": vae_tiled()}
-    with open(out, "w") as f:
-        json.dump(g.finite(data), f, indent=0, allow_nan=False)
-        f.write("\n")
+        tiled_scale()
+        vae_tiled()
+    save_file(TENSORS, out, metadata={"machine": json.dumps(g.machine()), "errors": json.dumps(ERRORS, sort_keys=True)})
 
 
 if __name__ == "__main__":
