@@ -28,13 +28,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 /// The classes this branch adds; each must be in the object_info file and match it.
-const CLASSES: &[&str] = &["VAEDecodeTiled", "VAEEncodeTiled"];
+const CLASSES: &[&str] = &[
+    "VAEDecodeTiled",
+    "VAEEncodeTiled",
+    "RebatchLatents",
+    "RebatchImages",
+];
 
 /// `tests/data/toolbox3_golden.safetensors`: tensors named "<section>/<case>", and the cases
 /// where ComfyUI raises (metadata "errors": case → message).
 struct Golden {
     tensors: HashMap<String, Tensor>,
     errors: Map<String, Json>,
+    meta: Json,
 }
 
 fn golden() -> &'static Golden {
@@ -46,10 +52,11 @@ fn golden() -> &'static Golden {
         );
         let bytes = std::fs::read(p).unwrap();
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let errors = meta.metadata().as_ref().unwrap()["errors"].clone();
+        let m = meta.metadata().as_ref().unwrap();
         Golden {
             tensors: candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap(),
-            errors: serde_json::from_str(&errors).unwrap(),
+            errors: serde_json::from_str(&m["errors"]).unwrap(),
+            meta: serde_json::from_str(&m["meta"]).unwrap(),
         }
     })
 }
@@ -131,6 +138,73 @@ impl Node for Probe {
     }
 }
 
+/// The golden rebatch inputs as lists: LATENT (with the masks and batch_index ComfyUI's
+/// inputs had) and IMAGE.
+struct GoldenLists;
+impl Node for GoldenLists {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("GoldenLists")
+            .output(OutputSpec::new("LATENT").list())
+            .output(OutputSpec::new("IMAGE").list())
+    }
+    fn execute(&self, _: &mut NodeContext, _: &Inputs) -> Result<NodeOutput, NodeError> {
+        let latents = (0..5)
+            .map(|k| {
+                let mut l = Latent::new(tensor(&format!("rebatch/inputs/latent{k}")).clone());
+                l.noise_mask = golden()
+                    .tensors
+                    .get(&format!("rebatch/inputs/latent{k}_mask"))
+                    .cloned();
+                if k == 3 {
+                    l.batch_index = Some(vec![7]);
+                }
+                Value::object(l)
+            })
+            .collect();
+        let images = (0..2)
+            .map(|k| Value::object(Image(tensor(&format!("rebatch/inputs/image{k}")).clone())))
+            .collect();
+        Ok(NodeOutput::values(vec![
+            Value::List(latents),
+            Value::List(images),
+        ]))
+    }
+}
+
+/// Reports every item of a list input: values, shape, and a latent's mask and batch_index.
+struct ListProbe;
+impl Node for ListProbe {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ListProbe")
+            .input_is_list()
+            .input(InputSpec::of("latents", "LATENT").optional())
+            .input(InputSpec::of("images", "IMAGE").optional())
+            .output_node()
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let mut items = Vec::new();
+        let vals = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for name in ["latents", "images"] {
+            if let Some(Value::List(list)) = i.get(name) {
+                for v in list {
+                    if let Some(l) = v.downcast::<Latent>() {
+                        items.push(
+                            json!({"values": vals(&l.samples), "shape": l.samples.dims(),
+                            "mask": l.noise_mask.as_ref().map(|m| (vals(m), m.dims().to_vec())),
+                            "batch_index": l.batch_index}),
+                        );
+                    } else if let Some(img) = v.downcast::<Image>() {
+                        items.push(json!({"values": vals(&img.0), "shape": img.0.dims()}));
+                    }
+                }
+            }
+        }
+        let mut ui = Map::new();
+        ui.insert("items".into(), json!(items));
+        Ok(NodeOutput::ui(ui))
+    }
+}
+
 fn setup() -> (tempfile::TempDir, Arc<Environment>, Arc<Registry>) {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Paths::under(dir.path());
@@ -141,6 +215,8 @@ fn setup() -> (tempfile::TempDir, Arc<Environment>, Arc<Registry>) {
     let mut reg = Registry::with_builtin_nodes();
     reg.register(GoldenInput).unwrap();
     reg.register(Probe).unwrap();
+    reg.register(GoldenLists).unwrap();
+    reg.register(ListProbe).unwrap();
     (dir, Arc::new(Environment::new(paths)), Arc::new(reg))
 }
 
@@ -346,4 +422,70 @@ fn vae_tiled_nodes_match_comfyui_on_the_tiny_vae() {
         }
     }
     assert_eq!(probes.len(), 12);
+}
+
+#[test]
+fn rebatch_nodes_match_comfyui() {
+    let (_d, env, reg) = setup();
+    let mut p = json!({"g": {"class_type": "GoldenLists", "inputs": {}}});
+    for bs in 1..=4 {
+        p[format!("l{bs}")] = json!({"class_type": "RebatchLatents",
+            "inputs": {"latents": ["g", 0], "batch_size": bs}});
+        p[format!("pl{bs}")] = json!({"class_type": "ListProbe",
+            "inputs": {"latents": [format!("l{bs}"), 0]}});
+        p[format!("i{bs}")] = json!({"class_type": "RebatchImages",
+            "inputs": {"images": ["g", 1], "batch_size": bs}});
+        p[format!("pi{bs}")] = json!({"class_type": "ListProbe",
+            "inputs": {"images": [format!("i{bs}"), 0]}});
+    }
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    let meta = &golden().meta["rebatch"];
+    for bs in 1..=4 {
+        let items = out.outputs[&format!("pl{bs}")]["items"].as_array().unwrap();
+        let want = meta[format!("latents/{bs}")].as_array().unwrap();
+        assert_eq!(items.len(), want.len(), "latents/{bs}: output count");
+        for (j, (got, want)) in items.iter().zip(want).enumerate() {
+            let key = format!("rebatch/latents/{bs}/{j}");
+            let samples = tensor(&format!("{key}/samples"));
+            assert_eq!(got["shape"], json!(samples.dims()), "{key}");
+            assert_eq!(f32s(&got["values"]), values(samples), "{key}");
+            assert_eq!(got["batch_index"], want["batch_index"], "{key}");
+            assert_eq!(
+                !got["mask"].is_null(),
+                want["mask"].as_bool().unwrap(),
+                "{key}"
+            );
+            if let Some(m) = golden().tensors.get(&format!("{key}/noise_mask")) {
+                assert_eq!(got["mask"][1], json!(m.dims()), "{key}");
+                assert_eq!(f32s(&got["mask"][0]), values(m), "{key}");
+            }
+        }
+        let items = out.outputs[&format!("pi{bs}")]["items"].as_array().unwrap();
+        assert_eq!(
+            json!(items.len()),
+            meta[format!("images/{bs}")],
+            "images/{bs}"
+        );
+        for (j, got) in items.iter().enumerate() {
+            let want = tensor(&format!("rebatch/images/{bs}/{j}"));
+            assert_eq!(got["shape"], json!(want.dims()));
+            assert_eq!(f32s(&got["values"]), values(want));
+        }
+    }
+}
+
+#[test]
+fn rebatch_latents_names_latents_it_cannot_join() {
+    let z = |c: usize| {
+        Arc::new(Latent::new(
+            Tensor::zeros((1, c, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        ))
+    };
+    let e = comfyrs::nodes::rebatch::rebatch_latents(&[z(4), z(16)], 2).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "input 'latents': latents of one size must have one channel count, got [1, 4, 4, 4] \
+         and [1, 16, 4, 4]"
+    );
 }

@@ -10,7 +10,8 @@ to its message, "machine" says where it was made):
   set to the fixture's small widths), through the VAEDecodeTiled / VAEEncodeTiled node
   functions for several tile sizes and overlaps, and the plain VAEDecode / VAEEncode.
 * "rebatch": RebatchLatents / RebatchImages (nodes_rebatch.py) on fixed latents with and
-  without noise masks and batch_index, and on image lists.
+  without noise masks and batch_index, and on image lists (metadata "meta": each output's
+  batch_index and whether it kept a noise mask).
 
 Usage (ComfyUI v0.3.64 source and torch; see /work/ref/README.txt):
     cd /path/to/ComfyUI && /path/to/venv/bin/python gen_toolbox3_goldens.py [OUT.safetensors]
@@ -29,6 +30,7 @@ import torch  # noqa: E402
 
 TENSORS = {}
 ERRORS = {}
+META = {}
 
 
 def put(name, t):
@@ -118,6 +120,41 @@ def vae_tiled():
             vae, image.clone(), ts, ov, 64, 8)[0]["samples"])
 
 
+def rebatch():
+    """RebatchLatents and RebatchImages on fixed lists: latents of two sizes, with and without
+    noise masks (one with fewer mask items than samples) and batch_index; batch sizes 1-4.
+    META["rebatch"] holds each output's batch_index and whether it has a noise mask."""
+    import comfy_extras.nodes_rebatch as nr
+    gen = torch.Generator().manual_seed(41)
+    lat = [{"samples": torch.randn([3, 4, 4, 5], generator=gen)},
+           {"samples": torch.randn([2, 4, 4, 5], generator=gen),
+            "noise_mask": torch.rand([1, 1, 32, 40], generator=gen)},
+           {"samples": torch.randn([2, 4, 6, 5], generator=gen)},
+           {"samples": torch.randn([1, 4, 6, 5], generator=gen), "batch_index": [7]},
+           {"samples": torch.randn([2, 4, 4, 5], generator=gen)}]
+    for k, l in enumerate(lat):
+        put(f"rebatch/inputs/latent{k}", l["samples"])
+        if "noise_mask" in l:
+            put(f"rebatch/inputs/latent{k}_mask", l["noise_mask"])
+    imgs = [torch.rand([3, 4, 5, 3], generator=gen), torch.rand([2, 4, 5, 3], generator=gen)]
+    for k, im in enumerate(imgs):
+        put(f"rebatch/inputs/image{k}", im)
+    META["rebatch"] = {}
+    for bs in (1, 2, 3, 4):
+        out = nr.LatentRebatch.execute([dict(l) for l in lat], [bs])
+        out = out.result[0] if hasattr(out, "result") else out[0]
+        META["rebatch"][f"latents/{bs}"] = [{"batch_index": o["batch_index"], "mask": "noise_mask" in o} for o in out]
+        for j, o in enumerate(out):
+            put(f"rebatch/latents/{bs}/{j}/samples", o["samples"])
+            if "noise_mask" in o:
+                put(f"rebatch/latents/{bs}/{j}/noise_mask", o["noise_mask"])
+        out = nr.ImageRebatch.execute([im.clone() for im in imgs], [bs])
+        out = out.result[0] if hasattr(out, "result") else out[0]
+        META["rebatch"][f"images/{bs}"] = len(out)
+        for j, o in enumerate(out):
+            put(f"rebatch/images/{bs}/{j}", o)
+
+
 def main():
     from safetensors.torch import save_file
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.safetensors")
@@ -125,7 +162,9 @@ def main():
     with torch.inference_mode():  # as ComfyUI's executor runs nodes
         tiled_scale()
         vae_tiled()
-    save_file(TENSORS, out, metadata={"machine": json.dumps(g.machine()), "errors": json.dumps(ERRORS, sort_keys=True)})
+        rebatch()
+    save_file(TENSORS, out, metadata={"machine": json.dumps(g.machine()), "errors": json.dumps(ERRORS, sort_keys=True),
+                                      "meta": json.dumps(META, sort_keys=True)})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ pub mod model_loaders_pending;
 pub mod model_patches;
 pub mod model_sampling;
 mod primitives;
+pub mod rebatch;
 pub mod sampling;
 pub mod save_image_websocket;
 pub mod sd3;
@@ -68,6 +69,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     vae::register(r)?;
     vae_tiled::register(r)?;
     primitives::register(r)?;
+    rebatch::register(r)?;
     strings::register(r)?;
     upscale_model::register(r)?;
     utils::register(r)?;
