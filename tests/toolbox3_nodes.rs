@@ -33,6 +33,8 @@ const CLASSES: &[&str] = &[
     "VAEEncodeTiled",
     "RebatchLatents",
     "RebatchImages",
+    "SaveLatent",
+    "LoadLatent",
 ];
 
 /// `tests/data/toolbox3_golden.safetensors`: tensors named "<section>/<case>", and the cases
@@ -110,7 +112,13 @@ impl Node for GoldenInput {
             .output(OutputSpec::new("IMAGE"))
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
-        let t = tensor(&format!("vae_tiled/inputs/{}", i.string("name")?)).clone();
+        let name = i.string("name")?;
+        let t = if name.contains('/') {
+            tensor(name)
+        } else {
+            tensor(&format!("vae_tiled/inputs/{name}"))
+        }
+        .clone();
         Ok(NodeOutput::values(vec![
             Value::object(Latent::new(t.clone())),
             Value::object(Image(t)),
@@ -221,11 +229,20 @@ fn setup() -> (tempfile::TempDir, Arc<Environment>, Arc<Registry>) {
 }
 
 fn run(reg: &Arc<Registry>, env: &Arc<Environment>, prompt: &Json) -> RunOutcome {
+    run_with(reg, env, prompt, None)
+}
+
+fn run_with(
+    reg: &Arc<Registry>,
+    env: &Arc<Environment>,
+    prompt: &Json,
+    extra_pnginfo: Option<&Json>,
+) -> RunOutcome {
     let exec = Executor::new(reg.clone(), env.clone(), ExecutorConfig::default());
     let wf = parse_workflow(&prompt.to_string()).unwrap();
     let valid =
         prepare(wf, &Overrides::default(), reg, env, None).unwrap_or_else(|e| panic!("{e:?}"));
-    exec.run("t", &valid, None, &Interrupt::new(), &NoEvents)
+    exec.run("t", &valid, extra_pnginfo, &Interrupt::new(), &NoEvents)
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -487,5 +504,122 @@ fn rebatch_latents_names_latents_it_cannot_join() {
         e.to_string(),
         "input 'latents': latents of one size must have one channel count, got [1, 4, 4, 4] \
          and [1, 16, 4, 4]"
+    );
+}
+
+fn data_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+#[test]
+fn load_latent_reads_comfyui_files_current_and_legacy() {
+    let (_d, env, reg) = setup();
+    for name in ["v0", "legacy"] {
+        let file = format!("toolbox3_{name}.latent");
+        std::fs::copy(data_file(&file), env.paths.input.join(&file)).unwrap();
+    }
+    let p = json!({
+        "a": {"class_type": "LoadLatent", "inputs": {"latent": "toolbox3_v0.latent"}},
+        "b": {"class_type": "LoadLatent", "inputs": {"latent": "toolbox3_legacy.latent"}},
+        "pa": {"class_type": "Probe", "inputs": {"latent": ["a", 0]}},
+        "pb": {"class_type": "Probe", "inputs": {"latent": ["b", 0]}},
+    });
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    for (probe, name) in [("pa", "v0"), ("pb", "legacy")] {
+        let want = tensor(&format!("latent_files/{name}"));
+        assert_eq!(out.outputs[probe]["shape"], json!(want.dims()), "{name}");
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(
+            bits(f32s(&out.outputs[probe]["values"])),
+            bits(values(want)),
+            "{name}: not bit-exact"
+        );
+    }
+    // The combo lists the input folder's .latent files; a missing one is refused by name.
+    let info = reg.schema("LoadLatent").unwrap().object_info(&env);
+    assert_eq!(
+        info["input"]["required"]["latent"][0],
+        json!(["toolbox3_legacy.latent", "toolbox3_v0.latent"])
+    );
+    let wf = parse_workflow(
+        &json!({"a": {"class_type": "LoadLatent", "inputs": {"latent": "nope.latent"}},
+                "p": {"class_type": "Probe", "inputs": {"latent": ["a", 0]}}})
+        .to_string(),
+    )
+    .unwrap();
+    let Err(err) = prepare(wf, &Overrides::default(), &reg, &env, None) else {
+        panic!("a missing latent file validated");
+    };
+    assert!(
+        format!("{err:?}").contains("Invalid latent file: nope.latent"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn save_latent_writes_comfyuis_format() {
+    let (_d, env, reg) = setup();
+    let meta = &golden().meta["latent_files"];
+    let p = json!({
+        "g": {"class_type": "GoldenInput", "inputs": {"name": "latent_files/saved"}},
+        "s": {"class_type": "SaveLatent", "inputs": {"samples": ["g", 0], "filename_prefix": "t/x"}},
+    });
+    let out = run_with(&reg, &env, &p, Some(&meta["extra_pnginfo"]));
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    assert_eq!(out.outputs["s"], meta["ui"]);
+    let ours = std::fs::read(env.paths.output.join("t/x_00001_.latent")).unwrap();
+    let theirs = std::fs::read(data_file("toolbox3_v0.latent")).unwrap();
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&ours).unwrap(),
+        safetensors::SafeTensors::deserialize(&theirs).unwrap(),
+    );
+    let mut names = a.names();
+    names.sort();
+    assert_eq!(names, vec!["latent_format_version_0", "latent_tensor"]);
+    for name in names {
+        let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+        assert_eq!(
+            (x.dtype(), x.shape(), x.data()),
+            (y.dtype(), y.shape(), y.data()),
+            "{name}"
+        );
+    }
+    let ma = safetensors::SafeTensors::read_metadata(&ours).unwrap().1;
+    let mb = safetensors::SafeTensors::read_metadata(&theirs).unwrap().1;
+    let (ma, mb) = (
+        ma.metadata().clone().unwrap(),
+        mb.metadata().clone().unwrap(),
+    );
+    // extra_pnginfo entries as ComfyUI dumps them; the prompt is this run's.
+    for k in ["workflow", "note"] {
+        assert_eq!(ma[k], mb[k], "{k}");
+    }
+    let prompt: Json = serde_json::from_str(&ma["prompt"]).unwrap();
+    assert_eq!(prompt["s"]["class_type"], "SaveLatent");
+    assert_eq!(ma.len(), 3);
+    // A second save counts up; LoadLatent reads our file back unchanged.
+    let out = run_with(&reg, &env, &p, None);
+    assert_eq!(
+        out.outputs["s"]["latents"][0]["filename"],
+        "x_00002_.latent"
+    );
+    std::fs::copy(
+        env.paths.output.join("t/x_00001_.latent"),
+        env.paths.input.join("ours.latent"),
+    )
+    .unwrap();
+    let out = run(
+        &reg,
+        &env,
+        &json!({"a": {"class_type": "LoadLatent", "inputs": {"latent": "ours.latent"}},
+                "p": {"class_type": "Probe", "inputs": {"latent": ["a", 0]}}}),
+    );
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    assert_eq!(
+        f32s(&out.outputs["p"]["values"]),
+        values(tensor("latent_files/saved"))
     );
 }

@@ -155,6 +155,33 @@ def rebatch():
             put(f"rebatch/images/{bs}/{j}", o)
 
 
+def latent_files():
+    """SaveLatent writes tests/data/toolbox3_v0.latent (a fixed latent, prompt and
+    extra_pnginfo); tests/data/toolbox3_legacy.latent is a legacy file (float16
+    latent_tensor, no version marker). LoadLatent's output for both is stored."""
+    import shutil
+    import tempfile
+    import folder_paths
+    import nodes
+    gen = torch.Generator().manual_seed(43)
+    latent = torch.randn([2, 4, 3, 5], generator=gen)
+    legacy = (torch.randn([1, 4, 6, 4], generator=gen) * 0.18215).half()
+    data = os.path.join(g.REPO, "tests", "data")
+    with tempfile.TemporaryDirectory() as d:
+        folder_paths.set_output_directory(d)
+        folder_paths.set_input_directory(data)
+        prompt = {"1": {"class_type": "SaveLatent", "inputs": {"filename_prefix": "t/x"}}}
+        extra = {"workflow": {"nodes": [], "version": 0.4}, "note": "ü"}
+        ui = nodes.SaveLatent().save({"samples": latent}, "t/x", prompt, extra)
+        META["latent_files"] = {"ui": ui["ui"], "prompt": prompt, "extra_pnginfo": extra}
+        shutil.copy(os.path.join(d, "t", "x_00001_.latent"), os.path.join(data, "toolbox3_v0.latent"))
+    from safetensors.torch import save_file
+    save_file({"latent_tensor": legacy}, os.path.join(data, "toolbox3_legacy.latent"))
+    put("latent_files/saved", latent)
+    for name in ("v0", "legacy"):
+        put(f"latent_files/{name}", nodes.LoadLatent().load(f"toolbox3_{name}.latent")[0]["samples"])
+
+
 def main():
     from safetensors.torch import save_file
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.safetensors")
@@ -163,6 +190,7 @@ def main():
         tiled_scale()
         vae_tiled()
         rebatch()
+        latent_files()
     save_file(TENSORS, out, metadata={"machine": json.dumps(g.machine()), "errors": json.dumps(ERRORS, sort_keys=True),
                                       "meta": json.dumps(META, sort_keys=True)})
 

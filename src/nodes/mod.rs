@@ -16,6 +16,7 @@ pub mod image_postprocess;
 pub mod image_transform;
 pub mod inpaint;
 pub mod latent;
+pub mod latent_files;
 pub mod latent_ops;
 pub mod latent_transform;
 pub mod loaders;
@@ -56,6 +57,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     image_postprocess::register(r)?;
     image_transform::register(r)?;
     latent::register(r)?;
+    latent_files::register(r)?;
     latent_ops::register(r)?;
     latent_transform::register(r)?;
     loaders::register(r)?;
