@@ -182,6 +182,30 @@ def latent_files():
         put(f"latent_files/{name}", nodes.LoadLatent().load(f"toolbox3_{name}.latent")[0]["samples"])
 
 
+def porter_duff():
+    """PorterDuffImageComposite.execute for every mode on fixed images and masks (some mask
+    regions exactly 0 and 1, so alphas of 0 hit the 1e-5 threshold), same-size and with the
+    destination alpha and the source resized (bicubic, center crop)."""
+    import comfy_extras.nodes_compositing as nc
+    gen = torch.Generator().manual_seed(47)
+    inp = {"src": torch.rand([2, 5, 6, 3], generator=gen), "dst": torch.rand([2, 5, 6, 3], generator=gen),
+           "src_a": torch.rand([2, 5, 6], generator=gen), "dst_a": torch.rand([2, 5, 6], generator=gen),
+           "small_src": torch.rand([1, 4, 5, 3], generator=gen), "small_src_a": torch.rand([1, 3, 4], generator=gen),
+           "small_dst_a": torch.rand([1, 4, 4], generator=gen)}
+    inp["src_a"][:, :2, :2] = 1.0
+    inp["dst_a"][:, :2, 1:3] = 1.0
+    inp["src_a"][:, 3:, :] = 0.0
+    for k, v in inp.items():
+        put(f"porter_duff/inputs/{k}", v)
+    for mode in nc.PorterDuffMode:
+        for case, args in (("same", ("src", "src_a", "dst", "dst_a")),
+                           ("resized", ("small_src", "small_src_a", "dst", "small_dst_a"))):
+            r = nc.PorterDuffImageComposite.execute(*[inp[a].clone() for a in args], mode.name)
+            r = r.result if hasattr(r, "result") else r
+            put(f"porter_duff/{case}/{mode.name}/image", r[0])
+            put(f"porter_duff/{case}/{mode.name}/mask", r[1])
+
+
 def main():
     from safetensors.torch import save_file
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.safetensors")
@@ -191,6 +215,7 @@ def main():
         vae_tiled()
         rebatch()
         latent_files()
+        porter_duff()
     save_file(TENSORS, out, metadata={"machine": json.dumps(g.machine()), "errors": json.dumps(ERRORS, sort_keys=True),
                                       "meta": json.dumps(META, sort_keys=True)})
 
