@@ -36,6 +36,7 @@ const CLASSES: &[&str] = &[
     "SaveLatent",
     "LoadLatent",
     "PorterDuffImageComposite",
+    "Morphology",
 ];
 
 /// `tests/data/toolbox3_golden.safetensors`: tensors named "<section>/<case>", and the cases
@@ -687,4 +688,40 @@ fn porter_duff_composite_matches_comfyui() {
         }
     }
     assert_eq!(probes.len(), 36);
+}
+
+#[test]
+fn morphology_matches_kornia() {
+    let (_d, env, reg) = setup();
+    let mut p = json!({});
+    for k in ["rgb", "rgba"] {
+        p[k] = json!({"class_type": "GoldenInput", "inputs": {"name": format!("morphology/inputs/{k}")}});
+    }
+    let mut probes = Vec::new();
+    for img in ["rgb", "rgba"] {
+        for op in comfyrs::nodes::morphology::OPERATIONS {
+            for ks in [3, 4, 5, 11] {
+                let id = format!("{img}/{op}/{ks}");
+                p[format!("n:{id}")] = json!({"class_type": "Morphology", "inputs": {
+                    "image": [img, 1], "operation": op, "kernel_size": ks}});
+                p[format!("p:{id}")] =
+                    json!({"class_type": "Probe", "inputs": {"image": [format!("n:{id}"), 0]}});
+                probes.push(id);
+            }
+        }
+    }
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    for id in &probes {
+        let want = tensor(&format!("morphology/{id}"));
+        let got = &out.outputs[&format!("p:{id}")];
+        assert_eq!(got["shape"], json!(want.dims()), "{id}");
+        assert_eq!(
+            bits(f32s(&got["values"])),
+            bits(values(want)),
+            "{id}: not bit-exact"
+        );
+    }
+    assert_eq!(probes.len(), 56);
 }

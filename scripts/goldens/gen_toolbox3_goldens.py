@@ -206,6 +206,22 @@ def porter_duff():
             put(f"porter_duff/{case}/{mode.name}/mask", r[1])
 
 
+def morphology():
+    """Morphology.execute (kornia) for every operation and odd, even and larger-than-image
+    kernel sizes on fixed RGB and RGBA images."""
+    import comfy_extras.nodes_morphology as nm
+    gen = torch.Generator().manual_seed(53)
+    inp = {"rgb": torch.rand([2, 7, 9, 3], generator=gen), "rgba": torch.rand([1, 6, 5, 4], generator=gen)}
+    for k, v in inp.items():
+        put(f"morphology/inputs/{k}", v)
+    for name, img in inp.items():
+        for op in ("erode", "dilate", "open", "close", "gradient", "bottom_hat", "top_hat"):
+            for ks in (3, 4, 5, 11):
+                r = nm.Morphology.execute(img.clone(), op, ks)
+                r = r.result if hasattr(r, "result") else r
+                put(f"morphology/{name}/{op}/{ks}", r[0])
+
+
 def main():
     from safetensors.torch import save_file
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.safetensors")
@@ -216,6 +232,7 @@ def main():
         rebatch()
         latent_files()
         porter_duff()
+        morphology()
     save_file(TENSORS, out, metadata={"machine": json.dumps(g.machine()), "errors": json.dumps(ERRORS, sort_keys=True),
                                       "meta": json.dumps(META, sort_keys=True)})
 

@@ -25,6 +25,7 @@ pub mod mask;
 pub mod model_loaders_pending;
 pub mod model_patches;
 pub mod model_sampling;
+pub mod morphology;
 pub mod porter_duff;
 mod primitives;
 pub mod rebatch;
@@ -71,6 +72,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     sd3::register(r)?;
     vae::register(r)?;
     vae_tiled::register(r)?;
+    morphology::register(r)?;
     porter_duff::register(r)?;
     primitives::register(r)?;
     rebatch::register(r)?;
