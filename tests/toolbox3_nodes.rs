@@ -37,6 +37,7 @@ const CLASSES: &[&str] = &[
     "LoadLatent",
     "PorterDuffImageComposite",
     "Morphology",
+    "Epsilon Scaling",
 ];
 
 /// `tests/data/toolbox3_golden.safetensors`: tensors named "<section>/<case>", and the cases
@@ -724,4 +725,86 @@ fn morphology_matches_kornia() {
         );
     }
     assert_eq!(probes.len(), 56);
+}
+
+#[test]
+fn epsilon_scaling_matches_comfyuis_cfg_function() {
+    use comfyrs::sampling::cfg_patches::{CfgFunction, CfgPatches, PostCfg};
+    let (cond, uncond, x) = (
+        tensor("eps/inputs/cond"),
+        tensor("eps/inputs/uncond"),
+        tensor("eps/inputs/x"),
+    );
+    let mut n = 0;
+    for key in cases("eps") {
+        // "[RescaleCFG/0.7+]Eps/<factor>/<cfg>/<sigma>"
+        let parts: Vec<&str> = key.rsplitn(4, '/').collect();
+        let (sigma, cfg, factor): (f64, f64, f64) = (
+            parts[0].parse().unwrap(),
+            parts[1].parse().unwrap(),
+            parts[2].parse().unwrap(),
+        );
+        let mut p = CfgPatches::default();
+        let rescale = key.starts_with("RescaleCFG");
+        if rescale {
+            p.cfg_function = Some(CfgFunction::RescaleCfg { multiplier: 0.7 });
+        }
+        p.post_cfg.push(PostCfg::EpsilonScaling { factor });
+        let got = values(
+            &p.combine(cond, uncond, cfg, x, sigma as f32 as f64)
+                .unwrap(),
+        );
+        let want = values(tensor(&format!("eps/{key}")));
+        if rescale {
+            // RescaleCFG's std and mean sum in another order than torch (tests/sampling_cfg_patches.rs).
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = max_abs(&got, &want);
+            assert!(err <= 2e-6 * scale, "{key}: {:e} of scale", err / scale);
+        } else {
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{key}: not bit-exact");
+        }
+        n += 1;
+    }
+    assert_eq!(n, 16);
+}
+
+struct ModelProbe;
+impl Node for ModelProbe {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ModelProbe")
+            .input(InputSpec::of("model", "MODEL"))
+            .output_node()
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        let m = i.object::<comfyrs::nodes::sd_types::SdModel>("model")?;
+        let mut ui = Map::new();
+        ui.insert(
+            "post_cfg".into(),
+            json!(format!("{:?}", m.cfg_patches.post_cfg)),
+        );
+        Ok(NodeOutput::ui(ui))
+    }
+}
+
+#[test]
+fn epsilon_scaling_patches_the_model_in_a_workflow() {
+    let (_d, env, reg) = setup();
+    let mut reg = Arc::try_unwrap(reg).ok().unwrap();
+    reg.register(ModelProbe).unwrap();
+    let reg = Arc::new(reg);
+    let p = json!({
+        "m": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+        "e": {"class_type": "Epsilon Scaling", "inputs": {"model": ["m", 0], "scaling_factor": 0.9}},
+        "c": {"class_type": "CFGNorm", "inputs": {"model": ["e", 0], "strength": 0.5}},
+        "p": {"class_type": "ModelProbe", "inputs": {"model": ["c", 0]}},
+        "q": {"class_type": "ModelProbe", "inputs": {"model": ["m", 0]}},
+    });
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    assert_eq!(
+        out.outputs["p"]["post_cfg"],
+        "[EpsilonScaling { factor: 0.9 }, CfgNorm { strength: 0.5 }]"
+    );
+    assert_eq!(out.outputs["q"]["post_cfg"], "[]");
 }

@@ -222,6 +222,33 @@ def morphology():
                 put(f"morphology/{name}/{op}/{ks}", r[0])
 
 
+def epsilon_scaling():
+    """comfy.samplers.cfg_function with the post-CFG function "Epsilon Scaling" sets (alone
+    and after RescaleCFG 0.7), on fixed cond / uncond / x, for two factors, cfg 1 and 4.5."""
+    import comfy.samplers
+    import comfy_extras.nodes_eps as ne
+    import comfy_extras.nodes_model_advanced as nma
+    from gen_custom_sampling_goldens import Recorder
+    gen = torch.Generator().manual_seed(59)
+    t = {k: torch.randn([2, 4, 5, 6], generator=gen) for k in ("cond", "uncond", "x")}
+    t["x"] = t["x"] * 3.0
+    for k, v in t.items():
+        put(f"eps/inputs/{k}", v)
+
+    def eps(m, f):
+        r = ne.EpsilonScaling.execute(m, f)
+        return r.result[0] if hasattr(r, "result") else r[0]
+    for f in (1.005, 0.77):
+        for name, m in ((f"Eps/{f}", eps(Recorder(), f)),
+                        (f"RescaleCFG/0.7+Eps/{f}", eps(nma.RescaleCFG().patch(Recorder(), 0.7)[0], f))):
+            for scale in (1.0, 4.5):
+                for sigma in (0.8, 7.25):
+                    out = comfy.samplers.cfg_function(None, t["cond"].clone(), t["uncond"].clone(), scale,
+                                                      t["x"].clone(), torch.full([2], sigma),
+                                                      model_options=m.model_options)
+                    put(f"eps/{name}/{scale}/{sigma}", out)
+
+
 def main():
     from safetensors.torch import save_file
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.safetensors")
@@ -233,6 +260,7 @@ def main():
         latent_files()
         porter_duff()
         morphology()
+        epsilon_scaling()
     save_file(TENSORS, out, metadata={"machine": json.dumps(g.machine()), "errors": json.dumps(ERRORS, sort_keys=True),
                                       "meta": json.dumps(META, sort_keys=True)})
 

@@ -8,6 +8,7 @@ pub mod conditioning;
 pub mod conditioning_transform;
 pub mod controlnet;
 pub mod custom_sampling;
+pub mod epsilon_scaling;
 pub mod flux;
 pub mod guidance;
 pub mod image_edit;
@@ -50,6 +51,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     conditioning::register(r)?;
     conditioning_transform::register(r)?;
     custom_sampling::register(r)?;
+    epsilon_scaling::register(r)?;
     controlnet::register(r)?;
     flux::register(r)?;
     guidance::register(r)?;

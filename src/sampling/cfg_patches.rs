@@ -44,6 +44,9 @@ pub enum PostCfg {
         sigma_start: f64,
         sigma_end: f64,
     },
+    /// Epsilon Scaling (`comfy_extras/nodes_eps.py`): the predicted noise `x − denoised`
+    /// divided by `factor` (float32 division), `x −` that.
+    EpsilonScaling { factor: f64 },
 }
 
 /// A second evaluation of the conditional prediction that a post-CFG patch asks for.
@@ -305,6 +308,15 @@ impl CfgPatches {
                     } else {
                         out
                     }
+                }
+                &PostCfg::EpsilonScaling { factor } => {
+                    let f = factor as f32;
+                    let v: Vec<f32> = flat(x)?
+                        .iter()
+                        .zip(flat(&out)?)
+                        .map(|(x, d)| x - (x - d) / f)
+                        .collect();
+                    Tensor::from_vec(v, dims.as_slice(), cond.device())?
                 }
             };
         }
