@@ -38,6 +38,8 @@ const CLASSES: &[&str] = &[
     "PorterDuffImageComposite",
     "Morphology",
     "Epsilon Scaling",
+    "Mahiro",
+    "RenormCFG",
 ];
 
 /// `tests/data/toolbox3_golden.safetensors`: tensors named "<section>/<case>", and the cases
@@ -267,6 +269,7 @@ fn object_info_matches_comfyui() {
     );
     let want: Json = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let (_d, env, reg) = setup();
+    assert_eq!(want.as_object().unwrap().len(), CLASSES.len());
     for class in CLASSES {
         let info = want
             .get(*class)
@@ -783,12 +786,16 @@ impl Node for ModelProbe {
             "post_cfg".into(),
             json!(format!("{:?}", m.cfg_patches.post_cfg)),
         );
+        ui.insert(
+            "cfg_function".into(),
+            json!(format!("{:?}", m.cfg_patches.cfg_function)),
+        );
         Ok(NodeOutput::ui(ui))
     }
 }
 
 #[test]
-fn epsilon_scaling_patches_the_model_in_a_workflow() {
+fn guidance_patch_nodes_patch_the_model_in_a_workflow() {
     let (_d, env, reg) = setup();
     let mut reg = Arc::try_unwrap(reg).ok().unwrap();
     reg.register(ModelProbe).unwrap();
@@ -797,6 +804,9 @@ fn epsilon_scaling_patches_the_model_in_a_workflow() {
         "m": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
         "e": {"class_type": "Epsilon Scaling", "inputs": {"model": ["m", 0], "scaling_factor": 0.9}},
         "c": {"class_type": "CFGNorm", "inputs": {"model": ["e", 0], "strength": 0.5}},
+        "h": {"class_type": "Mahiro", "inputs": {"model": ["c", 0]}},
+        "r": {"class_type": "RenormCFG", "inputs": {"model": ["h", 0], "cfg_trunc": 50.0, "renorm_cfg": 1.5}},
+        "pr": {"class_type": "ModelProbe", "inputs": {"model": ["r", 0]}},
         "p": {"class_type": "ModelProbe", "inputs": {"model": ["c", 0]}},
         "q": {"class_type": "ModelProbe", "inputs": {"model": ["m", 0]}},
     });
@@ -807,4 +817,49 @@ fn epsilon_scaling_patches_the_model_in_a_workflow() {
         "[EpsilonScaling { factor: 0.9 }, CfgNorm { strength: 0.5 }]"
     );
     assert_eq!(out.outputs["q"]["post_cfg"], "[]");
+    assert_eq!(
+        out.outputs["pr"]["post_cfg"],
+        "[EpsilonScaling { factor: 0.9 }, CfgNorm { strength: 0.5 }, Mahiro]"
+    );
+    assert_eq!(
+        out.outputs["pr"]["cfg_function"],
+        "Some(RenormCfg { cfg_trunc: 50.0, renorm_cfg: 1.5 })"
+    );
+}
+
+#[test]
+fn mahiro_and_renorm_cfg_match_comfyuis_cfg_function() {
+    use comfyrs::sampling::cfg_patches::{CfgFunction, CfgPatches, PostCfg};
+    let (cond, uncond, x) = (
+        tensor("guidance/inputs/cond"),
+        tensor("guidance/inputs/uncond"),
+        tensor("guidance/inputs/x"),
+    );
+    let mut n = 0;
+    for key in cases("guidance") {
+        let parts: Vec<&str> = key.split('/').collect();
+        let k = parts.len();
+        let (cfg, sigma): (f64, f64) =
+            (parts[k - 2].parse().unwrap(), parts[k - 1].parse().unwrap());
+        let mut p = CfgPatches::default();
+        if parts[0] == "Mahiro" {
+            p.post_cfg.push(PostCfg::Mahiro);
+        } else {
+            p.cfg_function = Some(CfgFunction::RenormCfg {
+                cfg_trunc: parts[1].parse().unwrap(),
+                renorm_cfg: parts[2].parse().unwrap(),
+            });
+        }
+        let got = values(
+            &p.combine(cond, uncond, cfg, x, sigma as f32 as f64)
+                .unwrap(),
+        );
+        let want = values(tensor(&format!("guidance/{key}")));
+        // Norms and the cosine similarity sum in another order than torch.
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = max_abs(&got, &want);
+        assert!(err <= 2e-6 * scale, "{key}: {:e} of scale", err / scale);
+        n += 1;
+    }
+    assert_eq!(n, 20);
 }

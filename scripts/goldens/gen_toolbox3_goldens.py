@@ -249,6 +249,39 @@ def epsilon_scaling():
                     put(f"eps/{name}/{scale}/{sigma}", out)
 
 
+def guidance_patches():
+    """comfy.samplers.cfg_function with Mahiro's post-CFG function and RenormCFG's CFG
+    function (a model of 4 input channels) on fixed cond / uncond / x (batch 1, as RenormCFG
+    needs), cfg 1 and 4.5, σ on both sides of cfg_trunc."""
+    import types
+    import comfy.samplers
+    import comfy_extras.nodes_mahiro as nmh
+    import comfy_extras.nodes_lumina2 as nl2
+    from gen_custom_sampling_goldens import Recorder
+    gen = torch.Generator().manual_seed(61)
+    t = {k: torch.randn([1, 4, 5, 6], generator=gen) for k in ("cond", "uncond", "x")}
+    for k, v in t.items():
+        put(f"guidance/inputs/{k}", v)
+
+    def model():
+        m = Recorder()
+        m.model = types.SimpleNamespace(diffusion_model=types.SimpleNamespace(in_channels=4))
+        return m
+
+    def first(r):
+        return r.result[0] if hasattr(r, "result") else r[0]
+    cases = {"Mahiro": first(nmh.Mahiro.execute(model()))}
+    for trunc, renorm in ((100.0, 1.0), (100.0, 0.0), (3.0, 1.0), (100.0, 0.3)):
+        cases[f"RenormCFG/{trunc}/{renorm}"] = first(nl2.RenormCFG.execute(model(), trunc, renorm))
+    for name, m in cases.items():
+        for scale in (1.0, 4.5):
+            for sigma in (0.8, 7.25):
+                out = comfy.samplers.cfg_function(None, t["cond"].clone(), t["uncond"].clone(), scale,
+                                                  t["x"].clone(), torch.full([1], sigma),
+                                                  model_options=m.model_options)
+                put(f"guidance/{name}/{scale}/{sigma}", out)
+
+
 def main():
     from safetensors.torch import save_file
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.safetensors")
@@ -261,6 +294,7 @@ def main():
         porter_duff()
         morphology()
         epsilon_scaling()
+        guidance_patches()
     save_file(TENSORS, out, metadata={"machine": json.dumps(g.machine()), "errors": json.dumps(ERRORS, sort_keys=True),
                                       "meta": json.dumps(META, sort_keys=True)})
 

@@ -11,6 +11,7 @@ pub mod custom_sampling;
 pub mod epsilon_scaling;
 pub mod flux;
 pub mod guidance;
+pub mod guidance_more;
 pub mod image_edit;
 pub mod image_io;
 pub mod image_postprocess;
@@ -55,6 +56,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     controlnet::register(r)?;
     flux::register(r)?;
     guidance::register(r)?;
+    guidance_more::register(r)?;
     inpaint::register(r)?;
     image_edit::register(r)?;
     image_io::register(r)?;

@@ -19,6 +19,10 @@ pub enum CfgFunction {
     /// outputs, rescaled to the conditional prediction's per-sample std, mixed by
     /// `multiplier`.
     RescaleCfg { multiplier: f64 },
+    /// RenormCFG (`comfy_extras/nodes_lumina2.py`): plain CFG below `cfg_trunc` (σ), its
+    /// norm capped at `renorm_cfg` times the conditional prediction's; the conditional
+    /// prediction alone from `cfg_trunc` up ([`super::guidance_fns::renorm_cfg`]).
+    RenormCfg { cfg_trunc: f64, renorm_cfg: f64 },
 }
 
 /// A `sampler_post_cfg_function` (run in the order they were added).
@@ -47,6 +51,9 @@ pub enum PostCfg {
     /// Epsilon Scaling (`comfy_extras/nodes_eps.py`): the predicted noise `x − denoised`
     /// divided by `factor` (float32 division), `x −` that.
     EpsilonScaling { factor: f64 },
+    /// Mahiro (`comfy_extras/nodes_mahiro.py`): moves the result towards `cond·cfg` by how
+    /// little the guided and unconditional directions agree ([`super::guidance_fns::mahiro`]).
+    Mahiro,
 }
 
 /// A second evaluation of the conditional prediction that a post-CFG patch asks for.
@@ -268,6 +275,24 @@ impl CfgPatches {
                 );
                 Tensor::from_vec(v, dims.as_slice(), cond.device())?
             }
+            Some(CfgFunction::RenormCfg {
+                cfg_trunc,
+                renorm_cfg,
+            }) => {
+                // Every model comfyrs runs predicts all its input's latent channels.
+                let v = super::guidance_fns::renorm_cfg(
+                    &flat(cond)?,
+                    &flat(uncond)?,
+                    &flat(x)?,
+                    cfg,
+                    sigma,
+                    cfg_trunc,
+                    renorm_cfg,
+                    dims[1],
+                    &dims,
+                );
+                Tensor::from_vec(v, dims.as_slice(), cond.device())?
+            }
         };
         for p in &self.post_cfg {
             out = match p {
@@ -316,6 +341,16 @@ impl CfgPatches {
                         .zip(flat(&out)?)
                         .map(|(x, d)| x - (x - d) / f)
                         .collect();
+                    Tensor::from_vec(v, dims.as_slice(), cond.device())?
+                }
+                PostCfg::Mahiro => {
+                    let v = super::guidance_fns::mahiro(
+                        &flat(cond)?,
+                        &flat(uncond)?,
+                        &flat(&out)?,
+                        cfg,
+                        &dims,
+                    );
                     Tensor::from_vec(v, dims.as_slice(), cond.device())?
                 }
             };

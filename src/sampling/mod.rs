@@ -25,6 +25,7 @@ pub mod brownian;
 pub mod cfg_patches;
 pub mod conds;
 pub mod gits_levels;
+pub mod guidance_fns;
 pub mod masks;
 pub mod model_sampling;
 pub mod noise;
