@@ -24,18 +24,27 @@ pub const OPERATIONS: [&str; 7] = [
     "top_hat",
 ];
 
-/// Slides a window of `before + 1 + after` samples (clipped to the line) along each line of
-/// `n` samples spaced `stride` apart, keeping `pick`'s choice.
+/// A window of `before + 1 + after` samples and the reduction over it (min or max).
+#[derive(Clone, Copy)]
+struct Window {
+    before: usize,
+    after: usize,
+    pick: fn(f32, f32) -> f32,
+}
+
+/// Slides `win` (clipped to the line) along each line of `n` samples spaced `stride` apart.
 fn pass(
     src: &[f32],
     dst: &mut [f32],
     lines: impl Iterator<Item = usize>,
-    n: usize,
-    stride: usize,
-    before: usize,
-    after: usize,
-    pick: fn(f32, f32) -> f32,
+    (n, stride): (usize, usize),
+    win: &Window,
 ) {
+    let Window {
+        before,
+        after,
+        pick,
+    } = *win;
     for start in lines {
         for i in 0..n {
             let lo = i.saturating_sub(before);
@@ -52,10 +61,18 @@ fn pass(
 /// Erosion (`dilate == false`) or dilation of every plane with a `k x k` window.
 fn morph(p: &Planes, k: usize, dilate: bool) -> Planes {
     let (o, rest) = (k / 2, k - k / 2 - 1);
-    let (before, after, pick): (usize, usize, fn(f32, f32) -> f32) = if dilate {
-        (rest, o, f32::max)
+    let win = if dilate {
+        Window {
+            before: rest,
+            after: o,
+            pick: f32::max,
+        }
     } else {
-        (o, rest, f32::min)
+        Window {
+            before: o,
+            after: rest,
+            pick: f32::min,
+        }
     };
     let (h, w) = (p.h, p.w);
     let planes = p.n * p.c;
@@ -64,22 +81,16 @@ fn morph(p: &Planes, k: usize, dilate: bool) -> Planes {
         &p.data,
         &mut rows,
         (0..planes * h).map(|r| r * w),
-        w,
-        1,
-        before,
-        after,
-        pick,
+        (w, 1),
+        &win,
     );
     let mut out = vec![0f32; p.data.len()];
     pass(
         &rows,
         &mut out,
         (0..planes).flat_map(|pl| (0..w).map(move |x| pl * h * w + x)),
-        h,
-        w,
-        before,
-        after,
-        pick,
+        (h, w),
+        &win,
     );
     Planes::new(p.n, p.c, h, w, out)
 }
