@@ -40,6 +40,7 @@ const CLASSES: &[&str] = &[
     "Epsilon Scaling",
     "Mahiro",
     "RenormCFG",
+    "LatentOperationSharpen",
 ];
 
 /// `tests/data/toolbox3_golden.safetensors`: tensors named "<section>/<case>", and the cases
@@ -862,4 +863,39 @@ fn mahiro_and_renorm_cfg_match_comfyuis_cfg_function() {
         n += 1;
     }
     assert_eq!(n, 20);
+}
+
+#[test]
+fn latent_operation_sharpen_matches_comfyui() {
+    let (_d, env, reg) = setup();
+    let mut p = json!({"l": {"class_type": "GoldenInput", "inputs": {"name": "latent_sharpen/inputs/latent"}}});
+    let keys = cases("latent_sharpen");
+    for (k, key) in keys.iter().enumerate() {
+        let v: Vec<&str> = key.split('/').collect();
+        p[format!("o{k}")] = json!({"class_type": "LatentOperationSharpen", "inputs": {
+            "sharpen_radius": v[0].parse::<u64>().unwrap(), "sigma": v[1].parse::<f64>().unwrap(),
+            "alpha": v[2].parse::<f64>().unwrap()}});
+        p[format!("a{k}")] = json!({"class_type": "LatentApplyOperation",
+            "inputs": {"samples": ["l", 0], "operation": [format!("o{k}"), 0]}});
+        p[format!("p{k}")] =
+            json!({"class_type": "Probe", "inputs": {"latent": [format!("a{k}"), 0]}});
+    }
+    let out = run(&reg, &env, &p);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    for (k, key) in keys.iter().enumerate() {
+        let want = tensor(&format!("latent_sharpen/{key}"));
+        let got = &out.outputs[&format!("p{k}")];
+        assert_eq!(got["shape"], json!(want.dims()), "{key}");
+        let want = values(want);
+        // The norm and the convolution sum in another order than torch (scaled by the
+        // kernel's weights, up to 50·alpha).
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = max_abs(&f32s(&got["values"]), &want);
+        assert!(
+            err <= 2e-6 * scale * 10.0,
+            "{key}: {:e} of scale",
+            err / scale
+        );
+    }
+    assert_eq!(keys.len(), 4);
 }

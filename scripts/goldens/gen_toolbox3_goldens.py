@@ -282,6 +282,22 @@ def guidance_patches():
                 put(f"guidance/{name}/{scale}/{sigma}", out)
 
 
+def latent_sharpen():
+    """LatentApplyOperation with LatentOperationSharpen (nodes_latent.py) on fixed latents,
+    several radii / sigmas / alphas (the radius below the latent's size: reflect padding)."""
+    import comfy_extras.nodes_latent as nl
+
+    def first(r):
+        return r.result[0] if hasattr(r, "result") else r[0]
+    gen = torch.Generator().manual_seed(67)
+    lat = torch.randn([2, 4, 12, 11], generator=gen)
+    put("latent_sharpen/inputs/latent", lat)
+    for radius, sigma, alpha in ((9, 1.0, 0.1), (1, 0.5, 2.0), (3, 2.5, 0.0), (5, 1.0, 5.0)):
+        op = first(nl.LatentOperationSharpen.execute(radius, sigma, alpha))
+        out = first(nl.LatentApplyOperation.execute({"samples": lat.clone()}, op))["samples"]
+        put(f"latent_sharpen/{radius}/{sigma}/{alpha}", out)
+
+
 def main():
     from safetensors.torch import save_file
     out = OUT[0] if OUT else os.path.join(g.REPO, "tests", "data", "toolbox3_golden.safetensors")
@@ -295,6 +311,7 @@ def main():
         morphology()
         epsilon_scaling()
         guidance_patches()
+        latent_sharpen()
     save_file(TENSORS, out, metadata={"machine": json.dumps(g.machine()), "errors": json.dumps(ERRORS, sort_keys=True),
                                       "meta": json.dumps(META, sort_keys=True)})
 

@@ -12,6 +12,7 @@
 
 mod bislerp;
 pub mod canny;
+mod convolve;
 mod interpolate;
 mod lanczos;
 mod planes;
@@ -19,6 +20,7 @@ mod tiled;
 mod upscale;
 
 pub use bislerp::bislerp;
+pub use convolve::{convolve_reflect, gaussian_kernel, sharpen_kernel};
 pub use interpolate::{
     bilinear_kernel_is_channels_last, bilinear_nchw, interpolate, Interp, TorchLayout,
 };

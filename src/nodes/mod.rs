@@ -20,6 +20,7 @@ pub mod inpaint;
 pub mod latent;
 pub mod latent_files;
 pub mod latent_ops;
+pub mod latent_sharpen;
 pub mod latent_transform;
 pub mod loaders;
 pub mod lora;
@@ -65,6 +66,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     latent::register(r)?;
     latent_files::register(r)?;
     latent_ops::register(r)?;
+    latent_sharpen::register(r)?;
     latent_transform::register(r)?;
     loaders::register(r)?;
     lora::register(r)?;

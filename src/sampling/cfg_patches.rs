@@ -110,6 +110,13 @@ pub enum LatentOperation {
     /// length `m` becomes `top·(m/top)/(m/top + 1)`, `top = (5·std + mean)·multiplier` of the
     /// lengths per sample.
     TonemapReinhard { multiplier: f64 },
+    /// LatentOperationSharpen: the channel vectors' directions sharpened like ImageSharpen
+    /// (radius, sigma, alpha), their lengths kept ([`super::guidance_fns::latent_sharpen`]).
+    Sharpen {
+        radius: usize,
+        sigma: f64,
+        alpha: f64,
+    },
 }
 
 impl LatentOperation {
@@ -117,6 +124,11 @@ impl LatentOperation {
     pub fn apply(&self, latent: &Tensor) -> Result<Tensor> {
         match *self {
             LatentOperation::TonemapReinhard { multiplier } => tonemap_reinhard(latent, multiplier),
+            LatentOperation::Sharpen {
+                radius,
+                sigma,
+                alpha,
+            } => super::guidance_fns::latent_sharpen(latent, radius, sigma, alpha),
         }
     }
 }

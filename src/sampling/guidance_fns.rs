@@ -1,6 +1,7 @@
-//! The arithmetic of two more guidance patches, on flat `[B, C, …]` float32 buffers, for
-//! [`super::cfg_patches`] to call: Mahiro's post-CFG function (`comfy_extras/nodes_mahiro.py`)
-//! and RenormCFG's CFG function (`comfy_extras/nodes_lumina2.py`). Element-wise steps follow
+//! The arithmetic of more guidance patches, on flat `[B, C, …]` float32 buffers, for
+//! [`super::cfg_patches`] to call: Mahiro's post-CFG function (`comfy_extras/nodes_mahiro.py`),
+//! RenormCFG's CFG function (`comfy_extras/nodes_lumina2.py`) and LatentOperationSharpen
+//! (`comfy_extras/nodes_latent.py`). Element-wise steps follow
 //! torch's float32 operations; the reductions (norms, cosine similarity, mean) sum in float64,
 //! so results agree with ComfyUI to float32 rounding rather than bit for bit.
 
@@ -105,4 +106,40 @@ pub fn renorm_cfg(
         }
     }
     through_x(out)
+}
+
+/// LatentOperationSharpen on `[B, C, H, W]`: each pixel's channel vector divided by its
+/// length (+1e-6), sharpened per channel with ImageSharpen's kernel over the reflected
+/// neighbourhood (no clamp), and scaled back by the length.
+pub fn latent_sharpen(
+    latent: &candle_core::Tensor,
+    radius: usize,
+    sigma: f64,
+    alpha: f64,
+) -> candle_core::Result<candle_core::Tensor> {
+    use crate::image_ops::{convolve_reflect, sharpen_kernel, Planes};
+    let p = Planes::from_nchw(&latent.to_dtype(candle_core::DType::F32)?)?;
+    let plane = p.h * p.w;
+    let mut lum = vec![0f32; p.n * plane];
+    for b in 0..p.n {
+        for k in 0..plane {
+            let sq: f64 = (0..p.c)
+                .map(|c| (p.data[(b * p.c + c) * plane + k] as f64).powi(2))
+                .sum();
+            lum[b * plane + k] = sq.sqrt() as f32 + 1e-6;
+        }
+    }
+    let mut normalized = p.clone();
+    for (i, v) in normalized.data.iter_mut().enumerate() {
+        let (b, k) = (i / (p.c * plane), i % plane);
+        *v /= lum[b * plane + k];
+    }
+    let kernel = sharpen_kernel(radius, sigma, alpha);
+    let mut out = convolve_reflect(&normalized, &kernel, radius)
+        .map_err(|e| candle_core::Error::Msg(format!("LatentOperationSharpen: the latent {e}")))?;
+    for (i, v) in out.data.iter_mut().enumerate() {
+        let (b, k) = (i / (p.c * plane), i % plane);
+        *v *= lum[b * plane + k];
+    }
+    out.to_nchw()
 }
