@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 PORT = int(os.environ.get("PORT", "18391"))
@@ -31,7 +32,7 @@ def main():
                 time.sleep(0.5)
         res = {}
         for c in classes:
-            info = json.load(urllib.request.urlopen(f"{base}/object_info/{c}", timeout=30))
+            info = json.load(urllib.request.urlopen(f"{base}/object_info/{urllib.parse.quote(c)}", timeout=30))
             res[c] = info[c]
         with open(out, "w") as f:
             json.dump(res, f, indent=1)

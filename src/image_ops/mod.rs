@@ -12,15 +12,19 @@
 
 mod bislerp;
 pub mod canny;
+mod convolve;
 mod interpolate;
 mod lanczos;
 mod planes;
+mod tiled;
 mod upscale;
 
 pub use bislerp::bislerp;
+pub use convolve::{convolve_reflect, gaussian_kernel, sharpen_kernel};
 pub use interpolate::{
     bilinear_kernel_is_channels_last, bilinear_nchw, interpolate, Interp, TorchLayout,
 };
 pub use lanczos::{lanczos, lanczos_vertical_first};
 pub use planes::Planes;
+pub use tiled::{tiled_scale, TiledError};
 pub use upscale::{center_crop, common_upscale, py_round, Crop, UpscaleMethod};

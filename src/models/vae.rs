@@ -361,17 +361,36 @@ impl Vae {
     /// [B, h·8, w·8, 3] f32 in 0..1 (`clamp((x+1)/2, 0, 1)`, channels last),
     /// on the CPU whatever the VAE's device.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        let x = self.decode_raw(latent)?;
+        let img = ((x + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
+        Ok(img.permute((0, 2, 3, 1))?.contiguous()?)
+    }
+
+    /// The decoder's own output for unscaled latents [B, z, h, w]: [B, 3, h·8, w·8] f32 in
+    /// about -1..1, channels first, on the CPU (ComfyUI's `first_stage_model.decode`, before
+    /// `process_output`; tiled decoding blends these).
+    pub fn decode_raw(&self, latent: &Tensor) -> Result<Tensor> {
         let m = &self.0;
         let mut z = latent.to_device(&m.device)?.to_dtype(m.dtype)?;
         if let Some(p) = &m.post_quant_conv {
             z = p.forward(&z)?;
         }
         let x = m.decoder.forward(&z)?.to_dtype(DType::F32)?;
-        let img = ((x + 1.0)? / 2.0)?.clamp(0f32, 1f32)?;
-        Ok(img
-            .permute((0, 2, 3, 1))?
-            .contiguous()?
-            .to_device(&Device::Cpu)?)
+        Ok(x.to_device(&Device::Cpu)?)
+    }
+
+    /// The encoder's latent mean for pixels already mapped to -1..1, channels first
+    /// [B, 3, H, W] (ComfyUI's `first_stage_model.encode` after `process_input`; no crop):
+    /// [B, z, H/8, W/8] f32 on the CPU.
+    pub fn encode_raw(&self, x: &Tensor) -> Result<Tensor> {
+        let m = &self.0;
+        let x = x.to_device(&m.device)?.to_dtype(m.dtype)?;
+        let mut moments = m.encoder.forward(&x)?;
+        if let Some(q) = &m.quant_conv {
+            moments = q.forward(&moments)?;
+        }
+        let mean = moments.narrow(1, 0, m.config.z_channels)?;
+        Ok(mean.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)
     }
 
     /// Encodes a ComfyUI IMAGE [B, H, W, C≥3] (0..1) to unscaled latents
@@ -403,11 +422,6 @@ impl Vae {
             .to_device(&m.device)?
             .to_dtype(m.dtype)?;
         let x = ((img * 2.0)? - 1.0)?;
-        let mut moments = m.encoder.forward(&x)?;
-        if let Some(q) = &m.quant_conv {
-            moments = q.forward(&moments)?;
-        }
-        let mean = moments.narrow(1, 0, m.config.z_channels)?;
-        Ok(mean.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)
+        self.encode_raw(&x)
     }
 }

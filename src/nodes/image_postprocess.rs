@@ -3,7 +3,9 @@
 //! and sharpen kernels are torch's `gaussian_kernel` and the convolution runs over the
 //! reflect-padded image (the zero padding `F.conv2d` adds is cropped away by the node).
 
-use crate::image_ops::{common_upscale, Crop, Planes, TorchLayout, UpscaleMethod};
+use crate::image_ops::{
+    common_upscale, gaussian_kernel, sharpen_kernel, Crop, Planes, TorchLayout, UpscaleMethod,
+};
 use crate::node::types::Image;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
@@ -148,86 +150,14 @@ pub fn blend(image1: Planes, image2: Planes, factor: f64, mode: &str) -> Result<
     Ok(out)
 }
 
-/// `torch.linspace(-1, 1, n)` in float32 (torch fills the first half from the start and
-/// the second from the end).
-fn linspace_pm1(n: usize) -> Vec<f32> {
-    if n == 1 {
-        return vec![-1.0];
-    }
-    let step = 2.0f32 / (n - 1) as f32;
-    let half = n / 2;
-    (0..n)
-        .map(|i| {
-            if i < half {
-                -1.0 + step * i as f32
-            } else {
-                1.0 - step * (n - 1 - i) as f32
-            }
-        })
-        .collect()
-}
-
-/// `gaussian_kernel(kernel_size, sigma)` of nodes_post_processing.py, row-major.
-pub fn gaussian_kernel(size: usize, sigma: f64) -> Vec<f32> {
-    let l = linspace_pm1(size);
-    let two_s2 = (2.0 * sigma * sigma) as f32;
-    let mut g = Vec::with_capacity(size * size);
-    for &x in &l {
-        for &y in &l {
-            let d = (x * x + y * y).sqrt();
-            g.push((-(d * d) / two_s2).exp());
-        }
-    }
-    let sum: f32 = g.iter().sum();
-    g.iter().map(|v| v / sum).collect()
-}
-
-/// Depthwise `F.conv2d` of the reflect-padded image (`F.pad(.., 'reflect')`) with a
-/// `(2r+1)²` kernel, cropped back to the image: every output pixel sees its reflected
-/// neighbourhood.
+/// The reflect-padded convolution of the blur and sharpen nodes, its error naming `input`.
 fn convolve_reflect(
     img: &Planes,
     kernel: &[f32],
     r: usize,
     input: &str,
 ) -> Result<Planes, NodeError> {
-    if r >= img.h || r >= img.w {
-        return Err(NodeError::input(
-            input,
-            format!(
-                "is {}x{}: a radius of {r} needs an image larger than the radius on both sides \
-                 (reflect padding)",
-                img.w, img.h
-            ),
-        ));
-    }
-    let k = 2 * r + 1;
-    let reflect = |i: isize, n: usize| -> usize {
-        let n = n as isize;
-        let i = if i < 0 { -i } else { i };
-        (if i >= n { 2 * (n - 1) - i } else { i }) as usize
-    };
-    let mut out = Planes::zeros(img.n, img.c, img.h, img.w);
-    for b in 0..img.n {
-        for ch in 0..img.c {
-            let p = img.plane(b, ch);
-            for y in 0..img.h {
-                for x in 0..img.w {
-                    let mut acc = 0f32;
-                    for i in 0..k {
-                        let yy = reflect(y as isize + i as isize - r as isize, img.h);
-                        for j in 0..k {
-                            let xx = reflect(x as isize + j as isize - r as isize, img.w);
-                            acc += kernel[i * k + j] * p[yy * img.w + xx];
-                        }
-                    }
-                    let o = out.at(b, ch, y, x);
-                    out.data[o] = acc;
-                }
-            }
-        }
-    }
-    Ok(out)
+    crate::image_ops::convolve_reflect(img, kernel, r).map_err(|e| NodeError::input(input, e))
 }
 
 /// ImageBlur.
@@ -245,15 +175,7 @@ pub fn sharpen(img: &Planes, radius: usize, sigma: f64, alpha: f64) -> Result<Pl
     if radius == 0 {
         return Ok(img.clone());
     }
-    let size = 2 * radius + 1;
-    let scale = (-(alpha * 10.0)) as f32;
-    let mut kernel: Vec<f32> = gaussian_kernel(size, sigma)
-        .into_iter()
-        .map(|v| v * scale)
-        .collect();
-    let sum: f32 = kernel.iter().sum();
-    let c = radius * size + radius;
-    kernel[c] = kernel[c] - sum + 1.0;
+    let kernel = sharpen_kernel(radius, sigma, alpha);
     let mut out = convolve_reflect(img, &kernel, radius, "image")?;
     for v in &mut out.data {
         *v = v.clamp(0.0, 1.0);

@@ -19,6 +19,10 @@ pub enum CfgFunction {
     /// outputs, rescaled to the conditional prediction's per-sample std, mixed by
     /// `multiplier`.
     RescaleCfg { multiplier: f64 },
+    /// RenormCFG (`comfy_extras/nodes_lumina2.py`): plain CFG below `cfg_trunc` (σ), its
+    /// norm capped at `renorm_cfg` times the conditional prediction's; the conditional
+    /// prediction alone from `cfg_trunc` up ([`super::guidance_fns::renorm_cfg`]).
+    RenormCfg { cfg_trunc: f64, renorm_cfg: f64 },
 }
 
 /// A `sampler_post_cfg_function` (run in the order they were added).
@@ -44,6 +48,12 @@ pub enum PostCfg {
         sigma_start: f64,
         sigma_end: f64,
     },
+    /// Epsilon Scaling (`comfy_extras/nodes_eps.py`): the predicted noise `x − denoised`
+    /// divided by `factor` (float32 division), `x −` that.
+    EpsilonScaling { factor: f64 },
+    /// Mahiro (`comfy_extras/nodes_mahiro.py`): moves the result towards `cond·cfg` by how
+    /// little the guided and unconditional directions agree ([`super::guidance_fns::mahiro`]).
+    Mahiro,
 }
 
 /// A second evaluation of the conditional prediction that a post-CFG patch asks for.
@@ -100,6 +110,13 @@ pub enum LatentOperation {
     /// length `m` becomes `top·(m/top)/(m/top + 1)`, `top = (5·std + mean)·multiplier` of the
     /// lengths per sample.
     TonemapReinhard { multiplier: f64 },
+    /// LatentOperationSharpen: the channel vectors' directions sharpened like ImageSharpen
+    /// (radius, sigma, alpha), their lengths kept ([`super::guidance_fns::latent_sharpen`]).
+    Sharpen {
+        radius: usize,
+        sigma: f64,
+        alpha: f64,
+    },
 }
 
 impl LatentOperation {
@@ -107,6 +124,11 @@ impl LatentOperation {
     pub fn apply(&self, latent: &Tensor) -> Result<Tensor> {
         match *self {
             LatentOperation::TonemapReinhard { multiplier } => tonemap_reinhard(latent, multiplier),
+            LatentOperation::Sharpen {
+                radius,
+                sigma,
+                alpha,
+            } => super::guidance_fns::latent_sharpen(latent, radius, sigma, alpha),
         }
     }
 }
@@ -265,6 +287,24 @@ impl CfgPatches {
                 );
                 Tensor::from_vec(v, dims.as_slice(), cond.device())?
             }
+            Some(CfgFunction::RenormCfg {
+                cfg_trunc,
+                renorm_cfg,
+            }) => {
+                // Every model comfyrs runs predicts all its input's latent channels.
+                let v = super::guidance_fns::renorm_cfg(
+                    &flat(cond)?,
+                    &flat(uncond)?,
+                    &flat(x)?,
+                    cfg,
+                    sigma,
+                    cfg_trunc,
+                    renorm_cfg,
+                    dims[1],
+                    &dims,
+                );
+                Tensor::from_vec(v, dims.as_slice(), cond.device())?
+            }
         };
         for p in &self.post_cfg {
             out = match p {
@@ -305,6 +345,25 @@ impl CfgPatches {
                     } else {
                         out
                     }
+                }
+                &PostCfg::EpsilonScaling { factor } => {
+                    let f = factor as f32;
+                    let v: Vec<f32> = flat(x)?
+                        .iter()
+                        .zip(flat(&out)?)
+                        .map(|(x, d)| x - (x - d) / f)
+                        .collect();
+                    Tensor::from_vec(v, dims.as_slice(), cond.device())?
+                }
+                PostCfg::Mahiro => {
+                    let v = super::guidance_fns::mahiro(
+                        &flat(cond)?,
+                        &flat(uncond)?,
+                        &flat(&out)?,
+                        cfg,
+                        &dims,
+                    );
+                    Tensor::from_vec(v, dims.as_slice(), cond.device())?
                 }
             };
         }

@@ -28,6 +28,7 @@ pub mod cfg_patches;
 pub mod conds;
 pub mod differential_diffusion;
 pub mod gits_levels;
+pub mod guidance_fns;
 pub mod masks;
 pub mod model_sampling;
 pub mod noise;
