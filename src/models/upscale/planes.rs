@@ -353,12 +353,15 @@ impl Conv3x3 {
                     };
                     gemm_block(self.c_out, n, self.c_in, out, true, lhs, rhs, 1.0);
                 }
+                let slope = |o: usize| match act {
+                    Activation::None => None,
+                    Activation::Leaky(s) => Some(s),
+                    Activation::PRelu => slopes.get(o).copied(),
+                };
                 for o in 0..self.c_out {
                     let row = std::slice::from_raw_parts_mut(out.ptr.add(o * plane), n);
-                    match act {
-                        Activation::None => {}
-                        Activation::Leaky(s) => leaky(row, s),
-                        Activation::PRelu => leaky(row, slopes[o]),
+                    if let Some(s) = slope(o) {
+                        leaky(row, s);
                     }
                     // Zero what landed on the border columns (x = −1 and x = w).
                     let mut q = a;

@@ -79,8 +79,8 @@ struct PlanesBody {
 }
 
 enum Body {
-    Candle(CandleBody),
-    Planes(PlanesBody),
+    Candle(Box<CandleBody>),
+    Planes(Box<PlanesBody>),
 }
 
 /// A loaded RRDBNet.
@@ -128,9 +128,9 @@ impl RrdbNet {
     pub fn new(vb: &VarBuilder, config: EsrganConfig) -> Result<Self> {
         let names = Names::new(&config);
         let body = if vb.device().is_cpu() {
-            Body::Planes(PlanesBody::new(vb, &names)?)
+            Body::Planes(Box::new(PlanesBody::new(vb, &names)?))
         } else {
-            Body::Candle(CandleBody::new(vb, &names)?)
+            Body::Candle(Box::new(CandleBody::new(vb, &names)?))
         };
         Ok(RrdbNet { config, body })
     }
