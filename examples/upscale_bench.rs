@@ -18,6 +18,24 @@ use candle_core::{Device, Tensor};
 use comfyrs::models::upscale::tiling::tiled_scale;
 use comfyrs::models::upscale::UpscaleModel;
 
+/// User + system CPU time of this process so far (all threads), from /proc/self/stat; NaN
+/// where that is unavailable.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match f.as_slice() {
+        [u, s] => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(
@@ -41,12 +59,16 @@ fn main() -> anyhow::Result<()> {
     let x = image.permute((0, 3, 1, 2))?.contiguous()?;
     let mut out = None;
     for run in 0..runs {
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let y = tiled_scale(&x, 512, 32, model.scale, 3, |t| model.call(t))?
             .clamp(0f32, 1f32)?
             .permute((0, 2, 3, 1))?
             .contiguous()?;
-        println!("run {run}: {:.2} s", t0.elapsed().as_secs_f64());
+        println!(
+            "run {run}: {:.2} s, CPU {:.2} s",
+            t0.elapsed().as_secs_f64(),
+            cpu_seconds() - c0
+        );
         out = Some(y);
     }
     let out = out.expect("at least one run");

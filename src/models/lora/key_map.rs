@@ -1,5 +1,5 @@
 //! ComfyUI's LoRA key map (numerics spec §7.1): LoRA key prefix → model weight key
-//! (`model_lora_keys_unet` + `model_lora_keys_clip`), for the LDM UNet families and Flux.
+//! (`model_lora_keys_unet` + `model_lora_keys_clip`), for the LDM UNet families, Flux and SD3.
 //!
 //! Flux (`model_lora_keys_unet`'s Flux branch with `comfy/utils.py` `flux_to_diffusers`):
 //! besides the generic `lora_unet_*` / `diffusion_model.*` names (kohya, ComfyUI native), the
@@ -9,6 +9,11 @@
 //! blocks `to_q/k/v` + `proj_mlp` the rows of `linear1`; `*.linear1_qkv` names the first
 //! 3·hidden rows of `linear1`. `norm_out.linear` patches `final_layer.adaLN_modulation.1`
 //! with its two halves swapped (diffusers orders scale/shift the other way round).
+//!
+//! SD3/SD3.5 (the SD3 branch with `mmdit_to_diffusers`): `transformer.`, `base_model.model.`,
+//! `lora_transformer_*` and `lycoris_*` names of diffusers' SD3 transformer, q/k/v as thirds
+//! of the fused `qkv` weights, `norm_out.linear` and the last block's `norm1_context.linear`
+//! swapped ([`mmdit_to_diffusers`]).
 //!
 //! Targets are keys of our checkpoint weight map (`model.diffusion_model.*`; SD1's CLIP-L
 //! at `cond_stage_model.transformer.text_model.*`, SDXL's at `clip_l.transformer.*` and its
@@ -192,6 +197,8 @@ impl KeyMap {
             }
             if flux::Config::is_flux(|k| weights.contains_key(k), UNET_PREFIX) {
                 map.add_flux(weights, &keys)?;
+            } else if weights.contains_key(&format!("{UNET_PREFIX}{MMDIT_MARKER}")) {
+                map.add_mmdit(weights)?;
             } else {
                 map.add_unet_diffusers(weights)?;
             }
@@ -319,6 +326,184 @@ impl KeyMap {
         Ok(())
     }
 }
+
+/// A weight only MMDiT (SD3, SD3.5) checkpoints have (ComfyUI's `detect_unet_config` test).
+const MMDIT_MARKER: &str = "joint_blocks.0.context_block.attn.qkv.weight";
+
+impl KeyMap {
+    /// SD3/SD3.5 (`model_lora_keys_unet`'s SD3 branch): every weight of
+    /// [`mmdit_to_diffusers`] under `transformer.` (diffusers, ai-toolkit), `base_model.model.`
+    /// (PEFT), `lora_transformer_` (OneTrainer) and `lycoris_` (SimpleTuner), in that order
+    /// per weight. Targets the model lacks (MMDiT-X `attn2` on plain blocks, QK norms on
+    /// SD3 medium) are left out: ComfyUI maps them and then drops the patches.
+    fn add_mmdit(&mut self, weights: &WeightMap) -> Result<()> {
+        let cfg = crate::models::mmdit::Config::detect(
+            |k| weights.get(k).map(|t| t.dims().to_vec()),
+            &mut weights.keys().map(|k| k.as_str()),
+            UNET_PREFIX,
+        )
+        .map_err(crate::models::ModelError::NotSupported)?;
+        for (diffusers, target) in mmdit_to_diffusers(cfg.depth) {
+            let Some(module) = diffusers.strip_suffix(".weight") else {
+                continue;
+            };
+            if !weights.contains_key(&target.key) {
+                continue;
+            }
+            let under = module.replace('.', "_");
+            self.insert_target(format!("transformer.{module}"), target.clone());
+            self.insert_target(format!("base_model.model.{module}"), target.clone());
+            self.insert_target(format!("lora_transformer_{under}"), target.clone());
+            self.insert_target(format!("lycoris_{under}"), target);
+        }
+        Ok(())
+    }
+}
+
+/// ComfyUI's `mmdit_to_diffusers` (comfy/utils.py) for an MMDiT of `depth` joint blocks
+/// (hidden 64·depth), with our weight keys as targets: (diffusers key, target) in its
+/// order. The diffusers q/k/v projections are thirds of the fused `qkv`
+/// (`attn.to_*` of `x_block.attn`, `attn.add_*_proj` of `context_block.attn`, `attn2.to_*`
+/// of MMDiT-X's `x_block.attn2`); `norm_out.linear` and the last block's
+/// `norm1_context.linear` (diffusers' AdaLayerNormContinuous) have scale and shift the
+/// other way round.
+pub fn mmdit_to_diffusers(depth: usize) -> Vec<(String, Target)> {
+    let mut out: Vec<(String, Target)> = Vec::new();
+    let p = UNET_PREFIX;
+    let hidden = 64 * depth;
+    for i in 0..depth {
+        let from = format!("transformer_blocks.{i}");
+        let to = format!("{p}joint_blocks.{i}");
+        for end in ["weight", "bias"] {
+            for (attn, block, names) in [
+                ("attn", "x_block.attn", ["to_q", "to_k", "to_v"]),
+                (
+                    "attn",
+                    "context_block.attn",
+                    ["add_q_proj", "add_k_proj", "add_v_proj"],
+                ),
+                ("attn2", "x_block.attn2", ["to_q", "to_k", "to_v"]),
+            ] {
+                let qkv = format!("{to}.{block}.qkv.{end}");
+                for (j, n) in names.iter().enumerate() {
+                    out.push((
+                        format!("{from}.{attn}.{n}.{end}"),
+                        Target::rows(qkv.clone(), j * hidden, hidden),
+                    ));
+                }
+            }
+        }
+        for (ours, d) in MMDIT_MAP_BLOCK {
+            out.push((format!("{from}.{d}"), Target::whole(format!("{to}.{ours}"))));
+        }
+    }
+    let swapped = |key: String| Target {
+        key,
+        slice: None,
+        swap_halves: true,
+    };
+    for (ours, d) in MMDIT_MAP_BASIC {
+        out.push((d.to_string(), Target::whole(format!("{p}{ours}"))));
+    }
+    let last = depth.saturating_sub(1);
+    for end in ["bias", "weight"] {
+        out.push((
+            format!("norm_out.linear.{end}"),
+            swapped(format!("{p}final_layer.adaLN_modulation.1.{end}")),
+        ));
+        // Replaces the block entry of the same name (a dict assignment in ComfyUI).
+        let d = format!("transformer_blocks.{last}.norm1_context.linear.{end}");
+        let t = swapped(format!(
+            "{p}joint_blocks.{last}.context_block.adaLN_modulation.1.{end}"
+        ));
+        match out.iter_mut().find(|(k, _)| *k == d) {
+            Some(e) => e.1 = t,
+            None => out.push((d, t)),
+        }
+    }
+    out
+}
+
+/// comfy/utils.py `MMDIT_MAP_BLOCK`: (joint block weight, diffusers transformer block weight).
+const MMDIT_MAP_BLOCK: &[(&str, &str)] = &[
+    (
+        "context_block.adaLN_modulation.1.bias",
+        "norm1_context.linear.bias",
+    ),
+    (
+        "context_block.adaLN_modulation.1.weight",
+        "norm1_context.linear.weight",
+    ),
+    ("context_block.attn.proj.bias", "attn.to_add_out.bias"),
+    ("context_block.attn.proj.weight", "attn.to_add_out.weight"),
+    ("context_block.mlp.fc1.bias", "ff_context.net.0.proj.bias"),
+    (
+        "context_block.mlp.fc1.weight",
+        "ff_context.net.0.proj.weight",
+    ),
+    ("context_block.mlp.fc2.bias", "ff_context.net.2.bias"),
+    ("context_block.mlp.fc2.weight", "ff_context.net.2.weight"),
+    ("context_block.attn.ln_q.weight", "attn.norm_added_q.weight"),
+    ("context_block.attn.ln_k.weight", "attn.norm_added_k.weight"),
+    ("x_block.adaLN_modulation.1.bias", "norm1.linear.bias"),
+    ("x_block.adaLN_modulation.1.weight", "norm1.linear.weight"),
+    ("x_block.attn.proj.bias", "attn.to_out.0.bias"),
+    ("x_block.attn.proj.weight", "attn.to_out.0.weight"),
+    ("x_block.attn.ln_q.weight", "attn.norm_q.weight"),
+    ("x_block.attn.ln_k.weight", "attn.norm_k.weight"),
+    ("x_block.attn2.proj.bias", "attn2.to_out.0.bias"),
+    ("x_block.attn2.proj.weight", "attn2.to_out.0.weight"),
+    ("x_block.attn2.ln_q.weight", "attn2.norm_q.weight"),
+    ("x_block.attn2.ln_k.weight", "attn2.norm_k.weight"),
+    ("x_block.mlp.fc1.bias", "ff.net.0.proj.bias"),
+    ("x_block.mlp.fc1.weight", "ff.net.0.proj.weight"),
+    ("x_block.mlp.fc2.bias", "ff.net.2.bias"),
+    ("x_block.mlp.fc2.weight", "ff.net.2.weight"),
+];
+
+/// comfy/utils.py `MMDIT_MAP_BASIC` without the two swapped `final_layer.adaLN_modulation`
+/// entries ([`mmdit_to_diffusers`] adds those).
+const MMDIT_MAP_BASIC: &[(&str, &str)] = &[
+    ("context_embedder.bias", "context_embedder.bias"),
+    ("context_embedder.weight", "context_embedder.weight"),
+    (
+        "t_embedder.mlp.0.bias",
+        "time_text_embed.timestep_embedder.linear_1.bias",
+    ),
+    (
+        "t_embedder.mlp.0.weight",
+        "time_text_embed.timestep_embedder.linear_1.weight",
+    ),
+    (
+        "t_embedder.mlp.2.bias",
+        "time_text_embed.timestep_embedder.linear_2.bias",
+    ),
+    (
+        "t_embedder.mlp.2.weight",
+        "time_text_embed.timestep_embedder.linear_2.weight",
+    ),
+    ("x_embedder.proj.bias", "pos_embed.proj.bias"),
+    ("x_embedder.proj.weight", "pos_embed.proj.weight"),
+    (
+        "y_embedder.mlp.0.bias",
+        "time_text_embed.text_embedder.linear_1.bias",
+    ),
+    (
+        "y_embedder.mlp.0.weight",
+        "time_text_embed.text_embedder.linear_1.weight",
+    ),
+    (
+        "y_embedder.mlp.2.bias",
+        "time_text_embed.text_embedder.linear_2.bias",
+    ),
+    (
+        "y_embedder.mlp.2.weight",
+        "time_text_embed.text_embedder.linear_2.weight",
+    ),
+    ("pos_embed", "pos_embed.pos_embed"),
+    ("final_layer.linear.bias", "proj_out.bias"),
+    ("final_layer.linear.weight", "proj_out.weight"),
+];
 
 /// ComfyUI's `flux_to_diffusers` with our weight keys as targets: (diffusers key, target)
 /// in its order (MAP_BASIC, a Python set there, last in a fixed order here).

@@ -3,14 +3,16 @@
 //! spandrel's unwrapping of `params_ema`/`state_dict`/... and `module.` prefixes),
 //! detecting the architecture from the state dict ([`detect`]), the networks
 //! ([`rrdb`]: ESRGAN/RRDBNet in every key layout, [`srvgg`]: Real-ESRGAN Compact), and
-//! ComfyUI's tiled inference ([`tiling`]).
+//! ComfyUI's tiled inference ([`tiling`]). [`planes`] is the CPU convolution engine both
+//! networks run on.
 //!
-//! The weights stay in the file's dtype (widened per conv, as everywhere in comfyrs);
-//! inference is f32, as ComfyUI runs these models (spandrel builds them in f32 and
+//! On the CPU the weights are repacked to f32 at load (a few tens of MB at most); on other
+//! devices they stay in the file's dtype, widened per conv. Inference is f32, as ComfyUI runs these models (spandrel builds them in f32 and
 //! `ImageUpscaleWithModel` never casts).
 
 pub mod detect;
 pub mod fixture;
+pub mod planes;
 pub mod rrdb;
 pub mod srvgg;
 pub mod tiling;
