@@ -294,3 +294,28 @@ fn fuzz_targets_short_run() {
         eprintln!("fuzz {name}: {iters} inputs, worst {worst:.1} bytes allocated per input byte (inputs over 256 bytes)");
     }
 }
+
+/// Inputs libFuzzer found crashing a target (tests/data/fuzz_findings/TARGET-what): each runs
+/// through its target again, without a panic.
+#[test]
+fn libfuzzer_findings_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz_findings");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let data = std::fs::read(&path).unwrap();
+        match name.split('-').next().unwrap() {
+            "ui_workflow" => targets::ui_workflow(&data),
+            "workflow_source" => targets::workflow_source(&data),
+            "workflow" => targets::workflow(&data),
+            "validate_plan" => targets::validate_plan(&data),
+            "overrides" => targets::overrides(&data),
+            "multipart" => targets::multipart(&data),
+            "image" => targets::image(&data),
+            other => panic!("{name}: unknown target {other}"),
+        }
+        n += 1;
+    }
+    assert!(n >= 2, "the findings are there");
+}

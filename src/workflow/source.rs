@@ -204,6 +204,9 @@ fn jpeg_exif_text(bytes: &[u8]) -> TextChunks {
             break;
         }
         let len = u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]) as usize;
+        if len < 2 {
+            break; // a segment length counts its own two bytes: malformed
+        }
         let start = pos + 4;
         let end = (pos + 2 + len).min(bytes.len());
         if marker == 0xE1 && bytes[start..end].starts_with(b"Exif\0\0") {

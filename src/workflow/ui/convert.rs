@@ -586,7 +586,7 @@ impl<'a> Converter<'a> {
     fn apply_primitives(&mut self, flat: &[Dto]) -> Result<(), UiError> {
         for dto in flat {
             let key = self.graph_key(&dto.path)?;
-            let state = &self.states[&(key.clone(), dto.node)];
+            let state = self.state(&dto.path, dto.node)?;
             if state.kind != Kind::Primitive {
                 continue;
             }
@@ -666,7 +666,7 @@ impl<'a> Converter<'a> {
                 ),
             });
         }
-        let state = &self.states[&(key.clone(), dto.node)];
+        let state = self.state(&dto.path, dto.node)?;
         let Some(input) = state.inputs.get(slot) else {
             return Err(UiError::Link {
                 node: dto.id(),
@@ -691,7 +691,7 @@ impl<'a> Converter<'a> {
             let parent_path = &dto.path[..dto.path.len() - 1];
             let inst_id = *dto.path.last().expect("non-empty");
             let parent_key = self.graph_key(parent_path)?;
-            let inst = &self.states[&(parent_key.clone(), inst_id)];
+            let inst = self.state(parent_path, inst_id)?;
             let Some(inst_input) = inst.inputs.get(link.origin_slot as usize) else {
                 return Err(UiError::Link {
                     node: dto.id(),
@@ -765,7 +765,7 @@ impl<'a> Converter<'a> {
                 ),
             });
         }
-        let state = &self.states[&(key.clone(), dto.node)];
+        let state = self.state(&dto.path, dto.node)?;
         if state.mode == MODE_BYPASS {
             let Some(i) = self.bypass_slot(dto, state, slot, ty)? else {
                 return Ok(None);
@@ -916,8 +916,7 @@ impl<'a> Converter<'a> {
         let mut notes = Vec::new();
         let annotation = regex::Regex::new(r"(?i)\[(input|output|temp)\]").expect("static regex");
         for dto in &flat {
-            let key = self.graph_key(&dto.path)?;
-            let state = &self.states[&(key, dto.node)];
+            let state = self.state(&dto.path, dto.node)?;
             if state.is_virtual() || state.mode == MODE_NEVER || state.mode == MODE_BYPASS {
                 continue;
             }
