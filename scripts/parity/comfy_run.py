@@ -6,7 +6,7 @@
 
 Starts `python main.py --cpu --force-fp32 --fp32-text-enc --disable-auto-launch --disable-api-nodes
 --disable-all-custom-nodes` (+ --flag ...) from --comfy-dir with its own port, input, output, temp and
-user folders under --work (models from --models-dir/checkpoints via an extra_model_paths file; the
+user folders under --work (models from --models-dir/{checkpoints,controlnet,diffusion_models,text_encoders,vae,loras} via an extra_model_paths file; the
 shared ComfyUI tree is not written to), runs each workflow once with ../shared/parity/client.py,
 copies its first image to OUT/<workflow stem>.png, then stops the server. The workflows share one
 server, so a checkpoint is loaded once for all of them (as ComfyUI's cache does).
@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--work", default="/tmp/comfy_run_sdxl")
     ap.add_argument("--port", type=int, default=8191)
     ap.add_argument("--flag", action="append", default=[], help="extra ComfyUI argument (repeatable)")
+    ap.add_argument("--t5xxl-layers", type=int, default=0,
+                    help="build T5-XXL with this many blocks (ComfyUI's t5xxl_model_config; comfy_main_flux_t5layers.py)")
     ap.add_argument("--set", action="append", default=[], help="passed to client.py for every workflow")
     opts = ap.parse_args()
 
@@ -63,8 +65,13 @@ def main():
                     os.path.join(work, "input", "comfyrs_test_256.png")], check=True)
     emp = os.path.join(work, "extra_model_paths.yaml")
     with open(emp, "w") as f:
-        f.write("sdxlparity:\n    base_path: %s\n    checkpoints: checkpoints\n    controlnet: controlnet\n" % os.path.abspath(opts.models_dir))
-    cmd = [opts.python, "main.py", "--cpu", "--force-fp32", "--fp32-text-enc", "--listen", "127.0.0.1",
+        f.write("sdxlparity:\n    base_path: %s\n    checkpoints: checkpoints\n    controlnet: controlnet\n"
+                "    diffusion_models: diffusion_models\n    text_encoders: text_encoders\n    vae: vae\n"
+                "    loras: loras\n" % os.path.abspath(opts.models_dir))
+    main = ["main.py"]
+    if opts.t5xxl_layers:
+        main = [os.path.join(HERE, "comfy_main_flux_t5layers.py"), str(opts.t5xxl_layers)]
+    cmd = [opts.python] + main + ["--cpu", "--force-fp32", "--fp32-text-enc", "--listen", "127.0.0.1",
            "--port", str(opts.port), "--disable-auto-launch", "--disable-api-nodes", "--disable-all-custom-nodes",
            "--extra-model-paths-config", emp, "--input-directory", os.path.join(work, "input"),
            "--output-directory", os.path.join(work, "output"), "--temp-directory", os.path.join(work, "temp"),

@@ -290,10 +290,11 @@ struct ParityArgs {
     checkpoint: Option<PathBuf>,
     /// Folder holding the checkpoints the workflows name (in it or in its `checkpoints/`):
     /// sd15_random.safetensors, and scripts/parity/gen_sdxl.py's sdxl_random.safetensors and
-    /// sdxl_refiner_random.safetensors.
+    /// sdxl_refiner_random.safetensors; for the flux suite, gen_flux.py's folders
+    /// (diffusion_models/, text_encoders/, vae/, loras/, checkpoints/).
     #[arg(long, value_name = "DIR", conflicts_with = "checkpoint")]
     models_dir: Option<PathBuf>,
-    /// Built-in suite to run: sd15, sdxl, controlnet or all (repeatable; default sd15).
+    /// Built-in suite to run: sd15, sdxl, controlnet, flux or all (repeatable; default sd15).
     #[arg(long = "suite", value_name = "NAME")]
     suites: Vec<String>,
     /// Run only the built-in cases of this name (repeatable).
@@ -973,6 +974,10 @@ fn run_parity(args: ParityArgs) -> Result<(), Fatal> {
             paths.add_model_folder("checkpoints", dir.clone(), false);
             // The ControlNet cases' files (scripts/parity/gen_controlnet.py).
             paths.add_model_folder("controlnet", dir.join("controlnet"), false);
+            // The Flux cases' split files (scripts/parity/gen_flux.py).
+            for folder in ["diffusion_models", "text_encoders", "vae", "loras"] {
+                paths.add_model_folder(folder, dir.join(folder), false);
+            }
             None
         }
         (None, None) => return Err(fatal(2, "give --checkpoint FILE or --models-dir DIR")),

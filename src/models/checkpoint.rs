@@ -462,6 +462,41 @@ pub fn checkpoint_from_weights(
 /// The Flux transformer under `prefix` of `weights`: its family (dev with `guidance_in`,
 /// else schnell) and the network computing in `dtype` over the stored weights. `Ok(None)`
 /// when the keys are not a Flux transformer's; an error when they are an incomplete one.
+/// ComfyUI's rule for an fp8 Flux file it keeps in fp8 (see
+/// [`flux::round_wide_params_to_fp8`]): when the transformer's tensors under `prefix` are
+/// mostly fp8 e4m3fn and `unet_dtype` keeps them so (`comfy_keeps_fp8`: on the CPU, the model
+/// at 2 bytes per parameter does not fit 0.88 × RAM less the inference reserve; on CUDA
+/// always, as for an fp8-capable GPU), its wider tensors are rounded to fp8 as ComfyUI's
+/// fp8 parameters hold them. Other Flux files are left alone.
+pub fn round_flux_params_if_kept_fp8(
+    weights: &mut WeightMap,
+    prefix: &str,
+    device: &Device,
+) -> Result<()> {
+    use crate::models::lora::fp8_round::{comfy_keeps_fp8, total_ram};
+    if !flux::Config::is_flux(|k| weights.contains_key(k), prefix)
+        || !flux::mostly_fp8(weights, prefix)
+    {
+        return Ok(());
+    }
+    let params: usize = weights
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    let cuda = device.is_cuda();
+    let total = if cuda {
+        0
+    } else {
+        total_ram().unwrap_or(u64::MAX)
+    };
+    if comfy_keeps_fp8(params, total, cuda) {
+        let n = flux::round_wide_params_to_fp8(weights, prefix)?;
+        tracing::info!("Flux weights kept in fp8 as ComfyUI keeps them: {n} wider tensors rounded to fp8 e4m3fn");
+    }
+    Ok(())
+}
+
 pub fn flux_from_weights(
     weights: &WeightMap,
     prefix: &str,
@@ -512,6 +547,7 @@ fn flux_checkpoint(
             }
         })
         .collect();
+    round_flux_params_if_kept_fp8(&mut weights, UNET_PREFIX, device)?;
     let (family, model) = flux_from_weights(&weights, UNET_PREFIX, dtype, device)?
         .expect("the caller checked the Flux keys");
     for (what, key) in [

@@ -61,6 +61,7 @@ pub fn load_diffusion_model(
             weights.insert(format!("{UNET_PREFIX}{rest}"), v.clone());
         }
     }
+    super::checkpoint::round_flux_params_if_kept_fp8(&mut weights, UNET_PREFIX, device)?;
     let flux = flux_from_weights(&weights, UNET_PREFIX, dtype, device).map_err(|e| match e {
         ModelError::NotSupported(m) if m.starts_with("ERROR: Could not detect") => undetected(
             m.split_once('\n')

@@ -28,6 +28,55 @@ use crate::models::nn::{linear, Linear};
 /// (`model_base.Flux.extra_conds`).
 pub const DEFAULT_GUIDANCE: f64 = 3.5;
 
+/// `comfy.utils.weight_dtype` is fp8 e4m3fn for the tensors under `prefix`: the dtype
+/// holding the most elements, which is what ComfyUI's `unet_dtype` looks at.
+pub fn mostly_fp8(weights: &std::collections::HashMap<String, Tensor>, prefix: &str) -> bool {
+    let (mut fp8, mut other) = (0usize, std::collections::HashMap::new());
+    for (k, t) in weights {
+        if k.starts_with(prefix) {
+            if t.dtype() == DType::F8E4M3 {
+                fp8 += t.elem_count();
+            } else {
+                *other.entry(t.dtype()).or_insert(0usize) += t.elem_count();
+            }
+        }
+    }
+    fp8 > 0 && other.values().all(|&n| n < fp8)
+}
+
+/// When ComfyUI keeps a Flux model's weights in fp8 (`unet_dtype` returns the file's fp8
+/// dtype: an fp8-computing GPU, or a model too large for memory at 2 bytes per parameter, as
+/// the real-size Flux on a 24 GiB machine), it builds the network with *every* parameter in
+/// fp8, so the file's wider tensors (biases, RMS-norm scales, in bf16 in such files) are
+/// rounded to fp8 e4m3fn as `load_state_dict` copies them in; the forward pass then widens
+/// them back. This rounds the tensors under `prefix` the same way (torch's round to nearest
+/// even from f32, which is exact from bf16/f16) and returns how many it rounded. The caller
+/// decides whether ComfyUI keeps fp8 (`lora::fp8_round::comfy_keeps_fp8`).
+pub fn round_wide_params_to_fp8(
+    weights: &mut std::collections::HashMap<String, Tensor>,
+    prefix: &str,
+) -> Result<usize> {
+    let wide: Vec<String> = weights
+        .iter()
+        .filter(|(k, t)| k.starts_with(prefix) && t.dtype() != DType::F8E4M3)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in &wide {
+        let t = &weights[key];
+        let bytes: Vec<u8> = t
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(crate::models::fp8::encode_e4m3fn)
+            .collect();
+        let q = Tensor::from_raw_buffer(&bytes, DType::F8E4M3, t.dims(), &Device::Cpu)?
+            .to_device(t.device())?;
+        weights.insert(key.clone(), q);
+    }
+    Ok(wide.len())
+}
+
 /// ComfyUI's `FluxParams`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -387,5 +436,53 @@ impl Flux {
             .reshape((b, oc, hl * p, wl * p))?
             .narrow(2, 0, h)?
             .narrow(3, 0, w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::fp8::{decode_slice, encode_e4m3fn, Fp8Kind};
+    use std::collections::HashMap;
+
+    /// The wide tensors of a mostly-fp8 file end up as torch's fp8 e4m3fn of their values;
+    /// fp8 tensors and tensors outside the prefix are untouched.
+    #[test]
+    fn wide_params_round_to_fp8_like_torch() {
+        let cpu = Device::Cpu;
+        let vals = [1.02f32, -0.3, 0.0137, 300.0, 1.0e-4, 0.0];
+        let bias = Tensor::new(&vals[..], &cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let w = Tensor::ones((4, 4), DType::F32, &cpu)
+            .unwrap()
+            .to_dtype(DType::F8E4M3)
+            .unwrap();
+        let mut m: HashMap<String, Tensor> = HashMap::new();
+        m.insert("d.img_in.weight".into(), w.clone());
+        m.insert("d.img_in.bias".into(), bias.clone());
+        m.insert("other.bias".into(), bias.clone());
+        assert!(mostly_fp8(&m, "d."));
+        assert!(!mostly_fp8(&m, "other."));
+        assert_eq!(round_wide_params_to_fp8(&mut m, "d.").unwrap(), 1);
+        let got = &m["d.img_in.bias"];
+        assert_eq!(got.dtype(), DType::F8E4M3);
+        let want_bytes: Vec<u8> = bias
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(encode_e4m3fn)
+            .collect();
+        let want = decode_slice(Fp8Kind::E4m3fn, &want_bytes);
+        assert_eq!(
+            got.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap(),
+            want
+        );
+        assert_eq!(want[0], 1.0); // 1.02 is within half an fp8 step (1/16) of 1
+        assert_eq!(m["other.bias"].dtype(), DType::BF16);
+        assert_eq!(m["d.img_in.weight"].dtype(), DType::F8E4M3);
     }
 }
