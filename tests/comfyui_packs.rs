@@ -197,7 +197,7 @@ fn comfyui_packs_run_inside_comfyrs_workflows() {
         panic!("{:?}", o.status)
     };
     assert_eq!(e["exception_type"], "KeyError");
-    assert_eq!(e["exception_message"], "'no such word: zebra'");
+    assert_eq!(e["exception_message"], "'no such word: zebra'\n");
 
     // ProgressBar progress reaches comfyrs, and comfyrs' interrupt stops the node.
     let interrupt = Interrupt::new();

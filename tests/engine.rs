@@ -808,7 +808,7 @@ fn node_error_and_panic_become_execution_errors_and_the_next_run_works() {
     assert_eq!(data["exception_type"], "Panic");
     assert_eq!(
         data["exception_message"],
-        "node panicked: kaboom from a test node"
+        "node panicked: kaboom from a test node\n"
     );
     assert_eq!(
         data["current_inputs"],
@@ -840,7 +840,7 @@ fn node_error_and_panic_become_execution_errors_and_the_next_run_works() {
     let RunStatus::Error(data) = &out.status else {
         panic!()
     };
-    assert_eq!(data["exception_message"], "failed on purpose: x");
+    assert_eq!(data["exception_message"], "failed on purpose: x\n");
     assert_eq!(data["exception_type"], "RuntimeError");
 }
 

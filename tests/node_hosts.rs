@@ -340,7 +340,7 @@ fn node_errors_are_reported_as_comfyui_reports_them() {
     let e = error(&o);
     assert_eq!(e["node_id"], "1");
     assert_eq!(e["node_type"], "PyFail");
-    assert_eq!(e["exception_message"], "bad value 7");
+    assert_eq!(e["exception_message"], "bad value 7\n");
     assert_eq!(e["exception_type"], "ValueError");
     // The host is fine afterwards.
     assert_eq!(

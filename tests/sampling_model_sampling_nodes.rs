@@ -378,7 +378,7 @@ fn sd_turbo_on_cosmos_rflow_is_an_error_naming_the_node_input() {
     assert_eq!(
         e["exception_message"],
         "input 'model': SDTurboScheduler cannot schedule a \
-         ModelSamplingCosmosRFlow(0.002..80)+COSMOS_RFLOW model sampling (ComfyUI fails on it too)"
+         ModelSamplingCosmosRFlow(0.002..80)+COSMOS_RFLOW model sampling (ComfyUI fails on it too)\n"
     );
 }
 
@@ -422,7 +422,7 @@ fn choices_comfyrs_cannot_compute_are_clear_errors() {
         assert_eq!(e["node_id"], "2", "{class}");
         assert_eq!(e["node_type"], class);
         assert_eq!(e["exception_type"], "ValueError");
-        assert_eq!(e["exception_message"], msg, "{class}");
+        assert_eq!(e["exception_message"], format!("{msg}\n"), "{class}");
     }
 }
 

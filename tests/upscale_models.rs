@@ -386,14 +386,14 @@ fn bad_files_and_inputs_are_clear_node_errors() {
     assert_eq!(
         e["exception_message"],
         "UpscaleModelLoader: cannot load 'swinir.safetensors': this is a SwinIR model; comfyrs \
-         runs ESRGAN (RRDBNet) and RealESRGAN Compact (SRVGGNetCompact) upscale models only"
+         runs ESRGAN (RRDBNet) and RealESRGAN Compact (SRVGGNetCompact) upscale models only\n"
     );
     let e = err("mystery.safetensors", "node.image");
     assert_eq!(
         e["exception_message"],
         "UpscaleModelLoader: cannot load 'mystery.safetensors': not a known upscale model \
          architecture (first keys: encoder.foo.weight); comfyrs runs ESRGAN (RRDBNet) and \
-         RealESRGAN Compact (SRVGGNetCompact) upscale models"
+         RealESRGAN Compact (SRVGGNetCompact) upscale models\n"
     );
     let e = err("tiny_srvgg_x4.safetensors", "rgba");
     assert_eq!(e["node_type"], "ImageUpscaleWithModel");
@@ -401,7 +401,7 @@ fn bad_files_and_inputs_are_clear_node_errors() {
     assert_eq!(
         e["exception_message"],
         "input 'image': ImageUpscaleWithModel: the image has 4 channels; RealESRGAN Compact x4 \
-         8nf 2nc takes 3"
+         8nf 2nc takes 3\n"
     );
 }
 

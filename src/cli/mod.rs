@@ -861,7 +861,7 @@ fn run_cli(cli: Cli, packs: &[RegisterFn]) -> Result<(), Fatal> {
                         "execution error in node {} ({}): {}\n{}",
                         data["node_id"].as_str().unwrap_or("?"),
                         data["node_type"].as_str().unwrap_or("?"),
-                        data["exception_message"].as_str().unwrap_or(""),
+                        data["exception_message"].as_str().unwrap_or("").trim_end(),
                         serde_json::to_string_pretty(&data).unwrap_or_default()
                     ),
                 )),

@@ -804,6 +804,9 @@ fn failure_payload(
                 .node_indices()
                 .map(|ix| sh.prompt.graph.graph[ix].id.as_str())
                 .collect();
+            // ComfyUI formats a node's exception as "{exception}\n{tips}" (tips: an
+            // out-of-memory hint, else empty), so the message ends with a newline.
+            let message = format!("{message}\n");
             Failure::Error(json!({
                 "prompt_id": sh.prompt_id, "node_id": node_id, "node_type": class_type,
                 "executed": executed, "exception_message": message, "exception_type": exception_type,

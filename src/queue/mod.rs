@@ -618,7 +618,7 @@ impl JobQueue {
                     d["exception_type"].as_str().unwrap_or("error"),
                     d["node_id"].as_str().unwrap_or("?"),
                     d["node_type"].as_str().unwrap_or("?"),
-                    d["exception_message"].as_str().unwrap_or("")
+                    d["exception_message"].as_str().unwrap_or("").trim_end()
                 )),
             ),
             RunStatus::Interrupted(_) if self.shutdown_interrupt.load(Ordering::SeqCst) => {

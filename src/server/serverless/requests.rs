@@ -305,7 +305,9 @@ fn error_object(job: &JobRecord) -> Value {
         .unwrap_or(Value::Null);
     let mut e = json!({
         "type": data["exception_type"].as_str().unwrap_or("error"),
-        "message": data["exception_message"].as_str().or(job.error.as_deref()).unwrap_or("failed"),
+        // ComfyUI's messages end with a newline; an API error message does not.
+        "message": data["exception_message"].as_str().map(str::trim_end)
+            .or(job.error.as_deref()).unwrap_or("failed"),
     });
     if let Some(n) = data["node_id"].as_str() {
         e["node_id"] = json!(n);
