@@ -16,6 +16,7 @@ use super::checkpoint::{
 };
 use super::diffusion::DiffusionNet;
 use super::family::Family;
+use super::fp8::{store_as, Fp8Kind};
 use super::text::clip::{open_clip, ClipRole, ClipTextEncoder};
 use super::text::t5::{T5Encoder, FLUX_MIN_LENGTH, SD3_MIN_LENGTH, T5XXL_PREFIX};
 use super::unet::{Unet, UnetConfig, UNET_PREFIX};
@@ -33,6 +34,13 @@ pub struct DiffusionModelFile {
     pub prediction: Prediction,
 }
 
+impl DiffusionModelFile {
+    /// The bytes its weights hold in memory ([`weight_bytes`]).
+    pub fn weight_bytes(&self) -> usize {
+        weight_bytes(&self.weights)
+    }
+}
+
 /// Loads a bare diffusion model (`diffusion_models/`), or the diffusion model of a
 /// checkpoint file: an LDM UNet (SD1.x, SDXL) or a Flux transformer (bare BFL keys, as
 /// `flux1-dev.safetensors` ships, or under `model.diffusion_model.`).
@@ -41,7 +49,21 @@ pub fn load_diffusion_model(
     device: &Device,
     dtype: DType,
 ) -> Result<DiffusionModelFile> {
-    let raw = load_safetensors(path, device, dtype)?;
+    load_diffusion_model_with(path, device, dtype, None)
+}
+
+/// [`load_diffusion_model`] with `UNETLoader`'s `weight_dtype`: `Some(kind)` stores every
+/// floating weight of the diffusion model as fp8 `kind` (ComfyUI builds the network with
+/// `dtype=fp8` and copies the file's values in, so biases and norms are fp8 too; scaled fp8's
+/// `scale_weight`/`scale_input` scalars keep theirs), computed in `dtype` by widening per
+/// operation as ComfyUI's `manual_cast` ops do.
+pub fn load_diffusion_model_with(
+    path: &Path,
+    device: &Device,
+    dtype: DType,
+    weight_dtype: Option<Fp8Kind>,
+) -> Result<DiffusionModelFile> {
+    let mut raw = load_safetensors(path, device, dtype)?;
     let undetected = |why: String| {
         ModelError::NotSupported(format!(
             "ERROR: Could not detect model type of: {}\n{why}",
@@ -56,8 +78,14 @@ pub fn load_diffusion_model(
     } else {
         Prediction::Eps
     };
-    for (k, v) in raw.iter() {
+    for (k, v) in raw.iter_mut() {
         if let Some(rest) = k.strip_prefix(strip) {
+            if let Some(kind) = weight_dtype {
+                // In place, so the file's copy is freed as its fp8 copy is made.
+                if v.dtype().is_float() && !is_fp8_scale_key(rest) {
+                    *v = store_as(kind, v)?;
+                }
+            }
             weights.insert(format!("{UNET_PREFIX}{rest}"), v.clone());
         }
     }
@@ -124,6 +152,15 @@ pub fn load_diffusion_model(
         weights: Arc::new(weights),
         prediction,
     })
+}
+
+/// The bytes a diffusion model's weights hold in memory (element count × stored dtype size
+/// over its weight map): what `weight_dtype` changes.
+pub fn weight_bytes(weights: &WeightMap) -> usize {
+    weights
+        .values()
+        .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+        .sum()
 }
 
 /// What a text-encoder file holds (ComfyUI's `TEModel`, for the kinds comfyrs tells apart).
