@@ -11,8 +11,9 @@ use std::path::Path;
 use candle_core::{DType, Device};
 
 use super::checkpoint::{
-    describe_prefixes, flux_from_weights, load_safetensors, mmdit_from_weights, store_as_f16,
-    unet_prefix, Prediction, TextEncoders, WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
+    describe_prefixes, flux_from_weights, load_safetensors, load_safetensors_mapped,
+    mmdit_from_weights, store_as_f16, unet_prefix, unet_prefix_of, Prediction, TextEncoders,
+    WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
 };
 use super::diffusion::DiffusionNet;
 use super::family::Family;
@@ -63,7 +64,23 @@ pub fn load_diffusion_model_with(
     dtype: DType,
     weight_dtype: Option<Fp8Kind>,
 ) -> Result<DiffusionModelFile> {
-    let mut raw = load_safetensors(path, device, dtype)?;
+    let raw = match weight_dtype {
+        None => load_safetensors(path, device, dtype)?,
+        Some(kind) => {
+            // Each tensor of the diffusion model goes to fp8 as it is read.
+            let names = safetensors_names(path)?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let strip = unet_prefix_of(&names).unwrap_or("");
+            load_safetensors_mapped(path, device, &|_| dtype, &|name, t| match name
+                .strip_prefix(strip)
+            {
+                Some(rest) if t.dtype().is_float() && !is_fp8_scale_key(rest) => {
+                    store_as(kind, &t).map_err(Into::into)
+                }
+                _ => Ok(t),
+            })?
+        }
+    };
     let undetected = |why: String| {
         ModelError::NotSupported(format!(
             "ERROR: Could not detect model type of: {}\n{why}",
@@ -78,14 +95,8 @@ pub fn load_diffusion_model_with(
     } else {
         Prediction::Eps
     };
-    for (k, v) in raw.iter_mut() {
+    for (k, v) in raw.iter() {
         if let Some(rest) = k.strip_prefix(strip) {
-            if let Some(kind) = weight_dtype {
-                // In place, so the file's copy is freed as its fp8 copy is made.
-                if v.dtype().is_float() && !is_fp8_scale_key(rest) {
-                    *v = store_as(kind, v)?;
-                }
-            }
             weights.insert(format!("{UNET_PREFIX}{rest}"), v.clone());
         }
     }
@@ -152,6 +163,15 @@ pub fn load_diffusion_model_with(
         weights: Arc::new(weights),
         prediction,
     })
+}
+
+/// The tensor names of a safetensors file (its header only).
+fn safetensors_names(path: &Path) -> Result<Vec<String>> {
+    // SAFETY: mapped read-only for the header; nothing is read after the map is dropped.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
+        ModelError::NotSupported(format!("{}: not a safetensors file ({e})", path.display()))
+    })?;
+    Ok(st.tensors().into_iter().map(|(n, _)| n).collect())
 }
 
 /// The bytes a diffusion model's weights hold in memory (element count × stored dtype size
