@@ -11,11 +11,13 @@ use std::path::Path;
 use candle_core::{DType, Device};
 
 use super::checkpoint::{
-    describe_prefixes, flux_from_weights, load_safetensors, mmdit_from_weights, store_as_f16,
-    unet_prefix, Prediction, TextEncoders, WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
+    describe_prefixes, flux_from_weights, load_safetensors, load_safetensors_mapped,
+    mmdit_from_weights, store_as_f16, unet_prefix, unet_prefix_of, Prediction, TextEncoders,
+    WeightMap, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
 };
 use super::diffusion::DiffusionNet;
 use super::family::Family;
+use super::fp8::{store_as, Fp8Kind};
 use super::text::clip::{open_clip, ClipRole, ClipTextEncoder};
 use super::text::t5::{T5Encoder, FLUX_MIN_LENGTH, SD3_MIN_LENGTH, T5XXL_PREFIX};
 use super::unet::{Unet, UnetConfig, UNET_PREFIX};
@@ -33,6 +35,13 @@ pub struct DiffusionModelFile {
     pub prediction: Prediction,
 }
 
+impl DiffusionModelFile {
+    /// The bytes its weights hold in memory ([`weight_bytes`]).
+    pub fn weight_bytes(&self) -> usize {
+        weight_bytes(&self.weights)
+    }
+}
+
 /// Loads a bare diffusion model (`diffusion_models/`), or the diffusion model of a
 /// checkpoint file: an LDM UNet (SD1.x, SDXL) or a Flux transformer (bare BFL keys, as
 /// `flux1-dev.safetensors` ships, or under `model.diffusion_model.`).
@@ -41,7 +50,37 @@ pub fn load_diffusion_model(
     device: &Device,
     dtype: DType,
 ) -> Result<DiffusionModelFile> {
-    let raw = load_safetensors(path, device, dtype)?;
+    load_diffusion_model_with(path, device, dtype, None)
+}
+
+/// [`load_diffusion_model`] with `UNETLoader`'s `weight_dtype`: `Some(kind)` stores every
+/// floating weight of the diffusion model as fp8 `kind` (ComfyUI builds the network with
+/// `dtype=fp8` and copies the file's values in, so biases and norms are fp8 too; scaled fp8's
+/// `scale_weight`/`scale_input` scalars keep theirs), computed in `dtype` by widening per
+/// operation as ComfyUI's `manual_cast` ops do.
+pub fn load_diffusion_model_with(
+    path: &Path,
+    device: &Device,
+    dtype: DType,
+    weight_dtype: Option<Fp8Kind>,
+) -> Result<DiffusionModelFile> {
+    let raw = match weight_dtype {
+        None => load_safetensors(path, device, dtype)?,
+        Some(kind) => {
+            // Each tensor of the diffusion model goes to fp8 as it is read.
+            let names = safetensors_names(path)?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let strip = unet_prefix_of(&names).unwrap_or("");
+            load_safetensors_mapped(path, device, &|_| dtype, &|name, t| match name
+                .strip_prefix(strip)
+            {
+                Some(rest) if t.dtype().is_float() && !is_fp8_scale_key(rest) => {
+                    store_as(kind, &t).map_err(Into::into)
+                }
+                _ => Ok(t),
+            })?
+        }
+    };
     let undetected = |why: String| {
         ModelError::NotSupported(format!(
             "ERROR: Could not detect model type of: {}\n{why}",
@@ -125,6 +164,24 @@ pub fn load_diffusion_model(
         weights: Arc::new(weights),
         prediction,
     })
+}
+
+/// The tensor names of a safetensors file (its header only).
+fn safetensors_names(path: &Path) -> Result<Vec<String>> {
+    // SAFETY: mapped read-only for the header; nothing is read after the map is dropped.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
+        ModelError::NotSupported(format!("{}: not a safetensors file ({e})", path.display()))
+    })?;
+    Ok(st.tensors().into_iter().map(|(n, _)| n).collect())
+}
+
+/// The bytes a diffusion model's weights hold in memory (element count × stored dtype size
+/// over its weight map): what `weight_dtype` changes.
+pub fn weight_bytes(weights: &WeightMap) -> usize {
+    weights
+        .values()
+        .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+        .sum()
 }
 
 /// What a text-encoder file holds (ComfyUI's `TEModel`, for the kinds comfyrs tells apart).

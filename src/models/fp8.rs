@@ -152,3 +152,47 @@ pub fn encode_bf16(kind: Fp8Kind, h: half::bf16) -> u8 {
 pub fn round_trip(kind: Fp8Kind, f: f32) -> f32 {
     decode(kind, encode(kind, f))
 }
+
+/// `t` stored as `kind` the way `param.copy_(t)` into a float8 parameter does (torch's
+/// round-to-nearest-even `.to(float8)`, through f32): ComfyUI's `UNETLoader` with
+/// `weight_dtype` fp8_*. e4m3fn comes back as candle's `F8E4M3` (one byte per weight); e5m2,
+/// which candle has no dtype for, as the exact f16 of each e5m2 value (every e5m2 value is an
+/// f16: the same numbers, two bytes per weight). The layers widen either per operation.
+pub fn store_as(
+    kind: Fp8Kind,
+    t: &candle_core::Tensor,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::{DType, Device, Tensor};
+    use rayon::prelude::*;
+    /// Values per task.
+    const BLOCK: usize = 1 << 16;
+    if kind == Fp8Kind::E4m3fn && t.dtype() == DType::F8E4M3 {
+        return Ok(t.clone());
+    }
+    let device = t.device().clone();
+    let values: Vec<f32> = t
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    let mut bytes = vec![0u8; values.len()];
+    bytes
+        .par_chunks_mut(BLOCK)
+        .zip(values.par_chunks(BLOCK))
+        .for_each(|(d, s)| {
+            for (b, &v) in d.iter_mut().zip(s) {
+                *b = encode(kind, v);
+            }
+        });
+    let stored = match kind {
+        Fp8Kind::E4m3fn => Tensor::from_raw_buffer(&bytes, DType::F8E4M3, t.dims(), &Device::Cpu)?,
+        Fp8Kind::E5m2 => {
+            let halves: Vec<half::f16> = bytes
+                .iter()
+                .map(|&b| half::f16::from_bits((b as u16) << 8))
+                .collect();
+            Tensor::from_vec(halves, t.dims(), &Device::Cpu)?
+        }
+    };
+    stored.to_device(&device)
+}

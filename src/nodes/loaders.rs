@@ -5,6 +5,7 @@
 
 use super::sd_types::{clip_payload, model_payload, split_checkpoint, ModelCache, SdVae};
 use crate::env::Environment;
+use crate::models::fp8::Fp8Kind;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
@@ -111,6 +112,26 @@ fn device_input() -> InputSpec {
         .optional()
 }
 
+/// UNETLoader's `weight_dtype` as ComfyUI reads it (nodes.py `load_unet`): `default` keeps
+/// the file's dtype rule, the fp8 choices store the weights in that format. `fp8_e4m3fn_fast`
+/// stores e4m3fn too; its fp8 matmul needs fp8 compute (`supports_fp8_compute`: Ada/Hopper
+/// GPUs), which ComfyUI never picks on the CPU and comfyrs does not have, so it computes
+/// like `fp8_e4m3fn` (widened per operation, ComfyUI's `manual_cast`).
+fn fp8_weight_dtype(choice: &str) -> Result<Option<Fp8Kind>, NodeError> {
+    match choice {
+        "default" => Ok(None),
+        "fp8_e4m3fn" | "fp8_e4m3fn_fast" => Ok(Some(Fp8Kind::E4m3fn)),
+        "fp8_e5m2" => Ok(Some(Fp8Kind::E5m2)),
+        other => Err(NodeError::input(
+            "weight_dtype",
+            format!(
+                "weight_dtype '{other}' is not one of default, fp8_e4m3fn, fp8_e4m3fn_fast, \
+                 fp8_e5m2"
+            ),
+        )),
+    }
+}
+
 struct UnetLoader;
 impl Node for UnetLoader {
     fn schema(&self) -> NodeSchema {
@@ -128,24 +149,12 @@ impl Node for UnetLoader {
     }
     fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
         let path = model_path(ctx.env, "diffusion_models", i.string("unet_name")?)?;
-        let weight_dtype = i.string("weight_dtype")?;
-        if weight_dtype != "default" {
-            return Err(NodeError::input(
-                "weight_dtype",
-                format!(
-                    "weight_dtype '{weight_dtype}' (fp8 weight storage) is not supported by \
-                     comfyrs yet; use 'default'"
-                ),
-            ));
-        }
+        let weight_dtype = fp8_weight_dtype(i.string("weight_dtype")?)?;
         let cache = ctx.env.resources.get_or_default::<ModelCache>();
-        let m = cache.diffusion_model(&path, &ctx.env.compute)?;
-        Ok(NodeOutput::one(Value::object(model_payload(
-            m.model.clone(),
-            &m.weights,
-            m.family,
-            m.prediction,
-        ))))
+        let m = cache.diffusion_model(&path, &ctx.env.compute, weight_dtype)?;
+        let mut model = model_payload(m.model.clone(), &m.weights, m.family, m.prediction);
+        model.diffusion = model.diffusion.with_fp8_storage(weight_dtype);
+        Ok(NodeOutput::one(Value::object(model)))
     }
 }
 

@@ -7,10 +7,11 @@ use crate::compute::Compute;
 use crate::models::checkpoint::Prediction as CkptPrediction;
 use crate::models::checkpoint::{load_checkpoint_with, LoadOptions};
 use crate::models::component_files::{
-    load_diffusion_model, load_text_encoders, DiffusionModelFile, TextEncoderFiles,
+    load_diffusion_model_with, load_text_encoders, DiffusionModelFile, TextEncoderFiles,
 };
 use crate::models::conditioner::Conditioner;
 use crate::models::diffusion::DiffusionNet;
+use crate::models::fp8::Fp8Kind;
 use crate::models::lora::{PatchedClip, PatchedModel};
 use crate::models::{Checkpoint, Family, LatentFormat, TextEncoders, Vae};
 use crate::node::{NodeError, Payload};
@@ -276,7 +277,8 @@ pub(crate) fn stamp(path: &Path) -> Stamp {
 #[derive(Default)]
 pub struct ModelCache {
     checkpoints: Mutex<HashMap<PathBuf, (Stamp, Checkpoint)>>,
-    diffusion_models: Mutex<HashMap<PathBuf, (Stamp, DiffusionModelFile)>>,
+    #[allow(clippy::type_complexity)]
+    diffusion_models: Mutex<HashMap<(PathBuf, Option<Fp8Kind>), (Stamp, DiffusionModelFile)>>,
     #[allow(clippy::type_complexity)]
     text_encoders: Mutex<HashMap<(Vec<PathBuf>, String), (Vec<Stamp>, TextEncoderFiles)>>,
     vaes: Mutex<HashMap<PathBuf, (Stamp, Vae)>>,
@@ -311,27 +313,30 @@ impl ModelCache {
         Ok(ck)
     }
 
-    /// The diffusion model file at `path` (UNETLoader), in `compute.dtype`.
+    /// The diffusion model file at `path` (UNETLoader), computed in `compute.dtype`, its
+    /// weights stored as fp8 `weight_dtype` when given (UNETLoader's `weight_dtype`).
     pub fn diffusion_model(
         &self,
         path: &Path,
         compute: &Compute,
+        weight_dtype: Option<Fp8Kind>,
     ) -> Result<DiffusionModelFile, NodeError> {
         let st = stamp(path);
+        let key = (path.to_path_buf(), weight_dtype);
         let mut map = self
             .diffusion_models
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some((s, m)) = map.get(path) {
+        if let Some((s, m)) = map.get(&key) {
             if *s == st {
                 return Ok(m.clone());
             }
         }
-        let m = load_diffusion_model(path, &compute.device, compute.dtype)
+        let m = load_diffusion_model_with(path, &compute.device, compute.dtype, weight_dtype)
             .map_err(|e| NodeError::msg(e.to_string()))?;
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        map.insert(path.to_path_buf(), (st, m.clone()));
+        map.insert(key, (st, m.clone()));
         Ok(m)
     }
 

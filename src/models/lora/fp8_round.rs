@@ -12,7 +12,7 @@
 use candle_core::{DType, Device, Tensor};
 use half::f16;
 
-use crate::models::fp8::encode_e4m3fn;
+use crate::models::fp8::{encode, Fp8Kind};
 use crate::models::Result;
 use crate::torch_rng::Mt19937;
 
@@ -42,6 +42,12 @@ fn h(x: f32) -> f32 {
 /// bytes. The random stream is drawn first (it is sequential); the rounding itself runs in
 /// parallel (a full-size Flux weight has tens of millions of elements).
 pub fn stochastic_round_e4m3fn(values: &[f32], seed: u32) -> Vec<u8> {
+    stochastic_round(Fp8Kind::E4m3fn, values, seed)
+}
+
+/// [`stochastic_round_e4m3fn`] for either fp8 format (`float8_e5m2`: 5 exponent bits, bias
+/// 15, 2 mantissa bits, clamped to ±57344).
+pub fn stochastic_round(kind: Fp8Kind, values: &[f32], seed: u32) -> Vec<u8> {
     use rayon::prelude::*;
     let mut mt = Mt19937::new(seed as u64);
     // torch.rand(float16): the low 11 bits of one 32-bit output per element.
@@ -51,46 +57,65 @@ pub fn stochastic_round_e4m3fn(values: &[f32], seed: u32) -> Vec<u8> {
     values
         .par_iter()
         .zip(bits.par_iter())
-        .map(|(&v, &r)| round_one(v, r as f32 / 2048.0))
+        .map(|(&v, &r)| round_one(kind, v, r as f32 / 2048.0))
         .collect()
 }
 
 /// One element of `manual_stochastic_round_to_float8` with the uniform `u` (fp16 ops).
-fn round_one(v: f32, u: f32) -> u8 {
-    const MANTISSA_BITS: i32 = 3;
-    const EXPONENT_BIAS: i32 = 7;
-    const MAX_EXPONENT: f32 = 15.0;
+fn round_one(kind: Fp8Kind, v: f32, u: f32) -> u8 {
+    // (mantissa bits, exponent bias, largest exponent field, finfo max)
+    let (mantissa_bits, bias, max_exponent, max) = match kind {
+        Fp8Kind::E4m3fn => (3i32, 7i32, 15.0f32, 448.0f32),
+        Fp8Kind::E5m2 => (2, 15, 31.0, 57344.0),
+    };
     let x = h(v);
     let abs = x.abs();
     let sign = if abs == 0.0 { 0.0 } else { x.signum() };
-    // clamp(floor(log2|x|) + bias, 0, 15), log2 rounded to fp16 as torch's half op.
-    let exponent = (h(abs.log2()).floor() + EXPONENT_BIAS as f32).clamp(0.0, MAX_EXPONENT);
+    // clamp(floor(log2|x|) + bias, 0, max), log2 rounded to fp16 as torch's half op.
+    let exponent = (h(abs.log2()).floor() + bias as f32).clamp(0.0, max_exponent);
     let normal = exponent != 0.0;
     let scaled = if normal {
-        let p = 2f32.powi(exponent as i32 - EXPONENT_BIAS);
-        h(h(h(abs / p) - 1.0) * (1 << MANTISSA_BITS) as f32)
+        let p = h(2f32.powi(exponent as i32 - bias));
+        h(h(h(abs / p) - 1.0) * (1 << mantissa_bits) as f32)
     } else {
-        h(abs / 2f32.powi(-EXPONENT_BIAS + 1 - MANTISSA_BITS))
+        h(abs / 2f32.powi(-bias + 1 - mantissa_bits))
     };
-    let mantissa = h(h(scaled + u).floor() / (1 << MANTISSA_BITS) as f32);
+    let mantissa = h(h(scaled + u).floor() / (1 << mantissa_bits) as f32);
     let magnitude = if normal {
-        h(2f32.powi(exponent as i32 - EXPONENT_BIAS) * h(1.0 + mantissa))
+        h(h(2f32.powi(exponent as i32 - bias)) * h(1.0 + mantissa))
     } else {
-        h(2f32.powi(-EXPONENT_BIAS + 1) * mantissa)
+        h(h(2f32.powi(-bias + 1)) * mantissa)
     };
-    encode_e4m3fn(h(sign * magnitude).clamp(-448.0, 448.0))
+    encode(kind, h(sign * magnitude).clamp(-max, max))
 }
 
 /// ComfyUI's `stochastic_rounding(value, float8_e4m3fn, seed)` on a tensor: an F8E4M3
 /// tensor of the same shape on `value`'s device.
 pub fn stochastic_round_tensor(value: &Tensor, seed: u32) -> Result<Tensor> {
+    stochastic_round_tensor_as(Fp8Kind::E4m3fn, value, seed)
+}
+
+/// ComfyUI's `stochastic_rounding(value, float8_*, seed)` on a tensor, stored as
+/// [`crate::models::fp8::store_as`] stores `kind` (e4m3fn as F8E4M3, e5m2 as its exact f16).
+pub fn stochastic_round_tensor_as(kind: Fp8Kind, value: &Tensor, seed: u32) -> Result<Tensor> {
     let data: Vec<f32> = value
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_device(&Device::Cpu)?
         .to_vec1()?;
-    let bytes = stochastic_round_e4m3fn(&data, seed);
-    let t = Tensor::from_raw_buffer(&bytes, DType::F8E4M3, value.dims(), &Device::Cpu)?;
+    let bytes = stochastic_round(kind, &data, seed);
+    let t = match kind {
+        Fp8Kind::E4m3fn => {
+            Tensor::from_raw_buffer(&bytes, DType::F8E4M3, value.dims(), &Device::Cpu)?
+        }
+        Fp8Kind::E5m2 => {
+            let halves: Vec<f16> = bytes
+                .iter()
+                .map(|&b| f16::from_bits((b as u16) << 8))
+                .collect();
+            Tensor::from_vec(halves, value.dims(), &Device::Cpu)?
+        }
+    };
     Ok(t.to_device(value.device())?)
 }
 

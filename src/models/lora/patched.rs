@@ -12,10 +12,13 @@ use std::sync::{Arc, Mutex, Weak};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::fp8_round::{comfy_keeps_fp8, stochastic_round_tensor, string_to_seed, total_ram};
+use super::fp8_round::{
+    comfy_keeps_fp8, stochastic_round_tensor, stochastic_round_tensor_as, string_to_seed, total_ram,
+};
 use super::load::{LoadedLora, TargetPatch};
 use crate::models::checkpoint::WeightMap;
 use crate::models::diffusion::{DiffusionNet, ModelInputs};
+use crate::models::fp8::Fp8Kind;
 use crate::models::text::clip::{ClipTextEncoder, ClipTextModel, WeightedToken};
 use crate::models::unet::UNET_PREFIX;
 use crate::models::{ModelError, Result};
@@ -96,6 +99,9 @@ pub enum PatchedStorage {
     /// Weights stored as fp8 e4m3fn go back to fp8 with ComfyUI's seeded stochastic
     /// rounding (the model keeps fp8 weights, see [`comfy_keeps_fp8`]); others as `Dtype`.
     KeepFp8(DType),
+    /// Every patched weight goes back to fp8 `kind` with the seeded stochastic rounding:
+    /// the model's weights are stored in fp8 by choice (UNETLoader's `weight_dtype`).
+    Fp8(Fp8Kind),
 }
 
 /// The patched tensors (only those) under `prefix`: each target's f32 copy gets every patch
@@ -176,6 +182,9 @@ pub fn patch_weights_stored(
             PatchedStorage::KeepFp8(_) if w0.dtype() == DType::F8E4M3 => {
                 stochastic_round_tensor(&w, string_to_seed(comfy_key(target)))?
             }
+            PatchedStorage::Fp8(kind) => {
+                stochastic_round_tensor_as(kind, &w, string_to_seed(comfy_key(target)))?
+            }
             PatchedStorage::Dtype(d) | PatchedStorage::KeepFp8(d) => w.to_dtype(d)?,
         };
         out.insert(target.clone(), stored);
@@ -200,6 +209,9 @@ pub struct PatchedModel {
     patches: Vec<PatchEntry>,
     cache: Option<Arc<PatchCache>>,
     built: Arc<Mutex<Option<DiffusionNet>>>,
+    /// The fp8 format the weights are stored in by choice (UNETLoader's `weight_dtype`),
+    /// which patched weights go back to; None: the file's dtype rule.
+    fp8_storage: Option<Fp8Kind>,
 }
 
 impl PatchedModel {
@@ -211,7 +223,15 @@ impl PatchedModel {
             patches: Vec::new(),
             cache: None,
             built: Arc::default(),
+            fp8_storage: None,
         }
+    }
+
+    /// The same model with its weights marked as stored in fp8 `kind` by choice (ComfyUI's
+    /// `model_options["dtype"]`), so LoRA-patched weights are rounded back to it.
+    pub fn with_fp8_storage(mut self, kind: Option<Fp8Kind>) -> Self {
+        self.fp8_storage = kind;
+        self
     }
 
     /// The same base with one more LoRA at the end of the list (nothing is computed yet).
@@ -224,6 +244,7 @@ impl PatchedModel {
             patches,
             cache: Some(cache),
             built: Arc::default(),
+            fp8_storage: self.fp8_storage,
         }
     }
 
@@ -274,7 +295,9 @@ impl PatchedModel {
     fn build(&self) -> Result<DiffusionNet> {
         let t0 = std::time::Instant::now();
         let compute = self.base.dtype();
-        let storage = if self.keeps_fp8() {
+        let storage = if let Some(kind) = self.fp8_storage {
+            PatchedStorage::Fp8(kind)
+        } else if self.keeps_fp8() {
             PatchedStorage::KeepFp8(compute)
         } else {
             PatchedStorage::Dtype(compute)

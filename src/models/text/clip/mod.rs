@@ -42,6 +42,9 @@ pub struct ClipRole {
     pub project_pooled: bool,
     /// The token that fills a window after its EOS (`pad_with_end` → EOS, else 0).
     pub pad_token: u32,
+    /// The key of its vectors in an embedding file holding several encoders' (ComfyUI's
+    /// `embedding_key`: `clip_l`, or `clip_g` for bigG).
+    pub embedding_key: &'static str,
     /// The MLP activation of this CLIP (quick GELU for CLIP-L, GELU for bigG).
     pub activation: ClipActivation,
 }
@@ -53,6 +56,7 @@ impl ClipRole {
         layer_norm_hidden: true,
         project_pooled: false,
         pad_token: EOS,
+        embedding_key: "clip_l",
         activation: ClipActivation::QuickGelu,
     };
     /// SDXL's CLIP-L: penultimate layer without final LN (`SDXLClipModel.clip_l`).
@@ -61,6 +65,7 @@ impl ClipRole {
         layer_norm_hidden: false,
         project_pooled: false,
         pad_token: EOS,
+        embedding_key: "clip_l",
         activation: ClipActivation::QuickGelu,
     };
     /// SDXL's (and the refiner's) OpenCLIP bigG: penultimate layer without final LN,
@@ -70,6 +75,7 @@ impl ClipRole {
         layer_norm_hidden: false,
         project_pooled: true,
         pad_token: 0,
+        embedding_key: "clip_g",
         activation: ClipActivation::Gelu,
     };
 }
@@ -112,7 +118,9 @@ impl ClipTextEncoder {
         )?;
         Ok(ClipTextEncoder {
             tokenizer: Arc::new(
-                Tokenizer::new(embedding_directories, config.width).with_pad_token(role.pad_token),
+                Tokenizer::new(embedding_directories, config.width)
+                    .with_pad_token(role.pad_token)
+                    .with_embedding_key(role.embedding_key),
             ),
             model: Arc::new(model),
             role,
@@ -124,7 +132,9 @@ impl ClipTextEncoder {
     pub fn with_embedding_directories(&self, dirs: Vec<PathBuf>) -> Self {
         ClipTextEncoder {
             tokenizer: Arc::new(
-                Tokenizer::new(dirs, self.model.config.width).with_pad_token(self.role.pad_token),
+                Tokenizer::new(dirs, self.model.config.width)
+                    .with_pad_token(self.role.pad_token)
+                    .with_embedding_key(self.role.embedding_key),
             ),
             model: self.model.clone(),
             role: self.role,

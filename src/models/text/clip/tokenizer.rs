@@ -64,6 +64,9 @@ pub type WeightedToken = (Token, f32);
 pub struct Tokenizer {
     embedding_directories: Vec<PathBuf>,
     embedding_size: usize,
+    /// The key of this encoder's vectors in a multi-encoder embedding file (ComfyUI's
+    /// `embedding_key`: `clip_l` for CLIP-L, `clip_g` for SDXL's bigG).
+    embedding_key: &'static str,
     pad_token: u32,
 }
 
@@ -177,8 +180,16 @@ impl Tokenizer {
         Tokenizer {
             embedding_directories,
             embedding_size,
+            embedding_key: "clip_l",
             pad_token: EOS,
         }
+    }
+
+    /// The same tokenizer reading `key` from embedding files that hold several encoders'
+    /// vectors (an SDXL embedding has `clip_l` and `clip_g`).
+    pub fn with_embedding_key(mut self, key: &'static str) -> Self {
+        self.embedding_key = key;
+        self
     }
 
     /// The same tokenizer padding windows with `pad` (ComfyUI's `pad_with_end=False`
@@ -318,7 +329,7 @@ impl Tokenizer {
                 if !path.is_file() || !is_inside(dir, &path) {
                     continue;
                 }
-                match load_embedding_file(&path, self.embedding_size) {
+                match load_embedding_file_with_key(&path, self.embedding_size, self.embedding_key) {
                     Ok(t) => return Some(t),
                     Err(e) => {
                         tracing::warn!("could not load embedding {}: {e}", path.display());
@@ -372,6 +383,15 @@ pub(crate) fn split_embeddings(segment: &str) -> Vec<String> {
 /// `embedding_size`) or a PyTorch pickle (`.pt`/`.bin`, same key rules).
 /// Returns one f32 row per vector.
 pub fn load_embedding_file(path: &Path, embedding_size: usize) -> anyhow::Result<Vec<Tensor>> {
+    load_embedding_file_with_key(path, embedding_size, "clip_l")
+}
+
+/// [`load_embedding_file`] looking for `key` (the encoder's `embedding_key`) first.
+pub fn load_embedding_file_with_key(
+    path: &Path,
+    embedding_size: usize,
+    key: &str,
+) -> anyhow::Result<Vec<Tensor>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -387,7 +407,7 @@ pub fn load_embedding_file(path: &Path, embedding_size: usize) -> anyhow::Result
         candle_core::pickle::read_all(path)?
     };
     let pick = |pred: &dyn Fn(&str) -> bool| tensors.iter().position(|(k, _)| pred(k));
-    let idx = pick(&|k| k == "clip_l")
+    let idx = pick(&|k| k == key)
         .or_else(|| pick(&|k| k == "emb_params"))
         .or_else(|| pick(&|k| k.starts_with("string_to_param")))
         .or_else(|| {
