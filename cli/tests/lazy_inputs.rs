@@ -163,3 +163,29 @@ fn a_new_selection_runs_only_the_newly_chosen_branch() {
     assert_eq!(o.outputs["out"]["text"][0], "B");
     assert_eq!(ran, ["b", "out", "sw"].map(String::from).into());
 }
+
+/// Scheduling with explicit producer blocks: a cached output node that feeds another node is
+/// replayed, and its consumer runs on the cached value instead of waiting for it.
+#[test]
+fn a_consumer_of_a_replayed_output_node_runs() {
+    let r = Runner::new(1);
+    let prompt = |suffix: &str| {
+        json!({
+            "1": {"class_type": "PrimitiveString", "inputs": {"value": "hi"}},
+            "2": {"class_type": "ShowText|pysssss", "inputs": {"text": ["1", 0]}},
+            "3": {"class_type": "StringConcatenate",
+                  "inputs": {"string_a": ["2", 0], "string_b": suffix, "delimiter": ""}},
+            "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}},
+        })
+    };
+    let (o, _) = r.run(&prompt("!"), None);
+    assert_eq!(o.outputs["4"]["text"][0], "hi!");
+    let (o, ran) = r.run(&prompt("?"), None);
+    assert!(o.is_success(), "{:?}", o.status);
+    assert_eq!(ran, ["3", "4"].map(String::from).into());
+    assert_eq!(o.outputs["4"]["text"][0], "hi?");
+    assert_eq!(
+        o.outputs["2"]["text"][0], "hi",
+        "the output node's UI is replayed"
+    );
+}

@@ -318,7 +318,27 @@ impl Executor {
             });
         }
 
-        let state = shared.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut state = shared.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        // Nodes left that could never start would be a scheduling bug: never report such a
+        // run as a success with outputs missing.
+        if state.failure.is_none() && state.remaining > 0 {
+            let stuck: Vec<&str> = (0..n)
+                .filter(|&i| state.scheduled[i] && state.values[i].is_none())
+                .map(|i| g[NodeIndex::new(i)].id.as_str())
+                .collect();
+            state.failure = Some(Failure::Error(json!({
+                "prompt_id": prompt_id, "node_id": stuck.first().copied().unwrap_or(""),
+                "node_type": stuck.first().and_then(|id| prompt.graph.find(id))
+                    .map(|ix| g[ix].class_type()).unwrap_or(""),
+                "executed": state.executed,
+                "exception_message": format!(
+                    "internal error: node(s) {} never became ready to run\n",
+                    stuck.join(", ")
+                ),
+                "exception_type": "RuntimeError", "traceback": [], "current_inputs": {},
+                "current_outputs": [], "timestamp": now_ms(),
+            })));
+        }
         {
             let mut cache = self.lock_cache();
             for (i, entry) in state.new_entries {
