@@ -12,7 +12,7 @@ use super::cache::{CacheEntry, CachePolicy, NodeValues, OutputCache};
 use super::events::{now_ms, Event, EventSink};
 use super::progress_state::ProgressStates;
 use crate::env::Environment;
-use crate::graph::{plan, strong_links, ExecGraph, GraphInput, ValidPrompt};
+use crate::graph::{plan, strong_links, ExecGraph, GraphInput, GraphNode, ValidPrompt};
 use crate::node::{Inputs, NodeContext, NodeError, ProgressSink, Registry, Value};
 use indexmap::IndexMap;
 use petgraph::graph::NodeIndex;
@@ -322,18 +322,18 @@ impl Executor {
         // Nodes left that could never start would be a scheduling bug: never report such a
         // run as a success with outputs missing.
         if state.failure.is_none() && state.remaining > 0 {
-            let stuck: Vec<&str> = (0..n)
+            let stuck: Vec<&GraphNode> = (0..n)
                 .filter(|&i| state.scheduled[i] && state.values[i].is_none())
-                .map(|i| g[NodeIndex::new(i)].id.as_str())
+                .map(|i| &g[NodeIndex::new(i)])
                 .collect();
+            let ids: Vec<&str> = stuck.iter().map(|node| node.id.as_str()).collect();
             state.failure = Some(Failure::Error(json!({
-                "prompt_id": prompt_id, "node_id": stuck.first().copied().unwrap_or(""),
-                "node_type": stuck.first().and_then(|id| prompt.graph.find(id))
-                    .map(|ix| g[ix].class_type()).unwrap_or(""),
+                "prompt_id": prompt_id, "node_id": ids.first().copied().unwrap_or(""),
+                "node_type": stuck.first().map(|node| node.class_type()).unwrap_or(""),
                 "executed": state.executed,
                 "exception_message": format!(
                     "internal error: node(s) {} never became ready to run\n",
-                    stuck.join(", ")
+                    ids.join(", ")
                 ),
                 "exception_type": "RuntimeError", "traceback": [], "current_inputs": {},
                 "current_outputs": [], "timestamp": now_ms(),
@@ -527,16 +527,19 @@ impl Executor {
         sh.wake.notify_all();
     }
 
-    /// Calls a node once per list element (or once with whole lists), catching panics, and
-    /// merges the per-call results per output slot.
-    fn call_node(
+    /// Runs `f` on the node once per call of its input lists (ComfyUI's mapping over lists),
+    /// with its per-node state, a context and panics turned into node errors; stops at the
+    /// first error or an interrupt. Shared by `execute` and `check_lazy_status`.
+    fn map_over_calls(
         &self,
         sh: &Shared,
         ix: NodeIndex,
         lists: &[(String, Vec<Value>)],
-    ) -> Result<(NodeValues, Option<Map<String, Json>>), NodeError> {
+        mut f: impl FnMut(&mut NodeContext, &Inputs) -> Result<(), NodeError>,
+    ) -> Result<(), NodeError> {
         let node = &sh.prompt.graph.graph[ix];
         let schema = &node.class.schema;
+        let calls = calls_over_lists(schema.input_is_list, lists)?;
         let key = (node.id.clone(), schema.name.clone());
         let mut state: InstanceState = self
             .instances
@@ -544,16 +547,11 @@ impl Executor {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key)
             .flatten();
-
-        let calls = calls_over_lists(schema.input_is_list, lists)?;
-
         let progress = EventProgress {
             prompt_id: sh.prompt_id,
             events: sh.events,
             states: &sh.progress,
         };
-        let mut slots: NodeValues = vec![Vec::new(); schema.outputs.len()];
-        let mut ui: Option<Map<String, Json>> = None;
         let mut result = Ok(());
         for inputs in &calls {
             if sh.interrupt.is_triggered() {
@@ -571,25 +569,40 @@ impl Executor {
                 interrupt: &sh.interrupt.0,
                 progress: &progress,
             };
-            let out = catch_unwind(AssertUnwindSafe(|| {
-                node.class.node.execute(&mut ctx, inputs)
-            }))
-            .unwrap_or_else(|panic| Err(panic_error(panic)));
-            let out = match out {
-                Ok(o) => o,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
+            result = catch_unwind(AssertUnwindSafe(|| f(&mut ctx, inputs)))
+                .unwrap_or_else(|panic| Err(panic_error(panic)));
+            if result.is_err() {
+                break;
+            }
+        }
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, state);
+        result
+    }
+
+    /// Calls a node once per list element (or once with whole lists) and merges the
+    /// per-call results per output slot.
+    fn call_node(
+        &self,
+        sh: &Shared,
+        ix: NodeIndex,
+        lists: &[(String, Vec<Value>)],
+    ) -> Result<(NodeValues, Option<Map<String, Json>>), NodeError> {
+        let node = &sh.prompt.graph.graph[ix];
+        let schema = &node.class.schema;
+        let mut slots: NodeValues = vec![Vec::new(); schema.outputs.len()];
+        let mut ui: Option<Map<String, Json>> = None;
+        self.map_over_calls(sh, ix, lists, |ctx, inputs| {
+            let out = node.class.node.execute(ctx, inputs)?;
             if out.values.len() != schema.outputs.len() {
-                result = Err(NodeError::msg(format!(
+                return Err(NodeError::msg(format!(
                     "{} returned {} value(s) but declares {} output(s)",
                     schema.name,
                     out.values.len(),
                     schema.outputs.len()
                 )));
-                break;
             }
             for (k, v) in out.values.into_iter().enumerate() {
                 match (schema.outputs[k].is_list, v) {
@@ -600,16 +613,11 @@ impl Executor {
             if let Some(call_ui) = out.ui {
                 merge_ui(&mut ui, call_ui);
             }
-        }
-        self.instances
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, state);
-        result.map(|_| (slots, ui))
+            Ok(())
+        })?;
+        Ok((slots, ui))
     }
-}
 
-impl Executor {
     /// Asks a node with lazy inputs which of them it needs (once per list element, as
     /// ComfyUI maps `check_lazy_status`) and returns the producers of those that have not run.
     /// Names of inputs that are literals or already computed are dropped; a name the node
@@ -621,50 +629,11 @@ impl Executor {
         lists: &[(String, Vec<Value>)],
     ) -> Result<Vec<usize>, NodeError> {
         let node = &sh.prompt.graph.graph[ix];
-        let schema = &node.class.schema;
-        let key = (node.id.clone(), schema.name.clone());
-        let mut state: InstanceState = self
-            .instances
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key)
-            .flatten();
-        let progress = EventProgress {
-            prompt_id: sh.prompt_id,
-            events: sh.events,
-            states: &sh.progress,
-        };
         let mut names: Vec<String> = Vec::new();
-        let mut result = Ok(());
-        for inputs in &calls_over_lists(schema.input_is_list, lists)? {
-            let mut ctx = NodeContext {
-                node_id: &node.id,
-                class_type: &schema.name,
-                prompt_id: sh.prompt_id,
-                env: &self.env,
-                prompt: &sh.prompt.prompt,
-                extra_pnginfo: sh.extra_pnginfo,
-                state: &mut state,
-                interrupt: &sh.interrupt.0,
-                progress: &progress,
-            };
-            let asked = catch_unwind(AssertUnwindSafe(|| {
-                node.class.node.check_lazy_status(&mut ctx, inputs)
-            }))
-            .unwrap_or_else(|panic| Err(panic_error(panic)));
-            match asked {
-                Ok(asked) => names.extend(asked),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        self.instances
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, state);
-        result?;
+        self.map_over_calls(sh, ix, lists, |ctx, inputs| {
+            names.extend(node.class.node.check_lazy_status(ctx, inputs)?);
+            Ok(())
+        })?;
 
         let guard = sh.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut producers = Vec::new();

@@ -100,9 +100,9 @@ impl RemoteNode {
         }
         // A linked lazy input that has not run reaches the host as null, as ComfyUI passes
         // it (None); an unconnected one stays absent.
-        let linked = &ctx.prompt.json()[ctx.node_id]["inputs"];
         for spec in self.schema.inputs.iter().filter(|s| s.is_lazy()) {
-            if linked[&spec.name].is_array() && !encoded.contains_key(&spec.name) {
+            let linked = &ctx.prompt.json()[ctx.node_id]["inputs"][&spec.name];
+            if linked.is_array() && !encoded.contains_key(&spec.name) {
                 encoded.insert(spec.name.clone(), Json::Null);
             }
         }
