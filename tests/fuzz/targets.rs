@@ -9,10 +9,13 @@ use comfyrs::node::Registry;
 use comfyrs::workflow::{overrides_from_json, parse_set_arg, parse_workflow, Overrides};
 use std::sync::OnceLock;
 
-/// What the targets share: the built-in registry and an environment over an empty data dir.
+/// What the targets share: the built-in registry, an environment over an empty data dir, and
+/// every class's `/object_info` entry made once (the converters ask for them per node; making
+/// them lists model folders, which would otherwise dominate each input's time).
 pub struct Context {
     pub registry: Registry,
     pub env: Environment,
+    pub object_info: std::collections::HashMap<String, serde_json::Value>,
     pub runtime: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
 }
@@ -25,9 +28,19 @@ pub fn context() -> &'static Context {
         for d in [&paths.input, &paths.output, &paths.temp] {
             std::fs::create_dir_all(d).expect("data dir");
         }
+        let registry = Registry::with_builtin_nodes();
+        let env = Environment::new(paths);
+        let object_info = registry
+            .names()
+            .filter_map(|class| {
+                let info = registry.schema(class)?.object_info(&env);
+                Some((class.to_string(), info))
+            })
+            .collect();
         Context {
-            registry: Registry::with_builtin_nodes(),
-            env: Environment::new(paths),
+            registry,
+            env,
+            object_info,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .build()
                 .expect("runtime"),
@@ -103,7 +116,7 @@ pub fn ui_workflow(data: &[u8]) {
         return;
     };
     let ctx = context();
-    let info = |class: &str| ctx.registry.schema(class).map(|s| s.object_info(&ctx.env));
+    let info = |class: &str| ctx.object_info.get(class).cloned();
     let _ = comfyrs::workflow::ui::convert_ui_workflow(&ui, &info);
 }
 
@@ -115,7 +128,7 @@ pub fn workflow_source(data: &[u8]) {
         return;
     };
     let ctx = context();
-    let info = |class: &str| ctx.registry.schema(class).map(|s| s.object_info(&ctx.env));
+    let info = |class: &str| ctx.object_info.get(class).cloned();
     let _ = source::to_api(found, &info);
 }
 
