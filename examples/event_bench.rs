@@ -142,6 +142,7 @@ impl Path {
 // ---- a minimal RESP2 client (enough for XADD / XREAD / PING / FLUSHALL) ----
 
 #[derive(Debug)]
+#[allow(dead_code)] // read through Debug in panics
 enum Resp {
     Simple(String),
     Int(i64),
@@ -231,7 +232,8 @@ fn array(r: &Resp) -> &[Resp] {
     }
 }
 
-struct RedisServer(Child, tempfile::TempDir);
+/// The server and its folder (removed on drop).
+struct RedisServer(Child, #[allow(dead_code)] tempfile::TempDir);
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -507,8 +509,7 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1e6
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
-async fn main() {
+fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     EPOCH.get_or_init(Instant::now);
     let pg = TempPostgres::start();
@@ -517,6 +518,15 @@ async fn main() {
     let store = comfyrs::store::postgres::PgStore::connect(&url, Default::default()).unwrap();
     drop(store);
     let (_redis, redis_port) = start_redis();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench(quick, url, redis_port));
+}
+
+async fn bench(quick: bool, url: String, redis_port: u16) {
 
     // NOTIFY's limit, measured.
     let (client, _rx) = pg_client(&url).await;
