@@ -574,9 +574,10 @@ fn serve_flags_start_hosts_with_the_shipped_sdk_in_the_sandbox() {
 }
 
 /// The Unix socket transport (`--node-host-transport unix`): the same protocol on a socket in
-/// the exchange folder. The host's stdin is empty and its stdout free (a node that writes to
-/// the real stdout does not break anything); tensors, node errors, interrupts and a crash with
-/// restart behave as over stdio. A host without socket support fails to start, saying so.
+/// the exchange folder. The host's stdin is empty and its stdout free (PyCrash's print goes to
+/// the log and into the crash report); tensors, node errors, interrupts and a crash with
+/// restart behave as over stdio, also inside the sandbox. A host without socket support fails
+/// to start, saying so.
 #[test]
 fn the_unix_socket_transport_carries_the_same_protocol() {
     let mut cfg = py_host("pytest_pack");
@@ -640,6 +641,13 @@ fn the_unix_socket_transport_carries_the_same_protocol() {
         text(&h.one("PyConcat", json!({"a": "a", "b": "b"})), "2"),
         "ab"
     );
+
+    // Inside the bubblewrap sandbox (the socket lives in the one folder it may write).
+    let mut boxed = py_host("pytest_pack");
+    boxed.transport = Transport::Unix;
+    boxed.sandbox = SandboxMode::On;
+    let hb = harness(vec![boxed]);
+    assert_eq!(text(&hb.one("PyConcat", json!({"a": "in ", "b": "box"})), "2"), "in box");
 
     // The JavaScript example speaks stdio only: a clear start-up error.
     let mut js = js_host();
