@@ -527,7 +527,6 @@ fn main() {
 }
 
 async fn bench(quick: bool, url: String, redis_port: u16) {
-
     // NOTIFY's limit, measured.
     let (client, _rx) = pg_client(&url).await;
     let limit_ok = client

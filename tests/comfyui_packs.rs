@@ -310,8 +310,7 @@ fn comfyui_validate_inputs_and_undeclared_inputs() {
     let e = h.invalid(show("DemoEvenSteps", json!({"steps": 3, "label": "s"})));
     assert_eq!(golden["even_steps_odd"]["valid"], false);
     assert_eq!(
-        e["node_errors"]["1"]["errors"],
-        golden["even_steps_odd"]["node_errors"]["1"],
+        e["node_errors"]["1"]["errors"], golden["even_steps_odd"]["node_errors"]["1"],
         "{e}"
     );
     // Over the declared max but even: VALIDATE_INPUTS decides, as in ComfyUI.
@@ -322,8 +321,7 @@ fn comfyui_validate_inputs_and_undeclared_inputs() {
     // **kwargs and False: every literal input fails, named alone; max is not checked.
     let e = h.invalid(show("DemoRejectAll", json!({"a": 99, "b": "x"})));
     assert_eq!(
-        e["node_errors"]["1"]["errors"],
-        golden["reject_all"]["node_errors"]["1"],
+        e["node_errors"]["1"]["errors"], golden["reject_all"]["node_errors"]["1"],
         "{e}"
     );
     assert_eq!(golden["reject_all_ok"]["valid"], true);

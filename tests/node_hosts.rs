@@ -647,7 +647,10 @@ fn the_unix_socket_transport_carries_the_same_protocol() {
     boxed.transport = Transport::Unix;
     boxed.sandbox = SandboxMode::On;
     let hb = harness(vec![boxed]);
-    assert_eq!(text(&hb.one("PyConcat", json!({"a": "in ", "b": "box"})), "2"), "in box");
+    assert_eq!(
+        text(&hb.one("PyConcat", json!({"a": "in ", "b": "box"})), "2"),
+        "in box"
+    );
 
     // The JavaScript example speaks stdio only: a clear start-up error.
     let mut js = js_host();
