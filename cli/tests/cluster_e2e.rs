@@ -890,20 +890,23 @@ fn database_restart_mid_job() {
         };
         assert_eq!(of_a("execution_success"), 1, "{msgs:?}");
         assert_eq!(of_a("execution_error"), 0, "{msgs:?}");
-        // DevSleep reports 150 steps: in order, none twice, and (but for one or two a NOTIFY
-        // in flight at the instant the server went down can take with it) none missing.
+        // DevSleep reports 150 steps: in order, none twice, and none missing but the few inline
+        // NOTIFYs in flight at the instant the server went down (under 10 ms of events on an
+        // idle machine; allowed: 10 steps, 100 ms). Without the held events and the catch-up,
+        // the steps of the outage (most of the job) never arrive.
         let steps: Vec<u64> = msgs
             .iter()
             .filter(|m| m["type"] == "progress" && m["data"]["node"] == "1")
             .map(|m| m["data"]["value"].as_u64().unwrap())
             .collect();
+        eprintln!("{} of 150 progress steps arrived", steps.len());
         assert!(
             steps.windows(2).all(|w| w[0] < w[1]),
             "progress out of order: {steps:?}"
         );
         assert_eq!(steps.last(), Some(&150), "{steps:?}");
         assert!(
-            steps.len() >= 148,
+            steps.len() >= 140,
             "{} of 150 progress steps arrived: {steps:?}",
             steps.len()
         );
