@@ -11,7 +11,7 @@ use comfyrs::exec::{
 };
 use comfyrs::node::Registry;
 use comfyrs::prompt::prepare;
-use comfyrs::remote::{HostConfig, NodeHosts, OnClash, SandboxMode};
+use comfyrs::remote::{HostConfig, NodeHosts, OnClash, SandboxMode, Transport};
 use comfyrs::workflow::{parse_workflow, Overrides};
 use serde_json::{json, Value as Json};
 use std::path::PathBuf;
@@ -571,4 +571,96 @@ fn serve_flags_start_hosts_with_the_shipped_sdk_in_the_sandbox() {
     };
     let e = bad.start(&mut registry, &env).err().unwrap();
     assert_eq!(e, "--node-timeout 0: expected a positive number of seconds");
+}
+
+/// The Unix socket transport (`--node-host-transport unix`): the same protocol on a socket in
+/// the exchange folder. The host's stdin is empty and its stdout free (PyCrash's print goes to
+/// the log and into the crash report); tensors, node errors, interrupts and a crash with
+/// restart behave as over stdio, also inside the sandbox. A host without socket support fails
+/// to start, saying so.
+#[test]
+fn the_unix_socket_transport_carries_the_same_protocol() {
+    let mut cfg = py_host("pytest_pack");
+    cfg.transport = Transport::Unix;
+    cfg.interrupt_grace = Duration::from_millis(500);
+    let h = harness(vec![cfg]);
+    let before = pid(&h, 1);
+    // The process talks over a socket: stdin is /dev/null, and a socket is open.
+    let fd0 = std::fs::read_link(format!("/proc/{before}/fd/0")).unwrap();
+    assert_eq!(fd0, PathBuf::from("/dev/null"));
+    let sockets = std::fs::read_dir(format!("/proc/{before}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("socket:"))
+        .count();
+    assert!(sockets >= 1);
+    // Tensors both ways and primitives.
+    let o = h.run(json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 2, "color": 0x336699}},
+        "2": {"class_type": "PyScaleImage", "inputs": {"image": ["1", 0], "factor": 0.5}},
+        "3": {"class_type": "PyImageToMask", "inputs": {"image": ["2", 0], "channel": "green"}},
+        "4": {"class_type": "PyStats", "inputs": {"image": ["2", 0], "mask": ["3", 0]}},
+    }));
+    assert!(o.is_success(), "{:?}", o.status);
+    let g = 0x66 as f64 / 255.0;
+    let msum = o.outputs["4"]["mask_sum"][0].as_f64().unwrap();
+    assert!(
+        (msum - (2 * 16 * 8) as f64 * g / 2.0).abs() < 1e-2,
+        "{msum}"
+    );
+    // A node error, then an interrupt of a cooperative node: the same process serves on.
+    let e = error(&h.one("PyFail", json!({"value": 7})));
+    assert_eq!(e["exception_type"], "ValueError");
+    let interrupt = Interrupt::new();
+    let sink = InterruptOnProgress(interrupt.clone(), Default::default());
+    let o = h.run_with(
+        json!({
+            "1": {"class_type": "PySlow", "inputs": {"steps": 100000}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+        }),
+        &interrupt,
+        &sink,
+    );
+    assert!(
+        matches!(o.status, RunStatus::Interrupted(_)),
+        "{:?}",
+        o.status
+    );
+    assert_eq!(before, pid(&h, 2));
+    // A crash fails the node with the host's last output and a new process (new socket)
+    // serves the next call.
+    let e = error(&h.one("PyCrash", json!({"code": 3})));
+    let msg = e["exception_message"].as_str().unwrap();
+    assert!(
+        msg.contains("exit status 3") && msg.contains("about to crash"),
+        "{msg}"
+    );
+    let after = pid(&h, 3);
+    assert_ne!(before, after);
+    assert_eq!(
+        text(&h.one("PyConcat", json!({"a": "a", "b": "b"})), "2"),
+        "ab"
+    );
+
+    // Inside the bubblewrap sandbox (the socket lives in the one folder it may write).
+    let mut boxed = py_host("pytest_pack");
+    boxed.transport = Transport::Unix;
+    boxed.sandbox = SandboxMode::On;
+    let hb = harness(vec![boxed]);
+    assert_eq!(
+        text(&hb.one("PyConcat", json!({"a": "in ", "b": "box"})), "2"),
+        "in box"
+    );
+
+    // The JavaScript example speaks stdio only: a clear start-up error.
+    let mut js = js_host();
+    js.transport = Transport::Unix;
+    js.start_timeout = Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let env = Environment::new(Paths::under(dir.path()));
+    let mut registry = Registry::with_builtin_nodes();
+    let err = NodeHosts::start(&mut registry, &env, vec![js], OnClash::Error)
+        .err()
+        .expect("a host that never connects");
+    assert!(err.contains("COMFYRS_NODE_SOCKET"), "{err}");
 }

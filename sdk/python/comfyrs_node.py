@@ -1,7 +1,8 @@
 """Python SDK for the comfyrs node protocol, version 1 (docs/node-protocol.md).
 
 Standard library only. A pack is a script that declares nodes and calls ``pack.run()``;
-comfyrs starts it, talks to it over stdin/stdout, and runs its nodes inside workflows::
+comfyrs starts it, talks to it over stdin/stdout (or the Unix socket named by
+``COMFYRS_NODE_SOCKET``), and runs its nodes inside workflows::
 
     from comfyrs_node import Pack
 
@@ -26,12 +27,13 @@ Values a node function receives and returns:
 The function returns a tuple with one value per output, or a dict
 ``{"result": (...), "ui": {...}}``. It may call ``ctx.progress(value, max)`` and
 ``ctx.check_interrupt()``; both raise :class:`Interrupted` once comfyrs asks to stop.
-Anything printed goes to comfyrs' log: stdout is kept for the protocol.
+Anything printed goes to comfyrs' log (over stdio, stdout is kept for the protocol).
 """
 
 import json
 import os
 import queue
+import socket
 import struct
 import sys
 import threading
@@ -267,6 +269,11 @@ class Host:
         self._objects[json.dumps(hid)] = v
         return {"$ref": "handle", "id": hid, "type": ty}
 
+    def validate_inputs(self, class_type, inputs):
+        """ComfyUI's VALIDATE_INPUTS for classes declared with ``"validate_inputs"`` in their
+        extra: True (or None) when valid, else False or the reason."""
+        return True
+
     # Tensor files; hosts with torch override these.
     def read_tensors(self, path):
         return read_safetensors(path)
@@ -352,6 +359,17 @@ class Host:
                     "exception_type": type(e).__name__,
                     "traceback": traceback.format_exc(),
                 }
+        if kind == "validate_inputs":
+            try:
+                inputs = {k: self.decode(v) for k, v in (msg.get("inputs") or {}).items()}
+                result = self.validate_inputs(msg["class"], inputs)
+            except Exception as e:  # ComfyUI reports it as the validation's exception
+                return {"type": "error", "id": rid, "message": str(e),
+                        "exception_type": type(e).__name__}
+            if result is True or result is None:
+                return {"type": "validation", "id": rid, "ok": True}
+            return {"type": "validation", "id": rid, "ok": False,
+                    "reason": "" if result is False else str(result)}
         if kind == "fingerprint":
             try:
                 value = self.fingerprint(msg["class"], msg.get("inputs") or {})
@@ -366,12 +384,21 @@ class Host:
                 "exception_type": "ProtocolError"}
 
     def run(self):
-        """Serves requests until comfyrs closes stdin."""
-        # The protocol owns the real stdout; print() and library chatter go to stderr.
-        self._out = os.fdopen(os.dup(1), "wb")
-        os.dup2(2, 1)
-        sys.stdout = sys.stderr
-        stdin = os.fdopen(os.dup(0), "rb")
+        """Serves requests until comfyrs closes the connection: stdin/stdout, or the Unix
+        socket named by ``COMFYRS_NODE_SOCKET`` (``--node-host-transport unix``)."""
+        path = os.environ.get("COMFYRS_NODE_SOCKET")
+        if path:
+            # The socket carries the protocol; stdout stays free (comfyrs logs it).
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            self._out = sock.makefile("wb")
+            stdin = sock.makefile("rb")
+        else:
+            # The protocol owns the real stdout; print() and library chatter go to stderr.
+            self._out = os.fdopen(os.dup(1), "wb")
+            os.dup2(2, 1)
+            sys.stdout = sys.stderr
+            stdin = os.fdopen(os.dup(0), "rb")
         requests = queue.Queue()
         threading.Thread(target=self._reader, args=(stdin, requests), daemon=True).start()
         while True:

@@ -170,6 +170,8 @@ class ComfyUIHost(Host):
                 "not_idempotent": bool(getattr(cls, "NOT_IDEMPOTENT", False)),
                 "fingerprint": self._is_changed_name(cls) is not None,
                 "check_lazy_status": self._has_lazy_status(cls),
+                "validate_inputs": self._validate_spec(cls),
+                "dynamic_inputs": self._dynamic_inputs(cls),
             }
         web = {k: os.path.abspath(v) for k, v in nodes.EXTENSION_WEB_DIRS.items()}
         return {"nodes": out, "unavailable": unavailable, "extra": extra, "web_dirs": web}
@@ -226,6 +228,86 @@ class ComfyUIHost(Host):
         if issubclass(cls, _ComfyNodeInternal):
             return first_real_override(cls, "check_lazy_status") is not None
         return getattr(cls, "check_lazy_status", None) is not None
+
+    @staticmethod
+    def _validate_function(cls):
+        """VALIDATE_INPUTS (V1) or validate_inputs (V3), found as ComfyUI's validation finds it."""
+        from comfy_api.internal import _ComfyNodeInternal, first_real_override
+
+        if issubclass(cls, _ComfyNodeInternal):
+            return "validate_inputs", first_real_override(cls, "validate_inputs")
+        return "VALIDATE_INPUTS", getattr(cls, "VALIDATE_INPUTS", None)
+
+    @classmethod
+    def _validate_spec(cls_, cls):
+        """Its parameters, as ComfyUI reads them (inputs named there skip the min/max/choice
+        checks), or None."""
+        import inspect
+
+        _, fn = cls_._validate_function(cls)
+        if fn is None:
+            return None
+        spec = inspect.getfullargspec(fn)
+        return {"args": list(spec.args), "kwargs": spec.varkw is not None}
+
+    @staticmethod
+    def _dynamic_inputs(cls):
+        """Whether the class takes inputs beyond its declaration, and as which type: its
+        optional dict claims any name (a pack's "flexible" dict), or its function takes
+        ``**kwargs`` (ComfyUI passes undeclared linked inputs to it)."""
+        import inspect
+
+        from comfy_api.internal import _ComfyNodeInternal
+
+        if issubclass(cls, _ComfyNodeInternal):
+            return None
+        probe = "__comfyrs_undeclared_input__"
+        try:
+            optional = cls.INPUT_TYPES().get("optional")
+            if optional is not None and probe in optional:
+                spec = optional[probe]
+                ty = spec[0] if isinstance(spec, (list, tuple)) and spec else "*"
+                return {"type": ty if isinstance(ty, str) else "*"}
+        except Exception:
+            pass
+        fn = getattr(cls, getattr(cls, "FUNCTION", ""), None)
+        try:
+            if fn is not None and inspect.getfullargspec(fn).varkw is not None:
+                return {"type": "*"}
+        except TypeError:
+            pass
+        return None
+
+    def validate_inputs(self, class_type, inputs):
+        """ComfyUI's custom validation: the literal inputs its function names (all of them
+        with ``**kwargs``), plus ``input_types`` when asked for (the declared types of the
+        linked inputs, which comfyrs has checked against the links)."""
+        import execution
+
+        cls, info = self.classes[class_type]
+        name, fn = self._validate_function(cls)
+        if fn is None:
+            return True
+        spec = self._validate_spec(cls)
+        args, kwargs = spec["args"], spec["kwargs"]
+        data = {k: [v] for k, v in inputs.items() if k in args or kwargs}
+        if "input_types" in args:
+            types = {}
+            for section in ("required", "optional"):
+                for key, decl in (info.get("input", {}).get(section) or {}).items():
+                    if key not in inputs and isinstance(decl, (list, tuple)) and decl \
+                            and isinstance(decl[0], str):
+                        types[key] = decl[0]
+            data["input_types"] = [types]
+
+        async def run():
+            r = await execution._async_map_node_over_list(None, None, cls, data, name)
+            return await execution.resolve_map_node_over_list_results(r)
+
+        for r in self.loop.run_until_complete(run()):
+            if r is not True and type(r).__name__ != "ExecutionBlocker":
+                return r
+        return True
 
     @staticmethod
     def _is_changed_name(cls):

@@ -319,7 +319,12 @@ pub fn validate(
                         own_errors[i].push(err(
                             "custom_validation_failed",
                             "Custom validation failed for node".into(),
-                            format!("{name} - {reason}"),
+                            // ComfyUI: a bare False names only the input.
+                            if reason.is_empty() {
+                                name.to_string()
+                            } else {
+                                format!("{name} - {reason}")
+                            },
                             json!({"input_name": name}),
                         ));
                     }

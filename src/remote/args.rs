@@ -2,7 +2,7 @@
 //! line and one call.
 
 use super::comfyui::{self, PackAssets};
-use super::{HostConfig, NodeHosts, OnClash, SandboxMode};
+use super::{HostConfig, NodeHosts, OnClash, SandboxMode, Transport};
 use crate::env::Environment;
 use crate::node::Registry;
 use std::path::PathBuf;
@@ -19,6 +19,14 @@ pub struct NodeHostArgs {
     /// exchange folder): off, auto (when bwrap works) or on.
     #[arg(long = "node-host-sandbox", value_name = "MODE", default_value = "off")]
     pub sandbox: String,
+    /// What the protocol runs on: stdio (the host's stdin/stdout) or unix (a socket in the
+    /// host's exchange folder, path in COMFYRS_NODE_SOCKET; the host's stdout is then free).
+    #[arg(
+        long = "node-host-transport",
+        value_name = "MODE",
+        default_value = "stdio"
+    )]
+    pub transport: String,
     /// Longest one node of a host may run before the host is stopped and the node fails.
     #[arg(long = "node-timeout", value_name = "SECONDS", default_value_t = 600.0)]
     pub node_timeout: f64,
@@ -40,6 +48,7 @@ impl Default for NodeHostArgs {
         NodeHostArgs {
             node_host: Vec::new(),
             sandbox: "off".into(),
+            transport: "stdio".into(),
             node_timeout: 600.0,
             comfyui_packs: None,
             comfyui_python: PathBuf::from("python3"),
@@ -58,6 +67,7 @@ impl NodeHostArgs {
     /// Starts every configured host and registers its nodes.
     pub fn start(&self, registry: &mut Registry, env: &Environment) -> Result<Started, String> {
         let sandbox: SandboxMode = self.sandbox.parse()?;
+        let transport: Transport = self.transport.parse()?;
         if !(self.node_timeout > 0.0 && self.node_timeout.is_finite()) {
             return Err(format!(
                 "--node-timeout {}: expected a positive number of seconds",
@@ -91,6 +101,7 @@ impl NodeHostArgs {
             }
             let mut c = HostConfig::new(name, argv);
             c.sandbox = sandbox;
+            c.transport = transport;
             c.call_timeout = timeout;
             let sdk = sdk()?;
             c.ro_binds.push(PathBuf::from(&sdk));
@@ -103,6 +114,7 @@ impl NodeHostArgs {
             let root = comfyui::comfyui_root(packs, self.comfyui_root.as_deref())?;
             let mut c = comfyui::host_config(packs, &self.comfyui_python, &root, sandbox)?;
             c.call_timeout = timeout;
+            c.transport = transport;
             // In the sandbox, ComfyUI nodes see comfyrs' folders as they see ComfyUI's: input
             // and models to read, output and temp to write (even where they sit under /tmp).
             let existing = |p: &PathBuf| p.is_dir().then(|| p.clone());

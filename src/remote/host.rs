@@ -8,13 +8,38 @@ use super::wire::{read_frame, write_frame, PROTOCOL_VERSION};
 use crate::env::Environment;
 use serde_json::{json, Value as Json};
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What the protocol's frames travel on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// The host's stdin and stdout (its stdout is then reserved for frames).
+    #[default]
+    Stdio,
+    /// A Unix socket comfyrs listens on in the host's exchange folder; the host connects to
+    /// the path in `COMFYRS_NODE_SOCKET`. Its stdin is empty and its stdout goes to the log
+    /// like stderr, so stray prints cannot break the protocol.
+    Unix,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stdio" => Ok(Transport::Stdio),
+            "unix" => Ok(Transport::Unix),
+            other => Err(format!(
+                "--node-host-transport {other:?}: use stdio or unix"
+            )),
+        }
+    }
+}
 
 /// How to run one host.
 #[derive(Debug, Clone)]
@@ -38,6 +63,8 @@ pub struct HostConfig {
     pub start_timeout: Duration,
     /// How long an interrupted call may take to stop before its host is killed.
     pub interrupt_grace: Duration,
+    /// Stdio (default) or a Unix socket.
+    pub transport: Transport,
 }
 
 impl HostConfig {
@@ -53,6 +80,7 @@ impl HostConfig {
             call_timeout: Duration::from_secs(600),
             start_timeout: Duration::from_secs(60),
             interrupt_grace: Duration::from_secs(5),
+            transport: Transport::Stdio,
         }
     }
 }
@@ -87,11 +115,14 @@ pub enum Reply {
 
 struct Running {
     child: Child,
-    stdin: ChildStdin,
+    /// Frames to the host: its stdin, or the socket.
+    out: Box<dyn Write + Send>,
     rx: Receiver<Result<Json, String>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     /// Closed when the host's stderr reaches its end (every line is in the tail).
     stderr_done: Receiver<()>,
+    /// The same for its stdout, when that is a log (the Unix socket transport).
+    stdout_done: Option<Receiver<()>>,
 }
 
 /// A supervised host. Calls are serialised: a host sees one request at a time.
@@ -227,33 +258,98 @@ impl Host {
             Some(w) => w.clone(),
             None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         };
+        let socket = match cfg.transport {
+            Transport::Stdio => None,
+            Transport::Unix => {
+                let path = self.exchange.join("host.sock");
+                let _ = std::fs::remove_file(&path);
+                let listener = std::os::unix::net::UnixListener::bind(&path).map_err(|e| {
+                    HostFailure::Start(format!("cannot listen on {}: {e}", path.display()))
+                })?;
+                Some((listener, path))
+            }
+        };
+        let mut env = cfg.env.clone();
+        if let Some((_, path)) = &socket {
+            env.push(("COMFYRS_NODE_SOCKET".into(), path.display().to_string()));
+        }
         let mut cmd = sandbox::command(
             &cfg.command,
             &workdir,
-            &cfg.env,
+            &env,
             &self.exchange,
             &cfg.ro_binds,
             &cfg.rw_binds,
             bwrap.as_deref(),
         );
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if socket.is_some() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         // Its own process group, so a kill reaches whatever the host started.
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().map_err(|e| {
             HostFailure::Start(format!("cannot run {:?}: {e}", cfg.command.join(" ")))
         })?;
-        let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (done_tx, stderr_done) = std::sync::mpsc::channel::<()>();
+        log_lines(&cfg.name, "err", stderr, Arc::clone(&tail), Some(done_tx))?;
+        let mut stdout_done = None;
+        let (out, frames): (Box<dyn Write + Send>, Box<dyn Read + Send>) = match socket {
+            None => (
+                Box::new(child.stdin.take().expect("piped")),
+                Box::new(stdout),
+            ),
+            Some((listener, path)) => {
+                // stdout is free: its lines go to the log like stderr's.
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                log_lines(&cfg.name, "out", stdout, Arc::clone(&tail), Some(tx))?;
+                stdout_done = Some(rx);
+                let stream = accept_host(&listener, &mut child, cfg.start_timeout, &path);
+                let _ = std::fs::remove_file(&path);
+                let stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // SAFETY: kill on our own child's process group.
+                        unsafe {
+                            libc::kill(-(child.id() as i32), libc::SIGKILL);
+                        }
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        let _ = stderr_done.recv_timeout(Duration::from_secs(1));
+                        let run_tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                        let lines: Vec<&str> = run_tail.iter().map(String::as_str).collect();
+                        let note = if lines.is_empty() {
+                            String::new()
+                        } else {
+                            let from = lines.len().saturating_sub(5);
+                            format!("; its last output lines: {}", lines[from..].join(" | "))
+                        };
+                        return Err(HostFailure::Start(format!("{e}{note}")));
+                    }
+                };
+                let reader = stream
+                    .try_clone()
+                    .map_err(|e| HostFailure::Start(format!("socket: {e}")))?;
+                (Box::new(stream), Box::new(reader))
+            }
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         let name = cfg.name.clone();
+        let what = match cfg.transport {
+            Transport::Stdio => "stdout",
+            Transport::Unix => "its socket",
+        };
         std::thread::Builder::new()
             .name(format!("host-{name}-out"))
             .spawn(move || {
-                let mut r = BufReader::with_capacity(1 << 16, stdout);
+                let mut r = BufReader::with_capacity(1 << 16, frames);
                 loop {
                     match read_frame(&mut r) {
                         Ok(Some(msg)) => {
@@ -263,41 +359,21 @@ impl Host {
                         }
                         Ok(None) => return,
                         Err(e) => {
-                            let _ = tx.send(Err(format!("broke the protocol on stdout: {e}")));
+                            let _ = tx.send(Err(format!("broke the protocol on {what}: {e}")));
                             return;
                         }
                     }
                 }
             })
             .map_err(|e| HostFailure::Start(e.to_string()))?;
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let tail2 = Arc::clone(&tail);
-        let name = cfg.name.clone();
-        let (done_tx, stderr_done) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name(format!("host-{name}-err"))
-            .spawn(move || {
-                let _done = done_tx;
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { return };
-                    // Straight to comfyrs' console, as ComfyUI shows packs' output (import
-                    // errors included) whatever the log level.
-                    eprintln!("[{name}] {line}");
-                    let mut t = tail2.lock().unwrap_or_else(|e| e.into_inner());
-                    if t.len() == 20 {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
-                }
-            })
-            .map_err(|e| HostFailure::Start(e.to_string()))?;
         self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(Running {
             child,
-            stdin,
+            out,
             rx,
             stderr_tail: tail,
             stderr_done,
+            stdout_done,
         })
     }
 
@@ -374,11 +450,40 @@ impl Host {
     /// `interrupt` and given the grace period to stop.
     pub fn call(
         &self,
+        request: Json,
+        on_message: &mut dyn FnMut(&Json),
+        interrupted: &dyn Fn() -> bool,
+    ) -> Reply {
+        let slot = self.lock();
+        self.call_in(slot, request, on_message, interrupted)
+    }
+
+    /// [`Host::call`] once the host is free, waiting at most `wait` for a call in progress to
+    /// end; `None` when it is still busy then (validation must not wait for a long node).
+    pub fn call_when_free(&self, request: Json, wait: Duration) -> Option<Reply> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.running.try_lock() {
+                Ok(slot) => return Some(self.call_in(slot, request, &mut |_| {}, &|| false)),
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    return Some(self.call_in(p.into_inner(), request, &mut |_| {}, &|| false))
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn call_in(
+        &self,
+        mut slot: std::sync::MutexGuard<'_, Option<Running>>,
         mut request: Json,
         on_message: &mut dyn FnMut(&Json),
         interrupted: &dyn Fn() -> bool,
     ) -> Reply {
-        let mut slot = self.lock();
         // A host that died while idle is replaced before the call: no node fails for it.
         if let Some(run) = slot.as_mut() {
             if let Ok(Some(status)) = run.child.try_wait() {
@@ -513,8 +618,79 @@ impl Drop for Host {
     }
 }
 
+/// Copies a host's output lines to comfyrs' console and the crash-report tail, on a thread;
+/// `done` is dropped when the stream ends.
+fn log_lines(
+    name: &str,
+    stream: &str,
+    from: impl Read + Send + 'static,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    done: Option<std::sync::mpsc::Sender<()>>,
+) -> Result<(), HostFailure> {
+    let name = name.to_string();
+    std::thread::Builder::new()
+        .name(format!("host-{name}-{stream}"))
+        .spawn(move || {
+            let _done = done;
+            for line in BufReader::new(from).lines() {
+                let Ok(line) = line else { return };
+                // Straight to comfyrs' console, as ComfyUI shows packs' output (import
+                // errors included) whatever the log level.
+                eprintln!("[{name}] {line}");
+                let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if t.len() == 20 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| HostFailure::Start(e.to_string()))
+}
+
+/// Waits for the host to connect to its socket (while it runs, up to `limit`).
+fn accept_host(
+    listener: &std::os::unix::net::UnixListener,
+    child: &mut Child,
+    limit: Duration,
+    path: &Path,
+) -> Result<std::os::unix::net::UnixStream, HostFailure> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| HostFailure::Start(format!("socket: {e}")))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream
+                    .set_nonblocking(false)
+                    .map_err(|e| HostFailure::Start(format!("socket: {e}")))?;
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(HostFailure::Start(format!("socket: {e}"))),
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(HostFailure::Start(format!(
+                "exited ({}) without connecting to COMFYRS_NODE_SOCKET ({})",
+                describe_status(status),
+                path.display()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(HostFailure::Start(format!(
+                "did not connect to COMFYRS_NODE_SOCKET ({}) within {}s: does it support \
+                 the unix transport (docs/node-protocol.md)?",
+                path.display(),
+                limit.as_secs_f64()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn send(run: &mut Running, msg: &Json) -> Result<(), HostFailure> {
-    write_frame(&mut run.stdin, msg)
+    write_frame(&mut run.out, msg)
         .map_err(|e| HostFailure::Crashed(format!("cannot be written to ({e})")))
 }
 
@@ -553,6 +729,9 @@ fn kill(run: &mut Running) {
     let _ = run.child.wait();
     // Let the stderr reader catch the last lines (bounded: a stray grandchild may hold it).
     let _ = run.stderr_done.recv_timeout(Duration::from_secs(1));
+    if let Some(d) = &run.stdout_done {
+        let _ = d.recv_timeout(Duration::from_secs(1));
+    }
 }
 
 fn describe_status(s: std::process::ExitStatus) -> String {

@@ -22,7 +22,7 @@ pub mod sandbox;
 pub mod tensors;
 pub mod wire;
 
-pub use host::{Host, HostConfig, HostFailure};
+pub use host::{Host, HostConfig, HostFailure, Transport};
 pub use node::{RemoteHandle, RemoteNode};
 pub use sandbox::SandboxMode;
 
@@ -184,11 +184,35 @@ fn register_nodes(
                 }
             }
         }
+        // Inputs the class accepts beyond its declaration (`**kwargs`, a pack's flexible
+        // optional dict): any name, linked like ComfyUI passes them.
+        if let Some(ty) = extra["dynamic_inputs"]["type"].as_str() {
+            if schema.dynamic_inputs.is_none() {
+                schema = schema.dynamic_inputs("", ty);
+            }
+        }
+        let validated = extra["validate_inputs"].as_object().map(|v| {
+            let args: Vec<&str> = v
+                .get("args")
+                .and_then(Json::as_array)
+                .map(|a| a.iter().filter_map(Json::as_str).collect())
+                .unwrap_or_default();
+            let kwargs = v.get("kwargs").and_then(Json::as_bool).unwrap_or(false);
+            let names: Vec<&'static str> = schema
+                .inputs
+                .iter()
+                .filter(|i| kwargs || args.contains(&i.name.as_str()))
+                // Registered once per class for the life of the process.
+                .map(|i| &*Box::leak(i.name.clone().into_boxed_str()))
+                .collect();
+            &*Box::leak(names.into_boxed_slice())
+        });
         let node = RemoteNode {
             host: Arc::clone(host),
             schema,
             fingerprint: extra["fingerprint"].as_bool().unwrap_or(false),
             lazy_status: extra["check_lazy_status"].as_bool().unwrap_or(false),
+            validated,
         };
         registry
             .register_arc(Arc::new(node))

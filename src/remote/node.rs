@@ -14,6 +14,7 @@ use crate::node::{
 use serde_json::{json, Map, Value as Json};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// An opaque value a host keeps (a pack-private object): comfyrs holds only its id. Passing it
 /// back to the same host (same process start) gives the host its object; dropping it (cache
@@ -54,7 +55,15 @@ pub struct RemoteNode {
     pub fingerprint: bool,
     /// The class has ComfyUI's `check_lazy_status`: ask the host which lazy inputs it needs.
     pub lazy_status: bool,
+    /// The class has ComfyUI's VALIDATE_INPUTS (V3: `validate_inputs`): these declared
+    /// inputs are checked by it instead of by min/max/choices (its parameters, or every
+    /// input when it takes `**kwargs`). `None`: no such function.
+    pub validated: Option<&'static [&'static str]>,
 }
+
+/// How long validation waits for a host that is running a node before it gives up on
+/// VALIDATE_INPUTS (the node's own run then meets the values).
+pub const VALIDATE_WAIT: Duration = Duration::from_secs(5);
 
 impl RemoteNode {
     fn fail(&self, ctx: &NodeContext, what: impl std::fmt::Display) -> NodeError {
@@ -202,6 +211,49 @@ impl RemoteNode {
 impl Node for RemoteNode {
     fn schema(&self) -> NodeSchema {
         self.schema.clone()
+    }
+
+    fn custom_validated_inputs(&self) -> &'static [&'static str] {
+        self.validated.unwrap_or(&[])
+    }
+
+    /// ComfyUI's VALIDATE_INPUTS, asked of the host with the literal inputs (`validate_inputs`
+    /// request). A host busy running a node for longer than [`VALIDATE_WAIT`] is not waited
+    /// for: the check is skipped, with a warning.
+    fn validate_inputs(&self, _env: &Environment, inputs: &Inputs) -> Result<(), String> {
+        if self.validated.is_none() {
+            return Ok(());
+        }
+        let literals: Map<String, Json> = inputs
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.to_json()?)))
+            .collect();
+        let request =
+            json!({"type": "validate_inputs", "class": self.schema.name, "inputs": literals});
+        let Some(reply) = self.host.call_when_free(request, VALIDATE_WAIT) else {
+            tracing::warn!(
+                "node host '{}' is busy: VALIDATE_INPUTS of {} not run for this prompt",
+                self.host.name(),
+                self.schema.name
+            );
+            return Ok(());
+        };
+        match reply {
+            Reply::Done(m) if m["type"] == "validation" => {
+                if m["ok"].as_bool() == Some(true) {
+                    Ok(())
+                } else {
+                    Err(m["reason"].as_str().unwrap_or("").to_string())
+                }
+            }
+            Reply::Done(m) => Err(format!(
+                "{}: {}",
+                m["exception_type"].as_str().unwrap_or("Exception"),
+                m["message"].as_str().unwrap_or("(no message)")
+            )),
+            Reply::Failure(f) => Err(format!("node host '{}': {f}", self.host.name())),
+            Reply::Interrupted => Err("interrupted".into()),
+        }
     }
 
     /// ComfyUI's IS_CHANGED, asked of the host with the literal inputs (linked ones are

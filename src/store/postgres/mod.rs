@@ -18,6 +18,7 @@
 pub mod schema;
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;
 
 use super::{
     now_ms, output_files_in, Completion, Delivery, DeliveryState, DeploymentTable, DownloadJob,
@@ -30,7 +31,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 /// How the store runs a cluster's leases and claims.
 #[derive(Debug, Clone)]
@@ -252,9 +253,9 @@ async fn write_completion(
 impl PgStore {
     /// Connects, applies pending migrations and returns the store.
     pub fn connect(url: &str, opts: PgOptions) -> Result<PgStore> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| pgm(format!("bad --store URL {url:?}: {e}")))?;
+        // The URL is not repeated in errors: it may hold a password.
+        let (config, tls) =
+            tls::connect_params(url).map_err(|e| pgm(format!("bad --store URL: {e}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("comfyrs-pg")
@@ -263,7 +264,7 @@ impl PgStore {
             .map_err(pg)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -372,6 +373,53 @@ impl PgStore {
                     .get::<_, Option<i32>>(0)
                     .unwrap_or(0),
             )
+        })
+    }
+
+    /// One attempt of [`Jobs::complete`]; `retry`: an earlier attempt may have committed
+    /// before its answer was lost, so a job this node already ended counts as done.
+    fn complete_once(&self, id: &str, done: &Completion, retry: bool) -> Result<()> {
+        let (id, node, done) = (id.to_string(), self.node.clone(), done.clone());
+        self.with(move |mut c| async move {
+            let tx = c.transaction().await.map_err(pg)?;
+            // Only the lease holder ends a running job; a pending job (never claimed) can be
+            // ended by anyone.
+            let held = tx
+                .query_opt(
+                    "SELECT 1 FROM jobs WHERE id = $1
+                       AND ((status = 'running' AND node_id = $2) OR status = 'pending')
+                     FOR UPDATE",
+                    &[&id, &node],
+                )
+                .await
+                .map_err(pg)?
+                .is_some();
+            if !held {
+                let ended_here = retry
+                    && tx
+                        .query_opt(
+                            "SELECT 1 FROM jobs WHERE id = $1 AND node_id = $2 AND in_history
+                               AND status = $3",
+                            &[&id, &node, &done.status.as_str()],
+                        )
+                        .await
+                        .map_err(pg)?
+                        .is_some();
+                return if ended_here {
+                    Ok(())
+                } else {
+                    Err(StoreError::LeaseLost(id))
+                };
+            }
+            write_completion(&tx, &id, &done).await?;
+            tx.execute(
+                "UPDATE nodes SET running = NULL WHERE id = $1 AND running = $2",
+                &[&node, &id],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(())
         })
     }
 
@@ -579,37 +627,28 @@ impl Jobs for PgStore {
         })
     }
 
+    /// A job's end is retried while the database is unreachable (a restart, a failover), for
+    /// up to twice the lease (at least a minute): the outcome of a job that ran through a
+    /// short outage is recorded, not lost to the lease reaper.
     fn complete(&self, id: &str, done: &Completion) -> Result<()> {
-        let (id, node, done) = (id.to_string(), self.node.clone(), done.clone());
-        self.with(move |mut c| async move {
-            let tx = c.transaction().await.map_err(pg)?;
-            // Only the lease holder ends a running job; a pending job (never claimed) can be
-            // ended by anyone.
-            let held = tx
-                .query_opt(
-                    "SELECT 1 FROM jobs WHERE id = $1
-                       AND ((status = 'running' AND node_id = $2) OR status = 'pending')
-                     FOR UPDATE",
-                    &[&id, &node],
-                )
-                .await
-                .map_err(pg)?
-                .is_some();
-            if !held {
-                return Err(StoreError::LeaseLost(id));
+        let limit = (self.opts.lease * 2).max(Duration::from_secs(60));
+        let start = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let mut retry = false;
+        loop {
+            match self.complete_once(id, done, retry) {
+                Err(StoreError::Postgres(e)) if start.elapsed() < limit => {
+                    if !retry {
+                        tracing::warn!(job = %id, "cannot record the job's end yet ({e}): retrying");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    retry = true;
+                }
+                other => return other,
             }
-            write_completion(&tx, &id, &done).await?;
-            tx.execute(
-                "UPDATE nodes SET running = NULL WHERE id = $1 AND running = $2",
-                &[&node, &id],
-            )
-            .await
-            .map_err(pg)?;
-            tx.commit().await.map_err(pg)?;
-            Ok(())
-        })
+        }
     }
-
     fn get(&self, id: &str) -> Result<Option<JobRecord>> {
         let id = id.to_string();
         self.with(move |c| async move {

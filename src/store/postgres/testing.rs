@@ -17,6 +17,9 @@ pub struct TempPostgres {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+    tls: bool,
 }
 
 /// Where PostgreSQL's server programs are: `COMFYRS_PG_BIN`, then `pg_ctl`'s folder on PATH,
@@ -113,6 +116,17 @@ fn command(bin: &Path, prog: &str, owner: Option<(u32, u32)>) -> Command {
 impl TempPostgres {
     /// initdb + start; panics with the reason when it cannot.
     pub fn start() -> TempPostgres {
+        Self::start_with(false)
+    }
+
+    /// A server that also accepts TLS (`ssl=on`), with a certificate for `localhost` signed
+    /// by a throwaway CA ([`TempPostgres::ca_cert`]); made with the `openssl` command.
+    /// Plain connections are still accepted, so TLS is what the client asks for.
+    pub fn start_tls() -> TempPostgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> TempPostgres {
         let bin = find_bin_dir().unwrap_or_else(|e| panic!("{e}"));
         let base = std::env::temp_dir();
         remove_stale(&base);
@@ -143,20 +157,58 @@ impl TempPostgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        if let Some((u, g)) = owner {
-            let _ = std::os::unix::fs::chown(dir.join("server.log"), Some(u), Some(g));
+        if tls {
+            make_certs(&dir, owner);
         }
-        let mut cmd = command(&bin, "postgres", owner);
-        cmd.args(["-D", data.to_str().unwrap(), "-p", &port.to_string()])
+        let mut server = TempPostgres {
+            port: free_port(),
+            dir,
+            child: None,
+            bin,
+            owner,
+            tls,
+        };
+        server.start_server();
+        server
+    }
+
+    /// Starts the server process (again, after [`TempPostgres::stop_server`]) on the same
+    /// port and data, and waits until it accepts connections.
+    pub fn start_server(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .expect("log file");
+        if let Some((u, g)) = self.owner {
+            let _ = std::os::unix::fs::chown(self.dir.join("server.log"), Some(u), Some(g));
+        }
+        let data = self.dir.join("data");
+        let mut cmd = command(&self.bin, "postgres", self.owner);
+        cmd.args(["-D", data.to_str().unwrap(), "-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", &format!("unix_socket_directories={}", dir.display())])
+            .args([
+                "-c",
+                &format!("unix_socket_directories={}", self.dir.display()),
+            ])
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        if self.tls {
+            let tls = self.dir.join("tls");
+            cmd.args(["-c", "ssl=on"])
+                .args([
+                    "-c",
+                    &format!("ssl_cert_file={}", tls.join("server.crt").display()),
+                ])
+                .args([
+                    "-c",
+                    &format!("ssl_key_file={}", tls.join("server.key").display()),
+                ]);
+        }
         // SAFETY: prctl in the child before exec; it only sets the parent-death signal.
         unsafe {
             cmd.pre_exec(|| {
@@ -164,14 +216,38 @@ impl TempPostgres {
                 Ok(())
             });
         }
-        let child = cmd.spawn().expect("start postgres");
-        let server = TempPostgres {
-            port,
-            dir,
-            child: Some(child),
-        };
-        server.wait_ready();
-        server
+        self.child = Some(cmd.spawn().expect("start postgres"));
+        self.wait_ready();
+    }
+
+    /// Stops the server (fast shutdown: every session is cut) and waits for it to exit.
+    pub fn stop_server(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGINT: fast shutdown.
+            // SAFETY: kill on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The CA that signed a [`TempPostgres::start_tls`] server's certificate (PEM).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("tls/ca.crt")
+    }
+
+    /// A CA that signed nothing this server has (PEM), for the failing case.
+    pub fn other_ca_cert(&self) -> PathBuf {
+        self.dir.join("tls/other-ca.crt")
     }
 
     /// Polls until the server accepts connections (its log is in the panic otherwise).
@@ -232,23 +308,98 @@ impl TempPostgres {
 
 impl Drop for TempPostgres {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SIGINT: fast shutdown.
-            // SAFETY: kill on our own child's pid.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGINT);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop_server();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run openssl (the TLS tests make their certificates with it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for `localhost` it signs, and an unrelated CA, in `dir/tls`.
+fn make_certs(dir: &Path, owner: Option<(u32, u32)>) {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("tls folder");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (key, crt, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN=comfyrs test {ca}"),
+        );
+        let mut a = vec!["req", "-x509"];
+        a.extend(ec);
+        a.extend(["-keyout", key.as_str(), "-out", crt.as_str(), "-days", "2"]);
+        a.extend(["-subj", subj.as_str()]);
+        a.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+        a.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        openssl(&tls, &a);
+    }
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(&tls, &a);
+    std::fs::write(
+        tls.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n\
+         keyUsage=critical,digitalSignature\n",
+    )
+    .expect("extensions file");
+    openssl(
+        &tls,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    // PostgreSQL wants its key private to the server's user.
+    let key = tls.join("server.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod the key");
+    if let Some((u, g)) = owner {
+        for f in ["server.key", "server.crt"] {
+            std::os::unix::fs::chown(tls.join(f), Some(u), Some(g)).expect("chown");
+        }
+        std::os::unix::fs::chown(&tls, Some(u), Some(g)).expect("chown");
     }
 }
 

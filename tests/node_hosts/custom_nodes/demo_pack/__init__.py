@@ -167,7 +167,96 @@ class DemoFails:
         raise KeyError(f"no such word: {text}")
 
 
+class DemoEvenSteps:
+    """VALIDATE_INPUTS naming one input: `steps` is checked by it, not by its declared max."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"steps": ("INT", {"default": 2, "min": 0, "max": 10}),
+                             "label": ("STRING", {"default": "s"})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, steps):
+        if steps % 2:
+            return f"steps must be even, got {steps}"
+        return True
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "demo"
+
+    def run(self, steps, label):
+        return (f"{label}{steps}",)
+
+
+class DemoRejectAll:
+    """VALIDATE_INPUTS with **kwargs answering False: every literal input fails."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"a": ("INT", {"default": 1, "min": 0, "max": 5}), "b": ("STRING", {"default": "x"})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **kwargs):
+        return kwargs.get("a") != 99
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "demo"
+
+    def run(self, a, b):
+        return (f"{b}{a}",)
+
+
+class DemoJoinAny:
+    """Takes inputs beyond its declaration through **kwargs (the frontend adds them)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"sep": ("STRING", {"default": ","})}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "demo"
+
+    def run(self, sep, **kwargs):
+        parts = []
+        for k in sorted(kwargs):
+            v = kwargs[k]
+            if isinstance(v, torch.Tensor):
+                v = "x".join(str(d) for d in v.shape)
+            parts.append(f"{k}={v}")
+        return (sep.join(parts),)
+
+
+class _AnyName(dict):
+    """A "flexible" optional dict, as some packs declare: every name is an optional input."""
+
+    def __contains__(self, key):
+        return True
+
+    def __getitem__(self, key):
+        return ("*",)
+
+
+class DemoFlexibleSum:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}, "optional": _AnyName()}
+
+    RETURN_TYPES = ("FLOAT",)
+    FUNCTION = "run"
+    CATEGORY = "demo"
+
+    def run(self, **kwargs):
+        return (float(sum(v for v in kwargs.values() if isinstance(v, (int, float)))),)
+
+
 NODE_CLASS_MAPPINGS = {
+    "DemoEvenSteps": DemoEvenSteps,
+    "DemoRejectAll": DemoRejectAll,
+    "DemoJoinAny": DemoJoinAny,
+    "DemoFlexibleSum": DemoFlexibleSum,
     "DemoBrighten": DemoBrighten,
     "DemoSplitWords": DemoSplitWords,
     "DemoShowText": DemoShowText,
