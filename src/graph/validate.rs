@@ -109,10 +109,20 @@ pub fn validate(
         if class.schema.output_node && targets.is_none_or(|t| t.iter().any(|x| x == id)) {
             outputs.push(i);
         }
-        let class = match class
+        // As ComfyUI's get_input_data: an undeclared input reaches the node when it is a link,
+        // or, for a flexible optional dict that answers to any name, whatever it holds; an
+        // undeclared literal is otherwise dropped.
+        let flexible = class
             .schema
-            .for_inputs(node.inputs.keys().map(String::as_str))
-        {
+            .dynamic_inputs
+            .as_ref()
+            .is_some_and(|d| d.listed_empty);
+        let passed = node
+            .inputs
+            .iter()
+            .filter(|(_, raw)| flexible || !matches!(InputRef::classify(raw), InputRef::Literal(_)))
+            .map(|(name, _)| name.as_str());
+        let class = match class.schema.for_inputs(passed) {
             None => Cow::Borrowed(class),
             Some(schema) => Cow::Owned(NodeClass {
                 schema: std::sync::Arc::new(schema),
