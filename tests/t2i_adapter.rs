@@ -237,3 +237,66 @@ fn sampling_with_adapters_matches_comfyui() {
         );
     }
 }
+
+/// ComfyUI's `depth_t2i_adapter` template (SD1.5 + a T2I depth adapter through
+/// ControlNetLoader / ControlNetApplyAdvanced) converted by comfyrs and run on the tiny files
+/// under the template's names, at 64×64 and 2 steps.
+#[test]
+fn depth_t2i_adapter_template_runs() {
+    use comfyrs::env::{Environment, Paths};
+    use comfyrs::exec::{Executor, ExecutorConfig, Interrupt, NoEvents, RunStatus};
+    use comfyrs::node::Registry;
+    use comfyrs::prompt::prepare;
+    use comfyrs::workflow::ui::convert_ui_workflow;
+    use comfyrs::workflow::{parse_workflow, Overrides};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    for (folder, fixture, name) in [
+        (
+            "checkpoints",
+            fx::TINY_SD15_PATH,
+            "interiordesignsuperm_v2.safetensors",
+        ),
+        (
+            "controlnet",
+            fx::TINY_T2I_SD15_PATH,
+            "controlnetT2IAdapter_t2iAdapterDepth.safetensors",
+        ),
+    ] {
+        std::fs::create_dir_all(models.join(folder)).unwrap();
+        std::fs::copy(root().join(fixture), models.join(folder).join(name)).unwrap();
+    }
+    let mut paths = Paths::under(dir.path());
+    paths.model_roots = vec![models];
+    for d in [&paths.input, &paths.output, &paths.temp] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(
+        root().join("tests/data/sd3_controlnet/hint.png"),
+        paths.input.join("depth-t2i-adapter_input.png"),
+    )
+    .unwrap();
+    let env = Arc::new(Environment::new(paths));
+    let reg = Arc::new(Registry::with_builtin_nodes());
+    let lookup = |c: &str| reg.schema(c).map(|s| s.object_info(&env));
+    let ui: Json = serde_json::from_str(
+        &std::fs::read_to_string(
+            root().join("tests/data/ui_workflows/templates/depth_t2i_adapter.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut p = convert_ui_workflow(&ui, &lookup).unwrap().prompt;
+    assert_eq!(p["31"]["class_type"], "ControlNetLoader");
+    p["3"]["inputs"]["steps"] = 2.into();
+    p["5"]["inputs"]["width"] = 64.into();
+    p["5"]["inputs"]["height"] = 64.into();
+    let exec = Executor::new(reg.clone(), env.clone(), ExecutorConfig::default());
+    let wf = parse_workflow(&p.to_string()).unwrap();
+    let valid = prepare(wf, &Overrides::default(), &reg, &env, None).unwrap();
+    let out = exec.run("p", &valid, None, &Interrupt::new(), &NoEvents);
+    assert_eq!(out.status, RunStatus::Success, "{:?}", out.status);
+    assert!(out.outputs.contains_key("9"));
+}
