@@ -220,7 +220,7 @@ fn unsupported_control_files_are_named() {
     for (keys, kind) in [
         (one("lora_controlnet"), "Control-LoRA"),
         (one("body.0.in_conv.weight"), "T2I-Adapter"),
-        (one("controlnet_blocks.0.weight"), "DiT ControlNet"),
+        (one("controlnet_blocks.0.weight"), "Flux ControlNet"),
         (
             HashMap::from([
                 ("controlnet_cond_embedding.conv_in.weight".into(), t.clone()),
@@ -329,7 +329,7 @@ fn check_module_loose(file: &ControlNetFile, tol: f32) {
 
 fn payload() -> ControlNetPayload {
     ControlNetPayload {
-        file: cn(TINY_CONTROLNET_SD15_PATH),
+        model: cn(TINY_CONTROLNET_SD15_PATH).into(),
         control_type: None,
     }
 }
@@ -384,7 +384,7 @@ fn sampling_with_controlnets_matches_comfyui() {
     let (ha, hb) = (hint(&s.g["hint_a"]), hint(&s.g["hint_b"]));
     let (p, n) = (&s.pos, &s.neg);
     let adv = |p: &Conditioning, n: &Conditioning, h: &Tensor, st: f64, r: (f64, f64)| {
-        apply_controlnet_advanced(p, n, &cn, h, st, r)
+        apply_controlnet_advanced(p, n, &cn, h, st, r, None)
     };
     let p2 = apply_controlnet(p, &cn, &ha, 1.0);
     let (p3, n3) = adv(p, n, &ha, 0.7, (0.0, 1.0));
@@ -443,7 +443,7 @@ fn latent_and_hint_batches_match_comfyui() {
         ("apply", (apply_controlnet(&p, &cn, &h, 1.0), n.clone())),
         (
             "advanced",
-            apply_controlnet_advanced(&p, &n, &cn, &h, 0.9, (0.0, 1.0)),
+            apply_controlnet_advanced(&p, &n, &cn, &h, 0.9, (0.0, 1.0), None),
         ),
     ];
     for (name, (cp, cn_)) in &cases {
@@ -474,7 +474,7 @@ fn sdxl_sampling_with_controlnets_matches_comfyui() {
         .unwrap();
     let model = split_checkpoint(&ck).0;
     let cn = ControlNetPayload {
-        file: cn(TINY_CONTROLNET_SDXL_PATH),
+        model: cn(TINY_CONTROLNET_SDXL_PATH).into(),
         control_type: None,
     };
     let c = |k: &str, pooled: &str| {
@@ -505,7 +505,7 @@ fn sdxl_sampling_with_controlnets_matches_comfyui() {
         ("apply", (apply_controlnet(&p, &cn, &h, 0.8), n.clone())),
         (
             "advanced",
-            apply_controlnet_advanced(&p, &n, &cn, &h, 1.2, (0.0, 0.6)),
+            apply_controlnet_advanced(&p, &n, &cn, &h, 1.2, (0.0, 0.6), None),
         ),
     ];
     for (name, (cp, cn_)) in &cases {
@@ -526,19 +526,19 @@ fn timestep_range_gating_and_strength_zero() {
     let ha = hint(&s.g["hint_a"]);
     let none = vals(&s.run(&s.pos, &s.neg));
     // end_percent 0 is sigma 999999999.9: every step is outside the range, exactly `none`.
-    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 1.0, (0.0, 0.0));
+    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 1.0, (0.0, 0.0), None);
     assert_eq!(vals(&s.run(&p, &n)), none);
     // Strength 0 returns the inputs: no control at all.
-    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 0.0, (0.0, 1.0));
+    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 0.0, (0.0, 1.0), None);
     assert!(p.0[0].opts.control.is_none() && n.0[0].opts.control.is_none());
     assert!(apply_controlnet(&s.pos, &cn, &ha, 0.0).0[0]
         .opts
         .control
         .is_none());
     // A range covering only the first step differs from the full range and from none.
-    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 1.0, (0.0, 0.3));
+    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 1.0, (0.0, 0.3), None);
     let first = vals(&s.run(&p, &n));
-    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 1.0, (0.0, 1.0));
+    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 1.0, (0.0, 1.0), None);
     let full = vals(&s.run(&p, &n));
     assert_ne!(first, none);
     assert_ne!(first, full);
@@ -572,7 +572,7 @@ fn apply_marks_the_uncond_advanced_shares_one_link() {
         l0
     ));
     // Advanced: positive and negative (same previous: none) share the new link.
-    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 1.0, (0.0, 1.0));
+    let (p, n) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 1.0, (0.0, 1.0), None);
     assert!(Arc::ptr_eq(
         p.0[0].opts.control.as_ref().unwrap(),
         n.0[0].opts.control.as_ref().unwrap()
@@ -589,13 +589,13 @@ fn apply_marks_the_uncond_advanced_shares_one_link() {
     assert!(d < 1e-3, "{d}");
     // Advanced on the positive only (negative untouched) differs: the uncond runs without
     // the ControlNet.
-    let (p_only, _) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 0.8, (0.0, 1.0));
+    let (p_only, _) = apply_controlnet_advanced(&s.pos, &s.neg, &cn, &ha, 0.8, (0.0, 1.0), None);
     let pos_only = vals(&s.run(&p_only, &s.neg));
     assert_ne!(pos_only, apply);
 }
 
 fn p_n(s: &Sampling, cn: &ControlNetPayload, h: &Tensor, st: f64) -> (Conditioning, Conditioning) {
-    apply_controlnet_advanced(&s.pos, &s.neg, cn, h, st, (0.0, 1.0))
+    apply_controlnet_advanced(&s.pos, &s.neg, cn, h, st, (0.0, 1.0), None)
 }
 
 // ---- Canny against kornia ----

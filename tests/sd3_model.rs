@@ -137,6 +137,7 @@ fn forward_matches_comfyui_for_every_variant() {
                 context: &g["context"].narrow(0, 0, n).unwrap(),
                 y: y.then_some(&yv),
                 skip_blocks: &[],
+                control: None,
             })
             .unwrap()
         };
@@ -196,6 +197,7 @@ fn position_table_bounds_are_a_clear_error() {
             context: &ctx,
             y: None,
             skip_blocks: &[],
+            control: None,
         })
         .unwrap_err()
         .to_string();
@@ -275,6 +277,7 @@ fn scaled_fp8_file_matches_comfyui_and_stays_fp8() {
             context: &g["context"],
             y: Some(&g["y"]),
             skip_blocks: &[],
+            control: None,
         })
         .unwrap();
     check("fp8 scaled", &out, &g["sd35_large_fp8_scaled.out"], 1e-5);

@@ -32,7 +32,8 @@ pub struct ModelInputs<'a> {
     /// Flux Kontext's reference latents (model space).
     pub ref_latents: &'a [Tensor],
     pub ref_method: RefLatentsMethod,
-    /// ControlNet residuals for this batch (ComfyUI's `control`), added by the UNet.
+    /// ControlNet residuals for this batch (ComfyUI's `control`), added by the UNet or, for
+    /// an SD3 ControlNet, by the MMDiT after its joint blocks.
     pub control: Option<&'a ControlResiduals>,
     /// Patches of a UNet's internals (FreeU, PAG); a Flux network has no such blocks and
     /// ignores them, as ComfyUI's does.
@@ -106,11 +107,17 @@ impl DiffusionNet {
                     ref_method: i.ref_method,
                 })
                 .map_err(ModelError::from),
-            DiffusionNet::Mmdit(_) if i.control.is_some() => Err(ModelError::NotSupported(
-                "ControlNet residuals for an SD3 model: comfyrs runs the SD1.x/SDXL (cldm) \
-                 ControlNets only, which do not fit SD3's MMDiT"
-                    .into(),
-            )),
+            DiffusionNet::Mmdit(_)
+                if i.control
+                    .is_some_and(|c| c.input.iter().chain(&c.middle).any(Option::is_some)) =>
+            {
+                Err(ModelError::NotSupported(
+                    "ControlNet residuals for UNet blocks on an SD3 model: an SD1.x/SDXL \
+                     ControlNet or T2I-Adapter does not fit SD3's MMDiT; use an SD3/SD3.5 \
+                     ControlNet"
+                        .into(),
+                ))
+            }
             DiffusionNet::Mmdit(m) => m
                 .forward(&MmditInputs {
                     x: i.x,
@@ -118,6 +125,7 @@ impl DiffusionNet {
                     context: i.context,
                     y: i.y,
                     skip_blocks: i.skip_blocks,
+                    control: i.control.map(|c| c.output.as_slice()),
                 })
                 .map_err(ModelError::from),
         }

@@ -1020,3 +1020,289 @@ pub fn tiny_t5xxl_wide_bytes() -> Vec<u8> {
     tiny_t5_sized(&mut layout, TINY_T5_WIDE, TINY_T5_WIDE_VOCAB);
     serialize(&layout, "tiny_t5xxl_wide v1 (src/models/fixture.rs)")
 }
+
+// ---------------------------------------------------------------------------------------
+// Tiny SD3 / SD3.5 ControlNets for the tiny MMDiTs (hidden 128 = depth 2, pooled width 80 =
+// the tiny CLIP-L + CLIP-G, context 4096), fp16:
+// * `tiny_sd35_controlnet_canny`: Stability's SD3.5 layout (`sd3.5_large_controlnet_*`):
+//   `control_type` 1 (canny, f32 [1]), `time_text_embed.{timestep,text}_embedder.linear_*`,
+//   `pos_embed_input.proj`, one plain DiT block `transformer_blocks.0.{adaLN_modulation.1,
+//   attn.qkv, attn.proj, mlp.fc1, mlp.fc2}`, `controlnet_blocks.0`; no x embedder (the
+//   model's is used).
+// * `tiny_sd35_controlnet_double_y`: the same layout with a square `y_embedder` (the
+//   "double y" variant: pooled text through the model's y_embedder first), its own
+//   `pos_embed.proj` and 2 blocks, `control_type` 0 (blur).
+// * `tiny_sd3_controlnet`: a diffusers SD3 ControlNet (InstantX's layout): `pos_embed.proj`,
+//   `pos_embed.pos_embed` (16×16 patches), `pos_embed_input.proj`, `time_text_embed.*`,
+//   `context_embedder`, one diffusers joint block `transformer_blocks.0.*` (SD3 medium's, no
+//   QK-norm) and `controlnet_blocks.0`.
+
+/// Repository-relative paths of the tiny SD3 ControlNets.
+pub const TINY_SD35_CONTROLNET_CANNY_PATH: &str =
+    "fixtures/models/controlnet/tiny_sd35_controlnet_canny.safetensors";
+pub const TINY_SD35_CONTROLNET_DOUBLE_Y_PATH: &str =
+    "fixtures/models/controlnet/tiny_sd35_controlnet_double_y.safetensors";
+pub const TINY_SD3_CONTROLNET_PATH: &str =
+    "fixtures/models/controlnet/tiny_sd3_controlnet.safetensors";
+
+fn tiny_sd35_controlnet(l: &mut Layout, double_y: bool, blocks: usize) {
+    let h = 64 * TINY_MMDIT_DEPTH;
+    lin(
+        l,
+        "time_text_embed.timestep_embedder.linear_1",
+        h,
+        256,
+        true,
+    );
+    lin(l, "time_text_embed.timestep_embedder.linear_2", h, h, true);
+    let y_in = if double_y {
+        h
+    } else {
+        TINY_L_WIDTH + TINY_G_WIDTH
+    };
+    lin(l, "time_text_embed.text_embedder.linear_1", h, y_in, true);
+    lin(l, "time_text_embed.text_embedder.linear_2", h, h, true);
+    if double_y {
+        conv(l, "pos_embed.proj", h, 16, 2);
+    }
+    conv(l, "pos_embed_input.proj", h, 16, 2);
+    for i in 0..blocks {
+        let p = format!("transformer_blocks.{i}");
+        lin(l, &format!("{p}.adaLN_modulation.1"), 6 * h, h, true);
+        lin(l, &format!("{p}.attn.qkv"), 3 * h, h, true);
+        lin(l, &format!("{p}.attn.proj"), h, h, true);
+        lin(l, &format!("{p}.mlp.fc1"), 4 * h, h, true);
+        lin(l, &format!("{p}.mlp.fc2"), h, 4 * h, true);
+        lin(l, &format!("controlnet_blocks.{i}"), h, h, true);
+    }
+}
+
+fn sd35_controlnet_bytes(double_y: bool, blocks: usize, control_type: f32, name: &str) -> Vec<u8> {
+    let mut layout = Layout::new();
+    tiny_sd35_controlnet(&mut layout, double_y, blocks);
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = layout
+        .iter()
+        .map(|(key, spec)| {
+            let bytes = values(key, &spec.shape)
+                .into_iter()
+                .flat_map(|v| half::f16::from_f64(v).to_le_bytes())
+                .collect();
+            (key.clone(), Dtype::F16, spec.shape.clone(), bytes)
+        })
+        .collect();
+    buffers.push((
+        "control_type".into(),
+        Dtype::F32,
+        vec![1],
+        control_type.to_le_bytes().to_vec(),
+    ));
+    serialize_buffers(buffers, name)
+}
+
+/// The bytes of `tiny_sd35_controlnet_canny.safetensors`.
+pub fn tiny_sd35_controlnet_canny_bytes() -> Vec<u8> {
+    sd35_controlnet_bytes(
+        false,
+        1,
+        1.0,
+        "tiny_sd35_controlnet_canny v1 (src/models/fixture.rs)",
+    )
+}
+
+/// The bytes of `tiny_sd35_controlnet_double_y.safetensors`.
+pub fn tiny_sd35_controlnet_double_y_bytes() -> Vec<u8> {
+    sd35_controlnet_bytes(
+        true,
+        2,
+        0.0,
+        "tiny_sd35_controlnet_double_y v1 (src/models/fixture.rs)",
+    )
+}
+
+/// The bytes of `tiny_sd3_controlnet.safetensors` (diffusers names).
+pub fn tiny_sd3_controlnet_bytes() -> Vec<u8> {
+    let h = 64 * TINY_MMDIT_DEPTH;
+    let mut l = Layout::new();
+    conv(&mut l, "pos_embed.proj", h, 16, 2);
+    add(
+        &mut l,
+        "pos_embed.pos_embed".into(),
+        &[1, TINY_MMDIT_POS * TINY_MMDIT_POS, h],
+    );
+    conv(&mut l, "pos_embed_input.proj", h, 16, 2);
+    lin(
+        &mut l,
+        "time_text_embed.timestep_embedder.linear_1",
+        h,
+        256,
+        true,
+    );
+    lin(
+        &mut l,
+        "time_text_embed.timestep_embedder.linear_2",
+        h,
+        h,
+        true,
+    );
+    lin(
+        &mut l,
+        "time_text_embed.text_embedder.linear_1",
+        h,
+        TINY_L_WIDTH + TINY_G_WIDTH,
+        true,
+    );
+    lin(&mut l, "time_text_embed.text_embedder.linear_2", h, h, true);
+    lin(&mut l, "context_embedder", h, 4096, true);
+    let p = "transformer_blocks.0";
+    lin(&mut l, &format!("{p}.norm1.linear"), 6 * h, h, true);
+    lin(&mut l, &format!("{p}.norm1_context.linear"), 6 * h, h, true);
+    for n in [
+        "to_q",
+        "to_k",
+        "to_v",
+        "add_q_proj",
+        "add_k_proj",
+        "add_v_proj",
+        "to_out.0",
+        "to_add_out",
+    ] {
+        lin(&mut l, &format!("{p}.attn.{n}"), h, h, true);
+    }
+    for ff in ["ff", "ff_context"] {
+        lin(&mut l, &format!("{p}.{ff}.net.0.proj"), 4 * h, h, true);
+        lin(&mut l, &format!("{p}.{ff}.net.2"), h, 4 * h, true);
+    }
+    lin(&mut l, "controlnet_blocks.0", h, h, true);
+    serialize(&l, "tiny_sd3_controlnet v1 (src/models/fixture.rs)")
+}
+
+// ---------------------------------------------------------------------------------------
+// Tiny T2I-Adapters (fp16), in the layouts ComfyUI's `load_t2i_adapter` reads:
+// * `tiny_t2i_sd15`: the full `Adapter` in TencentARC's names (`conv_in`, `body.N.*`), RGB
+//   hint (conv_in takes 3·8² = 192), channels [16, 32, 64, 64], 2 blocks per level, ksize 3,
+//   strided-conv downsampling (`down_opt.op`), `in_conv` where the width changes;
+// * `tiny_t2i_light`: `Adapter_light` (`body.i.{in_conv, body.k.block1/2, out_conv}`), a
+//   1-channel hint (64), channels [32, 64, 128, 128] (ComfyUI's are fixed at 320..1280),
+//   4 light blocks per level;
+// * `tiny_t2i_sdxl` (not committed: 6 MB; `gen_fixtures -- --t2i-sdxl PATH` writes it): the
+//   SDXL full adapter in diffusers names (`adapter.conv_in`, `adapter.body.i.in_conv`,
+//   `adapter.body.i.resnets.j.block1/2`), a 1-channel hint (conv_in takes 16² = 256),
+//   channels [64, 128, 256, 256] (its first feature fits tiny_sdxl's input block 3),
+//   ksize 1 (block2), average-pool downsampling.
+
+/// Repository-relative paths of the tiny T2I-Adapters.
+pub const TINY_T2I_SD15_PATH: &str = "fixtures/models/controlnet/tiny_t2i_sd15.safetensors";
+pub const TINY_T2I_LIGHT_PATH: &str = "fixtures/models/controlnet/tiny_t2i_light.safetensors";
+
+/// The bytes of `tiny_t2i_sd15.safetensors`.
+pub fn tiny_t2i_sd15_bytes() -> Vec<u8> {
+    let mut l = Layout::new();
+    let ch = [16usize, 32, 64, 64];
+    conv(&mut l, "conv_in", ch[0], 192, 3);
+    for i in 0..4 {
+        for j in 0..2 {
+            let p = format!("body.{}", i * 2 + j);
+            let cin = if j == 0 && i > 0 { ch[i - 1] } else { ch[i] };
+            if j == 0 && i > 0 {
+                conv(&mut l, &format!("{p}.down_opt.op"), cin, cin, 3);
+            }
+            if cin != ch[i] {
+                conv(&mut l, &format!("{p}.in_conv"), ch[i], cin, 3);
+            }
+            conv(&mut l, &format!("{p}.block1"), ch[i], ch[i], 3);
+            conv(&mut l, &format!("{p}.block2"), ch[i], ch[i], 3);
+        }
+    }
+    serialize(&l, "tiny_t2i_sd15 v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of `tiny_t2i_light.safetensors`.
+pub fn tiny_t2i_light_bytes() -> Vec<u8> {
+    let mut l = Layout::new();
+    let ch = [32usize, 64, 128, 128];
+    for i in 0..4 {
+        let p = format!("body.{i}");
+        let cin = if i == 0 { 64 } else { ch[i - 1] };
+        let inter = ch[i] / 4;
+        conv(&mut l, &format!("{p}.in_conv"), inter, cin, 1);
+        for k in 0..4 {
+            conv(&mut l, &format!("{p}.body.{k}.block1"), inter, inter, 3);
+            conv(&mut l, &format!("{p}.body.{k}.block2"), inter, inter, 3);
+        }
+        conv(&mut l, &format!("{p}.out_conv"), ch[i], inter, 1);
+    }
+    serialize(&l, "tiny_t2i_light v1 (src/models/fixture.rs)")
+}
+
+/// The bytes of the (uncommitted) `tiny_t2i_sdxl.safetensors`.
+pub fn tiny_t2i_sdxl_bytes() -> Vec<u8> {
+    let mut l = Layout::new();
+    let ch = [64usize, 128, 256, 256];
+    conv(&mut l, "adapter.conv_in", ch[0], 256, 3);
+    for i in 0..4 {
+        let cin = if i == 0 { ch[0] } else { ch[i - 1] };
+        if cin != ch[i] {
+            conv(&mut l, &format!("adapter.body.{i}.in_conv"), ch[i], cin, 1);
+        }
+        for j in 0..2 {
+            let p = format!("adapter.body.{i}.resnets.{j}");
+            conv(&mut l, &format!("{p}.block1"), ch[i], ch[i], 3);
+            conv(&mut l, &format!("{p}.block2"), ch[i], ch[i], 1);
+        }
+    }
+    serialize(&l, "tiny_t2i_sdxl v1 (src/models/fixture.rs)")
+}
+
+// ---------------------------------------------------------------------------------------
+// `tiny_control_lora_sd15` (fp16): a Control-LoRA for `tiny_sd15` in Stability's layout: the
+// `lora_controlnet` marker (empty), the hint encoder, zero convs and middle-block output of
+// [`tiny_controlnet`] as full weights, a few other full weights (a GroupNorm of input block 1,
+// a bias of the middle block), and rank-4 `up`/`down` pairs on a Linear (`time_embed.0`),
+// a 3×3 conv (`input_blocks.1.0.in_layers.2`), a cross-attention projection
+// (`input_blocks.3.1.transformer_blocks.0.attn2.to_k`) and a 1×1 conv
+// (`middle_block.1.proj_in`); every other layer comes from the model.
+
+/// Repository-relative path of the tiny Control-LoRA.
+pub const TINY_CONTROL_LORA_SD15_PATH: &str =
+    "fixtures/models/controlnet/tiny_control_lora_sd15.safetensors";
+
+/// The bytes of `tiny_control_lora_sd15.safetensors`.
+pub fn tiny_control_lora_sd15_bytes() -> Vec<u8> {
+    let mut full = Layout::new();
+    tiny_controlnet(&mut full, "", TINY_L_WIDTH, None);
+    let mut l = Layout::new();
+    for (k, spec) in full {
+        let keep = k.starts_with("input_hint_block.")
+            || k.starts_with("zero_convs.")
+            || k.starts_with("middle_block_out.")
+            || k.starts_with("input_blocks.1.0.in_layers.0.")
+            || k == "middle_block.2.out_layers.3.bias";
+        if keep {
+            l.insert(k, spec);
+        }
+    }
+    add(&mut l, "lora_controlnet".into(), &[0]);
+    let r = 4;
+    for (p, up, down) in [
+        ("time_embed.0", vec![128, r], vec![r, 32]),
+        (
+            "input_blocks.1.0.in_layers.2",
+            vec![32, r, 1, 1],
+            vec![r, 32, 3, 3],
+        ),
+        (
+            "input_blocks.3.1.transformer_blocks.0.attn2.to_k",
+            vec![64, r],
+            vec![r, TINY_L_WIDTH],
+        ),
+        (
+            "middle_block.1.proj_in",
+            vec![64, r, 1, 1],
+            vec![r, 64, 1, 1],
+        ),
+    ] {
+        add(&mut l, format!("{p}.up"), &up);
+        add(&mut l, format!("{p}.down"), &down);
+    }
+    serialize(&l, "tiny_control_lora_sd15 v1 (src/models/fixture.rs)")
+}

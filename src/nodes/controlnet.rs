@@ -1,7 +1,11 @@
 //! The ControlNet nodes of ComfyUI 0.3.64: `ControlNetLoader`, `DiffControlNetLoader`
 //! (nodes.py), `ControlNetApply` (deprecated, but every SD1.5 example uses it),
-//! `ControlNetApplyAdvanced`, `SetUnionControlNetType` (comfy_extras/nodes_controlnet.py)
-//! and the `Canny` preprocessor (comfy_extras/nodes_canny.py).
+//! `ControlNetApplyAdvanced`, `SetUnionControlNetType` (comfy_extras/nodes_controlnet.py),
+//! the deprecated `ControlNetApplySD3` (comfy_extras/nodes_sd3.py, ControlNetApplyAdvanced
+//! with a required VAE) and the `Canny` preprocessor (comfy_extras/nodes_canny.py).
+//!
+//! The loaders read SD1.x/SDXL (cldm) and SD3/SD3.5 ControlNets; an SD3 ControlNet's hint
+//! is encoded by the apply node's VAE when sampling.
 //!
 //! CONTROL_NET is a loaded network ([`ControlNetPayload`]); the apply nodes put a new
 //! [`ControlLink`] (hint, strength, range, previous link) on each CONDITIONING entry, with
@@ -18,18 +22,19 @@ use super::sd_types::{Conditioning, SdModel, SdVae};
 use crate::env::Environment;
 use crate::image_ops::canny::canny;
 use crate::image_ops::Planes;
-use crate::models::controlnet::{load_controlnet, ControlLink, ControlNetFile};
+use crate::models::controlnet::{load_control_model, ControlLink, ControlModel};
 use crate::models::unet::UNET_PREFIX;
+use crate::models::vae::Vae;
 use crate::node::types::Image;
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
 
-/// CONTROL_NET: a loaded ControlNet and the extra arguments `set_extra_arg` gave it.
+/// CONTROL_NET: a loaded control model and the extra arguments `set_extra_arg` gave it.
 #[derive(Debug, Clone)]
 pub struct ControlNetPayload {
-    pub file: ControlNetFile,
+    pub model: ControlModel,
     /// `extra_args["control_type"]` (SetUnionControlNetType): `None` when never set, the
     /// type numbers otherwise (empty for "auto"). Only union ControlNets read it.
     pub control_type: Option<Vec<usize>>,
@@ -37,7 +42,7 @@ pub struct ControlNetPayload {
 
 impl crate::node::Payload for ControlNetPayload {
     fn describe(&self) -> String {
-        format!("<CONTROL_NET {:?}>", self.file.net)
+        format!("<CONTROL_NET {:?}>", self.model)
     }
 }
 
@@ -81,7 +86,7 @@ fn load(
         Some(m) => Some(model_unet_weights(m)?),
         None => None,
     };
-    let file = load_controlnet(
+    let model = load_control_model(
         &path,
         base.as_ref(),
         ctx.env.compute.dtype,
@@ -93,19 +98,22 @@ fn load(
             format!("{class}: could not load ControlNet '{name}': {e}"),
         )
     })?;
-    tracing::info!(
-        "{class}: '{name}': {:?} layout, preset {}, {}",
-        file.layout,
-        file.preset()
-            .unwrap_or("none (structure read from the keys)"),
-        if file.diff_applied {
-            "diff added to the model's weights"
-        } else {
-            "full weights"
-        }
-    );
+    match &model {
+        ControlModel::Cldm(file) => tracing::info!(
+            "{class}: '{name}': {:?} layout, preset {}, {}",
+            file.layout,
+            file.preset()
+                .unwrap_or("none (structure read from the keys)"),
+            if file.diff_applied {
+                "diff added to the model's weights"
+            } else {
+                "full weights"
+            }
+        ),
+        other => tracing::info!("{class}: '{name}': {other:?}"),
+    }
     Ok(NodeOutput::one(Value::object(ControlNetPayload {
-        file,
+        model,
         control_type: None,
     })))
 }
@@ -193,12 +201,62 @@ fn hint_of(class: &str, i: &Inputs) -> Result<Tensor, NodeError> {
 
 fn check_hint(class: &str, cn: &ControlNetPayload, hint: &Tensor) -> Result<(), NodeError> {
     let c = hint.dim(1)?;
-    if c != cn.file.net.hint_channels() {
-        return Err(NodeError::input(
+    match &cn.model {
+        ControlModel::Cldm(f) if c != f.net.hint_channels() => Err(NodeError::input(
             "image",
             format!(
                 "{class}: the image has {c} channels; this ControlNet takes {}-channel hints",
-                cn.file.net.hint_channels()
+                f.net.hint_channels()
+            ),
+        )),
+        ControlModel::Lora(l) if c != l.hint_channels() => Err(NodeError::input(
+            "image",
+            format!(
+                "{class}: the image has {c} channels; this Control-LoRA takes {}-channel hints",
+                l.hint_channels()
+            ),
+        )),
+        ControlModel::Sd3(_) if c < 3 => Err(NodeError::input(
+            "image",
+            format!(
+                "{class}: the image has {c} channels; this ControlNet's hint is encoded by \
+                 the VAE, which takes 3 (RGB)"
+            ),
+        )),
+        ControlModel::T2i(a) if a.input_channels() != 1 && c != a.input_channels() => {
+            Err(NodeError::input(
+                "image",
+                format!(
+                    "{class}: the image has {c} channels; this T2I-Adapter takes {}-channel \
+                     hints",
+                    a.input_channels()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The VAE a latent-hint ControlNet (SD3) needs: ComfyUI fails at sampling ("This
+/// Controlnet needs a VAE but none was provided"); comfyrs names the node and input.
+fn check_vae(
+    class: &str,
+    cn: &ControlNetPayload,
+    vae: Option<&Vae>,
+    input: &str,
+) -> Result<(), NodeError> {
+    if cn.model.needs_vae() && vae.is_none() {
+        return Err(NodeError::input(
+            input,
+            format!(
+                "{class}: the control_net is {}, whose hint image is encoded by a VAE: \
+                 connect the model's VAE{}",
+                cn.model.kind_name(),
+                if input == "vae" {
+                    " to the vae input"
+                } else {
+                    " through ControlNetApplyAdvanced's vae input"
+                }
             ),
         ));
     }
@@ -235,12 +293,12 @@ pub fn apply_controlnet(
     let mut out = conditioning.clone();
     for e in &mut out.0 {
         let link = ControlLink::new(
-            cn.file.net.clone(),
+            cn.model.clone(),
             hint.clone(),
             strength,
             (0.0, 1.0),
             e.opts.control.clone(),
-            cn.file.global_average_pooling,
+            None,
         );
         e.opts.control = Some(Arc::new(link));
         e.opts.control_apply_to_uncond = Some(true);
@@ -249,7 +307,8 @@ pub fn apply_controlnet(
 }
 
 /// ControlNetApplyAdvanced: entries of both lists that held the same previous link (or none)
-/// get the same new link; `control_apply_to_uncond` is cleared.
+/// get the same new link; `control_apply_to_uncond` is cleared. `vae` encodes the hint of
+/// an SD3 ControlNet (the others ignore it).
 pub fn apply_controlnet_advanced(
     positive: &Conditioning,
     negative: &Conditioning,
@@ -257,6 +316,7 @@ pub fn apply_controlnet_advanced(
     hint: &Tensor,
     strength: f64,
     range: (f64, f64),
+    vae: Option<&Vae>,
 ) -> (Conditioning, Conditioning) {
     if strength == 0.0 {
         return (positive.clone(), negative.clone());
@@ -272,12 +332,12 @@ pub fn apply_controlnet_advanced(
                 Some((_, l)) => l.clone(),
                 None => {
                     let l = Arc::new(ControlLink::new(
-                        cn.file.net.clone(),
+                        cn.model.clone(),
                         hint.clone(),
                         strength,
                         range,
                         prev,
-                        cn.file.global_average_pooling,
+                        vae.cloned(),
                     ));
                     cnets.push((key, l.clone()));
                     l
@@ -311,6 +371,9 @@ impl Node for ControlNetApply {
         let strength = i.float("strength")?;
         let hint = hint_of("ControlNetApply", i)?;
         check_hint("ControlNetApply", &cn, &hint)?;
+        if strength != 0.0 {
+            check_vae("ControlNetApply", &cn, None, "control_net")?;
+        }
         Ok(NodeOutput::one(Value::object(apply_controlnet(
             &cond, &cn, &hint, strength,
         ))))
@@ -335,22 +398,63 @@ impl Node for ControlNetApplyAdvanced {
             .output(OutputSpec::new("CONDITIONING").named("negative"))
     }
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
-        let positive = i.object::<Conditioning>("positive")?;
-        let negative = i.object::<Conditioning>("negative")?;
-        let cn = i.object::<ControlNetPayload>("control_net")?;
-        let strength = i.float("strength")?;
-        let start = i.float("start_percent")?;
-        let end = i.float("end_percent")?;
-        // The VAE only matters for ControlNets whose hint is a latent (SD3, Flux), which
-        // comfyrs does not load; the cldm ControlNets ignore it, as ComfyUI does.
-        if i.get("vae").is_some() {
-            i.object::<SdVae>("vae")?;
-        }
-        let hint = hint_of("ControlNetApplyAdvanced", i)?;
-        check_hint("ControlNetApplyAdvanced", &cn, &hint)?;
-        let (p, n) =
-            apply_controlnet_advanced(&positive, &negative, &cn, &hint, strength, (start, end));
-        Ok(NodeOutput::values(vec![Value::object(p), Value::object(n)]))
+        apply_advanced_node("ControlNetApplyAdvanced", i)
+    }
+}
+
+/// ControlNetApplyAdvanced / ControlNetApplySD3 (the same function; the SD3 node's VAE is
+/// required).
+fn apply_advanced_node(class: &str, i: &Inputs) -> Result<NodeOutput, NodeError> {
+    let positive = i.object::<Conditioning>("positive")?;
+    let negative = i.object::<Conditioning>("negative")?;
+    let cn = i.object::<ControlNetPayload>("control_net")?;
+    let strength = i.float("strength")?;
+    let start = i.float("start_percent")?;
+    let end = i.float("end_percent")?;
+    let vae = match i.get("vae") {
+        Some(_) => Some(i.object::<SdVae>("vae")?.0.clone()),
+        None => None,
+    };
+    let hint = hint_of(class, i)?;
+    check_hint(class, &cn, &hint)?;
+    if strength != 0.0 {
+        check_vae(class, &cn, vae.as_ref(), "vae")?;
+    }
+    let (p, n) = apply_controlnet_advanced(
+        &positive,
+        &negative,
+        &cn,
+        &hint,
+        strength,
+        (start, end),
+        vae.as_ref(),
+    );
+    Ok(NodeOutput::values(vec![Value::object(p), Value::object(n)]))
+}
+
+struct ControlNetApplySD3;
+impl Node for ControlNetApplySD3 {
+    fn schema(&self) -> NodeSchema {
+        let mut s = NodeSchema::new("ControlNetApplySD3")
+            .v3()
+            .module("comfy_extras.nodes_sd3")
+            .display("Apply Controlnet with VAE")
+            .category("conditioning/controlnet")
+            .input(InputSpec::of("positive", "CONDITIONING"))
+            .input(InputSpec::of("negative", "CONDITIONING"))
+            .input(InputSpec::of("control_net", "CONTROL_NET"))
+            .input(InputSpec::of("vae", "VAE"))
+            .input(InputSpec::of("image", "IMAGE"))
+            .input(strength_input())
+            .input(percent_input("start_percent", 0.0))
+            .input(percent_input("end_percent", 1.0))
+            .output(OutputSpec::new("CONDITIONING").named("positive"))
+            .output(OutputSpec::new("CONDITIONING").named("negative"));
+        s.deprecated = true;
+        s
+    }
+    fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
+        apply_advanced_node("ControlNetApplySD3", i)
     }
 }
 
@@ -443,6 +547,7 @@ pub fn register(r: &mut Registry) -> Result<(), RegistryError> {
     r.register(DiffControlNetLoader)?;
     r.register(ControlNetApply)?;
     r.register(ControlNetApplyAdvanced)?;
+    r.register(ControlNetApplySD3)?;
     r.register(SetUnionControlNetType)?;
     r.register(Canny)?;
     Ok(())

@@ -115,6 +115,17 @@ impl CondModel for ModelApply<'_> {
         let control = match c.control {
             Some(link) => link
                 .get_control(&ControlStep {
+                    model_weights: self
+                        .0
+                        .diffusion
+                        .patches()
+                        .is_empty()
+                        .then(|| self.0.diffusion.base_weights()),
+                    model: &self
+                        .0
+                        .diffusion
+                        .get()
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
                     x_noisy: x,
                     x_in: &ms.calculate_input(sigma, x)?,
                     sigma,

@@ -2,7 +2,9 @@
 //!
 //! Usage: `cargo run --bin gen_fixtures [REPO_ROOT]` (default: the current dir), or
 //! `cargo run --bin gen_fixtures -- --sd3-wide-t5 PATH` to write the uncommitted 4096-wide
-//! tiny T5 (`fixture::tiny_t5xxl_wide_bytes`) that scripts/goldens/gen_sd3_goldens.py reads.
+//! tiny T5 (`fixture::tiny_t5xxl_wide_bytes`) that scripts/goldens/gen_sd3_goldens.py reads;
+//! `-- --t2i-sdxl PATH` writes the uncommitted tiny SDXL T2I-Adapter
+//! (`fixture::tiny_t2i_sdxl_bytes`) for scripts/goldens/gen_t2i_goldens.py.
 
 use std::path::PathBuf;
 
@@ -13,6 +15,14 @@ fn main() -> anyhow::Result<()> {
             .get(2)
             .ok_or_else(|| anyhow::anyhow!("--sd3-wide-t5 needs an output path"))?;
         std::fs::write(path, comfyrs::models::fixture::tiny_t5xxl_wide_bytes())?;
+        println!("wrote {path}");
+        return Ok(());
+    }
+    if args.get(1).map(String::as_str) == Some("--t2i-sdxl") {
+        let path = args
+            .get(2)
+            .ok_or_else(|| anyhow::anyhow!("--t2i-sdxl needs an output path"))?;
+        std::fs::write(path, comfyrs::models::fixture::tiny_t2i_sdxl_bytes())?;
         println!("wrote {path}");
         return Ok(());
     }
@@ -55,6 +65,21 @@ fn main() -> anyhow::Result<()> {
             fx::tiny_sd35_large_fp8_scaled_bytes,
         ),
         (fx::TINY_CLIP_G_PATH, fx::tiny_clip_g_bytes),
+        (
+            fx::TINY_SD35_CONTROLNET_CANNY_PATH,
+            fx::tiny_sd35_controlnet_canny_bytes,
+        ),
+        (
+            fx::TINY_SD35_CONTROLNET_DOUBLE_Y_PATH,
+            fx::tiny_sd35_controlnet_double_y_bytes,
+        ),
+        (fx::TINY_SD3_CONTROLNET_PATH, fx::tiny_sd3_controlnet_bytes),
+        (fx::TINY_T2I_SD15_PATH, fx::tiny_t2i_sd15_bytes),
+        (fx::TINY_T2I_LIGHT_PATH, fx::tiny_t2i_light_bytes),
+        (
+            fx::TINY_CONTROL_LORA_SD15_PATH,
+            fx::tiny_control_lora_sd15_bytes,
+        ),
         (fx::TINY_SD35_CKPT_PATH, fx::tiny_sd35_checkpoint_bytes),
         (up::TINY_RRDB_OLD_PATH, up::tiny_rrdb_old_bytes),
         (up::TINY_RRDB_NEW_PATH, up::tiny_rrdb_new_bytes),

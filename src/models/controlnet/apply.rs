@@ -5,13 +5,20 @@
 //! A CONDITIONING entry holds an `Arc<ControlLink>`; entries holding the *same* link batch
 //! together (ComfyUI compares the objects by identity), and a chain is a link whose
 //! `previous` is the link the entry held before.
+//!
+//! The hint ("`cond_hint`") is prepared once per latent size: resized to 8× the latent
+//! (nearest-exact, centre crop); for the SD3 ControlNets (`latent_format` set, compression 1
+//! × the VAE's 8) then preprocessed, encoded by the VAE, `process_in`-scaled and, for a
+//! 17-channel inpaint ControlNet, given a mask channel of ones.
 
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{ControlNet, ControlResiduals};
+use super::{ControlModel, ControlResiduals};
 use crate::image_ops::{common_upscale, Crop, Planes, TorchLayout, UpscaleMethod};
+use crate::models::diffusion::DiffusionNet;
+use crate::models::vae::Vae;
 use crate::models::{ModelError, Result};
 
 /// What `get_control` sees of one batched model call.
@@ -25,28 +32,39 @@ pub struct ControlStep<'a> {
     pub timestep: f32,
     /// The batch's `c_crossattn` [n, T, D].
     pub context: &'a Tensor,
-    /// The batch's `y` (SDXL's ADM vector) [n, adm].
+    /// The batch's `y` (SDXL's ADM vector, SD3's pooled text) [n, adm].
     pub y: Option<&'a Tensor>,
     /// How many conds were batched (`len(cond_or_uncond)`).
     pub batched_number: usize,
     /// The model sampling's `percent_to_sigma` (ComfyUI's `pre_run`).
     pub percent_to_sigma: &'a dyn Fn(f64) -> f64,
+    /// The diffusion network being sampled (SD3.5 ControlNets use its `x_embedder`, as
+    /// ComfyUI's `ControlNetSD35.pre_run` copies it in).
+    pub model: &'a DiffusionNet,
+    /// The sampled model's weights (keys under `model.diffusion_model.`) when it carries no
+    /// LoRA patches: a Control-LoRA is built from them (ComfyUI's `ControlLora.pre_run`).
+    pub model_weights: Option<&'a Arc<crate::models::checkpoint::WeightMap>>,
 }
 
 /// A ControlNet with its hint, strength, timestep range and the previous ControlNet of the
 /// chain.
 pub struct ControlLink {
-    pub net: ControlNet,
+    pub model: ControlModel,
     /// `image.movedim(-1, 1)`: [B, C, H, W] f32 on the CPU.
     pub hint: Tensor,
     pub strength: f64,
     /// (start, end) percent of the schedule.
     pub percent_range: (f64, f64),
     pub previous: Option<Arc<ControlLink>>,
-    pub global_average_pooling: bool,
-    /// The hint resized to the last latent size ([`common_upscale`] to 8× the latent,
-    /// nearest-exact, centre crop), cached like ComfyUI's `cond_hint`.
-    resized: Mutex<Option<Tensor>>,
+    /// The VAE that encodes the hint of a latent-hint ControlNet (SD3); ignored by the
+    /// others, as ComfyUI's `set_cond_hint` does.
+    pub vae: Option<Vae>,
+    /// The prepared hint for the last latent size (h, w), cached like ComfyUI's
+    /// `cond_hint`.
+    prepared: Mutex<Option<((usize, usize), Tensor)>>,
+    /// A T2I-Adapter's features for the last latent size, computed once (ComfyUI's
+    /// `control_input`).
+    features: Mutex<Option<((usize, usize), ControlResiduals)>>,
 }
 
 impl std::fmt::Debug for ControlLink {
@@ -54,7 +72,7 @@ impl std::fmt::Debug for ControlLink {
         write!(
             f,
             "ControlLink({:?}, hint {:?}, strength {}, range {:?}, previous {})",
-            self.net,
+            self.model,
             self.hint.dims(),
             self.strength,
             self.percent_range,
@@ -87,49 +105,135 @@ fn broadcast_image_to(t: &Tensor, target: usize, batched_number: usize) -> Resul
 }
 
 impl ControlLink {
-    /// `control_net.copy().set_cond_hint(hint, strength, range)` +
+    /// `control_net.copy().set_cond_hint(hint, strength, range, vae)` +
     /// `set_previous_controlnet(previous)`.
     pub fn new(
-        net: ControlNet,
+        model: ControlModel,
         hint: Tensor,
         strength: f64,
         percent_range: (f64, f64),
         previous: Option<Arc<ControlLink>>,
-        global_average_pooling: bool,
+        vae: Option<Vae>,
     ) -> Self {
+        let vae = if model.needs_vae() { vae } else { None };
         ControlLink {
-            net,
+            model,
             hint,
             strength,
             percent_range,
             previous,
-            global_average_pooling,
-            resized: Mutex::new(None),
+            vae,
+            prepared: Mutex::new(None),
+            features: Mutex::new(None),
         }
     }
 
-    /// The hint at 8× the latent size (cached per size).
-    fn hint_for(&self, h: usize, w: usize) -> Result<Tensor> {
-        let mut slot = self.resized.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = slot.as_ref() {
-            let (_, _, th, tw) = t.dims4()?;
-            if (th, tw) == (h * 8, w * 8) {
-                return Ok(t.clone());
-            }
+    fn global_average_pooling(&self) -> bool {
+        match &self.model {
+            ControlModel::Cldm(f) => f.global_average_pooling,
+            ControlModel::Sd3(_) | ControlModel::T2i(_) | ControlModel::Lora(_) => false,
         }
+    }
+
+    /// The hint image resized to `w`×`h` pixels (nearest-exact, centre crop), [B, C, h, w].
+    fn resized(&self, w: usize, h: usize) -> Result<Tensor> {
         let src = Planes::from_nchw(&self.hint.to_device(&Device::Cpu)?.to_dtype(DType::F32)?)?;
         let out = common_upscale(
             &src,
-            w * 8,
-            h * 8,
+            w,
+            h,
             UpscaleMethod::NearestExact,
             Crop::Center,
             TorchLayout::ChannelsLast,
         )
         .map_err(|e| ModelError::BadInput(format!("the ControlNet hint image: {e}")))?;
-        let t = out.to_nchw()?;
-        *slot = Some(t.clone());
+        Ok(out.to_nchw()?)
+    }
+
+    /// The hint for a latent of h×w (cached per size): the image at 8× the latent for cldm
+    /// ControlNets, the processed hint latent for SD3 ones.
+    fn hint_for(&self, h: usize, w: usize) -> Result<Tensor> {
+        let mut slot = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((size, t)) = slot.as_ref() {
+            if *size == (h, w) {
+                return Ok(t.clone());
+            }
+        }
+        let t = match &self.model {
+            ControlModel::Cldm(_) | ControlModel::Lora(_) => self.resized(w * 8, h * 8)?,
+            ControlModel::T2i(a) => {
+                let (tw, th) = a.scale_image_to(w * 8, h * 8);
+                let img = self.resized(tw, th)?;
+                if a.input_channels() == 1 && img.dim(1)? > 1 {
+                    img.mean_keepdim(1)?
+                } else {
+                    img
+                }
+            }
+            ControlModel::Sd3(net) => {
+                let vae = self.vae.as_ref().ok_or_else(|| {
+                    ModelError::BadInput(
+                        "This Controlnet needs a VAE but none was provided, please use a \
+                         ControlNetApply node with a VAE input and connect it."
+                            .into(),
+                    )
+                })?;
+                let f = vae.config().downscale();
+                let img = net.preprocess().apply(&self.resized(w * f, h * f)?)?;
+                let c = img.dim(1)?;
+                if c < 3 {
+                    return Err(ModelError::BadInput(format!(
+                        "the ControlNet hint image has {c} channels; the VAE encodes 3"
+                    )));
+                }
+                let z = vae.encode(&img.permute((0, 2, 3, 1))?.contiguous()?)?;
+                let zc = z.dim(1)?;
+                if zc != 16 {
+                    return Err(ModelError::BadInput(format!(
+                        "the VAE gives {zc}-channel latents; {} takes SD3's 16-channel \
+                         latents: connect the SD3/SD3.5 model's VAE",
+                        self.model.kind_name()
+                    )));
+                }
+                let mut z = net.latent_format().process_in(&z)?;
+                if net.hint_channels() == 17 {
+                    // `concat_mask`: a mask of ones at the latent's size.
+                    let (b, _, zh, zw) = z.dims4()?;
+                    let ones = Tensor::ones((b, 1, zh, zw), DType::F32, z.device())?;
+                    z = Tensor::cat(&[&z, &ones], 1)?;
+                }
+                z
+            }
+        };
+        *slot = Some(((h, w), t.clone()));
         Ok(t)
+    }
+
+    /// The batch's hint (prepared, broadcast to the batch) and timesteps.
+    fn step_hint(&self, s: &ControlStep) -> Result<(Tensor, Tensor)> {
+        let (n, _, h, w) = s.x_noisy.dims4()?;
+        let mut hint = self.hint_for(h, w)?;
+        if hint.dim(0)? != n {
+            hint = broadcast_image_to(&hint, n, s.batched_number)?;
+        }
+        let ts = Tensor::from_vec(vec![s.timestep; n], n, s.x_in.device())?;
+        Ok((hint, ts))
+    }
+
+    /// `T2IAdapter.get_control`'s `control_input`: the adapter run once on the (broadcast)
+    /// hint per latent size, reused for every later step.
+    fn t2i_features(&self, a: &super::T2iAdapter, s: &ControlStep) -> Result<ControlResiduals> {
+        let (_, _, h, w) = s.x_noisy.dims4()?;
+        let mut slot = self.features.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((size, f)) = slot.as_ref() {
+            if *size == (h, w) {
+                return Ok(f.clone());
+            }
+        }
+        let (hint, _) = self.step_hint(s)?;
+        let f = a.forward(&hint)?;
+        *slot = Some(((h, w), f.clone()));
+        Ok(f)
     }
 
     /// `ControlNet.get_control`: the previous link's residuals, then (inside the timestep
@@ -145,13 +249,41 @@ impl ControlLink {
         if sigma > start || sigma < end {
             return Ok(prev);
         }
-        let (n, _, h, w) = s.x_noisy.dims4()?;
-        let mut hint = self.hint_for(h, w)?;
-        if hint.dim(0)? != n {
-            hint = broadcast_image_to(&hint, n, s.batched_number)?;
-        }
-        let ts = Tensor::from_vec(vec![s.timestep; n], n, s.x_in.device())?;
-        let control = self.net.forward(s.x_in, &hint, &ts, s.context, s.y)?;
+        let control = match (&self.model, s.model) {
+            (ControlModel::Cldm(f), DiffusionNet::Unet(_)) => {
+                let (hint, ts) = self.step_hint(s)?;
+                f.net.forward(s.x_in, &hint, &ts, s.context, s.y)?
+            }
+            (ControlModel::Sd3(net), DiffusionNet::Mmdit(m)) => {
+                let (hint, ts) = self.step_hint(s)?;
+                net.forward(s.x_in, &hint, &ts, s.context, s.y, m)?
+            }
+            (ControlModel::T2i(a), DiffusionNet::Unet(_)) => self.t2i_features(a, s)?,
+            (ControlModel::Lora(cl), DiffusionNet::Unet(_)) => {
+                let weights = s.model_weights.ok_or_else(|| {
+                    ModelError::NotSupported(
+                        "a Control-LoRA on a LoRA-patched model: comfyrs builds Control-LoRAs \
+                         from the unpatched model only"
+                            .into(),
+                    )
+                })?;
+                let net = cl.network(weights)?;
+                let (hint, ts) = self.step_hint(s)?;
+                net.forward(s.x_in, &hint, &ts, s.context, s.y)?
+            }
+            (cm, model) => {
+                let family = match model {
+                    DiffusionNet::Unet(_) => "an SD1.x/SDXL UNet",
+                    DiffusionNet::Flux(_) => "Flux",
+                    DiffusionNet::Mmdit(_) => "SD3/SD3.5 (MMDiT)",
+                };
+                return Err(ModelError::BadInput(format!(
+                    "the ControlNet is {}, the model being sampled is {family}: use a \
+                     ControlNet made for this model",
+                    cm.kind_name()
+                )));
+            }
+        };
         Ok(Some(self.merge(control, prev)?))
     }
 
@@ -167,7 +299,7 @@ impl ControlLink {
                 .map(|x| match x {
                     None => Ok(None),
                     Some(x) => {
-                        let x = if self.global_average_pooling {
+                        let x = if self.global_average_pooling() {
                             let (_, _, h, w) = x.dims4()?;
                             x.mean_keepdim(3)?.mean_keepdim(2)?.repeat((1, 1, h, w))?
                         } else {

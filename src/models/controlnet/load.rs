@@ -12,8 +12,8 @@
 //!   the preset of ComfyUI's list a file matches.
 //!
 //! Everything else ComfyUI's loader recognises (T2I-Adapters, Control-LoRA, union SDXL
-//! ControlNets, the Flux/SD3/HunyuanDiT/Qwen ControlNets) is a clear "not supported" error
-//! naming the kind.
+//! ControlNets, the Flux/HunyuanDiT/Qwen ControlNets) is a clear "not supported" error
+//! naming the kind; SD3/SD3.5 ControlNets load through [`super::load_control_model`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -90,7 +90,15 @@ fn unsupported_kind(sd: &WeightMap) -> Option<&'static str> {
         return Some("a union SDXL ControlNet (ControlNet++ / ProMax)");
     }
     if has("controlnet_blocks.0.weight") || has("controlnet_blocks.0.linear.weight") {
-        return Some("a DiT ControlNet (Flux, SD3/SD3.5 or Qwen-Image)");
+        if has("transformer_blocks.0.img_mlp.net.0.proj.weight") {
+            return Some("a Qwen-Image ControlNet");
+        }
+        if has("pos_embed_input.proj.weight")
+            && !has("double_blocks.0.img_attn.norm.key_norm.scale")
+        {
+            return Some("an SD3/SD3.5 ControlNet (loaded by load_control_model)");
+        }
+        return Some("a Flux ControlNet");
     }
     None
 }
@@ -131,14 +139,19 @@ pub fn load_controlnet(
     // Stored dtype kept (f16 stays f16, widened per operation), on the CPU for the renames
     // and the diff arithmetic; the network is built on `device`.
     let sd = load_safetensors(path, &Device::Cpu, dtype)?;
+    let mut file = load_controlnet_weights(sd, base, dtype, device)?;
+    file.global_average_pooling = is_shuffle_name(path);
+    Ok(file)
+}
+
+/// ComfyUI's `global_average_pooling` rule: the file stem ends in `_shuffle` or
+/// `_shuffle_fp16`.
+pub fn is_shuffle_name(path: &Path) -> bool {
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
-    let gap = stem.ends_with("_shuffle") || stem.ends_with("_shuffle_fp16");
-    let mut file = load_controlnet_weights(sd, base, dtype, device)?;
-    file.global_average_pooling = gap;
-    Ok(file)
+    stem.ends_with("_shuffle") || stem.ends_with("_shuffle_fp16")
 }
 
 /// [`load_controlnet`] on a state dict already in memory.
@@ -150,7 +163,8 @@ pub fn load_controlnet_weights(
 ) -> Result<ControlNetFile> {
     if let Some(kind) = unsupported_kind(&sd) {
         return Err(ModelError::NotSupported(format!(
-            "this file is {kind}; comfyrs runs the cldm ControlNets of SD1.x and SDXL only"
+            "this file is {kind}; comfyrs runs the SD1.x/SDXL (cldm) and SD3/SD3.5 \
+             ControlNets"
         )));
     }
     let mut layout = None;
@@ -166,8 +180,9 @@ pub fn load_controlnet_weights(
         ""
     } else if is_t2i_adapter(&sd) {
         return Err(ModelError::NotSupported(
-            "this file is a T2I-Adapter (or a Stable Cascade ControlNet); comfyrs runs the \
-             cldm ControlNets of SD1.x and SDXL only"
+            "this file is a T2I-Adapter or a Stable Cascade ControlNet: T2I-Adapters load \
+             through load_control_model (ControlNetLoader); Stable Cascade ControlNets are not \
+             supported"
                 .into(),
         ));
     } else {

@@ -57,6 +57,11 @@ impl MlpEmbedder {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.l2.forward(&silu(&self.l0.forward(x)?)?)
     }
+
+    /// Width of the input vector.
+    pub fn in_features(&self) -> Result<usize> {
+        self.l0.weight().dim(1)
+    }
 }
 
 /// `SelfAttention`: fused qkv, optional RMS QK-norm per head, output projection (absent in
@@ -247,6 +252,21 @@ impl DismantledBlock {
         let h = modulate(&layer_norm(&x)?, &m[3], &m[4])?;
         let h = fc2.forward(&fc1.forward(&h)?.gelu()?)?;
         gated(&x, &m[5], &h)
+    }
+}
+
+impl DismantledBlock {
+    /// `DismantledBlock.forward(x, c)`: the block alone (self-attention over its own
+    /// tokens, then the MLP), as SD3.5 ControlNets run their `transformer_blocks`.
+    pub fn forward(&self, x: &Tensor, c: &Tensor) -> Result<Tensor> {
+        let ((q, k, v), qkv2, it) = self.pre_attention(x, c)?;
+        let heads = self.attn.heads;
+        let a = attention(&q, &k, &v, heads)?;
+        let a2 = match &qkv2 {
+            Some((q2, k2, v2)) => Some(attention(q2, k2, v2, heads)?),
+            None => None,
+        };
+        self.post_attention(&a, a2.as_ref(), &it)
     }
 }
 

@@ -209,6 +209,9 @@ pub struct MmditInputs<'a> {
     pub y: Option<&'a Tensor>,
     /// Joint blocks replaced by the identity (SkipLayerGuidance's `double_block` patch).
     pub skip_blocks: &'a [usize],
+    /// An SD3 ControlNet's residuals (`control["output"]`): entry i, when present, is added
+    /// to the x tokens [B, L, hidden] after joint block i (skipped blocks included).
+    pub control: Option<&'a [Option<Tensor>]>,
 }
 
 /// The MMDiT.
@@ -299,6 +302,21 @@ impl Mmdit {
             .reshape((1, h * w, self.config.hidden_size()))
     }
 
+    /// The patch embedding of a latent (`x_embedder` after circular padding to the patch
+    /// size): [B, patches, hidden]. SD3.5 ControlNets embed the latent with the model's own.
+    pub fn embed_patches(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.to_dtype(self.dtype)?;
+        self.x_embedder
+            .forward(&pad_to_patch_size(&x, self.config.patch_size)?)?
+            .flatten_from(2)?
+            .transpose(1, 2)
+    }
+
+    /// The pooled-text embedder (`y_embedder`), if the model has one.
+    pub fn y_embedder(&self) -> Option<&MlpEmbedder> {
+        self.y_embedder.as_ref()
+    }
+
     /// The prediction for `inputs.x` (same shape as x, out_channels).
     pub fn forward(&self, inputs: &MmditInputs) -> Result<Tensor> {
         let cfg = &self.config;
@@ -306,11 +324,7 @@ impl Mmdit {
         let (b, _, h, w) = x.dims4()?;
         let p = cfg.patch_size;
         let (hp, wp) = (h.div_ceil(p), w.div_ceil(p));
-        let tokens = self
-            .x_embedder
-            .forward(&pad_to_patch_size(&x, p)?)?
-            .flatten_from(2)?
-            .transpose(1, 2)?;
+        let tokens = self.embed_patches(&x)?;
         let pos = self.cropped_pos_embed(hp, wp)?.to_dtype(self.dtype)?;
         let mut x = tokens.broadcast_add(&pos)?;
 
@@ -352,15 +366,26 @@ impl Mmdit {
         }
         let mut context = Some(context);
         for (i, block) in self.joint_blocks.iter().enumerate() {
-            if inputs.skip_blocks.contains(&i) {
-                continue;
+            if !inputs.skip_blocks.contains(&i) {
+                let ctx = context.as_ref().ok_or_else(|| {
+                    candle_core::Error::Msg("no context after the last block".into())
+                })?;
+                let (ctx, xo) = block.forward(ctx, &x, &c)?;
+                context = ctx;
+                x = xo;
             }
-            let ctx = context
-                .as_ref()
-                .ok_or_else(|| candle_core::Error::Msg("no context after the last block".into()))?;
-            let (ctx, xo) = block.forward(ctx, &x, &c)?;
-            context = ctx;
-            x = xo;
+            if let Some(Some(add)) = inputs.control.and_then(|c| c.get(i)) {
+                if add.dims() != x.dims() {
+                    candle_core::bail!(
+                        "the ControlNet residual for joint block {i} is {:?}, the model's \
+                         tokens are {:?}: the ControlNet does not belong to this {} model",
+                        add.dims(),
+                        x.dims(),
+                        cfg.variant()
+                    );
+                }
+                x = (x + add.to_dtype(self.dtype)?)?;
+            }
         }
         let out = self.final_layer.forward(&x, &c)?;
         let oc = cfg.out_channels;

@@ -486,7 +486,9 @@ impl Block {
     }
 }
 
-/// `apply_control(h, control, name)`: pops the list's last residual and adds it to `h`.
+/// `apply_control(h, control, name)`: pops the list's last residual and adds it to `h`
+/// (torch's in-place `h += ctrl`: `ctrl` may broadcast to `h`, as a T2I-Adapter's batch-1
+/// features do; anything else is skipped with ComfyUI's warning).
 fn apply_control(
     h: Tensor,
     list: Option<&mut Vec<Option<Tensor>>>,
@@ -495,7 +497,13 @@ fn apply_control(
     let Some(Some(ctrl)) = list.and_then(|l| l.pop()) else {
         return Ok(h);
     };
-    if ctrl.dims() != h.dims() {
+    let fits = ctrl.rank() == h.rank()
+        && ctrl
+            .dims()
+            .iter()
+            .zip(h.dims())
+            .all(|(c, h)| c == h || *c == 1);
+    if !fits {
         tracing::warn!(
             "warning control could not be applied {:?} {:?}",
             h.dims(),
@@ -504,7 +512,7 @@ fn apply_control(
         return Ok(h);
     }
     let ctrl = ctrl.to_device(h.device())?.to_dtype(dtype)?;
-    h + ctrl
+    h.broadcast_add(&ctrl)
 }
 
 struct UnetInner {
