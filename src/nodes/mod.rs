@@ -2,6 +2,7 @@
 //! (and that file's `register`), nothing else.
 
 pub mod alpha_masks;
+pub mod animated_save;
 pub mod clip_flux;
 pub mod clip_sdxl;
 pub mod conditioning;
@@ -18,6 +19,7 @@ pub mod image_io;
 pub mod image_postprocess;
 pub mod image_stitch;
 pub mod image_transform;
+pub mod image_yuv;
 pub mod inpaint;
 pub mod instruct_pix2pix;
 pub mod latent;
@@ -54,6 +56,7 @@ use crate::node::{Registry, RegistryError};
 /// [`crate::node::RegisterFn`] shape a pack exports.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     alpha_masks::register(r)?;
+    animated_save::register(r)?;
     clip_flux::register(r)?;
     clip_sdxl::register(r)?;
     conditioning::register(r)?;
@@ -69,6 +72,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     image_io::register(r)?;
     image_postprocess::register(r)?;
     image_transform::register(r)?;
+    image_yuv::register(r)?;
     latent::register(r)?;
     latent_files::register(r)?;
     latent_ops::register(r)?;
