@@ -320,6 +320,13 @@ fn animated_savers_decode_to_what_comfyui_writes() {
             for v in exif.values() {
                 assert!(text.contains(v.as_str().unwrap()), "{case}: EXIF lacks {v}");
             }
+            // comfyrs' own reader (as the frontend does) finds the prompt in the EXIF block
+            let found = comfyrs::workflow::source::detect(&bytes).unwrap();
+            assert_eq!(
+                found,
+                comfyrs::workflow::source::Found::Api(serde_json::from_str(prompt).unwrap()),
+                "{case}"
+            );
         }
     }
 }

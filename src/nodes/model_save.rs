@@ -112,12 +112,10 @@ fn clip_member_state_dict(
         };
         out.insert(name(rest), w);
     }
-    let proj = name("text_projection.weight");
-    if !out.contains_key(&proj) {
-        if let Some(n) = width {
-            let eye = Tensor::eye(n, embed_dtype, &Device::Cpu).map_err(err)?;
-            out.insert(proj, eye);
-        }
+    if let (std::collections::btree_map::Entry::Vacant(slot), Some(n)) =
+        (out.entry(name("text_projection.weight")), width)
+    {
+        slot.insert(Tensor::eye(n, embed_dtype, &Device::Cpu).map_err(err)?);
     }
     // The logit scale: the file's (under the member's root or its parent), else ComfyUI's
     // initial 4.6055, as an f32 scalar.
