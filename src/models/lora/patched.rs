@@ -234,8 +234,13 @@ impl PatchCache {
             merged,
             value: v,
         });
-        while list.len() > KEEP {
-            list.remove(0);
+        // KEEP bounds the LoRA-patched models; merged ones are bounded to one per base
+        // above, and are not evicted by other models (a merged model is rebuilt in full, and
+        // the MODEL payload does not hold it).
+        while list.iter().filter(|s| !s.merged).count() > KEEP {
+            if let Some(i) = list.iter().position(|s| !s.merged) {
+                list.remove(i);
+            }
         }
     }
 
