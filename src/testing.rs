@@ -73,6 +73,11 @@ impl NodeHarness {
         }
     }
 
+    /// The prompt nodes see as the hidden PROMPT (and whose input order they may read).
+    pub fn set_prompt(&mut self, workflow: Workflow) {
+        self.prompt = PromptRecord::new(workflow);
+    }
+
     /// The class's `/object_info` entry.
     pub fn object_info(&self, class: &str) -> Option<Json> {
         self.registry

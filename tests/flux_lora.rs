@@ -104,11 +104,7 @@ fn patched(format: &str, storage: PatchedStorage, strength: f64) -> WeightMap {
         "{:?}",
         loaded.shape_mismatches
     );
-    let entry = PatchEntry {
-        lora: Arc::new(loaded),
-        identity: format.into(),
-        strength,
-    };
+    let entry = PatchEntry::lora(Arc::new(loaded), format.into(), strength);
     patch_weights_stored(base(), &[entry], "model.diffusion_model.", storage).unwrap()
 }
 

@@ -197,11 +197,11 @@ fn bfl_control_lora_widens_img_in_and_matches_comfyui() {
     );
     let mut m = base.clone();
     m.diffusion = base.diffusion.with_patch(
-        PatchEntry {
-            lora: std::sync::Arc::new(loaded),
-            identity: "tiny_flux_depth_lora".into(),
-            strength: 1.0,
-        },
+        PatchEntry::lora(
+            std::sync::Arc::new(loaded),
+            "tiny_flux_depth_lora".into(),
+            1.0,
+        ),
         std::sync::Arc::new(PatchCache::default()),
     );
     assert_eq!(base.diffusion.get().unwrap().in_channels(), 16);

@@ -155,11 +155,7 @@ fn patched(path: &Path, s_unet: f64, s_clip: f64) -> (WeightMap, Vec<String>) {
     let file = read_lora(path).unwrap();
     let map = KeyMap::for_weights(base(), true, true).unwrap();
     let loaded = Arc::new(load_lora(&file, &map, base()).unwrap());
-    let entry = |s| PatchEntry {
-        lora: loaded.clone(),
-        identity: "t".into(),
-        strength: s,
-    };
+    let entry = |s| PatchEntry::lora(loaded.clone(), "t".into(), s);
     let mut out = patch_weights(base(), &[entry(s_unet)], U, DType::F32, false).unwrap();
     out.extend(
         patch_weights(
@@ -625,10 +621,8 @@ fn stacking_applies_patches_in_order_and_negative_strength_subtracts() {
     let map = KeyMap::for_weights(base(), true, true).unwrap();
     let load = |p: &Path| Arc::new(load_lora(&read_lora(p).unwrap(), &map, base()).unwrap());
     let (a, b) = (load(&pa), load(&pb));
-    let e = |l: &Arc<comfyrs::models::lora::LoadedLora>, s| PatchEntry {
-        lora: l.clone(),
-        identity: String::new(),
-        strength: s,
+    let e = |l: &Arc<comfyrs::models::lora::LoadedLora>, s| {
+        PatchEntry::lora(l.clone(), String::new(), s)
     };
     let key = format!("{U}input_blocks.3.1.transformer_blocks.0.attn1.to_q.weight");
     let ab = patch_weights(base(), &[e(&a, 0.6), e(&b, -0.8)], U, DType::F32, false).unwrap();

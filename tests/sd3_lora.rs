@@ -141,11 +141,7 @@ fn patched_weights_match_comfyui() {
             loaded.shape_mismatches,
             loaded.unmatched
         );
-        let entry = PatchEntry {
-            lora: Arc::new(loaded),
-            identity: format.into(),
-            strength: 0.8,
-        };
+        let entry = PatchEntry::lora(Arc::new(loaded), format.into(), 0.8);
         let out = patch_weights_stored(
             base(),
             &[entry],

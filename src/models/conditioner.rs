@@ -74,6 +74,59 @@ impl Conditioner {
         }
     }
 
+    /// The member CLIP encoders by role: `"l"` (CLIP-L) or `"g"` (CLIP-G / bigG), as
+    /// ComfyUI's `clip_l.` / `clip_g.` key prefixes name them.
+    pub fn members_by_role(&self) -> Vec<(&'static str, &PatchedClip)> {
+        match self {
+            Conditioner::Sd1 { l } => vec![("l", l)],
+            Conditioner::Sdxl { l, g } => vec![("l", l), ("g", g)],
+            Conditioner::SdxlRefiner { g } => vec![("g", g)],
+            Conditioner::Flux { clip_l, .. } => vec![("l", clip_l)],
+            Conditioner::Sd3(e) => {
+                let mut v = Vec::new();
+                if let Some(l) = &e.clip_l {
+                    v.push(("l", l));
+                }
+                if let Some(g) = &e.clip_g {
+                    v.push(("g", g));
+                }
+                v
+            }
+        }
+    }
+
+    /// Whether a T5-XXL encoder is among the members.
+    pub fn has_t5(&self) -> bool {
+        match self {
+            Conditioner::Flux { .. } => true,
+            Conditioner::Sd3(e) => e.t5xxl.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The same encoders with `f(role, member)` applied to each CLIP member (roles as in
+    /// [`Self::members_by_role`]).
+    pub fn map_members(&self, f: impl Fn(&'static str, &PatchedClip) -> PatchedClip) -> Self {
+        match self {
+            Conditioner::Sd1 { l } => Conditioner::Sd1 { l: f("l", l) },
+            Conditioner::Sdxl { l, g } => Conditioner::Sdxl {
+                l: f("l", l),
+                g: f("g", g),
+            },
+            Conditioner::SdxlRefiner { g } => Conditioner::SdxlRefiner { g: f("g", g) },
+            Conditioner::Flux { clip_l, t5xxl } => Conditioner::Flux {
+                clip_l: f("l", clip_l),
+                t5xxl: t5xxl.clone(),
+            },
+            Conditioner::Sd3(e) => {
+                let mut e = e.clone();
+                e.clip_l = e.clip_l.as_ref().map(|c| f("l", c));
+                e.clip_g = e.clip_g.as_ref().map(|c| f("g", c));
+                Conditioner::Sd3(e)
+            }
+        }
+    }
+
     fn map(&self, f: impl Fn(&PatchedClip) -> PatchedClip) -> Self {
         match self {
             Conditioner::Sd1 { l } => Conditioner::Sd1 { l: f(l) },

@@ -265,6 +265,10 @@ struct VaeInner {
     post_quant_conv: Option<Conv2d>,
     dtype: DType,
     device: Device,
+    /// The weights it was built from, keyed without the prefix (ComfyUI's
+    /// `first_stage_model.state_dict()` names), for VAESave / CheckpointSave. The tensors
+    /// are shared with the loaded file's map, not copied.
+    state_dict: Arc<HashMap<String, Tensor>>,
 }
 
 /// The SD VAE. Cheap to clone.
@@ -334,6 +338,10 @@ impl Vae {
         } else {
             (None, None)
         };
+        let state_dict = weights
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
+            .collect();
         Ok(Vae(Arc::new(VaeInner {
             config,
             encoder,
@@ -342,7 +350,14 @@ impl Vae {
             post_quant_conv,
             dtype,
             device: device.clone(),
+            state_dict: Arc::new(state_dict),
         })))
+    }
+
+    /// The weights the VAE was built from, keyed as in its own state dict (no
+    /// `first_stage_model.` prefix), in the file's dtypes.
+    pub fn state_dict(&self) -> &HashMap<String, Tensor> {
+        &self.0.state_dict
     }
 
     pub fn config(&self) -> &VaeConfig {

@@ -134,11 +134,7 @@ fn apply_lora(
     }
     let loaded = Arc::new(loaded);
     let cache = ctx.env.resources.get_or_default::<PatchCache>();
-    let entry = |strength: f64| PatchEntry {
-        lora: loaded.clone(),
-        identity: identity.clone(),
-        strength,
-    };
+    let entry = |strength: f64| PatchEntry::lora(loaded.clone(), identity.clone(), strength);
     let mut new_model = model.clone();
     new_model.diffusion = model
         .diffusion

@@ -2,6 +2,7 @@
 //! (and that file's `register`), nothing else.
 
 pub mod alpha_masks;
+pub mod animated_save;
 pub mod clip_flux;
 pub mod clip_sdxl;
 pub mod conditioning;
@@ -18,6 +19,7 @@ pub mod image_io;
 pub mod image_postprocess;
 pub mod image_stitch;
 pub mod image_transform;
+pub mod image_yuv;
 pub mod inpaint;
 pub mod instruct_pix2pix;
 pub mod latent;
@@ -30,8 +32,10 @@ pub mod loaders;
 pub mod lora;
 pub mod mask;
 pub mod model_loaders_pending;
+pub mod model_merge;
 pub mod model_patches;
 pub mod model_sampling;
+pub mod model_save;
 pub mod morphology;
 pub mod porter_duff;
 mod primitives;
@@ -52,6 +56,7 @@ use crate::node::{Registry, RegistryError};
 /// [`crate::node::RegisterFn`] shape a pack exports.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     alpha_masks::register(r)?;
+    animated_save::register(r)?;
     clip_flux::register(r)?;
     clip_sdxl::register(r)?;
     conditioning::register(r)?;
@@ -67,6 +72,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     image_io::register(r)?;
     image_postprocess::register(r)?;
     image_transform::register(r)?;
+    image_yuv::register(r)?;
     latent::register(r)?;
     latent_files::register(r)?;
     latent_ops::register(r)?;
@@ -75,6 +81,8 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     loaders::register(r)?;
     lora::register(r)?;
     mask::register(r)?;
+    model_merge::register(r)?;
+    model_save::register(r)?;
     model_patches::register(r)?;
     model_sampling::register(r)?;
     sampling::register(r)?;

@@ -11,6 +11,8 @@
 //! * [`fp8_round`]: when a patched weight goes back to fp8 and ComfyUI's seeded stochastic
 //!   rounding that puts it there.
 //! * [`load`]: `load_lora` — a file + key map → patches by target, and the keys nothing used.
+//! * [`merge`]: another model's weights as a patch (ModelMergeSimple & co.), with
+//!   ComfyUI's base-weight strength (`strength_model`) and order.
 //! * [`patched`]: a UNet or text encoder = base weights + an ordered list of (LoRA, strength),
 //!   materialised on first use and cached by that list; base weights are never changed.
 
@@ -19,6 +21,7 @@ pub mod file;
 pub mod fp8_round;
 pub mod key_map;
 pub mod load;
+pub mod merge;
 pub mod patched;
 
 pub use adapter::{Adapter, Patch};
@@ -26,4 +29,5 @@ pub use file::{read_lora, LoraFile};
 pub use key_map::KeyMap;
 pub use key_map::Target;
 pub use load::{load_lora, LoadedLora, TargetPatch};
-pub use patched::{PatchCache, PatchEntry, PatchedClip, PatchedModel};
+pub use merge::{MergeSource, MergeStrengths};
+pub use patched::{PatchCache, PatchEntry, PatchSource, PatchedClip, PatchedModel};

@@ -16,6 +16,7 @@ use super::fp8_round::{
     comfy_keeps_fp8, stochastic_round_tensor, stochastic_round_tensor_as, string_to_seed, total_ram,
 };
 use super::load::{LoadedLora, TargetPatch};
+use super::merge::MergeSource;
 use crate::models::checkpoint::WeightMap;
 use crate::models::diffusion::{DiffusionNet, ModelInputs};
 use crate::models::fp8::Fp8Kind;
@@ -23,13 +24,107 @@ use crate::models::text::clip::{ClipTextEncoder, ClipTextModel, WeightedToken};
 use crate::models::unet::UNET_PREFIX;
 use crate::models::{ModelError, Result};
 
-/// One LoRA in a patch list.
+/// What a patch-list entry applies: a LoRA's patches, or another model's weights (a merge).
+#[derive(Clone, Debug)]
+pub enum PatchSource {
+    Lora(Arc<LoadedLora>),
+    Merge(Arc<MergeSource>),
+}
+
+/// One LoRA or merge in a patch list.
 #[derive(Clone, Debug)]
 pub struct PatchEntry {
-    pub lora: Arc<LoadedLora>,
-    /// What identifies the file's content (path, modification time and size).
+    pub source: PatchSource,
+    /// What identifies the patch: for a LoRA the file's content (path, modification time and
+    /// size), for a merge [`MergeSource::identity`].
     pub identity: String,
+    /// The LoRA's strength (a merge carries its strengths per weight; 1 here).
     pub strength: f64,
+}
+
+impl PatchEntry {
+    /// A LoRA at `strength`.
+    pub fn lora(lora: Arc<LoadedLora>, identity: String, strength: f64) -> Self {
+        PatchEntry {
+            source: PatchSource::Lora(lora),
+            identity,
+            strength,
+        }
+    }
+
+    /// A merge with another model's weights.
+    pub fn merge(source: MergeSource) -> Self {
+        PatchEntry {
+            identity: source.identity(),
+            source: PatchSource::Merge(Arc::new(source)),
+            strength: 1.0,
+        }
+    }
+
+    /// The LoRA of this entry, if it is one.
+    pub fn as_lora(&self) -> Option<&Arc<LoadedLora>> {
+        match &self.source {
+            PatchSource::Lora(l) => Some(l),
+            PatchSource::Merge(_) => None,
+        }
+    }
+
+    /// Whether this entry (a merge) replaces whole weights of the model.
+    pub fn is_merge(&self) -> bool {
+        matches!(self.source, PatchSource::Merge(_))
+    }
+
+    /// The weight maps a merge entry reads (none for a LoRA).
+    pub fn source_maps(&self, out: &mut Vec<Arc<WeightMap>>) {
+        if let PatchSource::Merge(m) = &self.source {
+            m.source_maps(out);
+        }
+    }
+
+    /// The keys of `base` this entry patches, restricted to `prefix`.
+    fn targets(&self, base: &WeightMap, prefix: &str, out: &mut Vec<String>) {
+        match &self.source {
+            PatchSource::Lora(l) => out.extend(
+                l.patches
+                    .keys()
+                    .filter(|k| k.starts_with(prefix) && base.contains_key(*k))
+                    .cloned(),
+            ),
+            PatchSource::Merge(m) => out.extend(m.targets(base).filter(|k| k.starts_with(prefix))),
+        }
+    }
+
+    /// This entry applied to the weight `target` (`w`, f32).
+    fn apply(&self, w: Tensor, target: &str) -> Result<Tensor> {
+        match &self.source {
+            PatchSource::Lora(l) => {
+                let mut w = w;
+                for p in l.patches.get(target).into_iter().flatten() {
+                    match apply_one(&w, p, self.strength) {
+                        Ok(nw) => w = nw,
+                        // ComfyUI logs and leaves the weight as it was.
+                        Err(e) => tracing::error!("LoRA patch on {target} not applied: {e}"),
+                    }
+                }
+                Ok(w)
+            }
+            PatchSource::Merge(m) => m.apply(w, target),
+        }
+    }
+}
+
+/// `key`'s weight in `base` as `patches` leave it, in f32 (None: `base` has no such key):
+/// ComfyUI's `calculate_weight` on an f32 copy, the value a merge takes from its model 2.
+pub fn patched_f32(base: &WeightMap, patches: &[PatchEntry], key: &str) -> Result<Option<Tensor>> {
+    let Some(w0) = base.get(key) else {
+        return Ok(None);
+    };
+    // (Tensors are immutable: an f32 base is shared, never changed.)
+    let mut w = w0.to_dtype(DType::F32)?;
+    for entry in patches {
+        w = entry.apply(w, key)?;
+    }
+    Ok(Some(w))
 }
 
 /// The cache key of a patch list on a base.
@@ -45,8 +140,19 @@ fn key_of(weights: &Arc<WeightMap>, patches: &[PatchEntry]) -> Key {
     )
 }
 
-/// Cached models of one kind: (key, the base they were built on, model), most recent last.
-type Slots<T> = Vec<(Key, Weak<WeightMap>, T)>;
+/// One cached model: its key, the base it was built on, the maps its merges read (the key
+/// names them by address, so they must still be alive), whether a merge is in its list, and
+/// the model.
+struct Slot<T> {
+    key: Key,
+    base: Weak<WeightMap>,
+    sources: Vec<Weak<WeightMap>>,
+    merged: bool,
+    value: T,
+}
+
+/// Cached models of one kind, most recent last.
+type Slots<T> = Vec<Slot<T>>;
 
 /// Materialised patched models, a few of each kind.
 #[derive(Default)]
@@ -60,6 +166,15 @@ pub struct PatchCache {
 /// How many patched models of each kind stay cached (each holds its patched tensors).
 const KEEP: usize = 2;
 
+/// The weight maps the merges of `patches` read.
+fn sources_of(patches: &[PatchEntry]) -> Vec<Arc<WeightMap>> {
+    let mut out = Vec::new();
+    for p in patches {
+        p.source_maps(&mut out);
+    }
+    out
+}
+
 impl PatchCache {
     /// How many patched diffusion models were built (for tests and benchmarks).
     pub fn unet_builds(&self) -> usize {
@@ -71,22 +186,68 @@ impl PatchCache {
         self.clip_builds.load(Ordering::Relaxed)
     }
 
-    fn lookup<T: Clone>(list: &mut Slots<T>, key: &Key, weights: &Arc<WeightMap>) -> Option<T> {
-        list.retain(|(_, w, _)| w.strong_count() > 0);
-        let i = list.iter().position(|(k, w, _)| {
-            k == key && w.upgrade().is_some_and(|w| Arc::ptr_eq(&w, weights))
+    fn lookup<T: Clone>(
+        list: &mut Slots<T>,
+        key: &Key,
+        weights: &Arc<WeightMap>,
+        patches: &[PatchEntry],
+    ) -> Option<T> {
+        list.retain(|s| {
+            s.base.strong_count() > 0 && s.sources.iter().all(|w| w.strong_count() > 0)
+        });
+        let sources = sources_of(patches);
+        let i = list.iter().position(|s| {
+            s.key == *key
+                && s.base.upgrade().is_some_and(|w| Arc::ptr_eq(&w, weights))
+                && s.sources.len() == sources.len()
+                && s.sources
+                    .iter()
+                    .zip(&sources)
+                    .all(|(w, a)| w.upgrade().is_some_and(|w| Arc::ptr_eq(&w, a)))
         })?;
         let hit = list.remove(i);
-        let value = hit.2.clone();
+        let value = hit.value.clone();
         list.push(hit);
         Some(value)
     }
 
-    fn store<T>(list: &mut Slots<T>, key: Key, weights: &Arc<WeightMap>, v: T) {
-        list.push((key, Arc::downgrade(weights), v));
-        while list.len() > KEEP {
-            list.remove(0);
+    /// Keeps `v` for (key, base). A merged model holds a full set of new weights: one merged
+    /// model per base is kept (a new ratio replaces the previous merge instead of adding a
+    /// second full model), as ComfyUI keeps one patched copy.
+    fn store<T>(
+        list: &mut Slots<T>,
+        key: Key,
+        weights: &Arc<WeightMap>,
+        patches: &[PatchEntry],
+        v: T,
+    ) {
+        let merged = patches.iter().any(PatchEntry::is_merge);
+        if merged {
+            list.retain(|s| {
+                !(s.merged && s.base.upgrade().is_some_and(|w| Arc::ptr_eq(&w, weights)))
+            });
         }
+        list.push(Slot {
+            key,
+            base: Arc::downgrade(weights),
+            sources: sources_of(patches).iter().map(Arc::downgrade).collect(),
+            merged,
+            value: v,
+        });
+        // KEEP bounds the LoRA-patched models; merged ones are bounded to one per base
+        // above, and are not evicted by other models (a merged model is rebuilt in full, and
+        // the MODEL payload does not hold it).
+        while list.iter().filter(|s| !s.merged).count() > KEEP {
+            if let Some(i) = list.iter().position(|s| !s.merged) {
+                list.remove(i);
+            }
+        }
+    }
+
+    /// Drops the merged models built on `weights` (before building a new one, so two full
+    /// merged models never coexist in the cache).
+    fn evict_merged<T>(list: &mut Slots<T>, weights: &Arc<WeightMap>) {
+        list.retain(|s| !(s.merged && s.base.upgrade().is_some_and(|w| Arc::ptr_eq(&w, weights))));
     }
 }
 
@@ -158,36 +319,30 @@ pub fn patch_weights_stored(
     prefix: &str,
     storage: PatchedStorage,
 ) -> Result<WeightMap> {
-    let mut targets: Vec<&String> = patches
-        .iter()
-        .flat_map(|p| p.lora.patches.keys())
-        .filter(|k| k.starts_with(prefix))
-        .collect();
+    let mut targets: Vec<String> = Vec::new();
+    for p in patches {
+        p.targets(base, prefix, &mut targets);
+    }
     targets.sort();
     targets.dedup();
     let mut out = WeightMap::new();
     for target in targets {
-        let Some(w0) = base.get(target) else { continue };
-        let mut w = w0.to_dtype(DType::F32)?;
-        for entry in patches {
-            for p in entry.lora.patches.get(target).into_iter().flatten() {
-                match apply_one(&w, p, entry.strength) {
-                    Ok(nw) => w = nw,
-                    // ComfyUI logs and leaves the weight as it was.
-                    Err(e) => tracing::error!("LoRA patch on {target} not applied: {e}"),
-                }
-            }
-        }
+        let Some(w0) = base.get(&target) else {
+            continue;
+        };
+        let Some(w) = patched_f32(base, patches, &target)? else {
+            continue;
+        };
         let stored = match storage {
             PatchedStorage::KeepFp8(_) if w0.dtype() == DType::F8E4M3 => {
-                stochastic_round_tensor(&w, string_to_seed(comfy_key(target)))?
+                stochastic_round_tensor(&w, string_to_seed(comfy_key(&target)))?
             }
             PatchedStorage::Fp8(kind) => {
-                stochastic_round_tensor_as(kind, &w, string_to_seed(comfy_key(target)))?
+                stochastic_round_tensor_as(kind, &w, string_to_seed(comfy_key(&target)))?
             }
             PatchedStorage::Dtype(d) | PatchedStorage::KeepFp8(d) => w.to_dtype(d)?,
         };
-        out.insert(target.clone(), stored);
+        out.insert(target, stored);
     }
     Ok(out)
 }
@@ -268,6 +423,10 @@ impl PatchedModel {
         if self.patches.is_empty() {
             return Ok(self.base.clone());
         }
+        // A merged model (a full set of new weights) lives in the cache only, so a MODEL
+        // kept by the executor's output cache does not pin it: a new merge ratio on the
+        // same base replaces it there rather than making a second full model.
+        let merged = self.patches.iter().any(PatchEntry::is_merge) && self.cache.is_some();
         let mut slot = self.built.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(u) = slot.as_ref() {
             return Ok(u.clone());
@@ -276,19 +435,24 @@ impl PatchedModel {
         let net = match &self.cache {
             Some(cache) => {
                 let mut list = cache.unets.lock().unwrap_or_else(|e| e.into_inner());
-                match PatchCache::lookup(&mut list, &key, &self.weights) {
+                match PatchCache::lookup(&mut list, &key, &self.weights, &self.patches) {
                     Some(u) => u,
                     None => {
+                        if merged {
+                            PatchCache::evict_merged(&mut list, &self.weights);
+                        }
                         let u = self.build()?;
                         cache.unet_builds.fetch_add(1, Ordering::Relaxed);
-                        PatchCache::store(&mut list, key, &self.weights, u.clone());
+                        PatchCache::store(&mut list, key, &self.weights, &self.patches, u.clone());
                         u
                     }
                 }
             }
             None => self.build()?,
         };
-        *slot = Some(net.clone());
+        if !merged {
+            *slot = Some(net.clone());
+        }
         Ok(net)
     }
 
@@ -424,6 +588,8 @@ impl PatchedClip {
         if self.patches.is_empty() {
             return Ok(self.base.clone());
         }
+        // As for the diffusion model: a merged encoder lives in the cache only.
+        let merged = self.patches.iter().any(PatchEntry::is_merge) && self.cache.is_some();
         let mut slot = self.built.lock().unwrap_or_else(|e| e.into_inner());
         let model = match slot.as_ref() {
             Some(m) => m.clone(),
@@ -432,19 +598,30 @@ impl PatchedClip {
                 let model = match &self.cache {
                     Some(cache) => {
                         let mut list = cache.clips.lock().unwrap_or_else(|e| e.into_inner());
-                        match PatchCache::lookup(&mut list, &key, &self.weights) {
+                        match PatchCache::lookup(&mut list, &key, &self.weights, &self.patches) {
                             Some(m) => m,
                             None => {
+                                if merged {
+                                    PatchCache::evict_merged(&mut list, &self.weights);
+                                }
                                 let m = self.build()?;
                                 cache.clip_builds.fetch_add(1, Ordering::Relaxed);
-                                PatchCache::store(&mut list, key, &self.weights, m.clone());
+                                PatchCache::store(
+                                    &mut list,
+                                    key,
+                                    &self.weights,
+                                    &self.patches,
+                                    m.clone(),
+                                );
                                 m
                             }
                         }
                     }
                     None => self.build()?,
                 };
-                *slot = Some(model.clone());
+                if !merged {
+                    *slot = Some(model.clone());
+                }
                 model
             }
         };
