@@ -2,6 +2,7 @@
 //! (and that file's `register`), nothing else.
 
 pub mod alpha_masks;
+pub mod attention_multiply;
 pub mod clip_flux;
 pub mod clip_sdxl;
 pub mod conditioning;
@@ -13,6 +14,7 @@ pub mod epsilon_scaling;
 pub mod flux;
 pub mod guidance;
 pub mod guidance_more;
+pub mod guidance_pre_cfg;
 pub mod image_edit;
 pub mod image_io;
 pub mod image_postprocess;
@@ -33,13 +35,17 @@ pub mod model_loaders_pending;
 pub mod model_patches;
 pub mod model_sampling;
 pub mod morphology;
+pub mod perp_neg;
 pub mod porter_duff;
 mod primitives;
 pub mod rebatch;
+pub mod sampler_lcm_upscale;
 pub mod sampling;
 pub mod save_image_websocket;
 pub mod sd3;
 pub mod sd_types;
+pub mod self_attention_guidance;
+pub mod skip_layer_guidance;
 mod strings;
 pub mod upscale_model;
 pub mod utils;
@@ -52,6 +58,7 @@ use crate::node::{Registry, RegistryError};
 /// [`crate::node::RegisterFn`] shape a pack exports.
 pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     alpha_masks::register(r)?;
+    attention_multiply::register(r)?;
     clip_flux::register(r)?;
     clip_sdxl::register(r)?;
     conditioning::register(r)?;
@@ -62,6 +69,10 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     flux::register(r)?;
     guidance::register(r)?;
     guidance_more::register(r)?;
+    guidance_pre_cfg::register(r)?;
+    perp_neg::register(r)?;
+    skip_layer_guidance::register(r)?;
+    self_attention_guidance::register(r)?;
     inpaint::register(r)?;
     image_edit::register(r)?;
     image_io::register(r)?;
@@ -78,6 +89,7 @@ pub fn register_builtin(r: &mut Registry) -> Result<(), RegistryError> {
     model_patches::register(r)?;
     model_sampling::register(r)?;
     sampling::register(r)?;
+    sampler_lcm_upscale::register(r)?;
     save_image_websocket::register(r)?;
     sd3::register(r)?;
     vae::register(r)?;
