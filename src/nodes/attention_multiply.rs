@@ -79,7 +79,7 @@ fn scale_entry(
     })
 }
 
-fn weight_or_bias<'a>(key: &'a str) -> Option<&'a str> {
+fn weight_or_bias(key: &str) -> Option<&str> {
     key.strip_suffix(".weight")
         .or_else(|| key.strip_suffix(".bias"))
 }

@@ -47,9 +47,12 @@ fn percent_of(i: &Inputs, name: &str) -> Result<f64, NodeError> {
     }
 }
 
+/// (double, single) block numbers.
+type Layers = (Vec<usize>, Vec<usize>);
+
 /// The model, its (double, single) layer lists, or None when both are empty (ComfyUI then
 /// returns the model unpatched).
-fn parse(i: &Inputs) -> Result<(SdModel, Option<(Vec<usize>, Vec<usize>)>), NodeError> {
+fn parse(i: &Inputs) -> Result<(SdModel, Option<Layers>), NodeError> {
     let m = (*i.object::<SdModel>("model")?).clone();
     let double = parse_layers(i.string("double_layers")?);
     let single = parse_layers(i.string("single_layers")?);

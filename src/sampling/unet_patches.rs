@@ -312,7 +312,7 @@ impl HyperTile {
     fn random_divisor(&self, value: usize, min_value: usize) -> usize {
         let min_value = min_value.min(value).max(1);
         let ns: Vec<usize> = (min_value..=value)
-            .filter(|i| value % i == 0)
+            .filter(|i| value.is_multiple_of(*i))
             .take(self.swap_size)
             .map(|i| value / i)
             .collect();
