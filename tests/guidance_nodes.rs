@@ -891,3 +891,51 @@ fn hypertile_matches_comfyui() {
     }
     assert_eq!(list.len(), 11);
 }
+
+#[test]
+fn self_attention_guidance_names_what_it_needs() {
+    let (_d, env, reg) = setup();
+    // A DiT has no UNet middle block to read the attention of.
+    let p = json!({
+        "m": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_flux.safetensors", "weight_dtype": "default"}},
+        "x": {"class_type": "SelfAttentionGuidance", "inputs": {"model": ["m", 0], "scale": 0.5, "blur_sigma": 2.0}},
+        "a": {"class_type": "GoldenCond", "inputs": {"name": "slg/inputs/pos", "pooled": "slg/inputs/pooled_pos"}},
+        "l": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "k": {"class_type": "KSampler", "inputs": {"model": ["x", 0], "seed": 1, "steps": 1,
+            "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple",
+            "positive": ["a", 0], "negative": ["a", 0], "latent_image": ["l", 0], "denoise": 1.0}},
+        "p": {"class_type": "Probe", "inputs": {"latent": ["k", 0]}}
+    });
+    let msg = format!("{:?}", run(&reg, &env, &p).status);
+    assert!(
+        msg.contains("SelfAttentionGuidance") && msg.contains("model") && msg.contains("UNet"),
+        "{msg}"
+    );
+    // BasicGuider evaluates no negative for SAG to blur.
+    let mut p = sd15_graph();
+    p.insert("x".into(), json!({"class_type": "SelfAttentionGuidance", "inputs": {"model": ["m", 0], "scale": 0.5, "blur_sigma": 2.0}}));
+    p.insert("g".into(), json!({"class_type": "BasicGuider", "inputs": {"model": ["x", 0], "conditioning": ["a", 0]}}));
+    p.insert(
+        "s".into(),
+        json!({"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}),
+    );
+    p.insert(
+        "r".into(),
+        json!({"class_type": "RandomNoise", "inputs": {"noise_seed": 1}}),
+    );
+    p.insert("b".into(), json!({"class_type": "BasicScheduler", "inputs": {"model": ["m", 0], "scheduler": "normal", "steps": 2, "denoise": 1.0}}));
+    p.insert(
+        "c".into(),
+        json!({"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["r", 0],
+        "guider": ["g", 0], "sampler": ["s", 0], "sigmas": ["b", 0], "latent_image": ["l", 0]}}),
+    );
+    p.insert(
+        "p".into(),
+        json!({"class_type": "Probe", "inputs": {"latent": ["c", 0]}}),
+    );
+    let msg = format!("{:?}", run(&reg, &env, &Json::Object(p)).status);
+    assert!(
+        msg.contains("SelfAttentionGuidance needs a negative"),
+        "{msg}"
+    );
+}
