@@ -939,3 +939,39 @@ fn self_attention_guidance_names_what_it_needs() {
         "{msg}"
     );
 }
+
+#[test]
+fn lcm_upscale_names_a_masked_latent() {
+    let (_d, env, reg) = setup();
+    let mut p = sd15_graph();
+    p.insert(
+        "s".into(),
+        json!({"class_type": "CFGGuider", "inputs": {"model": ["m", 0],
+        "positive": ["a", 0], "negative": ["n", 0], "cfg": 6.0}}),
+    );
+    p.insert(
+        "r".into(),
+        json!({"class_type": "RandomNoise", "inputs": {"noise_seed": 42}}),
+    );
+    p.insert("b".into(), json!({"class_type": "BasicScheduler", "inputs": {"model": ["m", 0], "scheduler": "normal", "steps": 2, "denoise": 1.0}}));
+    p.insert("u".into(), json!({"class_type": "SamplerLCMUpscale", "inputs": {"scale_ratio": 1.5, "scale_steps": -1, "upscale_method": "bislerp"}}));
+    p.insert(
+        "sm".into(),
+        json!({"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}}),
+    );
+    p.insert("ml".into(), json!({"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["l", 0], "mask": ["sm", 0]}}));
+    p.insert(
+        "c".into(),
+        json!({"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["r", 0],
+        "guider": ["s", 0], "sampler": ["u", 0], "sigmas": ["b", 0], "latent_image": ["ml", 0]}}),
+    );
+    p.insert(
+        "p".into(),
+        json!({"class_type": "Probe", "inputs": {"latent": ["c", 0]}}),
+    );
+    let msg = format!("{:?}", run(&reg, &env, &Json::Object(p)).status);
+    assert!(
+        msg.contains("SamplerLCMUpscale") && msg.contains("noise mask"),
+        "{msg}"
+    );
+}

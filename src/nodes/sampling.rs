@@ -710,6 +710,19 @@ fn run_guided(
         }
         None => None,
     };
+    if mask.is_some()
+        && kind == SamplerKind::Lcm
+        && sampler_extra
+            .lcm_upscale
+            .is_some_and(|u| u.total_upscale != 1.0)
+    {
+        // The mask keeps the first size while the latent grows (ComfyUI fails on the
+        // shapes too).
+        return Err(NodeError::msg(
+            "SamplerLCMUpscale resizes the latent, which a latent with a noise mask cannot \
+             follow: remove the mask or use scale_ratio 1",
+        ));
+    }
     let inpaint = match mask {
         Some(mask) => {
             let n = inpaint_noise(kind, samples.dims(), seed, noise)?;
