@@ -640,18 +640,21 @@ fn patched_model_sampling_matches_comfyui() {
         let mut model = base.clone();
         for part in key.split('+').filter(|p| *p != "none") {
             if let Some(m) = part.strip_prefix("Tonemap/") {
-                model
-                    .cfg_patches
-                    .pre_cfg
-                    .push(LatentOperation::TonemapReinhard {
+                model.cfg_patches.pre_cfg.push(
+                    LatentOperation::TonemapReinhard {
                         multiplier: m.parse().unwrap(),
-                    });
+                    }
+                    .into(),
+                );
             } else if let Some(scale) = part.strip_prefix("PAG/") {
                 model.cfg_patches.post_cfg.push(PostCfg::Pag {
                     scale: scale.parse().unwrap(),
                 });
             } else {
-                model.unet_patches.output_block.push(freeu_of(part, mc));
+                model
+                    .unet_patches
+                    .output_block
+                    .push(freeu_of(part, mc).into());
             }
         }
         let (out, _) = run_sampler(

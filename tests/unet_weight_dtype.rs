@@ -62,6 +62,7 @@ fn forward(file: &DiffusionModelFile, g: &HashMap<String, Tensor>) -> Tensor {
             control: None,
             unet: Default::default(),
             skip_blocks: &[],
+            skip_single_blocks: &[],
         })
         .unwrap()
 }
@@ -201,6 +202,7 @@ fn flux_output_matches_comfyui_for_each_weight_dtype() {
                 control: None,
                 unet: Default::default(),
                 skip_blocks: &[],
+                skip_single_blocks: &[],
             })
             .unwrap();
         let want = &g[&format!("out.{name}")];

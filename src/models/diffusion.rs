@@ -38,9 +38,12 @@ pub struct ModelInputs<'a> {
     /// Patches of a UNet's internals (FreeU, PAG); a Flux network has no such blocks and
     /// ignores them, as ComfyUI's does.
     pub unet: crate::models::unet::UnetOptions<'a>,
-    /// DiT joint blocks replaced by the identity (skip-layer guidance's `double_block`
-    /// patches; MMDiT only, a UNet has no such blocks).
+    /// DiT joint (double) blocks replaced by the identity (skip-layer guidance's
+    /// `double_block` patches; MMDiT and Flux, a UNet has no such blocks).
     pub skip_blocks: &'a [usize],
+    /// DiT single blocks replaced by the identity (`single_block` patches; Flux only:
+    /// MMDiT has none and ignores them, as ComfyUI's does).
+    pub skip_single_blocks: &'a [usize],
 }
 
 /// A diffusion network of any family comfyrs runs.
@@ -88,24 +91,25 @@ impl DiffusionNet {
             DiffusionNet::Unet(u) => {
                 u.forward_patched(i.x, i.timesteps, i.context, i.y, i.control, i.unet)
             }
-            DiffusionNet::Flux(_) if !i.skip_blocks.is_empty() => Err(ModelError::NotSupported(
-                "skip-layer guidance on a Flux model is not supported by comfyrs yet".into(),
-            )),
             DiffusionNet::Flux(_) if i.control.is_some() => Err(ModelError::NotSupported(
                 "ControlNet residuals for a Flux model: comfyrs runs the SD1.x/SDXL (cldm) \
                  ControlNets only, which do not fit Flux"
                     .into(),
             )),
             DiffusionNet::Flux(f) => f
-                .forward(&FluxInputs {
-                    x: i.x,
-                    timesteps: i.timesteps,
-                    context: i.context,
-                    y: i.y,
-                    guidance: i.guidance,
-                    ref_latents: i.ref_latents,
-                    ref_method: i.ref_method,
-                })
+                .forward_skipping(
+                    &FluxInputs {
+                        x: i.x,
+                        timesteps: i.timesteps,
+                        context: i.context,
+                        y: i.y,
+                        guidance: i.guidance,
+                        ref_latents: i.ref_latents,
+                        ref_method: i.ref_method,
+                    },
+                    i.skip_blocks,
+                    i.skip_single_blocks,
+                )
                 .map_err(ModelError::from),
             DiffusionNet::Mmdit(_)
                 if i.control

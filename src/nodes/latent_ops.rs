@@ -643,7 +643,7 @@ impl Node for LatentApplyOperationCfg {
     fn execute(&self, _: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
         let mut m = (*i.object::<SdModel>("model")?).clone();
         let op = i.object::<LatentOperationPayload>("operation")?;
-        m.cfg_patches.pre_cfg.push(op.0);
+        m.cfg_patches.pre_cfg.push(op.0.into());
         Ok(NodeOutput::one(Value::object(m)))
     }
 }

@@ -12,10 +12,10 @@ use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
     RegistryError, Value,
 };
-use crate::sampling::cfg_patches::{CondPass, DualCfg, DualCond};
+use crate::sampling::cfg_patches::{CondPass, DualCfg, DualCond, PreCfgArgs};
 use crate::sampling::conds::{
     calc_cond_batch, flux_concat, prepare as prepare_conds, BatchConds, CondInput, CondModel,
-    ExtraCondInput, Guidance, ModelConds, PrepareContext, PreparedConds,
+    ExtraCondInput, Guidance, ModelConds, PrepareContext, PreparedCond, PreparedConds,
 };
 use crate::sampling::masks::reshape_mask;
 use crate::sampling::noise::prepare_noise;
@@ -154,9 +154,21 @@ impl CondModel for ModelApply<'_> {
                     output_block_patch: (!self.0.unet_patches.is_empty())
                         .then_some(&self.0.unet_patches as _),
                     perturb_middle_attn1: matches!(self.1, Some(CondPass::Perturbed)),
+                    input_block_patch: (!self.0.unet_patches.input_block.is_empty())
+                        .then_some(&self.0.unet_patches as _),
+                    sigma,
+                    capture_middle_attn1: match self.1 {
+                        Some(CondPass::CaptureUncondAttention(slot)) => Some(slot),
+                        _ => None,
+                    },
+                    attn1_tiling: self.0.unet_patches.hypertile.as_ref().map(|t| t as _),
                 },
                 skip_blocks: match self.1 {
-                    Some(CondPass::SkipBlocks(layers)) => layers,
+                    Some(CondPass::SkipBlocks { double, .. }) => double,
+                    _ => &[],
+                },
+                skip_single_blocks: match self.1 {
+                    Some(CondPass::SkipBlocks { single, .. }) => single,
                     _ => &[],
                 },
             })
@@ -177,6 +189,10 @@ struct CfgDenoiser<'a> {
     cfg: f64,
     /// DualCFGGuider: `conds.lists` is [cond1, negative, cond2].
     dual: Option<DualCfg>,
+    /// PerpNegGuider's `neg_scale`: `conds.lists` is [positive, negative, empty].
+    perp_neg: Option<f64>,
+    /// The MODEL's PerpNeg empty conditioning, prepared (evaluated for [`CondPass::Empty`]).
+    empty: Option<Vec<PreparedCond>>,
     /// (mask [B, C, h, w], noise, model-space latent) for masked denoising.
     inpaint: Option<(Tensor, Tensor, Tensor)>,
     /// The run's sigmas (the MODEL's denoise-mask function reads them).
@@ -184,7 +200,48 @@ struct CfgDenoiser<'a> {
     last_denoised: Option<Tensor>,
 }
 
+/// math.isclose(a, b) with the default tolerances.
+fn isclose(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
 impl CfgDenoiser<'_> {
+    /// A post-CFG patch's extra evaluation: the cond list `cond` again with the pass's
+    /// network change; for [`CondPass::Empty`] the MODEL's PerpNeg empty conditioning; for
+    /// SAG's passes the uncond list `uncond` (its attention captured, or at another input).
+    fn again(
+        &self,
+        cond: &[PreparedCond],
+        uncond: Option<&[PreparedCond]>,
+        pass: CondPass<'_>,
+        x: &Tensor,
+        sigma: f64,
+    ) -> candle_core::Result<Tensor> {
+        let need_uncond = || {
+            uncond.ok_or_else(|| {
+                candle_core::Error::Msg(
+                    "SelfAttentionGuidance needs a negative (unconditional) conditioning".into(),
+                )
+            })
+        };
+        let (model, list, x) = match pass {
+            CondPass::Empty => (
+                ModelApply(self.model, None),
+                self.empty.as_deref().ok_or_else(|| {
+                    candle_core::Error::Msg("PerpNeg: the model has no empty conditioning".into())
+                })?,
+                x,
+            ),
+            CondPass::UncondAt(x2) => (ModelApply(self.model, None), need_uncond()?, x2),
+            CondPass::CaptureUncondAttention(_) => {
+                (ModelApply(self.model, Some(pass)), need_uncond()?, x)
+            }
+            pass => (ModelApply(self.model, Some(pass)), cond, x),
+        };
+        let out = calc_cond_batch(&model, &[Some(list)], x, sigma)?;
+        Ok(out[0].clone())
+    }
+
     /// (CFG result, uncond prediction). `force_uncond` is ComfyUI's
     /// `disable_cfg1_optimization` (the CFG++ samplers set it): the negative is evaluated
     /// even at cfg 1.
@@ -194,9 +251,12 @@ impl CfgDenoiser<'_> {
         sigma: f64,
         force_uncond: bool,
     ) -> candle_core::Result<(Tensor, Tensor)> {
+        let patches = &self.model.cfg_patches;
+        let l = &self.conds.lists;
+        // SAG disables the cfg-1 optimisation.
+        let force_uncond = force_uncond || patches.forces_uncond();
         if let Some(d) = &self.dual {
             let (skip_neg, skip_mid) = d.skips(force_uncond);
-            let l = &self.conds.lists;
             let pick = |k: usize, skip: bool| (!skip).then(|| l[k].as_slice());
             // Guider_DualCFG's calc_cond_batch order: [negative, cond2, cond1].
             let out = calc_cond_batch(
@@ -205,8 +265,7 @@ impl CfgDenoiser<'_> {
                 x,
                 sigma,
             )?;
-            let model = self.model;
-            return model.cfg_patches.dual_combine(
+            return patches.dual_combine(
                 d,
                 &out[0],
                 &out[1],
@@ -214,54 +273,122 @@ impl CfgDenoiser<'_> {
                 x,
                 sigma,
                 &mut |which, pass| {
-                    let list = match which {
-                        DualCond::Cond1 => &l[0],
-                        DualCond::Cond2 => &l[2],
+                    // The cond and uncond its cfg_function saw.
+                    let (list, un) = match which {
+                        DualCond::Cond1 => (&l[0], &l[2]),
+                        DualCond::Cond2 => (&l[2], &l[1]),
                     };
-                    let out = calc_cond_batch(
-                        &ModelApply(model, Some(pass)),
-                        &[Some(list.as_slice())],
-                        x,
-                        sigma,
-                    )?;
-                    Ok(out[0].clone())
+                    self.again(list, Some(un), pass, x, sigma)
                 },
             );
         }
+        if let Some(neg_scale) = self.perp_neg {
+            return self.perp_neg_guided(neg_scale, x, sigma, force_uncond);
+        }
         // math.isclose(cfg, 1.0)
-        let skip_uncond = !force_uncond && (self.cfg - 1.0).abs() <= 1e-9 * self.cfg.abs().max(1.0);
-        let positive = Some(self.conds.lists[0].as_slice());
+        let skip_uncond = !force_uncond && isclose(self.cfg, 1.0);
+        let positive = Some(l[0].as_slice());
         let negative = if self.has_negative && !skip_uncond {
-            Some(self.conds.lists[1].as_slice())
+            Some(l[1].as_slice())
         } else {
             None
         };
+        let out = match (&patches.calc_cond_batch, negative) {
+            // SkipLayerGuidanceDiTSimple: the negative with the listed blocks skipped.
+            (Some(slg), Some(neg)) if slg.active(sigma) => {
+                let c = calc_cond_batch(&ModelApply(self.model, None), &[positive], x, sigma)?;
+                let pass = CondPass::SkipBlocks {
+                    double: &slg.double,
+                    single: &slg.single,
+                };
+                let u =
+                    calc_cond_batch(&ModelApply(self.model, Some(pass)), &[Some(neg)], x, sigma)?;
+                vec![c[0].clone(), u[0].clone()]
+            }
+            _ => calc_cond_batch(
+                &ModelApply(self.model, None),
+                &[positive, negative],
+                x,
+                sigma,
+            )?,
+        };
+        // sampler_pre_cfg_function (LatentApplyOperationCFG, APG, FreSca, TCFG).
+        let (cond, uncond) = patches.pre_cfg(
+            &out[0],
+            &out[1],
+            &PreCfgArgs {
+                x,
+                sigma,
+                cfg: self.cfg,
+                skipped: negative.is_none(),
+            },
+        )?;
+        // cfg_function: the plain combine, or the MODEL's patched one (RescaleCFG, PerpNeg)
+        // and its post-CFG functions (CFGNorm, ...). PerturbedAttentionGuidance and
+        // skip-layer guidance re-evaluate the positive (`calc_cond_batch(model, [cond],
+        // ...)`) with the middle block's self-attention perturbed, resp. the listed blocks
+        // skipped; PerpNeg evaluates its empty conditioning.
+        let combined = patches.combine_with(&cond, &uncond, self.cfg, x, sigma, &mut |pass| {
+            self.again(&l[0], negative, pass, x, sigma)
+        })?;
+        Ok((combined, uncond))
+    }
+
+    /// `Guider_PerpNeg.predict_noise`: [positive, negative, empty] in one
+    /// `calc_cond_batch` (the negative skipped at neg_scale 0, the empty one too when cfg is
+    /// also 1), the pre-CFG functions, `perp_neg`, then the post-CFG functions with the
+    /// positive and negative predictions (no `sampler_cfg_function`).
+    fn perp_neg_guided(
+        &self,
+        neg_scale: f64,
+        x: &Tensor,
+        sigma: f64,
+        force_uncond: bool,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let l = &self.conds.lists;
+        let patches = &self.model.cfg_patches;
+        let force_uncond = force_uncond || patches.forces_uncond();
+        let (mut skip_neg, mut skip_empty) = (false, false);
+        if !force_uncond && isclose(neg_scale, 0.0) {
+            skip_neg = true;
+            skip_empty = isclose(self.cfg, 1.0);
+        }
+        let pick = |k: usize, skip: bool| (!skip).then(|| l[k].as_slice());
         let out = calc_cond_batch(
             &ModelApply(self.model, None),
-            &[positive, negative],
+            &[
+                Some(l[0].as_slice()),
+                pick(1, skip_neg),
+                pick(2, skip_empty),
+            ],
             x,
             sigma,
         )?;
-        // sampler_pre_cfg_function (LatentApplyOperationCFG) on the two predictions.
-        let cond = &self.model.cfg_patches.pre_cfg(&out[0], &out[1])?;
-        let uncond = &out[1];
-        // cfg_function: the plain combine, or the MODEL's patched one (RescaleCFG) and its
-        // post-CFG functions (CFGNorm). PerturbedAttentionGuidance and skip-layer guidance
-        // re-evaluate the positive (`calc_cond_batch(model, [cond], ...)`) with the middle
-        // block's self-attention perturbed, resp. the listed blocks skipped.
-        let combined =
-            self.model
-                .cfg_patches
-                .combine_with(cond, uncond, self.cfg, x, sigma, &mut |pass| {
-                    let out = calc_cond_batch(
-                        &ModelApply(self.model, Some(pass)),
-                        &[positive],
-                        x,
-                        sigma,
-                    )?;
-                    Ok(out[0].clone())
-                })?;
-        Ok((combined, uncond.clone()))
+        let (pos, neg) = patches.pre_cfg(
+            &out[0],
+            &out[1],
+            &PreCfgArgs {
+                x,
+                sigma,
+                cfg: self.cfg,
+                skipped: skip_neg,
+            },
+        )?;
+        let dims = pos.dims().to_vec();
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let v = crate::sampling::guidance_fns::perp_neg(
+            &flat(&pos)?,
+            &flat(&neg)?,
+            &flat(&out[2])?,
+            neg_scale,
+            self.cfg,
+        );
+        let result = Tensor::from_vec(v, dims.as_slice(), pos.device())?;
+        let result =
+            patches.post_cfg_with(result, &pos, &neg, self.cfg, x, sigma, &mut |pass| {
+                self.again(&l[0], (!skip_neg).then(|| l[1].as_slice()), pass, x, sigma)
+            })?;
+        Ok((result, neg))
     }
 
     /// `KSamplerX0Inpaint` around [`Self::guided`]: with a noise mask the input is blended
@@ -497,15 +624,24 @@ pub fn run_sampler_with(
     )
 }
 
-/// [`run_sampler_with`] for any guider: `dual` is DualCFGGuider's cond2 and weights
-/// (`positive` is its cond1, `negative` its negative).
+/// A guider's third conditioning and what it is for.
+#[derive(Debug, Clone, Copy)]
+enum ThirdCond {
+    /// DualCFGGuider's cond2 and weights (`positive` is its cond1).
+    Dual(DualCfg),
+    /// PerpNegGuider's empty conditioning and `neg_scale`.
+    PerpNeg(f64),
+}
+
+/// [`run_sampler_with`] for any guider: `third` is DualCFGGuider's cond2 or PerpNegGuider's
+/// empty conditioning.
 #[allow(clippy::too_many_arguments)]
 fn run_guided(
     ctx: Option<&NodeContext>,
     model: &SdModel,
     positive: &Conditioning,
     negative: Option<&Conditioning>,
-    dual: Option<(&Conditioning, DualCfg)>,
+    third: Option<(&Conditioning, ThirdCond)>,
     cfg: f64,
     kind: SamplerKind,
     sampler_extra: SamplerExtra,
@@ -520,7 +656,11 @@ fn run_guided(
     }
     if positive.0.is_empty()
         || negative.is_some_and(|n| n.0.is_empty())
-        || dual.is_some_and(|(m, _)| m.0.is_empty())
+        || third.is_some_and(|(m, _)| m.0.is_empty())
+        || model
+            .empty_conditioning
+            .as_ref()
+            .is_some_and(|e| e.0.is_empty())
     {
         return Err(NodeError::msg("empty CONDITIONING"));
     }
@@ -546,17 +686,19 @@ fn run_guided(
         Some(m) => Some(reshape_mask(m, samples.dims())?),
         None => None,
     };
-    // The positive list first (prompt_type "positive"); DualCFGGuider's cond2 is marked
-    // negative, as Guider_DualCFG.set_conds does.
+    // The positive list first (prompt_type "positive"); DualCFGGuider's cond2 and
+    // PerpNegGuider's empty conditioning are marked negative, as their set_conds do.
     let mut lists = match negative {
         Some(n) => vec![entries(positive), entries(n)],
         None => vec![entries(positive)],
     };
-    if let Some((middle, _)) = dual {
+    if let Some((third, _)) = third {
         if negative.is_none() {
-            return Err(NodeError::msg("DualCFGGuider needs a negative"));
+            return Err(NodeError::msg(
+                "a guider with three conditionings needs a negative",
+            ));
         }
-        lists.push(entries(middle));
+        lists.push(entries(third));
     }
     let extra = |c: &ExtraCondInput| extra_conds(model, c);
     let process_in = |z: &Tensor| format.process_in(z);
@@ -570,6 +712,28 @@ fn run_guided(
         process_in: &process_in,
     };
     let conds = prepare_conds(&lists, &prep)?;
+    // PerpNeg's empty conditioning (the MODEL patch's): encoded on its own as a negative,
+    // outside the guider's conds (an empty first list: no positive, no area pairing).
+    let empty = match &model.empty_conditioning {
+        Some(e) => {
+            let mut p = prepare_conds(&[vec![], entries(e)], &prep)?;
+            Some(p.lists.remove(1))
+        }
+        None => None,
+    };
+    if mask.is_some()
+        && kind == SamplerKind::Lcm
+        && sampler_extra
+            .lcm_upscale
+            .is_some_and(|u| u.total_upscale != 1.0)
+    {
+        // The mask keeps the first size while the latent grows (ComfyUI fails on the
+        // shapes too).
+        return Err(NodeError::msg(
+            "SamplerLCMUpscale resizes the latent, which a latent with a noise mask cannot \
+             follow: remove the mask or use scale_ratio 1",
+        ));
+    }
     let inpaint = match mask {
         Some(mask) => {
             let n = inpaint_noise(kind, samples.dims(), seed, noise)?;
@@ -577,13 +741,26 @@ fn run_guided(
         }
         None => None,
     };
+    // HyperTile draws from torch's global generator, which prepare_noise(seed) left
+    // after the initial noise.
+    if let Some(t) = &model.unet_patches.hypertile {
+        t.rng.reset(seed, samples.dims());
+    }
     let x = initial_latent(ms, sigmas, noise, &latent_in)?;
     let mut den = CfgDenoiser {
         model,
         conds,
         has_negative: negative.is_some(),
         cfg,
-        dual: dual.map(|(_, d)| d),
+        dual: match third {
+            Some((_, ThirdCond::Dual(d))) => Some(d),
+            _ => None,
+        },
+        perp_neg: match third {
+            Some((_, ThirdCond::PerpNeg(s))) => Some(s),
+            _ => None,
+        },
+        empty,
         inpaint,
         sigmas: sigmas.to_vec(),
         last_denoised: None,
@@ -911,6 +1088,7 @@ impl Node for CfgGuider {
             negative: Some((*i.object::<Conditioning>("negative")?).clone()),
             cfg: i.float("cfg")?,
             dual: None,
+            perp_neg: None,
         })))
     }
 }
@@ -930,6 +1108,7 @@ impl Node for BasicGuider {
             negative: None,
             cfg: 1.0,
             dual: None,
+            perp_neg: None,
         })))
     }
 }
@@ -972,6 +1151,7 @@ impl Node for DualCfgGuider {
                     nested,
                 },
             )),
+            perp_neg: None,
         })))
     }
 }
@@ -1002,7 +1182,11 @@ fn custom_sample(
         &guider.model,
         &guider.positive,
         guider.negative.as_ref(),
-        guider.dual.as_ref().map(|(m, d)| (m, *d)),
+        match (&guider.dual, &guider.perp_neg) {
+            (Some((m, d)), _) => Some((m, ThirdCond::Dual(*d))),
+            (None, Some((e, s))) => Some((e, ThirdCond::PerpNeg(*s))),
+            (None, None) => None,
+        },
         guider.cfg,
         sampler.0,
         sampler.1,
@@ -1040,6 +1224,7 @@ impl Node for SamplerCustom {
             negative: Some((*i.object::<Conditioning>("negative")?).clone()),
             cfg: i.float("cfg")?,
             dual: None,
+            perp_neg: None,
         };
         let seed = seed_of(i, "noise_seed")?;
         let noise = if i.boolean("add_noise")? {

@@ -143,9 +143,11 @@ impl Node for SkipLayerGuidanceSd3 {
         let mut m = (*model).clone();
         m.cfg_patches.post_cfg.push(PostCfg::SkipLayerGuidance {
             layers,
+            single_layers: Vec::new(),
             scale: i.float("scale")?,
             sigma_start: m.sampling.percent_to_sigma(percent("start_percent")?),
             sigma_end: m.sampling.percent_to_sigma(percent("end_percent")?),
+            rescaling_scale: 0.0,
         });
         Ok(NodeOutput::one(Value::object(m)))
     }

@@ -42,6 +42,8 @@ pub struct SdModel {
     pub unet_patches: crate::sampling::unet_patches::UnetPatches,
     /// The denoise-mask function of masked denoising (DifferentialDiffusion); None by default.
     pub denoise_mask_fn: Option<crate::sampling::differential_diffusion::DifferentialDiffusion>,
+    /// PerpNeg's empty conditioning (read when `cfg_patches.cfg_function` is PerpNeg).
+    pub empty_conditioning: Option<Conditioning>,
 }
 
 impl SdModel {
@@ -180,6 +182,8 @@ pub struct GuiderPayload {
     pub cfg: f64,
     /// DualCFGGuider: its cond2 and weights (`positive` is cond1, `cfg` is `cfg_conds`).
     pub dual: Option<(Conditioning, crate::sampling::cfg_patches::DualCfg)>,
+    /// PerpNegGuider: its empty conditioning and `neg_scale`.
+    pub perp_neg: Option<(Conditioning, f64)>,
 }
 impl Payload for GuiderPayload {}
 
@@ -250,6 +254,7 @@ pub fn model_payload(
         cfg_patches: Default::default(),
         unet_patches: Default::default(),
         denoise_mask_fn: None,
+        empty_conditioning: None,
     }
 }
 

@@ -9,6 +9,7 @@
 //! deviations and channel norms are reductions whose order differs from torch's vectorised
 //! ones in the last bits.
 
+pub use super::pre_cfg::{PreCfg, PreCfgArgs};
 use crate::sampling::torch_math::TorchScalar;
 use candle_core::{DType, Result, Tensor};
 
@@ -23,6 +24,11 @@ pub enum CfgFunction {
     /// norm capped at `renorm_cfg` times the conditional prediction's; the conditional
     /// prediction alone from `cfg_trunc` up ([`super::guidance_fns::renorm_cfg`]).
     RenormCfg { cfg_trunc: f64, renorm_cfg: f64 },
+    /// PerpNeg (`comfy_extras/nodes_perpneg.py`, the deprecated model patch): the MODEL's
+    /// empty conditioning is evaluated too ([`CondPass::Empty`]) and the positive and negative
+    /// directions from it are combined with the negative's component perpendicular to the
+    /// positive scaled by `neg_scale` ([`super::guidance_fns::perp_neg`]).
+    PerpNeg { neg_scale: f64 },
 }
 
 /// A `sampler_post_cfg_function` (run in the order they were added).
@@ -40,13 +46,16 @@ pub enum PostCfg {
     Pag { scale: f64 },
     /// SkipLayerGuidanceSD3 / SkipLayerGuidanceDiT (`comfy_extras/nodes_slg.py`): for
     /// `sigma_end ≤ σ ≤ sigma_start`, the positive conds are evaluated again with the DiT's
-    /// joint (double) blocks `layers` skipped and the result moves by
-    /// `(cond − skipped)·scale`.
+    /// joint (double) blocks `layers` and single blocks `single_layers` skipped and the result
+    /// moves by `(cond − skipped)·scale`; then, when `rescaling_scale` is not 0, it is scaled
+    /// by `rescaling_scale·std(cond)/std(result) + 1 − rescaling_scale` (whole-tensor stds).
     SkipLayerGuidance {
         layers: Vec<usize>,
+        single_layers: Vec<usize>,
         scale: f64,
         sigma_start: f64,
         sigma_end: f64,
+        rescaling_scale: f64,
     },
     /// Epsilon Scaling (`comfy_extras/nodes_eps.py`): the predicted noise `x − denoised`
     /// divided by `factor` (float32 division), `x −` that.
@@ -54,15 +63,52 @@ pub enum PostCfg {
     /// Mahiro (`comfy_extras/nodes_mahiro.py`): moves the result towards `cond·cfg` by how
     /// little the guided and unconditional directions agree ([`super::guidance_fns::mahiro`]).
     Mahiro,
+    /// SelfAttentionGuidance (`comfy_extras/nodes_sag.py`): the unconditional prediction,
+    /// blurred where the middle block's self-attention concentrates
+    /// ([`super::sag::create_blur_map`]), is re-noised and denoised again; the result moves by
+    /// `(degraded − that)·scale`. Disables the cfg-1 optimisation (the uncond is always
+    /// evaluated).
+    Sag { scale: f64, blur_sigma: f64 },
 }
 
 /// A second evaluation of the conditional prediction that a post-CFG patch asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum CondPass<'a> {
     /// PAG: the middle block's self-attention replaced by the identity.
     Perturbed,
-    /// Skip-layer guidance: these DiT joint blocks replaced by the identity.
-    SkipBlocks(&'a [usize]),
+    /// Skip-layer guidance: these DiT double (joint) and single blocks replaced by the
+    /// identity.
+    SkipBlocks {
+        double: &'a [usize],
+        single: &'a [usize],
+    },
+    /// PerpNeg's model patch: the MODEL's empty conditioning instead of the positive, the
+    /// network unchanged.
+    Empty,
+    /// SAG: the negative (uncond) again, its middle block's first self-attention
+    /// probabilities stored in the given slot.
+    CaptureUncondAttention(&'a std::sync::Mutex<Option<Tensor>>),
+    /// SAG: the negative (uncond) at another input.
+    UncondAt(&'a Tensor),
+}
+
+/// SkipLayerGuidanceDiTSimple (`comfy_extras/nodes_slg.py`), a
+/// `sampler_calc_cond_batch_function`: for `sigma_end ≤ σ ≤ sigma_start`, when the negative
+/// is evaluated, it is evaluated with these DiT blocks skipped (the positive as usual).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkipLayerUncond {
+    pub double: Vec<usize>,
+    pub single: Vec<usize>,
+    pub sigma_start: f64,
+    pub sigma_end: f64,
+}
+
+impl SkipLayerUncond {
+    /// Whether σ (a float32 `sigma[0].item()`) is in the patch's range.
+    pub fn active(&self, sigma: f64) -> bool {
+        let s = sigma as f32 as f64;
+        s >= self.sigma_end && s <= self.sigma_start
+    }
 }
 
 /// DualCFGGuider's weights and style (`Guider_DualCFG` of
@@ -173,8 +219,11 @@ fn tonemap_reinhard(latent: &Tensor, multiplier: f64) -> Result<Tensor> {
 pub struct CfgPatches {
     pub cfg_function: Option<CfgFunction>,
     pub post_cfg: Vec<PostCfg>,
-    /// `sampler_pre_cfg_function`s (LatentApplyOperationCFG), in the order added.
-    pub pre_cfg: Vec<LatentOperation>,
+    /// `sampler_pre_cfg_function`s (LatentApplyOperationCFG, APG, FreSca, TCFG), in the
+    /// order added.
+    pub pre_cfg: Vec<PreCfg>,
+    /// The `sampler_calc_cond_batch_function` (SkipLayerGuidanceDiTSimple; the last one set).
+    pub calc_cond_batch: Option<SkipLayerUncond>,
 }
 
 /// Flat float32 values of a tensor and its dims.
@@ -191,19 +240,34 @@ fn std_unbiased(v: &[f32]) -> f32 {
 }
 
 impl CfgPatches {
+    /// Whether a patch needs the uncond even at cfg 1 (ComfyUI's
+    /// `disable_cfg1_optimization`, set by SelfAttentionGuidance).
+    pub fn forces_uncond(&self) -> bool {
+        self.post_cfg
+            .iter()
+            .any(|p| matches!(p, PostCfg::Sag { .. }))
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.cfg_function.is_none() && self.post_cfg.is_empty() && self.pre_cfg.is_empty()
+        self.cfg_function.is_none()
+            && self.post_cfg.is_empty()
+            && self.pre_cfg.is_empty()
+            && self.calc_cond_batch.is_none()
     }
 
     /// The pre-CFG functions on (cond, uncond) as `sampling_function` runs them (its
-    /// `conds_out` always has both): each LatentApplyOperationCFG replaces the cond by
-    /// `op(cond − uncond) + uncond`.
-    pub fn pre_cfg(&self, cond: &Tensor, uncond: &Tensor) -> Result<Tensor> {
-        let mut cond = cond.clone();
-        for op in &self.pre_cfg {
-            cond = (op.apply(&(&cond - uncond)?)? + uncond)?;
+    /// `conds_out` always has both; a skipped uncond is zeros): the new (cond, uncond).
+    pub fn pre_cfg(
+        &self,
+        cond: &Tensor,
+        uncond: &Tensor,
+        args: &PreCfgArgs<'_>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (mut cond, mut uncond) = (cond.clone(), uncond.clone());
+        for f in &self.pre_cfg {
+            (cond, uncond) = f.apply(&cond, &uncond, args)?;
         }
-        Ok(cond)
+        Ok((cond, uncond))
     }
 
     /// `Guider_DualCFG.predict_noise` from the negative, cond2 and cond1 predictions:
@@ -273,7 +337,7 @@ impl CfgPatches {
         again: &mut dyn FnMut(CondPass<'_>) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let dims = cond.dims().to_vec();
-        let mut out = match self.cfg_function {
+        let out = match self.cfg_function {
             None => (uncond + ((cond - uncond)? * cfg)?)?,
             Some(CfgFunction::RescaleCfg { multiplier }) => {
                 let v = rescale_cfg(
@@ -305,7 +369,37 @@ impl CfgPatches {
                 );
                 Tensor::from_vec(v, dims.as_slice(), cond.device())?
             }
+            Some(CfgFunction::PerpNeg { neg_scale }) => {
+                let empty = again(CondPass::Empty)?;
+                let v = super::guidance_fns::perp_neg(
+                    &flat(cond)?,
+                    &flat(uncond)?,
+                    &flat(&empty)?,
+                    neg_scale,
+                    cfg,
+                );
+                // `x − (x − perp_neg(...))`, as cfg_function applies a sampler_cfg_function.
+                let v = flat(x)?.iter().zip(v).map(|(x, p)| x - (x - p)).collect();
+                Tensor::from_vec(v, dims.as_slice(), cond.device())?
+            }
         };
+        self.post_cfg_with(out, cond, uncond, cfg, x, sigma, again)
+    }
+
+    /// The post-CFG functions on a CFG result `out` (what `cfg_function` runs after the
+    /// combine, and PerpNegGuider after its own), `cond` / `uncond` the predictions they see.
+    #[allow(clippy::too_many_arguments)]
+    pub fn post_cfg_with(
+        &self,
+        mut out: Tensor,
+        cond: &Tensor,
+        uncond: &Tensor,
+        cfg: f64,
+        x: &Tensor,
+        sigma: f64,
+        again: &mut dyn FnMut(CondPass<'_>) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let dims = cond.dims().to_vec();
         for p in &self.post_cfg {
             out = match p {
                 &PostCfg::CfgNorm { strength } => {
@@ -333,15 +427,31 @@ impl CfgPatches {
                 }
                 PostCfg::SkipLayerGuidance {
                     layers,
+                    single_layers,
                     scale,
                     sigma_start,
                     sigma_end,
+                    rescaling_scale,
                 } => {
                     // `sigma[0].item()` against Python floats.
                     let s = sigma as f32 as f64;
                     if *scale > 0.0 && s >= *sigma_end && s <= *sigma_start {
-                        let slg = again(CondPass::SkipBlocks(layers))?;
-                        (&out + ((cond - slg)? * (*scale as f32 as f64))?)?
+                        let slg = again(CondPass::SkipBlocks {
+                            double: layers,
+                            single: single_layers,
+                        })?;
+                        let r = (&out + ((cond - slg)? * (*scale as f32 as f64))?)?;
+                        if *rescaling_scale != 0.0 {
+                            // factor = cond.std() / r.std() (whole tensors, unbiased)
+                            let (c, v) = (flat(cond)?, flat(&r)?);
+                            let factor = std_unbiased(&c) / std_unbiased(&v);
+                            let rs = *rescaling_scale as f32;
+                            let factor = rs * factor + (1.0 - *rescaling_scale) as f32;
+                            let v = v.iter().map(|x| x * factor).collect();
+                            Tensor::from_vec(v, dims.as_slice(), cond.device())?
+                        } else {
+                            r
+                        }
                     } else {
                         out
                     }
@@ -354,6 +464,56 @@ impl CfgPatches {
                         .map(|(x, d)| x - (x - d) / f)
                         .collect();
                     Tensor::from_vec(v, dims.as_slice(), cond.device())?
+                }
+                &PostCfg::Sag { scale, blur_sigma } => {
+                    let (h, w) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+                    if dims.len() != 4 || h.min(w) <= 4 {
+                        // "skip when too small to add padding"
+                        out
+                    } else {
+                        let slot = std::sync::Mutex::new(None);
+                        again(CondPass::CaptureUncondAttention(&slot))?;
+                        let attn = slot
+                            .into_inner()
+                            .map_err(|_| candle_core::Error::Msg("SAG: a run panicked".into()))?
+                            .ok_or_else(|| {
+                                candle_core::Error::Msg(
+                                    "SelfAttentionGuidance: the model has no middle-block \
+                                     self-attention to guide with (a UNet's)"
+                                        .into(),
+                                )
+                            })?;
+                        let ad = attn.dims3()?;
+                        let d4 = [dims[0], dims[1], h, w];
+                        let degraded = super::sag::create_blur_map(
+                            &flat(uncond)?,
+                            d4,
+                            &flat(&attn)?,
+                            [ad.0, ad.1, ad.2],
+                            blur_sigma,
+                            1.0,
+                        )
+                        .map_err(|e| {
+                            candle_core::Error::Msg(format!("SelfAttentionGuidance: {e}"))
+                        })?;
+                        // `degraded + x − uncond_pred`, left to right in float32.
+                        let noised: Vec<f32> = degraded
+                            .iter()
+                            .zip(flat(x)?)
+                            .zip(flat(uncond)?)
+                            .map(|((d, x), u)| (d + x) - u)
+                            .collect();
+                        let noised = Tensor::from_vec(noised, dims.as_slice(), cond.device())?;
+                        let sag = flat(&again(CondPass::UncondAt(&noised))?)?;
+                        let sc = scale as f32;
+                        let v = flat(&out)?
+                            .iter()
+                            .zip(&degraded)
+                            .zip(sag)
+                            .map(|((o, d), s)| o + (d - s) * sc)
+                            .collect();
+                        Tensor::from_vec(v, dims.as_slice(), cond.device())?
+                    }
                 }
                 PostCfg::Mahiro => {
                     let v = super::guidance_fns::mahiro(

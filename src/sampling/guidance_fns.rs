@@ -143,3 +143,25 @@ pub fn latent_sharpen(
     }
     out.to_nchw()
 }
+
+/// `perp_neg` of `comfy_extras/nodes_perpneg.py` on flat buffers: with `pos = p − e`,
+/// `neg = n − e` (e the empty conditioning's prediction), `e + cfg·(pos − neg_scale·(neg −
+/// (⟨neg, pos⟩/‖pos‖²)·pos))`; the dot product and norm are over the whole tensor (every
+/// batch entry together), as ComfyUI computes them.
+pub fn perp_neg(pos: &[f32], neg: &[f32], empty: &[f32], neg_scale: f64, cfg: f64) -> Vec<f32> {
+    let p: Vec<f32> = pos.iter().zip(empty).map(|(a, e)| a - e).collect();
+    let n: Vec<f32> = neg.iter().zip(empty).map(|(a, e)| a - e).collect();
+    let dot = p.iter().zip(&n).map(|(a, b)| (a * b) as f64).sum::<f64>() as f32;
+    // torch.norm(pos) ** 2: the norm rounds to float32, then squares in float32.
+    let norm = (p.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt()) as f32;
+    let k = dot / (norm * norm);
+    let (ns, cs) = (neg_scale as f32, cfg as f32);
+    p.iter()
+        .zip(&n)
+        .zip(empty)
+        .map(|((p, n), e)| {
+            let perp = n - k * p;
+            e + cs * (p - perp * ns)
+        })
+        .collect()
+}

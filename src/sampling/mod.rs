@@ -12,6 +12,8 @@
 //! * [`schedulers`] — every ComfyUI scheduler, KSampler's denoise / start / end handling;
 //!   [`gits_levels`] holds GITSScheduler's noise-level tables.
 //! * [`cfg_patches`] — model patches of the CFG combine (RescaleCFG, CFGNorm), DualCFGGuider's.
+//! * [`pre_cfg`] — pre-CFG patches (LatentApplyOperationCFG, APG, FreSca, TCFG).
+//! * [`sag`] — SelfAttentionGuidance's blur map.
 //! * [`unet_patches`] — model patches of the UNet's skip connections (FreeU, FreeU_V2).
 //! * [`samplers`] — the [`samplers::Denoiser`] trait, [`samplers::SamplerKind`],
 //!   [`samplers::sample`], and the start/end-of-sampling helpers.
@@ -32,8 +34,10 @@ pub mod guidance_fns;
 pub mod masks;
 pub mod model_sampling;
 pub mod noise;
+pub mod pre_cfg;
 pub mod preview;
 pub use crate::torch_rng as rng;
+pub mod sag;
 pub mod samplers;
 pub mod schedulers;
 pub mod seed_sequence;

@@ -1,6 +1,8 @@
 //! MODEL patches of the UNet's internals, kept as data on the MODEL (like
 //! [`super::cfg_patches`]) and handed to the UNet as an
-//! [`OutputBlockPatch`](crate::models::unet::OutputBlockPatch): FreeU and FreeU_V2
+//! [`OutputBlockPatch`](crate::models::unet::OutputBlockPatch) /
+//! [`InputBlockPatch`](crate::models::unet::InputBlockPatch): PatchModelAddDownscale's
+//! resizes ([`Downscale`], [`OutputPatch::MatchSkip`]); FreeU and FreeU_V2
 //! (`comfy_extras/nodes_freelunch.py`), which scale the backbone half of the hidden state and
 //! damp the lowest frequencies of the skip connection on the blocks with 4× and 2× the
 //! model's base channels.
@@ -11,8 +13,11 @@
 //! transform's real part is added to the input. torch's complex64 FFT round trip rounds the
 //! untouched frequencies too, so the two agree to float32 noise, not bit for bit.
 
-use crate::models::unet::OutputBlockPatch;
+use crate::image_ops::{common_upscale, py_round, Crop, Planes, TorchLayout, UpscaleMethod};
+use crate::models::unet::{InputBlockPatch, OutputBlockPatch};
+use crate::torch_rng::TorchGenerator;
 use candle_core::{DType, Result, Tensor};
+use std::sync::{Arc, Mutex};
 
 /// FreeU (`v2: false`) or FreeU_V2 (`v2: true`) with the UNet's `model_channels`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,24 +30,101 @@ pub struct FreeU {
     pub model_channels: usize,
 }
 
+/// PatchModelAddDownscale (`comfy_extras/nodes_model_downscale.py`, Kohya Deep Shrink): input
+/// block `block`'s output is resized by `1/factor` with `method` while `sigma_end ≤ σ ≤
+/// sigma_start`, before its skip is stored or (`after_skip`) after.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Downscale {
+    pub block: usize,
+    pub factor: f64,
+    pub sigma_start: f64,
+    pub sigma_end: f64,
+    pub after_skip: bool,
+    pub method: UpscaleMethod,
+}
+
+/// One `output_block_patch`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutputPatch {
+    FreeU(FreeU),
+    /// PatchModelAddDownscale's: an `h` whose height differs from the skip's is resized to
+    /// the skip's size with this method.
+    MatchSkip(UpscaleMethod),
+}
+
+impl From<FreeU> for OutputPatch {
+    fn from(f: FreeU) -> Self {
+        OutputPatch::FreeU(f)
+    }
+}
+
 /// The UNet patches of a MODEL (applied in the order they were added).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UnetPatches {
-    pub output_block: Vec<FreeU>,
+    pub output_block: Vec<OutputPatch>,
+    pub input_block: Vec<Downscale>,
+    /// HyperTile's query tiling (the last one set).
+    pub hypertile: Option<HyperTile>,
 }
 
 impl UnetPatches {
     pub fn is_empty(&self) -> bool {
-        self.output_block.is_empty()
+        self.output_block.is_empty() && self.input_block.is_empty() && self.hypertile.is_none()
     }
+}
+
+/// `comfy.utils.common_upscale(x, width, height, method, "disabled")` on a `[B, C, H, W]`
+/// tensor (float32, back in its dtype).
+fn resize(x: &Tensor, width: usize, height: usize, method: UpscaleMethod) -> Result<Tensor> {
+    let p = Planes::from_nchw(&x.to_dtype(DType::F32)?)?;
+    let out = common_upscale(
+        &p,
+        width,
+        height,
+        method,
+        Crop::Disabled,
+        TorchLayout::ChannelsFirst,
+    )
+    .map_err(|e| candle_core::Error::Msg(format!("PatchModelAddDownscale: {e}")))?;
+    out.to_nchw()?.to_device(x.device())?.to_dtype(x.dtype())
 }
 
 impl OutputBlockPatch for UnetPatches {
     fn apply(&self, mut h: Tensor, mut hsp: Tensor) -> Result<(Tensor, Tensor)> {
         for p in &self.output_block {
-            (h, hsp) = p.apply(h, hsp)?;
+            (h, hsp) = match p {
+                OutputPatch::FreeU(f) => f.apply(h, hsp)?,
+                OutputPatch::MatchSkip(method) => {
+                    let (_, _, sh, sw) = hsp.dims4()?;
+                    if h.dim(2)? != sh {
+                        (resize(&h, sw, sh, *method)?, hsp)
+                    } else {
+                        (h, hsp)
+                    }
+                }
+            };
         }
         Ok((h, hsp))
+    }
+}
+
+impl InputBlockPatch for UnetPatches {
+    fn apply(&self, mut h: Tensor, block: usize, after_skip: bool, sigma: f64) -> Result<Tensor> {
+        // `transformer_options["sigmas"][0].item()`: the float32 σ.
+        let s = sigma as f32 as f64;
+        for d in &self.input_block {
+            if d.after_skip != after_skip || d.block != block {
+                continue;
+            }
+            if s <= d.sigma_start && s >= d.sigma_end {
+                let (_, _, hh, ww) = h.dims4()?;
+                let k = 1.0 / d.factor;
+                let w = py_round(ww as f64 * k).max(0) as usize;
+                let hn = py_round(hh as f64 * k).max(0) as usize;
+                h = resize(&h, w, hn, d.method)?;
+            }
+        }
+        Ok(h)
     }
 }
 
@@ -171,4 +253,103 @@ pub fn fourier_filter(x: &Tensor, scale: f64) -> Result<Tensor> {
         }
     }
     Tensor::from_vec(v, (n, c, hh, ww), x.device())?.to_dtype(dtype)
+}
+
+/// HyperTile (`comfy_extras/nodes_hypertile.py`): the self-attention queries of the
+/// transformer blocks whose token count is the latent's area at depth 0..=`max_depth` are
+/// split into tiles of about `latent_tile_size` (× 2^depth with `scale_depth`) tokens a side.
+/// The tile counts come from `random_divisor`, which draws `torch.randint` from torch's global
+/// generator whenever it has more than one choice ([`HyperTileRng`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HyperTile {
+    pub latent_tile_size: usize,
+    pub swap_size: usize,
+    pub max_depth: usize,
+    pub scale_depth: bool,
+    pub rng: HyperTileRng,
+}
+
+/// torch's global generator as HyperTile draws from it: reset by the sampler at the start of
+/// each run to where `prepare_noise(seed)` leaves it ([`HyperTileRng::reset`]). Shared by the
+/// clones of one patched MODEL (equal when it is the same generator).
+#[derive(Debug, Clone)]
+pub struct HyperTileRng(pub Arc<Mutex<TorchGenerator>>);
+
+impl Default for HyperTileRng {
+    fn default() -> Self {
+        HyperTileRng(Arc::new(Mutex::new(TorchGenerator::new(0))))
+    }
+}
+
+impl PartialEq for HyperTileRng {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl HyperTileRng {
+    /// `torch.manual_seed(seed)` followed by the initial noise `randn(shape)` of the
+    /// sampling run (ComfyUI's `prepare_noise` without a batch index).
+    pub fn reset(&self, seed: u64, noise_shape: &[usize]) {
+        let mut g = TorchGenerator::new(seed);
+        let _ = g.randn(noise_shape);
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = g;
+        }
+    }
+
+    /// `torch.randint(low=0, high, size=(1,))`: a 32-bit draw modulo `high`.
+    fn randint(&self, high: usize) -> usize {
+        match self.0.lock() {
+            Ok(mut g) => (g.next_u32() as u64 % high.max(1) as u64) as usize,
+            Err(_) => 0,
+        }
+    }
+}
+
+impl HyperTile {
+    /// `random_divisor(value, min_value, max_options)`.
+    fn random_divisor(&self, value: usize, min_value: usize) -> usize {
+        let min_value = min_value.min(value).max(1);
+        let ns: Vec<usize> = (min_value..=value)
+            .filter(|i| value.is_multiple_of(*i))
+            .take(self.swap_size)
+            .map(|i| value / i)
+            .collect();
+        if ns.len() > 1 {
+            // randint(low=0, high=len(ns) − 1): never the last option.
+            ns[self.randint_index(ns.len() - 1)]
+        } else {
+            ns.first().copied().unwrap_or(1)
+        }
+    }
+
+    fn randint_index(&self, high: usize) -> usize {
+        self.rng.randint(high)
+    }
+}
+
+impl crate::models::unet::Attn1Tiling for HyperTile {
+    fn tiles(
+        &self,
+        tokens: usize,
+        (lh, lw): (usize, usize),
+    ) -> Option<(usize, usize, usize, usize)> {
+        // apply_to = [(H / 2^i)·(W / 2^i)], compared as floats with the token count.
+        let depth = (0..=self.max_depth).position(|i| {
+            let d = (1u64 << i.min(62)) as f64;
+            (lh as f64 / d) * (lw as f64 / d) == tokens as f64
+        })?;
+        let aspect = lw as f64 / lh as f64;
+        let h = py_round((tokens as f64 * aspect).sqrt()).max(1) as usize;
+        let w = py_round((tokens as f64 / aspect).sqrt()).max(1) as usize;
+        let factor = if self.scale_depth {
+            1usize << depth.min(62)
+        } else {
+            1
+        };
+        let nh = self.random_divisor(h, self.latent_tile_size.saturating_mul(factor));
+        let nw = self.random_divisor(w, self.latent_tile_size.saturating_mul(factor));
+        (nh * nw > 1).then_some((nh, nw, h, w))
+    }
 }

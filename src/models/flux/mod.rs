@@ -347,6 +347,17 @@ impl Flux {
 
     /// The prediction for `inputs.x` (same shape as x, out_channels).
     pub fn forward(&self, inputs: &FluxInputs) -> Result<Tensor> {
+        self.forward_skipping(inputs, &[], &[])
+    }
+
+    /// [`Self::forward`] with the listed double and single blocks replaced by the identity
+    /// (skip-layer guidance's `dit` `double_block` / `single_block` patches).
+    pub fn forward_skipping(
+        &self,
+        inputs: &FluxInputs,
+        skip_double: &[usize],
+        skip_single: &[usize],
+    ) -> Result<Tensor> {
         let cfg = &self.config;
         let x = inputs.x.to_dtype(self.dtype)?;
         let (b, _, h, w) = x.dims4()?;
@@ -421,12 +432,16 @@ impl Flux {
         let pe = rope_tensor(&ids, &cfg.axes_dim, cfg.theta, &self.device)?;
 
         let mut img = img;
-        for block in &self.double_blocks {
-            (img, txt) = block.forward(&img, &txt, &vec, &pe)?;
+        for (i, block) in self.double_blocks.iter().enumerate() {
+            if !skip_double.contains(&i) {
+                (img, txt) = block.forward(&img, &txt, &vec, &pe)?;
+            }
         }
         let mut joint = Tensor::cat(&[&txt, &img], 1)?;
-        for block in &self.single_blocks {
-            joint = block.forward(&joint, &vec, &pe)?;
+        for (i, block) in self.single_blocks.iter().enumerate() {
+            if !skip_single.contains(&i) {
+                joint = block.forward(&joint, &vec, &pe)?;
+            }
         }
         let img = joint.narrow(1, n_txt, img_tokens)?;
         let out = self.final_layer.forward(&img, &vec)?;

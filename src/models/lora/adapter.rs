@@ -36,6 +36,10 @@ pub enum Adapter {
     Diff(Tensor),
     /// A replacement (`.set_weight`): `W = set` (strength is not used, as in ComfyUI).
     Set(Tensor),
+    /// A scale of the weight itself, `W *= factor` (ComfyUI's `add_patches({key: (None,)},
+    /// 0.0, factor)`: a zero-strength patch with `strength_model = factor`, as the attention
+    /// multiplier nodes add).
+    Scale(f64),
 }
 
 /// A LoKr factor: given whole, or as the product `a · b` (with an optional Tucker core).
@@ -175,6 +179,9 @@ impl Adapter {
                 (kron(&a, &b)?, r2.or(r1))
             }
             Adapter::Diff(d) | Adapter::Set(d) => (f32t(d)?, None),
+            Adapter::Scale(_) => {
+                return Err(ModelError::BadInput("a weight scale has no delta".into()))
+            }
         };
         if d.elem_count() != shape.iter().product::<usize>() {
             return Err(ModelError::BadInput(format!(
@@ -191,6 +198,7 @@ impl Adapter {
     pub fn fits(&self, shape: &[usize]) -> Result<bool> {
         Ok(match self {
             Adapter::Diff(d) | Adapter::Set(d) => d.dims() == shape,
+            Adapter::Scale(_) => true,
             _ => self.delta_elems()? == shape.iter().product::<usize>(),
         })
     }
@@ -224,6 +232,7 @@ impl Adapter {
                 f(w1)? * f(w2)?
             }
             Adapter::Diff(d) | Adapter::Set(d) => n(d),
+            Adapter::Scale(_) => 0,
         })
     }
 }
@@ -265,6 +274,7 @@ impl Patch {
             },
             Adapter::Diff(d) => Adapter::Diff(swap_halves(d)?),
             Adapter::Set(s) => Adapter::Set(s.clone()),
+            Adapter::Scale(f) => Adapter::Scale(*f),
             _ => {
                 return Err(ModelError::NotSupported(
                     "a Tucker LoHa or LoKr patch on a weight whose delta halves are swapped \
@@ -289,6 +299,10 @@ impl Patch {
             None => weight,
         };
         let shape = weight.dims().to_vec();
+        if let Adapter::Scale(f) = self.adapter {
+            // `weight *= strength_model` (float32), skipped at 1 as ComfyUI does.
+            return Ok(if f == 1.0 { weight } else { (weight * f)? });
+        }
         if let Adapter::Set(s) = &self.adapter {
             if s.dims() != shape.as_slice() {
                 return Err(ModelError::BadInput(format!(

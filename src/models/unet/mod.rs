@@ -33,6 +33,53 @@ pub struct UnetOptions<'a> {
     /// An `attn1` replace patch on ("middle", 0) returning `v` (PerturbedAttentionGuidance):
     /// the middle block's self-attentions skip their attention map.
     pub perturb_middle_attn1: bool,
+    /// `input_block_patch` / `input_block_patch_after_skip` (PatchModelAddDownscale), on
+    /// each input block's output.
+    pub input_block_patch: Option<&'a dyn InputBlockPatch>,
+    /// σ of this evaluation (`transformer_options["sigmas"][0]`), for patches that depend
+    /// on it.
+    pub sigma: f64,
+    /// SelfAttentionGuidance's `attn1` replace on ("middle", 0, 0): the attention
+    /// probabilities `[B·heads, T, T]` of the middle block's first self-attention are stored
+    /// here (the output is the plain attention's).
+    pub capture_middle_attn1: Option<&'a std::sync::Mutex<Option<Tensor>>>,
+    /// An `attn1_patch` + `attn1_output_patch` pair that splits the self-attention queries
+    /// into tiles (HyperTile), on every transformer block.
+    pub attn1_tiling: Option<&'a dyn Attn1Tiling>,
+}
+
+/// HyperTile's choice of tiles for one self-attention: given its token count and the UNet
+/// input's latent size (H, W), `Some((nh, nw, h, w))` splits the `h × w` token grid into
+/// `nh × nw` tiles (`nh·nw > 1`); None leaves the attention alone.
+pub trait Attn1Tiling: Send + Sync + std::fmt::Debug {
+    fn tiles(
+        &self,
+        tokens: usize,
+        latent_hw: (usize, usize),
+    ) -> Option<(usize, usize, usize, usize)>;
+}
+
+/// What a block's transformers do to their self-attention (`attn1`): PAG's identity map on
+/// every one, SAG's capture of the first one's probabilities.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Attn1Opts<'a> {
+    pub perturb: bool,
+    pub capture: Option<&'a std::sync::Mutex<Option<Tensor>>>,
+    /// HyperTile's tiling and the UNet input's latent (H, W).
+    pub tiling: Option<(&'a dyn Attn1Tiling, (usize, usize))>,
+}
+
+/// A MODEL patch of the input blocks' outputs (ComfyUI's `input_block_patch`, applied before
+/// the skip is stored, and `input_block_patch_after_skip`, after): called for input block
+/// `block` with its output `h`; returns the new `h`.
+pub trait InputBlockPatch: Send + Sync + std::fmt::Debug {
+    fn apply(
+        &self,
+        h: Tensor,
+        block: usize,
+        after_skip: bool,
+        sigma: f64,
+    ) -> candle_core::Result<Tensor>;
 }
 
 /// A MODEL patch of the skip connections (ComfyUI's `output_block_patch`, e.g. FreeU): called
@@ -275,6 +322,74 @@ impl CrossAttention {
         self.to_out.forward(&attention(&q, &k, &v, self.heads)?)
     }
 
+    /// Self-attention that also stores its probabilities `softmax(q·kᵀ/√d)` as
+    /// `[B·heads, N, N]` (SAG's `attention_basic_with_sim`).
+    fn forward_capture(
+        &self,
+        x: &Tensor,
+        store: &std::sync::Mutex<Option<Tensor>>,
+    ) -> candle_core::Result<Tensor> {
+        let q = self.to_q.forward(x)?;
+        let k = self.to_k.forward(x)?;
+        let v = self.to_v.forward(x)?;
+        let (b, n, inner) = q.dims3()?;
+        let d = inner / self.heads;
+        let split = |t: &Tensor| -> candle_core::Result<Tensor> {
+            t.to_dtype(DType::F32)?
+                .reshape((b, n, self.heads, d))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * self.heads, n, d))
+        };
+        let (qh, kh) = (split(&q)?, split(&k)?);
+        let scale = (d as f64).powf(-0.5);
+        let sim = (qh.matmul(&kh.t()?.contiguous()?)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&sim)?;
+        *store
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("SAG: a run panicked".into()))? = Some(probs);
+        self.to_out.forward(&attention(&q, &k, &v, self.heads)?)
+    }
+
+    /// HyperTile's self-attention (`hypertile_in` / `hypertile_out` around ComfyUI's
+    /// attention): the queries' input is split into `nh × nw` tiles of the `h × w` grid,
+    /// making `B·nh·nw` query batches; the keys and values, computed from the whole input,
+    /// are reshaped to that batch count as consecutive token chunks (what ComfyUI's
+    /// attention does with a key batch smaller than the query batch); the output is put back
+    /// in place.
+    fn forward_tiled(
+        &self,
+        x: &Tensor,
+        tiles: (usize, usize, usize, usize),
+    ) -> candle_core::Result<Tensor> {
+        let (nh, nw, h, w) = tiles;
+        let (b, n, c) = x.dims3()?;
+        let (th, tw) = (h / nh, w / nw);
+        if th * tw * nh * nw != n {
+            candle_core::bail!(
+                "HyperTile: {n} tokens do not form a {h}x{w} grid of {nh}x{nw} tiles"
+            );
+        }
+        let xt = x
+            .reshape((b, nh, th, nw, tw, c))?
+            .permute((0, 1, 3, 2, 4, 5))?
+            .contiguous()?
+            .reshape((b * nh * nw, th * tw, c))?;
+        let q = self.to_q.forward(&xt)?;
+        let chunk = |t: Tensor| -> candle_core::Result<Tensor> {
+            let inner = t.dim(2)?;
+            t.contiguous()?.reshape((b * nh * nw, n / (nh * nw), inner))
+        };
+        let k = chunk(self.to_k.forward(x)?)?;
+        let v = chunk(self.to_v.forward(x)?)?;
+        let out = self.to_out.forward(&attention(&q, &k, &v, self.heads)?)?;
+        let c2 = out.dim(2)?;
+        out.reshape((b, nh, nw, th, tw, c2))?
+            .permute((0, 1, 3, 2, 4, 5))?
+            .contiguous()?
+            .reshape((b, n, c2))
+    }
+
     /// Self-attention with the attention map replaced by the identity (PAG's
     /// `perturbed_attention` returns `v`): `to_out(to_v(x))`.
     fn forward_identity(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -314,11 +429,18 @@ impl TransformerBlock {
         &self,
         x: &Tensor,
         context: &Tensor,
-        perturb_self: bool,
+        attn1: Attn1Opts,
     ) -> candle_core::Result<Tensor> {
         let n = self.norm1.forward(x)?;
-        let a = if perturb_self {
+        let a = if attn1.perturb {
             self.attn1.forward_identity(&n)?
+        } else if let Some(store) = attn1.capture {
+            self.attn1.forward_capture(&n, store)?
+        } else if let Some(tiles) = attn1
+            .tiling
+            .and_then(|(t, hw)| t.tiles(n.dim(1).unwrap_or(0), hw))
+        {
+            self.attn1.forward_tiled(&n, tiles)?
         } else {
             self.attn1.forward(&n, None)?
         };
@@ -379,7 +501,7 @@ impl SpatialTransformer {
         &self,
         x: &Tensor,
         context: &Tensor,
-        perturb_self: bool,
+        attn1: Attn1Opts,
     ) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let mut y = self.norm.forward(x)?;
@@ -394,8 +516,13 @@ impl SpatialTransformer {
         if let Proj::Linear(p) = &self.proj_in {
             y = p.forward(&y)?;
         }
-        for blk in &self.blocks {
-            y = blk.forward(&y, context, perturb_self)?;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            // The capture is the first transformer block's only.
+            let a = Attn1Opts {
+                capture: attn1.capture.filter(|_| i == 0),
+                ..attn1
+            };
+            y = blk.forward(&y, context, a)?;
         }
         if let Proj::Linear(p) = &self.proj_out {
             y = p.forward(&y)?;
@@ -456,25 +583,34 @@ impl Block {
         context: &Tensor,
         out_shape: Option<(usize, usize)>,
     ) -> candle_core::Result<Tensor> {
-        self.forward_with(x, emb, context, out_shape, false)
+        self.forward_with(x, emb, context, out_shape, Attn1Opts::default())
     }
 
-    /// [`Block::forward`]; `perturb_self` replaces every transformer's self-attention map
-    /// with the identity (PerturbedAttentionGuidance's patch of a whole block).
+    /// [`Block::forward`] with the transformers' `attn1` changed: PerturbedAttentionGuidance's
+    /// identity map on every one, SelfAttentionGuidance's capture of the first.
     pub(crate) fn forward_with(
         &self,
         x: &Tensor,
         emb: &Tensor,
         context: &Tensor,
         out_shape: Option<(usize, usize)>,
-        perturb_self: bool,
+        attn1: Attn1Opts,
     ) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
+        let mut seen_attn = false;
         for layer in &self.0 {
             x = match layer {
                 Layer::Conv(c) | Layer::Down(c) => c.forward(&x)?,
                 Layer::Res(r) => r.forward(&x, emb)?,
-                Layer::Attn(a) => a.forward(&x, context, perturb_self)?,
+                Layer::Attn(a) => {
+                    // A capture goes to the block's first transformer only.
+                    let o = Attn1Opts {
+                        capture: attn1.capture.filter(|_| !seen_attn),
+                        ..attn1
+                    };
+                    seen_attn = true;
+                    a.forward(&x, context, o)?
+                }
                 Layer::Up(c) => {
                     let (_, _, h, w) = x.dims4()?;
                     let (th, tw) = out_shape.unwrap_or((h * 2, w * 2));
@@ -695,15 +831,35 @@ impl Unet {
             context = context.repeat((b / context.dim(0)?.max(1), 1, 1))?;
         }
         let mut hs = Vec::with_capacity(m.input_blocks.len());
+        let (_, _, lh, lw) = x.dims4()?;
         let mut h = x;
-        for blk in &m.input_blocks {
-            h = blk.forward(&h, &emb, &context, None)?;
+        let tiling = opts.attn1_tiling.map(|t| (t, (lh, lw)));
+        let plain = Attn1Opts {
+            tiling,
+            ..Attn1Opts::default()
+        };
+        for (id, blk) in m.input_blocks.iter().enumerate() {
+            h = blk.forward_with(&h, &emb, &context, None, plain)?;
             h = apply_control(h, control.as_mut().map(|c| &mut c.input), m.dtype)?;
+            if let Some(p) = opts.input_block_patch {
+                h = p.apply(h, id, false, opts.sigma)?;
+            }
             hs.push(h.clone());
+            if let Some(p) = opts.input_block_patch {
+                h = p.apply(h, id, true, opts.sigma)?;
+            }
         }
-        h = m
-            .middle
-            .forward_with(&h, &emb, &context, None, opts.perturb_middle_attn1)?;
+        h = m.middle.forward_with(
+            &h,
+            &emb,
+            &context,
+            None,
+            Attn1Opts {
+                perturb: opts.perturb_middle_attn1,
+                capture: opts.capture_middle_attn1,
+                tiling,
+            },
+        )?;
         h = apply_control(h, control.as_mut().map(|c| &mut c.middle), m.dtype)?;
         for blk in &m.output_blocks {
             let skip = hs.pop().expect("as many skips as output blocks");
@@ -719,7 +875,7 @@ impl Unet {
                 }
                 None => None,
             };
-            h = blk.forward(&h, &emb, &context, out_shape)?;
+            h = blk.forward_with(&h, &emb, &context, out_shape, plain)?;
         }
         let out = m.out_conv.forward(&m.out_norm.forward_silu(&h)?)?;
         Ok(out.to_dtype(in_dtype)?.to_device(&in_device)?)

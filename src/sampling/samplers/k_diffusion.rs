@@ -698,3 +698,82 @@ pub(super) fn lcm(ctx: &mut Ctx, mut x: Vec<f32>, s: &[f32]) -> R {
     }
     Ok(x)
 }
+
+/// `sample_lcm_upscale` (SamplerLCMUpscale, `comfy_extras/nodes_advanced_samplers.py`): LCM
+/// whose latent is resized after each of the first steps to `orig · linspace(1, total,
+/// steps + 1)[i + 1]` (Python-rounded sides) and re-noised with `σ_{i+1}·randn_like(x)` drawn
+/// from torch's global generator. That generator is where `prepare_noise(seed)` left it (the
+/// initial noise for the unbatched latent): comfyrs draws from `manual_seed(seed)` past that
+/// noise. (With a latent `batch_index` or DisableNoise ComfyUI's global generator is in
+/// another state; comfyrs still starts after the unbatched noise of `seed`.)
+pub(super) fn lcm_upscale(
+    ctx: &mut Ctx,
+    mut x: Vec<f32>,
+    s: &[f32],
+    up: &super::LcmUpscale,
+    seed: u64,
+) -> R {
+    use crate::image_ops::{common_upscale, py_round, Crop, Planes, TorchLayout};
+    let n_sig = s.len();
+    let steps = match up.upscale_steps {
+        None => (n_sig / 2 + 1).max(2),
+        Some(k) => (k + 1).min(n_sig + 1),
+    };
+    // np.linspace(1.0, total, steps)[1:]
+    let upscales: Vec<f64> = {
+        let (start, stop) = (1.0f64, up.total_upscale);
+        let div = steps.saturating_sub(1);
+        let mut v: Vec<f64> = (0..steps)
+            .map(|i| {
+                if div == 0 {
+                    start
+                } else {
+                    i as f64 * ((stop - start) / div as f64) + start
+                }
+            })
+            .collect();
+        if steps > 1 {
+            v[steps - 1] = stop;
+        }
+        v.into_iter().skip(1).collect()
+    };
+    let orig = ctx.shape.clone();
+    if orig.len() != 4 {
+        return Err(SamplingError::Invalid(format!(
+            "SamplerLCMUpscale resizes [B, C, H, W] latents, got {orig:?}"
+        )));
+    }
+    let mut gen = crate::torch_rng::TorchGenerator::new(seed);
+    let _ = gen.randn(&orig);
+    for i in 0..n_sig - 1 {
+        ctx.begin(i)?;
+        x = ctx.model(&x, s[i])?;
+        if let Some(&f) = upscales.get(i) {
+            let w = py_round(orig[3] as f64 * f);
+            let h = py_round(orig[2] as f64 * f);
+            let cur = &ctx.shape;
+            let planes = Planes::new(cur[0], cur[1], cur[2], cur[3], std::mem::take(&mut x));
+            let (w, h) = (w.max(0) as usize, h.max(0) as usize);
+            let out = common_upscale(
+                &planes,
+                w,
+                h,
+                up.method,
+                Crop::Disabled,
+                TorchLayout::ChannelsFirst,
+            )
+            .map_err(|e| SamplingError::Invalid(format!("SamplerLCMUpscale: the latent {e}")))?;
+            ctx.shape = vec![out.n, out.c, out.h, out.w];
+            x = out.data;
+        }
+        if s[i + 1] > 0.0 {
+            let sn = s[i + 1];
+            let noise = gen.randn(&ctx.shape);
+            for (v, e) in x.iter_mut().zip(noise) {
+                *v += sn * e;
+            }
+        }
+        ctx.end(i);
+    }
+    Ok(x)
+}

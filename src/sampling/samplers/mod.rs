@@ -53,6 +53,18 @@ pub struct SamplerExtra {
     pub dpm_adaptive: AdaptiveOptions,
     pub er_sde: ErSdeOptions,
     pub sa_solver: SaSolverOptions,
+    /// SamplerLCMUpscale: `lcm` runs `sample_lcm_upscale` of
+    /// `comfy_extras/nodes_advanced_samplers.py` instead.
+    pub lcm_upscale: Option<LcmUpscale>,
+}
+
+/// SamplerLCMUpscale's options: the latent grows to `total_upscale` times its size over the
+/// first `upscale_steps` steps (None: half the sigmas, at least 1), resized with `method`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LcmUpscale {
+    pub total_upscale: f64,
+    pub upscale_steps: Option<usize>,
+    pub method: crate::image_ops::UpscaleMethod,
 }
 
 impl Default for SamplerExtra {
@@ -67,6 +79,7 @@ impl Default for SamplerExtra {
             dpm_adaptive: AdaptiveOptions::default(),
             er_sde: ErSdeOptions::default(),
             sa_solver: SaSolverOptions::default(),
+            lcm_upscale: None,
         }
     }
 }
@@ -446,7 +459,10 @@ pub fn sample(
         }
         Dpmpp3mSde | Dpmpp3mSdeGpu => k_diffusion::dpmpp_3m_sde(&mut ctx, xv, s_snr, snr, sde)?,
         Ddpm => k_diffusion::ddpm(&mut ctx, xv, s)?,
-        Lcm => k_diffusion::lcm(&mut ctx, xv, s)?,
+        Lcm => match &extra.lcm_upscale {
+            Some(up) => k_diffusion::lcm_upscale(&mut ctx, xv, s, up, seed)?,
+            None => k_diffusion::lcm(&mut ctx, xv, s)?,
+        },
         Ipndm => multistep::ipndm(&mut ctx, xv, s)?,
         IpndmV => multistep::ipndm_v(&mut ctx, xv, s)?,
         Deis => multistep::deis(&mut ctx, xv, s)?,
@@ -480,7 +496,8 @@ pub fn sample(
             sa_solver::sa_solver(&mut ctx, xv, s_snr, snr, &o)?
         }
     };
-    let out = Tensor::from_vec(out, shape, &device)?;
+    // (LCM upscale changes the latent's size as it goes.)
+    let out = Tensor::from_vec(out, ctx.shape.clone(), &device)?;
     // ComfyUI's UniPC writes 0.001 over the last sigma *of the caller's tensor*
     // (`timesteps = sigmas[:]`), so KSAMPLER's end-of-sampling `inverse_noise_scaling`
     // sees σ = 0.001: x / 0.999 for CONST models. Our caller's list still ends in 0 (its
