@@ -69,14 +69,14 @@ fn scale_entry(
     if patches.is_empty() {
         return None;
     }
-    Some(PatchEntry {
-        lora: Arc::new(LoadedLora {
+    Some(PatchEntry::lora(
+        Arc::new(LoadedLora {
             patches,
             ..LoadedLora::default()
         }),
         identity,
-        strength: 1.0,
-    })
+        1.0,
+    ))
 }
 
 fn weight_or_bias(key: &str) -> Option<&str> {
