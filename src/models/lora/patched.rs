@@ -168,7 +168,8 @@ pub fn patch_weights_stored(
     let mut out = WeightMap::new();
     for target in targets {
         let Some(w0) = base.get(target) else { continue };
-        let mut w = w0.to_dtype(DType::F32)?;
+        // `widen`: fp8 e5m2 weights are U8 bits (see `fp8::store_as`).
+        let mut w = crate::models::nn::widen(w0, DType::F32)?;
         for entry in patches {
             for p in entry.lora.patches.get(target).into_iter().flatten() {
                 match apply_one(&w, p, entry.strength) {
