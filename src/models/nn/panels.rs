@@ -107,11 +107,17 @@ pub(crate) struct PanelPlan {
 }
 
 impl PanelPlan {
-    /// Panels of a `rows × k` weight: at most about `floats` values each, a multiple of the
-    /// thread count of them (equal work per thread), none under `min_rows` rows (see
+    /// Panels of a `rows × k` weight: at most about `floats` values each, a multiple of
+    /// `threads` of them (equal work per thread), none under `min_rows` rows (see
     /// [`min_panel`]) unless the weight has fewer rows than that.
-    pub(crate) fn new(rows: usize, k: usize, floats: usize, min_rows: usize) -> Self {
-        let threads = num_threads();
+    pub(crate) fn new(
+        rows: usize,
+        k: usize,
+        floats: usize,
+        min_rows: usize,
+        threads: usize,
+    ) -> Self {
+        let threads = threads.max(1);
         let budget = (floats / k.max(1)).max(1);
         let wanted = rows.div_ceil(threads * budget).max(1) * threads;
         let most = (rows / min_rows.max(1)).max(1);
@@ -177,7 +183,7 @@ unsafe fn linear_panels_sized(
     if rows == 0 || n == 0 {
         return;
     }
-    let plan = PanelPlan::new(n, k, floats, min_panel(rows));
+    let plan = PanelPlan::new(n, k, floats, min_panel(rows), num_threads());
     (0..plan.count).into_par_iter().for_each(|i| {
         let (dst, x) = (dst, x);
         let Range { start: r0, end: r1 } = plan.bounds(i);
@@ -225,7 +231,7 @@ mod tests {
             (1280, 2048, 2),
         ] {
             let least = min_panel(other);
-            let plan = PanelPlan::new(rows, k, 1 << 20, least);
+            let plan = PanelPlan::new(rows, k, 1 << 20, least, 2);
             let mut next = 0;
             for i in 0..plan.count {
                 let r = plan.bounds(i);
