@@ -118,9 +118,29 @@ fn passes_of(unet: &Unet, px: usize, passes: usize) -> Result<(), Box<dyn std::e
     let ts = Tensor::new(&[500f32, 500f32], &dev)?;
     for i in 0..passes {
         let t = Instant::now();
+        let c = cpu_seconds();
         let out = unet.forward(&x, &ts, &ctx, y.as_ref())?;
         let _ = out.sum_all()?.to_scalar::<f32>()?;
-        println!("pass {i}: {:.3} s", t.elapsed().as_secs_f64());
+        println!(
+            "pass {i}: {:.3} s ({:.2} CPU-s)",
+            t.elapsed().as_secs_f64(),
+            cpu_seconds() - c
+        );
     }
     Ok(())
+}
+
+/// User + system CPU seconds of this process so far (/proc/self/stat, 100 ticks a second
+/// on Linux); 0 where it cannot be read. On a shared machine the CPU-seconds of a pass are
+/// steadier than its wall time.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }

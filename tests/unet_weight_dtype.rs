@@ -7,7 +7,8 @@
 //!   biases and norms included;
 //! * the UNet's output matches ComfyUI's for default / fp8_e4m3fn / fp8_e4m3fn_fast /
 //!   fp8_e5m2 (and fp8 really changes it: the default output is far from the fp8 ones);
-//! * e4m3fn storage holds half the bytes of the file's fp16;
+//! * fp8 storage (e4m3fn and e5m2) holds half the bytes of the file's fp16, and e5m2's U8
+//!   bits compute exactly what the exact f16 of each e5m2 value computed before;
 //! * the node: UNETLoader with each choice, its cache keeps the variants apart, a LoRA on an
 //!   fp8-stored model goes back to fp8 with ComfyUI's stochastic rounding.
 
@@ -16,6 +17,7 @@ use comfyrs::models::component_files::{load_diffusion_model_with, DiffusionModel
 use comfyrs::models::diffusion::ModelInputs;
 use comfyrs::models::fixture::TINY_SDXL_PATH;
 use comfyrs::models::fp8::Fp8Kind;
+use comfyrs::models::nn::widen;
 use comfyrs::models::unet::UNET_PREFIX;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -88,12 +90,11 @@ fn stored_weights_are_comfyuis_fp8_values() {
             let expect_dtype = match kind {
                 None => DType::F16,
                 Some(Fp8Kind::E4m3fn) => DType::F8E4M3,
-                // candle has no e5m2 dtype: the exact f16 of each e5m2 value.
-                Some(Fp8Kind::E5m2) => DType::F16,
+                // candle has no e5m2 dtype: its bits, one byte per weight.
+                Some(Fp8Kind::E5m2) => DType::U8,
             };
             assert_eq!(got.dtype(), expect_dtype, "{name} {key}");
-            let got: Vec<f32> = got
-                .to_dtype(DType::F32)
+            let got: Vec<f32> = widen(got, DType::F32)
                 .unwrap()
                 .flatten_all()
                 .unwrap()
@@ -115,19 +116,7 @@ fn stored_weights_are_comfyuis_fp8_values() {
             for (k, t) in file.weights.iter() {
                 match kind {
                     Fp8Kind::E4m3fn => assert_eq!(t.dtype(), DType::F8E4M3, "{k}"),
-                    Fp8Kind::E5m2 => {
-                        let v: Vec<f32> = t
-                            .to_dtype(DType::F32)
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .to_vec1()
-                            .unwrap();
-                        for x in v {
-                            let r = comfyrs::models::fp8::round_trip(Fp8Kind::E5m2, x);
-                            assert_eq!(x.to_bits(), r.to_bits(), "{k}: {x} is not an e5m2 value");
-                        }
-                    }
+                    Fp8Kind::E5m2 => assert_eq!(t.dtype(), DType::U8, "{k}"),
                 }
             }
         }
@@ -156,7 +145,7 @@ fn unet_output_matches_comfyui_for_each_weight_dtype() {
 }
 
 #[test]
-fn e4m3fn_storage_halves_the_weight_bytes() {
+fn fp8_storage_halves_the_weight_bytes() {
     let f16 = load(None);
     let e4m3 = load(Some(Fp8Kind::E4m3fn));
     let e5m2 = load(Some(Fp8Kind::E5m2));
@@ -164,8 +153,46 @@ fn e4m3fn_storage_halves_the_weight_bytes() {
     assert!(params > 100_000);
     assert_eq!(f16.weight_bytes(), 2 * params);
     assert_eq!(e4m3.weight_bytes(), params);
-    // e5m2 is held as its exact f16 (candle has no e5m2 dtype): no saving.
-    assert_eq!(e5m2.weight_bytes(), 2 * params);
+    // e5m2 as its U8 bits (candle has no e5m2 dtype): one byte per weight too.
+    assert_eq!(e5m2.weight_bytes(), params);
+}
+
+/// e5m2 used to be held as the exact f16 of each value (two bytes per weight); its U8 bits,
+/// decoded per operation, give the very same UNet output, and so does a LoRA-free rebuild of
+/// the f16 map through the loader's layers (widened per op) against one widened at load.
+#[test]
+fn e5m2_bits_compute_exactly_what_its_f16_values_did() {
+    let g = goldens();
+    let file = load(Some(Fp8Kind::E5m2));
+    let as_f16: HashMap<String, Tensor> = file
+        .weights
+        .iter()
+        .map(|(k, t)| {
+            assert_eq!(t.dtype(), DType::U8, "{k}");
+            let bits: Vec<u8> = t.flatten_all().unwrap().to_vec1().unwrap();
+            let halves: Vec<half::f16> = bits
+                .iter()
+                .map(|&b| half::f16::from_bits((b as u16) << 8))
+                .collect();
+            (
+                k.clone(),
+                Tensor::from_vec(halves, t.dims(), &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let as_f32: HashMap<String, Tensor> = as_f16
+        .iter()
+        .map(|(k, t)| (k.clone(), t.to_dtype(DType::F32).unwrap()))
+        .collect();
+    let out = forward(&file, &g);
+    for map in [as_f16, as_f32] {
+        let unet = comfyrs::models::Unet::from_weights(&map, UNET_PREFIX, DType::F32, &Device::Cpu)
+            .unwrap();
+        let want = unet
+            .forward(&g["x"], &g["timesteps"], &g["context"], Some(&g["y"]))
+            .unwrap();
+        assert_eq!(max_diff(&out, &want), 0.0);
+    }
 }
 
 #[test]
@@ -214,9 +241,11 @@ fn flux_output_matches_comfyui_for_each_weight_dtype() {
                 moved > 1e-2,
                 "{name}: ComfyUI's fp8 output moved only {moved}"
             );
-            if kind == Some(Fp8Kind::E4m3fn) {
-                assert!(file.weights.values().all(|t| t.dtype() == DType::F8E4M3));
-            }
+            let one_byte = match kind {
+                Some(Fp8Kind::E4m3fn) => DType::F8E4M3,
+                _ => DType::U8,
+            };
+            assert!(file.weights.values().all(|t| t.dtype() == one_byte));
         }
     }
 }
@@ -234,8 +263,9 @@ fn stochastic_rounding_matches_comfyui_for_both_formats() {
     assert_eq!(seed as i64, want_seed);
     for (name, kind) in [("e4m3fn", Fp8Kind::E4m3fn), ("e5m2", Fp8Kind::E5m2)] {
         let got = stochastic_round_tensor_as(kind, &g["value"], seed).unwrap();
-        let got: Vec<f32> = got
-            .to_dtype(DType::F32)
+        // One byte per value: e4m3fn as F8E4M3, e5m2 as its U8 bits.
+        assert_eq!(got.dtype().size_in_bytes(), 1, "{name}");
+        let got: Vec<f32> = widen(&got, DType::F32)
             .unwrap()
             .flatten_all()
             .unwrap()

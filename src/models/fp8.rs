@@ -56,7 +56,8 @@ fn decode_e5m2_slow(b: u8) -> f32 {
     half::f16::from_bits((b as u16) << 8).to_f32()
 }
 
-fn table(kind: Fp8Kind) -> &'static [f32; 256] {
+/// The f32 value of each of `kind`'s 256 codes.
+pub fn table(kind: Fp8Kind) -> &'static [f32; 256] {
     static E4M3: OnceLock<[f32; 256]> = OnceLock::new();
     static E5M2: OnceLock<[f32; 256]> = OnceLock::new();
     match kind {
@@ -155,24 +156,23 @@ pub fn round_trip(kind: Fp8Kind, f: f32) -> f32 {
 
 /// `t` stored as `kind` the way `param.copy_(t)` into a float8 parameter does (torch's
 /// round-to-nearest-even `.to(float8)`, through f32): ComfyUI's `UNETLoader` with
-/// `weight_dtype` fp8_*. e4m3fn comes back as candle's `F8E4M3` (one byte per weight); e5m2,
-/// which candle has no dtype for, as the exact f16 of each e5m2 value (every e5m2 value is an
-/// f16: the same numbers, two bytes per weight). The layers widen either per operation.
+/// `weight_dtype` fp8_*. One byte per weight: e4m3fn as candle's `F8E4M3`; e5m2, which candle
+/// has no dtype for, as its bits in a `U8` tensor, which `nn::widen` and the layers decode with
+/// [`table`] (a U8 weight is always e5m2 bits).
 pub fn store_as(
     kind: Fp8Kind,
     t: &candle_core::Tensor,
 ) -> candle_core::Result<candle_core::Tensor> {
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{DType, Device};
     use rayon::prelude::*;
     /// Values per task.
     const BLOCK: usize = 1 << 16;
-    if kind == Fp8Kind::E4m3fn && t.dtype() == DType::F8E4M3 {
-        return Ok(t.clone());
+    match (kind, t.dtype()) {
+        (Fp8Kind::E4m3fn, DType::F8E4M3) | (Fp8Kind::E5m2, DType::U8) => return Ok(t.clone()),
+        _ => {}
     }
     let device = t.device().clone();
-    let values: Vec<f32> = t
-        .to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
+    let values: Vec<f32> = crate::models::nn::widen(&t.to_device(&Device::Cpu)?, DType::F32)?
         .flatten_all()?
         .to_vec1()?;
     let mut bytes = vec![0u8; values.len()];
@@ -184,15 +184,19 @@ pub fn store_as(
                 *b = encode(kind, v);
             }
         });
-    let stored = match kind {
-        Fp8Kind::E4m3fn => Tensor::from_raw_buffer(&bytes, DType::F8E4M3, t.dims(), &Device::Cpu)?,
-        Fp8Kind::E5m2 => {
-            let halves: Vec<half::f16> = bytes
-                .iter()
-                .map(|&b| half::f16::from_bits((b as u16) << 8))
-                .collect();
-            Tensor::from_vec(halves, t.dims(), &Device::Cpu)?
-        }
-    };
-    stored.to_device(&device)
+    stored_bytes(kind, bytes, t.dims())?.to_device(&device)
+}
+
+/// fp8 `kind` codes as a CPU tensor of `dims`, as [`store_as`] keeps them: e4m3fn as
+/// `F8E4M3`, e5m2 as `U8` bits.
+pub fn stored_bytes(
+    kind: Fp8Kind,
+    bytes: Vec<u8>,
+    dims: &[usize],
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::{DType, Device, Tensor};
+    match kind {
+        Fp8Kind::E4m3fn => Tensor::from_raw_buffer(&bytes, DType::F8E4M3, dims, &Device::Cpu),
+        Fp8Kind::E5m2 => Tensor::from_vec(bytes, dims, &Device::Cpu),
+    }
 }

@@ -356,6 +356,22 @@ fn tensor_bytes(t: &Tensor) -> Result<(Dtype, Vec<u8>), NodeError> {
                 .flat_map(|v| v.to_le_bytes())
                 .collect(),
         ),
+        // fp8 weights (UNETLoader's weight_dtype) are written as fp8, as torch saves them:
+        // e5m2 is held as its U8 bits, e4m3fn re-encoded exactly from its f32 values.
+        DType::U8 => (Dtype::F8_E5M2, flat.to_vec1::<u8>().map_err(err)?),
+        DType::F8E4M3 => {
+            use crate::models::fp8::{encode, Fp8Kind};
+            let values = flat.to_dtype(DType::F32).map_err(err)?;
+            (
+                Dtype::F8_E4M3,
+                values
+                    .to_vec1::<f32>()
+                    .map_err(err)?
+                    .into_iter()
+                    .map(|v| encode(Fp8Kind::E4m3fn, v))
+                    .collect(),
+            )
+        }
         other => {
             let t = flat.to_dtype(DType::F32).map_err(err)?;
             let _ = other;

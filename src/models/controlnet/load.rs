@@ -234,7 +234,8 @@ fn add_base_weights(sd: &mut WeightMap, base: &WeightMap) -> Result<()> {
                 b.dims()
             )));
         }
-        let sum = (c + b.to_device(c.device())?.to_dtype(c.dtype())?)?;
+        // `widen`: a base stored as fp8 e5m2 holds U8 bits (`fp8::store_as`).
+        let sum = (c + crate::models::nn::widen(&b.to_device(c.device())?, c.dtype())?)?;
         sd.insert(k, sum);
     }
     Ok(())

@@ -138,12 +138,12 @@ impl ControlLora {
                 )));
             }
             let delta = delta.reshape(weight.dims())?;
-            let sum = (weight.to_dtype(DType::F32)? + delta)?;
+            let sum = (crate::models::nn::widen(weight, DType::F32)? + delta)?;
             w.insert(wk, sum);
         }
         let w: WeightMap = w
             .into_iter()
-            .map(|(k, t)| Ok((k, t.to_dtype(m.dtype)?)))
+            .map(|(k, t)| Ok((k, crate::models::nn::widen(&t, m.dtype)?)))
             .collect::<std::result::Result<_, candle_core::Error>>()?;
         ControlNet::from_weights(&w, "", m.dtype, &m.device)
     }

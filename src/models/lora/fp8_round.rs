@@ -96,7 +96,7 @@ pub fn stochastic_round_tensor(value: &Tensor, seed: u32) -> Result<Tensor> {
 }
 
 /// ComfyUI's `stochastic_rounding(value, float8_*, seed)` on a tensor, stored as
-/// [`crate::models::fp8::store_as`] stores `kind` (e4m3fn as F8E4M3, e5m2 as its exact f16).
+/// [`crate::models::fp8::store_as`] stores `kind` (e4m3fn as F8E4M3, e5m2 as its U8 bits).
 pub fn stochastic_round_tensor_as(kind: Fp8Kind, value: &Tensor, seed: u32) -> Result<Tensor> {
     let data: Vec<f32> = value
         .to_dtype(DType::F32)?
@@ -104,18 +104,7 @@ pub fn stochastic_round_tensor_as(kind: Fp8Kind, value: &Tensor, seed: u32) -> R
         .to_device(&Device::Cpu)?
         .to_vec1()?;
     let bytes = stochastic_round(kind, &data, seed);
-    let t = match kind {
-        Fp8Kind::E4m3fn => {
-            Tensor::from_raw_buffer(&bytes, DType::F8E4M3, value.dims(), &Device::Cpu)?
-        }
-        Fp8Kind::E5m2 => {
-            let halves: Vec<f16> = bytes
-                .iter()
-                .map(|&b| f16::from_bits((b as u16) << 8))
-                .collect();
-            Tensor::from_vec(halves, value.dims(), &Device::Cpu)?
-        }
-    };
+    let t = crate::models::fp8::stored_bytes(kind, bytes, value.dims())?;
     Ok(t.to_device(value.device())?)
 }
 

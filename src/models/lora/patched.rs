@@ -119,8 +119,9 @@ pub fn patched_f32(base: &WeightMap, patches: &[PatchEntry], key: &str) -> Resul
     let Some(w0) = base.get(key) else {
         return Ok(None);
     };
-    // (Tensors are immutable: an f32 base is shared, never changed.)
-    let mut w = w0.to_dtype(DType::F32)?;
+    // (Tensors are immutable: an f32 base is shared, never changed.) `widen`: fp8 e5m2
+    // weights are U8 bits (see `fp8::store_as`).
+    let mut w = crate::models::nn::widen(w0, DType::F32)?;
     for entry in patches {
         w = entry.apply(w, key)?;
     }

@@ -9,6 +9,7 @@
 //! dtype and is widened to the input's per call (ComfyUI's `manual_cast`).
 
 use super::cpu_gemm::{gemm_block, num_threads, par_gemm, Dest, Operand};
+use super::panels::{min_panel, with_panel_buffer, with_rows, PanelPlan, Rows, PANEL_FLOATS};
 use super::{cpu_f32, is_cpu_f32, stored, widen};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -87,38 +88,44 @@ impl Conv2d {
             None => None,
         };
         let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = weight.storage_and_layout();
         let input = cpu_f32(&xs, xl.start_offset(), b * c_in * h * w)?;
-        let kernel = cpu_f32(&ws, wl.start_offset(), c_out * c_in * k * k)?;
         let bias_guard = bias.as_ref().map(|t| t.storage_and_layout());
         let bias = match &bias_guard {
             Some((bs, bl)) => Some(cpu_f32(bs, bl.start_offset(), c_out)?),
             None => None,
         };
-        let out = conv2d_f32(
-            input,
-            kernel,
-            bias,
-            COLUMN_BUDGET_BYTES,
-            Shape2d {
-                b,
-                c_in,
-                h,
-                w,
-                c_out,
-                k,
-                stride: s,
-                padding: p,
-                oh,
-                ow,
-            },
-        );
+        let g = Shape2d {
+            b,
+            c_in,
+            h,
+            w,
+            c_out,
+            k,
+            stride: s,
+            padding: p,
+            oh,
+            ow,
+        };
+        let Some(out) = with_rows(&weight, |kernel| {
+            // Convolutions take 4x the linear layers' panels: each panel gemm packs the
+            // whole column matrix again, which is large beside a conv's kernel
+            // (`panel_bench`: 1280-channel 3x3 convs ran slower in 1 Mi panels than widened
+            // whole, and faster in 4 Mi ones).
+            let panel = 4 * PANEL_FLOATS.load(std::sync::atomic::Ordering::Relaxed);
+            conv2d_f32(input, kernel, bias, COLUMN_BUDGET_BYTES, panel, g)
+        }) else {
+            candle_core::bail!("conv2d: weight of dtype {:?} on the CPU", weight.dtype());
+        };
         Tensor::from_vec(out, (b, c_out, oh, ow), &Device::Cpu)
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if is_cpu_f32(x) && with_rows(&self.weight, |_| ()).is_some() {
+            // The stored weight goes to the CPU kernel as it is, widened panel by panel.
+            return self.forward_cpu_f32(x, &self.weight);
+        }
         let weight = widen(&self.weight, x.dtype())?;
         if is_cpu_f32(x) {
             self.forward_cpu_f32(x, &weight)
@@ -145,9 +152,10 @@ struct Shape2d {
 /// NCHW conv2d: `out[b] = kernel [c_out, c_in·k·k] @ im2col(input[b]) + bias`.
 fn conv2d_f32(
     input: &[f32],
-    kernel: &[f32],
+    kernel: Rows<'_>,
     bias: Option<&[f32]>,
     column_budget_bytes: usize,
+    panel_floats: usize,
     g: Shape2d,
 ) -> Vec<f32> {
     let kk = g.c_in * g.k * g.k;
@@ -161,6 +169,7 @@ fn conv2d_f32(
     }
     let plan = ImagePlan {
         kernel,
+        panel_floats,
         read_dst: bias.is_some(),
         pointwise: g.k == 1 && g.stride == 1 && g.padding == 0,
         // Output rows per band, so that one band's columns fit the budget.
@@ -184,7 +193,10 @@ fn conv2d_f32(
 
 /// How to convolve one image.
 struct ImagePlan<'a> {
-    kernel: &'a [f32],
+    /// [c_out, c_in·k·k] as stored: read in place when f32, else widened a panel of rows at
+    /// a time (`panels`).
+    kernel: Rows<'a>,
+    panel_floats: usize,
     read_dst: bool,
     pointwise: bool,
     rows_per_band: usize,
@@ -219,23 +231,50 @@ impl ImagePlan<'_> {
                 ptr: unsafe { dst.as_mut_ptr().add(y0 * g.ow) },
                 rs: n as isize,
             };
-            let lhs = Operand {
-                ptr: self.kernel.as_ptr(),
-                rs: kk as isize,
-                cs: 1,
-            };
             let rhs = Operand {
                 ptr: rhs.as_ptr(),
                 rs: band as isize,
                 cs: 1,
             };
-            // SAFETY: dst holds c_out rows of n floats; lhs is [c_out, kk] row-major, rhs
-            // [kk, band]; nothing else touches this image's dst.
-            unsafe {
-                if threaded {
-                    par_gemm(g.c_out, band, kk, d, self.read_dst, lhs, rhs, 1.0);
+            // SAFETY: dst holds c_out rows of n floats; the kernel is [c_out, kk] row-major
+            // (whole or a panel of rows r0..r1 into dst's rows r0..r1), rhs [kk, band];
+            // nothing else touches this image's dst.
+            let read_dst = self.read_dst;
+            let rows_gemm = |r0: usize, r1: usize, lhs: *const f32| unsafe {
+                let lhs = Operand {
+                    ptr: lhs,
+                    rs: kk as isize,
+                    cs: 1,
+                };
+                let d = d.offset(r0 * n);
+                if threaded && r0 == 0 && r1 == g.c_out {
+                    par_gemm(r1 - r0, band, kk, d, read_dst, lhs, rhs, 1.0);
                 } else {
-                    gemm_block(g.c_out, band, kk, d, self.read_dst, lhs, rhs, 1.0);
+                    gemm_block(r1 - r0, band, kk, d, read_dst, lhs, rhs, 1.0);
+                }
+            };
+            match self.kernel {
+                Rows::F32(kernel) => rows_gemm(0, g.c_out, kernel.as_ptr()),
+                kernel => {
+                    // One image per thread: as few panels as the budget allows; else the
+                    // panels are what the threads share.
+                    let threads = if threaded { num_threads() } else { 1 };
+                    let plan =
+                        PanelPlan::new(g.c_out, kk, self.panel_floats, min_panel(band), threads);
+                    let panel = |i: usize| {
+                        let std::ops::Range { start: r0, end: r1 } = plan.bounds(i);
+                        if r0 < r1 {
+                            with_panel_buffer((r1 - r0) * kk, |wbuf| {
+                                kernel.widen(r0 * kk..r1 * kk, wbuf);
+                                rows_gemm(r0, r1, wbuf.as_ptr());
+                            });
+                        }
+                    };
+                    if threaded {
+                        (0..plan.count).into_par_iter().for_each(panel);
+                    } else {
+                        (0..plan.count).for_each(panel);
+                    }
                 }
             }
             y0 = y1;
@@ -355,12 +394,72 @@ mod tests {
         let w = Tensor::randn(0f32, 0.3, (4, 3, 3, 3), &dev).unwrap();
         let bias = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let banded = conv2d_f32(&flat(&x), &flat(&w), Some(&flat(&bias)), 1, g);
+        let banded = conv2d_f32(&flat(&x), Rows::F32(&flat(&w)), Some(&flat(&bias)), 1, 1, g);
         let conv = Conv2d::new(w.clone(), Some(bias), 1, 1);
         let reference = flat(&conv.forward_candle(&x, &w).unwrap());
         assert_eq!(banded.len(), reference.len());
         for (a, b) in banded.iter().zip(&reference) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+
+    /// A stored f16/bf16/fp8 kernel widened panel by panel gives exactly the numbers of the
+    /// kernel widened whole first, for one image (panels across threads) and two (one image
+    /// per thread), with ragged panels, several bands and the pointwise path.
+    #[test]
+    fn stored_kernels_in_panels_are_bit_identical_to_widening_first() {
+        let dev = Device::Cpu;
+        for (b, c_in, c_out, k, s, p) in [
+            (1, 7, 37, 3, 1, 1),
+            (2, 5, 40, 3, 2, 1),
+            (2, 9, 33, 1, 1, 0),
+        ] {
+            let (h, w) = (13, 11);
+            let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let g = Shape2d {
+                b,
+                c_in,
+                h,
+                w,
+                c_out,
+                k,
+                stride: s,
+                padding: p,
+                oh,
+                ow,
+            };
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let x = flat(&Tensor::randn(0f32, 1.0, (b, c_in, h, w), &dev).unwrap());
+            let bias = flat(&Tensor::randn(0f32, 1.0, c_out, &dev).unwrap());
+            let w32 = Tensor::randn(0f32, 0.3, (c_out, c_in, k, k), &dev).unwrap();
+            for dt in [DType::F16, DType::BF16, DType::F8E4M3, DType::U8] {
+                let stored = if dt == DType::U8 {
+                    crate::models::fp8::store_as(crate::models::fp8::Fp8Kind::E5m2, &w32).unwrap()
+                } else {
+                    w32.to_dtype(dt).unwrap()
+                };
+                assert_eq!(stored.dtype(), dt);
+                let wide = flat(&widen(&stored, DType::F32).unwrap());
+                for bias in [Some(&bias[..]), None] {
+                    // Bands of 4 output rows.
+                    let budget = 4 * c_in * k * k * ow * 4;
+                    let want = conv2d_f32(&x, Rows::F32(&wide), bias, budget, 1 << 20, g);
+                    for panel_floats in [1, 16 * c_in * k * k + 3, 1 << 20] {
+                        let got = with_rows(&stored, |r| {
+                            conv2d_f32(&x, r, bias, budget, panel_floats, g)
+                        })
+                        .unwrap();
+                        let same = got
+                            .iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{dt:?} b{b} {c_in}->{c_out} k{k} s{s}: {panel_floats}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

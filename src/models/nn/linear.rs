@@ -5,8 +5,9 @@
 //! bias written into the destination first. Elsewhere it is candle_nn's Linear.
 
 use super::cpu_gemm::{par_gemm, Dest, Operand};
+use super::panels::{linear_panels, with_rows, Rows};
 use super::{cpu_f32, is_cpu_f32, stored, widen};
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone)]
@@ -73,6 +74,9 @@ impl Linear {
         }
     }
 
+    /// On the CPU in f32: the bias written into the destination, then `x · Wᵀ` accumulated
+    /// onto it, with an f32 weight read in place by one [`par_gemm`], and a stored f16/bf16/fp8
+    /// weight widened panel by panel ([`linear_panels`]) instead of as a whole.
     fn forward_cpu_f32(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (out_f, in_f) = weight.dims2()?;
         let dims = x.dims().to_vec();
@@ -83,12 +87,10 @@ impl Linear {
         let x = x.contiguous()?;
         let weight = weight.contiguous()?;
         let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = weight.storage_and_layout();
         let input = cpu_f32(&xs, xl.start_offset(), rows * in_f)?;
-        let w = cpu_f32(&ws, wl.start_offset(), out_f * in_f)?;
         let mut out = vec![0f32; rows * out_f];
         let bias = match bias {
-            Some(b) => Some(b.contiguous()?),
+            Some(b) => Some(widen(b, DType::F32)?.contiguous()?),
             None => None,
         };
         let bias_guard = bias.as_ref().map(|b| b.storage_and_layout());
@@ -98,31 +100,43 @@ impl Linear {
                 row.copy_from_slice(bias);
             }
         }
-        // SAFETY: out is [rows, out_f]; input [rows, in_f] row-major; the weight [out_f, in_f]
-        // read as its transpose [in_f, out_f] (row stride 1, column stride in_f).
-        unsafe {
-            par_gemm(
-                rows,
-                out_f,
-                in_f,
-                Dest {
-                    ptr: out.as_mut_ptr(),
-                    rs: out_f as isize,
-                },
-                bias_guard.is_some(),
-                Operand {
-                    ptr: input.as_ptr(),
-                    rs: in_f as isize,
-                    cs: 1,
-                },
-                Operand {
-                    ptr: w.as_ptr(),
-                    rs: 1,
-                    cs: in_f as isize,
-                },
-                1.0,
-            );
+        let dst = Dest {
+            ptr: out.as_mut_ptr(),
+            rs: out_f as isize,
+        };
+        let lhs = Operand {
+            ptr: input.as_ptr(),
+            rs: in_f as isize,
+            cs: 1,
+        };
+        let read_dst = bias_guard.is_some();
+        let done = with_rows(&weight, |w| match w {
+            // SAFETY: out is [rows, out_f]; input [rows, in_f] row-major; the weight
+            // [out_f, in_f] read as its transpose [in_f, out_f] (row stride 1, column
+            // stride in_f), in place or panel by panel.
+            Rows::F32(w) => unsafe {
+                par_gemm(
+                    rows,
+                    out_f,
+                    in_f,
+                    dst,
+                    read_dst,
+                    lhs,
+                    Operand {
+                        ptr: w.as_ptr(),
+                        rs: 1,
+                        cs: in_f as isize,
+                    },
+                    1.0,
+                )
+            },
+            w => unsafe { linear_panels(rows, out_f, in_f, dst, read_dst, lhs, w) },
+        });
+        if done.is_none() {
+            candle_core::bail!("linear: weight of dtype {:?} on the CPU", weight.dtype());
         }
+        drop(bias_guard);
+        drop(xs);
         let mut shape = dims;
         *shape.last_mut().expect("rank >= 1") = out_f;
         Tensor::from_vec(out, shape, &Device::Cpu)
@@ -131,6 +145,14 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.scale.is_none()
+            && is_cpu_f32(x)
+            && x.rank() >= 1
+            && with_rows(&self.weight, |_| ()).is_some()
+        {
+            // The stored weight goes to the CPU kernel as it is.
+            return Self::forward_cpu_f32(x, &self.weight, self.bias.as_ref());
+        }
         let w = widen(&self.weight, x.dtype())?;
         match &self.scale {
             None => self.forward_with(x, &w),

@@ -7,6 +7,7 @@ pub mod conv;
 pub mod cpu_gemm;
 pub mod linear;
 pub mod norm;
+pub mod panels;
 pub mod sinusoid;
 pub mod vecmath;
 
@@ -35,8 +36,9 @@ pub fn weights_vb(
 }
 
 /// candle's VarBuilder only asks for tensors in a given dtype; [`StoredWeights`] reads a
-/// request for this one as "as stored" (no weight is ever requested as u8).
-const AS_STORED: DType = DType::U8;
+/// request for this one as "as stored". No weight is ever requested as (or stored in) this
+/// MX scale format, and candle converts nothing to it, so other backends fail the request.
+const AS_STORED: DType = DType::F8E8M0;
 
 /// The backend of [`weights_vb`].
 struct StoredWeights(HashMap<String, Tensor>);
@@ -69,11 +71,12 @@ impl SimpleBackend for StoredWeights {
             }
             .bt()
         })?;
-        // Converted on the tensor's own device first (fp8 casts exist on the CPU).
+        // Converted on the tensor's own device first (fp8 casts exist on the CPU; fp8
+        // e5m2's U8 bits go through their decode table).
         let t = if dtype == AS_STORED || t.dtype() == dtype {
             t.clone()
         } else {
-            t.to_dtype(dtype)?
+            widen(t, dtype)?
         };
         t.to_device(dev)
     }
@@ -86,65 +89,63 @@ impl SimpleBackend for StoredWeights {
 /// `name` under `vb` in the dtype it is stored in (see [`weights_vb`]); from any other
 /// VarBuilder, in the builder's dtype.
 pub fn stored(vb: &VarBuilder, name: &str) -> Result<Tensor> {
-    let t = vb.get_unchecked_dtype(name, AS_STORED)?;
-    if t.dtype() == AS_STORED {
-        // Not a `weights_vb` backend: it converted to the marker dtype.
-        return vb.get_unchecked(name);
+    match vb.get_unchecked_dtype(name, AS_STORED) {
+        Ok(t) if t.dtype() != AS_STORED => Ok(t),
+        // Not a `weights_vb` backend: it failed to convert to the marker dtype (or the
+        // tensor is missing, which the plain request reports).
+        _ => vb.get_unchecked(name),
     }
-    Ok(t)
 }
 
-/// `w` as `dtype` for one operation (a no-op when it already is).
+/// `w` as `dtype` for one operation (a no-op when it already is). A U8 weight is fp8 e5m2
+/// (candle has no e5m2 dtype: `fp8::store_as` keeps its bits as U8) and is decoded exactly.
 ///
-/// f16/bf16/fp8 e4m3fn → f32 on the CPU is split over the thread pool in blocks converted by `half`'s
-/// slice conversion (F16C where the CPU has it): candle's `to_dtype` converts one value at a
-/// time on one thread (2.9 ns per f16 value here, ~7 s of every SDXL UNet call). Both are
-/// exact, so the numbers are the same.
+/// f16/bf16/fp8 → f32 on the CPU is split over the thread pool in blocks converted by `half`'s
+/// slice conversion (F16C where the CPU has it) or the fp8 decode table: candle's `to_dtype`
+/// converts one value at a time on one thread (2.9 ns per f16 value here, ~7 s of every SDXL
+/// UNet call). Both are exact, so the numbers are the same. (The CPU layers avoid even this
+/// whole copy: see [`panels`].)
 pub fn widen(w: &Tensor, dtype: DType) -> Result<Tensor> {
     if w.dtype() == dtype {
         return Ok(w.clone());
     }
-    if dtype == DType::F32 && w.device().is_cpu() && w.is_contiguous() {
-        let n = w.elem_count();
-        let (st, l) = w.storage_and_layout();
-        let range = l.start_offset()..l.start_offset() + n;
-        let out = match &*st {
-            Storage::Cpu(CpuStorage::F16(v)) => Some(widen_par(&v[range], |s, d| {
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(s, d)
-            })),
-            Storage::Cpu(CpuStorage::BF16(v)) => Some(widen_par(&v[range], |s, d| {
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(s, d)
-            })),
-            // fp8 weight storage (UNETLoader's weight_dtype, fp8 files): the exact decode
-            // table, on every thread.
-            Storage::Cpu(CpuStorage::F8E4M3(v)) => Some(widen_par(&v[range], |s, d| {
-                for (o, x) in d.iter_mut().zip(s) {
-                    *o = crate::models::fp8::decode(
-                        crate::models::fp8::Fp8Kind::E4m3fn,
-                        x.to_bits(),
-                    );
-                }
-            })),
-            _ => None,
-        };
-        drop(st);
-        if let Some(out) = out {
-            return Tensor::from_vec(out, w.shape(), &Device::Cpu);
+    if w.dtype() == DType::U8 {
+        let f = if w.device().is_cpu() {
+            widen_cpu_f32(&w.contiguous()?).unwrap_or_else(|| {
+                candle_core::bail!("fp8 e5m2 weight on the CPU is not a contiguous U8 tensor")
+            })
+        } else {
+            // The decode table on the tensor's device, indexed by the codes.
+            let table = Tensor::new(
+                &crate::models::fp8::table(crate::models::fp8::Fp8Kind::E5m2)[..],
+                w.device(),
+            )?;
+            table.index_select(&w.flatten_all()?, 0)?.reshape(w.shape())
+        }?;
+        return f.to_dtype(dtype);
+    }
+    if dtype == DType::F32 {
+        if let Some(out) = widen_cpu_f32(w) {
+            return out;
         }
     }
     w.to_dtype(dtype)
 }
 
-/// `src` converted to f32 by `convert`, block by block on every thread.
-fn widen_par<T: Sync>(src: &[T], convert: impl Fn(&[T], &mut [f32]) + Sync) -> Vec<f32> {
+/// `w` widened to f32 on every thread, when it is a contiguous CPU tensor of a stored dtype.
+fn widen_cpu_f32(w: &Tensor) -> Option<Result<Tensor>> {
     /// Values per task: large enough to amortise the hand-off, small enough to balance.
     const BLOCK: usize = 1 << 16;
     use rayon::prelude::*;
-    let mut out = vec![0f32; src.len()];
-    out.par_chunks_mut(BLOCK)
-        .zip(src.par_chunks(BLOCK))
-        .for_each(|(d, s)| convert(s, d));
-    out
+    let out = panels::with_rows(w, |rows| {
+        let mut out = vec![0f32; w.elem_count()];
+        out.par_chunks_mut(BLOCK).enumerate().for_each(|(i, d)| {
+            let a = i * BLOCK;
+            rows.widen(a..a + d.len(), d)
+        });
+        out
+    })?;
+    Some(Tensor::from_vec(out, w.shape(), &Device::Cpu))
 }
 
 /// Does `vb` hold a tensor called `name`?
@@ -207,6 +208,21 @@ mod tests {
                     "{dt:?}: {a} vs {b}"
                 );
             }
+        }
+        // fp8 e5m2 is held as U8 bits: every code decodes to its table value.
+        let codes: Vec<u8> = (0..=255u8).cycle().take(n).collect();
+        let t = Tensor::from_vec(codes.clone(), n, &dev)
+            .unwrap()
+            .narrow(0, 3, n - 3)
+            .unwrap();
+        let ours = widen(&t, DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        let table = crate::models::fp8::table(crate::models::fp8::Fp8Kind::E5m2);
+        for (a, &c) in ours.iter().zip(&codes[3..]) {
+            let b = table[c as usize];
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{c}"
+            );
         }
     }
 }
