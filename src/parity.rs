@@ -95,8 +95,6 @@ pub const BUILTIN_CASES: &[Case] = &[
     // Flux (issue 13): scripts/parity/gen_flux.py's files under the models dir's
     // diffusion_models/, text_encoders/, vae/, loras/ and checkpoints/ (the 2 double + 2 single
     // block model at the real widths, the real CLIP-L and VAE, the full-depth fp8 T5-XXL).
-    // workflows/flux/ holds three more (flux_t5depth2, flux_fp8_checkpoint, flux_lora_fp8)
-    // that join the suite once ComfyUI's references for them exist (docs/parity.md).
     Case {
         name: "flux_quickstart",
         suite: "flux",
@@ -116,6 +114,24 @@ pub const BUILTIN_CASES: &[Case] = &[
         name: "flux_schnell",
         suite: "flux",
         workflow: include_str!("../workflows/flux/flux_schnell.json"),
+    },
+    // The quickstart on the 2-block fp16 T5-XXL (ComfyUI builds it with its
+    // `t5xxl_model_config` option: scripts/parity/comfy_main_flux_t5layers.py).
+    Case {
+        name: "flux_t5depth2",
+        suite: "flux",
+        workflow: include_str!("../workflows/flux/flux_t5depth2.json"),
+    },
+    // The all-in-one fp8 checkpoint (gen_flux.py `ckpt`), bare and with the kohya LoRA.
+    Case {
+        name: "flux_fp8_checkpoint",
+        suite: "flux",
+        workflow: include_str!("../workflows/flux/flux_fp8_checkpoint.json"),
+    },
+    Case {
+        name: "flux_lora_fp8",
+        suite: "flux",
+        workflow: include_str!("../workflows/flux/flux_lora_fp8.json"),
     },
 ];
 
@@ -410,6 +426,9 @@ mod tests {
                 ("sd15" | "controlnet", _) => "sd15_random.safetensors",
                 ("sdxl", "sdxl_refiner_only") => "sdxl_refiner_random.safetensors",
                 ("sdxl", _) => "sdxl_random.safetensors",
+                ("flux", "flux_fp8_checkpoint" | "flux_lora_fp8") => {
+                    "flux1_dev_fp8_2x2_random.safetensors"
+                }
                 ("flux", _) => "", // split files: UNETLoader + DualCLIPLoader + VAELoader
                 _ => unreachable!(),
             };

@@ -15,6 +15,11 @@ layers = int(sys.argv.pop(1))
 sys.argv[0] = "main.py"
 sys.path.insert(0, os.getcwd())
 
+# As main.py does first: parse the command line, so model_management (imported by sd3_clip)
+# sees --cpu instead of probing for CUDA with default arguments.
+import comfy.options  # noqa: E402
+
+comfy.options.enable_args_parsing()
 import comfy.text_encoders.sd3_clip as sd3_clip  # noqa: E402
 
 _init = sd3_clip.T5XXLModel.__init__
