@@ -12,6 +12,24 @@ use comfyrs::models::controlnet::load_controlnet;
 use comfyrs::models::load_sd1_checkpoint;
 use std::time::Instant;
 
+/// User + system CPU time of this process so far (all threads), from /proc/self/stat; NaN
+/// where that is unavailable.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match f.as_slice() {
+        [u, s] => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let usage = "usage: controlnet_step CHECKPOINT CONTROLNET [SIZE_PX] [PASSES]";
     let mut args = std::env::args().skip(1);
@@ -30,20 +48,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Tensor::randn(0f32, 1f32, (2, 77, 768), &dev)?;
     let ts = Tensor::new(&[500f32, 500f32], &dev)?;
     for i in 0..passes {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_seconds());
         let y = ck.unet.forward(&x, &ts, &ctx, None)?;
         let _ = y.sum_all()?.to_scalar::<f32>()?;
-        let plain = t.elapsed().as_secs_f64();
-        let t = Instant::now();
+        let (plain, plain_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
+        let (t, c) = (Instant::now(), cpu_seconds());
         let control = cn.net.forward(&x, &hint, &ts, &ctx, None)?;
-        let cn_s = t.elapsed().as_secs_f64();
+        let (cn_s, cn_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
         let y = ck
             .unet
             .forward_with_control(&x, &ts, &ctx, None, Some(&control))?;
         let _ = y.sum_all()?.to_scalar::<f32>()?;
-        let with = t.elapsed().as_secs_f64();
+        let (with, with_cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
         println!(
-            "pass {i}: UNet {plain:.3} s, ControlNet {cn_s:.3} s + UNet with control = {with:.3} s"
+            "pass {i}: UNet {plain:.3} s, ControlNet {cn_s:.3} s + UNet with control = {with:.3} s; \
+             CPU {plain_cpu:.2} s, {cn_cpu:.2} s, {with_cpu:.2} s"
         );
     }
     Ok(())

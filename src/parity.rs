@@ -4,7 +4,7 @@
 //!
 //! The bar (issues 3 and 12, `../shared/parity/README.md`): on CPU fp32, mean |Δ| ≤ 0.5 and
 //! max |Δ| ≤ 4 levels (0–255) over every channel of every pixel. The built-in cases are the
-//! workflows under `workflows/{sd15,sdxl,controlnet,flux}/` (compiled in), grouped in suites by
+//! workflows under `workflows/{sd15,sdxl,controlnet,flux,toolbox}/` (compiled in), grouped in suites by
 //! the checkpoints they need; the references are ComfyUI's outputs named `<case>.png`.
 
 use crate::env::Environment;
@@ -27,7 +27,7 @@ pub const MAX_ABS_DIFF: u8 = 4;
 pub struct Case {
     /// The case name, also the reference file stem (`<name>.png`).
     pub name: &'static str,
-    /// The suite it belongs to (`sd15`, `sdxl`).
+    /// The suite it belongs to (`sd15`, `sdxl`, `controlnet`, `flux`, `toolbox`).
     pub suite: &'static str,
     /// The API-format workflow; its `CheckpointLoaderSimple` names the checkpoint it needs
     /// (`sd15_random.safetensors`, `sdxl_random.safetensors`,
@@ -92,6 +92,60 @@ pub const BUILTIN_CASES: &[Case] = &[
         suite: "controlnet",
         workflow: include_str!("../workflows/controlnet/cnet_sdxl_small.json"),
     },
+    // The image toolbox (issue 15) on sd15_random: newer samplers and schedulers, model and
+    // guidance patches, tiled VAE decoding, a two-sampler custom-sampling graph.
+    // tb_vae_decode_tiled repeats tb_gradient_estimation_kl's sampling nodes, so it follows it
+    // and only the decode runs again (the executor's cache, as ComfyUI's).
+    Case {
+        name: "tb_res_multistep_cfgpp_beta",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_res_multistep_cfgpp_beta.json"),
+    },
+    Case {
+        name: "tb_gradient_estimation_kl",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_gradient_estimation_kl.json"),
+    },
+    Case {
+        name: "tb_vae_decode_tiled",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_vae_decode_tiled.json"),
+    },
+    Case {
+        name: "tb_er_sde_karras",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_er_sde_karras.json"),
+    },
+    Case {
+        name: "tb_seeds2_simple",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_seeds2_simple.json"),
+    },
+    Case {
+        name: "tb_sa_solver_beta",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_sa_solver_beta.json"),
+    },
+    Case {
+        name: "tb_dpmpp2m_sde_gpu_karras",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_dpmpp2m_sde_gpu_karras.json"),
+    },
+    Case {
+        name: "tb_freeu_v2_rescalecfg",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_freeu_v2_rescalecfg.json"),
+    },
+    Case {
+        name: "tb_pag",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_pag.json"),
+    },
+    Case {
+        name: "tb_split_sigmas_two_samplers",
+        suite: "toolbox",
+        workflow: include_str!("../workflows/toolbox/tb_split_sigmas_two_samplers.json"),
+    },
     // Flux (issue 13): scripts/parity/gen_flux.py's files under the models dir's
     // diffusion_models/, text_encoders/, vae/, loras/ and checkpoints/ (the 2 double + 2 single
     // block model at the real widths, the real CLIP-L and VAE, the full-depth fp8 T5-XXL).
@@ -136,7 +190,7 @@ pub const BUILTIN_CASES: &[Case] = &[
 ];
 
 /// The suites, for `--suite`.
-pub const SUITES: &[&str] = &["sd15", "sdxl", "controlnet", "flux"];
+pub const SUITES: &[&str] = &["sd15", "sdxl", "controlnet", "flux", "toolbox"];
 
 /// The img2img input of the parity workflows (`comfyrs_test_256.png` in their `LoadImage`):
 /// the image of `../shared/parity/gen_test_image.py` (red/green gradient, a blue disc, a
@@ -423,7 +477,7 @@ mod tests {
             let mut wf = parse_workflow(case.workflow).unwrap();
             let want = match (case.suite, case.name) {
                 ("controlnet", "cnet_sdxl_small") => "sdxl_random.safetensors",
-                ("sd15" | "controlnet", _) => "sd15_random.safetensors",
+                ("sd15" | "controlnet" | "toolbox", _) => "sd15_random.safetensors",
                 ("sdxl", "sdxl_refiner_only") => "sdxl_refiner_random.safetensors",
                 ("sdxl", _) => "sdxl_random.safetensors",
                 ("flux", "flux_fp8_checkpoint" | "flux_lora_fp8") => {

@@ -34,12 +34,13 @@ ctx = torch.randn(2, 77, 768)
 ts = torch.tensor([500.0, 500.0])
 with torch.no_grad():
     for i in range(passes):
-        t = time.time()
+        t, c0 = time.time(), time.process_time()
         float(unet(x, ts, ctx).sum())
-        plain = time.time() - t
-        t = time.time()
+        plain, plain_cpu = time.time() - t, time.process_time() - c0
+        t, c0 = time.time(), time.process_time()
         c = cn(x=x, hint=hint, timesteps=ts, context=ctx)
-        cn_s = time.time() - t
+        cn_s, cn_cpu = time.time() - t, time.process_time() - c0
         float(unet(x, ts, ctx, control={"input": [], "middle": c["middle"], "output": c["output"]}).sum())
-        w = time.time() - t
-        print(f"pass {i}: UNet {plain:.3f} s, ControlNet {cn_s:.3f} s + UNet with control = {w:.3f} s")
+        w, w_cpu = time.time() - t, time.process_time() - c0
+        print(f"pass {i}: UNet {plain:.3f} s, ControlNet {cn_s:.3f} s + UNet with control = {w:.3f} s; "
+              f"CPU {plain_cpu:.2f} s, {cn_cpu:.2f} s, {w_cpu:.2f} s", flush=True)

@@ -294,7 +294,7 @@ struct ParityArgs {
     /// (diffusion_models/, text_encoders/, vae/, loras/, checkpoints/).
     #[arg(long, value_name = "DIR", conflicts_with = "checkpoint")]
     models_dir: Option<PathBuf>,
-    /// Built-in suite to run: sd15, sdxl, controlnet, flux or all (repeatable; default sd15).
+    /// Built-in suite to run: sd15, sdxl, controlnet, flux, toolbox or all (repeatable; default sd15).
     #[arg(long = "suite", value_name = "NAME")]
     suites: Vec<String>,
     /// Run only the built-in cases of this name (repeatable).
