@@ -45,11 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let cache = Arc::new(PatchCache::default());
-    let entry = |s: f64| PatchEntry {
-        lora: loaded.clone(),
-        identity: lora.display().to_string(),
-        strength: s,
-    };
+    let entry = |s: f64| PatchEntry::lora(loaded.clone(), lora.display().to_string(), s);
     let unet = PatchedModel::new(ck.unet.clone(), ck.weights.clone());
     let clip = PatchedClip::new(ck.clip.clone(), ck.weights.clone(), false);
 
