@@ -788,6 +788,52 @@ pub fn preview_prefix_append() -> String {
     format!("_temp_{suffix}")
 }
 
+/// Saves `images` to the temp folder as ComfyUI's PreviewImage (and the nodes derived from it)
+/// does: prefix `ComfyUI_temp_` plus five random letters chosen once per node instance (kept in
+/// the node's state, like ComfyUI's `__init__`), the prompt and workflow as PNG text chunks. The
+/// `ui` output carries the saved files.
+pub fn save_preview(
+    ctx: &mut NodeContext,
+    images: &Tensor,
+    compress_level: u8,
+) -> Result<NodeOutput, NodeError> {
+    let append = match ctx.state.as_ref().and_then(|s| s.downcast_ref::<String>()) {
+        Some(s) => s.clone(),
+        None => {
+            let s = preview_prefix_append();
+            *ctx.state = Some(Box::new(s.clone()));
+            s
+        }
+    };
+    let results = save_images(
+        images,
+        &format!("ComfyUI{append}"),
+        &ctx.env.paths.temp,
+        "temp",
+        compress_level,
+        Some(ctx.prompt.json()),
+        ctx.extra_pnginfo,
+    )?;
+    Ok(images_ui(results))
+}
+
+/// A MASK (`[B, H, W]` or `[H, W]`) as the grey IMAGE `[B, H, W, 3]` the mask previews save.
+pub fn mask_preview_image(mask: &Tensor) -> Result<Tensor, NodeError> {
+    let d = mask.dims();
+    if d.len() < 2 {
+        return Err(NodeError::input(
+            "mask",
+            format!("expected a MASK [B, H, W] or [H, W], got shape {d:?}"),
+        ));
+    }
+    let (h, w) = (d[d.len() - 2], d[d.len() - 1]);
+    let b = mask.elem_count() / (h * w).max(1);
+    Ok(mask
+        .reshape((b, h, w, 1))?
+        .broadcast_as((b, h, w, 3))?
+        .contiguous()?)
+}
+
 struct PreviewImage;
 impl Node for PreviewImage {
     fn schema(&self) -> NodeSchema {
@@ -803,25 +849,7 @@ impl Node for PreviewImage {
     }
     fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
         let images = i.object::<Image>("images")?;
-        // Chosen once per node instance, like ComfyUI's __init__.
-        let append = match ctx.state.as_ref().and_then(|s| s.downcast_ref::<String>()) {
-            Some(s) => s.clone(),
-            None => {
-                let s = preview_prefix_append();
-                *ctx.state = Some(Box::new(s.clone()));
-                s
-            }
-        };
-        let results = save_images(
-            &images.0,
-            &format!("ComfyUI{append}"),
-            &ctx.env.paths.temp,
-            "temp",
-            1,
-            Some(ctx.prompt.json()),
-            ctx.extra_pnginfo,
-        )?;
-        Ok(images_ui(results))
+        save_preview(ctx, &images.0, 1)
     }
 }
 

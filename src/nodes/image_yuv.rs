@@ -4,14 +4,13 @@
 //! (`nodes_mask.py`): a MASK shown as a grey image, saved to the temp folder like
 //! PreviewImage with compress level 4.
 
-use super::image_io::{preview_prefix_append, save_images};
+use super::image_io::{mask_preview_image, save_preview};
 use crate::node::types::{Image, Mask};
 use crate::node::{
     Hidden, InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec,
     Registry, RegistryError, Value,
 };
 use candle_core::{Device, Tensor};
-use serde_json::{Map, Value as Json};
 
 fn err(e: candle_core::Error) -> NodeError {
     NodeError::msg(e.to_string())
@@ -183,42 +182,7 @@ impl Node for MaskPreview {
     }
     fn execute(&self, ctx: &mut NodeContext, i: &Inputs) -> Result<NodeOutput, NodeError> {
         let mask = i.object::<Mask>("mask")?;
-        let d = mask.0.dims();
-        if d.len() < 2 {
-            return Err(NodeError::input(
-                "mask",
-                format!("expected a MASK [B, H, W] or [H, W], got shape {d:?}"),
-            ));
-        }
-        let (h, w) = (d[d.len() - 2], d[d.len() - 1]);
-        let b = mask.0.elem_count() / (h * w).max(1);
-        let preview = mask
-            .0
-            .reshape((b, h, w, 1))
-            .and_then(|t| t.broadcast_as((b, h, w, 3)))
-            .and_then(|t| t.contiguous())
-            .map_err(err)?;
-        // Chosen once per node instance, like ComfyUI's __init__.
-        let append = match ctx.state.as_ref().and_then(|s| s.downcast_ref::<String>()) {
-            Some(s) => s.clone(),
-            None => {
-                let s = preview_prefix_append();
-                *ctx.state = Some(Box::new(s.clone()));
-                s
-            }
-        };
-        let results = save_images(
-            &preview,
-            &format!("ComfyUI{append}"),
-            &ctx.env.paths.temp,
-            "temp",
-            4,
-            Some(ctx.prompt.json()),
-            ctx.extra_pnginfo,
-        )?;
-        let mut ui = Map::new();
-        ui.insert("images".into(), Json::Array(results));
-        Ok(NodeOutput::ui(ui))
+        save_preview(ctx, &mask_preview_image(&mask.0)?, 4)
     }
 }
 

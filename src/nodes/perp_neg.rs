@@ -4,6 +4,7 @@
 //! [`crate::sampling::guidance_fns::perp_neg`]: the negative's direction from the empty
 //! prediction loses its component along the positive's before it is subtracted.
 
+use super::sampling::cfg_input;
 use super::sd_types::{Conditioning, GuiderPayload, SdModel};
 use crate::node::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeOutput, NodeSchema, OutputSpec, Registry,
@@ -63,14 +64,7 @@ impl Node for PerpNegGuider {
             .input(InputSpec::of("positive", "CONDITIONING"))
             .input(InputSpec::of("negative", "CONDITIONING"))
             .input(InputSpec::of("empty_conditioning", "CONDITIONING"))
-            .input(
-                InputSpec::float("cfg")
-                    .default(8.0)
-                    .min(0.0)
-                    .max(100.0)
-                    .step(0.1)
-                    .opt("round", 0.01),
-            )
+            .input(cfg_input())
             .input(neg_scale())
             .output(OutputSpec::new("GUIDER"))
     }

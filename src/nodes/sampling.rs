@@ -45,7 +45,8 @@ fn seed_of(i: &Inputs, name: &str) -> Result<u64, NodeError> {
     u64::try_from(v).map_err(|_| NodeError::input(name, format!("{v} is not a 64-bit seed")))
 }
 
-fn cfg_input() -> InputSpec {
+/// KSampler's `cfg` input (the guiders take the same).
+pub(super) fn cfg_input() -> InputSpec {
     cfg_named("cfg")
 }
 
