@@ -332,6 +332,19 @@ fn run(reg: &Arc<Registry>, env: &Arc<Environment>, prompt: &Json) -> RunOutcome
     exec.run("t", &valid, None, &Interrupt::new(), &NoEvents)
 }
 
+/// Each case's probe `p<k>` against the golden `<section>/<case>`, within 1e-5 of scale.
+fn check_probes(out: &RunOutcome, section: &str, list: &[String]) {
+    for (k, case) in list.iter().enumerate() {
+        let key = format!("{section}/{case}");
+        check(
+            &key,
+            &probe_values(out, &format!("p{k}")),
+            &values(tensor(&key)),
+            1e-5,
+        );
+    }
+}
+
 fn probe_values(out: &RunOutcome, id: &str) -> Vec<f32> {
     assert!(matches!(out.status, RunStatus::Success), "{:?}", out.status);
     out.outputs[id]["values"]
@@ -677,15 +690,7 @@ fn deep_shrink_matches_comfyui() {
         );
     }
     let out = run(&reg, &env, &Json::Object(p));
-    for (k, case) in list.iter().enumerate() {
-        let key = format!("downscale/{case}");
-        check(
-            &key,
-            &probe_values(&out, &format!("p{k}")),
-            &values(tensor(&key)),
-            1e-5,
-        );
-    }
+    check_probes(&out, "downscale", &list);
     assert_eq!(list.len(), 6);
 }
 
@@ -729,15 +734,7 @@ fn unet_attention_multipliers_match_comfyui() {
         );
     }
     let out = run(&reg, &env, &Json::Object(p));
-    for (k, case) in list.iter().enumerate() {
-        let key = format!("attn_multiply/{case}");
-        check(
-            &key,
-            &probe_values(&out, &format!("p{k}")),
-            &values(tensor(&key)),
-            1e-5,
-        );
-    }
+    check_probes(&out, "attn_multiply", &list);
     assert_eq!(list.len(), 3);
 }
 
@@ -832,15 +829,7 @@ fn self_attention_guidance_matches_comfyui() {
         );
     }
     let out = run(&reg, &env, &Json::Object(p));
-    for (k, case) in list.iter().enumerate() {
-        let key = format!("sag/{case}");
-        check(
-            &key,
-            &probe_values(&out, &format!("p{k}")),
-            &values(tensor(&key)),
-            1e-5,
-        );
-    }
+    check_probes(&out, "sag", &list);
     assert_eq!(list.len(), 12);
 }
 
@@ -880,15 +869,7 @@ fn hypertile_matches_comfyui() {
         );
     }
     let out = run(&reg, &env, &Json::Object(p));
-    for (k, case) in list.iter().enumerate() {
-        let key = format!("hypertile/{case}");
-        check(
-            &key,
-            &probe_values(&out, &format!("p{k}")),
-            &values(tensor(&key)),
-            1e-5,
-        );
-    }
+    check_probes(&out, "hypertile", &list);
     assert_eq!(list.len(), 11);
 }
 
